@@ -1,0 +1,76 @@
+"""The exceptions h5dask raises.
+
+Each is also the matching built-in exception, so ``except FileNotFoundError`` and
+friends keep working, and each names the object key or URL it is about.
+"""
+
+from __future__ import annotations
+
+
+class H5DaskError(Exception):
+    """Base class of every h5dask error."""
+
+
+class DomainNotFoundError(H5DaskError, FileNotFoundError):
+    """No domain (no ``.domain.json``) at the URL."""
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        msg = f"no h5dask/HSDS domain at {url!r}: its .domain.json does not exist"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+        self.url = url
+
+
+class ObjectNotFoundError(H5DaskError, KeyError):
+    """A group, dataset, attribute or link that does not exist."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class StoragePermissionError(H5DaskError, PermissionError):
+    """The object store refused the credentials or the operation."""
+
+
+class StorageError(H5DaskError, OSError):
+    """An object could not be read or written, after all retries."""
+
+    def __init__(self, message: str, key: str = "", attempts: int = 0) -> None:
+        super().__init__(message)
+        self.key = key
+        self.attempts = attempts
+
+
+class MetadataError(H5DaskError, ValueError):
+    """A metadata JSON object is malformed or violates the HSDS schema."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"invalid metadata object {key!r}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class CorruptChunkError(H5DaskError, ValueError):
+    """A chunk object cannot be decoded or has the wrong size."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"corrupt chunk object {key!r}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class UnsupportedFilterError(H5DaskError, ValueError):
+    """A dataset uses a filter h5dask cannot decode."""
+
+
+class UnsupportedTypeError(H5DaskError, TypeError):
+    """A datatype h5dask cannot represent."""
+
+
+class ReadOnlyError(H5DaskError, PermissionError):
+    """A write was attempted on a domain opened read-only."""
+
+
+class InvalidKeyError(H5DaskError, ValueError):
+    """An object key or domain path that would escape the bucket root."""

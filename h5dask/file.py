@@ -1,0 +1,677 @@
+"""The h5py-like API: File, Group, Dataset, attributes, links and committed types.
+
+>>> import numpy as np, h5dask
+>>> with h5dask.File("memory://docs/home/demo.h5", "w") as f:
+...     ds = f.create_dataset("grp/x", data=np.arange(10.0), chunks=(5,), compression="gzip")
+...     f["grp"].attrs["units"] = "K"
+>>> with h5dask.File("memory://docs/home/demo.h5") as f:
+...     (f["grp/x"][2:4].tolist(), f["grp"].attrs["units"], f["grp/x"].chunks)
+([2.0, 3.0], 'K', (5,))
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+import numpy as np
+
+from .chunkio import ArraySource
+from .domain import DomainSession
+from .errors import ObjectNotFoundError, UnsupportedTypeError
+from .format.dataspace import Dataspace
+from .format.filters import COMPRESSORS, filter_json, filter_name
+from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
+from .format.types import has_vlen, type_json_from_dtype
+from .format.values import json_from_array
+from .storage import open_location
+from .storage.sync import sync
+
+
+class SoftLink:
+    """A link to a path in the same domain: ``group["alias"] = SoftLink("/a/b")``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"SoftLink({self.path!r})"
+
+
+class ExternalLink:
+    """A link to an object in another domain of the same bucket."""
+
+    def __init__(self, filename: str, path: str) -> None:
+        self.filename = filename
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"ExternalLink({self.filename!r}, {self.path!r})"
+
+
+class HardLink:
+    """Returned by ``group.get(name, getlink=True)`` for hard links."""
+
+
+# -- attributes -------------------------------------------------------------------------
+class AttributeManager(MutableMapping):
+    """The attributes of a group, dataset or committed datatype (like ``h5py.AttributeManager``).
+
+    Values come back as numpy scalars/arrays; variable-length strings as ``str``.
+    """
+
+    def __init__(self, session: DomainSession, obj_id: str) -> None:
+        self._session = session
+        self._id = obj_id
+
+    def _attrs(self) -> dict:
+        return self._session.load(self._id).attributes
+
+    def __getitem__(self, name: str) -> Any:
+        attrs = self._attrs()
+        if name not in attrs:
+            raise KeyError(f"no attribute {name!r} (attributes: {sorted(attrs)})")
+        meta = self._session.load(self._id)
+        return attrs[name].value(meta.key, self._session.resolve_type)
+
+    def dtype_of(self, name: str) -> np.dtype:
+        """The dtype of one attribute, without decoding its value."""
+        meta = self._session.load(self._id)
+        a = meta.attributes[name]
+        return attribute_dtype(meta.key, name, a.type_json, self._session.resolve_type)
+
+    def shape_of(self, name: str) -> tuple[int, ...] | None:
+        return self._attrs()[name].space.shape
+
+    def raw_json(self, name: str) -> dict:
+        """The attribute's JSON as stored (type, shape, value)."""
+        a = self._attrs()[name]
+        return {"type": a.type_json, "shape": a.space.to_json(), "value": a.value_json}
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.create(name, value)
+
+    def create(self, name: str, data: Any, shape: tuple[int, ...] | None = None,
+               dtype: Any = None) -> None:
+        """Create or replace an attribute, like h5py's ``attrs.create``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("attribute names must be non-empty strings")
+        arr = _as_array(data, dtype)
+        if shape is not None:
+            arr = arr.reshape(shape)
+        space = Dataspace(arr.shape, arr.shape)
+        entry = {"type": type_json_from_dtype(arr.dtype), "shape": space.to_json(),
+                 "value": json_from_array(arr), "created": time.time()}
+
+        def change(obj: dict) -> None:
+            obj.setdefault("attributes", {})[name] = entry
+
+        self._session.update(self._id, change)
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._attrs():
+            raise KeyError(f"no attribute {name!r}")
+        self._session.update(self._id, lambda obj: obj["attributes"].pop(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._attrs()))
+
+    def __len__(self) -> int:
+        return len(self._attrs())
+
+    def __repr__(self) -> str:
+        return f"<Attributes of {self._id}: {sorted(self._attrs())}>"
+
+
+def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if has_vlen(dtype):
+            arr = np.asarray(data, dtype=object)
+            out = np.empty(arr.shape, dtype=dtype)
+            out[...] = arr
+            return out
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, str):
+        from .format.types import VLEN_STR
+
+        return np.array(data, dtype=VLEN_STR)
+    arr = np.asarray(data)
+    if arr.dtype.kind == "U":
+        from .format.types import VLEN_STR
+
+        out = np.empty(arr.shape, dtype=VLEN_STR)
+        out[...] = arr.astype(object)
+        return out
+    if arr.dtype.kind == "O" and not arr.dtype.metadata:
+        from .format.types import VLEN_STR
+
+        if all(isinstance(x, str) for x in arr.reshape(-1)):
+            out = np.empty(arr.shape, dtype=VLEN_STR)
+            out[...] = arr
+            return out
+        raise UnsupportedTypeError(f"cannot store object array of {set(map(type, arr.flat))}")
+    return arr
+
+
+# -- objects ----------------------------------------------------------------------------
+class HLObject:
+    """Common parts of groups, datasets and committed datatypes."""
+
+    def __init__(self, session: DomainSession, obj_id: str, name: str) -> None:
+        self._session = session
+        self.id = obj_id
+        self.name = name
+
+    @property
+    def attrs(self) -> AttributeManager:
+        return AttributeManager(self._session, self.id)
+
+    @property
+    def file(self) -> File:
+        return File._from_session(self._session)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HLObject) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+class Datatype(HLObject):
+    """A committed (named) datatype."""
+
+    @property
+    def dtype(self) -> np.dtype:
+        from .format.types import dtype_from_json
+
+        meta = self._session.load(self.id)
+        return dtype_from_json(meta.type_json, self._session.resolve_type)
+
+    def __repr__(self) -> str:
+        return f"<h5dask Datatype {self.name!r} ({self.dtype})>"
+
+
+class Group(HLObject, Mapping):
+    """A group: a mapping of names to groups, datasets, committed types."""
+
+    @property
+    def _meta(self) -> GroupMeta:
+        meta = self._session.load(self.id)
+        assert isinstance(meta, GroupMeta)
+        return meta
+
+    def _child_name(self, name: str) -> str:
+        return posixpath.normpath(posixpath.join(self.name, name)) if not name.startswith(
+            "/") else posixpath.normpath(name)
+
+    def _wrap(self, obj_id: str, name: str) -> HLObject:
+        kind = obj_id[0]
+        if kind == "g":
+            return Group(self._session, obj_id, name)
+        if kind == "d":
+            return Dataset(self._session, obj_id, name)
+        return Datatype(self._session, obj_id, name)
+
+    def __getitem__(self, path: str) -> Any:
+        if not isinstance(path, str):
+            raise TypeError(f"group members are looked up by name, not {type(path).__name__}")
+        if path in ("", "/") and path == "/":
+            return self.file
+        obj_id, link = self._session.walk_path(self.id, path)
+        if link is not None and link.kind == "external":
+            return self._follow_external(link)
+        return self._wrap(obj_id, self._child_name(path))
+
+    def _follow_external(self, link: Link) -> Any:
+        from .storage import Location
+
+        loc = self._session.location
+        target = Location(loc.store, link.file.strip("/"))
+        return File(target)[link.h5path]
+
+    def get(self, name: str, default: Any = None, getlink: bool = False) -> Any:
+        """Like h5py: the object, ``default``, or with ``getlink`` the link itself."""
+        if getlink:
+            link = self._meta.links.get(name)
+            if link is None:
+                return default
+            if link.kind == "soft":
+                return SoftLink(link.h5path)
+            if link.kind == "external":
+                return ExternalLink(link.file, link.h5path)
+            return HardLink()
+        try:
+            return self[name]
+        except (ObjectNotFoundError, KeyError):
+            return default
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        try:
+            self._session.walk_path(self.id, path)
+            return True
+        except (ObjectNotFoundError, KeyError):
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._meta.links))
+
+    def __len__(self) -> int:
+        return len(self._meta.links)
+
+    def prefetch(self) -> None:
+        """Load the metadata of every hard-linked member concurrently (one round trip)."""
+        ids_ = [link.id for link in self._meta.links.values() if link.kind == "hard"]
+        self._session.load_many(ids_)
+
+    def visititems(self, func: Any) -> Any:
+        """Call ``func(relative_name, obj)`` for every object below, breadth-first, with
+        the metadata of each level fetched concurrently. Stops at a non-None return."""
+        seen = {self.id}
+        level = [(self, "")]
+        while level:
+            next_level = []
+            for group, prefix in level:
+                group.prefetch()
+                for name in group:
+                    link = group._meta.links[name]
+                    if link.kind != "hard" or link.id in seen:
+                        continue
+                    seen.add(link.id)
+                    rel = f"{prefix}{name}"
+                    obj = group._wrap(link.id, group._child_name(name))
+                    result = func(rel, obj)
+                    if result is not None:
+                        return result
+                    if isinstance(obj, Group):
+                        next_level.append((obj, rel + "/"))
+            level = next_level
+        return None
+
+    def visit(self, func: Any) -> Any:
+        return self.visititems(lambda name, _obj: func(name))
+
+    # -- creating ---------------------------------------------------------------------
+    def _parent_and_leaf(self, path: str, create: bool) -> tuple[Group, str]:
+        head, _, leaf = path.strip("/").rpartition("/")
+        if not leaf:
+            raise ValueError(f"invalid member name {path!r}")
+        base: Group = self.file if path.startswith("/") else self
+        if not head:
+            return base, leaf
+        group = base
+        for part in head.split("/"):
+            if part in group:
+                nxt = group[part]
+                if not isinstance(nxt, Group):
+                    raise ValueError(f"{nxt.name!r} is not a group")
+                group = nxt
+            elif create:
+                group = group.create_group(part)
+            else:
+                raise ObjectNotFoundError(f"no group {part!r} in {group.name!r}")
+        return group, leaf
+
+    def _add_link(self, leaf: str, link: Link) -> None:
+        if leaf in self._meta.links:
+            raise ValueError(f"an object named {leaf!r} already exists in {self.name!r}")
+        entry = link.to_json(time.time())
+        self._session.update(self.id, lambda obj: obj.setdefault("links", {}).__setitem__(
+            leaf, entry))
+
+    def create_group(self, name: str) -> Group:
+        """Create a group (intermediate groups too); ValueError if the name exists."""
+        parent, leaf = self._parent_and_leaf(name, create=True)
+        gid = self._session.new_object("g", {"links": {}, "attributes": {}})
+        parent._add_link(leaf, Link(leaf, "hard", id=gid))
+        return Group(self._session, gid, parent._child_name(leaf))
+
+    def require_group(self, name: str) -> Group:
+        if name in self:
+            obj = self[name]
+            if not isinstance(obj, Group):
+                raise TypeError(f"{name!r} exists and is not a group")
+            return obj
+        return self.create_group(name)
+
+    def create_dataset(self, name: str, shape: Any = None, dtype: Any = None, data: Any = None,
+                       chunks: Any = True, compression: str | int | None = None,
+                       compression_opts: int | None = None, shuffle: bool = False,
+                       fletcher32: bool = False, fillvalue: Any = None,
+                       maxshape: Any = None) -> Dataset:
+        """Create a dataset, like h5py's ``create_dataset``.
+
+        ``chunks``: a shape, True (choose), or None (one chunk); ``compression``: gzip
+        (with level ``compression_opts`` 0-9, or an int level), lz4, zstd, ...
+        """
+        parent, leaf = self._parent_and_leaf(name, create=True)
+        if data is not None:
+            arr = _as_array(data, dtype)
+            shape = arr.shape if shape is None else tuple(shape)
+            dtype = arr.dtype
+        else:
+            arr = None
+        if shape is None:
+            raise TypeError("create_dataset needs shape= or data=")
+        shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        dtype = np.dtype("<f4" if dtype is None else dtype)
+        type_json = _type_for(self._session, dtype)
+        space = Dataspace(shape, _maxshape(shape, maxshape))
+        chunk_shape = _choose_chunks(shape, dtype, chunks, space.maxshape)
+        filters = _filters(compression, compression_opts, shuffle, fletcher32)
+        cp: dict[str, Any] = {"layout": {"class": "H5D_CHUNKED", "dims": list(chunk_shape)},
+                              "filters": filters}
+        if fillvalue is not None:
+            cp["fillValue"] = json_from_array(np.asarray(_as_array(fillvalue, dtype)))
+        body = {"type": type_json, "shape": space.to_json(), "creationProperties": cp,
+                "layout": dict(cp["layout"]), "attributes": {}}
+        did = self._session.new_object("d", body)
+        parent._add_link(leaf, Link(leaf, "hard", id=did))
+        ds = Dataset(self._session, did, parent._child_name(leaf))
+        if arr is not None and arr.size:
+            ds[...] = arr
+        return ds
+
+    def require_dataset(self, name: str, shape: Any, dtype: Any, **kwargs: Any) -> Dataset:
+        if name in self:
+            ds = self[name]
+            if not isinstance(ds, Dataset) or ds.shape != tuple(shape):
+                raise TypeError(f"{name!r} exists with another shape or kind")
+            return ds
+        return self.create_dataset(name, shape=shape, dtype=dtype, **kwargs)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        parent, leaf = self._parent_and_leaf(name, create=True)
+        if isinstance(value, SoftLink):
+            parent._add_link(leaf, Link(leaf, "soft", h5path=value.path))
+        elif isinstance(value, ExternalLink):
+            parent._add_link(leaf, Link(leaf, "external", h5path=value.path, file=value.filename))
+        elif isinstance(value, HLObject):
+            parent._add_link(leaf, Link(leaf, "hard", id=value.id))
+        elif isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(
+                value, np.generic)):
+            tid = self._session.new_object("t", {"type": type_json_from_dtype(np.dtype(value)),
+                                                 "attributes": {}})
+            parent._add_link(leaf, Link(leaf, "hard", id=tid))
+        else:
+            parent.create_dataset(leaf, data=value)
+
+    def __delitem__(self, name: str) -> None:
+        parent, leaf = self._parent_and_leaf(name, create=False)
+        if leaf not in parent._meta.links:
+            raise KeyError(f"no member {leaf!r} in {parent.name!r}")
+        # only the link goes; unreachable objects are left for a garbage collector, as HSDS
+        self._session.update(parent.id, lambda obj: obj["links"].pop(leaf))
+
+    def __repr__(self) -> str:
+        return f"<h5dask Group {self.name!r} ({len(self)} members)>"
+
+
+def _type_for(session: DomainSession, dtype: Any) -> Any:
+    if isinstance(dtype, Datatype):
+        return dtype.id
+    return type_json_from_dtype(np.dtype(dtype))
+
+
+def _maxshape(shape: tuple[int, ...], maxshape: Any) -> tuple[int | None, ...]:
+    if maxshape is None:
+        return shape
+    maxshape = tuple(maxshape)
+    if len(maxshape) != len(shape) or any(m is not None and m < s for m, s in zip(maxshape, shape)):
+        raise ValueError(f"maxshape {maxshape} does not fit shape {shape}")
+    return maxshape
+
+
+def _choose_chunks(shape: tuple[int, ...], dtype: np.dtype, chunks: Any,
+                   maxshape: tuple[int | None, ...] | None) -> tuple[int, ...]:
+    if chunks is not None and chunks is not True and chunks is not False:
+        chunks = tuple(int(c) for c in chunks)
+        if len(chunks) != len(shape) or any(c < 1 for c in chunks):
+            raise ValueError(f"chunks {chunks} do not fit shape {shape}")
+        return chunks
+    if shape == ():
+        return (1,)
+    if chunks is None or chunks is False:
+        if maxshape is not None and None in maxshape:
+            raise ValueError("extensible datasets (maxshape None) must be chunked")
+        return tuple(max(1, s) for s in shape)
+    # aim at about 2 MiB, halving the largest dimension first, like h5py's guess
+    target = 2 * 2**20
+    itemsize = max(1, dtype.itemsize if not has_vlen(dtype) else 16)
+    out = [max(1, s) if s else 1024 for s in shape]
+    while math.prod(out) * itemsize > target and max(out) > 1:
+        i = out.index(max(out))
+        out[i] = math.ceil(out[i] / 2)
+    return tuple(out)
+
+
+def _filters(compression: Any, opts: Any, shuffle: bool, fletcher32: bool) -> list:
+    filters: list = []
+    if shuffle:
+        filters.append(filter_json("shuffle"))
+    if isinstance(compression, int) and not isinstance(compression, bool):
+        compression, opts = "gzip", compression
+    if compression:
+        name = filter_name(str(compression))
+        if name not in COMPRESSORS:
+            raise ValueError(f"compression {compression!r} is not one of {COMPRESSORS}")
+        if opts is not None and not (isinstance(opts, int) and 0 <= opts <= 9):
+            raise ValueError(f"compression level must be 0-9, not {opts!r}")
+        filters.append(filter_json(name, opts))
+    if fletcher32:
+        filters.append(filter_json("fletcher32"))
+    return filters
+
+
+class Dataset(HLObject):
+    """An n-dimensional array stored as chunk objects (like ``h5py.Dataset``)."""
+
+    @property
+    def _meta(self) -> DatasetMeta:
+        meta = self._session.load(self.id)
+        assert isinstance(meta, DatasetMeta)
+        return meta
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        return self._meta.shape
+
+    @property
+    def maxshape(self) -> tuple[int | None, ...] | None:
+        return self._meta.space.maxshape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape or ())
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape or ())
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._meta.dtype
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The chunk shape (None for scalar and non-chunked layouts, as in h5py)."""
+        meta = self._meta
+        if meta.space.is_scalar or meta.layout.cls not in (
+                "H5D_CHUNKED", "H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT"):
+            return None
+        return meta.chunk_shape
+
+    @property
+    def layout(self) -> str:
+        return self._meta.layout.cls
+
+    @property
+    def fillvalue(self) -> Any:
+        return self._meta.fill_value()
+
+    @property
+    def compression(self) -> str | None:
+        return self._meta.codec.compressor
+
+    @property
+    def compression_opts(self) -> int | None:
+        codec = self._meta.codec
+        return codec.level if codec.compressor else None
+
+    @property
+    def shuffle(self) -> bool:
+        return self._meta.codec.shuffle
+
+    @property
+    def fletcher32(self) -> bool:
+        return self._meta.codec.fletcher32
+
+    @property
+    def filters(self) -> list:
+        return list(self._meta.filters)
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("a scalar dataset has no len()")
+        return self.shape[0]
+
+    def source(self) -> ArraySource:
+        """The picklable chunk-level reader/writer of this dataset."""
+        meta = self._meta
+        if meta.space.is_null:
+            raise TypeError(f"dataset {self.name!r} has a null dataspace and no data")
+        shape = meta.shape if meta.shape != () else (1,)
+        linked = _linked_chunks(self._session, meta) if meta.layout.is_linked else None
+        return ArraySource(self._session.store, meta.id, shape, meta.chunk_shape, meta.dtype,
+                           meta.codec, meta.fill_value(), linked)
+
+    def __getitem__(self, selection: Any) -> Any:
+        meta = self._meta
+        if meta.space.is_null:
+            return None
+        if meta.space.is_scalar:
+            if selection not in ((), Ellipsis):
+                raise IndexError("a scalar dataset takes [()] or [...]")
+            value = self.source().read((0,))
+            return value[()] if selection == () else np.asarray(value)
+        return self.source().read(selection)
+
+    def __setitem__(self, selection: Any, values: Any) -> None:
+        self._session.check_writable()
+        meta = self._meta
+        if meta.space.is_scalar:
+            self.source().write((0,), np.asarray(values).reshape(()))
+            return
+        self.source().write(selection, values)
+
+    def read_direct_chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
+        """One decoded chunk (full chunk shape) or None if it was never written."""
+        return sync(self.source().read_chunk_async(tuple(index)))
+
+    def resize(self, size: Any, axis: int | None = None) -> None:
+        """Change the shape of an extensible dataset (within ``maxshape``)."""
+        self._session.check_writable()
+        shape = list(self.shape or ())
+        if axis is not None:
+            shape[axis] = int(size)
+        else:
+            shape = [int(s) for s in (size if not isinstance(size, int) else (size,))]
+        maxshape = self.maxshape or ()
+        if len(shape) != len(maxshape) or any(
+                m is not None and s > m for s, m in zip(shape, maxshape)):
+            raise ValueError(f"new shape {tuple(shape)} exceeds maxshape {maxshape}")
+
+        def change(obj: dict) -> None:
+            obj["shape"]["dims"] = shape
+
+        self._session.update(self.id, change)
+        # chunks wholly outside the new shape are left in place, as HSDS does on shrink;
+        # their contents outside the shape are never returned
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = np.asarray(self[()] if self.shape == () else self[...])
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def __repr__(self) -> str:
+        return f"<h5dask Dataset {self.name!r}: shape {self.shape}, {self.dtype}>"
+
+
+def _linked_chunks(session: DomainSession, meta: DatasetMeta) -> tuple:
+    from .ingest.linked import linked_chunk_refs
+
+    return linked_chunk_refs(session, meta)
+
+
+class File(Group):
+    """An HSDS schema-v2 domain in object storage, opened like an HDF5 file.
+
+    ``mode``: r (read), r+ (read/write, must exist), w (create or replace), w-/x (create,
+    fail if it exists), a (read/write, create if missing). A new domain becomes visible
+    when the file is closed (or flushed), after everything it points to is written.
+    """
+
+    def __init__(self, url: Any, mode: str = "r", storage_options: Mapping | None = None,
+                 owner: str | None = None) -> None:
+        from .storage import Location
+
+        location = url if isinstance(url, Location) else open_location(str(url), storage_options)
+        session = DomainSession(location, mode, owner)
+        super().__init__(session, session.root_id, "/")
+        self._closed = False
+
+    @classmethod
+    def _from_session(cls, session: DomainSession) -> File:
+        self = cls.__new__(cls)
+        HLObject.__init__(self, session, session.root_id, "/")
+        self._closed = False
+        return self
+
+    @property
+    def url(self) -> str:
+        return self._session.location.url
+
+    @property
+    def filename(self) -> str:
+        return self.url
+
+    @property
+    def mode(self) -> str:
+        return "r" if not self._session.writable else "r+"
+
+    def flush(self) -> None:
+        """Write pending metadata (and publish a new domain)."""
+        if self._session.writable:
+            self._session.flush()
+
+    def close(self) -> None:
+        if not self._closed and self._session.writable:
+            self._session.flush()
+        self._closed = True
+
+    def __enter__(self) -> File:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None and self._session.writable and self._session._domain_dirty:
+            # an exception while creating a domain: do not publish half of it
+            self._session.discard()
+            self._closed = True
+            return
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<h5dask File {self.url!r} (mode {self._session.mode})>"
+
+
+def open_file(url: str, mode: str = "r", **kwargs: Any) -> File:
+    """Same as :class:`File`."""
+    return File(url, mode, **kwargs)
+
+
+__all__ = ["AttributeManager", "Dataset", "Datatype", "ExternalLink", "File", "Group",
+           "HardLink", "SoftLink", "open_file"]

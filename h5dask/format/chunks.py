@@ -1,0 +1,124 @@
+"""The chunk grid of a dataset and the mapping of selections onto chunks.
+
+>>> grid = ChunkGrid((10, 7), (4, 4))
+>>> grid.grid_shape
+(3, 2)
+>>> [(c.index, c.out_sel) for c in grid.plan((slice(3, 5), 6))]
+[((0, 1), (slice(0, 1, None),)), ((1, 1), (slice(1, 2, None),))]
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ChunkSelection:
+    """One chunk touched by a selection: which part of the chunk goes where in the output."""
+
+    index: tuple[int, ...]
+    chunk_sel: tuple[Any, ...]  # slices/ints into the (full-shape) chunk
+    out_sel: tuple[slice, ...]  # slices into the output array (ints dropped)
+
+
+def normalize_selection(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple[int, ...]]:
+    """Basic indexing (ints, slices, Ellipsis) -> (per-dim int or slice, output shape).
+
+    Raises IndexError/TypeError as numpy would for what basic indexing cannot do.
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(k is Ellipsis for k in key):
+        i = next(n for n, k in enumerate(key) if k is Ellipsis)
+        fill = len(shape) - (len(key) - 1)
+        key = key[:i] + (slice(None),) * fill + key[i + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"too many indices ({len(key)}) for a {len(shape)}-d dataset")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    norm: list = []
+    out_shape: list[int] = []
+    for k, n in zip(key, shape):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step < 1:
+                raise IndexError("negative or zero slice steps are not supported")
+            norm.append(slice(start, stop, step))
+            out_shape.append(len(range(start, stop, step)))
+        elif isinstance(k, int | np.integer) and not isinstance(k, bool):
+            k = int(k)
+            if not -n <= k < n:
+                raise IndexError(f"index {k} is out of bounds for an axis of size {n}")
+            norm.append(k % n)
+        else:
+            raise TypeError(f"unsupported index {k!r}: use integers, slices and Ellipsis")
+    return tuple(norm), tuple(out_shape)
+
+
+@dataclass(frozen=True)
+class ChunkGrid:
+    """A regular grid of ``chunks``-shaped chunks over ``shape``."""
+
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != len(self.chunks):
+            raise ValueError(f"chunk shape {self.chunks} does not match shape {self.shape}")
+        if any(c < 1 for c in self.chunks):
+            raise ValueError(f"chunk dims must be positive, got {self.chunks}")
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return tuple(math.ceil(s / c) for s, c in zip(self.shape, self.chunks))
+
+    @property
+    def nchunks(self) -> int:
+        return math.prod(self.grid_shape)
+
+    def indices(self) -> Iterator[tuple[int, ...]]:
+        """Every chunk index, in C order."""
+        return itertools.product(*(range(g) for g in self.grid_shape))
+
+    def chunk_bounds(self, index: tuple[int, ...]) -> tuple[slice, ...]:
+        """The region of the dataset chunk ``index`` covers (clipped at the edges)."""
+        return tuple(slice(i * c, min((i + 1) * c, s))
+                     for i, c, s in zip(index, self.chunks, self.shape))
+
+    def plan(self, key: Any) -> list[ChunkSelection]:
+        """The chunks a basic selection touches, with where each piece goes."""
+        sel, _ = normalize_selection(key, self.shape)
+        per_dim: list[list[tuple[int, Any, slice | None]]] = []
+        for s, c in zip(sel, self.chunks):
+            pieces: list[tuple[int, Any, slice | None]] = []
+            if isinstance(s, int):
+                pieces.append((s // c, s % c, None))
+            else:
+                start, stop, step = s.start, s.stop, s.step
+                if start >= stop:
+                    per_dim.append([])
+                    continue
+                out_pos = 0
+                first = start
+                while first < stop:
+                    ci = first // c
+                    cend = min((ci + 1) * c, stop)
+                    count = len(range(first, cend, step))
+                    pieces.append((ci, slice(first - ci * c, cend - ci * c, step),
+                                   slice(out_pos, out_pos + count)))
+                    out_pos += count
+                    first = first + count * step
+            per_dim.append(pieces)
+        out: list[ChunkSelection] = []
+        for combo in itertools.product(*per_dim):
+            out.append(ChunkSelection(
+                index=tuple(p[0] for p in combo),
+                chunk_sel=tuple(p[1] for p in combo),
+                out_sel=tuple(p[2] for p in combo if p[2] is not None),
+            ))
+        return out

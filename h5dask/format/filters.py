@@ -1,0 +1,286 @@
+"""The chunk codec pipeline: HSDS filter JSON -> decode/encode of chunk bytes.
+
+How HSDS stores filtered chunks (its storage code is the reference): any compressor,
+including deflate/gzip, is applied as a **Blosc frame** (gzip becomes Blosc's zlib),
+and byte-shuffle, when combined with a compressor, happens inside Blosc. Shuffle
+alone is a plain HDF5-style byte shuffle; bitshuffle is bitshuffle's LZ4 frame.
+HSDS accepts but does not apply fletcher32, nbit and scaleoffset, so for its own
+chunks they are no-ops. Chunks that live inside an HDF5 file (linked layouts) are
+HDF5's own filter output instead: raw zlib, HDF5 shuffle, a fletcher32 trailer.
+
+>>> codec = ChunkCodec.from_filters([{"class": "H5Z_FILTER_DEFLATE", "id": 1, "level": 4}],
+...                                 np.dtype("<f4"), (10,))
+>>> arr = np.arange(10, dtype="<f4")
+>>> bool((codec.decode(codec.encode(arr), "key") == arr).all())
+True
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numcodecs
+import numpy as np
+from numcodecs import blosc as _blosc
+
+from ..errors import CorruptChunkError, UnsupportedFilterError
+from .types import has_vlen
+from .vlen import decode_vlen, encode_vlen
+
+# filter class -> canonical name
+_FILTER_CLASSES = {
+    "H5Z_FILTER_DEFLATE": "gzip", "H5Z_FILTER_SHUFFLE": "shuffle",
+    "H5Z_FILTER_FLETCHER32": "fletcher32", "H5Z_FILTER_SZIP": "szip",
+    "H5Z_FILTER_NBIT": "nbit", "H5Z_FILTER_SCALEOFFSET": "scaleoffset",
+    "H5Z_FILTER_LZF": "lzf", "H5Z_FILTER_BLOSC": "blosclz", "H5Z_FILTER_SNAPPY": "snappy",
+    "H5Z_FILTER_LZ4": "lz4", "H5Z_FILTER_LZ4HC": "lz4hc", "H5Z_FILTER_BITSHUFFLE": "bitshuffle",
+    "H5Z_FILTER_ZSTD": "zstd",
+}
+_FILTER_IDS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
+               32000: "lzf", 32001: "blosclz", 32003: "snappy", 32004: "lz4", 32005: "lz4hc",
+               32008: "bitshuffle", 32015: "zstd"}
+_NAME_ALIASES = {"deflate": "gzip", "zlib": "gzip", "blosc": "blosclz"}
+_BLOSC_NAMES = {"gzip": "zlib", "blosclz": "blosclz", "lz4": "lz4", "lz4hc": "lz4hc",
+                "zstd": "zstd", "snappy": "snappy"}
+_NOOP_FOR_HSDS = {"fletcher32", "nbit", "scaleoffset"}
+COMPRESSORS = tuple(_BLOSC_NAMES)
+
+
+def filter_name(item: Any) -> str:
+    """The canonical name of one filter JSON item (class, id or name)."""
+    if isinstance(item, str):
+        name = item.lower()
+    elif isinstance(item, dict):
+        name = _FILTER_CLASSES.get(item.get("class", "")) or _FILTER_IDS.get(item.get("id", -1))
+        if name is None:
+            raw = item.get("name")
+            name = raw.lower() if isinstance(raw, str) else None
+        if name is None:
+            raise UnsupportedFilterError(f"unknown filter {item!r}")
+    else:
+        raise UnsupportedFilterError(f"filter must be an object, got {item!r}")
+    return _NAME_ALIASES.get(name, name)
+
+
+def filter_json(name: str, level: int | None = None) -> dict:
+    """HSDS filter JSON for a filter name ('gzip', 'shuffle', 'lz4', 'zstd', ...)."""
+    name = _NAME_ALIASES.get(name.lower(), name.lower())
+    for cls, n in _FILTER_CLASSES.items():
+        if n == name:
+            fid = next(i for i, v in _FILTER_IDS.items() if v == name)
+            out: dict[str, Any] = {"class": cls, "id": fid, "name": name}
+            if name in _BLOSC_NAMES:
+                out["level"] = 4 if level is None else int(level)
+            return out
+    known = sorted(_FILTER_IDS.values())
+    raise UnsupportedFilterError(f"unknown filter name {name!r}; known: {known}")
+
+
+def is_blosc_frame(data: bytes | memoryview, expected_nbytes: int | None = None) -> bool:
+    """True if ``data`` is one whole Blosc frame (of ``expected_nbytes`` decoded)."""
+    # header: version, versionlz, flags, typesize, then u32 LE nbytes, blocksize, cbytes
+    if len(data) < 16 or data[0] not in (1, 2):
+        return False
+    nbytes, _blocksize, cbytes = struct.unpack_from("<III", data, 4)
+    return cbytes == len(data) and (expected_nbytes is None or nbytes == expected_nbytes)
+
+
+def fletcher32(data: bytes | memoryview) -> int:
+    """HDF5's Fletcher-32 checksum (16-bit big-endian words, odd byte padded)."""
+    buf = bytes(data)
+    if len(buf) % 2:
+        buf += b"\x00"
+    words = np.frombuffer(buf, dtype=">u2").astype(np.uint64)
+    sum1 = sum2 = 0
+    # blocks of 360 words keep the running sums small before the modulo, as HDF5 does
+    for start in range(0, len(words), 360):
+        block = words[start:start + 360]
+        csum = np.cumsum(block) + sum1
+        sum2 = int((sum2 + csum.sum()) % 65535)
+        sum1 = int(csum[-1] % 65535)
+    return (sum2 << 16) | sum1
+
+
+def _typed_view(arr: np.ndarray) -> np.ndarray:
+    """A flat unsigned-int view with the element size, so Blosc shuffles by it."""
+    size = arr.dtype.itemsize
+    flat = arr.reshape(-1).view(np.uint8)
+    return flat.view(f"u{size}") if size in (1, 2, 4, 8) else flat
+
+
+@dataclass(frozen=True)
+class ChunkCodec:
+    """Decodes and encodes the chunk objects of one dataset.
+
+    ``hdf5_native`` is for chunks inside an HDF5 file (linked layouts), whose filter
+    output is HDF5's own rather than HSDS's.
+    """
+
+    dtype: np.dtype
+    chunk_shape: tuple[int, ...]
+    compressor: str | None = None
+    level: int = 4
+    shuffle: bool = False
+    bitshuffle: bool = False
+    fletcher32: bool = False
+    hdf5_native: bool = False
+
+    @classmethod
+    def from_filters(cls, filters: list | None, dtype: np.dtype, chunk_shape: tuple[int, ...],
+                     hdf5_native: bool = False) -> ChunkCodec:
+        """Build from a ``creationProperties.filters`` list; raises UnsupportedFilterError."""
+        compressor, level, shuffle, bshuf, f32 = None, 4, False, False, False
+        for item in filters or []:
+            name = filter_name(item)
+            if name in _BLOSC_NAMES:
+                if compressor is not None:
+                    raise UnsupportedFilterError(f"two compressors: {compressor} and {name}")
+                compressor = name
+                if isinstance(item, dict) and isinstance(item.get("level"), int):
+                    level = item["level"]
+            elif name == "shuffle":
+                shuffle = True
+            elif name == "bitshuffle":
+                bshuf = True
+            elif name == "fletcher32":
+                f32 = True
+            elif name in _NOOP_FOR_HSDS and not hdf5_native:
+                pass
+            else:
+                raise UnsupportedFilterError(
+                    f"filter {name!r} is not supported by h5dask (supported: gzip/deflate, "
+                    f"shuffle, bitshuffle, fletcher32, {', '.join(_BLOSC_NAMES)})")
+        if hdf5_native and compressor not in (None, "gzip"):
+            raise UnsupportedFilterError(f"filter {compressor!r} in a linked HDF5 file")
+        return cls(np.dtype(dtype), tuple(chunk_shape), compressor, level, shuffle, bshuf, f32,
+                   hdf5_native)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.compressor is None and not (self.shuffle or self.bitshuffle or (
+            self.fletcher32 and self.hdf5_native))
+
+    # -- decoding -----------------------------------------------------------------
+    def decode_bytes(self, data: bytes | memoryview, key: str, nbytes: int | None) -> bytes:
+        """Undo the filters: the chunk's raw element bytes (vlen: encoded sequence)."""
+        try:
+            if self.hdf5_native:
+                return self._decode_hdf5(data, key)
+            if self.bitshuffle:
+                if self.compressor is not None and is_blosc_frame(data):
+                    data = _blosc.decompress(data)
+                return self._bitshuffle_decode(data, key)
+            if self.compressor is not None:
+                if is_blosc_frame(data):
+                    return _blosc.decompress(data)
+                if self.compressor == "gzip":
+                    raw = zlib.decompress(data)
+                    return self._unshuffle(raw) if self.shuffle else raw
+                raise CorruptChunkError(key, f"not a Blosc frame ({self.compressor} expected)")
+            if self.shuffle and nbytes is not None and len(data) == nbytes:
+                return self._unshuffle(data)
+            return bytes(data) if not isinstance(data, bytes) else data
+        except CorruptChunkError:
+            raise
+        except Exception as exc:
+            raise CorruptChunkError(key, f"cannot decode ({self._describe()}): {exc}") from exc
+
+    def _decode_hdf5(self, data: bytes | memoryview, key: str) -> bytes:
+        buf = bytes(data)
+        if self.fletcher32:
+            if len(buf) < 4:
+                raise CorruptChunkError(key, "too short for its fletcher32 checksum")
+            stored = struct.unpack("<I", buf[-4:])[0]
+            buf = buf[:-4]
+            if fletcher32(buf) != stored:
+                raise CorruptChunkError(key, "fletcher32 checksum mismatch")
+        if self.compressor == "gzip":
+            buf = zlib.decompress(buf)
+        if self.shuffle:
+            buf = self._unshuffle(buf)
+        return buf
+
+    def _unshuffle(self, data: bytes | memoryview) -> bytes:
+        size = self.dtype.itemsize
+        return bytes(numcodecs.Shuffle(elementsize=size).decode(data)) if size > 1 else bytes(data)
+
+    def _bitshuffle_decode(self, data: bytes | memoryview, key: str) -> bytes:
+        # HSDS frame: 8-byte big-endian total size, 4-byte big-endian block bytes, LZ4 data
+        try:
+            import bitshuffle
+        except ImportError as exc:
+            raise UnsupportedFilterError("bitshuffle chunks need the 'bitshuffle' package") from exc
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if len(buf) < 12:
+            raise CorruptChunkError(key, "too short for a bitshuffle header")
+        total = int.from_bytes(bytes(buf[:8]), "big")
+        block = int.from_bytes(bytes(buf[8:12]), "big") // self.dtype.itemsize
+        if total != int(np.prod(self.chunk_shape)) * self.dtype.itemsize:
+            raise CorruptChunkError(key, f"bitshuffle header says {total} bytes")
+        return bitshuffle.decompress_lz4(buf[12:], self.chunk_shape, self.dtype, block).tobytes()
+
+    def decode(self, data: bytes | memoryview, key: str,
+               shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """The chunk as an array of the full chunk shape (or ``shape``, an edge chunk
+        stored clipped). Raises CorruptChunkError naming ``key`` for bad bytes or size."""
+        full = self.chunk_shape
+        if has_vlen(self.dtype):
+            raw = self.decode_bytes(data, key, None)
+            count = int(np.prod(full))
+            try:
+                return decode_vlen(raw, self.dtype, count).reshape(full)
+            except ValueError as exc:
+                raise CorruptChunkError(key, str(exc)) from exc
+        itemsize = self.dtype.itemsize
+        want_full = int(np.prod(full)) * itemsize
+        want_edge = int(np.prod(shape)) * itemsize if shape is not None else want_full
+        raw = self.decode_bytes(data, key, want_full)
+        if len(raw) == want_full:
+            return np.frombuffer(raw, dtype=self.dtype).reshape(full)
+        if len(raw) == want_edge and shape is not None:
+            return np.frombuffer(raw, dtype=self.dtype).reshape(shape)
+        raise CorruptChunkError(
+            key, f"decoded to {len(raw)} bytes, expected {want_full} for chunk shape {full} "
+                 f"of {self.dtype} ({self._describe()})")
+
+    # -- encoding -----------------------------------------------------------------
+    def encode(self, chunk: np.ndarray) -> bytes:
+        """Bytes of a full chunk as HSDS stores them."""
+        arr = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if arr.shape != self.chunk_shape:
+            raise ValueError(f"chunk of shape {arr.shape}, expected {self.chunk_shape}")
+        if has_vlen(self.dtype):
+            raw = encode_vlen(arr)
+            if self.compressor is None:
+                return raw
+            return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
+                                         shuffle=0).encode(raw))
+        raw = arr.tobytes()
+        if self.bitshuffle:
+            import bitshuffle
+
+            block = 2048
+            out = struct.pack(">QI", len(raw), block * self.dtype.itemsize)
+            out += bitshuffle.compress_lz4(arr, block).tobytes()
+            if self.compressor is None:
+                return out
+            return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
+                                         shuffle=0).encode(out))
+        if self.compressor is not None:
+            shuffle = numcodecs.Blosc.SHUFFLE if self.shuffle else numcodecs.Blosc.NOSHUFFLE
+            # pass the array, not bytes: Blosc takes its shuffle typesize from the itemsize
+            return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
+                                         shuffle=shuffle).encode(_typed_view(arr)))
+        if self.shuffle and self.dtype.itemsize > 1:
+            return bytes(numcodecs.Shuffle(elementsize=self.dtype.itemsize).encode(raw))
+        return raw
+
+    def _describe(self) -> str:
+        parts = [p for p, on in (("shuffle", self.shuffle), ("bitshuffle", self.bitshuffle),
+                                 ("fletcher32", self.fletcher32)) if on]
+        if self.compressor:
+            parts.append(self.compressor)
+        return "filters: " + (", ".join(parts) if parts else "none")

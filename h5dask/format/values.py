@@ -1,0 +1,141 @@
+"""JSON values (attribute values, fill values) <-> numpy arrays.
+
+HSDS writes values as nested JSON lists in C order; a compound element is a list of
+its field values; strings are JSON strings; NaN and infinities appear as the JSON
+extensions ``NaN``/``Infinity`` (or as those words in strings).
+
+>>> array_from_json([[1, 2], [3, 4]], np.dtype("<i4"), (2, 2)).sum()
+np.int64(10)
+>>> json_from_array(np.array([1.5, np.nan]))
+[1.5, 'NaN']
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+_SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
+            "-Infinity": -math.inf, "-inf": -math.inf}
+
+
+def _element(value: Any, dt: np.dtype) -> Any:
+    """One element converted to what numpy accepts for ``dt``."""
+    meta = dt.metadata or {}
+    if dt.names:
+        if isinstance(value, dict):
+            value = [value[n] for n in dt.names]
+        if not isinstance(value, list | tuple) or len(value) != len(dt.names):
+            raise ValueError(f"compound value {value!r} does not match fields {dt.names}")
+        return tuple(_element(v, dt.fields[n][0]) for v, n in zip(value, dt.names))
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        return _array(value, base, shape)
+    if dt.kind == "O":
+        vlen = meta.get("vlen")
+        if vlen is str:
+            return value if isinstance(value, str) else _to_str(value)
+        if vlen is bytes:
+            return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if isinstance(vlen, np.dtype):
+            return _array(value, vlen, None)
+        return value  # references: id strings
+    if dt.kind == "S":
+        return value.encode("utf-8") if isinstance(value, str) else value
+    if dt.kind == "f" and isinstance(value, str):
+        if value in _SPECIAL:
+            return _SPECIAL[value]
+        raise ValueError(f"{value!r} is not a number")
+    if dt.kind in "iub" and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    if dt.kind in "iuf" and (isinstance(value, str) or value is None):
+        raise ValueError(f"{value!r} is not a number")
+    return value
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
+    if shape is None:
+        shape = np.shape(value) if dt.kind != "O" or not isinstance(value, list) else (len(value),)
+    out = np.empty(shape, dtype=dt)
+    if out.size == 0:
+        return out
+    flat = _flatten(value, len(shape))
+    if len(flat) != out.size:
+        raise ValueError(f"value has {len(flat)} elements, shape {shape} needs {out.size}")
+    converted = [_element(v, dt) for v in flat]
+    if dt.kind == "O":
+        target = out.reshape(-1)
+        for i, v in enumerate(converted):
+            target[i] = v
+        return out
+    try:
+        return np.array(converted, dtype=dt).reshape(shape)
+    except (OverflowError, TypeError) as exc:
+        raise ValueError(f"values do not fit dtype {dt}: {exc}") from exc
+
+
+def _flatten(value: Any, ndim: int) -> list:
+    if ndim == 0:
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list for a {ndim}-d value, got {value!r}")
+    out: list = []
+    for v in value:
+        out.extend(_flatten(v, ndim - 1))
+    return out
+
+
+def array_from_json(value: Any, dtype: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
+    """A numpy array of ``dtype`` and ``shape`` (``()`` scalar) from a JSON value.
+
+    Raises ValueError saying what does not fit.
+    """
+    dtype = np.dtype(dtype)
+    if shape is None:
+        raise ValueError("a null dataspace has no values")
+    return _array(value, dtype, tuple(shape))
+
+
+def _json_element(x: Any, dt: np.dtype) -> Any:
+    if dt.names:
+        return [_json_element(x[n], dt.fields[n][0]) for n in dt.names]
+    if dt.subdtype is not None:
+        return json_from_array(np.asarray(x))
+    if dt.kind == "f":
+        f = float(x)
+        if math.isnan(f):
+            return "NaN"
+        if math.isinf(f):
+            return "Infinity" if f > 0 else "-Infinity"
+        return f
+    if dt.kind in "iu":
+        return int(x)
+    if dt.kind == "b":
+        return bool(x)
+    if dt.kind == "S":
+        return bytes(x).rstrip(b"\x00").decode("utf-8", errors="surrogateescape")
+    if dt.kind == "O":
+        if isinstance(x, bytes):
+            return x.decode("utf-8", errors="surrogateescape")
+        if isinstance(x, np.ndarray):
+            return json_from_array(x)
+        return x
+    if dt.kind == "V":
+        return list(bytes(x))
+    raise ValueError(f"cannot write values of dtype {dt} as JSON")
+
+
+def json_from_array(arr: np.ndarray) -> Any:
+    """Nested JSON lists (or one value, for a 0-d array) from a numpy array."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0:
+        return _json_element(arr[()], arr.dtype)
+    return [json_from_array(a) if arr.ndim > 1 else _json_element(a, arr.dtype) for a in arr]

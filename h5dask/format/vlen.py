@@ -1,0 +1,93 @@
+"""Variable-length data in chunk objects: each element is a 4-byte little-endian byte
+count followed by that many bytes (UTF-8 for strings), as HSDS writes them.
+Compound elements with variable-length members encode member by member.
+
+>>> from h5dask.format.types import VLEN_STR
+>>> a = np.array(["a", "héllo"], dtype=VLEN_STR)
+>>> decode_vlen(encode_vlen(a), VLEN_STR, 2).tolist()
+['a', 'héllo']
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+_LEN = struct.Struct("<I")
+
+
+def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
+    if dt.names:
+        for n in dt.names:
+            _encode_one(x[n], dt.fields[n][0], out)  # type: ignore[index]
+        return
+    if dt.kind != "O":
+        out += np.asarray(x, dtype=dt).tobytes()
+        return
+    vlen = (dt.metadata or {}).get("vlen")
+    if vlen is str or vlen is bytes:
+        if x is None:
+            b = b""
+        elif isinstance(x, str):
+            b = x.encode("utf-8")
+        else:
+            b = bytes(x)  # type: ignore[arg-type]
+    elif isinstance(vlen, np.dtype):
+        b = np.ascontiguousarray(x if x is not None else [], dtype=vlen).tobytes()
+    else:
+        b = str(x).encode("utf-8")  # object references: their id strings
+    out += _LEN.pack(len(b))
+    out += b
+
+
+def encode_vlen(arr: np.ndarray) -> bytes:
+    """Encode every element of ``arr`` (C order) in HSDS's variable-length format."""
+    out = bytearray()
+    dt = arr.dtype
+    for x in arr.reshape(-1):
+        _encode_one(x, dt, out)
+    return bytes(out)
+
+
+def _decode_one(buf: memoryview, pos: int, dt: np.dtype) -> tuple[object, int]:
+    if dt.names:
+        values = []
+        for n in dt.names:
+            v, pos = _decode_one(buf, pos, dt.fields[n][0])
+            values.append(v)
+        return tuple(values), pos
+    if dt.kind != "O":
+        end = pos + dt.itemsize
+        if end > len(buf):
+            raise ValueError("variable-length data ends inside an element")
+        return np.frombuffer(buf[pos:end], dtype=dt)[0], end
+    if pos + 4 > len(buf):
+        raise ValueError("variable-length data ends inside a length field")
+    (n,) = _LEN.unpack_from(buf, pos)
+    pos += 4
+    if pos + n > len(buf):
+        raise ValueError(f"variable-length element of {n} bytes runs past the chunk's end")
+    raw = bytes(buf[pos:pos + n])
+    vlen = (dt.metadata or {}).get("vlen")
+    if vlen is str:
+        value: object = raw.decode("utf-8", errors="surrogateescape")
+    elif isinstance(vlen, np.dtype):
+        value = np.frombuffer(raw, dtype=vlen).copy()
+    elif vlen is bytes:
+        value = raw
+    else:
+        value = raw.decode("utf-8")
+    return value, pos + n
+
+
+def decode_vlen(data: bytes, dt: np.dtype, count: int) -> np.ndarray:
+    """Decode ``count`` elements; raises ValueError if the bytes do not fit exactly."""
+    buf = memoryview(data)
+    out = np.empty(count, dtype=dt)
+    pos = 0
+    for i in range(count):
+        out[i], pos = _decode_one(buf, pos, dt)
+    if pos != len(buf):
+        raise ValueError(f"{len(buf) - pos} bytes left over after {count} elements")
+    return out

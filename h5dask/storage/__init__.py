@@ -1,0 +1,138 @@
+"""Object storage: one async interface, several back ends, and URL resolution.
+
+A domain URL names a bucket root and a domain path inside it:
+
+- ``s3://bucket/home/user/run1.h5``: bucket ``bucket``, domain ``home/user/run1.h5``
+- ``file:///ROOT/BUCKET/home/user/run1.h5``: the bucket root is the nearest ancestor
+  directory that holds ``db/`` (HSDS's POSIX layout), else the domain's parent
+  directory; ``storage_options={"bucket_root": ...}`` says it explicitly.
+- ``memory://...`` and other fsspec protocols: as for ``file://`` (bucket-style
+  protocols such as ``gs://`` use the first path segment as the bucket).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlsplit
+
+from .base import ObjectStore, RetryPolicy, TransientError, cached_store, freeze
+from .keys import check_key
+from .local import LocalObjectStore
+from .s3_options import S3Settings, resolve_s3_settings
+from .sync import sync
+
+__all__ = [
+    "Location", "ObjectStore", "RetryPolicy", "S3Settings", "TransientError", "open_location",
+    "resolve_s3_settings", "sync",
+]
+
+_BUCKET_PROTOCOLS = {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a domain lives: a store (its bucket root) and the domain's path in it."""
+
+    store: ObjectStore
+    domain: str  # e.g. "home/user/run1.h5", no leading slash
+
+    @property
+    def url(self) -> str:
+        return f"{self.store.root_url}/{self.domain}"
+
+    @property
+    def domain_key(self) -> str:
+        return f"{self.domain}/.domain.json"
+
+
+def _split_tuning(options: dict[str, Any]) -> dict[str, Any]:
+    tuning = {}
+    for name in ("max_concurrency", "max_attempts", "retry_base_delay", "multipart_threshold",
+                 "part_size", "timeout", "connect_timeout"):
+        if name in options:
+            tuning[name] = options.pop(name)
+    return tuning
+
+
+def _retry(tuning: dict[str, Any], default_attempts: int = 8) -> RetryPolicy:
+    return RetryPolicy(max_attempts=int(tuning.get("max_attempts", default_attempts)),
+                       base_delay=float(tuning.get("retry_base_delay", 0.05)))
+
+
+def _clean_domain(path: str, url: str) -> str:
+    domain = path.strip("/")
+    if not domain:
+        raise ValueError(f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
+    try:
+        check_key(domain)
+    except Exception as exc:
+        raise ValueError(f"invalid domain path in {url!r}: {exc}") from exc
+    return domain
+
+
+def _find_root(isdir: Any, path: str) -> str:
+    """The nearest ancestor of ``path`` holding ``db/``, else ``path``'s parent."""
+    p = PurePosixPath(path)
+    for ancestor in p.parents:
+        if isdir(str(ancestor / "db")):
+            return str(ancestor)
+    return str(p.parent)
+
+
+def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
+    """Resolve a domain URL to a :class:`Location`.
+
+    >>> loc = open_location("memory://bucket/home/run1.h5")
+    >>> loc.domain
+    'run1.h5'
+    """
+    options = dict(storage_options or {})
+    tuning = _split_tuning(options)
+    parts = urlsplit(url)
+    protocol = parts.scheme or "file"
+    if protocol in ("s3", "s3a"):
+        bucket = parts.netloc
+        if not bucket:
+            raise ValueError(f"{url!r} has no bucket name")
+        domain = _clean_domain(parts.path, url)
+        settings = resolve_s3_settings(options)
+        from .s3 import S3ObjectStore
+
+        args = (bucket, settings, int(tuning.get("max_concurrency", 64)), _retry(tuning),
+                int(tuning.get("multipart_threshold", 32 * 2**20)),
+                int(tuning.get("part_size", 8 * 2**20)), float(tuning.get("timeout", 60.0)),
+                float(tuning.get("connect_timeout", 10.0)))
+        return Location(cached_store(S3ObjectStore, args), domain)
+
+    bucket_root = options.pop("bucket_root", None)
+    if protocol == "file":
+        path = os.path.abspath(parts.path if parts.scheme else url)
+        root = os.path.abspath(bucket_root) if bucket_root else _find_root(os.path.isdir, path)
+        if options:
+            raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
+        rel = os.path.relpath(path, root)
+        if rel.startswith(".."):
+            raise ValueError(f"domain {path!r} is not inside bucket_root {root!r}")
+        args = (root, int(tuning.get("max_concurrency", 32)), _retry(tuning, 2))
+        return Location(cached_store(LocalObjectStore, args), _clean_domain(rel, url))
+
+    import fsspec
+
+    from .fsspec_store import FsspecObjectStore
+
+    full = f"{parts.netloc}{parts.path}"
+    if protocol in _BUCKET_PROTOCOLS and not bucket_root:
+        root, _, rest = full.partition("/")
+    else:
+        fs = fsspec.filesystem(protocol, **options)
+        stripped = fs._strip_protocol(url)
+        root = bucket_root or _find_root(fs.isdir, "/" + stripped.lstrip("/"))
+        root_s = root.rstrip("/")
+        rest = ("/" + stripped.lstrip("/"))[len(root_s):] if root_s != "/" else stripped
+    args = (protocol, root, freeze(options), int(tuning.get("max_concurrency", 32)),
+            _retry(tuning))
+    return Location(cached_store(FsspecObjectStore, args), _clean_domain(rest, url))

@@ -1,0 +1,188 @@
+"""The object-store interface every back end implements, and its one choke point.
+
+A store gives async access to the objects under one *bucket root* (an S3 bucket, a
+directory holding ``db/``, ...). Subclasses implement the raw ``_get``/``_put``/
+``_delete``/``_list`` calls; this base class adds, for every call and in one place:
+key validation, bounded concurrency, retries with exponential backoff and jitter,
+length checks, and the per-process I/O statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import StorageError
+from ..iostats import record as record_io
+from .keys import check_key, check_prefix
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
+    short responses, timeouts)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently failed requests are retried.
+
+    >>> RetryPolicy(max_attempts=3).delay(1) <= RetryPolicy(max_attempts=3).max_delay
+    True
+    """
+
+    max_attempts: int = 8
+    base_delay: float = 0.05
+    max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("retry delays must not be negative")
+
+    def delay(self, attempt: int) -> float:
+        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+_store_cache: dict[tuple, ObjectStore] = {}
+_store_cache_lock = threading.Lock()
+
+
+def cached_store(cls: type[ObjectStore], args: tuple) -> ObjectStore:
+    """One store instance per (class, arguments) per process: unpickling reuses it."""
+    key = (cls, args)
+    with _store_cache_lock:
+        store = _store_cache.get(key)
+        if store is None:
+            store = cls(*args)
+            _store_cache[key] = store
+        return store
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, order-independent copy of nested dicts/lists (for cache keys)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+class ObjectStore(ABC):
+    """Async access to the objects under one bucket root.
+
+    ``get`` returns ``None`` for an object that does not exist (for chunks: the
+    fill value), never raises for it.
+    """
+
+    #: a URL-like name of the bucket root, for messages (never holds secrets)
+    root_url: str
+    max_concurrency: int = 64
+    retry: RetryPolicy = RetryPolicy()
+
+    def __init__(self) -> None:
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+
+    # -- what subclasses implement -------------------------------------------------
+    @abstractmethod
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None: ...
+
+    @abstractmethod
+    async def _put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def _delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def _list(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def _init_args(self) -> tuple:
+        """Arguments that rebuild an equivalent store in another process."""
+
+    def __reduce__(self) -> tuple:
+        return (cached_store, (type(self), self._init_args()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root_url!r})"
+
+    # -- the choke point -----------------------------------------------------------
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        sem = self._semaphores.get(loop_id)
+        if sem is None:
+            sem = self._semaphores[loop_id] = asyncio.Semaphore(self.max_concurrency)
+        return sem
+
+    async def _call(self, what: str, key: str, kind: str, fn: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._semaphore():
+                    return await fn()
+            except (TransientError, TimeoutError, ConnectionError) as exc:
+                if attempt >= self.retry.max_attempts:
+                    record_io(kind, "errors")
+                    raise StorageError(
+                        f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
+                        f"{exc}. Check that the object store is reachable and healthy; "
+                        "retries can be raised with storage_options={'max_attempts': N}.",
+                        key=key,
+                        attempts=attempt,
+                    ) from exc
+                record_io(kind, "retries")
+                await asyncio.sleep(self.retry.delay(attempt))
+
+    # -- the public async API ------------------------------------------------------
+    async def get(
+        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
+    ) -> bytes | None:
+        """The object's bytes (or ``byte_range=(start, stop)`` of them), None if missing."""
+        check_key(key)
+        if byte_range is not None:
+            start, stop = byte_range
+            if not 0 <= start <= stop:
+                raise ValueError(f"invalid byte range {byte_range} for {key!r}")
+        data = await self._call("GET", key, kind, lambda: self._get(key, byte_range))
+        record_io(kind, "read_requests")
+        if data is None:
+            record_io(kind, "read_missing")
+        else:
+            record_io(kind, "read_bytes", len(data))
+        return data
+
+    async def get_many(
+        self, keys: Iterable[str], *, kind: str = "chunk"
+    ) -> list[bytes | None]:
+        """Fetch many objects concurrently (bounded by ``max_concurrency``)."""
+        return list(await asyncio.gather(*(self.get(k, kind=kind) for k in keys)))
+
+    async def put(self, key: str, data: bytes | memoryview, *, kind: str = "chunk") -> None:
+        """Write an object whole (atomically: readers see the old or the new bytes)."""
+        check_key(key)
+        payload = bytes(data) if not isinstance(data, bytes) else data
+        await self._call("PUT", key, kind, lambda: self._put(key, payload))
+        record_io(kind, "write_requests")
+        record_io(kind, "write_bytes", len(payload))
+
+    async def delete(self, key: str, *, kind: str = "other") -> None:
+        """Delete an object; deleting a missing object is not an error."""
+        check_key(key)
+        await self._call("DELETE", key, kind, lambda: self._delete(key))
+        record_io(kind, "delete_requests")
+
+    async def list(self, prefix: str = "") -> list[str]:
+        """All keys under ``prefix`` (recursively), sorted."""
+        check_prefix(prefix)
+        keys = await self._call("LIST", prefix, "other", lambda: self._list(prefix))
+        record_io("other", "list_requests")
+        return sorted(keys)

@@ -1,0 +1,92 @@
+"""Any fsspec file system as a bucket root (memory://, gcs://, abfs://, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem
+
+from ..errors import StoragePermissionError
+from .base import ObjectStore, RetryPolicy, TransientError
+
+
+class FsspecObjectStore(ObjectStore):
+    """The objects under ``root`` of an fsspec file system.
+
+    >>> store = FsspecObjectStore("memory", "/bucket")
+    >>> store.root_url
+    'memory:///bucket'
+    """
+
+    def __init__(self, protocol: str, root: str, options: tuple = (),
+                 max_concurrency: int = 32, retry: RetryPolicy = RetryPolicy()) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.root = root.rstrip("/")
+        self.options = options
+        self.max_concurrency = max_concurrency
+        self.retry = retry
+        self.root_url = f"{protocol}://{self.root.lstrip('/')}" if protocol not in (
+            "memory",) else f"memory://{self.root}"
+        self.fs = fsspec.filesystem(protocol, **_thaw(options))
+
+    def _init_args(self) -> tuple:
+        return (self.protocol, self.root, self.options, self.max_concurrency, self.retry)
+
+    def _full(self, key: str) -> str:
+        return f"{self.root}/{key}" if self.root else key
+
+    async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if isinstance(self.fs, AsyncFileSystem) and self.fs.asynchronous:
+                return await getattr(self.fs, "_" + name)(*args, **kwargs)
+            return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except PermissionError as exc:
+            raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise TransientError(str(exc)) from exc
+
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        path = self._full(key)
+        try:
+            if byte_range is None:
+                return bytes(await self._run("cat_file", path))
+            return bytes(await self._run("cat_file", path, start=byte_range[0],
+                                         end=byte_range[1]))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    async def _put(self, key: str, data: bytes) -> None:
+        await self._run("pipe_file", self._full(key), data)
+
+    async def _delete(self, key: str) -> None:
+        try:
+            await self._run("rm_file", self._full(key))
+        except FileNotFoundError:
+            pass
+
+    async def _list(self, prefix: str) -> list[str]:
+        base = self._full(prefix.rstrip("/")) if prefix else self.root
+        try:
+            found = await self._run("find", base)
+        except FileNotFoundError:
+            return []
+        strip = self.fs._strip_protocol(self.root).rstrip("/")
+        out = []
+        for p in found:
+            p = self.fs._strip_protocol(p)
+            out.append(p[len(strip) + 1:] if strip else p.lstrip("/"))
+        return out
+
+
+def _thaw(options: tuple) -> dict:
+    def thaw(v: Any) -> Any:
+        if isinstance(v, tuple) and all(isinstance(i, tuple) and len(i) == 2 for i in v) and v:
+            return {k: thaw(x) for k, x in v}
+        return v
+
+    return {k: thaw(v) for k, v in options}
