@@ -15,6 +15,7 @@ from .errors import (
 from .file import Dataset, Datatype, ExternalLink, File, Group, HardLink, SoftLink
 from .format.types import enum_dtype, string_dtype, vlen_dtype
 from .iostats import reset_stats, stats
+from .xarray import to_h5cloud
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,5 @@ __all__ = [
     "CorruptChunkError", "DomainNotFoundError", "H5DaskError", "MetadataError", "StorageError",
     "StoragePermissionError", "UnsupportedFilterError", "UnsupportedTypeError", "__version__",
     "Dataset", "Datatype", "ExternalLink", "File", "Group", "HardLink", "SoftLink",
-    "enum_dtype", "reset_stats", "stats", "string_dtype", "vlen_dtype",
+    "enum_dtype", "reset_stats", "stats", "string_dtype", "to_h5cloud", "vlen_dtype",
 ]

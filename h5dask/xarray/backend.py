@@ -1,0 +1,371 @@
+"""The xarray backend "h5cloud": a store, a lazily indexed array, a thin entrypoint.
+
+>>> import xarray as xr
+>>> ds = xr.open_dataset("s3://bucket/home/run1.h5", engine="h5cloud", chunks={},
+...                      storage_options={"anon": True})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from xarray.backends.common import AbstractDataStore, BackendArray, BackendEntrypoint
+from xarray.backends.store import StoreBackendEntrypoint
+from xarray.core import indexing
+from xarray.core.utils import FrozenDict
+from xarray.core.variable import Variable
+
+from ..chunkio import ArraySource
+from ..domain import DomainSession
+from ..errors import H5DaskError, ObjectNotFoundError, UnsupportedTypeError
+from ..format.metadata import DatasetMeta, GroupMeta
+from ..format.types import has_vlen
+from ..storage import open_location
+from . import netcdf
+
+DOCS_URL = "https://github.com/h5dask/h5dask#readme"
+
+
+class H5CloudArray(BackendArray):
+    """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`)."""
+
+    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name")
+
+    def __init__(self, source: ArraySource, shape: tuple[int, ...], dtype: np.dtype,
+                 variable_name: str) -> None:
+        self.source = source
+        self.shape = shape
+        self.scalar = shape == ()
+        self.dtype = np.dtype(object) if has_vlen(dtype) else dtype
+        self.variable_name = variable_name
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        if self.scalar:
+            return self.source.read((0,)).reshape(())
+        return self.source.read(key)
+
+    def __reduce__(self) -> tuple:
+        return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name))
+
+
+@dataclass
+class GroupNode:
+    """One group of a domain, with its datasets' metadata, loaded eagerly."""
+
+    path: str  # "/" or "/a/b"
+    meta: GroupMeta
+    datasets: dict[str, DatasetMeta]
+    subgroups: dict[str, str]  # name -> id
+    attrs_of: dict[str, dict[str, Any]]  # dataset name -> raw attribute values
+
+
+def _raw_attrs(session: DomainSession, meta: Any) -> dict[str, Any]:
+    return {name: a.value(meta.key, session.resolve_type) if not a.space.is_null else None
+            for name, a in meta.attributes.items()}
+
+
+def load_tree(session: DomainSession) -> dict[str, GroupNode]:
+    """Every group of the domain, breadth-first, each level's objects fetched concurrently."""
+    nodes: dict[str, GroupNode] = {}
+    level = [("/", session.root_id)]
+    seen = {session.root_id}
+    while level:
+        groups = session.load_many([gid for _, gid in level])
+        child_ids: list[str] = []
+        for (_, _), g in zip(level, groups):
+            for link in g.links.values():
+                if link.kind == "hard" and link.id not in seen:
+                    seen.add(link.id)
+                    child_ids.append(link.id)
+        session.load_many([i for i in child_ids if i[0] != "g"])
+        next_level = []
+        for (path, _gid), g in zip(level, groups):
+            datasets, subgroups, attrs_of = {}, {}, {}
+            for name, link in g.links.items():
+                if link.kind != "hard":
+                    continue
+                if link.id[0] == "d":
+                    meta = session.load(link.id)
+                    datasets[name] = meta
+                    attrs_of[name] = _raw_attrs(session, meta)
+                elif link.id[0] == "g":
+                    subgroups[name] = link.id
+                    child = f"{path.rstrip('/')}/{name}"
+                    if link.id in child_ids:
+                        next_level.append((child, link.id))
+            nodes[path] = GroupNode(path, g, datasets, subgroups, attrs_of)
+        level = next_level
+    return nodes
+
+
+class H5CloudStore(AbstractDataStore):
+    """A read-only xarray data store over one group of a domain."""
+
+    def __init__(self, session: DomainSession, group: str | None = None,
+                 tree: dict[str, GroupNode] | None = None) -> None:
+        self.session = session
+        self.tree = tree if tree is not None else load_tree(session)
+        self.group = _normalize_group(group)
+        if self.group not in self.tree:
+            raise ObjectNotFoundError(
+                f"group {self.group!r} not found in {session.location.url}; "
+                f"groups: {sorted(self.tree)}")
+        self._dims_cache: dict[str, tuple[str, ...]] | None = None
+
+    @classmethod
+    def open(cls, url: str, group: str | None = None,
+             storage_options: Mapping[str, Any] | None = None) -> H5CloudStore:
+        """Open a domain URL (reads metadata objects only)."""
+        session = DomainSession(open_location(url, storage_options), "r")
+        return cls(session, group)
+
+    @property
+    def node(self) -> GroupNode:
+        return self.tree[self.group]
+
+    # -- dimensions -------------------------------------------------------------------
+    def _scope(self) -> list[str]:
+        """The group and its ancestors, innermost first."""
+        parts = [p for p in self.group.split("/") if p]
+        return ["/" + "/".join(parts[:n]) if n else "/" for n in range(len(parts), -1, -1)]
+
+    def _variable_dims(self) -> dict[str, tuple[str, ...]]:
+        if self._dims_cache is not None:
+            return self._dims_cache
+        id_to_name = {}
+        for node in self.tree.values():
+            for name, meta in node.datasets.items():
+                id_to_name[meta.id] = f"{node.path.rstrip('/')}/{name}"
+        all_attrs = [a for node in self.tree.values() for a in node.attrs_of.values()]
+        offset = netcdf.max_dimid(all_attrs) + 1
+        counter = [0]
+        scope_dims = []
+        phony_here: dict[int, list[str]] = {}
+        # phony dimensions are numbered across the file, group by group in path order
+        for path in sorted(self.tree):
+            node = self.tree[path]
+            dims = netcdf.group_dimensions(node.meta, node.datasets, node.attrs_of)
+            phony = netcdf.phony_dimensions(dims, node.datasets, node.attrs_of, counter, offset)
+            if path == self.group:
+                phony_here = phony
+            if path in self._scope():
+                scope_dims.append((path, dims))
+        scope_dims.sort(key=lambda pd: -len(pd[0]) if pd[0] != "/" else 0)
+        scope = [d for _, d in sorted(scope_dims, key=lambda pd: self._scope().index(pd[0]))]
+        node = self.node
+        self._dims_cache = {
+            name: netcdf.variable_dimensions(name, meta, node.attrs_of[name], scope, id_to_name,
+                                             phony_here)
+            for name, meta in node.datasets.items()
+        }
+        return self._dims_cache
+
+    # -- the AbstractDataStore interface ---------------------------------------------------
+    def open_store_variable(self, name: str, meta: DatasetMeta) -> Variable:
+        node = self.node
+        dims = self._variable_dims()[name]
+        if meta.space.is_null:
+            raise UnsupportedTypeError(f"variable {name!r} has a null dataspace")
+        try:
+            source = self._source(meta)
+        except H5DaskError as exc:
+            raise type(exc)(f"variable {name!r}: {exc}") from exc
+        shape = meta.shape or ()
+        array = H5CloudArray(source, shape, meta.dtype, name)
+        data = indexing.LazilyIndexedArray(array)
+        attrs = netcdf.public_attributes(self._attr_triples(meta, node.attrs_of[name]))
+        encoding: dict[str, Any] = {"source": self.session.location.url,
+                                    "original_shape": shape}
+        vlen = (meta.dtype.metadata or {}).get("vlen") if meta.dtype.kind == "O" else None
+        encoding["dtype"] = str if vlen is str else meta.dtype
+        chunks = None if meta.space.is_scalar else meta.chunk_shape
+        if chunks and meta.layout.cls.startswith("H5D_CHUNKED"):
+            encoding["chunksizes"] = chunks
+            encoding["contiguous"] = False
+            encoding["preferred_chunks"] = dict(zip(dims, chunks))
+        else:
+            encoding["contiguous"] = True
+            encoding["chunksizes"] = None
+            if chunks:
+                encoding["preferred_chunks"] = dict(zip(dims, chunks))
+        codec = meta.codec
+        if codec.compressor == "gzip":
+            encoding["zlib"] = True
+            encoding["complevel"] = codec.level
+        elif codec.compressor:
+            encoding["compression"] = codec.compressor
+            encoding["compression_opts"] = codec.level
+        encoding["shuffle"] = codec.shuffle
+        encoding["fletcher32"] = codec.fletcher32
+        return Variable(dims, data, attrs, encoding)
+
+    def _source(self, meta: DatasetMeta) -> ArraySource:
+        from ..file import Dataset
+
+        return Dataset(self.session, meta.id, meta.key).source()
+
+    def _attr_triples(self, meta: Any, values: dict[str, Any]) -> dict[str, tuple]:
+        out = {}
+        for name, a in meta.attributes.items():
+            dt = netcdf_dtype = None
+            try:
+                from ..format.metadata import attribute_dtype
+
+                dt = attribute_dtype(meta.key, name, a.type_json, self.session.resolve_type)
+            except UnsupportedTypeError:
+                if name in netcdf.HIDDEN_ATTRS:
+                    continue
+                raise
+            netcdf_dtype = dt
+            out[name] = (values.get(name), netcdf_dtype, a.space.is_null)
+        return out
+
+    def get_variables(self) -> FrozenDict:
+        out = {}
+        for name, meta in self.node.datasets.items():
+            attrs = self.node.attrs_of[name]
+            if netcdf.is_dimension_only(attrs):
+                continue
+            out[name.replace(netcdf.NON_COORD_PREFIX, "")] = self.open_store_variable(name, meta)
+        return FrozenDict(out)
+
+    def get_attrs(self) -> FrozenDict:
+        meta = self.node.meta
+        values = _raw_attrs(self.session, meta)
+        return FrozenDict(netcdf.public_attributes(self._attr_triples(meta, values)))
+
+    def get_dimensions(self) -> FrozenDict:
+        dims: dict[str, int] = {}
+        for name, var_dims in self._variable_dims().items():
+            shape = self.node.datasets[name].shape or ()
+            dims.update(zip(var_dims, shape))
+        return FrozenDict(dims)
+
+    def get_encoding(self) -> dict:
+        unlimited = set()
+        for name, meta in self.node.datasets.items():
+            if netcdf.is_dimension_scale(self.node.attrs_of[name]) and meta.space.maxshape and (
+                    meta.space.maxshape[0] is None):
+                unlimited.add(name)
+        return {"unlimited_dims": unlimited}
+
+    def close(self) -> None:
+        pass
+
+
+def _normalize_group(group: str | None) -> str:
+    if group in (None, "", "/"):
+        return "/"
+    return "/" + str(group).strip("/")
+
+
+def _is_domain_url(path: str) -> bool:
+    if "://" in path:
+        scheme = path.split("://", 1)[0]
+        if scheme == "file":
+            return os.path.isfile(os.path.join(path[len("file://"):], ".domain.json"))
+        return scheme not in ("http", "https") and not path.rstrip("/").endswith(
+            (".zarr", ".nc", ".nc4", ".grib", ".zip"))
+    return os.path.isfile(os.path.join(path, ".domain.json"))
+
+
+class H5CloudBackendEntrypoint(BackendEntrypoint):
+    """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly.
+
+    >>> import xarray as xr
+    >>> "h5cloud" in xr.backends.list_engines()
+    True
+    """
+
+    description = "Open HSDS schema-v2 domains in object storage with h5dask (no server)"
+    url = DOCS_URL
+    open_dataset_parameters = (
+        "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
+        "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
+        "storage_options", "active_storage_url", "active_storage",
+    )
+
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        return isinstance(filename_or_obj, str | os.PathLike) and _is_domain_url(
+            os.fspath(filename_or_obj))
+
+    def _store(self, filename_or_obj: Any, group: str | None,
+               storage_options: Mapping[str, Any] | None) -> H5CloudStore:
+        if isinstance(filename_or_obj, H5CloudStore):
+            return filename_or_obj
+        if not isinstance(filename_or_obj, str | os.PathLike):
+            raise TypeError(f"engine 'h5cloud' opens URL strings, not {type(filename_or_obj)}")
+        return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options)
+
+    def open_dataset(  # type: ignore[override]
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        mask_and_scale: bool = True,
+        decode_times: bool = True,
+        concat_characters: bool = True,
+        decode_coords: bool | str = True,
+        use_cftime: bool | None = None,
+        decode_timedelta: bool | None = None,
+        group: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        active_storage_url: str | None = None,
+        active_storage: str | bool | None = None,
+    ) -> Any:
+        store = self._store(filename_or_obj, group, storage_options)
+        ds = StoreBackendEntrypoint().open_dataset(
+            store, mask_and_scale=mask_and_scale, decode_times=decode_times,
+            concat_characters=concat_characters, decode_coords=decode_coords,
+            drop_variables=drop_variables, use_cftime=use_cftime,
+            decode_timedelta=decode_timedelta)
+        _attach_active_storage(ds, active_storage_url, active_storage)
+        return ds
+
+    def open_groups_as_dict(  # type: ignore[override]
+        self, filename_or_obj: Any, *, group: str | None = None,
+        storage_options: Mapping[str, Any] | None = None, **kwargs: Any,
+    ) -> dict[str, Any]:
+        root = self._store(filename_or_obj, None, storage_options)
+        base = _normalize_group(group)
+        if base not in root.tree:
+            raise ObjectNotFoundError(
+                f"group {base!r} not found in {root.session.location.url}; "
+                f"groups: {sorted(root.tree)}")
+        out = {}
+        for path in sorted(root.tree):
+            if path != base and not path.startswith(base.rstrip("/") + "/"):
+                continue
+            store = H5CloudStore(root.session, path, root.tree)
+            ds = self.open_dataset(store, **kwargs)
+            rel = "/" + path[len(base):].strip("/") if base != "/" else path
+            out[rel] = ds
+        return out
+
+    def open_datatree(  # type: ignore[override]
+        self, filename_or_obj: Any, *, group: str | None = None,
+        storage_options: Mapping[str, Any] | None = None, **kwargs: Any,
+    ) -> Any:
+        from xarray import DataTree
+
+        groups = self.open_groups_as_dict(filename_or_obj, group=group,
+                                          storage_options=storage_options, **kwargs)
+        return DataTree.from_dict(groups)
+
+
+def _attach_active_storage(ds: Any, url: str | None, mode: str | bool | None) -> None:
+    """Record the active-storage settings on the variables' encoding (used by pushdown)."""
+    url = url or os.environ.get("H5DASK_ACTIVE_STORAGE_URL")
+    if not url and not mode:
+        return
+    for var in ds.variables.values():
+        var.encoding["active_storage_url"] = url
+        var.encoding["active_storage"] = mode if mode is not None else True
