@@ -350,6 +350,9 @@ class Group(HLObject, Mapping):
         (with level ``compression_opts`` 0-9, or an int level), lz4, zstd, ...
         """
         parent, leaf = self._parent_and_leaf(name, create=True)
+        committed = dtype if isinstance(dtype, Datatype) else None
+        if committed is not None:
+            dtype = committed.dtype
         if data is not None:
             arr = _as_array(data, dtype)
             shape = arr.shape if shape is None else tuple(shape)
@@ -360,7 +363,7 @@ class Group(HLObject, Mapping):
             raise TypeError("create_dataset needs shape= or data=")
         shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
         dtype = np.dtype("<f4" if dtype is None else dtype)
-        type_json = _type_for(self._session, dtype)
+        type_json = _type_for(self._session, committed if committed is not None else dtype)
         space = Dataspace(shape, _maxshape(shape, maxshape))
         chunk_shape = _choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
@@ -414,7 +417,8 @@ class Group(HLObject, Mapping):
 
 def _type_for(session: DomainSession, dtype: Any) -> Any:
     if isinstance(dtype, Datatype):
-        return dtype.id
+        # HSDS stores a committed type inline, with the committed type's id
+        return {**session.resolve_type(dtype.id), "id": dtype.id}
     return type_json_from_dtype(np.dtype(dtype))
 
 

@@ -71,5 +71,5 @@ class Dataspace:
             return {"class": "H5S_SCALAR"}
         out: dict[str, Any] = {"class": "H5S_SIMPLE", "dims": list(self.shape)}
         if self.maxshape is not None and tuple(self.maxshape) != tuple(self.shape):
-            out["maxdims"] = [0 if m is None else m for m in self.maxshape]
+            out["maxdims"] = [UNLIMITED if m is None else m for m in self.maxshape]
         return out

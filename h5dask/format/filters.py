@@ -89,19 +89,27 @@ def is_blosc_frame(data: bytes | memoryview, expected_nbytes: int | None = None)
 
 
 def fletcher32(data: bytes | memoryview) -> int:
-    """HDF5's Fletcher-32 checksum (16-bit big-endian words, odd byte padded)."""
+    """HDF5's Fletcher-32 checksum (16-bit big-endian words), bit for bit as
+    ``H5_checksum_fletcher32`` computes it."""
     buf = bytes(data)
-    if len(buf) % 2:
-        buf += b"\x00"
-    words = np.frombuffer(buf, dtype=">u2").astype(np.uint64)
+    words = np.frombuffer(buf, dtype=">u2", count=len(buf) // 2).astype(np.uint64)
+
+    def fold(s: int) -> int:
+        # HDF5 folds the carry back in (one's complement), which is not a modulo:
+        # a sum that is a multiple of 65535 ends as 0xffff, not 0
+        return (s & 0xFFFF) + (s >> 16)
+
     sum1 = sum2 = 0
-    # blocks of 360 words keep the running sums small before the modulo, as HDF5 does
+    # HDF5 sums blocks of 360 words in uint32 and folds after each block
     for start in range(0, len(words), 360):
-        block = words[start:start + 360]
-        csum = np.cumsum(block) + sum1
-        sum2 = int((sum2 + csum.sum()) % 65535)
-        sum1 = int(csum[-1] % 65535)
-    return (sum2 << 16) | sum1
+        csum = np.cumsum(words[start:start + 360]) + sum1
+        sum1 = fold(int(csum[-1]) & 0xFFFFFFFF)
+        sum2 = fold((sum2 + int(csum.sum())) & 0xFFFFFFFF)
+    if len(buf) % 2:  # the odd last byte is the high byte of one more word
+        sum1 = sum1 + (buf[-1] << 8)
+        sum2 = fold(sum2 + sum1)
+        sum1 = fold(sum1)
+    return (fold(sum2) << 16) | fold(sum1)
 
 
 def _typed_view(arr: np.ndarray) -> np.ndarray:
@@ -172,6 +180,8 @@ class ChunkCodec:
             if self.bitshuffle:
                 if self.compressor is not None and is_blosc_frame(data):
                     data = _blosc.decompress(data)
+                if nbytes is not None and len(data) == nbytes:
+                    return bytes(data)  # HSDS 1.0.2 lists bitshuffle but stores raw bytes
                 return self._bitshuffle_decode(data, key)
             if self.compressor is not None:
                 if is_blosc_frame(data):
@@ -260,15 +270,12 @@ class ChunkCodec:
                                          shuffle=0).encode(raw))
         raw = arr.tobytes()
         if self.bitshuffle:
-            import bitshuffle
-
-            block = 2048
-            out = struct.pack(">QI", len(raw), block * self.dtype.itemsize)
-            out += bitshuffle.compress_lz4(arr, block).tobytes()
+            # HSDS 1.0.2 accepts the bitshuffle filter but neither applies nor undoes it;
+            # writing the bytes unshuffled keeps such domains readable by HSDS
             if self.compressor is None:
-                return out
+                return raw
             return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
-                                         shuffle=0).encode(out))
+                                         shuffle=0).encode(_typed_view(arr)))
         if self.compressor is not None:
             shuffle = numcodecs.Blosc.SHUFFLE if self.shuffle else numcodecs.Blosc.NOSHUFFLE
             # pass the array, not bytes: Blosc takes its shuffle typesize from the itemsize

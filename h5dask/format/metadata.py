@@ -68,7 +68,8 @@ class Link:
         elif self.kind == "soft":
             out.update({"class": "H5L_TYPE_SOFT", "h5path": self.h5path})
         else:
-            out.update({"class": "H5L_TYPE_EXTERNAL", "h5path": self.h5path, "file": self.file})
+            out.update({"class": "H5L_TYPE_EXTERNAL", "h5path": self.h5path,
+                        "h5domain": self.file})
         return out
 
 

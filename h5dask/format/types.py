@@ -92,7 +92,7 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
         return np.dtype(f"S{length}")
     if cls == "H5T_ENUM":
         base = dtype_from_json(type_json.get("base"), resolve)
-        mapping = type_json.get("mapping")
+        mapping = _enum_mapping(type_json)
         if not isinstance(mapping, dict) or base.kind not in "iu":
             raise UnsupportedTypeError(f"enum needs an integer base and a mapping: {type_json}")
         if mapping == BOOL_MAPPING and base.itemsize == 1:
@@ -121,6 +121,22 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
     raise UnsupportedTypeError(f"unsupported HDF5 type class {cls!r}")
 
 
+def _enum_mapping(type_json: dict) -> dict | None:
+    # HSDS writes "members": [{"name", "value"}]; the schema document shows "mapping"
+    members = type_json.get("members")
+    if isinstance(members, list):
+        try:
+            return {str(m["name"]): int(m["value"]) for m in members}
+        except (KeyError, TypeError, ValueError):
+            return None
+    mapping = type_json.get("mapping")
+    return mapping if isinstance(mapping, dict) else None
+
+
+def _members(mapping: dict) -> list[dict]:
+    return [{"name": str(k), "value": int(v)} for k, v in mapping.items()]
+
+
 def _order_name(dt: np.dtype) -> str:
     bo = dt.byteorder
     if bo == "=":
@@ -134,10 +150,10 @@ def type_json_from_dtype(dt: np.dtype) -> dict:
     meta = dt.metadata or {}
     if "enum" in meta:
         return {"class": "H5T_ENUM", "base": type_json_from_dtype(np.dtype(dt.str)),
-                "mapping": {str(k): int(v) for k, v in meta["enum"].items()}}
+                "members": _members(meta["enum"])}
     if dt.kind == "b":
         return {"class": "H5T_ENUM", "base": {"class": "H5T_INTEGER", "base": "H5T_STD_I8LE"},
-                "mapping": dict(BOOL_MAPPING)}
+                "members": _members(BOOL_MAPPING)}
     if dt.kind in "iu":
         sign = "I" if dt.kind == "i" else "U"
         return {"class": "H5T_INTEGER",
@@ -164,7 +180,8 @@ def type_json_from_dtype(dt: np.dtype) -> dict:
             return {"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
                     "strPad": "H5T_STR_NULLTERM", "length": "H5T_VARIABLE"}
         if isinstance(vlen, np.dtype):
-            return {"class": "H5T_VLEN", "base": type_json_from_dtype(vlen)}
+            return {"class": "H5T_VLEN", "size": "H5T_VARIABLE",
+                    "base": type_json_from_dtype(vlen)}
         raise UnsupportedTypeError("object dtype without h5py-style vlen/ref metadata")
     if dt.kind == "V" and dt.subdtype is not None:
         base, shape = dt.subdtype

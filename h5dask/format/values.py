@@ -6,8 +6,8 @@ extensions ``NaN``/``Infinity`` (or as those words in strings).
 
 >>> array_from_json([[1, 2], [3, 4]], np.dtype("<i4"), (2, 2)).sum()
 np.int64(10)
->>> json_from_array(np.array([1.5, np.nan]))
-[1.5, 'NaN']
+>>> json_from_array(np.array([1.5, np.inf]))
+[1.5, inf]
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ def _element(value: Any, dt: np.dtype) -> Any:
         if vlen is str:
             return value if isinstance(value, str) else _to_str(value)
         if vlen is bytes:
-            return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+            return _to_bytes(value) if isinstance(value, str) else bytes(value)
         if isinstance(vlen, np.dtype):
             return _array(value, vlen, None)
         return value  # references: id strings
     if dt.kind == "S":
-        return value.encode("utf-8") if isinstance(value, str) else value
+        return _to_bytes(value) if isinstance(value, str) else value
     if dt.kind == "f" and isinstance(value, str):
         if value in _SPECIAL:
             return _SPECIAL[value]
@@ -53,6 +53,11 @@ def _element(value: Any, dt: np.dtype) -> Any:
     if dt.kind in "iuf" and (isinstance(value, str) or value is None):
         raise ValueError(f"{value!r} is not a number")
     return value
+
+
+def _to_bytes(value: str) -> bytes:
+    # surrogateescape undoes what json_from_array does to bytes that are not UTF-8
+    return value.encode("utf-8", errors="surrogateescape")
 
 
 def _to_str(value: Any) -> str:
@@ -110,12 +115,7 @@ def _json_element(x: Any, dt: np.dtype) -> Any:
     if dt.subdtype is not None:
         return json_from_array(np.asarray(x))
     if dt.kind == "f":
-        f = float(x)
-        if math.isnan(f):
-            return "NaN"
-        if math.isinf(f):
-            return "Infinity" if f > 0 else "-Infinity"
-        return f
+        return float(x)  # NaN/inf are written as the bare NaN/Infinity tokens, as HSDS does
     if dt.kind in "iu":
         return int(x)
     if dt.kind == "b":

@@ -126,7 +126,7 @@ class S3ObjectStore(ObjectStore):
                     raise TransientError(f"short ranged read: {len(data)} of {stop - start} bytes")
                 return data
             return await self._get_whole(key)
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):
             return None
         except (TransientError, TimeoutError, ConnectionError):
             raise
@@ -163,7 +163,7 @@ class S3ObjectStore(ObjectStore):
     async def _delete(self, key: str) -> None:
         try:
             await obstore.delete_async(self._store, key)
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):
             return
         except Exception as exc:
             raise self._translate(exc, "DELETE", key) from exc

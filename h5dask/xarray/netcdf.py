@@ -155,7 +155,7 @@ def phony_dimensions(dims: GroupDimensions, members: dict[str, DatasetMeta],
     a group reuses its labelled dimensions of the same size first, then creates
     ``phony_dim_<n>`` (n counting across the file from ``offset``)."""
     needed: Counter[int] = Counter()
-    for name, meta in members.items():
+    for name, meta in sorted(members.items()):  # h5py's (name) order, as h5netcdf sees it
         attrs = attrs_of[name]
         if is_dimension_scale(attrs) or not unlabeled(attrs, meta):
             continue

@@ -1,0 +1,93 @@
+"""Shared pytest fixtures: real servers (SeaweedFS S3, HSDS) and shared data paths."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers.hsds import HSDSServer
+
+from h5dask.services.seaweedfs import SeaweedFS
+
+# --------------------------------------------------------------------------------------
+# Paths
+# --------------------------------------------------------------------------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The team's shared data directory, ``<project root>/../shared/data``."""
+    return PROJECT_ROOT.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------------------
+# SeaweedFS (real S3)
+# --------------------------------------------------------------------------------------
+
+TEST_BUCKET = "h5dask-test"
+HSDS_BUCKET = "hsds-test"
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """A SeaweedFS S3 server on free loopback ports, buckets h5dask-test and hsds-test."""
+    server = SeaweedFS().start()
+    try:
+        for bucket in (TEST_BUCKET, HSDS_BUCKET):
+            server.create_bucket(bucket)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def storage_options(seaweedfs: SeaweedFS) -> dict[str, Any]:
+    """s3fs-style options for the SeaweedFS fixture (``key``, ``secret``, ``client_kwargs``)."""
+    return seaweedfs.storage_options()
+
+
+@pytest.fixture
+def s3_bucket_url(seaweedfs: SeaweedFS) -> str:
+    """A fresh, empty prefix for one test: ``s3://h5dask-test/<uuid hex>``."""
+    return f"s3://{TEST_BUCKET}/{uuid.uuid4().hex}"
+
+
+# --------------------------------------------------------------------------------------
+# HSDS (real server, the interoperability peer)
+# --------------------------------------------------------------------------------------
+# HSDSServer starts the HSDS nodes itself on free ports (HSDS's own `hsds` launcher
+# pins the data nodes to 6101..), so hsds_posix and hsds_s3 can run at the same
+# time; no serialization between them is needed.
+
+
+@pytest.fixture(scope="session")
+def hsds_posix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HSDSServer]:
+    """HSDS on POSIX storage: objects in ``root_dir / bucket`` (bucket "hsdsbucket").
+
+    Attributes: endpoint, username, password ("admin"/"admin"), root_dir, bucket;
+    ``/home/admin/`` exists. See tests/servers/hsds.py for wait_for_keys() etc.
+    """
+    root = tmp_path_factory.mktemp("hsds-posix")
+    (root / "hsdsbucket").mkdir()
+    server = HSDSServer(root_dir=root, bucket="hsdsbucket").start()
+    try:
+        server.make_home_folders()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hsds_s3(seaweedfs: SeaweedFS) -> Iterator[HSDSServer]:
+    """HSDS storing in the SeaweedFS bucket "hsds-test"; ``/home/admin/`` exists."""
+    server = HSDSServer.on_seaweedfs(seaweedfs, HSDS_BUCKET).start()
+    try:
+        server.make_home_folders()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,74 @@
+"""The SeaweedFS launcher: a real S3 server that starts, serves and stops."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from h5dask.services.seaweedfs import SeaweedFS
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_fixture_put_get(seaweedfs: SeaweedFS, s3_bucket_url: str) -> None:
+    client = seaweedfs.s3_client()
+    bucket, prefix = s3_bucket_url.removeprefix("s3://").split("/", 1)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/hello.bin", Body=b"\x00hello\xff")
+    got = client.get_object(Bucket=bucket, Key=f"{prefix}/hello.bin")["Body"].read()
+    assert got == b"\x00hello\xff"
+    listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")
+    assert [o["Key"] for o in listed["Contents"]] == [f"{prefix}/hello.bin"]
+
+
+def test_fixture_options(seaweedfs: SeaweedFS, storage_options: dict) -> None:
+    assert storage_options == {
+        "key": seaweedfs.access_key,
+        "secret": seaweedfs.secret_key,
+        "client_kwargs": {"endpoint_url": seaweedfs.endpoint, "region_name": "us-east-1"},
+    }
+    assert seaweedfs.env()["AWS_ENDPOINT_URL"] == seaweedfs.endpoint
+    seaweedfs.create_bucket("h5dask-test")  # idempotent
+
+
+def test_two_instances_and_stop(tmp_path) -> None:
+    with SeaweedFS(access_key="k-one", secret_key="s-one") as one:
+        two = SeaweedFS(tmp_path / "two").start()  # a given data dir
+        try:
+            assert one.endpoint != two.endpoint
+            for server, body in ((one, b"one"), (two, b"two")):
+                server.create_bucket("bucket-x")
+                server.s3_client().put_object(Bucket="bucket-x", Key="k", Body=body)
+            for server, body in ((one, b"one"), (two, b"two")):
+                got = server.s3_client().get_object(Bucket="bucket-x", Key="k")["Body"].read()
+                assert got == body
+            pid_two = two.pid
+        finally:
+            two.stop(timeout=2)  # default for a given dir: 30 s of graceful shutdown
+        assert pid_two is not None and not _pid_alive(pid_two)
+        assert (tmp_path / "two" / "weed.log").exists()  # a given dir is kept
+        assert one.running
+        pid_one, dir_one = one.pid, one.data_dir
+    assert pid_one is not None and not _pid_alive(pid_one)
+    assert dir_one is not None and not dir_one.exists()  # a temporary dir is removed
+
+
+def test_restart_same_object() -> None:
+    server = SeaweedFS().start()
+    first_pid = server.pid
+    server.stop()
+    assert not server.running and server.pid is None
+    with pytest.raises(RuntimeError):
+        server.endpoint  # noqa: B018
+    server.start()  # new ports, new temporary dir
+    try:
+        assert server.running and server.pid != first_pid
+        server.create_bucket("again")
+    finally:
+        server.stop()

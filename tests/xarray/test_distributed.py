@@ -1,0 +1,84 @@
+"""On a distributed cluster the workers read chunk objects; the client reads metadata."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import h5dask
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=40)
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture
+def big_variable(s3_bucket_url, storage_options):
+    url = f"{s3_bucket_url}/dist.h5"
+    data = np.random.default_rng(1).random((64, 100), dtype="f4")
+    ds = xr.Dataset({"v": (("y", "x"), data)})
+    h5dask.to_h5cloud(ds, url, storage_options=storage_options,
+                      encoding={"v": {"chunks": (8, 25), "compression": "gzip"}})
+    return url, data
+
+
+def test_reduction_reads_every_chunk_in_workers_none_in_client(cluster_client, big_variable,
+                                                               storage_options):
+    url, data = big_variable
+    v = xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=storage_options)["v"]
+    assert v.data.npartitions == 32
+    h5dask.reset_stats()
+    cluster_client.run(h5dask.reset_stats)
+    total = float(v.sum().compute())
+    assert total == pytest.approx(float(data.astype("f8").sum()), rel=1e-5)
+    client_io = h5dask.stats()["chunk"]
+    worker_io = cluster_client.run(h5dask.stats)
+    assert client_io["read_requests"] == 0
+    assert sum(s["chunk"]["read_requests"] for s in worker_io.values()) == 32
+    assert all(s["chunk"]["read_requests"] > 0 for s in worker_io.values())
+
+
+def test_task_payload_is_small(big_variable, storage_options):
+    url, _ = big_variable
+    arr = xr.open_dataset(url, engine="h5cloud", chunks={},
+                          storage_options=storage_options)["v"].data
+    graph = dict(arr.__dask_graph__())
+    getters = {k: v for k, v in graph.items() if isinstance(k, tuple) and k[0] == arr.name}
+    assert len(getters) == 32
+    # the array wrapper is one shared graph entry; each getter task only refers to it
+    sizes = [len(pickle.dumps(task)) for task in getters.values()]
+    assert max(sizes) < 1024, max(sizes)
+    shared = [v for k, v in graph.items() if not isinstance(k, tuple)]
+    assert shared and max(len(pickle.dumps(s)) for s in shared) < 8192
+
+
+def test_to_h5cloud_writes_chunks_from_workers(cluster_client, s3_bucket_url, storage_options):
+    import dask.array as da
+
+    url = f"{s3_bucket_url}/written-by-workers.h5"
+    data = da.random.default_rng(2).random((40, 60), chunks=(10, 20)).astype("f4")
+    ds = xr.Dataset({"w": (("a", "b"), data)})
+    h5dask.reset_stats()
+    cluster_client.run(h5dask.reset_stats)
+    delayed = h5dask.to_h5cloud(ds, url, storage_options=storage_options, compute=False)
+    with pytest.raises(FileNotFoundError):
+        xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
+    delayed.compute()
+    worker_io = cluster_client.run(h5dask.stats)
+    assert h5dask.stats()["chunk"]["write_requests"] == 0
+    assert sum(s["chunk"]["write_requests"] for s in worker_io.values()) == 12
+    got = xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
+    np.testing.assert_array_equal(got["w"].values, data.compute())
