@@ -21,7 +21,13 @@ from xarray.core.variable import Variable
 
 from ..chunkio import ArraySource
 from ..domain import DomainSession
-from ..errors import H5DaskError, ObjectNotFoundError, UnsupportedTypeError
+from ..errors import (
+    H5DaskError,
+    ObjectNotFoundError,
+    UnsupportedFilterError,
+    UnsupportedTypeError,
+)
+from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
 from ..format.types import has_vlen
 from ..storage import open_location
@@ -80,12 +86,14 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     while level:
         groups = session.load_many([gid for _, gid in level])
         child_ids: list[str] = []
-        for (_, _), g in zip(level, groups):
-            for link in g.links.values():
+        names: dict[str, str] = {}
+        for (path, _), g in zip(level, groups):
+            for name, link in g.links.items():
                 if link.kind == "hard" and link.id not in seen:
                     seen.add(link.id)
                     child_ids.append(link.id)
-        session.load_many([i for i in child_ids if i[0] != "g"])
+                    names[link.id] = f"{path.rstrip('/')}/{name}"
+        _load_named(session, [i for i in child_ids if i[0] != "g"], names)
         next_level = []
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
@@ -104,6 +112,17 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
             nodes[path] = GroupNode(path, g, datasets, subgroups, attrs_of)
         level = next_level
     return nodes
+
+
+def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> None:
+    """Load objects; an unsupported type or filter is reported by variable name."""
+    try:
+        session.load_many(obj_ids)
+    except (UnsupportedTypeError, UnsupportedFilterError) as exc:
+        for obj_id in obj_ids:
+            if obj_id in str(exc) or ids.object_key(obj_id) in str(exc):
+                raise type(exc)(f"variable {names[obj_id]!r}: {exc}") from exc
+        raise
 
 
 class H5CloudStore(AbstractDataStore):

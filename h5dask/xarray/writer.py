@@ -183,21 +183,27 @@ def write_dataset(group: Group, ds: xr.Dataset, encoding: Mapping | None,
 def _write_dimension_scales(group: Group, dims: Mapping[Hashable, int],
                             created: dict[str, Any]) -> None:
     scale_ids: dict[str, str] = {}
-    for dimid, (dim, size) in enumerate(dims.items()):
+    refs: dict[str, list[tuple[str, int]]] = {}
+    next_dimid = _next_dimid(group)
+    for dim, size in dims.items():
         dim = str(dim)
         coord = created.get(dim)
         if coord is not None and coord[1].dims == (dim,):
             scale = coord[0]
             scale.attrs["NAME"] = np.bytes_(dim)
+        elif dim in group:
+            scale = _existing_scale(group, dim, size)  # mode="a": share the dimension
+            refs[dim] = [(str(e[0]), int(e[1])) for e in scale.attrs.get("REFERENCE_LIST", [])]
+            scale_ids[dim] = scale.id
+            continue
         else:
-            if dim in group:
-                raise ValueError(f"dimension {dim!r} clashes with a non-coordinate variable")
             scale = group.create_dataset(dim, shape=(size,), dtype="<f4", chunks=True)
             scale.attrs["NAME"] = np.bytes_(f"{NOT_A_VARIABLE}.{size:10d}")
         scale.attrs["CLASS"] = np.bytes_("DIMENSION_SCALE")
-        scale.attrs["_Netcdf4Dimid"] = np.int32(dimid)
+        scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
+        next_dimid += 1
         scale_ids[dim] = scale.id
-    refs: dict[str, list[tuple[str, int]]] = {d: [] for d in scale_ids}
+        refs[dim] = []
     for _name, (ds_obj, var) in created.items():
         if var.dims and not (var.ndim == 1 and str(var.dims[0]) == _name):
             dim_list = np.empty(var.ndim, dtype=_DIMLIST_DTYPE)
@@ -211,6 +217,24 @@ def _write_dimension_scales(group: Group, dims: Mapping[Hashable, int],
             for n, (ds_id, axis) in enumerate(entries):
                 ref_list[n] = (ds_id, axis)
             group[dim].attrs.create("REFERENCE_LIST", ref_list)
+
+
+def _next_dimid(group: Group) -> int:
+    ids = [int(np.asarray(obj.attrs["_Netcdf4Dimid"]).reshape(-1)[0])
+           for obj in (group[name] for name in group)
+           if not isinstance(obj, Group) and "_Netcdf4Dimid" in obj.attrs]
+    return max(ids, default=-1) + 1
+
+
+def _existing_scale(group: Group, dim: str, size: int) -> Any:
+    scale = group[dim]
+    if isinstance(scale, Group) or scale.attrs.get("CLASS") != b"DIMENSION_SCALE":
+        raise ValueError(f"dimension {dim!r} clashes with the non-coordinate variable "
+                         f"{scale.name!r} in {group.file.url}")
+    if scale.shape != (size,):
+        raise ValueError(f"dimension {dim!r} has size {size}, but the domain's dimension "
+                         f"scale {scale.name!r} has shape {scale.shape}")
+    return scale
 
 
 def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str = "w",
