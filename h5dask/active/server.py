@@ -1,0 +1,389 @@
+"""h5dask's active-storage server: the Reductionist v2 API over aiohttp.
+
+Routes:
+
+* ``POST /v2/{count,min,max,sum,select}`` (with or without a trailing slash):
+  JSON request (see :mod:`h5dask.active.request`), 200 CBOR reply
+  ``{bytes, dtype, shape, shape_as_bytes, count, count_as_bytes, byte_order}``
+  with the result in the server's native byte order, as Reductionist answers.
+* ``GET /healthz``: 200 ``{"status": "ok"}``.
+* Errors: ``{"error": {"message": ..., "caused_by": [...]}}`` with a 4xx/5xx status.
+
+Safety: upstream allow-list (403), JSON body limit (413), object and decompressed
+size limit (413), in-flight request limit (503, never queued), reductions run in
+worker threads, one log line per request without headers or credentials.
+
+Run it::
+
+    python -m h5dask.active.server --port 8081 --allow-upstream http://127.0.0.1:9000
+
+or from Python: ``serve("127.0.0.1", 8081, ["http://127.0.0.1:9000"])``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import numpy as np
+from aiohttp import web
+
+from h5dask.active import codecs, operations
+from h5dask.active.errors import ActiveStorageError
+from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
+from h5dask.active.upstream import AllowList, Credentials, Upstream
+
+__all__ = [
+    "ServerConfig",
+    "compute",
+    "create_app",
+    "encode_response",
+    "main",
+    "parse_size",
+    "run",
+    "serve",
+]
+
+log = logging.getLogger("h5dask.active")
+
+DEFAULT_MAX_OBJECT_SIZE = 64 << 20
+DEFAULT_MAX_IN_FLIGHT = 8
+DEFAULT_MAX_BODY_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Server settings.
+
+    ``allow_upstream``: ``scheme://host:port`` origins that may be fetched from;
+    ``max_object_size``: bytes fetched or decompressed per request;
+    ``max_in_flight``: operation requests handled at once (503 beyond);
+    ``max_body_size``: bytes of JSON request body; ``upstream_timeout``: seconds.
+
+    Example::
+
+        >>> ServerConfig(allow_upstream=("http://127.0.0.1:9000",), max_in_flight=4).max_in_flight
+        4
+    """
+
+    allow_upstream: tuple[str, ...] = ()
+    max_object_size: int = DEFAULT_MAX_OBJECT_SIZE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    upstream_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_upstream", tuple(self.allow_upstream))
+        for name in ("max_object_size", "max_in_flight", "max_body_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+@dataclass
+class _State:
+    config: ServerConfig
+    allow: AllowList
+    upstream: Upstream
+    in_flight: int = 0
+
+
+_STATE = web.AppKey("h5dask_active_state", _State)
+
+
+# -- the work ---------------------------------------------------------------------------
+
+
+def encode_response(result: operations.Result, req: ReductionRequest) -> bytes:
+    """The CBOR reply body for ``result`` (Reductionist's field names and layout).
+
+    Example::
+
+        >>> import cbor2
+        >>> r = operations.reduce_array("sum", np.array([1, 2], dtype="int32"))
+        >>> req = ReductionRequest("s3", "http://h:1/b/k", "int32")
+        >>> reply = cbor2.loads(encode_response(r, req))
+        >>> reply["dtype"], reply["shape"], reply["count"]
+        ('int32', [], [2])
+    """
+    counts = result.counts.astype(np.int64)
+    shape = [int(n) for n in result.shape]
+    reply = {
+        "bytes": result.values.tobytes(),
+        "dtype": result.dtype,
+        "shape": [] if req.option_shape_as_bytes else shape,
+        "shape_as_bytes": np.array(shape, dtype=np.uint64).tobytes()
+        if req.option_shape_as_bytes
+        else b"",
+        "count": [] if req.option_count_as_bytes else counts.tolist(),
+        "count_as_bytes": counts.tobytes() if req.option_count_as_bytes else b"",
+        "byte_order": NATIVE_BYTE_ORDER,
+    }
+    return cbor2.dumps(reply)
+
+
+def compute(
+    operation: str, req: ReductionRequest, data: bytes | memoryview, max_size: int
+) -> bytes:
+    """Decode ``data``, run ``operation`` and encode the CBOR reply (blocking; use a thread).
+
+    Example::
+
+        >>> req = ReductionRequest("s3", "http://h:1/b/k", "int64")
+        >>> len(compute("max", req, np.arange(3).tobytes(), 1 << 20)) > 0
+        True
+    """
+    decoded = codecs.decode(data, req.compression, req.filters, max_size)
+    req.check_data_size(len(decoded), what="decoded data" if req.compression else "data")
+    result = operations.run(operation, decoded, req)
+    return encode_response(result, req)
+
+
+# -- HTTP -------------------------------------------------------------------------------
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    too_large = ActiveStorageError(
+        413, "request body too large", [f"the JSON body must be at most {limit} bytes"]
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    buf = bytearray()
+    while chunk := await request.content.read(65536):
+        buf += chunk
+        if len(buf) > limit:
+            raise too_large
+    return bytes(buf)
+
+
+async def _operation(request: web.Request) -> web.Response:
+    operation = request.match_info["operation"]
+    if operation not in OPERATIONS:
+        raise ActiveStorageError(
+            404, f"unsupported operation {operation}", [f"expected one of {', '.join(OPERATIONS)}"]
+        )
+    state = request.app[_STATE]
+    config = state.config
+    if state.in_flight >= config.max_in_flight:
+        raise ActiveStorageError(
+            503,
+            "server busy",
+            [f"{state.in_flight} requests in flight, the limit is {config.max_in_flight}"],
+        )
+    state.in_flight += 1
+    try:
+        body = await _read_body(request, config.max_body_size)
+        req = ReductionRequest.from_json(body)
+        state.allow.check(req.url)
+        credentials = Credentials.from_authorization(request.headers.get("Authorization"))
+        data = await state.upstream.fetch(req, credentials)
+        payload = await asyncio.to_thread(compute, operation, req, data, config.max_object_size)
+        return web.Response(body=payload, content_type="application/cbor")
+    finally:
+        state.in_flight -= 1
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    return web.json_response({"status": "ok", "in_flight": state.in_flight})
+
+
+def _error_response(err: ActiveStorageError) -> web.Response:
+    resp = web.json_response(err.body(), status=err.status)
+    if err.status == 503:
+        resp.headers["Retry-After"] = "1"
+    return resp
+
+
+@web.middleware
+async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn every failure into a JSON error and log one line per request."""
+    start = time.perf_counter()
+    try:
+        resp = await handler(request)
+    except ActiveStorageError as err:
+        resp = _error_response(err)
+    except web.HTTPException as exc:
+        resp = _error_response(ActiveStorageError(exc.status, exc.reason))
+        for name in ("Allow",):
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+    except MemoryError:
+        resp = _error_response(ActiveStorageError(503, "server out of memory for this request"))
+    except Exception as exc:
+        log.error("internal error on %s %s: %s", request.method, request.path, type(exc).__name__)
+        log.debug("traceback", exc_info=True)
+        resp = _error_response(ActiveStorageError(500, "internal server error"))
+    nbytes = resp.content_length or 0
+    log.info(
+        "%s %s %d %.1fms %dB",
+        request.method,
+        request.path,
+        resp.status,
+        (time.perf_counter() - start) * 1000.0,
+        nbytes,
+    )
+    return resp
+
+
+def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Application:
+    """The aiohttp application for ``config`` (a :class:`ServerConfig` or its fields).
+
+    Example::
+
+        app = create_app({"allow_upstream": ["http://127.0.0.1:9000"], "max_in_flight": 4})
+        web.run_app(app, host="127.0.0.1", port=8081)
+    """
+    if config is None:
+        config = ServerConfig()
+    elif isinstance(config, Mapping):
+        config = ServerConfig(**config)
+    state = _State(
+        config=config,
+        allow=AllowList(config.allow_upstream),
+        upstream=Upstream(config.max_object_size, timeout=config.upstream_timeout),
+    )
+    app = web.Application(middlewares=[_errors_and_log], client_max_size=config.max_body_size)
+    app[_STATE] = state
+
+    async def _start(app: web.Application) -> None:
+        await state.upstream.start()
+
+    async def _stop(app: web.Application) -> None:
+        await state.upstream.close()
+
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_route("*", "/v2/{operation}", _operation_any_method)
+    app.router.add_route("*", "/v2/{operation}/", _operation_any_method)
+    return app
+
+
+async def _operation_any_method(request: web.Request) -> web.Response:
+    if request.method != "POST":
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    return await _operation(request)
+
+
+# -- running ----------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a byte count such as ``1048576``, ``64M``, ``64MiB`` or ``1G``.
+
+    Example::
+
+        >>> parse_size("64MiB"), parse_size("10k"), parse_size(5)
+        (67108864, 10240, 5)
+    """
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(m.group(1)) << (10 * " kmgt".index((m.group(2) or " ").lower()))
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    allow_upstream: Sequence[str] = (),
+    max_object_size: int = DEFAULT_MAX_OBJECT_SIZE,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    log_level: str | int = "INFO",
+    *,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    upstream_timeout: float = 60.0,
+) -> None:
+    """Run the server until interrupted (SIGINT/SIGTERM). Blocks.
+
+    Example::
+
+        serve("127.0.0.1", 8081, ["http://127.0.0.1:9000"], max_object_size=64 << 20)
+    """
+    if isinstance(log_level, str):
+        log_level = log_level.upper()
+    logging.basicConfig(
+        level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    config = ServerConfig(
+        allow_upstream=tuple(allow_upstream),
+        max_object_size=max_object_size,
+        max_in_flight=max_in_flight,
+        max_body_size=max_body_size,
+        upstream_timeout=upstream_timeout,
+    )
+    app = create_app(config)
+    allowed = app[_STATE].allow
+    if not allowed.origins:
+        log.warning("no --allow-upstream given: every request will be refused (403)")
+    log.info(
+        "active storage on http://%s:%d, upstreams %s, max object %d B, max in flight %d",
+        host,
+        port,
+        ", ".join(sorted(str(o) for o in allowed.origins)) or "(none)",
+        config.max_object_size,
+        config.max_in_flight,
+    )
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+
+
+run = serve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m h5dask.active.server --port 8081 --allow-upstream URL``.
+
+    Example::
+
+        main(["--port", "8081", "--allow-upstream", "http://127.0.0.1:9000"])
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m h5dask.active.server",
+        description="h5dask active-storage server (Reductionist v2 API)",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument(
+        "--allow-upstream",
+        action="append",
+        default=[],
+        metavar="SCHEME://HOST:PORT",
+        help="an object store origin that may be read (repeat for more)",
+    )
+    parser.add_argument(
+        "--max-object-size",
+        type=parse_size,
+        default=DEFAULT_MAX_OBJECT_SIZE,
+        help="largest object range or decompressed chunk, e.g. 64MiB",
+    )
+    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    try:
+        AllowList(args.allow_upstream)
+    except ValueError as exc:
+        parser.error(str(exc))
+    serve(
+        host=args.host,
+        port=args.port,
+        allow_upstream=args.allow_upstream,
+        max_object_size=args.max_object_size,
+        max_in_flight=args.max_in_flight,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Fetching the requested byte range of an upstream object, safely.
+
+* :class:`AllowList`: only ``scheme://host:port`` origins given by the operator
+  may be fetched from (exact comparison of parsed scheme, host and port; user
+  info in a URL is refused), anything else is a 403.
+* ``interface_type`` ``s3``: the URL is ``endpoint/bucket/key`` (path style). An
+  obstore ``S3Store`` per endpoint, bucket and credentials (HTTP Basic user and
+  password = access key and secret) presigns the GET; no ``Authorization`` header
+  means anonymous access (an unsigned request).
+* ``http`` / ``https``: a plain GET of the URL, forwarding HTTP Basic credentials.
+* Both go through one aiohttp session with a ``Range`` header, redirects NOT
+  followed (obstore's own client follows them, which would escape the allow-list;
+  that is why obstore signs and aiohttp transfers), no transparent decompression,
+  no proxy from the environment, and the body read is capped at the configured
+  maximum object size (413 beyond it).
+* Upstream answers map to: 404 -> 404 naming the URL; bad credentials -> 401;
+  access denied -> 403; range not satisfiable -> 400 on ``offset``; redirects,
+  5xx and connection errors -> 502; timeouts -> 504.
+
+Example::
+
+    >>> AllowList(["http://127.0.0.1:9000"]).check("http://127.0.0.1:9000/bucket/key")
+    >>> parse_s3_url("http://127.0.0.1:9000/bucket/a/b%20c.nc")
+    ('http://127.0.0.1:9000', 'bucket', 'a/b c.nc')
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+import obstore
+import yarl
+from obstore.store import S3Store
+
+from h5dask.active.errors import ActiveStorageError, FieldError, redact_url
+from h5dask.active.request import ReductionRequest
+
+__all__ = ["AllowList", "Credentials", "Origin", "Upstream", "parse_s3_url"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_S3_AUTH_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
+_READ_CHUNK = 1 << 20
+_PRESIGN_TTL = timedelta(minutes=10)
+
+
+# -- allow-list -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A parsed ``scheme://host:port`` (port filled in from the scheme when omitted)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _origin(url: str) -> tuple[Origin, Any]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port  # may raise ValueError
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {redact_url(url)!r}")
+    return Origin(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]), parts
+
+
+class AllowList:
+    """The upstream origins the server may fetch from.
+
+    Example::
+
+        >>> allow = AllowList(["http://127.0.0.1:9000", "https://s3.example.org"])
+        >>> allow.allows("https://s3.example.org:443/b/k"), allow.allows("http://127.0.0.1:9001/b")
+        (True, False)
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.origins: frozenset[Origin] = frozenset(self.parse_entry(e) for e in entries)
+
+    @staticmethod
+    def parse_entry(entry: str) -> Origin:
+        """Parse one ``scheme://host[:port]`` entry; ValueError for anything else."""
+        try:
+            origin, parts = _origin(entry.strip())
+        except ValueError as exc:
+            raise ValueError(f"bad --allow-upstream entry {entry!r}: {exc}") from None
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"bad --allow-upstream entry {entry!r}: user info not allowed")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"bad --allow-upstream entry {entry!r}: give scheme://host:port only")
+        return origin
+
+    def allows(self, url: str) -> bool:
+        """True when ``url`` may be fetched (see :meth:`check`)."""
+        try:
+            self.check(url)
+        except ActiveStorageError:
+            return False
+        return True
+
+    def check(self, url: str) -> None:
+        """Raise a 403 :class:`ActiveStorageError` unless ``url``'s origin is allowed."""
+        try:
+            origin, parts = _origin(url)
+        except ValueError as exc:
+            raise FieldError("url", str(exc)) from None
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise FieldError("url", "user info in the URL is not allowed", status=403)
+        if origin not in self.origins:
+            raise FieldError(
+                "url", f"upstream {origin} is not on the server's allow-list", status=403
+            )
+
+    def __repr__(self) -> str:
+        return f"AllowList({sorted(str(o) for o in self.origins)})"
+
+
+# -- credentials ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """S3 access key and secret from an HTTP Basic ``Authorization`` header."""
+
+    access_key: str
+    secret_key: str = field(repr=False)
+
+    @classmethod
+    def from_authorization(cls, header: str | None) -> Credentials | None:
+        """Parse ``Authorization: Basic ...``; None when absent; 400 when malformed.
+
+        Example::
+
+            >>> Credentials.from_authorization("Basic dXNlcjpwYXNz")
+            Credentials(access_key='user')
+        """
+        if header is None:
+            return None
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            raise ActiveStorageError(
+                400, "invalid Authorization header: only HTTP Basic authentication is supported"
+            )
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ActiveStorageError(
+                400, "invalid Authorization header: malformed Basic credentials"
+            ) from None
+        user, sep, password = decoded.partition(":")
+        if not sep or not user:
+            raise ActiveStorageError(400, "invalid Authorization header: expected user:password")
+        return cls(user, password)
+
+
+class _StaticCredentials:
+    """An obstore credential provider returning fixed keys and no session token."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            "access_key_id": self._credentials.access_key,
+            "secret_access_key": self._credentials.secret_key,
+            "token": None,
+            "expires_at": None,
+        }
+
+    def __repr__(self) -> str:
+        return f"_StaticCredentials({self._credentials.access_key!r})"
+
+
+# -- URLs -----------------------------------------------------------------------------
+
+
+def parse_s3_url(url: str) -> tuple[str, str, str]:
+    """Split a path-style S3 URL into (endpoint, bucket, key), percent-decoded.
+
+    Example::
+
+        >>> parse_s3_url("https://s3.example.org/bucket/dir/key")
+        ('https://s3.example.org', 'bucket', 'dir/key')
+    """
+    origin, parts = _origin(url)
+    if parts.query or parts.fragment:
+        raise FieldError("url", "an s3 URL must not have a query or fragment")
+    bucket, _, key = parts.path.lstrip("/").partition("/")
+    bucket, key = unquote(bucket), unquote(key)
+    if not bucket:
+        raise FieldError("url", "an s3 URL must name a bucket: endpoint/bucket/key")
+    if not key:
+        raise FieldError("url", "an s3 URL must name an object: endpoint/bucket/key")
+    endpoint = f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2]}"
+    return endpoint, bucket, key
+
+
+def _yarl(url: str) -> yarl.URL:
+    """The URL to request, sent exactly as given when it is plain ASCII."""
+    return yarl.URL(url, encoded=url.isascii())
+
+
+def _check_content_range(resp: aiohttp.ClientResponse, offset: int, shown: str) -> None:
+    """A 206 must start where we asked (502 otherwise)."""
+    if resp.status != 206:
+        return
+    m = re.match(r"\s*bytes\s+(\d+)-", resp.headers.get("Content-Range", ""))
+    if m is None or int(m.group(1)) != offset:
+        raise ActiveStorageError(
+            502, f"upstream sent the wrong byte range for {shown}", [f"expected offset {offset}"]
+        )
+
+
+def _s3_code(body: bytes) -> str:
+    m = re.search(rb"<Code>([A-Za-z]+)</Code>", body)
+    return m.group(1).decode() if m else ""
+
+
+# -- fetching -------------------------------------------------------------------------
+
+
+class Upstream:
+    """Fetches object byte ranges; one per server (owns an aiohttp session).
+
+    Example::
+
+        upstream = Upstream(max_object_size=64 << 20)
+        await upstream.start()
+        data = await upstream.fetch(request, credentials=None)
+        await upstream.close()
+    """
+
+    def __init__(
+        self,
+        max_object_size: int,
+        timeout: float = 60.0,
+        store_cache_size: int = 64,
+        max_connections: int = 64,
+    ) -> None:
+        self.max_object_size = max_object_size
+        self.timeout = timeout
+        self.store_cache_size = store_cache_size
+        self.max_connections = max_connections
+        self._stores: OrderedDict[tuple[str, str, str, str], S3Store] = OrderedDict()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP session (call from the event loop that will use it)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                auto_decompress=False,
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(10.0, self.timeout)),
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+            )
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def store(self, endpoint: str, bucket: str, credentials: Credentials) -> S3Store:
+        """The cached S3Store for ``endpoint``/``bucket`` and these credentials."""
+        key = (endpoint, bucket, credentials.access_key, credentials.secret_key)
+        store = self._stores.get(key)
+        if store is None:
+            # A credential provider (not key kwargs) keeps AWS_* variables of the server's
+            # environment, such as a session token, out of the signature.
+            store = S3Store(
+                bucket,
+                endpoint=endpoint,
+                region="us-east-1",
+                credential_provider=_StaticCredentials(credentials),
+                skip_signature=False,
+                virtual_hosted_style_request=False,
+                client_options={"allow_http": True},
+            )
+            self._stores[key] = store
+            while len(self._stores) > self.store_cache_size:
+                self._stores.popitem(last=False)
+        else:
+            self._stores.move_to_end(key)
+        return store
+
+    async def object_url(self, req: ReductionRequest, credentials: Credentials | None) -> str:
+        """The URL to GET for ``req``: presigned for s3 with credentials, else plain."""
+        if req.interface_type != "s3":
+            return req.url.partition("#")[0]
+        endpoint, bucket, key = parse_s3_url(req.url)
+        if credentials is None:
+            return f"{endpoint}/{quote(bucket, safe='')}/{quote(key, safe='/')}"
+        try:
+            return await obstore.sign_async(
+                self.store(endpoint, bucket, credentials), "GET", key, _PRESIGN_TTL
+            )
+        except Exception as exc:  # obstore rejects some keys (empty segments, ...)
+            raise FieldError("url", f"cannot address this object: {str(exc)[:200]}") from None
+
+    async def fetch(self, req: ReductionRequest, credentials: Credentials | None) -> bytes:
+        """Fetch ``req.size`` bytes at ``req.offset`` (or to the end) of ``req.url``."""
+        limit = self.max_object_size
+        if req.size is not None and req.size > limit:
+            raise ActiveStorageError(
+                413,
+                "object too large",
+                [f"requested size {req.size} is more than the limit of {limit} bytes"],
+            )
+        url = await self.object_url(req, credentials)
+        headers = {}
+        if req.interface_type != "s3" and credentials is not None:
+            headers["Authorization"] = aiohttp.BasicAuth(
+                credentials.access_key, credentials.secret_key
+            ).encode()
+        ranged = req.size is not None or req.offset > 0
+        if req.size is not None:
+            headers["Range"] = f"bytes={req.offset}-{req.offset + req.size - 1}"
+        elif req.offset > 0:
+            headers["Range"] = f"bytes={req.offset}-"
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        shown = redact_url(req.url)
+        try:
+            async with self._session.get(
+                _yarl(url), headers=headers, allow_redirects=False
+            ) as resp:
+                await self._check_status(resp, shown, req)
+                if resp.status == 200 and ranged:
+                    # The upstream ignored Range: skip to the offset ourselves.
+                    data = await self._read(resp, skip=req.offset, want=req.size, shown=shown)
+                else:
+                    _check_content_range(resp, req.offset, shown)
+                    data = await self._read(resp, skip=0, want=req.size, shown=shown)
+        except ActiveStorageError:
+            raise
+        except TimeoutError:
+            raise ActiveStorageError(
+                504, "timed out fetching the object from upstream", [shown]
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ActiveStorageError(
+                502, "error fetching the object from upstream", [shown, type(exc).__name__]
+            ) from None
+        if req.size is not None and len(data) != req.size:
+            raise FieldError(
+                "size",
+                f"the object has only {len(data)} bytes at offset {req.offset}, "
+                f"not the {req.size} requested",
+            )
+        return data
+
+    async def _check_status(
+        self, resp: aiohttp.ClientResponse, shown: str, req: ReductionRequest
+    ) -> None:
+        status = resp.status
+        if status in (200, 206):
+            return
+        body = await resp.content.read(16384)
+        code = _s3_code(body)
+        if status == 404:
+            detail = [code] if code else []
+            raise ActiveStorageError(404, f"object not found: {shown}", detail)
+        if status == 401 or (status == 403 and code in _S3_AUTH_CODES):
+            raise ActiveStorageError(
+                401, f"upstream rejected the credentials for {shown}", [code or str(status)]
+            )
+        if status == 403:
+            raise ActiveStorageError(
+                403, f"upstream denied access to {shown}", [code or str(status)]
+            )
+        if status == 416:
+            raise FieldError("offset", f"offset {req.offset} is beyond the end of {shown}")
+        if 300 <= status < 400:
+            location = redact_url(resp.headers.get("Location", ""))
+            raise ActiveStorageError(
+                502,
+                "upstream answered with a redirect, which is not followed",
+                [f"{status} to {location or '(no Location)'}"],
+            )
+        raise ActiveStorageError(
+            502, f"upstream error {status} for {shown}", [code] if code else []
+        )
+
+    async def _read(
+        self, resp: aiohttp.ClientResponse, skip: int, want: int | None, shown: str
+    ) -> bytes:
+        limit = self.max_object_size
+        length = resp.content_length
+        if want is None and length is not None and length - skip > limit:
+            raise ActiveStorageError(
+                413,
+                "object too large",
+                [f"{shown} has {length - skip} bytes, more than the limit of {limit}"],
+            )
+        cap = limit + 1 if want is None else want
+        buf = bytearray()
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            buf += chunk
+            if len(buf) >= cap:
+                break
+        if want is None and len(buf) > limit:
+            raise ActiveStorageError(
+                413, "object too large", [f"{shown} is larger than {limit} bytes"]
+            )
+        return bytes(buf[:cap])

@@ -1,0 +1,302 @@
+"""Fixtures for the active-storage server tests.
+
+* ``active_store``: the shared SeaweedFS (``seaweedfs`` in tests/conftest.py) with a
+  bucket for these tests and a ``put(key, data) -> url`` helper.
+* ``upstream_stub``: a small aiohttp HTTP server in a thread that misbehaves on
+  purpose (redirects, slowness, ignored ranges, huge bodies, auth).
+* ``active_server``: ``python -m h5dask.active.server`` as a real subprocess on a
+  free port, allowing SeaweedFS and the stub, with a 1 MiB object limit and 4
+  requests in flight; stopped by its pid whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ACTIVE_BUCKET = "active-test"
+MAX_OBJECT_SIZE = 1 << 20
+MAX_IN_FLIGHT = 4
+SLOW_SECONDS = 1.5
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Ask Linux to SIGTERM the child if pytest dies without cleaning up."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+# -- SeaweedFS --------------------------------------------------------------------------
+
+
+@dataclass
+class ActiveStore:
+    """The S3 side of the tests: endpoint, credentials and an upload helper."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    client: Any
+
+    def url(self, key: str) -> str:
+        """The path-style URL of ``key`` in the test bucket."""
+        return f"{self.endpoint}/{self.bucket}/{key}"
+
+    def put(self, key: str, data: bytes) -> str:
+        """Upload ``data`` as ``key``; return its URL."""
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
+        return self.url(key)
+
+
+@pytest.fixture(scope="session")
+def active_store(seaweedfs: Any) -> ActiveStore:
+    """The shared SeaweedFS with the bucket ``active-test``."""
+    seaweedfs.create_bucket(ACTIVE_BUCKET)
+    return ActiveStore(
+        endpoint=seaweedfs.endpoint,
+        access_key=seaweedfs.access_key,
+        secret_key=seaweedfs.secret_key,
+        bucket=ACTIVE_BUCKET,
+        client=seaweedfs.s3_client(),
+    )
+
+
+# -- a misbehaving HTTP upstream ----------------------------------------------------------
+
+
+@dataclass
+class UpstreamStub:
+    """An HTTP server with routes that exercise the server's upstream handling."""
+
+    port: int
+    objects: dict[str, bytes] = field(default_factory=dict)
+    redirect_to: str = ""
+    auth: str = ""
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, route: str, name: str = "x") -> str:
+        return f"{self.origin}/{route}/{name}"
+
+
+def _stub_app(stub: UpstreamStub) -> web.Application:
+    def ranged(request: web.Request, data: bytes) -> web.Response:
+        rng = request.headers.get("Range")
+        if not rng:
+            return web.Response(body=data)
+        start_s, _, end_s = rng.removeprefix("bytes=").partition("-")
+        start = int(start_s)
+        end = int(end_s) if end_s else len(data) - 1
+        if start >= len(data):
+            return web.Response(status=416)
+        part = data[start : end + 1]
+        headers = {"Content-Range": f"bytes {start}-{start + len(part) - 1}/{len(data)}"}
+        return web.Response(status=206, body=part, headers=headers)
+
+    async def obj(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in stub.objects:
+            return web.Response(status=404)
+        return ranged(request, stub.objects[name])
+
+    async def norange(request: web.Request) -> web.Response:
+        return web.Response(body=stub.objects[request.match_info["name"]])
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(SLOW_SECONDS)
+        return ranged(request, stub.objects[request.match_info["name"]])
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(stub.redirect_to)
+
+    async def auth(request: web.Request) -> web.Response:
+        stub.auth = request.headers.get("Authorization", "")
+        if not stub.auth:
+            return web.Response(status=401)
+        return ranged(request, stub.objects[request.match_info["name"]])
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        # No Content-Length: the server must stop reading at its own limit.
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        block = bytes(1 << 16)
+        for _ in range((MAX_OBJECT_SIZE >> 16) * 4):
+            await resp.write(block)
+        await resp.write_eof()
+        return resp
+
+    async def error(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    async def badrange(request: web.Request) -> web.Response:
+        data = stub.objects[request.match_info["name"]]
+        headers = {"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}
+        return web.Response(status=206, body=data, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/obj/{name}", obj)
+    app.router.add_get("/norange/{name}", norange)
+    app.router.add_get("/slow/{name}", slow)
+    app.router.add_get("/redirect/{name}", redirect)
+    app.router.add_get("/auth/{name}", auth)
+    app.router.add_get("/huge/{name}", huge)
+    app.router.add_get("/error/{name}", error)
+    app.router.add_get("/badrange/{name}", badrange)
+    return app
+
+
+@pytest.fixture(scope="session")
+def upstream_stub() -> Iterator[UpstreamStub]:
+    """The misbehaving upstream, served from a background thread's event loop."""
+    stub = UpstreamStub(port=free_port())
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(_stub_app(stub), access_log=None)
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", stub.port).start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name="upstream-stub", daemon=True)
+    thread.start()
+    assert started.wait(10), "upstream stub did not start"
+    try:
+        yield stub
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+# -- the server under test ----------------------------------------------------------------
+
+
+@dataclass
+class ActiveServer:
+    """A running ``python -m h5dask.active.server`` subprocess."""
+
+    url: str
+    pid: int
+    log_path: Path
+    allowed: list[str]
+    max_object_size: int = MAX_OBJECT_SIZE
+    max_in_flight: int = MAX_IN_FLIGHT
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"active server exited at start:\n{log_path.read_text()}")
+        try:
+            with opener.open(url + "/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"active server not healthy after 30 s:\n{log_path.read_text()}")
+        time.sleep(0.1)
+
+
+def start_server(
+    log_path: Path, allowed: list[str], extra: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], ActiveServer]:
+    """Start the server subprocess on a free port and wait for /healthz."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "h5dask.active.server", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--log-level", "INFO"]
+    for origin in allowed:
+        cmd += ["--allow-upstream", origin]
+    cmd += extra or []
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+    server = ActiveServer(f"http://127.0.0.1:{port}", proc.pid, log_path, allowed)
+    try:
+        _wait_healthy(server.url, proc, log_path)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, server
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM the process by its pid, SIGKILL it if it does not exit in time."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def active_server(
+    active_store: ActiveStore,
+    upstream_stub: UpstreamStub,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ActiveServer]:
+    """The server under test, allowing SeaweedFS and the stub upstream."""
+    log_path = tmp_path_factory.mktemp("active-server") / "server.log"
+    allowed = [active_store.endpoint, upstream_stub.origin]
+    extra = ["--max-object-size", str(MAX_OBJECT_SIZE), "--max-in-flight", str(MAX_IN_FLIGHT)]
+    proc, server = start_server(log_path, allowed, extra)
+    try:
+        yield server
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def put_object(active_store: ActiveStore) -> Callable[[str, bytes], str]:
+    """Upload helper: ``put_object(key, data) -> url``."""
+    return active_store.put

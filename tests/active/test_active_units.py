@@ -1,0 +1,238 @@
+"""Unit tests (no servers) of the request model, the operations' semantics and helpers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cbor2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from h5dask.active.errors import FieldError, redact_url
+from h5dask.active.operations import build_array, reduce_array, run
+from h5dask.active.request import Missing, ReductionRequest
+from h5dask.active.server import compute, encode_response, parse_size
+from h5dask.active.upstream import AllowList, Credentials, parse_s3_url
+
+URL = "http://127.0.0.1:9000/bucket/key"
+
+
+def req(**fields: Any) -> ReductionRequest:
+    base = {"interface_type": "s3", "url": URL, "dtype": "int32"}
+    return ReductionRequest.from_dict({**base, **fields})
+
+
+# -- request model ---------------------------------------------------------------------------
+
+
+def test_request_defaults_and_nulls() -> None:
+    r = req(shape=None, axis=None, missing=None, byte_order="big")
+    assert (r.offset, r.size, r.shape, r.axis, r.order, r.filters) == (0, None, None, None, "C", ())
+    assert r.stored_dtype == np.dtype(">i4")
+    assert req(shape=[2, 3], axis=1).axis == (1,)
+    assert req(shape=[2, 3], axis=[]).axis == ()
+
+
+def test_request_selection_as_objects() -> None:
+    r = req(shape=[4], selection=[{"start": 3, "end": -5, "stride": -1}])
+    assert r.selection is not None and r.selection[0].to_slice() == slice(3, -5, -1)
+
+
+def test_request_size_checked_only_without_compression() -> None:
+    with pytest.raises(FieldError) as info:
+        req(shape=[2, 2], size=12)
+    assert info.value.field == "shape"
+    assert req(shape=[2, 2], size=12, compression={"id": "gzip"}).size == 12
+
+
+def test_request_is_frozen() -> None:
+    r = req()
+    with pytest.raises(AttributeError):
+        r.dtype = "int64"  # type: ignore[misc]
+
+
+def test_missing_values_typed_for_dtype() -> None:
+    r = ReductionRequest.from_dict(
+        {"interface_type": "s3", "url": URL, "dtype": "float32", "missing": {"valid_min": 1}}
+    )
+    assert r.missing == Missing("valid_min", (1.0,))
+    r = req(dtype="uint64", missing={"missing_values": [2**64 - 1, 0]})
+    assert r.missing is not None and r.missing.values == (2**64 - 1, 0)
+
+
+# -- operations semantics ------------------------------------------------------------------
+
+
+def test_fortran_order() -> None:
+    a = np.arange(6, dtype="<i4").reshape(2, 3)
+    r = req(shape=[2, 3], order="F")
+    data = a.tobytes(order="F")
+    assert build_array(data, r).tolist() == a.tolist()
+    sel = run("select", data, r)  # element-wise results keep the request's order
+    assert sel.values.tolist() == a.ravel(order="F").tolist() and sel.shape == (2, 3)
+    r_axis = req(shape=[2, 3], order="F", axis=1)  # reductions come out in C order
+    assert run("sum", data, r_axis).values.tolist() == a.sum(axis=1).tolist()
+
+
+def test_empty_selection_gives_fold_start_values() -> None:
+    a = np.arange(4, dtype="<f4")
+    r = ReductionRequest.from_dict(
+        {"interface_type": "s3", "url": URL, "dtype": "float32", "shape": [4],
+         "selection": [[2, 2, 1]]}
+    )  # fmt: skip
+    info = np.finfo("float32")
+    assert run("min", a.tobytes(), r).values.tolist() == [info.max]
+    assert run("max", a.tobytes(), r).values.tolist() == [info.min]
+    assert run("sum", a.tobytes(), r).values.tolist() == [0.0]
+    assert run("count", a.tobytes(), r).counts.tolist() == [0]
+
+
+def test_reduction_over_no_axes() -> None:
+    a = np.array([[1, 7], [7, 2]], dtype="i4")
+    res = reduce_array("max", a, axis=(), missing=Missing("missing_value", (7,)))
+    assert res.values.tolist() == [1, 7, 7, 2] and res.counts.tolist() == [1, 0, 0, 1]
+    cnt = reduce_array("count", a, axis=(), missing=Missing("missing_value", (7,)))
+    assert cnt.values.tolist() == [1, 0, 0, 1] and cnt.dtype == "int64"
+
+
+def test_integer_sum_wraps_like_reductionist() -> None:
+    a = np.array([2**31 - 1, 1], dtype="int32")
+    assert reduce_array("sum", a).values.tolist() == [-(2**31)]
+
+
+def test_nan_handling() -> None:
+    a = np.array([1.0, np.nan, 3.0])
+    assert np.isnan(reduce_array("max", a).values[0])  # propagates (Reductionist fails)
+    kept = reduce_array("max", a, missing=Missing("valid_min", (0.0,)))
+    assert kept.values.tolist() == [3.0] and kept.counts.tolist() == [2]  # valid_* drop NaN
+    mv = reduce_array("count", a, missing=Missing("missing_value", (1.0,)))
+    assert mv.values.tolist() == [2]  # NaN is never equal to a missing value
+
+
+def test_select_count_is_one_element() -> None:
+    a = np.arange(12, dtype="i8").reshape(3, 4)
+    res = reduce_array("select", a, axis=(1,), missing=Missing("valid_max", (5,)))
+    assert res.shape == (3, 4) and res.counts.tolist() == [6]
+
+
+MISSING_STRATEGY = st.one_of(
+    st.none(),
+    st.builds(lambda v: Missing("missing_value", (v,)), st.integers(-5, 5)),
+    st.builds(lambda v: Missing("missing_values", tuple(v)), st.lists(st.integers(-5, 5))),
+    st.builds(lambda v: Missing("valid_min", (v,)), st.integers(-5, 5)),
+    st.builds(lambda v: Missing("valid_max", (v,)), st.integers(-5, 5)),
+    st.builds(lambda v: Missing("valid_range", (v, v + 3)), st.integers(-5, 5)),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    a=hnp.arrays(
+        st.sampled_from(["i4", "u8", "f8"]),
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=4),
+        elements=st.integers(0, 6),
+    ),
+    op=st.sampled_from(["count", "min", "max", "sum"]),
+    data=st.data(),
+    missing=MISSING_STRATEGY,
+)
+def test_reductions_match_masked_arrays(
+    a: np.ndarray, op: str, data: Any, missing: Missing | None
+) -> None:
+    if missing is not None and a.dtype.kind == "u":
+        missing = Missing(missing.kind, tuple(abs(v) for v in missing.values))
+        if missing.kind == "valid_range":
+            missing = Missing("valid_range", (missing.values[0], missing.values[0] + 3))
+    axes = data.draw(st.one_of(st.none(), st.sets(st.integers(0, a.ndim - 1)).map(sorted)))
+    res = reduce_array(op, a, axis=None if axes is None else tuple(axes), missing=missing)
+    keep = np.ones(a.shape, bool) if missing is None else _keep(a, missing)
+    ax = None if axes is None else tuple(axes)
+    if ax == ():
+        exp_counts = keep.astype(np.int64)
+        expected = exp_counts if op == "count" else a
+    else:
+        # Filled arrays with an explicit start value (np.ma cannot reduce empty arrays).
+        exp_counts = np.asarray(keep.sum(axis=ax), dtype=np.int64)
+        info = np.iinfo(a.dtype) if a.dtype.kind in "iu" else np.finfo(a.dtype)
+        hi, lo = a.dtype.type(info.max), a.dtype.type(info.min)
+        expected = {
+            "count": lambda: exp_counts,
+            "sum": lambda: np.where(keep, a, 0).astype(a.dtype).sum(axis=ax, dtype=a.dtype),
+            "min": lambda: np.where(keep, a, hi).min(axis=ax, initial=hi),
+            "max": lambda: np.where(keep, a, lo).max(axis=ax, initial=lo),
+        }[op]()
+    expected = np.asarray(expected)
+    assert res.shape == expected.shape
+    np.testing.assert_array_equal(res.values, expected.ravel().astype(res.values.dtype))
+    np.testing.assert_array_equal(res.counts, np.asarray(exp_counts).ravel())
+
+
+def _keep(a: np.ndarray, missing: Missing) -> np.ndarray:
+    v = missing.values
+    return {
+        "missing_value": lambda: a != v[0],
+        "missing_values": lambda: ~np.isin(a, np.array(v, dtype=a.dtype)),
+        "valid_min": lambda: a >= v[0],
+        "valid_max": lambda: a <= v[0],
+        "valid_range": lambda: (a >= v[0]) & (a <= v[1]),
+    }[missing.kind]()
+
+
+# -- reply and helpers ---------------------------------------------------------------------
+
+
+def test_compute_reply_layout() -> None:
+    r = req(shape=[2, 2], axis=0, byte_order="big")
+    reply = cbor2.loads(compute("sum", r, np.arange(4, dtype=">i4").tobytes(), 1 << 20))
+    assert list(reply) == [
+        "bytes",
+        "dtype",
+        "shape",
+        "shape_as_bytes",
+        "count",
+        "count_as_bytes",
+        "byte_order",
+    ]
+    assert np.frombuffer(reply["bytes"], "=i4").tolist() == [2, 4]  # native byte order
+    assert reply["shape"] == [2] and reply["count"] == [2, 2]
+
+
+def test_encode_response_options() -> None:
+    r = req(shape=[2], option_count_as_bytes=True)
+    reply = cbor2.loads(encode_response(reduce_array("count", np.arange(2, dtype="i4")), r))
+    assert reply["count"] == [] and np.frombuffer(reply["count_as_bytes"], "i8").tolist() == [2]
+
+
+def test_allow_list() -> None:
+    allow = AllowList(["http://127.0.0.1:9000", "https://s3.example.org", "HTTP://LocalHost"])
+    assert allow.allows("http://127.0.0.1:9000/b/k")
+    assert allow.allows("https://S3.example.org:443/b/k")
+    assert allow.allows("http://localhost:80/b/k")
+    assert not allow.allows("http://127.0.0.1:90/b/k")
+    assert not allow.allows("https://127.0.0.1:9000/b/k")
+    assert not allow.allows("http://a@127.0.0.1:9000/b/k")
+    for bad in ("127.0.0.1:9000", "ftp://h", "http://h/path", "http://u:p@h", "http://h:x"):
+        with pytest.raises(ValueError):
+            AllowList([bad])
+
+
+def test_s3_url_parsing_and_redaction() -> None:
+    assert parse_s3_url("http://h:1/b/a/b%2Fc") == ("http://h:1", "b", "a/b/c")
+    assert redact_url("https://u:p@h/x?sig=1#f") == "https://h/x"
+    assert "secret" not in repr(Credentials("key", "secret"))
+
+
+def test_parse_size() -> None:
+    assert parse_size("1048576") == 1 << 20
+    assert parse_size("2G") == 2 << 30
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_field_error_body() -> None:
+    body = FieldError("axis", "out of range").body()
+    assert json.loads(json.dumps(body))["error"]["caused_by"] == ["axis: out of range"]
