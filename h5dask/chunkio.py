@@ -16,7 +16,7 @@ import numpy as np
 
 from .format.chunks import ChunkGrid, normalize_selection
 from .format.filters import ChunkCodec
-from .format.ids import chunk_key, chunk_name
+from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen
 from .storage.base import ObjectStore
 from .storage.sync import sync
@@ -68,7 +68,7 @@ class ArraySource:
 
     def _fill_chunk(self) -> np.ndarray:
         out = np.empty(self.chunks, dtype=self.dtype)
-        out[...] = self.fill_value if not has_vlen(self.dtype) or self.fill_value else ""
+        fill_array(out, self.fill_value)
         return out
 
     # -- reading ------------------------------------------------------------------
@@ -101,18 +101,11 @@ class ArraySource:
         out = np.empty(out_shape, dtype=self.dtype)
         plan = self.grid.plan(selection)
         chunks = await asyncio.gather(*(self.read_chunk_async(p.index) for p in plan))
-        filled = False
         for p, chunk in zip(plan, chunks):
-            if chunk is None:
-                if not filled:
-                    out[...] = self._fill_chunk().flat[0] if out.size else 0
-                    filled = True
-                continue
-            out[p.out_sel] = chunk[p.chunk_sel]
-        if filled:  # chunks read after the fill were copied over it, in order: redo them
-            for p, chunk in zip(plan, chunks):
-                if chunk is not None:
-                    out[p.out_sel] = chunk[p.chunk_sel]
+            if chunk is None:  # never written: the fill value, only where this chunk goes
+                fill_array(out[(*p.out_sel, Ellipsis)], self.fill_value)  # a view, even 0-d
+            else:
+                out[p.out_sel] = chunk[p.chunk_sel]
         return out
 
     def read(self, selection: Any = ()) -> np.ndarray:
@@ -132,7 +125,7 @@ class ArraySource:
         rewritten (read-modify-write), whole chunks are written straight away."""
         sel, out_shape = normalize_selection(selection, self.shape)
         values = np.asarray(values, dtype=self.dtype) if not has_vlen(self.dtype) else \
-            _object_array(values, self.dtype)
+            _object_array(values, self.dtype, out_shape)
         values = np.broadcast_to(values, out_shape)
         plan = self.grid.plan(selection)
 
@@ -157,8 +150,67 @@ class ArraySource:
         """Synchronous :meth:`write_async`."""
         sync(self.write_async(selection, values))
 
+    async def shrink_async(self, new_shape: tuple[int, ...]) -> None:
+        """Before the dataset shrinks to ``new_shape``: delete the chunks wholly outside it
+        and reset the part of edge chunks outside it to the fill value, as HSDS does, so
+        that growing the dataset again shows the fill value there, not old data."""
+        prefix = object_prefix(self.dataset_id) + "/"
+        names = [k[len(prefix):] for k in await self.store.list(prefix)]
+        indices = [tuple(int(i) for i in n.split("_")) for n in names
+                   if n.replace("_", "").isdigit() and n.count("_") == len(self.chunks) - 1]
 
-def _object_array(values: Any, dtype: np.dtype) -> np.ndarray:
+        async def one(index: tuple[int, ...]) -> None:
+            starts = [i * c for i, c in zip(index, self.chunks)]
+            if any(s >= n for s, n in zip(starts, new_shape)):
+                await self.store.delete(self.chunk_key(index), kind="chunk")
+            elif any(s + c > n for s, c, n in zip(starts, self.chunks, new_shape)):
+                old = await self.read_chunk_async(index)
+                if old is not None:
+                    chunk = self._fill_chunk()
+                    keep = tuple(slice(0, n - s) for s, n in zip(starts, new_shape))
+                    chunk[keep] = old[keep]
+                    await self.write_chunk_async(index, chunk)
+
+        await asyncio.gather(*(one(i) for i in indices))
+
+
+def fill_array(out: np.ndarray, value: Any) -> None:
+    """Set every element of ``out`` to ``value``; for variable-length parts, None (no fill
+    value set) means the empty value: ``""``, ``b""`` or an empty sequence."""
+    dt = out.dtype
+    if dt.names and has_vlen(dt):
+        for name in dt.names:
+            fill_array(out[name], None if value is None else value[name])
+        return
+    if dt.kind != "O":
+        out[...] = value
+        return
+    vlen = (dt.metadata or {}).get("vlen")
+    if isinstance(vlen, np.dtype):
+        # element by element: a sequence assigned to an object array would be broadcast,
+        # and each element gets its own array so that changing one changes no other
+        for idx in np.ndindex(out.shape):
+            out[idx] = np.array([] if value is None else value, dtype=vlen)
+        return
+    out[...] = (b"" if vlen is bytes else "") if value is None else value
+
+
+def _object_array(values: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` as an array of variable-length ``dtype`` that broadcasts to ``shape``."""
+    if dtype.names:
+        return np.asarray(values, dtype=dtype)
+    vlen = (dtype.metadata or {}).get("vlen")
+    if isinstance(vlen, np.dtype) and not (isinstance(values, np.ndarray)
+                                           and values.dtype.kind == "O"):
+        # nested lists of sequences: the sequences are elements, not one more axis
+        # (np.asarray would make equal-length sequences a 2-d array)
+        out = np.empty(shape, dtype=dtype)
+        for idx in np.ndindex(shape):
+            item = values
+            for i in idx:
+                item = item[i]
+            out[idx] = np.asarray(item, dtype=vlen)
+        return out
     arr = np.asarray(values, dtype=object)
     out = np.empty(arr.shape, dtype=dtype)
     out[...] = arr

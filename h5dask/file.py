@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import posixpath
+import sys
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
@@ -99,6 +100,13 @@ class AttributeManager(MutableMapping):
         """Create or replace an attribute, like h5py's ``attrs.create``."""
         if not isinstance(name, str) or not name:
             raise ValueError("attribute names must be non-empty strings")
+        h5py = sys.modules.get("h5py")  # h5py.Empty(dtype): a null dataspace, as in h5py
+        if h5py is not None and isinstance(data, h5py.Empty):
+            entry = {"type": type_json_from_dtype(np.dtype(data.dtype)),
+                     "shape": Dataspace(None).to_json(), "created": time.time()}
+            self._session.update(self._id, lambda obj: obj.setdefault(
+                "attributes", {}).__setitem__(name, entry))
+            return
         arr = _as_array(data, dtype)
         if shape is not None:
             arr = arr.reshape(shape)
@@ -367,8 +375,11 @@ class Group(HLObject, Mapping):
         space = Dataspace(shape, _maxshape(shape, maxshape))
         chunk_shape = _choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
-        cp: dict[str, Any] = {"layout": {"class": "H5D_CHUNKED", "dims": list(chunk_shape)},
-                              "filters": filters}
+        # a scalar dataset is one contiguous chunk "0", as HSDS writes it (h5pyd and h5py
+        # then report chunks None); everything else is chunked
+        layout = ({"class": "H5D_CONTIGUOUS"} if shape == ()
+                  else {"class": "H5D_CHUNKED", "dims": list(chunk_shape)})
+        cp: dict[str, Any] = {"layout": layout, "filters": filters}
         if fillvalue is not None:
             cp["fillValue"] = json_from_array(np.asarray(_as_array(fillvalue, dtype)))
         body = {"type": type_json, "shape": space.to_json(), "creationProperties": cp,
@@ -460,6 +471,9 @@ def _filters(compression: Any, opts: Any, shuffle: bool, fletcher32: bool) -> li
         filters.append(filter_json("shuffle"))
     if isinstance(compression, int) and not isinstance(compression, bool):
         compression, opts = "gzip", compression
+    if compression == "bitshuffle":  # as hdf5plugin.Bitshuffle() in h5py
+        filters.append(filter_json("bitshuffle"))
+        compression = None
     if compression:
         name = filter_name(str(compression))
         if name not in COMPRESSORS:
@@ -593,9 +607,11 @@ class Dataset(HLObject):
         def change(obj: dict) -> None:
             obj["shape"]["dims"] = shape
 
+        old = tuple(self.shape or ())
+        if any(n < o for n, o in zip(shape, old)):
+            # what falls outside must read as the fill value if the dataset grows again
+            sync(self.source().shrink_async(tuple(shape)))
         self._session.update(self.id, change)
-        # chunks wholly outside the new shape are left in place, as HSDS does on shrink;
-        # their contents outside the shape are never returned
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = np.asarray(self[()] if self.shape == () else self[...])

@@ -112,6 +112,7 @@ def reduce_array(
     axis: Sequence[int] | None = None,
     missing: Missing | None = None,
     order: str = "C",
+    skip_nan: bool = False,
 ) -> Result:
     """Apply ``operation`` (count/min/max/sum/select) to ``arr`` as Reductionist defines it.
 
@@ -125,6 +126,9 @@ def reduce_array(
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     keep = keep_mask(arr, missing)
+    if skip_nan and arr.dtype.kind == "f":
+        not_nan = ~np.isnan(arr)
+        keep = not_nan if keep is None else keep & not_nan
     if operation == "select":
         n = arr.size if keep is None else int(np.count_nonzero(keep))
         values = arr.ravel(order=order).copy()  # type: ignore[call-overload]
@@ -176,4 +180,5 @@ def run(operation: str, data: bytes | memoryview, req: ReductionRequest) -> Resu
         [2.0, 1.0]
     """
     arr = build_array(data, req)
-    return reduce_array(operation, arr, axis=req.axis, missing=req.missing, order=req.order)
+    return reduce_array(operation, arr, axis=req.axis, missing=req.missing, order=req.order,
+                        skip_nan=req.skip_nan)

@@ -68,6 +68,9 @@ _OPTIONAL = (
     "option_disable_chunk_cache",
     "option_shape_as_bytes",
     "option_count_as_bytes",
+    # h5dask extension: NaN elements of float data are missing too (xarray's skipna);
+    # strict Reductionist servers reject the field, and h5dask then reduces locally
+    "skip_nan",
 )
 _FIELDS = frozenset(_REQUIRED + _OPTIONAL)
 
@@ -129,6 +132,7 @@ class ReductionRequest:
     option_disable_chunk_cache: bool = False
     option_shape_as_bytes: bool = False
     option_count_as_bytes: bool = False
+    skip_nan: bool = False
 
     # -- derived ---------------------------------------------------------------------
 
@@ -215,6 +219,7 @@ class ReductionRequest:
                 "option_disable_chunk_cache",
                 "option_shape_as_bytes",
                 "option_count_as_bytes",
+                "skip_nan",
             )
         }
         req = cls(

@@ -69,6 +69,11 @@ def _to_str(value: Any) -> str:
 def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
     if shape is None:
         shape = np.shape(value) if dt.kind != "O" or not isinstance(value, list) else (len(value),)
+    if dt.subdtype is not None:
+        # numpy turns a top-level sub-array dtype into trailing axes of its base type
+        # (np.empty((), "(3,)i2").shape == (3,)), so read the value with those axes
+        base, sub = dt.subdtype
+        return _array(value, base, tuple(shape) + tuple(sub))
     out = np.empty(shape, dtype=dt)
     if out.size == 0:
         return out

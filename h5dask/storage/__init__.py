@@ -4,8 +4,10 @@ A domain URL names a bucket root and a domain path inside it:
 
 - ``s3://bucket/home/user/run1.h5``: bucket ``bucket``, domain ``home/user/run1.h5``
 - ``file:///ROOT/BUCKET/home/user/run1.h5``: the bucket root is the nearest ancestor
-  directory that holds ``db/`` (HSDS's POSIX layout), else the domain's parent
-  directory; ``storage_options={"bucket_root": ...}`` says it explicitly.
+  directory that holds ``db/`` (HSDS's POSIX layout), else the directory above the
+  HSDS folders (``.domain.json`` holders) around the domain, which is the domain's parent
+  directory when there are none; ``storage_options={"bucket_root": ...}`` says it
+  explicitly.
 - ``memory://...`` and other fsspec protocols: as for ``file://`` (bucket-style
   protocols such as ``gs://`` use the first path segment as the bucket).
 """
@@ -74,13 +76,20 @@ def _clean_domain(path: str, url: str) -> str:
     return domain
 
 
-def _find_root(isdir: Any, path: str) -> str:
-    """The nearest ancestor of ``path`` holding ``db/``, else ``path``'s parent."""
+def _find_root(isdir: Any, path: str, isfile: Any = None) -> str:
+    """The nearest ancestor of ``path`` holding ``db/``; else, above the HSDS folders
+    (directories with a ``.domain.json``) that contain ``path``, the first directory
+    that is not one (an HSDS bucket whose ``db/`` does not exist yet); else ``path``'s
+    parent."""
     p = PurePosixPath(path)
     for ancestor in p.parents:
         if isdir(str(ancestor / "db")):
             return str(ancestor)
-    return str(p.parent)
+    root = p.parent
+    if isfile is not None:
+        while root != root.parent and isfile(str(root / ".domain.json")):
+            root = root.parent
+    return str(root)
 
 
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
@@ -94,6 +103,11 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     tuning = _split_tuning(options)
     parts = urlsplit(url)
     protocol = parts.scheme or "file"
+    segments = f"{parts.netloc}/{parts.path}".split("/")
+    if parts.scheme and any(seg in (".", "..") for seg in segments):
+        # a URL names an object path, not a file-system walk: '..' could leave the bucket
+        # root (plain local paths, without a scheme, are resolved as the OS does)
+        raise ValueError(f"invalid domain path in {url!r}: '.' and '..' segments are refused")
     if protocol in ("s3", "s3a"):
         bucket = parts.netloc
         if not bucket:
@@ -111,7 +125,8 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     bucket_root = options.pop("bucket_root", None)
     if protocol == "file":
         path = os.path.abspath(parts.path if parts.scheme else url)
-        root = os.path.abspath(bucket_root) if bucket_root else _find_root(os.path.isdir, path)
+        root = (os.path.abspath(bucket_root) if bucket_root
+                else _find_root(os.path.isdir, path, os.path.isfile))
         if options:
             raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
         rel = os.path.relpath(path, root)
@@ -130,7 +145,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     else:
         fs = fsspec.filesystem(protocol, **options)
         stripped = fs._strip_protocol(url)
-        root = bucket_root or _find_root(fs.isdir, "/" + stripped.lstrip("/"))
+        root = bucket_root or _find_root(fs.isdir, "/" + stripped.lstrip("/"), fs.isfile)
         root_s = root.rstrip("/")
         rest = ("/" + stripped.lstrip("/"))[len(root_s):] if root_s != "/" else stripped
     args = (protocol, root, freeze(options), int(tuning.get("max_concurrency", 32)),

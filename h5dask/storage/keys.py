@@ -16,7 +16,7 @@ def check_key(key: str) -> str:
     if key.startswith("/") or "\\" in key or "\x00" in key:
         raise InvalidKeyError(f"object key {key!r} must be relative, without '\\' or NUL")
     parts = key.split("/")
-    if any(p in ("..", ".") for p in parts) or any(p == "" for p in parts[:-1]):
+    if any(p in ("..", ".", "") for p in parts):  # "a/" would alias "a" on a file system
         raise InvalidKeyError(f"object key {key!r} has an empty, '.' or '..' segment")
     return key
 

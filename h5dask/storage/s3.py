@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +16,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from ..errors import StoragePermissionError
+from ..errors import StorageError, StoragePermissionError
 from .base import ObjectStore, RetryPolicy, TransientError
 from .s3_options import S3Settings
 
@@ -25,7 +26,14 @@ _TRANSIENT_MARKERS = (
     "ServiceUnavailable", "timed out", "timeout", "connection", "Connection", "error sending",
     "error decoding", "body", "reset", "broken pipe", "incomplete", "unexpected EOF", "eof",
 )
-_AUTH_MARKERS = ("403", "401", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId")
+_AUTH_MARKERS = ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId")
+_STATUS_RE = re.compile(r"status code: (\d{3})|status: (\d{3})")
+
+
+def _status_of(text: str) -> int | None:
+    """The HTTP status an obstore error reports, if it reports one."""
+    m = _STATUS_RE.search(text)
+    return int(m.group(1) or m.group(2)) if m else None
 
 
 class S3ObjectStore(ObjectStore):
@@ -99,8 +107,12 @@ class S3ObjectStore(ObjectStore):
 
     def _translate(self, exc: Exception, what: str, key: str) -> Exception:
         text = str(exc)
-        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or (
-            isinstance(exc, GenericError) and any(m in text for m in _AUTH_MARKERS)
+        # obstore appends a debug dump (retry_timeout, body, ...) to every message: judge
+        # by the HTTP status when there is one, else by the message's first part only
+        head = text.split("\n\nDebug source")[0]
+        status = _status_of(text)
+        if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in (
+            401, 403) or (isinstance(exc, GenericError) and any(m in head for m in _AUTH_MARKERS)
         ):
             hint = (" No credentials were found: pass storage_options key/secret, set "
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or anon=True for public data."
@@ -110,8 +122,14 @@ class S3ObjectStore(ObjectStore):
                 f"{what} {self.root_url}/{key} was refused by the object store: "
                 f"{text.splitlines()[0] if text else type(exc).__name__}.{hint}"
             )
-        if isinstance(exc, GenericError) and any(m in text for m in _TRANSIENT_MARKERS):
+        if isinstance(exc, GenericError) and (
+            status in (408, 429) or status is not None and status >= 500
+            or status is None and any(m in head for m in _TRANSIENT_MARKERS)
+        ):
             return TransientError(text.splitlines()[0] if text else "transient error")
+        if isinstance(exc, GenericError):  # permanent (4xx and the like): no retries
+            return StorageError(f"{what} {self.root_url}/{key} failed: {text.splitlines()[0]}",
+                                key=key, attempts=1)
         return exc
 
     async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
@@ -120,11 +138,15 @@ class S3ObjectStore(ObjectStore):
                 start, stop = byte_range
                 if stop == start:
                     return b""
-                data = await obstore.get_range_async(self._store, key, start=start, end=stop)
-                data = bytes(data)
-                if len(data) != stop - start:
-                    raise TransientError(f"short ranged read: {len(data)} of {stop - start} bytes")
-                return data
+                try:
+                    data = await obstore.get_range_async(self._store, key, start=start, end=stop)
+                except GenericError as exc:
+                    if _status_of(str(exc)) == 416:  # starts at or past the end: nothing there
+                        return b""
+                    raise
+                # a range past the end returns what there is, as file and fsspec stores do
+                # (a dropped response raises instead: the client checks Content-Length)
+                return bytes(data)
             return await self._get_whole(key)
         except (NotFoundError, FileNotFoundError):
             return None

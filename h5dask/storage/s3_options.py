@@ -103,7 +103,9 @@ def resolve_s3_settings(
     profile = _first(options.get("profile"), env.get("AWS_PROFILE"))
     chain_region = None
     if not anon and not key:
-        if profile is None and env.get("AWS_ACCESS_KEY_ID"):
+        # as in the AWS SDKs, key variables beat AWS_PROFILE; a profile named in
+        # storage_options is explicit and beats both
+        if not options.get("profile") and env.get("AWS_ACCESS_KEY_ID"):
             key = env.get("AWS_ACCESS_KEY_ID")
             secret = env.get("AWS_SECRET_ACCESS_KEY")
             token = env.get("AWS_SESSION_TOKEN")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,11 +40,12 @@ DOCS_URL = "https://github.com/h5dask/h5dask#readme"
 class H5CloudArray(BackendArray):
     """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`)."""
 
-    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name")
+    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name", "active")
 
     def __init__(self, source: ArraySource, shape: tuple[int, ...], dtype: np.dtype,
-                 variable_name: str) -> None:
+                 variable_name: str, active: Any = None) -> None:
         self.source = source
+        self.active = active  # an ActiveConfig when reductions may be pushed down
         self.shape = shape
         self.scalar = shape == ()
         self.dtype = np.dtype(object) if has_vlen(dtype) else dtype
@@ -59,7 +61,8 @@ class H5CloudArray(BackendArray):
         return self.source.read(key)
 
     def __reduce__(self) -> tuple:
-        return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name))
+        return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name,
+                               self.active))
 
 
 @dataclass
@@ -129,8 +132,9 @@ class H5CloudStore(AbstractDataStore):
     """A read-only xarray data store over one group of a domain."""
 
     def __init__(self, session: DomainSession, group: str | None = None,
-                 tree: dict[str, GroupNode] | None = None) -> None:
+                 tree: dict[str, GroupNode] | None = None, active: Any = None) -> None:
         self.session = session
+        self.active = active
         self.tree = tree if tree is not None else load_tree(session)
         self.group = _normalize_group(group)
         if self.group not in self.tree:
@@ -198,9 +202,10 @@ class H5CloudStore(AbstractDataStore):
         except H5DaskError as exc:
             raise type(exc)(f"variable {name!r}: {exc}") from exc
         shape = meta.shape or ()
-        array = H5CloudArray(source, shape, meta.dtype, name)
+        array = H5CloudArray(source, shape, meta.dtype, name, self.active)
         data = indexing.LazilyIndexedArray(array)
-        attrs = netcdf.public_attributes(self._attr_triples(meta, node.attrs_of[name]))
+        attrs = _read_attributes(
+            netcdf.public_attributes(self._attr_triples(meta, node.attrs_of[name])), name)
         encoding: dict[str, Any] = {"source": self.session.location.url,
                                     "original_shape": shape}
         vlen = (meta.dtype.metadata or {}).get("vlen") if meta.dtype.kind == "O" else None
@@ -259,7 +264,8 @@ class H5CloudStore(AbstractDataStore):
     def get_attrs(self) -> FrozenDict:
         meta = self.node.meta
         values = _raw_attrs(self.session, meta)
-        return FrozenDict(netcdf.public_attributes(self._attr_triples(meta, values)))
+        return FrozenDict(_read_attributes(
+            netcdf.public_attributes(self._attr_triples(meta, values)), self.group))
 
     def get_dimensions(self) -> FrozenDict:
         dims: dict[str, int] = {}
@@ -278,6 +284,23 @@ class H5CloudStore(AbstractDataStore):
 
     def close(self) -> None:
         pass
+
+
+def _read_attributes(attrs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Bytes attributes decoded to str, as xarray's h5netcdf backend does (GH451) on top
+    of h5netcdf's own normalisation: netCDF-C writes one-character text attributes such
+    as ``axis = "T"`` as fixed-length ``S1`` strings, which h5netcdf leaves as bytes."""
+    out = {}
+    for k, v in attrs.items():
+        if k not in ("_FillValue", "missing_value") and isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                warnings.warn(f"'utf-8' codec can't decode bytes for attribute {k!r} of "
+                              f"{where!r}, returning bytes undecoded.", UnicodeWarning,
+                              stacklevel=2)
+        out[k] = v
+    return out
 
 
 def _normalize_group(group: str | None) -> str:
@@ -341,12 +364,12 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         active_storage: str | bool | None = None,
     ) -> Any:
         store = self._store(filename_or_obj, group, storage_options)
+        store.active = _active_config(active_storage_url, active_storage)
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
             concat_characters=concat_characters, decode_coords=decode_coords,
             drop_variables=drop_variables, use_cftime=use_cftime,
             decode_timedelta=decode_timedelta)
-        _attach_active_storage(ds, active_storage_url, active_storage)
         return ds
 
     def open_groups_as_dict(  # type: ignore[override]
@@ -380,11 +403,20 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         return DataTree.from_dict(groups)
 
 
-def _attach_active_storage(ds: Any, url: str | None, mode: str | bool | None) -> None:
-    """Record the active-storage settings on the variables' encoding (used by pushdown)."""
+def _active_config(url: str | None, mode: str | bool | None) -> Any:
+    """The active-storage settings: ``active_storage_url`` (or H5DASK_ACTIVE_STORAGE_URL),
+    and ``active_storage``: True/"auto" (fall back locally), "require", or False (off)."""
+    if mode is False or mode == "off":
+        return None
     url = url or os.environ.get("H5DASK_ACTIVE_STORAGE_URL")
-    if not url and not mode:
-        return
-    for var in ds.variables.values():
-        var.encoding["active_storage_url"] = url
-        var.encoding["active_storage"] = mode if mode is not None else True
+    if not url:
+        if mode not in (None, True, "auto"):
+            raise ValueError("active_storage='require' needs active_storage_url= or "
+                             "H5DASK_ACTIVE_STORAGE_URL")
+        return None
+    if mode not in (None, True, "auto", "require"):
+        raise ValueError(f"active_storage must be 'auto', 'require' or False, not {mode!r}")
+    from ..active.pushdown import ActiveConfig, install
+
+    install()
+    return ActiveConfig(url, require=mode == "require")

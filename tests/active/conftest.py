@@ -300,3 +300,17 @@ def active_server(
 def put_object(active_store: ActiveStore) -> Callable[[str, bytes], str]:
     """Upload helper: ``put_object(key, data) -> url``."""
     return active_store.put
+
+
+@pytest.fixture(scope="session")
+def pushdown_server(
+    seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ActiveServer]:
+    """A server sized for push-down tests (many chunks in flight), reading SeaweedFS."""
+    log_path = tmp_path_factory.mktemp("pushdown-server") / "server.log"
+    extra = ["--max-object-size", str(64 * 2**20), "--max-in-flight", "64"]
+    proc, server = start_server(log_path, [seaweedfs.endpoint], extra)
+    try:
+        yield server
+    finally:
+        stop_process(proc)

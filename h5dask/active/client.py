@@ -1,0 +1,127 @@
+"""An async client of the Reductionist v2 API: one request per chunk object.
+
+>>> req = ChunkRequest("sum", {"interface_type": "s3", "url": "http://h:9000/b/k",
+...                            "dtype": "float32"})
+>>> req.operation
+'sum'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import numpy as np
+
+from ..iostats import record
+
+#: how long a server may take for one chunk before the chunk is reduced locally
+DEFAULT_TIMEOUT = 60.0
+
+
+class ActiveStorageUnavailable(Exception):
+    """The server could not reduce a chunk (unreachable, refused, unsupported)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    """One Reductionist request: the operation and its JSON body."""
+
+    operation: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChunkReply:
+    """A decoded reply: ``values`` and ``counts`` shaped like the result."""
+
+    values: np.ndarray
+    counts: np.ndarray
+
+
+_sessions: dict[int, Any] = {}
+
+
+def _session() -> Any:
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(id(loop))
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=int(os.environ.get(
+            "H5DASK_ACTIVE_CONNECTIONS", "32")))
+        session = aiohttp.ClientSession(connector=connector)
+        _sessions[id(loop)] = session
+    return session
+
+
+def decode_reply(payload: bytes) -> ChunkReply:
+    """Decode a CBOR reply ``{bytes, dtype, shape, count, byte_order}``."""
+    reply = cbor2.loads(payload)
+    order = "<" if reply.get("byte_order", "little") == "little" else ">"
+    dtype = np.dtype(reply["dtype"]).newbyteorder(order)
+    shape = tuple(reply.get("shape") or ())
+    values = np.frombuffer(reply["bytes"], dtype=dtype).reshape(shape).astype(
+        dtype.newbyteorder("="))
+    counts = np.asarray(reply.get("count", []), dtype=np.int64).reshape(shape)
+    return ChunkReply(values, counts)
+
+
+async def reduce_remote(server_url: str, request: ChunkRequest,
+                        credentials: tuple[str, str] | None,
+                        timeout: float = DEFAULT_TIMEOUT) -> ChunkReply | None:
+    """Send one request; None if the object does not exist (404), else the reply.
+
+    Raises :class:`ActiveStorageUnavailable` with the server's message otherwise.
+    """
+    import aiohttp
+
+    headers = {"Content-Type": "application/json"}
+    if credentials is not None:
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    url = f"{server_url.rstrip('/')}/v2/{request.operation}/"
+    try:
+        async with _session().post(url, json=request.body, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            payload = await resp.read()
+            record("active", "read_requests")
+            record("active", "read_bytes", len(payload))
+            if resp.status == 200:
+                return decode_reply(payload)
+            if resp.status == 404 and b"not found" in payload.lower():
+                return None
+            raise ActiveStorageUnavailable(_error_message(resp.status, payload), resp.status)
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        record("active", "errors")
+        raise ActiveStorageUnavailable(f"cannot reach {server_url}: {exc}") from exc
+
+
+def _error_message(status: int, payload: bytes) -> str:
+    try:
+        import json
+
+        err = json.loads(payload)["error"]
+        return f"HTTP {status}: {err.get('message')}"
+    except Exception:
+        return f"HTTP {status}: {payload[:200]!r}"
+
+
+async def check_server(server_url: str, timeout: float = 3.0) -> str | None:
+    """None if ``GET /healthz`` answers 200, else why not."""
+    import aiohttp
+
+    try:
+        async with _session().get(f"{server_url.rstrip('/')}/healthz",
+                                  timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return None if resp.status == 200 else f"/healthz answered {resp.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return f"cannot reach {server_url}: {exc}"

@@ -1,0 +1,532 @@
+"""Pushing ordinary xarray/dask reductions down to an active-storage server.
+
+Users write ``ds["tas"].mean()``. When the dataset was opened with an active-storage
+server (``active_storage_url=`` or ``H5DASK_ACTIVE_STORAGE_URL``), h5dask's dask graph
+optimisation (installed as dask's ``array_optimize``) finds, before fusion, each
+reduction's per-block task whose input is one block of an h5dask variable (possibly
+sliced by ``isel``/``sel``, and through xarray's CF decoding) and replaces it by a task
+that asks the server to reduce each chunk object of the block, one request per chunk
+object, and combines the answers into exactly the partial result the original task
+would have produced. dask then aggregates as usual.
+
+Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean`` and
+``count`` become for floating-point data with ``skipna``, and for integers):
+``mean_chunk`` (nanmean), ``_nanmin_skip``/``_nanmax_skip``, ``sum`` of
+``where(isnan(x), 0, x)`` (nansum), ``sum`` of ``~isnan(x)`` (count), and plain
+``sum``/``min``/``max`` of unmasked integers. Anything else is left to dask.
+
+CF decoding is applied to the server's answers: fill values (``_FillValue``,
+``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
+extension), and ``scale_factor``/``add_offset`` are applied to sums (``s * sum + o * n``)
+and extremes. A chunk object that does not exist is reduced locally (from its fill
+value); when the server cannot reduce a chunk (unreachable, unsupported compression or
+dtype), the block is reduced locally and one warning says why, or with
+``active_storage="require"`` an error is raised instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..chunkio import ArraySource
+from ..errors import H5DaskError
+from ..storage.sync import sync
+from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
+
+REDUCTIONIST_DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
+
+
+class ActiveStorageError(H5DaskError, RuntimeError):
+    """Raised with ``active_storage="require"`` when a chunk cannot be reduced remotely."""
+
+
+class ActiveStorageWarning(UserWarning):
+    """A reduction (or part of it) was computed locally instead of on the server."""
+
+
+@dataclass(frozen=True)
+class ActiveConfig:
+    """Where to push reductions down, and whether falling back locally is allowed."""
+
+    url: str
+    require: bool = False
+
+
+# -- recognising h5dask variables through xarray's lazy wrappers --------------------------
+@dataclass(frozen=True)
+class Decoding:
+    """What xarray's CF decoding does to the stored values of a variable."""
+
+    fill_values: tuple = ()
+    scale: float | None = None
+    offset: float | None = None
+    dtype: Any = None
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """An h5dask variable found under an array object of a dask graph."""
+
+    array: Any  # H5CloudArray
+    origin: tuple[int, ...]  # where xarray's lazy key starts in the stored array
+    decoding: Decoding
+
+
+def find_source(obj: Any) -> SourceInfo | None:
+    """Unwrap xarray's lazy indexing/decoding wrappers down to an h5dask array.
+
+    Returns None for anything this module cannot push down exactly.
+    """
+    from xarray.coding.variables import _apply_mask, _scale_offset_decoding
+
+    from ..xarray.backend import H5CloudArray
+
+    funcs = []
+    origin: tuple[int, ...] | None = None
+    for _ in range(32):
+        name = type(obj).__name__
+        if isinstance(obj, H5CloudArray):
+            break
+        if name == "_ElementwiseFunctionArray":
+            funcs.append(obj.func)
+            obj = obj.array
+        elif name == "LazilyIndexedArray":
+            origin = _full_slices_origin(obj.key.tuple, obj.array.shape)
+            if origin is None:
+                return None
+            obj = obj.array
+        elif name in ("ImplicitToExplicitIndexingAdapter", "CopyOnWriteArray",
+                      "MemoryCachedArray", "NativeEndiannessArray"):
+            obj = obj.array
+        else:
+            return None
+    else:
+        return None
+    if getattr(obj, "active", None) is None:
+        return None
+    decoding = Decoding()
+    for func in reversed(funcs):  # innermost first
+        if not isinstance(func, functools.partial):
+            return None
+        kw = func.keywords
+        if func.func is _apply_mask and not decoding.fill_values and decoding.scale is None:
+            fills = tuple(v for v in np.asarray(list(kw.get("encoded_fill_values", ()))).ravel())
+            decoding = Decoding(fills, None, None, kw.get("dtype"))
+        elif func.func is _scale_offset_decoding and decoding.scale is None:
+            decoding = Decoding(decoding.fill_values, kw.get("scale_factor"),
+                                kw.get("add_offset"), kw.get("dtype"))
+        else:
+            return None
+    return SourceInfo(obj, origin or (0,) * len(obj.shape), decoding)
+
+
+def _full_slices_origin(key: tuple, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    origin = []
+    for k, n in zip(key, shape):
+        if not isinstance(k, slice):
+            return None
+        start, _stop, step = k.indices(n)
+        if step != 1:
+            return None
+        origin.append(start)
+    return tuple(origin)
+
+
+# -- recognising per-block reductions ---------------------------------------------------
+@dataclass(frozen=True)
+class BlockReduction:
+    """What a per-block reduction task computes, in h5dask's terms."""
+
+    kind: str  # "mean", "nansum", "count", "sum", "min", "max"
+    axis: tuple[int, ...]
+    keepdims: bool
+    dtype: Any  # the partial result's dtype (for sums, counts, means)
+
+
+def _func_name(func: Any) -> str:
+    base = func.func if isinstance(func, functools.partial) else func
+    return getattr(base, "__name__", type(base).__name__)
+
+
+def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
+    """(reduction, key of its input block X) if ``task`` is a recognised reduction."""
+    from dask._task_spec import TaskRef
+
+    func = getattr(task, "func", None)
+    if func is None or len(task.args) != 1 or not isinstance(task.args[0], TaskRef):
+        return None
+    kwargs = task.kwargs
+    axis = kwargs.get("axis")
+    if axis is None or not kwargs.get("keepdims", False):
+        return None
+    axis = tuple(axis) if isinstance(axis, tuple | list) else (axis,)
+    name = _func_name(func)
+    keywords = func.keywords if isinstance(func, functools.partial) else {}
+    dtype = keywords.get("dtype")
+    inner = task.args[0].key
+    if name == "mean_chunk":
+        if _func_name(keywords.get("sum")) != "nansum" or _func_name(
+                keywords.get("numel")) != "nannumel":
+            return None
+        return BlockReduction("mean", axis, True, dtype or np.float64), inner
+    if name in ("_nanmax_skip", "_nanmin_skip", "nanmax", "nanmin"):
+        return BlockReduction("max" if "max" in name else "min", axis, True, None), inner
+    if name in ("max", "min", "amax", "amin"):
+        return BlockReduction("imax" if "max" in name else "imin", axis, True, None), inner
+    if name == "sum":
+        src = tasks.get(inner)
+        sname = _func_name(getattr(src, "func", None)) if src is not None else ""
+        if sname == "where" and len(src.args) == 3:
+            cond, zero, x = src.args
+            ctask = tasks.get(getattr(cond, "key", None))
+            if (isinstance(x, TaskRef) and ctask is not None
+                    and _func_name(ctask.func) == "isnan"
+                    and getattr(ctask.args[0], "key", None) == x.key
+                    and str(getattr(zero, "key", ("",))[0]).startswith("zeros_like")):
+                return BlockReduction("nansum", axis, True, dtype), x.key
+            return None
+        if sname == "logical_not":
+            ntask = tasks.get(getattr(src.args[0], "key", None))
+            if ntask is not None and _func_name(ntask.func) == "isnan":
+                return BlockReduction("count", axis, True, dtype or np.int64), ntask.args[0].key
+            return None
+        return BlockReduction("isum", axis, True, dtype), inner
+    return None
+
+
+def _trace_block(key: Any, tasks: Mapping) -> tuple[Any, tuple, list[tuple]] | None:
+    """Follow ``getitem`` tasks down to a ``getter``: (source key, getter slices, getitems)."""
+    from dask._task_spec import Alias, DataNode, TaskRef
+
+    getitems: list[tuple] = []
+    for _ in range(16):
+        task = tasks.get(key)
+        if isinstance(task, Alias):  # a whole-block "slice" is an alias of the block
+            key = task.target.key if isinstance(task.target, TaskRef) else task.target
+            continue
+        if task is None or not hasattr(task, "func"):
+            return None
+        name = _func_name(task.func)
+        if name == "getitem" and len(task.args) == 2 and isinstance(task.args[0], TaskRef):
+            index = task.args[1].value if isinstance(task.args[1], DataNode) else task.args[1]
+            if not isinstance(index, tuple) or not all(isinstance(s, slice) for s in index):
+                return None
+            getitems.append(index)
+            key = task.args[0].key
+            continue
+        if name == "getter" and isinstance(task.args[0], TaskRef):
+            index = task.args[1].value if isinstance(task.args[1], DataNode) else task.args[1]
+            if not isinstance(index, tuple) or not all(isinstance(s, slice) for s in index):
+                return None
+            return task.args[0].key, index, list(reversed(getitems))
+        return None
+    return None
+
+
+# -- the replacement task -----------------------------------------------------------------
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def warn_once(reason: str) -> None:
+    """One warning per distinct reason per process."""
+    with _warn_lock:
+        if reason in _warned:
+            return
+        _warned.add(reason)
+    warnings.warn(f"h5dask active storage: {reason}; reducing locally instead",
+                  ActiveStorageWarning, stacklevel=3)
+
+
+def _compose(shape: tuple[int, ...], first: tuple, rest: list[tuple]) -> tuple[slice, ...]:
+    """Compose the getter's slices and later getitems into slices of the stored array."""
+    current = [slice(*s.indices(n)) for s, n in zip(first, shape)]
+    for index in rest:
+        new = []
+        for cur, s in zip(current, index):
+            length = len(range(cur.start, cur.stop, cur.step))
+            start, stop, step = s.indices(length)
+            new.append(slice(cur.start + start * cur.step, cur.start + stop * cur.step,
+                             cur.step * step))
+        current = new
+    return tuple(current)
+
+
+def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: tuple,
+                       axis: tuple[int, ...], fills: tuple, skip_nan: bool) -> dict:
+    """The Reductionist request for one chunk object; raises ValueError saying why the
+    chunk cannot be reduced remotely."""
+    from ..storage.s3 import S3ObjectStore
+
+    dtype = source.dtype
+    if dtype.name not in REDUCTIONIST_DTYPES and np.dtype(dtype.str.replace(">", "<")).name \
+            not in REDUCTIONIST_DTYPES:
+        raise ValueError(f"dtype {dtype} is not one the Reductionist API supports")
+    codec = source.codec
+    if codec.bitshuffle or (codec.fletcher32 and codec.hdf5_native):
+        raise ValueError("bitshuffle/fletcher32 chunks cannot be reduced remotely")
+    body: dict[str, Any] = {
+        "interface_type": "s3",
+        "dtype": np.dtype(dtype.str.replace(">", "<")).name,
+        "byte_order": "big" if dtype.byteorder == ">" else "little",
+        "shape": list(source.chunks),
+        "selection": [[s.start, s.stop, s.step] for s in chunk_sel],
+        "axis": list(axis),
+    }
+    if source.linked is not None:
+        ref = source._linked_ref(index)
+        if ref is None:
+            raise LookupError("chunk not stored")
+        store = ref.store
+        key = ref.key
+        body["offset"], body["size"] = ref.offset, ref.size
+    else:
+        store = source.store
+        key = source.chunk_key(index)
+    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+        raise ValueError(f"{store.root_url} is not an S3 endpoint the server can read")
+    body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{key}"
+    if codec.compressor is not None:
+        body["compression"] = {"id": "gzip" if codec.compressor == "gzip" else "blosc"}
+    if codec.shuffle:
+        body["filters"] = [{"id": "shuffle", "element_size": dtype.itemsize}]
+    if fills:
+        body["missing"] = {"missing_values": [v.item() if hasattr(v, "item") else v
+                                              for v in fills]}
+    if skip_nan and dtype.kind == "f":
+        body["skip_nan"] = True
+    return body
+
+
+def _credentials(source: ArraySource) -> tuple[str, str] | None:
+    settings = getattr(source.store, "settings", None)
+    if settings is None or settings.anon or not settings.key:
+        return None
+    return (settings.key, settings.secret)
+
+
+async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
+                        fills: tuple, server: str, op: str
+                        ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Reduced values and counts of one block (keepdims shape), or None if a chunk of it
+    does not exist (then the block is reduced locally)."""
+    plan = source.grid.plan(region)
+    block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
+    out_shape = tuple(1 if i in red.axis else n for i, n in enumerate(block_shape))
+    requests = []
+    for piece in plan:
+        body = chunk_request_body(source, piece.index, piece.chunk_sel, red.axis, fills,
+                                  skip_nan=True)
+        requests.append(reduce_remote(server, ChunkRequest(op, body), _credentials(source)))
+    replies = await asyncio.gather(*requests)
+    if any(r is None for r in replies):
+        return None
+    wide = np.float64 if source.dtype.kind == "f" else np.int64
+    if op == "min":
+        values = np.full(out_shape, np.inf)
+    elif op == "max":
+        values = np.full(out_shape, -np.inf)
+    else:
+        values = np.zeros(out_shape, dtype=wide)
+    counts = np.zeros(out_shape, dtype=np.int64)
+    for piece, reply in zip(plan, replies):
+        sel = tuple(slice(0, 1) if i in red.axis else s for i, s in enumerate(piece.out_sel))
+        piece_shape = tuple(1 if i in red.axis else s.stop - s.start
+                            for i, s in enumerate(piece.out_sel))
+        v = reply.values.astype(np.float64 if op in ("min", "max") else wide).reshape(piece_shape)
+        c = reply.counts.reshape(piece_shape)
+        if op in ("min", "max"):
+            v = np.where(c > 0, v, np.inf if op == "min" else -np.inf)
+            combine = np.minimum if op == "min" else np.maximum
+            values[sel] = combine(values[sel], v)
+        elif op == "sum":
+            values[sel] += v
+        counts[sel] += c
+    return values, counts
+
+
+def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: Decoding,
+            out_dtype: Any) -> Any:
+    scale = 1.0 if dec.scale is None else float(dec.scale)
+    offset = 0.0 if dec.offset is None else float(dec.offset)
+    decoded = dec.scale is not None or dec.offset is not None
+    if red.kind in ("mean", "nansum", "isum"):
+        total = values * scale + offset * counts if decoded else values
+        if red.kind == "mean":
+            dt = red.dtype
+            return {"n": counts.astype(dt), "total": np.asarray(total, dtype=dt)}
+        return np.asarray(total, dtype=red.dtype or total.dtype)
+    if red.kind == "count":
+        return counts.astype(red.dtype or np.int64)
+    ext = values * scale + offset if decoded else values
+    ext = np.where(counts > 0, ext, np.nan)
+    return ext.astype(out_dtype)
+
+
+def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockReduction,
+              local: Any) -> Any:
+    """The replacement task: reduce one block on the server, or locally as a fallback."""
+    info = find_source(original)
+    assert info is not None
+    array = info.array
+    cfg: ActiveConfig = array.active
+    source: ArraySource = array.source
+    shifted = tuple(slice(s.start + o if s.start is not None else o,
+                          s.stop + o if s.stop is not None else None, s.step)
+                    for s, o in zip(getter_slices, info.origin))
+    region = _compose(array.shape, shifted, getitems)
+    dec = info.decoding
+    op = {"mean": "sum", "nansum": "sum", "isum": "sum", "count": "count",
+          "min": "min", "max": "max", "imin": "min", "imax": "max"}[red.kind]
+    if dec.scale is not None and float(dec.scale) < 0 and op in ("min", "max"):
+        op = "max" if op == "min" else "min"  # a negative scale swaps the extremes
+    out_dtype = dec.dtype or array.dtype
+    try:
+        result = sync(_remote_block(source, region, red, dec.fill_values, cfg.url, op))
+    except (ActiveStorageUnavailable, ValueError) as exc:
+        if cfg.require:
+            raise ActiveStorageError(
+                f"variable {array.variable_name!r}: cannot reduce on {cfg.url}: {exc}") from exc
+        warn_once(f"variable {array.variable_name!r}: {exc}")
+        result = None
+    if result is None:
+        return local()
+    return _finish(red, *result, dec, out_dtype)
+
+
+class LocalBlock:
+    """The original computation of a block, kept for the fallback (picklable)."""
+
+    def __init__(self, original: Any, getter_slices: tuple, getitems: list, kind: str,
+                 func: Any, kwargs: dict) -> None:
+        self.original, self.getter_slices, self.getitems = original, getter_slices, getitems
+        self.kind, self.func, self.kwargs = kind, func, kwargs
+
+    def __call__(self) -> Any:
+        from dask.array.core import getter
+
+        x = getter(self.original, self.getter_slices)
+        for index in self.getitems:
+            x = x[index]
+        if self.kind == "nansum":
+            x = np.where(np.isnan(x), 0, x)
+        elif self.kind == "count":
+            x = np.logical_not(np.isnan(x))
+        return self.func(x, **self.kwargs)
+
+
+def _run(original: Any, getter_slices: tuple, getitems: list, red: BlockReduction,
+         func: Any, kwargs: dict) -> Any:
+    local = LocalBlock(original, getter_slices, getitems, red.kind, func, kwargs)
+    return run_block(original, getter_slices, getitems, red, local)
+
+
+# -- the graph optimisation ---------------------------------------------------------------
+_health: dict[str, tuple[float, str | None]] = {}
+
+
+def _server_problem(url: str) -> str | None:
+    cached = _health.get(url)
+    if cached and time.monotonic() - cached[0] < 30:
+        return cached[1]
+    problem = sync(check_server(url))
+    _health[url] = (time.monotonic(), problem)
+    return problem
+
+
+def _static_problem(info: SourceInfo) -> str | None:
+    from ..storage.s3 import S3ObjectStore
+
+    source: ArraySource = info.array.source
+    dt = source.dtype
+    if np.dtype(dt.str.replace(">", "<")).name not in REDUCTIONIST_DTYPES:
+        return f"dtype {dt} of {info.array.variable_name!r} is not supported by Reductionist"
+    store = source.linked[0][1].store if source.linked else source.store
+    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+        return f"{store.root_url} is not on an S3 endpoint the server reads"
+    if source.codec.bitshuffle:
+        return f"bitshuffle chunks of {info.array.variable_name!r}"
+    return None
+
+
+def rewrite_graph(tasks: dict) -> dict:
+    """Replace recognised per-block reductions over active variables (see module doc)."""
+    from dask._task_spec import DataNode, Task, TaskRef
+
+    sources: dict[Any, SourceInfo] = {}
+    for key, value in tasks.items():
+        obj = value.value if isinstance(value, DataNode) else value
+        if type(obj).__name__ in ("ImplicitToExplicitIndexingAdapter", "CopyOnWriteArray",
+                                  "LazilyIndexedArray", "_ElementwiseFunctionArray"):
+            info = find_source(obj)
+            if info is not None:
+                sources[key] = info
+    if not sources:
+        return tasks
+    with _warn_lock:
+        _warned.clear()  # one warning per reason per computation
+    problems: dict[Any, str | None] = {}
+    for key, info in sources.items():
+        problem = _static_problem(info) or _server_problem(info.array.active.url)
+        if problem and info.array.active.require:
+            raise ActiveStorageError(f"cannot push down: {problem}")
+        if problem:
+            warn_once(problem)
+        problems[key] = problem
+    out = dict(tasks)
+    for key, task in tasks.items():
+        if not isinstance(task, Task):
+            continue
+        found = _classify(task, tasks)
+        if found is None:
+            continue
+        red, xkey = found
+        traced = _trace_block(xkey, tasks)
+        if traced is None:
+            continue
+        src_key, getter_slices, getitems = traced
+        if src_key not in sources or problems.get(src_key):
+            continue
+        info = sources[src_key]
+        is_float = np.dtype(info.decoding.dtype or info.array.dtype).kind == "f"
+        if red.kind in ("imin", "imax", "isum") and (is_float or info.decoding.fill_values):
+            continue  # NaN/fill semantics of the plain functions differ: leave to dask
+        if red.kind == "isum" and info.array.dtype.kind in "iu" and \
+                info.array.dtype.itemsize < 8:
+            continue  # the server sums in the stored dtype and could overflow
+        func = task.func
+        out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
+                        DataNode(None, getitems), DataNode(None, red), DataNode(None, func),
+                        DataNode(None, dict(task.kwargs)))
+    return out
+
+
+def pushdown_optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """dask's ``array_optimize``: the push-down rewrite, then dask's own optimisation."""
+    from dask.array.optimization import optimize
+    from dask.utils import ensure_dict
+
+    tasks = ensure_dict(dsk)
+    rewritten = rewrite_graph(tasks)
+    return optimize(rewritten if rewritten is not tasks else dsk, keys, **kwargs)
+
+
+def install() -> None:
+    """Make dask run :func:`pushdown_optimize` for arrays (idempotent, process-wide)."""
+    import dask
+
+    if dask.config.get("array_optimize", None) is not pushdown_optimize:
+        dask.config.set({"array_optimize": pushdown_optimize})
+
+
+__all__ = ["ActiveConfig", "ActiveStorageError", "ActiveStorageWarning", "install",
+           "pushdown_optimize", "rewrite_graph"]
