@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import os
 from dataclasses import dataclass
@@ -48,6 +49,23 @@ class ChunkReply:
 
 
 _sessions: dict[int, Any] = {}
+
+
+def _close_sessions() -> None:
+    # at exit: close the HTTP sessions on the I/O loop, so aiohttp does not complain
+    from ..storage.sync import _loop, sync
+
+    if _loop is None or not _sessions:
+        return
+    for session in list(_sessions.values()):
+        try:
+            sync(session.close(), timeout=2)
+        except Exception:
+            pass
+    _sessions.clear()
+
+
+atexit.register(_close_sessions)
 
 
 def _session() -> Any:
