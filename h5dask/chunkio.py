@@ -64,7 +64,16 @@ class ArraySource:
 
     def _linked_ref(self, index: tuple[int, ...]) -> ChunkRef | None:
         assert self.linked is not None
-        return dict(self.linked).get(chunk_name(index))
+        table = self.__dict__.get("_linked_table")
+        if table is None:  # built once per instance: a lookup per chunk must not be O(n)
+            table = dict(self.linked)
+            object.__setattr__(self, "_linked_table", table)
+        return table.get(chunk_name(index))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_linked_table", None)  # rebuilt on demand; keeps the pickle small
+        return state
 
     def _fill_chunk(self) -> np.ndarray:
         out = np.empty(self.chunks, dtype=self.dtype)

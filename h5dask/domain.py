@@ -1,9 +1,10 @@
 """A domain's metadata session: loads, caches and writes the JSON objects of one domain.
 
 The h5py-like API (:mod:`h5dask.file`) and the xarray backend sit on top of it.
-Metadata changes are kept in memory and written by :meth:`DomainSession.flush`,
-children before parents and the ``.domain.json`` last, so readers (and a crash)
-never see a link to an object that does not exist yet.
+Metadata changes are kept in memory and written by :meth:`DomainSession.flush`:
+new objects first (children before parents), then changed existing objects, then the
+root group and the ``.domain.json`` last, so readers (and a crash) never see a link or
+reference to an object that does not exist yet.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class DomainSession:
         self.writable = mode != "r"
         self._cache: dict[str, Any] = {}  # id -> parsed meta
         self._dirty: dict[str, dict] = {}  # id -> JSON to write
+        self._new_ids: set[str] = set()  # created in this session, not written yet
         self._domain_json: dict | None = None
         self._domain_dirty = False
         self.owner = owner or _default_owner()
@@ -79,7 +81,7 @@ class DomainSession:
         # a new domain (w, w-, x, or a on nothing): a fresh root; published on flush
         now = time.time()
         root = ids.new_root_id()
-        previous = parse_domain(key, load_json(key, data)).raw if exists else {}
+        previous = _previous_domain(key, data) if exists else {}
         self._domain_json = {
             "root": root,
             "owner": previous.get("owner", self.owner),
@@ -157,6 +159,7 @@ class DomainSession:
             raise ReadOnlyError(f"domain {self.location.url!r} is open read-only (mode 'r')")
 
     def _new_object(self, obj_id: str, obj: dict) -> None:
+        self._new_ids.add(obj_id)
         self._dirty[obj_id] = obj
         self._cache[obj_id] = self._parse(obj_id, ids.object_key(obj_id), obj)
 
@@ -186,16 +189,25 @@ class DomainSession:
         """Write pending metadata: datatypes, datasets, groups, root group, domain."""
         if not self._dirty and not self._domain_dirty:
             return
+        # New objects first (no published object can point at them yet), then changed
+        # existing ones (which may now point at the new ones: an attribute, a link), then
+        # the root group; by kind within each: types, datasets, groups. So a crash at any
+        # point leaves no published reference to an object that does not exist.
         rank = {"t": 0, "d": 1, "g": 2}
-        pending = sorted(self._dirty.items(),
-                         key=lambda kv: (rank[kv[0][0]], ids.is_root_id(kv[0])))
-        for level in (0, 1, 2, 3):
-            batch = [(i, o) for i, o in pending
-                     if (3 if ids.is_root_id(i) else rank[i[0]]) == level]
+
+        def level(obj_id: str) -> int:
+            if ids.is_root_id(obj_id):
+                return 6
+            return rank[obj_id[0]] + (0 if obj_id in self._new_ids else 3)
+
+        levels = sorted({level(i) for i in self._dirty})
+        for lvl in levels:
+            batch = [(i, o) for i, o in self._dirty.items() if level(i) == lvl]
             await asyncio.gather(*(self.store.put(ids.object_key(i), dump_json(o),
                                                   kind="metadata") for i, o in batch))
             for i, _ in batch:
                 self._dirty.pop(i, None)
+                self._new_ids.discard(i)
         if self._domain_dirty:
             assert self._domain_json is not None
             await self.store.put(self.location.domain_key, dump_json(self._domain_json),
@@ -208,6 +220,7 @@ class DomainSession:
     def discard(self) -> None:
         """Forget unwritten metadata (a new domain stays invisible)."""
         self._dirty.clear()
+        self._new_ids.clear()
         self._domain_dirty = False
 
     # -- paths ------------------------------------------------------------------------
@@ -238,6 +251,15 @@ class DomainSession:
             else:
                 current = link.id
         return current, link
+
+
+def _previous_domain(key: str, data: bytes) -> dict:
+    """The JSON of a domain that mode "w" replaces: its owner and ACLs are kept; a broken
+    one is replaced like any other (that is what "w" is for)."""
+    try:
+        return parse_domain(key, load_json(key, data)).raw
+    except MetadataError:
+        return {}
 
 
 def _default_owner() -> str:

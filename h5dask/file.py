@@ -577,7 +577,8 @@ class Dataset(HLObject):
                 raise IndexError("a scalar dataset takes [()] or [...]")
             value = self.source().read((0,))
             return value[()] if selection == () else np.asarray(value)
-        return self.source().read(selection)
+        out = self.source().read(selection)
+        return out[()] if out.ndim == 0 else out  # one element: a numpy scalar, as in h5py
 
     def __setitem__(self, selection: Any, values: Any) -> None:
         self._session.check_writable()

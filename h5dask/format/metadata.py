@@ -31,8 +31,9 @@ from .values import array_from_json
 CHUNKED_LAYOUTS = ("H5D_CHUNKED", "H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT")
 LINKED_LAYOUTS = ("H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT", "H5D_CONTIGUOUS_REF")
 KNOWN_LAYOUTS = (*CHUNKED_LAYOUTS, "H5D_CONTIGUOUS", "H5D_COMPACT", "H5D_CONTIGUOUS_REF")
-#: HSDS splits a contiguous linked dataset into virtual chunks of at most this size
-CONTIGUOUS_REF_CHUNK_MAX = 4 * 2**20
+#: HSDS splits a contiguous linked dataset into virtual chunks smaller than this many
+#: bytes (h5json's CHUNK_MAX, used by HSDS 1.0.2 for H5D_CONTIGUOUS_REF layouts)
+CONTIGUOUS_REF_CHUNK_MAX = 8096 * 1024
 
 
 def load_json(key: str, data: bytes) -> dict:
@@ -196,12 +197,32 @@ class Layout:
 
 
 def _contiguous_chunks(shape: tuple[int, ...], itemsize: int, limit: int) -> tuple[int, ...]:
-    # split along the leading dims until one chunk is no larger than the limit
-    chunks = list(shape)
-    for i in range(len(chunks)):
-        while int(np.prod(chunks)) * itemsize > limit and chunks[i] > 1:
-            chunks[i] = (chunks[i] + 1) // 2
-    return tuple(max(1, c) for c in chunks)
+    """The virtual chunks HSDS reads a contiguous linked dataset in (h5json's contiguous
+    layout): from the last dimension back, whole extents while the chunk stays under
+    ``limit`` bytes; the first dimension that does not fit is halved (rounding up) until it
+    does, and every dimension before it is 1. Each chunk is then one contiguous byte range.
+
+    >>> _contiguous_chunks((100, 2000, 3000), 4, CONTIGUOUS_REF_CHUNK_MAX)
+    (1, 500, 3000)
+    """
+    if any(s == 0 for s in shape):
+        return tuple(max(1, s) for s in shape)  # no elements: nothing is ever read
+    chunks = [1] * len(shape)
+    nbytes = itemsize
+    for dim in range(len(shape) - 1, -1, -1):
+        extent = shape[dim]
+        if extent * nbytes < limit:
+            chunks[dim] = extent
+            nbytes *= extent
+            continue
+        n = extent
+        while n > 1:
+            n = -(-n // 2)
+            if n * nbytes < limit:
+                break
+        chunks[dim] = n
+        break
+    return tuple(chunks)
 
 
 def parse_layout(key: str, obj: dict, space: Dataspace, dtype: np.dtype) -> Layout:
@@ -211,7 +232,9 @@ def parse_layout(key: str, obj: dict, space: Dataspace, dtype: np.dtype) -> Layo
         layout = obj.get("layout")
     shape = space.shape or ()
     if space.is_scalar:
-        return Layout("H5D_CONTIGUOUS", (1,))
+        if not (isinstance(layout, dict) and layout.get("class") in LINKED_LAYOUTS):
+            return Layout("H5D_CONTIGUOUS", (1,))
+        shape = (1,)  # a linked scalar: one chunk "0" of one element
     if layout is None:
         return Layout("H5D_CONTIGUOUS", tuple(max(1, s) for s in shape))
     if not isinstance(layout, dict) or layout.get("class") not in KNOWN_LAYOUTS:

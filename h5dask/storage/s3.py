@@ -20,20 +20,55 @@ from ..errors import StorageError, StoragePermissionError
 from .base import ObjectStore, RetryPolicy, TransientError
 from .s3_options import S3Settings
 
-#: HTTP statuses and S3 codes that mean "try again"
+#: S3 codes and phrases that mean "try again", for errors with neither a status nor a
+#: transport error kind (judged on the message without its URLs, so keys cannot match)
 _TRANSIENT_MARKERS = (
-    "500", "502", "503", "504", "SlowDown", "Throttl", "RequestTimeout", "InternalError",
-    "ServiceUnavailable", "timed out", "timeout", "connection", "Connection", "error sending",
-    "error decoding", "body", "reset", "broken pipe", "incomplete", "unexpected EOF", "eof",
+    "SlowDown", "Throttl", "RequestTimeout", "InternalError", "ServiceUnavailable",
+    "timed out", "timeout", "connection", "Connection", "error sending", "error decoding",
+    "body", "reset", "broken pipe", "incomplete", "unexpected EOF", "eof",
 )
 _AUTH_MARKERS = ("AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId")
 _STATUS_RE = re.compile(r"status code: (\d{3})|status: (\d{3})")
+#: object_store's HttpErrorKind, printed in obstore's debug dump: ``HttpError { kind: X``
+_HTTP_KIND_RE = re.compile(r"HttpError \{\s*kind: (\w+)")
+#: transport faults worth retrying: connect/send failures, timeouts, connections dropped
+#: mid-response and short bodies (Interrupted), bodies that could not be read (Decode)
+_TRANSIENT_HTTP_KINDS = frozenset({"Connect", "Request", "Timeout", "Interrupted", "Decode"})
+_URL_RE = re.compile(r"\w+://\S+")
 
 
 def _status_of(text: str) -> int | None:
     """The HTTP status an obstore error reports, if it reports one."""
     m = _STATUS_RE.search(text)
     return int(m.group(1) or m.group(2)) if m else None
+
+
+def _http_kind_of(text: str) -> str | None:
+    """The transport error kind (Connect, Timeout, Interrupted, ...) obstore reports."""
+    m = _HTTP_KIND_RE.search(text)
+    return m.group(1) if m else None
+
+
+def is_transient(text: str) -> bool:
+    """Whether an obstore error message describes a fault worth retrying: by its HTTP
+    status (408, 429, 5xx) when it has one, else by its transport error kind, else by
+    S3 codes and phrases in its first part (URLs removed).
+
+    >>> is_transient("Generic S3 error: ... in 503us - Server returned ... status: 404")
+    False
+    >>> is_transient("Generic S3 error: bad response from http://h/b/home/eof-connection.h5")
+    False
+    >>> is_transient("Generic S3 error: HTTP error\\n\\nDebug source: HttpError { kind: Timeout")
+    True
+    """
+    status = _status_of(text)
+    if status is not None:
+        return status in (408, 429) or status >= 500
+    kind = _http_kind_of(text)
+    if kind is not None and kind != "Unknown":
+        return kind in _TRANSIENT_HTTP_KINDS
+    head = _URL_RE.sub("", text.split("\n\nDebug source")[0])
+    return any(m in head for m in _TRANSIENT_MARKERS)
 
 
 class S3ObjectStore(ObjectStore):
@@ -122,10 +157,7 @@ class S3ObjectStore(ObjectStore):
                 f"{what} {self.root_url}/{key} was refused by the object store: "
                 f"{text.splitlines()[0] if text else type(exc).__name__}.{hint}"
             )
-        if isinstance(exc, GenericError) and (
-            status in (408, 429) or status is not None and status >= 500
-            or status is None and any(m in head for m in _TRANSIENT_MARKERS)
-        ):
+        if isinstance(exc, GenericError) and is_transient(text):
             return TransientError(text.splitlines()[0] if text else "transient error")
         if isinstance(exc, GenericError):  # permanent (4xx and the like): no retries
             return StorageError(f"{what} {self.root_url}/{key} failed: {text.splitlines()[0]}",

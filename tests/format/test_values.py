@@ -1,0 +1,102 @@
+"""JSON values (attribute and fill values) <-> numpy arrays."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import h5dask
+from h5dask.format.values import array_from_json, json_from_array
+
+CMPD = np.dtype([("a", "<i4"), ("b", ">f8", (2,)), ("s", "S3"),
+                 ("n", [("x", "u1"), ("y", "<f2")])])
+
+
+@pytest.mark.parametrize("arr", [
+    np.array([[1, -2, 3], [4, 5, -6]], dtype=">i2"),
+    np.array([0, 2**64 - 1], dtype="<u8"),
+    np.array([-(2**63), 2**63 - 1], dtype=">i8"),
+    np.array([1.5, -0.25, 65504.0], dtype=">f2"),
+    np.array([np.pi, -np.e, 1e-300], dtype="<f8"),
+    np.array([True, False, True]),
+    np.array([b"ab", b"", b"xyz"], dtype="S3"),
+    np.array(7, dtype="<u4"),
+    np.array(np.float32(2.5)),
+    np.array([(1, (2.0, 3.0), b"abc", (4, 0.5)), (-1, (0.0, -1.0), b"", (255, -2.0))],
+             dtype=CMPD),
+    np.arange(24, dtype="<i4").reshape(2, 3, 4),
+])
+def test_roundtrip_plain(arr: np.ndarray) -> None:
+    js = json_from_array(arr)
+    json.dumps(js, allow_nan=False)  # plain JSON, no NaN extension needed
+    back = array_from_json(json.loads(json.dumps(js)), arr.dtype, arr.shape)
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+
+
+def test_special_floats() -> None:
+    arr = np.array([np.nan, np.inf, -np.inf, 1.0], dtype=">f4")
+    text = json.dumps(json_from_array(arr))
+    assert text == "[NaN, Infinity, -Infinity, 1.0]"  # the bare tokens, as HSDS writes them
+    back = array_from_json(json.loads(text), arr.dtype, (4,))
+    assert math.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf
+    # the quoted words, as some writers give them, read too
+    quoted = array_from_json(["NaN", "Infinity", "-Infinity", 1.0], arr.dtype, (4,))
+    np.testing.assert_array_equal(quoted, back)
+    # HSDS also writes the JSON extensions NaN/Infinity as bare tokens
+    parsed = json.loads('[NaN, Infinity, -Infinity, 2]')
+    np.testing.assert_array_equal(array_from_json(parsed, np.dtype("<f8"), (4,)),
+                                  [np.nan, np.inf, -np.inf, 2.0])
+
+
+def test_vlen_values() -> None:
+    strs = np.empty(3, dtype=h5dask.string_dtype())
+    strs[:] = ["a", "héllo wörld", ""]
+    js = json_from_array(strs)
+    assert js == ["a", "héllo wörld", ""]
+    back = array_from_json(js, strs.dtype, (3,))
+    assert back.tolist() == ["a", "héllo wörld", ""]
+    ascii_ = array_from_json(["ab", "c"], h5dask.string_dtype("ascii"), (2,))
+    assert ascii_.tolist() == [b"ab", b"c"]
+    seq = array_from_json([[1, 2, 3], [], [4]], h5dask.vlen_dtype("<i2"), (3,))
+    assert [s.tolist() for s in seq] == [[1, 2, 3], [], [4]]
+    assert all(s.dtype == np.dtype("<i2") for s in seq)
+    assert json_from_array(seq) == [[1, 2, 3], [], [4]]
+    scalar = array_from_json("just one", h5dask.string_dtype(), ())
+    assert scalar[()] == "just one"
+
+
+def test_compound_from_dict_and_list() -> None:
+    dt = np.dtype([("a", "<i4"), ("b", "<f4")])
+    from_list = array_from_json([[1, 2.5], [3, 4.5]], dt, (2,))
+    from_dict = array_from_json([{"a": 1, "b": 2.5}, {"b": 4.5, "a": 3}], dt, (2,))
+    np.testing.assert_array_equal(from_list, from_dict)
+
+
+def test_fixed_string_bytes_not_utf8() -> None:
+    arr = np.array([b"\xff\x00z", b"ok"], dtype="S3")
+    back = array_from_json(json.loads(json.dumps(json_from_array(arr))), arr.dtype, (2,))
+    np.testing.assert_array_equal(back, arr)
+
+
+@pytest.mark.parametrize("value, dtype, shape, problem", [
+    ([1, 2, 3], "<i4", (2,), "elements"),
+    ([[1, 2], [3]], "<i4", (2, 2), "list|elements"),
+    (["a", 1], "<f4", (2,), "not a number"),
+    ([1.5], "<i4", (1,), "not an integer"),
+    ([None], "<f8", (1,), "not a number"),
+    ([300], "u1", (1,), "fit"),
+    ([[1, 2, 3]], [("a", "i4"), ("b", "i4")], (1,), "compound"),
+    (5, "<i4", (2,), "list"),
+])
+def test_bad_values(value: object, dtype: object, shape: tuple, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        array_from_json(value, np.dtype(dtype), shape)
+
+
+def test_null_space_has_no_values() -> None:
+    with pytest.raises(ValueError, match="null"):
+        array_from_json(None, np.dtype("<i4"), None)

@@ -1,0 +1,218 @@
+"""S3 configuration precedence: storage_options > AWS_* environment > credential chain >
+defaults, and opening a SeaweedFS domain with credentials from the environment only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import h5dask
+from h5dask.storage import open_location, resolve_s3_settings
+
+AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE", "AWS_CA_BUNDLE", "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_CONFIG_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+@pytest.fixture(autouse=True)
+def clean_aws_env(monkeypatch, tmp_path):
+    """No AWS setting of the developer's machine leaks in; no instance-metadata lookups."""
+    for name in AWS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def profiles(monkeypatch, tmp_path):
+    """Shared credentials and config files with a default and a 'team' profile."""
+    creds, config = tmp_path / "credentials", tmp_path / "config"
+    creds.write_text("[default]\naws_access_key_id = DEFAULTKEY\n"
+                     "aws_secret_access_key = defaultsecret\n\n"
+                     "[team]\naws_access_key_id = TEAMKEY\naws_secret_access_key = teamsecret\n"
+                     "aws_session_token = teamtoken\n")
+    config.write_text("[default]\nregion = eu-west-1\n\n[profile team]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+
+def test_defaults() -> None:
+    s = resolve_s3_settings({})
+    assert (s.endpoint, s.region, s.key, s.secret, s.token) == (None, "us-east-1", None, None,
+                                                                 None)
+    assert (s.anon, s.addressing_style, s.verify, s.ca_bundle) == (False, "virtual", True, None)
+    assert s.credential_source == "none"
+
+
+def test_endpoint_precedence(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://generic:1")
+    assert resolve_s3_settings({}).endpoint == "http://generic:1"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3-specific:2")
+    assert resolve_s3_settings({}).endpoint == "http://s3-specific:2"
+    opts = {"client_kwargs": {"endpoint_url": "http://client-kwargs:3"}}
+    assert resolve_s3_settings(opts).endpoint == "http://client-kwargs:3"
+    opts["endpoint_url"] = "http://explicit:4"
+    assert resolve_s3_settings(opts).endpoint == "http://explicit:4"
+    # an explicit environ mapping is used instead of os.environ
+    assert resolve_s3_settings({}, environ={"AWS_ENDPOINT_URL": "http://m:5"}).endpoint == \
+        "http://m:5"
+    assert resolve_s3_settings({"endpoint_url": "https://h:6", "use_ssl": False}).endpoint == \
+        "http://h:6"
+
+
+def test_credentials_env_then_options(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "envtoken")
+    s = resolve_s3_settings({})
+    assert (s.key, s.secret, s.token, s.credential_source) == ("ENVKEY", "envsecret",
+                                                               "envtoken", "environment")
+    s = resolve_s3_settings({"key": "OPTKEY", "secret": "optsecret"})
+    assert (s.key, s.secret, s.token, s.credential_source) == ("OPTKEY", "optsecret", None,
+                                                               "storage_options")
+    s = resolve_s3_settings({"client_kwargs": {"aws_access_key_id": "CK",
+                                               "aws_secret_access_key": "cks"}})
+    assert (s.key, s.secret) == ("CK", "cks")
+
+
+def test_region_precedence(monkeypatch, profiles) -> None:
+    assert resolve_s3_settings({}).region == "eu-west-1"  # the default profile's config
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-1")
+    assert resolve_s3_settings({}).region == "us-west-1"
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    assert resolve_s3_settings({}).region == "us-west-2"
+    assert resolve_s3_settings({"client_kwargs": {"region_name": "ca-central-1"}}).region == \
+        "ca-central-1"
+    assert resolve_s3_settings({"region": "sa-east-1"}).region == "sa-east-1"
+
+
+def test_credential_chain_default_profile(profiles) -> None:
+    s = resolve_s3_settings({})
+    assert (s.key, s.secret, s.credential_source) == ("DEFAULTKEY", "defaultsecret",
+                                                      "credential chain")
+
+
+def test_aws_profile(monkeypatch, profiles) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    s = resolve_s3_settings({})
+    assert (s.key, s.secret, s.token, s.region) == ("TEAMKEY", "teamsecret", "teamtoken",
+                                                    "ap-south-1")
+    # explicit keys in storage_options beat the profile
+    s = resolve_s3_settings({"key": "OPT", "secret": "opts"})
+    assert (s.key, s.token) == ("OPT", None)
+
+
+def test_env_keys_beat_aws_profile(monkeypatch, profiles) -> None:
+    """As in the AWS CLI and SDKs: AWS_ACCESS_KEY_ID/SECRET win over AWS_PROFILE."""
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
+    s = resolve_s3_settings({})
+    assert (s.key, s.secret, s.token, s.credential_source) == ("ENVKEY", "envsecret", None,
+                                                               "environment")
+    # but a profile named in storage_options is explicit, and beats the environment
+    s = resolve_s3_settings({"profile": "team"})
+    assert (s.key, s.token, s.credential_source) == ("TEAMKEY", "teamtoken",
+                                                     "credential chain")
+
+
+def test_unknown_profile_is_an_error(monkeypatch, profiles) -> None:
+    with pytest.raises(Exception, match="nosuch"):
+        resolve_s3_settings({"profile": "nosuch"})
+
+
+def test_anonymous(monkeypatch, profiles) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
+    s = resolve_s3_settings({"anon": True})
+    assert s.anon and s.key is None and s.secret is None
+
+
+def test_ca_bundle_and_verify(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/env/ca.pem")
+    assert resolve_s3_settings({}).ca_bundle == "/env/ca.pem"
+    assert resolve_s3_settings({"client_kwargs": {"verify": "/ck/ca.pem"}}).ca_bundle == \
+        "/ck/ca.pem"
+    assert resolve_s3_settings({"ca_bundle": "/opt/ca.pem"}).ca_bundle == "/opt/ca.pem"
+    s = resolve_s3_settings({"verify": False})
+    assert s.verify is False
+    # the bundle is read when the store is built; a missing file says so
+    with pytest.raises(FileNotFoundError):
+        open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "https://h:1"})
+
+
+def test_addressing_style() -> None:
+    assert resolve_s3_settings({}).addressing_style == "virtual"
+    assert resolve_s3_settings({"endpoint_url": "http://h:1"}).addressing_style == "path"
+    assert resolve_s3_settings({"endpoint_url": "http://h:1", "config_kwargs": {
+        "s3": {"addressing_style": "virtual"}}}).addressing_style == "virtual"
+    assert resolve_s3_settings({"addressing_style": "path"}).addressing_style == "path"
+    assert resolve_s3_settings({"addressing_style": "auto"}).addressing_style == "virtual"
+    with pytest.raises(ValueError, match="addressing_style"):
+        resolve_s3_settings({"addressing_style": "sideways"})
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="unknown S3 storage_options.*bogus"):
+        resolve_s3_settings({"bogus": 1})
+    with pytest.raises(ValueError, match="without its secret"):
+        resolve_s3_settings({"key": "K"})
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    s = resolve_s3_settings({"key": "K", "secret": "TOPSECRET", "token": "TOKENVALUE"})
+    assert "TOPSECRET" not in repr(s) and "TOKENVALUE" not in repr(s)
+    store = open_location("s3://bkt/x.h5", {"key": "K", "secret": "TOPSECRET",
+                                            "endpoint_url": "http://127.0.0.1:1"}).store
+    assert "TOPSECRET" not in repr(store) and store.root_url == "s3://bkt"
+
+
+def test_tuning_options_reach_the_store() -> None:
+    store = open_location("s3://bkt/x.h5", {
+        "anon": True, "endpoint_url": "http://127.0.0.1:1", "max_concurrency": 3,
+        "max_attempts": 2, "multipart_threshold": 2048, "part_size": 1024, "timeout": 5}).store
+    assert (store.max_concurrency, store.retry.max_attempts, store.multipart_threshold,
+            store.part_size, store.timeout) == (3, 2, 2048, 1024, 5.0)
+    with pytest.raises(ValueError, match="multipart_threshold"):
+        open_location("s3://bkt/y.h5", {"anon": True, "multipart_threshold": 10,
+                                        "part_size": 100})
+
+
+def test_seaweedfs_credentials_from_env_only(monkeypatch, seaweedfs, storage_options,
+                                             s3_bucket_url) -> None:
+    url = f"{s3_bucket_url}/env-only.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("x", data=np.arange(12, dtype="<i2"), chunks=(5,))
+    for name, value in seaweedfs.env().items():  # AWS_ENDPOINT_URL, keys, region
+        monkeypatch.setenv(name, value)
+    store = open_location(url).store
+    assert store.settings.credential_source == "environment"
+    assert store.settings.endpoint == seaweedfs.endpoint
+    with h5dask.File(url) as f:
+        np.testing.assert_array_equal(f["x"][...], np.arange(12, dtype="<i2"))
+    # and writing with them
+    with h5dask.File(f"{s3_bucket_url}/env-written.h5", "w") as f:
+        f.attrs["by"] = "env"
+    with h5dask.File(f"{s3_bucket_url}/env-written.h5", storage_options=storage_options) as f:
+        assert f.attrs["by"] == "env"
+
+
+def test_settings_reach_the_s3_client() -> None:
+    """What the resolved settings become in obstore's S3Store configuration."""
+    anon = open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "http://h:1",
+                                           "config_kwargs": {"s3": {
+                                               "addressing_style": "virtual"}}}).store
+    cfg = anon._store.config
+    assert cfg["virtual_hosted_style_request"] == "true" and cfg["skip_signature"] == "true"
+    assert cfg["endpoint"] == "http://h:1" and "access_key_id" not in cfg
+    keyed = open_location("s3://bkt/x.h5", {"key": "K", "secret": "S", "token": "T",
+                                            "region": "eu-west-3",
+                                            "endpoint_url": "http://h:1"}).store
+    cfg = keyed._store.config
+    assert cfg["virtual_hosted_style_request"] == "false"  # path style for an endpoint
+    assert (cfg["access_key_id"], cfg["secret_access_key"], cfg["session_token"],
+            cfg["region"]) == ("K", "S", "T", "eu-west-3")
+    assert "skip_signature" not in cfg

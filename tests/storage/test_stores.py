@@ -1,0 +1,261 @@
+"""The object-store contract on memory://, file:// and real S3 (SeaweedFS), plus retries,
+bounded concurrency, parallel ranged GETs and the errors of the S3 path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import uuid
+
+import numpy as np
+import obstore
+import pytest
+from storage_backends import BACKENDS, Backend, make_backend
+
+import h5dask
+from h5dask.errors import StorageError, StoragePermissionError
+from h5dask.storage import RetryPolicy, TransientError, open_location, sync
+from h5dask.storage.fsspec_store import FsspecObjectStore
+from h5dask.storage.local import LocalObjectStore
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path) -> Backend:
+    return make_backend(request, tmp_path)
+
+
+def test_store_contract(backend: Backend) -> None:
+    store = backend.store()
+    p = backend.domain("scratch")  # a prefix of this test's own (the S3 bucket is shared)
+    blob = bytes(range(256)) * 3
+    sync(store.put(f"{p}/db/a/b/obj", blob))
+    sync(store.put(f"{p}/db/a/c", b""))
+    sync(store.put(f"{p}/other/x", memoryview(b"mv")))
+    assert sync(store.get(f"{p}/db/a/b/obj")) == blob
+    assert sync(store.get(f"{p}/db/a/c")) == b""
+    assert sync(store.get(f"{p}/other/x")) == b"mv"
+    assert sync(store.get(f"{p}/db/a/missing")) is None
+    assert sync(store.get(f"{p}/db/a")) is None  # a "directory" is not an object
+    assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(10, 20))) == blob[10:20]
+    assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(700, 800))) == blob[700:]  # the end
+    assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(900, 910))) == b""  # past the end
+    assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(5, 5))) == b""
+    with pytest.raises(ValueError, match="byte range"):
+        sync(store.get(f"{p}/db/a/b/obj", byte_range=(5, 2)))
+    assert sync(store.list(f"{p}/db/")) == [f"{p}/db/a/b/obj", f"{p}/db/a/c"]
+    assert sync(store.list(f"{p}/db/a/b")) == [f"{p}/db/a/b/obj"]
+    assert sync(store.list(f"{p}/")) == [f"{p}/db/a/b/obj", f"{p}/db/a/c", f"{p}/other/x"]
+    assert sync(store.list(f"{p}/nothing/")) == []
+    assert sync(store.get_many([f"{p}/db/a/c", f"{p}/nope", f"{p}/other/x"])) == [
+        b"", None, b"mv"]
+    sync(store.put(f"{p}/db/a/c", b"replaced"))
+    assert sync(store.get(f"{p}/db/a/c")) == b"replaced"
+    sync(store.delete(f"{p}/db/a/c"))
+    sync(store.delete(f"{p}/db/a/c"))  # deleting a missing object is fine
+    assert sync(store.get(f"{p}/db/a/c")) is None
+    assert sync(store.list(f"{p}/")) == [f"{p}/db/a/b/obj", f"{p}/other/x"]
+    if backend.kind != "s3":  # a fresh bucket root of its own: listing everything
+        assert sync(store.list("")) == [f"{p}/db/a/b/obj", f"{p}/other/x"]
+
+
+def test_stats_count_requests_and_bytes(backend: Backend) -> None:
+    store = backend.store()
+    h5dask.reset_stats()
+    sync(store.put("k1", b"12345", kind="chunk"))
+    sync(store.put("k2", b"abc", kind="metadata"))
+    sync(store.get("k1", kind="chunk"))
+    sync(store.get("k1", kind="chunk", byte_range=(1, 3)))
+    sync(store.get("gone", kind="chunk"))
+    sync(store.list(""))
+    sync(store.delete("k2"))
+    s = h5dask.stats()
+    assert s["chunk"]["write_requests"] == 1 and s["chunk"]["write_bytes"] == 5
+    assert s["metadata"]["write_requests"] == 1 and s["metadata"]["write_bytes"] == 3
+    assert s["chunk"]["read_requests"] == 3 and s["chunk"]["read_bytes"] == 7
+    assert s["chunk"]["read_missing"] == 1
+    assert s["other"]["list_requests"] == 1 and s["other"]["delete_requests"] == 1
+    assert s["total"]["retries"] == 0 and s["total"]["errors"] == 0
+    assert s["total"]["read_requests"] == 3 and s["total"]["write_bytes"] == 8
+    h5dask.reset_stats()
+    assert h5dask.stats()["total"]["read_requests"] == 0
+
+
+def test_store_pickles_to_the_same_instance(backend: Backend) -> None:
+    store = backend.store()
+    assert pickle.loads(pickle.dumps(store)) is store
+    assert backend.store() is store  # one instance per settings per process
+
+
+def test_file_store_writes_atomically(tmp_path) -> None:
+    store = LocalObjectStore(str(tmp_path))
+    sync(store.put("d/k", b"x" * 10))
+    (tmp_path / "d" / ".tmp-inflight").write_bytes(b"half")  # a write in progress
+    assert sync(store.list("")) == ["d/k"]
+    assert sorted(os.listdir(tmp_path / "d")) == [".tmp-inflight", "k"]
+    sync(store.put("d/k", b"y" * 5))
+    assert (tmp_path / "d" / "k").read_bytes() == b"yyyyy"
+    assert not [n for n in os.listdir(tmp_path / "d") if n.startswith(".tmp-") and
+                n != ".tmp-inflight"]
+
+
+# -- retries ----------------------------------------------------------------------------
+class FlakyStore(FsspecObjectStore):
+    """A memory store whose GETs and PUTs fail ``failures`` times before they work."""
+
+    def __init__(self, failures: int, exc: Exception, attempts: int = 4) -> None:
+        super().__init__("memory", f"/flaky-{uuid.uuid4().hex}",
+                         retry=RetryPolicy(max_attempts=attempts, base_delay=0.0))
+        self.failures = failures
+        self.exc = exc
+        self.calls = 0
+
+    def _init_args(self) -> tuple:
+        return ()
+
+    async def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc
+
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        await self._maybe_fail()
+        return await super()._get(key, byte_range)
+
+    async def _put(self, key: str, data: bytes) -> None:
+        await self._maybe_fail()
+        await super()._put(key, data)
+
+
+@pytest.mark.parametrize("exc", [TransientError("503 SlowDown"), TimeoutError("slow"),
+                                 ConnectionResetError("reset by peer")], ids=type)
+def test_retries_then_success(exc: Exception) -> None:
+    store = FlakyStore(0, exc)
+    sync(store.put("db/k", b"payload", kind="chunk"))
+    store.failures, store.calls = 3, 0
+    h5dask.reset_stats()
+    assert sync(store.get("db/k", kind="chunk")) == b"payload"
+    s = h5dask.stats()["chunk"]
+    assert (s["retries"], s["errors"], s["read_requests"]) == (3, 0, 1)
+    assert store.calls == 4
+
+
+def test_retries_exhausted() -> None:
+    store = FlakyStore(100, TransientError("503 Service Unavailable"), attempts=3)
+    h5dask.reset_stats()
+    with pytest.raises(StorageError) as err:
+        sync(store.get("db/some/key", kind="metadata"))
+    assert err.value.key == "db/some/key" and err.value.attempts == 3
+    assert "db/some/key" in str(err.value) and "3 attempts" in str(err.value)
+    assert "503" in str(err.value)
+    assert isinstance(err.value, OSError)
+    s = h5dask.stats()["metadata"]
+    assert (s["retries"], s["errors"], s["read_requests"]) == (2, 1, 0)
+    with pytest.raises(StorageError, match="PUT of .*db/w failed after 3 attempts"):
+        sync(store.put("db/w", b"x"))
+
+
+def test_permanent_errors_are_not_retried() -> None:
+    store = FlakyStore(100, PermissionError("denied"))
+    h5dask.reset_stats()
+    with pytest.raises(PermissionError):
+        sync(store.get("db/k"))
+    assert store.calls == 1 and h5dask.stats()["chunk"]["retries"] == 0
+
+
+def test_backoff_is_bounded() -> None:
+    policy = RetryPolicy(max_attempts=5, base_delay=0.1, max_delay=0.3)
+    assert all(0 <= policy.delay(n) <= min(0.3, 0.1 * 2 ** (n - 1)) for n in range(1, 20)
+               for _ in range(20))
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+
+
+# -- bounded concurrency ----------------------------------------------------------------
+class SlowStore(FsspecObjectStore):
+    def __init__(self, limit: int) -> None:
+        super().__init__("memory", f"/slow-{uuid.uuid4().hex}", max_concurrency=limit)
+        self.active = self.peak = 0
+
+    def _init_args(self) -> tuple:
+        return ()
+
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await asyncio.sleep(0.01)
+        self.active -= 1
+        return key.encode()
+
+
+def test_get_many_is_concurrent_and_bounded() -> None:
+    store = SlowStore(limit=8)
+    keys = [f"k{i}" for i in range(40)]
+    assert sync(store.get_many(keys)) == [k.encode() for k in keys]
+    assert store.peak == 8  # concurrent, up to the bound and no further
+
+
+# -- S3 specifics: parallel ranged GETs, credentials, unreachable endpoints --------------
+def test_large_object_parallel_ranged_gets(monkeypatch, storage_options, s3_bucket_url) -> None:
+    opts = {**storage_options, "multipart_threshold": 64 * 1024, "part_size": 16 * 1024}
+    store = open_location(f"{s3_bucket_url}/big.h5", opts).store
+    payload = np.random.default_rng(3).integers(0, 256, 5 * 16 * 1024 + 77, dtype=np.uint8)
+    payload = payload.tobytes()
+    small = b"s" * (64 * 1024)
+    sync(store.put("db/big", payload))
+    sync(store.put("db/small", small))
+    ranges: list[tuple[str, int, int]] = []
+    real = obstore.get_range_async
+
+    async def spy(st, path, *, start, end=None, length=None):  # records, then passes through
+        ranges.append((path, start, end))
+        return await real(st, path, start=start, end=end, length=length)
+
+    monkeypatch.setattr(obstore, "get_range_async", spy)
+    h5dask.reset_stats()
+    assert sync(store.get("db/big")) == payload
+    assert sorted(r[1:] for r in ranges) == [(s, min(s + 16384, len(payload)))
+                                            for s in range(0, len(payload), 16384)]
+    assert len(ranges) == 6
+    assert h5dask.stats()["chunk"]["read_bytes"] == len(payload)
+    ranges.clear()
+    assert sync(store.get("db/small")) == small  # at the threshold: one plain GET
+    assert ranges == []
+
+
+def test_s3_wrong_credentials(storage_options, s3_bucket_url) -> None:
+    good = open_location(f"{s3_bucket_url}/x.h5", storage_options).store
+    sync(good.put("db/k", b"v"))
+    bad = open_location(f"{s3_bucket_url}/x.h5",
+                        {**storage_options, "secret": "not-the-secret"}).store
+    h5dask.reset_stats()
+    for call in (lambda: bad.get("db/k"), lambda: bad.put("db/k2", b"x"),
+                 lambda: bad.list("db/")):
+        with pytest.raises(StoragePermissionError) as err:
+            sync(call())
+        assert isinstance(err.value, PermissionError)
+        assert "s3://h5dask-test/db/k" in str(err.value) or "LIST" in str(err.value)
+        assert "not-the-secret" not in str(err.value)
+    assert h5dask.stats()["total"]["retries"] == 0  # refusals are not retried
+    unknown = open_location(f"{s3_bucket_url}/x.h5", {**storage_options, "key": "nobody"}).store
+    with pytest.raises(PermissionError):
+        sync(unknown.get("db/k"))
+
+
+def test_s3_unreachable_endpoint(storage_options) -> None:
+    opts = {**storage_options, "endpoint_url": "http://127.0.0.1:9", "max_attempts": 3,
+            "retry_base_delay": 0.0, "connect_timeout": 2}
+    store = open_location("s3://h5dask-test/x.h5", opts).store
+    h5dask.reset_stats()
+    with pytest.raises(StorageError) as err:
+        sync(store.get("db/k"))
+    assert err.value.key == "db/k" and err.value.attempts == 3
+    assert "s3://h5dask-test/db/k" in str(err.value)
+    assert h5dask.stats()["chunk"]["retries"] == 2
+
+
+def test_s3_missing_bucket(storage_options) -> None:
+    store = open_location("s3://no-such-bucket-here/x.h5", storage_options).store
+    assert sync(store.get("db/k")) is None
+    with pytest.raises(FileNotFoundError, match="no-such-bucket-here"):
+        h5dask.File("s3://no-such-bucket-here/x.h5", storage_options=storage_options)

@@ -1,0 +1,201 @@
+"""The chunk hot path: a selection fetches exactly the chunk objects it touches, once each,
+concurrently; writes read only the chunks they change in part."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import pickle
+import uuid
+
+import numpy as np
+import pytest
+from storage_backends import Backend, make_backend
+
+import h5dask
+from h5dask.chunkio import ArraySource
+from h5dask.format.filters import ChunkCodec, filter_json
+from h5dask.storage import sync
+from h5dask.storage.fsspec_store import FsspecObjectStore
+
+SHAPE, CHUNKS = (20, 30, 7), (6, 8, 7)  # grid 4 x 4 x 1, edge chunks in two dims
+DATA = np.arange(np.prod(SHAPE), dtype="<f8").reshape(SHAPE)
+
+
+@pytest.fixture(params=["memory", "s3"])
+def backend(request, tmp_path) -> Backend:
+    return make_backend(request, tmp_path)
+
+
+@pytest.fixture
+def dataset_url(backend: Backend) -> str:
+    url = backend.url("grid.h5")
+    with h5dask.File(url, "w", storage_options=backend.options) as f:
+        f.create_dataset("x", data=DATA, chunks=CHUNKS, compression="gzip")
+        f.create_dataset("sparse", shape=SHAPE, chunks=CHUNKS, dtype="<f8", fillvalue=-1)
+        f["sparse"][0:6, 0:8] = 1  # exactly chunk (0, 0, 0)
+    return url
+
+
+def _touched(key: object) -> set[tuple[int, ...]]:
+    """The chunks that hold a selected element, computed with numpy, independently."""
+    index = np.arange(DATA.size).reshape(SHAPE)
+    flat = np.atleast_1d(index[key]).reshape(-1)
+    return {tuple(int(c) // n for c, n in zip(pt, CHUNKS))
+            for pt in zip(*np.unravel_index(flat, SHAPE))}
+
+
+SELECTIONS = [
+    (0, 0, 0), (slice(0, 6), slice(0, 8)), (slice(5, 7),), (slice(None), 29),
+    (slice(None, None, 6), slice(None, None, 8)), (slice(2, 19, 5), slice(7, 9), 3),
+    (Ellipsis,), (slice(18, None), slice(24, None)), (-1, -1, -1), (slice(3, 4), 15, 2),
+]
+
+
+@pytest.mark.parametrize("key", SELECTIONS, ids=repr)
+def test_reads_only_touched_chunks(backend: Backend, dataset_url: str, key: object) -> None:
+    with h5dask.File(dataset_url, storage_options=backend.options) as f:
+        ds = f["x"]
+        ds.shape  # metadata loaded before counting  # noqa: B018
+        h5dask.reset_stats()
+        got = ds[key]
+        s = h5dask.stats()
+    np.testing.assert_array_equal(got, DATA[key])
+    assert s["chunk"]["read_requests"] == len(_touched(key))
+    assert s["metadata"]["read_requests"] == 0  # metadata is cached after the first access
+    assert s["chunk"]["write_requests"] == s["total"]["retries"] == 0
+
+
+def test_each_chunk_fetched_once(backend: Backend, dataset_url: str, monkeypatch) -> None:
+    with h5dask.File(dataset_url, storage_options=backend.options) as f:
+        ds = f["x"]
+        store = ds.source().store
+        fetched: list[str] = []
+        real_get = store._get
+
+        async def recording_get(key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+            fetched.append(key)  # records, then reads for real
+            return await real_get(key, byte_range)
+
+        monkeypatch.setattr(store, "_get", recording_get)
+        ds[3:17, ::3]
+    expected = {ds.source().chunk_key(i) for i in _touched((slice(3, 17), slice(None, None, 3)))}
+    assert sorted(fetched) == sorted(expected)
+
+
+def test_metadata_reads(backend: Backend, dataset_url: str) -> None:
+    h5dask.reset_stats()
+    with h5dask.File(dataset_url, storage_options=backend.options) as f:
+        opened = h5dask.stats()["metadata"]["read_requests"]
+        assert opened == 2  # .domain.json and the root group
+        ds = f["x"]  # lazy: the dataset's JSON is read on first use
+        assert h5dask.stats()["metadata"]["read_requests"] == 2
+        ds.shape, f["x"].dtype, f["x"].chunks, f["sparse"].fillvalue  # noqa: B018
+        assert h5dask.stats()["metadata"]["read_requests"] == 4  # one each, then cached
+        assert h5dask.stats()["chunk"]["read_requests"] == 0  # opening reads no chunk
+
+
+def test_unwritten_chunks_read_as_fill(backend: Backend, dataset_url: str) -> None:
+    with h5dask.File(dataset_url, storage_options=backend.options) as f:
+        ds = f["sparse"]
+        h5dask.reset_stats()
+        got = ds[...]
+        s = h5dask.stats()
+    expected = np.full(SHAPE, -1.0)
+    expected[0:6, 0:8] = 1
+    np.testing.assert_array_equal(got, expected)
+    assert s["chunk"]["read_requests"] == 16 and s["chunk"]["read_missing"] == 15
+    assert s["total"]["errors"] == 0 and s["total"]["retries"] == 0
+
+
+def test_writes_read_only_partial_chunks(backend: Backend) -> None:
+    url = backend.url("w.h5")
+    with h5dask.File(url, "w", storage_options=backend.options) as f:
+        ds = f.create_dataset("x", shape=(10, 10), chunks=(4, 4), dtype="<i4")
+        h5dask.reset_stats()
+        ds[0:8, 0:8] = 5  # four whole chunks: no reads
+        s = h5dask.stats()["chunk"]
+        assert (s["read_requests"], s["write_requests"]) == (0, 4)
+        h5dask.reset_stats()
+        ds[8:10, :] = 6  # three edge chunks, each covered to the dataset's edge: no reads
+        s = h5dask.stats()["chunk"]
+        assert (s["read_requests"], s["write_requests"]) == (0, 3)
+        h5dask.reset_stats()
+        ds[1:3, 2:6] = 7  # parts of two chunks: read, merge, write back
+        s = h5dask.stats()["chunk"]
+        assert (s["read_requests"], s["write_requests"]) == (2, 2)
+        expected = np.zeros((10, 10), "<i4")
+        expected[0:8, 0:8] = 5
+        expected[8:10] = 6
+        expected[1:3, 2:6] = 7
+        np.testing.assert_array_equal(ds[...], expected)
+
+
+class SlowMemoryStore(FsspecObjectStore):
+    """A memory store whose GETs take 20 ms and record how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__("memory", f"/slow-{uuid.uuid4().hex}", max_concurrency=64)
+        self.active = self.peak = 0
+
+    def _init_args(self) -> tuple:
+        return ()
+
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(0.02)
+            return await super()._get(key, byte_range)
+        finally:
+            self.active -= 1
+
+
+def test_chunks_fetched_concurrently() -> None:
+    store = SlowMemoryStore()
+    dt = np.dtype("<i2")
+    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000001", (40, 40), (5, 5), dt,
+                      ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
+    data = np.arange(1600, dtype=dt).reshape(40, 40)
+    src.write(..., data)
+    store.peak = 0
+    np.testing.assert_array_equal(src.read((slice(None), slice(None))), data)
+    assert store.peak == 64  # all 64 chunk GETs in flight together
+
+
+def test_array_source_pickles_small_and_reads(dataset_url: str, backend: Backend) -> None:
+    with h5dask.File(dataset_url, storage_options=backend.options) as f:
+        src = f["x"].source()
+    blob = pickle.dumps(src)
+    assert len(blob) < 2000  # settings and ids only, no data and no metadata cache
+    again = pickle.loads(blob)
+    assert again.store is src.store  # the store is rebuilt once per process, then shared
+    np.testing.assert_array_equal(again.read((slice(0, 3), 5)), DATA[0:3, 5])
+
+
+def test_large_chunks_decode_off_the_loop(backend: Backend) -> None:
+    url = backend.url("big.h5")
+    big = np.random.default_rng(0).standard_normal((256, 300))  # 600 KiB per chunk
+    with h5dask.File(url, "w", storage_options=backend.options) as f:
+        f.create_dataset("b", data=big, chunks=(256, 150), compression="lz4", shuffle=True)
+    with h5dask.File(url, storage_options=backend.options) as f:
+        np.testing.assert_array_equal(f["b"][...], big)
+        np.testing.assert_array_equal(f["b"][100, 140:160], big[100, 140:160])
+
+
+def test_read_chunk_and_shrink_direct() -> None:
+    store = FsspecObjectStore("memory", f"/direct-{uuid.uuid4().hex}")
+    dt = np.dtype(">u2")
+    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000002", (7, 5), (3, 2), dt,
+                      ChunkCodec(dt, (3, 2)), 9)
+    assert sync(src.read_chunk_async((0, 0))) is None
+    src.write((slice(None), slice(None)), np.arange(35).reshape(7, 5))
+    chunk = sync(src.read_chunk_async((2, 2)))  # the corner chunk: 1 x 1 of data, padded
+    assert chunk.shape == (3, 2) and chunk[0, 0] == 34 and (chunk.reshape(-1)[1:] == 9).all()
+    sync(src.shrink_async((4, 3)))
+    names = sorted(k.rsplit("/", 1)[-1] for k in sync(store.list("db/")))
+    assert names == ["0_0", "0_1", "1_0", "1_1"]  # chunks wholly outside are deleted
+    edge = sync(src.read_chunk_async((1, 1)))
+    np.testing.assert_array_equal(edge, [[17, 9], [9, 9], [9, 9]])  # outside reset to fill
+    for index in itertools.product(range(2), range(2)):
+        assert sync(src.read_chunk_async(index)) is not None
