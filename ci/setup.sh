@@ -14,3 +14,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q -e ".[test]"
     echo "$want" > "$stamp"
 fi
+# hey (Debian): the load tool of tests/reliability/test_active_server.py, skipped without it
+if ! command -v hey >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+        && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; } \
+        >/dev/null 2>&1 || echo "note: could not install hey; the load test will skip" >&2
+fi

@@ -15,7 +15,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import DomainNotFoundError, MetadataError, ObjectNotFoundError, ReadOnlyError
+from .errors import (
+    DomainNotFoundError,
+    MetadataError,
+    ObjectNotFoundError,
+    ReadOnlyError,
+    malformed_metadata,
+)
 from .format import ids
 from .format.metadata import (
     DatasetMeta,
@@ -71,7 +77,7 @@ class DomainSession:
         if self.mode in ("r", "r+") and not exists:
             raise DomainNotFoundError(self.location.url)
         if exists and self.mode in ("r", "r+", "a"):
-            domain = parse_domain(key, load_json(key, data))
+            domain = parse_domain(key, _load_json(key, data))
             if domain.root is None:
                 raise DomainNotFoundError(
                     self.location.url, "it is a folder, not a domain (no 'root' in .domain.json)")
@@ -101,13 +107,16 @@ class DomainSession:
     # -- reading metadata -----------------------------------------------------------
     def _parse(self, obj_id: str, key: str, obj: dict) -> Meta:
         kind = obj_id[0]
+        if not isinstance(obj, dict):
+            raise MetadataError(key, f"must be a JSON object, not {type(obj).__name__}")
         if obj.get("id") != obj_id:
             raise MetadataError(key, f"'id' is {obj.get('id')!r}, expected {obj_id!r}")
-        if kind == "g":
-            return parse_group(key, obj)
-        if kind == "d":
-            return parse_dataset(key, obj, self.resolve_type)
-        return parse_datatype(key, obj)
+        with malformed_metadata(key):
+            if kind == "g":
+                return parse_group(key, obj)
+            if kind == "d":
+                return parse_dataset(key, obj, self.resolve_type)
+            return parse_datatype(key, obj)
 
     async def load_many_async(self, obj_ids: Iterable[str]) -> list[Meta]:
         """Load (concurrently) and cache the metadata of many objects."""
@@ -121,7 +130,7 @@ class DomainSession:
             if blobs[n] is None:
                 missing.append(keys[n])
                 continue
-            obj = load_json(keys[n], blobs[n])
+            obj = _load_json(keys[n], blobs[n])
             self._cache[wanted[n]] = self._parse(wanted[n], keys[n], obj)
         if missing:
             raise MetadataError(missing[0], "object is linked from the domain but does not exist")
@@ -143,7 +152,7 @@ class DomainSession:
             data = sync(self.store.get(key, kind="metadata"))
             if data is None:
                 raise MetadataError(key, "committed datatype does not exist")
-            meta = self._parse(type_id, key, load_json(key, data))
+            meta = self._parse(type_id, key, _load_json(key, data))
             self._cache[type_id] = meta
         return meta.type_json
 
@@ -257,9 +266,14 @@ def _previous_domain(key: str, data: bytes) -> dict:
     """The JSON of a domain that mode "w" replaces: its owner and ACLs are kept; a broken
     one is replaced like any other (that is what "w" is for)."""
     try:
-        return parse_domain(key, load_json(key, data)).raw
+        return parse_domain(key, _load_json(key, data)).raw
     except MetadataError:
         return {}
+
+
+def _load_json(key: str, data: bytes) -> dict:
+    with malformed_metadata(key):  # e.g. nesting too deep for the JSON parser
+        return load_json(key, data)
 
 
 def _default_owner() -> str:

@@ -6,6 +6,9 @@ friends keep working, and each names the object key or URL it is about.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class H5DaskError(Exception):
     """Base class of every h5dask error."""
@@ -49,6 +52,28 @@ class MetadataError(H5DaskError, ValueError):
         super().__init__(f"invalid metadata object {key!r}: {problem}")
         self.key = key
         self.problem = problem
+
+
+@contextmanager
+def malformed_metadata(key: str) -> Iterator[None]:
+    """Turn what malformed metadata makes the parsers raise (a TypeError from a string
+    where a number belongs, a KeyError for a missing field, ...) into a MetadataError
+    naming the object; h5dask's own errors pass through.
+
+    >>> try:
+    ...     with malformed_metadata("db/x/.group.json"):
+    ...         int([])
+    ... except MetadataError as exc:
+    ...     exc.problem.split(":")[0]
+    'malformed (TypeError'
+    """
+    try:
+        yield
+    except H5DaskError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError) as exc:
+        raise MetadataError(key, f"malformed ({type(exc).__name__}: {exc})") from exc
 
 
 class CorruptChunkError(H5DaskError, ValueError):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .chunkio import ArraySource
 from .domain import DomainSession
-from .errors import ObjectNotFoundError, UnsupportedTypeError
+from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadata
 from .format.dataspace import Dataspace
 from .format.filters import COMPRESSORS, filter_json, filter_name
 from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
@@ -76,13 +76,15 @@ class AttributeManager(MutableMapping):
         if name not in attrs:
             raise KeyError(f"no attribute {name!r} (attributes: {sorted(attrs)})")
         meta = self._session.load(self._id)
-        return attrs[name].value(meta.key, self._session.resolve_type)
+        with malformed_metadata(meta.key):  # a type or value the JSON gets wrong
+            return attrs[name].value(meta.key, self._session.resolve_type)
 
     def dtype_of(self, name: str) -> np.dtype:
         """The dtype of one attribute, without decoding its value."""
         meta = self._session.load(self._id)
         a = meta.attributes[name]
-        return attribute_dtype(meta.key, name, a.type_json, self._session.resolve_type)
+        with malformed_metadata(meta.key):
+            return attribute_dtype(meta.key, name, a.type_json, self._session.resolve_type)
 
     def shape_of(self, name: str) -> tuple[int, ...] | None:
         return self._attrs()[name].space.shape

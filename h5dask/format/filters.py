@@ -185,6 +185,7 @@ class ChunkCodec:
                 return self._bitshuffle_decode(data, key)
             if self.compressor is not None:
                 if is_blosc_frame(data):
+                    self._check_blosc_flags(data, key)
                     return _blosc.decompress(data)
                 if self.compressor == "gzip":
                     raw = zlib.decompress(data)
@@ -197,6 +198,19 @@ class ChunkCodec:
             raise
         except Exception as exc:
             raise CorruptChunkError(key, f"cannot decode ({self._describe()}): {exc}") from exc
+
+    def _check_blosc_flags(self, data: bytes | memoryview, key: str) -> None:
+        """Blosc frames have no checksum: a flipped shuffle flag or type size would
+        unshuffle into wrong values without an error. Both must agree with the dataset
+        (h5dask writes the element size, HSDS writes 1, where shuffling does nothing)."""
+        flags, typesize = data[2], data[3]
+        if typesize not in (1, self.dtype.itemsize) and not has_vlen(self.dtype):
+            raise CorruptChunkError(key, f"Blosc header: element size {typesize}, "
+                                         f"expected {self.dtype.itemsize} or 1")
+        if typesize > 1 and bool(flags & 0x01) != self.shuffle:
+            raise CorruptChunkError(key, "Blosc header: shuffle flag "
+                                         f"{'set' if flags & 0x01 else 'unset'} but the dataset "
+                                         f"{'has' if self.shuffle else 'has no'} shuffle filter")
 
     def _decode_hdf5(self, data: bytes | memoryview, key: str) -> bytes:
         buf = bytes(data)
@@ -255,6 +269,36 @@ class ChunkCodec:
         raise CorruptChunkError(
             key, f"decoded to {len(raw)} bytes, expected {want_full} for chunk shape {full} "
                  f"of {self.dtype} ({self._describe()})")
+
+    def decode_into(self, data: bytes | memoryview, key: str, out: np.ndarray) -> bool:
+        """Decode a whole chunk straight into ``out`` (C-contiguous, this dtype, the full
+        chunk shape), with no buffer in between, when the stored bytes are the raw elements
+        or one Blosc frame of exactly ``out.nbytes``. Returns False, leaving ``out``
+        untouched, when the chunk needs the general :meth:`decode` (other filters, a chunk
+        stored clipped at the edge, bytes of the wrong size: decode says what is wrong).
+
+        >>> codec = ChunkCodec.from_filters(["gzip"], np.dtype("<f4"), (4,))
+        >>> out = np.empty(4, "<f4")
+        >>> codec.decode_into(codec.encode(np.arange(4, dtype="<f4")), "key", out), out
+        (True, array([0., 1., 2., 3.], dtype=float32))
+        """
+        if (self.hdf5_native or self.bitshuffle or out.dtype != self.dtype
+                or out.shape != self.chunk_shape or not out.flags.c_contiguous
+                or has_vlen(self.dtype)):
+            return False
+        if self.compressor is not None:
+            if not is_blosc_frame(data, out.nbytes):
+                return False
+            self._check_blosc_flags(data, key)
+            try:
+                _blosc.decompress(data, out)
+            except Exception as exc:
+                raise CorruptChunkError(key, f"cannot decode ({self._describe()}): {exc}") from exc
+            return True
+        if self.shuffle or len(data) != out.nbytes:
+            return False
+        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
+        return True
 
     # -- encoding -----------------------------------------------------------------
     def encode(self, chunk: np.ndarray) -> bytes:

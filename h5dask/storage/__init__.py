@@ -101,8 +101,17 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     """
     options = dict(storage_options or {})
     tuning = _split_tuning(options)
+    if not url.isprintable():
+        # urlsplit drops tabs and newlines: the URL would name another domain
+        raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
     parts = urlsplit(url)
     protocol = parts.scheme or "file"
+    if parts.scheme and ("?" in url or "#" in url):
+        # what follows '?' or '#' is a query or fragment to urlsplit, so the URL would
+        # silently name another domain (s3://b/home/a?b.h5 -> home/a): refuse it
+        raise ValueError(f"invalid domain URL {url!r}: '?' and '#' cannot be part of a "
+                         "domain path in a URL (give a plain local path to use them in "
+                         "file names)")
     segments = f"{parts.netloc}/{parts.path}".split("/")
     if parts.scheme and any(seg in (".", "..") for seg in segments):
         # a URL names an object path, not a file-system walk: '..' could leave the bucket

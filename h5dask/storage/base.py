@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from ..errors import StorageError
 from ..iostats import record as record_io
 from .keys import check_key, check_prefix
+from .sync import on_io_loop, sync
 
 T = TypeVar("T")
 
@@ -76,6 +78,23 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def _check_get(key: str, byte_range: tuple[int, int] | None) -> None:
+    check_key(key)
+    if byte_range is not None:
+        start, stop = byte_range
+        if not 0 <= start <= stop:
+            raise ValueError(f"invalid byte range {byte_range} for {key!r}")
+
+
+def _recorded_get(kind: str, data: T) -> T:
+    record_io(kind, "read_requests")
+    if data is None:
+        record_io(kind, "read_missing")
+    else:
+        record_io(kind, "read_bytes", len(data))  # type: ignore[arg-type]
+    return data
+
+
 class ObjectStore(ABC):
     """Async access to the objects under one bucket root.
 
@@ -90,6 +109,7 @@ class ObjectStore(ABC):
 
     def __init__(self) -> None:
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._blocking_slots: threading.BoundedSemaphore | None = None
 
     # -- what subclasses implement -------------------------------------------------
     @abstractmethod
@@ -142,23 +162,70 @@ class ObjectStore(ABC):
                 record_io(kind, "retries")
                 await asyncio.sleep(self.retry.delay(attempt))
 
+    def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
+        """:meth:`_call` for blocking calls made in the caller's thread: the same retries,
+        errors and statistics, at most ``max_concurrency`` calls at once."""
+        slots = self._blocking_slots
+        if slots is None:
+            with _store_cache_lock:
+                if self._blocking_slots is None:
+                    self._blocking_slots = threading.BoundedSemaphore(self.max_concurrency)
+                slots = self._blocking_slots
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with slots:
+                    return fn()
+            except (TransientError, TimeoutError, ConnectionError) as exc:
+                if attempt >= self.retry.max_attempts:
+                    record_io(kind, "errors")
+                    raise StorageError(
+                        f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
+                        f"{exc}. Check that the object store is reachable and healthy; "
+                        "retries can be raised with storage_options={'max_attempts': N}.",
+                        key=key,
+                        attempts=attempt,
+                    ) from exc
+                record_io(kind, "retries")
+                time.sleep(self.retry.delay(attempt))
+
+    def _blocking_get(self) -> Callable[[str, tuple[int, int] | None],
+                                        bytes | memoryview | None] | None:
+        """A back end with a blocking client returns its blocking twin of ``_get`` here
+        (used by :meth:`get_buffer_sync`); None: go through the I/O loop."""
+        return None
+
     # -- the public async API ------------------------------------------------------
     async def get(
         self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
     ) -> bytes | None:
         """The object's bytes (or ``byte_range=(start, stop)`` of them), None if missing."""
-        check_key(key)
-        if byte_range is not None:
-            start, stop = byte_range
-            if not 0 <= start <= stop:
-                raise ValueError(f"invalid byte range {byte_range} for {key!r}")
+        data = await self.get_buffer(key, kind=kind, byte_range=byte_range)
+        return data if data is None or isinstance(data, bytes) else bytes(data)
+
+    async def get_buffer(
+        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
+    ) -> bytes | memoryview | None:
+        """Like :meth:`get`, but a back end may answer with a read-only ``memoryview`` of
+        the bytes it received instead of copying them into ``bytes`` (the chunk read
+        path decodes straight from it)."""
+        _check_get(key, byte_range)
         data = await self._call("GET", key, kind, lambda: self._get(key, byte_range))
-        record_io(kind, "read_requests")
-        if data is None:
-            record_io(kind, "read_missing")
-        else:
-            record_io(kind, "read_bytes", len(data))
-        return data
+        return _recorded_get(kind, data)
+
+    def get_buffer_sync(
+        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
+    ) -> bytes | memoryview | None:
+        """:meth:`get_buffer` for a caller that may block (a dask task reading one chunk):
+        a back end with a blocking client answers in the calling thread, without the two
+        thread hand-offs of a trip through the I/O loop; others go through the loop."""
+        blocking = self._blocking_get()
+        if blocking is None or on_io_loop():
+            return sync(self.get_buffer(key, kind=kind, byte_range=byte_range))
+        _check_get(key, byte_range)
+        data = self._call_sync("GET", key, kind, lambda: blocking(key, byte_range))
+        return _recorded_get(kind, data)
 
     async def get_many(
         self, keys: Iterable[str], *, kind: str = "chunk"

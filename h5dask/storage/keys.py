@@ -13,8 +13,9 @@ def check_key(key: str) -> str:
     """
     if not isinstance(key, str) or not key:
         raise InvalidKeyError(f"object key must be a non-empty string, got {key!r}")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidKeyError(f"object key {key!r} must be relative, without '\\' or NUL")
+    if key.startswith("/") or "\\" in key or not key.isprintable():
+        raise InvalidKeyError(
+            f"object key {key!r} must be relative, without '\\', NUL or control characters")
     parts = key.split("/")
     if any(p in ("..", ".", "") for p in parts):  # "a/" would alias "a" on a file system
         raise InvalidKeyError(f"object key {key!r} has an empty, '.' or '..' segment")

@@ -19,6 +19,7 @@ from obstore.store import S3Store
 from ..errors import StorageError, StoragePermissionError
 from .base import ObjectStore, RetryPolicy, TransientError
 from .s3_options import S3Settings
+from .sync import sync
 
 #: S3 codes and phrases that mean "try again", for errors with neither a status nor a
 #: transport error kind (judged on the message without its URLs, so keys cannot match)
@@ -164,46 +165,73 @@ class S3ObjectStore(ObjectStore):
                                 key=key, attempts=1)
         return exc
 
-    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
-        try:
-            if byte_range is not None:
-                start, stop = byte_range
-                if stop == start:
-                    return b""
-                try:
-                    data = await obstore.get_range_async(self._store, key, start=start, end=stop)
-                except GenericError as exc:
-                    if _status_of(str(exc)) == 416:  # starts at or past the end: nothing there
-                        return b""
-                    raise
-                # a range past the end returns what there is, as file and fsspec stores do
-                # (a dropped response raises instead: the client checks Content-Length)
-                return bytes(data)
-            return await self._get_whole(key)
-        except (NotFoundError, FileNotFoundError):
+    def _get_failed(self, exc: Exception, key: str, ranged: bool) -> bytes | None:
+        """What a failed GET means: None for a missing object, nothing (b"") for a range
+        that starts at or past the end (416); anything else is raised, translated."""
+        if isinstance(exc, NotFoundError | FileNotFoundError):
             return None
-        except (TransientError, TimeoutError, ConnectionError):
-            raise
-        except Exception as exc:
-            raise self._translate(exc, "GET", key) from exc
+        if ranged and isinstance(exc, GenericError) and _status_of(str(exc)) == 416:
+            return b""
+        if isinstance(exc, TransientError | TimeoutError | ConnectionError):
+            raise exc
+        raise self._translate(exc, "GET", key) from exc
 
-    async def _get_whole(self, key: str) -> bytes:
+    # obstore's buffers are handed on as read-only memoryviews, not copied into bytes
+    # (ObjectStore.get copies for callers that need bytes; chunk reads do not). A range
+    # past the end returns what there is, as file and fsspec stores do (a dropped response
+    # raises instead: the client checks Content-Length).
+    async def _get(self, key: str, byte_range: tuple[int, int] | None
+                   ) -> bytes | memoryview | None:
+        try:
+            if byte_range is None:
+                return await self._get_whole(key)
+            start, stop = byte_range
+            if stop == start:
+                return b""
+            return memoryview(await obstore.get_range_async(self._store, key, start=start,
+                                                            end=stop))
+        except Exception as exc:
+            return self._get_failed(exc, key, byte_range is not None)
+
+    def _get_sync(self, key: str, byte_range: tuple[int, int] | None
+                  ) -> bytes | memoryview | None:
+        """The blocking twin of :meth:`_get` (obstore releases the GIL while it waits)."""
+        try:
+            if byte_range is None:
+                result = obstore.get(self._store, key)
+                size = result.meta["size"]
+                if size > self.multipart_threshold:
+                    del result
+                    return sync(self._get_parts(key, size))
+                return _whole(memoryview(result.bytes()), size)
+            start, stop = byte_range
+            if stop == start:
+                return b""
+            return memoryview(obstore.get_range(self._store, key, start=start, end=stop))
+        except Exception as exc:
+            return self._get_failed(exc, key, byte_range is not None)
+
+    def _blocking_get(self) -> Any:
+        # only where GETs are this class's own (a subclass may change how they are made)
+        return self._get_sync if type(self)._get is S3ObjectStore._get else None
+
+    async def _get_whole(self, key: str) -> bytes | memoryview:
         # One GET for objects up to the threshold; beyond it, the first response tells
         # the size and the rest arrives as concurrent ranged GETs.
         result = await obstore.get_async(self._store, key)
         size = result.meta["size"]
         if size <= self.multipart_threshold:
-            data = bytes(await result.bytes_async())
-            if len(data) != size:
-                raise TransientError(f"short read: {len(data)} of {size} bytes")
-            return data
+            return _whole(memoryview(await result.bytes_async()), size)
         del result  # drop the streaming body; fetch in parts instead
+        return await self._get_parts(key, size)
+
+    async def _get_parts(self, key: str, size: int) -> bytes:
         starts = list(range(0, size, self.part_size))
         ends = [min(s + self.part_size, size) for s in starts]
         parts = await asyncio.gather(*(
             obstore.get_range_async(self._store, key, start=s, end=e) for s, e in zip(starts, ends)
         ))
-        data = b"".join(bytes(p) for p in parts)
+        data = b"".join(parts)
         if len(data) != size:
             raise TransientError(f"short multipart read: {len(data)} of {size} bytes")
         return data
@@ -231,3 +259,9 @@ class S3ObjectStore(ObjectStore):
             return keys
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
+
+
+def _whole(data: memoryview, size: int) -> memoryview:
+    if len(data) != size:
+        raise TransientError(f"short read: {len(data)} of {size} bytes")
+    return data

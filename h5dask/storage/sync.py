@@ -46,6 +46,16 @@ def io_loop() -> asyncio.AbstractEventLoop:
     return _loop
 
 
+def on_io_loop() -> bool:
+    """True when called from the I/O loop's own thread (where blocking would stall it)."""
+    if _loop is None:
+        return False
+    try:
+        return asyncio.get_running_loop() is _loop
+    except RuntimeError:
+        return False
+
+
 def sync(coro: Coroutine[Any, Any, T] | Awaitable[T], timeout: float | None = None) -> T:
     """Run ``coro`` on the I/O loop and wait for its result (from any other thread)."""
     loop = io_loop()
