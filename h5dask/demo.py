@@ -83,7 +83,8 @@ def synthetic_climate(size_mib: int, chunks_time: int = 16) -> Any:
     lon = np.linspace(0.5, 359.5, nlon)
     time_index = pd.date_range("2000-01-01", periods=ntime, freq="D")
     day = da.arange(ntime, chunks=chunks_time)[:, None, None]
-    seasonal = 15 * da.cos(2 * np.pi * (day - 15) / 365.25) * np.sin(np.deg2rad(lat))[
+    # northern winter in January: cold north, warm south
+    seasonal = -15 * da.cos(2 * np.pi * (day - 15) / 365.25) * np.sin(np.deg2rad(lat))[
         None, :, None]
     base = 288 - 40 * np.sin(np.deg2rad(lat)) ** 2
     noise = da.random.default_rng(0).normal(0, 2, (ntime, nlat, nlon),
