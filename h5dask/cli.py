@@ -148,13 +148,14 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
               help="Rechunk: 'auto', a shape like 10,180,360, or JSON {var: shape}.")
 @click.option("--compression", metavar="NAME[:LEVEL]",
               help="Recompress: gzip, lz4, zstd, blosclz, ... with an optional level.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing domain at URL.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--src-storage-option", multiple=True, metavar="KEY=VALUE",
               help="A storage option for reading SRC, repeatable.")
 @_storage_params
 @_guarded
 def load(src: str, url: str, link: bool, chunks: str | None, compression: str | None,
-         no_progress: bool, src_storage_option: tuple[str, ...],
+         overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
          storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool) -> None:
     """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link)."""
     options = parse_storage_options(storage_option, endpoint_url, anon)
@@ -165,7 +166,8 @@ def load(src: str, url: str, link: bool, chunks: str | None, compression: str | 
 
     summary = load_file(src, url, link=link, chunks=chunk_spec, compression=comp,
                         compression_opts=level, storage_options=options,
-                        src_storage_options=src_options, progress=not no_progress)
+                        src_storage_options=src_options, progress=not no_progress,
+                        overwrite=overwrite)
     click.echo(str(summary))
 
 

@@ -122,3 +122,33 @@ def test_serve_active_answers_and_stops(seaweedfs):
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_load_copy_and_link(shared_data, s3_bucket_url, seaweedfs, storage_options):
+    import xarray as xr
+
+    src = shared_data / "CMIP6_IPSL-CM6A-LR_tas.nc"
+    url = f"{s3_bucket_url}/home/me/tas.h5"
+    proc = run("load", str(src), url, *_opts(seaweedfs))
+    assert "%" in proc.stderr  # the progress bar
+    assert "tas" in run("ls", url, *_opts(seaweedfs)).stdout
+    expected = xr.open_dataset(src, engine="h5netcdf")
+    got = xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
+    xr.testing.assert_identical(got, expected)
+    again = run("load", str(src), url, *_opts(seaweedfs), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    run("load", str(src), url, "--overwrite", "--compression", "zstd", "--no-progress",
+        *_opts(seaweedfs))
+
+    # link: the file itself in S3, the domain references its chunks
+    s3 = seaweedfs.s3_client()
+    s3.put_object(Bucket="h5dask-test", Key=f"{url.split('/', 3)[3]}-files/tas.nc",
+                  Body=src.read_bytes())
+    file_url = f"s3://h5dask-test/{url.split('/', 3)[3]}-files/tas.nc"
+    linked = f"{s3_bucket_url}/home/me/linked.h5"
+    run("load", "--link", file_url, linked, *_opts(seaweedfs),
+        "--src-storage-option", f"key={seaweedfs.access_key}",
+        "--src-storage-option", f"secret={seaweedfs.secret_key}",
+        "--src-storage-option", f"client_kwargs.endpoint_url={seaweedfs.endpoint}")
+    got = xr.open_dataset(linked, engine="h5cloud", storage_options=storage_options)
+    xr.testing.assert_identical(got, expected)
