@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .format.chunks import ChunkGrid, normalize_selection
+from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen
@@ -81,45 +81,96 @@ class ArraySource:
         return out
 
     # -- reading ------------------------------------------------------------------
-    async def read_chunk_async(self, index: tuple[int, ...]) -> np.ndarray | None:
-        """The decoded chunk (full chunk shape, read-only), or None if never written."""
-        bounds = self.grid.chunk_bounds(index)
-        edge = tuple(b.stop - b.start for b in bounds)
+    def _ref_key(self, index: tuple[int, ...]) -> tuple[ChunkRef | None, str]:
+        """For a linked chunk, its byte range (None if not stored); and its name."""
+        if self.linked is None:
+            return None, self.chunk_key(index)
+        ref = self._linked_ref(index)
+        if ref is None:
+            return None, self.chunk_key(index)
+        return ref, f"{ref.key}[{ref.offset}:{ref.offset + ref.size}]"
+
+    async def _fetch(self, index: tuple[int, ...]) -> tuple[bytes | memoryview | None, str]:
+        """The stored bytes of one chunk (None if never written) and the key naming them."""
+        ref, key = self._ref_key(index)
+        if ref is not None:
+            return await ref.store.get_buffer(
+                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size)), key
         if self.linked is not None:
-            ref = self._linked_ref(index)
-            if ref is None:
-                return None
-            data = await ref.store.get(ref.key, kind="chunk",
-                                       byte_range=(ref.offset, ref.offset + ref.size))
-            key = f"{ref.key}[{ref.offset}:{ref.offset + ref.size}]"
-        else:
-            key = self.chunk_key(index)
-            data = await self.store.get(key, kind="chunk")
-        if data is None:
-            return None
-        arr = await _decode(self.codec, data, key, edge)
+            return None, key
+        return await self.store.get_buffer(key, kind="chunk"), key
+
+    def _fetch_sync(self, index: tuple[int, ...]) -> tuple[bytes | memoryview | None, str]:
+        """:meth:`_fetch` in the calling thread (which blocks)."""
+        ref, key = self._ref_key(index)
+        if ref is not None:
+            return ref.store.get_buffer_sync(
+                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size)), key
+        if self.linked is not None:
+            return None, key
+        return self.store.get_buffer_sync(key, kind="chunk"), key
+
+    def _edge(self, index: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(b.stop - b.start for b in self.grid.chunk_bounds(index))
+
+    def _full(self, arr: np.ndarray) -> np.ndarray:
         if arr.shape != self.chunks:  # stored clipped at the edge: pad to the full chunk
             full = self._fill_chunk()
             full[tuple(slice(0, s) for s in arr.shape)] = arr
             arr = full
         return arr
 
+    async def read_chunk_async(self, index: tuple[int, ...]) -> np.ndarray | None:
+        """The decoded chunk (full chunk shape, read-only), or None if never written."""
+        data, key = await self._fetch(index)
+        if data is None:
+            return None
+        return self._full(await _decode(self.codec, data, key, self._edge(index)))
+
+    async def _read_piece(self, piece: ChunkSelection, out: np.ndarray) -> None:
+        """Fetch one chunk and put its part of the selection in place in ``out``."""
+        target = out[(*piece.out_sel, Ellipsis)]  # a view, even 0-d
+        data, key = await self._fetch(piece.index)
+        if data is None:  # never written: the fill value, only where this chunk goes
+            fill_array(target, self.fill_value)
+            return
+        # a whole chunk that lands on contiguous output is decoded straight into it
+        if target.shape == self.chunks and await _decode_into(self.codec, data, key, target):
+            return
+        chunk = self._full(await _decode(self.codec, data, key, self._edge(piece.index)))
+        out[piece.out_sel] = chunk[piece.chunk_sel]
+
+    def _read_piece_sync(self, piece: ChunkSelection, out: np.ndarray) -> None:
+        """:meth:`_read_piece` in the calling thread: fetch, decode (GIL released) and
+        place, with no trip through the I/O loop."""
+        target = out[(*piece.out_sel, Ellipsis)]
+        data, key = self._fetch_sync(piece.index)
+        if data is None:
+            fill_array(target, self.fill_value)
+            return
+        if target.shape == self.chunks and self.codec.decode_into(data, key, target):
+            return
+        chunk = self._full(self.codec.decode(data, key, self._edge(piece.index)))
+        out[piece.out_sel] = chunk[piece.chunk_sel]
+
     async def read_async(self, selection: Any = ()) -> np.ndarray:
         """Read a basic selection, fetching the touched chunks concurrently."""
         _, out_shape = normalize_selection(selection, self.shape)
         out = np.empty(out_shape, dtype=self.dtype)
         plan = self.grid.plan(selection)
-        chunks = await asyncio.gather(*(self.read_chunk_async(p.index) for p in plan))
-        for p, chunk in zip(plan, chunks):
-            if chunk is None:  # never written: the fill value, only where this chunk goes
-                fill_array(out[(*p.out_sel, Ellipsis)], self.fill_value)  # a view, even 0-d
-            else:
-                out[p.out_sel] = chunk[p.chunk_sel]
+        await asyncio.gather(*(self._read_piece(p, out) for p in plan))
         return out
 
     def read(self, selection: Any = ()) -> np.ndarray:
-        """Synchronous :meth:`read_async`."""
-        return sync(self.read_async(selection))
+        """Synchronous :meth:`read_async`. A selection inside one chunk (a dask block of
+        a variable chunked as stored) is read in the calling thread."""
+        plan = self.grid.plan(selection)
+        if len(plan) != 1:
+            return sync(self.read_async(selection))
+        _, out_shape = normalize_selection(selection, self.shape)
+        out = np.empty(out_shape, dtype=self.dtype)
+        self._read_piece_sync(plan[0], out)
+        return out
 
     # -- writing ------------------------------------------------------------------
     async def write_chunk_async(self, index: tuple[int, ...], chunk: np.ndarray) -> None:
@@ -145,12 +196,17 @@ class ArraySource:
                 and cs.stop >= b.stop - b.start
                 for cs, b in zip(p.chunk_sel, bounds)
             )
+            piece = values[p.out_sel]
+            if covers_all and piece.shape == self.chunks:
+                # a whole chunk, not clipped at the edge: encoded straight from the values
+                await self.write_chunk_async(p.index, piece)
+                return
             if covers_all:
                 chunk = self._fill_chunk()
             else:
                 existing = await self.read_chunk_async(p.index)
                 chunk = self._fill_chunk() if existing is None else existing.copy()
-            chunk[p.chunk_sel] = values[p.out_sel]
+            chunk[p.chunk_sel] = piece
             await self.write_chunk_async(p.index, chunk)
 
         await asyncio.gather(*(one(p) for p in plan))
@@ -229,10 +285,19 @@ def _object_array(values: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.nd
 _DECODE_IN_THREAD = 256 * 1024
 
 
-async def _decode(codec: ChunkCodec, data: bytes, key: str, edge: tuple[int, ...]) -> np.ndarray:
+async def _decode(codec: ChunkCodec, data: bytes | memoryview, key: str,
+                  edge: tuple[int, ...]) -> np.ndarray:
     # decompression releases the GIL: large chunks decode in a thread, off the I/O loop
     if codec.is_identity and not has_vlen(codec.dtype):
         return codec.decode(data, key, edge)
     if len(data) >= _DECODE_IN_THREAD:
         return await asyncio.to_thread(codec.decode, data, key, edge)
     return codec.decode(data, key, edge)
+
+
+async def _decode_into(codec: ChunkCodec, data: bytes | memoryview, key: str,
+                       out: np.ndarray) -> bool:
+    # as _decode: decompression of large chunks in a thread; a plain copy on the loop
+    if codec.compressor is not None and len(data) >= _DECODE_IN_THREAD:
+        return await asyncio.to_thread(codec.decode_into, data, key, out)
+    return codec.decode_into(data, key, out)
