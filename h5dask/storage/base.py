@@ -142,6 +142,20 @@ class ObjectStore(ABC):
             sem = self._semaphores[loop_id] = asyncio.Semaphore(self.max_concurrency)
         return sem
 
+    def _after_failure(self, what: str, key: str, kind: str, attempt: int,
+                       exc: BaseException) -> None:
+        """Count a retry, or give up with a StorageError naming the object and the tries."""
+        if attempt >= self.retry.max_attempts:
+            record_io(kind, "errors")
+            raise StorageError(
+                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
+                f"{exc}. Check that the object store is reachable and healthy; "
+                "retries can be raised with storage_options={'max_attempts': N}.",
+                key=key,
+                attempts=attempt,
+            ) from exc
+        record_io(kind, "retries")
+
     async def _call(self, what: str, key: str, kind: str, fn: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         while True:
@@ -150,16 +164,7 @@ class ObjectStore(ABC):
                 async with self._semaphore():
                     return await fn()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                if attempt >= self.retry.max_attempts:
-                    record_io(kind, "errors")
-                    raise StorageError(
-                        f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
-                        f"{exc}. Check that the object store is reachable and healthy; "
-                        "retries can be raised with storage_options={'max_attempts': N}.",
-                        key=key,
-                        attempts=attempt,
-                    ) from exc
-                record_io(kind, "retries")
+                self._after_failure(what, key, kind, attempt, exc)
                 await asyncio.sleep(self.retry.delay(attempt))
 
     def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
@@ -178,16 +183,7 @@ class ObjectStore(ABC):
                 with slots:
                     return fn()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                if attempt >= self.retry.max_attempts:
-                    record_io(kind, "errors")
-                    raise StorageError(
-                        f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
-                        f"{exc}. Check that the object store is reachable and healthy; "
-                        "retries can be raised with storage_options={'max_attempts': N}.",
-                        key=key,
-                        attempts=attempt,
-                    ) from exc
-                record_io(kind, "retries")
+                self._after_failure(what, key, kind, attempt, exc)
                 time.sleep(self.retry.delay(attempt))
 
     def _blocking_get(self) -> Callable[[str, tuple[int, int] | None],
