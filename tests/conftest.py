@@ -57,6 +57,16 @@ def s3_bucket_url(seaweedfs: SeaweedFS) -> str:
     return f"s3://{TEST_BUCKET}/{uuid.uuid4().hex}"
 
 
+@pytest.fixture(scope="session")
+def cluster_client() -> Iterator[Any]:
+    """A dask ``LocalCluster`` of 2 worker processes (1 thread each) and its client."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
 # --------------------------------------------------------------------------------------
 # HSDS (real server, the interoperability peer)
 # --------------------------------------------------------------------------------------

@@ -131,17 +131,14 @@ def test_unsupported_dtype_falls_back_with_one_warning(s3_bucket_url, storage_op
     assert got == 99
 
 
-def test_on_a_distributed_cluster(domain, storage_options, pushdown_server):
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
-            distributed.Client(cluster) as client:
-        local = _open(domain, storage_options)["tas"]
-        remote = _open(domain, storage_options, pushdown_server)["tas"]
-        client.run(h5dask.reset_stats)
-        for op in OPS:
-            got = getattr(remote, op)("lat").compute()
-            xr.testing.assert_allclose(got, getattr(local, op)("lat").compute(), rtol=1e-5)
-        stats = client.run(h5dask.stats)
-        assert sum(s["active"]["read_requests"] for s in stats.values()) > 0
-        assert dask.config.get("array_optimize") is not None
+def test_on_a_distributed_cluster(domain, storage_options, pushdown_server, cluster_client):
+    client = cluster_client
+    local = _open(domain, storage_options)["tas"]
+    remote = _open(domain, storage_options, pushdown_server)["tas"]
+    client.run(h5dask.reset_stats)
+    for op in OPS:
+        got = getattr(remote, op)("lat").compute()
+        xr.testing.assert_allclose(got, getattr(local, op)("lat").compute(), rtol=1e-5)
+    stats = client.run(h5dask.stats)
+    assert sum(s["active"]["read_requests"] for s in stats.values()) > 0
+    assert dask.config.get("array_optimize") is not None

@@ -54,23 +54,20 @@ def test_pushdown_on_hsds_written_domain(hsds_domain, storage_options, pushdown_
 
 
 def test_pushdown_on_hsds_written_domain_on_a_cluster(hsds_domain, storage_options,
-                                                      pushdown_server):
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
-            distributed.Client(cluster) as client:
-        client.run(h5dask.reset_stats)
-        for var in ("plain", "gz", "sparse"):
-            local = xr.open_dataset(hsds_domain, engine="h5cloud", chunks={},
-                                    storage_options=storage_options)[var]
-            remote = xr.open_dataset(hsds_domain, engine="h5cloud", chunks={},
-                                     storage_options=storage_options,
-                                     active_storage_url=pushdown_server.url,
-                                     active_storage="require")[var]
-            for op in ("sum", "min", "max", "mean", "count"):
-                for dim in (None, local.dims[1]):
-                    xr.testing.assert_allclose(getattr(remote, op)(dim=dim).compute(),
-                                               getattr(local, op)(dim=dim).compute(),
-                                               rtol=1e-5)
-        stats = client.run(h5dask.stats)
-        assert sum(s["active"]["read_requests"] for s in stats.values()) > 0
+                                                      pushdown_server, cluster_client):
+    client = cluster_client
+    client.run(h5dask.reset_stats)
+    for var in ("plain", "gz", "sparse"):
+        local = xr.open_dataset(hsds_domain, engine="h5cloud", chunks={},
+                                storage_options=storage_options)[var]
+        remote = xr.open_dataset(hsds_domain, engine="h5cloud", chunks={},
+                                 storage_options=storage_options,
+                                 active_storage_url=pushdown_server.url,
+                                 active_storage="require")[var]
+        for op in ("sum", "min", "max", "mean", "count"):
+            for dim in (None, local.dims[1]):
+                xr.testing.assert_allclose(getattr(remote, op)(dim=dim).compute(),
+                                           getattr(local, op)(dim=dim).compute(),
+                                           rtol=1e-5)
+    stats = client.run(h5dask.stats)
+    assert sum(s["active"]["read_requests"] for s in stats.values()) > 0

@@ -100,19 +100,6 @@ def test_file_write_and_read_survive_faults(seaweedfs: Any, proxied: Any) -> Non
                                    "retries": stats["total"]["retries"]})
 
 
-@pytest.fixture(scope="module")
-def cluster_client() -> Any:
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
-                                       dashboard_address=None, silence_logs=40)
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
 def dask_roundtrip(seaweedfs: Any, proxy: Any, client: Any, scale: int, seed: int) -> dict:
     options = proxied_options(seaweedfs, proxy, max_attempts=MAX_ATTEMPTS)
     arrays = source_arrays(scale)
