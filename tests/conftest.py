@@ -57,9 +57,13 @@ def s3_bucket_url(seaweedfs: SeaweedFS) -> str:
     return f"s3://{TEST_BUCKET}/{uuid.uuid4().hex}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster_client() -> Iterator[Any]:
-    """A dask ``LocalCluster`` of 2 worker processes (1 thread each) and its client."""
+    """A dask ``LocalCluster`` of 2 worker processes (1 thread each) and its client.
+
+    Module-scoped on purpose: while a Client lives it is dask's default scheduler, so
+    tests of other modules would otherwise compute on the cluster, not in-process.
+    """
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None, silence_logs=40) as cluster, \
