@@ -237,19 +237,19 @@ class H5CloudStore(AbstractDataStore):
         return Dataset(self.session, meta.id, meta.key).source()
 
     def _attr_triples(self, meta: Any, values: dict[str, Any]) -> dict[str, tuple]:
+        """name -> (value, dtype, is_null); hidden attributes of unsupported types are
+        skipped, since netCDF readers never show them."""
+        from ..format.metadata import attribute_dtype
+
         out = {}
         for name, a in meta.attributes.items():
-            dt = netcdf_dtype = None
             try:
-                from ..format.metadata import attribute_dtype
-
                 dt = attribute_dtype(meta.key, name, a.type_json, self.session.resolve_type)
             except UnsupportedTypeError:
                 if name in netcdf.HIDDEN_ATTRS:
                     continue
                 raise
-            netcdf_dtype = dt
-            out[name] = (values.get(name), netcdf_dtype, a.space.is_null)
+            out[name] = (values.get(name), dt, a.space.is_null)
         return out
 
     def get_variables(self) -> FrozenDict:
