@@ -1,7 +1,7 @@
 """``h5dask demo``: the whole system on one machine, start to finish.
 
 Starts an embedded SeaweedFS (real S3) and the active-storage server on free ports,
-loads the real netCDF-4 files of the shared data folder and a synthetic climate
+loads the real netCDF-4 sample files (tests/data) and a synthetic climate
 dataset, opens them with ``engine="h5cloud"`` on a dask ``LocalCluster``, computes a
 monthly climatology and a global mean (locally and pushed down), prints a report,
 saves a PNG map, and shuts everything down, also on Ctrl-C.
@@ -23,12 +23,11 @@ import numpy as np
 BUCKET = "h5dask-demo"
 
 
-def shared_data_dir() -> Path | None:
-    """The shared data folder: $H5DASK_DEMO_DATA, else ../shared/data next to the repo."""
+def sample_data_dir() -> Path | None:
+    """The real netCDF-4 sample files: $H5DASK_DEMO_DATA, else ``tests/data`` of the clone."""
     env = os.environ.get("H5DASK_DEMO_DATA")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    candidates.append(Path.cwd().parent / "shared" / "data")
+    candidates.append(Path(__file__).resolve().parents[1] / "tests" / "data")
     return next((p for p in candidates if p.is_dir()), None)
 
 
@@ -146,10 +145,10 @@ def run_demo(size_mib: int = 256, output: str = "demo-output", workers: int = 2)
 def _ingest(options: dict, say: Any) -> dict:
     from h5dask.ingest.load import load_file
 
-    data = shared_data_dir()
+    data = sample_data_dir()
     loaded = []
     if data is None:
-        say("  (no shared data folder found: set H5DASK_DEMO_DATA to load real files)")
+        say("  (no sample data folder found: set H5DASK_DEMO_DATA to load real files)")
         return {"loaded": loaded}
     for path in sorted(data.glob("*.nc")):
         url = f"s3://{BUCKET}/home/demo/{path.name}"

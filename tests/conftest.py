@@ -21,8 +21,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The team's shared data directory, ``<project root>/../shared/data``."""
-    return PROJECT_ROOT.parent / "shared" / "data"
+    """The real netCDF-4 files shipped with the tests, ``tests/data`` (see its README)."""
+    return PROJECT_ROOT / "tests" / "data"
 
 
 # --------------------------------------------------------------------------------------
