@@ -4,6 +4,11 @@ One ``weed server`` process runs master, volume server, filer and S3 gateway on
 free ports ``P..P+3`` (gRPC on ``P+10000..P+10003``), with its data in a
 temporary directory unless one is given.
 
+Nothing outlives the Python process that started the server: ``weed`` runs in its own
+process group, which :meth:`SeaweedFS.stop` (and, for a server never stopped, e.g. in a
+notebook whose cell failed, a finalizer at interpreter exit) terminates, removing the
+temporary directory as well.
+
 Example::
 
     import s3fs
@@ -21,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +34,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any, Self
 
@@ -77,6 +84,22 @@ def _free_base_port() -> int:
     raise RuntimeError("no free group of ports found for SeaweedFS")
 
 
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
+    """SIGTERM the process group led by ``proc``, SIGKILL it after ``timeout`` s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+
+
 class _PortInUse(Exception):
     """The server died at start because one of its ports was taken meanwhile."""
 
@@ -110,6 +133,9 @@ class SeaweedFS:
         self._own_dir = data_dir is None
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # at interpreter exit: stop a server never stopped, remove its temporary directory
+        self._kill_at_exit: weakref.finalize | None = None
+        self._rmtree_at_exit: weakref.finalize | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -120,6 +146,8 @@ class SeaweedFS:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="h5dask-weed-"))
             self._own_dir = True
+            self._rmtree_at_exit = weakref.finalize(self, shutil.rmtree, str(self.data_dir),
+                                                    ignore_errors=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         identities = {
             "identities": [
@@ -258,9 +286,13 @@ class SeaweedFS:
         with open(self.log_path, "ab") as log:
             log.write(f"\n# {' '.join(cmd)}\n".encode())
             log.flush()
+            # its own process group: stop() ends weed and anything it started, and a
+            # Ctrl-C in the terminal reaches only Python, which stops weed in order
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+        self._kill_at_exit = weakref.finalize(self, _kill_group, self._proc)
         self.port = port
         self._wait_ready()
 
@@ -293,14 +325,11 @@ class SeaweedFS:
 
     def _terminate(self, timeout: float = 2.0) -> None:
         proc, self._proc = self._proc, None
+        if self._kill_at_exit is not None:
+            self._kill_at_exit.detach()
+            self._kill_at_exit = None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _kill_group(proc, timeout)
             self._remove_sockets()
         self.port = None
 
@@ -324,3 +353,6 @@ class SeaweedFS:
         if self._own_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
+        if self._rmtree_at_exit is not None:
+            self._rmtree_at_exit.detach()
+            self._rmtree_at_exit = None
