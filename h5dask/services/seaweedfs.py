@@ -5,9 +5,10 @@ free ports ``P..P+3`` (gRPC on ``P+10000..P+10003``), with its data in a
 temporary directory unless one is given.
 
 Nothing outlives the Python process that started the server: ``weed`` runs in its own
-process group, which :meth:`SeaweedFS.stop` (and, for a server never stopped, e.g. in a
-notebook whose cell failed, a finalizer at interpreter exit) terminates, removing the
-temporary directory as well.
+process group, which :meth:`SeaweedFS.stop` terminates; a watcher process
+(:mod:`h5dask.services.reaper`) does the same, and removes the temporary directory, when
+the Python process ends without stopping it (a notebook whose cell failed, a kernel
+killed at shutdown, a script that forgot ``stop``) or drops the ``SeaweedFS`` object.
 
 Example::
 
@@ -26,7 +27,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,9 +34,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
 from typing import Any, Self
+
+from .reaper import terminate_group, watch
 
 __all__ = ["SeaweedFS", "find_weed"]
 
@@ -84,22 +85,6 @@ def _free_base_port() -> int:
     raise RuntimeError("no free group of ports found for SeaweedFS")
 
 
-def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 2.0) -> None:
-    """SIGTERM the process group led by ``proc``, SIGKILL it after ``timeout`` s."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait()
-
-
 class _PortInUse(Exception):
     """The server died at start because one of its ports was taken meanwhile."""
 
@@ -133,9 +118,7 @@ class SeaweedFS:
         self._own_dir = data_dir is None
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        # at interpreter exit: stop a server never stopped, remove its temporary directory
-        self._kill_at_exit: weakref.finalize | None = None
-        self._rmtree_at_exit: weakref.finalize | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None  # see h5dask.services.reaper
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -146,8 +129,6 @@ class SeaweedFS:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="h5dask-weed-"))
             self._own_dir = True
-            self._rmtree_at_exit = weakref.finalize(self, shutil.rmtree, str(self.data_dir),
-                                                    ignore_errors=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         identities = {
             "identities": [
@@ -292,7 +273,7 @@ class SeaweedFS:
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._kill_at_exit = weakref.finalize(self, _kill_group, self._proc)
+        self._watcher = watch(self._proc.pid, str(self.data_dir) if self._own_dir else None)
         self.port = port
         self._wait_ready()
 
@@ -325,12 +306,16 @@ class SeaweedFS:
 
     def _terminate(self, timeout: float = 2.0) -> None:
         proc, self._proc = self._proc, None
-        if self._kill_at_exit is not None:
-            self._kill_at_exit.detach()
-            self._kill_at_exit = None
         if proc is not None:
-            _kill_group(proc, timeout)
+            terminate_group(proc.pid, lambda: proc.poll() is None, timeout)
+            proc.wait()
             self._remove_sockets()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:  # its server is gone: end it without its clean-up (a
+            watcher.terminate()  # retried start reuses the directory)
+            watcher.wait()
+            if watcher.stdin is not None:
+                watcher.stdin.close()
         self.port = None
 
     def _log_tail(self, lines: int = 30) -> str:
@@ -353,6 +338,3 @@ class SeaweedFS:
         if self._own_dir and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
-        if self._rmtree_at_exit is not None:
-            self._rmtree_at_exit.detach()
-            self._rmtree_at_exit = None
