@@ -99,3 +99,13 @@ class ReadOnlyError(H5DaskError, PermissionError):
 
 class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
+
+
+class MissingExtraError(H5DaskError, ImportError):
+    """A feature needs packages of an extra that is not installed (``pip install
+    "h5dask[EXTRA]"``)."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(f"{feature} needs {missing}, which is not installed: "
+                         f'run pip install "h5dask[{extra}]"')
+        self.extra = extra
