@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prove that a clone alone is enough (issue 14): copy this checkout (its tracked and
 # untracked-but-not-ignored files; no .venv, nothing from outside the repository) into a
-# fresh folder under /tmp, with no ../shared or other sibling beside it, and run there,
+# fresh folder under /tmp, with no sibling folder (no shared data) beside it, and run there,
 # from scratch, the README's commands: by default ci/test.sh (set-up + the whole suite),
 # a small ci/demo.sh, then ci/bench-quick.sh on the same fresh .venv. Give other
 # commands as arguments, e.g. `ci/from-clone.sh ci/demo.sh --size-mib 16`.
