@@ -153,6 +153,14 @@ def test_a_failing_cell_leaves_nothing_behind(path, monkeypatch, tmp_path):
     assert _leftovers(tmpdir) == ([], [])
 
 
+def test_servers_are_started_in_with_blocks_not_by_hand():
+    """Context managers are used as such: a server entered by hand is never left."""
+    for path in NOTEBOOKS:
+        source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells)
+        assert "__enter__" not in source and "__exit__" not in source, path.name
+        assert "load_file" not in source, f"{path.name}: use the public h5dask.load"
+
+
 def _refresh(paths: list[Path]) -> None:
     """Execute the notebooks in place and store their normalised outputs."""
     for path in paths:
@@ -163,3 +171,4 @@ def _refresh(paths: list[Path]) -> None:
 
 if __name__ == "__main__":
     _refresh([Path(p) for p in sys.argv[1:]] or NOTEBOOKS)
+
