@@ -643,9 +643,9 @@ class File(Group):
     default only the domain's own store (on S3, any bucket of the same endpoint) and
     what ``H5DASK_ALLOWED_LINK_PREFIXES`` lists (see :mod:`h5dask.storage.links`).
 
-    >>> with File("memory://bucket/home/doc.h5", "w") as f:
+    >>> with File("memory://doctest-file/home/doc.h5", "w") as f:
     ...     _ = f.create_dataset("x", data=[1, 2, 3])
-    >>> File("memory://bucket/home/doc.h5", allowed_link_prefixes=["file:///data/"])["x"][:]
+    >>> File("memory://doctest-file/home/doc.h5", allowed_link_prefixes=["file:///data/"])["x"][:]
     array([1, 2, 3])
     """
 
