@@ -382,3 +382,13 @@ def test_load_link_of_a_local_file_into_s3_is_refused(outside_h5: Path, s3_bucke
         load_file(outside_h5, url, link=True, progress=False, storage_options=storage_options)
     with pytest.raises(DomainNotFoundError):
         h5dask.File(url, storage_options=storage_options)
+
+
+# -- a linked file that is gone: an error, never fill values --------------------------------
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_missing_linked_file_is_an_error_not_fill_values(reader: str,
+                                                           tree: dict[str, Path]) -> None:
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    linked_domain(url, None, (tree["root"] / "files" / "gone.h5").as_uri())
+    with pytest.raises(StorageError, match="gone.h5.*does not exist"):
+        READERS[reader](url, None)
