@@ -176,7 +176,11 @@ class H5CloudStore(AbstractDataStore):
         try:
             source = self._source(meta)
         except H5DaskError as exc:
-            raise type(exc)(f"variable {name!r}: {exc}") from exc
+            # name the variable, keeping the error's type and fields (MetadataError.key,
+            # LinkedReferenceRefused.uri, ...): a new instance could not be built from
+            # the message alone
+            exc.args = (f"variable {name!r}: {exc}",)
+            raise
         shape = meta.shape or ()
         array = H5CloudArray(source, shape, meta.dtype, name, self.active)
         data = indexing.LazilyIndexedArray(array)

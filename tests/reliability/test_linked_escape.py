@@ -161,6 +161,7 @@ def check(read: Callable[..., np.ndarray], url: str, options: dict | None, uri: 
         read(url, options, **kwargs)
     message = str(info.value)
     assert repr(uri) in message and "secret" in message
+    assert info.value.uri == uri and info.value.dataset  # kept through the xarray backend
     assert ("allowed_link_prefixes" in message) == (expect == "allowable")
     assert canary.requests == before, "a refused reference made a request"
 
@@ -246,6 +247,27 @@ def test_every_linked_layout_is_checked(layout: str, tree: dict[str, Path],
         read_file(url, None)
     allowed = [tree["outside"].parent.as_uri()]
     assert bytes(read_file(url, None, allowed_link_prefixes=allowed)) == SECRET
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_bad_chunk_table_is_a_metadata_error(reader: str, tree: dict[str, Path]) -> None:
+    """Errors of a linked layout reach xarray users as the same h5dask error."""
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("secret", shape=(N,), dtype="u1")
+        table_id = f.create_dataset("table", data=np.zeros(1, "i8")).id  # not a compound
+    with h5dask.File(url) as f:
+        key = f["secret"]._meta.key
+    store = open_location(url).store
+    obj = json.loads(sync(store.get(key, kind="metadata")))
+    linked = {"class": "H5D_CHUNKED_REF_INDIRECT", "chunk_table": table_id, "dims": [N],
+              "file_uri": tree["inside"].as_uri()}
+    obj["creationProperties"].update(layout=linked, filters=[])
+    obj["layout"] = linked
+    sync(store.put(key, json.dumps(obj).encode(), kind="metadata"))
+    with pytest.raises(h5dask.MetadataError, match="offset and size") as info:
+        READERS[reader](url, None)
+    assert info.value.key == key
 
 
 # -- S3 domains (SeaweedFS) -------------------------------------------------------------
