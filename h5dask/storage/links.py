@@ -110,7 +110,7 @@ class LinkPolicy:
         if found is not None:
             return found
         if not self.allows(uri):
-            suggestion = uri.rsplit("/", 1)[0] + "/"
+            suggestion = (canonical_url(uri) or uri).rsplit("/", 1)[0] + "/"
             raise LinkedReferenceRefused(
                 f"{dataset} links to the file {uri!r}, outside the domain's store "
                 f"{store.root_url}: by default a linked dataset may only read objects of "
@@ -121,8 +121,9 @@ class LinkPolicy:
                 dataset, uri)
         from . import open_object
 
+        real = canonical_url(uri) if urlsplit(uri).scheme in ("", "file") else None
         try:  # a local file by its real path, as allows() judged it
-            return open_object(canonical_url(uri) or uri, store.tuning_options())
+            return open_object(real or uri, store.tuning_options())
         except (ValueError, ImportError) as exc:
             raise LinkedReferenceRefused(
                 f"{dataset} links to the file {uri!r}, which is allowed but cannot be "
@@ -167,9 +168,9 @@ def malformed(uri: object) -> str | None:
 
 
 def canonical_url(url: str) -> str | None:
-    """``url`` in the form allow-list prefixes are compared in: scheme and host in lower
-    case (an S3 bucket name as it is), ``s3a`` as ``s3``; a local path or ``file://`` URL
-    as the ``file://`` URL of its real path (symlinks resolved). None for what is not
+    """``url`` in the form allow-list prefixes are compared in: the scheme (and an HTTP
+    host) in lower case, ``s3a`` as ``s3``; a local path or ``file://`` URL as the
+    ``file://`` URL of its real path (symlinks resolved). None for what is not
     absolute (HSDS's relative ``bucket/key`` form resolves only inside the domain's store).
 
     >>> canonical_url("S3A://Bucket/x.h5"), canonical_url("https://Host:8443/a")
@@ -188,9 +189,9 @@ def canonical_url(url: str) -> str | None:
         return real + ("/" if path.endswith("/") and not real.endswith("/") else "")
     if not scheme:
         return None
-    if scheme in ("s3", "s3a"):  # bucket names may have upper case (legacy, other stores)
-        return f"s3://{parts.netloc}{parts.path}"
-    return f"{scheme}://{parts.netloc.lower()}{parts.path}"
+    scheme = "s3" if scheme == "s3a" else scheme
+    host = parts.netloc.lower() if scheme in ("http", "https") else parts.netloc
+    return f"{scheme}://{host}{parts.path}"
 
 
 __all__ = ["ENV_VAR", "LinkPolicy", "canonical_url", "malformed"]

@@ -18,7 +18,9 @@ bucket controls. The matrix below links a dataset to each kind of target, on a
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -164,6 +166,10 @@ def check(read: Callable[..., np.ndarray], url: str, options: dict | None, uri: 
     assert info.value.uri == uri and info.value.dataset  # kept through the xarray backend
     assert ("allowed_link_prefixes" in message) == (expect == "allowable")
     assert canary.requests == before, "a refused reference made a request"
+    if expect == "allowable" and uri != "file:///etc/passwd":
+        # the message says how to allow it, and that works
+        suggested = ast.literal_eval(re.search(r"allowed_link_prefixes=(\[.*?\])", message)[1])
+        assert bytes(read(url, options, allowed_link_prefixes=suggested)) == SECRET
 
 
 # -- file:// domains --------------------------------------------------------------------
