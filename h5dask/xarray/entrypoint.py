@@ -37,7 +37,7 @@ class LazyH5CloudEntrypoint(BackendEntrypoint):
     open_dataset_parameters = (
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
-        "storage_options", "active_storage_url", "active_storage",
+        "storage_options", "active_storage_url", "active_storage", "allowed_link_prefixes",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
