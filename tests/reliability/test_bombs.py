@@ -26,8 +26,10 @@ import h5py
 import numcodecs
 import numpy as np
 import pytest
+import xarray as xr
 
 import h5dask
+from h5dask.errors import MetadataError
 from h5dask.format import ids
 from h5dask.ingest import load_file
 from h5dask.storage import open_location, sync
@@ -131,3 +133,25 @@ def test_healthy_chunks_of_every_codec_still_read(bombs: dict) -> None:
             np.testing.assert_array_equal(f[f"ok_{kind}"][...], np.arange(512, dtype="<f4"))
     with h5dask.File(bombs["linked_url"], storage_options=bombs["options"]) as f:
         np.testing.assert_array_equal(f["ok_linked_gzip"][...], np.arange(512, dtype="<f4"))
+
+
+# -- metadata that claims more than it holds ------------------------------------------------
+def test_an_attribute_claiming_2_to_the_40_elements_is_a_metadata_error(tmp_path: Path) -> None:
+    """The dataspace of an attribute says 2**40 elements, its JSON value holds 3: the
+    element count is checked against the value before anything is allocated."""
+    url = f"file://{tmp_path}/attr.h5"
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("v", data=np.arange(4.0))
+        f["v"].attrs["big"] = np.arange(3)
+        key = f["v"]._meta.key
+    store = open_location(url).store
+    obj = json.loads(sync(store.get(key)))
+    obj["attributes"]["big"]["shape"] = {"class": "H5S_SIMPLE", "dims": [2**40]}
+    sync(store.put(key, json.dumps(obj).encode()))
+
+    with h5dask.File(url) as f, pytest.raises(MetadataError) as info:
+        f["v"].attrs["big"]
+    assert key in str(info.value) and "'big'" in str(info.value)
+    assert "1099511627776" in str(info.value)
+    with pytest.raises(MetadataError, match="attribute 'big'"):
+        xr.open_dataset(url, engine="h5cloud")
