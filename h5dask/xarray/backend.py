@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -25,10 +26,12 @@ from ..domain import DomainSession
 from ..errors import (
     H5DaskError,
     ObjectNotFoundError,
+    SizeLimitError,
     UnsupportedFilterError,
     UnsupportedTypeError,
 )
 from ..format import ids
+from ..format.chunks import normalize_selection
 from ..format.metadata import DatasetMeta, GroupMeta
 from ..format.types import has_vlen
 from ..storage import open_location
@@ -37,19 +40,34 @@ from . import netcdf
 DOCS_URL = "https://github.com/h5dask/h5dask#readme"
 
 
-class H5CloudArray(BackendArray):
-    """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`)."""
+#: The most bytes of a dimension coordinate that opening loads (xarray reads dimension
+#: coordinates whole to build their indexes); ``max_coordinate_bytes=`` changes it
+MAX_COORDINATE_BYTES = 256 << 20
+#: With ``chunks={}``, a dimension split into more chunk objects than this gets dask
+#: blocks of several whole chunk objects, so that the task graph (whose size dask makes
+#: proportional to the blocks per dimension) stays small for any metadata
+MAX_BLOCKS_PER_DIMENSION = 1 << 18
 
-    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name", "active")
+
+class H5CloudArray(BackendArray):
+    """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`).
+
+    ``max_read_bytes`` (for dimension coordinates, which xarray loads at open) refuses
+    reads larger than that with a SizeLimitError saying how to raise the limit."""
+
+    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name", "active",
+                 "max_read_bytes")
 
     def __init__(self, source: ArraySource, shape: tuple[int, ...], dtype: np.dtype,
-                 variable_name: str, active: Any = None) -> None:
+                 variable_name: str, active: Any = None,
+                 max_read_bytes: int | None = None) -> None:
         self.source = source
         self.active = active  # an ActiveConfig when reductions may be pushed down
         self.shape = shape
         self.scalar = shape == ()
         self.dtype = np.dtype(object) if has_vlen(dtype) else dtype
         self.variable_name = variable_name
+        self.max_read_bytes = max_read_bytes
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(
@@ -58,11 +76,25 @@ class H5CloudArray(BackendArray):
     def _getitem(self, key: tuple) -> np.ndarray:
         if self.scalar:
             return self.source.read((0,)).reshape(())
+        if self.max_read_bytes is not None:
+            self._check_size(key)
         return self.source.read(key)
+
+    def _check_size(self, key: tuple) -> None:
+        _, out_shape = normalize_selection(key, self.shape)
+        nbytes = math.prod(out_shape) * self.source.dtype.itemsize
+        if self.max_read_bytes is not None and nbytes > self.max_read_bytes:
+            raise SizeLimitError(
+                f"dimension coordinate {self.variable_name!r} of {self.source.dataset_id}: "
+                f"reading {math.prod(out_shape)} values ({nbytes} bytes) exceeds "
+                f"max_coordinate_bytes={self.max_read_bytes}, the most h5dask loads for a "
+                "coordinate, which xarray reads whole at open to index it. If it is "
+                "genuine, pass max_coordinate_bytes=<bytes> (or None: no limit) to "
+                f"xr.open_dataset, or drop_variables=[{self.variable_name!r}]")
 
     def __reduce__(self) -> tuple:
         return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name,
-                               self.active))
+                               self.active, self.max_read_bytes))
 
 
 @dataclass
@@ -135,6 +167,7 @@ class H5CloudStore(AbstractDataStore):
                  tree: dict[str, GroupNode] | None = None, active: Any = None) -> None:
         self.session = session
         self.active = active
+        self.max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES
         self.tree = tree if tree is not None else load_tree(session)
         self.group = _normalize_group(group)
         if self.group not in self.tree:
@@ -202,7 +235,9 @@ class H5CloudStore(AbstractDataStore):
         except H5DaskError as exc:
             raise type(exc)(f"variable {name!r}: {exc}") from exc
         shape = meta.shape or ()
-        array = H5CloudArray(source, shape, meta.dtype, name, self.active)
+        is_index = len(dims) == 1 and dims[0] == name  # xarray loads it at open
+        array = H5CloudArray(source, shape, meta.dtype, name, self.active,
+                             self.max_coordinate_bytes if is_index else None)
         data = indexing.LazilyIndexedArray(array)
         attrs = _read_attributes(
             netcdf.public_attributes(self._attr_triples(meta, node.attrs_of[name])), name)
@@ -214,12 +249,13 @@ class H5CloudStore(AbstractDataStore):
         if chunks and meta.layout.cls.startswith("H5D_CHUNKED"):
             encoding["chunksizes"] = chunks
             encoding["contiguous"] = False
-            encoding["preferred_chunks"] = dict(zip(dims, chunks))
         else:
             encoding["contiguous"] = True
             encoding["chunksizes"] = None
-            if chunks:
-                encoding["preferred_chunks"] = dict(zip(dims, chunks))
+        if chunks:
+            # (an index coordinate is loaded at open, not split in dask blocks)
+            blocks = chunks if is_index else _block_shape(name, shape, chunks)
+            encoding["preferred_chunks"] = dict(zip(dims, blocks))
         codec = meta.codec
         if codec.compressor == "gzip":
             encoding["zlib"] = True
@@ -286,6 +322,27 @@ class H5CloudStore(AbstractDataStore):
         pass
 
 
+def _block_shape(name: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """The dask block shape ``chunks={}`` gives: the chunk shape, or along a dimension of
+    more than MAX_BLOCKS_PER_DIMENSION chunk objects the smallest multiple of it that
+    keeps the blocks under that number (each block still reads whole chunk objects).
+
+    >>> _block_shape("v", (2**22, 10), (1, 10))
+    (16, 10)
+    """
+    blocks = []
+    for n, c in zip(shape, chunks):
+        nchunks = (n + c - 1) // c
+        blocks.append(c * max(math.ceil(nchunks / MAX_BLOCKS_PER_DIMENSION), 1))
+    if tuple(blocks) != tuple(chunks):
+        warnings.warn(f"variable {name!r} has more than {MAX_BLOCKS_PER_DIMENSION} chunk "
+                      f"objects along a dimension (shape {shape}, chunks {chunks}); with "
+                      f"chunks={{}} its dask blocks are {tuple(blocks)}, several chunk objects "
+                      "each, to keep the task graph small. Pass chunks= to choose.",
+                      stacklevel=2)
+    return tuple(blocks)
+
+
 def _read_attributes(attrs: dict[str, Any], where: str) -> dict[str, Any]:
     """Bytes attributes decoded to str, as xarray's h5netcdf backend does (GH451) on top
     of h5netcdf's own normalisation: netCDF-C writes one-character text attributes such
@@ -332,7 +389,7 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     open_dataset_parameters = (
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
-        "storage_options", "active_storage_url", "active_storage",
+        "storage_options", "active_storage_url", "active_storage", "max_coordinate_bytes",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -362,9 +419,11 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         storage_options: Mapping[str, Any] | None = None,
         active_storage_url: str | None = None,
         active_storage: str | bool | None = None,
+        max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES,
     ) -> Any:
         store = self._store(filename_or_obj, group, storage_options)
         store.active = _active_config(active_storage_url, active_storage)
+        store.max_coordinate_bytes = max_coordinate_bytes
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
             concat_characters=concat_characters, decode_coords=decode_coords,

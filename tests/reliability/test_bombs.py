@@ -29,10 +29,11 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.errors import MetadataError
+from h5dask.errors import MetadataError, SizeLimitError
 from h5dask.format import ids
 from h5dask.ingest import load_file
 from h5dask.storage import open_location, sync
+from h5dask.xarray.backend import MAX_BLOCKS_PER_DIMENSION
 
 BOMB = 128 << 20  # what every bomb decodes to
 CHUNK = (256,)  # float32: 1 KiB chunks, two per variable
@@ -155,3 +156,57 @@ def test_an_attribute_claiming_2_to_the_40_elements_is_a_metadata_error(tmp_path
     assert "1099511627776" in str(info.value)
     with pytest.raises(MetadataError, match="attribute 'big'"):
         xr.open_dataset(url, engine="h5cloud")
+
+
+# -- open-time bombs: a few KB of metadata claiming millions of chunks --------------------
+OPEN_CHUNKS = 2**22
+
+
+def dimension_scale(f: h5dask.File, name: str, **kw: Any) -> None:
+    """A dataset that xarray reads as the dimension coordinate ``name`` (a netCDF
+    dimension scale), with no chunk stored."""
+    x = f.create_dataset(name, **kw)
+    x.attrs["CLASS"] = np.bytes_(b"DIMENSION_SCALE")
+    x.attrs["NAME"] = np.bytes_(name.encode())
+
+
+def test_opening_2_to_the_22_chunks_costs_metadata_not_chunks(tmp_path: Path) -> None:
+    """A variable and its dimension coordinate of 2**22 one-element chunks (metadata of a
+    few KB, no chunk stored): the open does no per-chunk request and stays under 200 MB
+    and a few CPU seconds (before: 4 KB and a GET per chunk, minutes)."""
+    url = f"file://{tmp_path}/open.h5"
+    with h5dask.File(url, "w") as f:
+        dimension_scale(f, "x", shape=(OPEN_CHUNKS,), dtype="<f8", chunks=(1,), fillvalue=0.5)
+        f.create_dataset("v", shape=(OPEN_CHUNKS,), dtype="<f4", chunks=(1,))
+    run = subprocess.run([sys.executable, str(READER.with_name("open_reader.py")), url],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["coords"] == {"x": OPEN_CHUNKS}
+    # no per-chunk work: at most one LIST for the coordinate, no GET per chunk
+    assert got["chunk_stats"]["read_requests"] <= 1, got["chunk_stats"]
+    # dask's graph grows with the blocks per dimension: they are bounded
+    (blocks,) = got["numblocks"]["v"]
+    assert blocks <= MAX_BLOCKS_PER_DIMENSION < OPEN_CHUNKS
+    assert any("dask blocks" in w for w in got["warnings"]), got["warnings"]
+    assert got["added"] < 200 << 20, f"the open took {got['added'] >> 20} MB"
+    # CPU seconds of the child, not wall time (0.1 s measured; 2 s is the promise)
+    assert got["cpu_seconds"] < 2, got["cpu_seconds"]
+
+
+def test_a_2_to_the_28_value_coordinate_fails_clearly_and_the_limit_can_be_raised(
+        tmp_path: Path) -> None:
+    url = f"file://{tmp_path}/coord.h5"
+    with h5dask.File(url, "w") as f:
+        dimension_scale(f, "x", shape=(2**28,), dtype="<f8", chunks=(2**20,))
+        dimension_scale(f, "small", shape=(4096,), dtype="<f8", chunks=(512,), fillvalue=1.0)
+    with pytest.raises(SizeLimitError, match="max_coordinate_bytes") as info:
+        xr.open_dataset(url, engine="h5cloud", chunks={})
+    assert "'x'" in str(info.value) and "2147483648 bytes" in str(info.value)
+    ds = xr.open_dataset(url, engine="h5cloud", chunks={}, drop_variables=["x"])
+    assert ds["small"].size == 4096
+
+    with pytest.raises(SizeLimitError):
+        xr.open_dataset(url, engine="h5cloud", drop_variables=["x"], max_coordinate_bytes=1024)
+    ds = xr.open_dataset(url, engine="h5cloud", drop_variables=["x"], max_coordinate_bytes=None)
+    assert (ds["small"].values == 1.0).all()
