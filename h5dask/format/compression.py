@@ -114,7 +114,7 @@ def blosc_header(data: bytes | memoryview) -> BloscHeader | None:
 
 
 def blosc_decompress(data: bytes | memoryview, limit: int,
-                     out: np.ndarray | None = None) -> bytes | None:
+                     out: np.ndarray | None = None) -> bytes | bytearray | None:
     """Decode one Blosc frame of at most ``limit`` bytes, into ``out`` (a C-contiguous
     array of exactly the frame's size; returns None) or into new bytes.
 
@@ -146,10 +146,11 @@ def blosc_decompress(data: bytes | memoryview, limit: int,
         out.reshape(-1).view(np.uint8)[:] = np.frombuffer(body, np.uint8)
         return None
     if header.compressor_code == _ZLIB_FORMAT and not header.flags & (_BITSHUFFLE | 0x08):
-        target = np.empty(header.nbytes, np.uint8) if out is None else \
+        buffer = bytearray(header.nbytes) if out is None else None
+        target = np.frombuffer(buffer, np.uint8) if buffer is not None else \
             out.reshape(-1).view(np.uint8)
         _blosc_zlib_into(memoryview(data).cast("B"), header, target)
-        return target.tobytes() if out is None else None
+        return buffer
     try:
         if out is None:
             decoded = _blosc.decompress(data)
