@@ -198,11 +198,15 @@ class ArraySource:
     def read(self, selection: Any = ()) -> np.ndarray:
         """Synchronous :meth:`read_async`. A selection inside one chunk (a dask block of
         a variable chunked as stored) is read in the calling thread."""
-        if self.grid.count(selection) != 1:
-            return sync(self.read_async(selection))
-        _, out_shape = normalize_selection(selection, self.shape)
+        sel, out_shape = normalize_selection(selection, self.shape)
+        if self.grid.count(sel) != 1:
+            return sync(self.read_async(sel))
+        index = tuple((s if isinstance(s, int) else s.start) // c
+                      for s, c in zip(sel, self.chunks))
+        piece = self.grid.piece(index, sel)
+        assert piece is not None
         out = np.empty(out_shape, dtype=self.dtype)
-        self._read_piece_sync(self.grid.plan(selection)[0], out)
+        self._read_piece_sync(piece, out)
         return out
 
     # -- writing ------------------------------------------------------------------
