@@ -14,28 +14,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from xarray.backends.common import AbstractDataStore, BackendArray, BackendEntrypoint
+from xarray.backends.common import AbstractDataStore, BackendEntrypoint
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
+from ..active.config import ActiveConfig, resolve_active_config
 from ..chunkio import ArraySource
 from ..domain import DomainSession
 from ..errors import (
     H5DaskError,
     ObjectNotFoundError,
-    SizeLimitError,
     UnsupportedFilterError,
     UnsupportedTypeError,
 )
 from ..format import ids
-from ..format.chunks import normalize_selection
 from ..format.metadata import DatasetMeta, GroupMeta
-from ..format.types import has_vlen
 from ..storage import open_location
 from . import netcdf
+from .array import H5CloudArray
 
 DOCS_URL = "https://github.com/h5dask/h5dask#readme"
 
@@ -47,54 +45,6 @@ MAX_COORDINATE_BYTES = 256 << 20
 #: blocks of several whole chunk objects, so that the task graph (whose size dask makes
 #: proportional to the blocks per dimension) stays small for any metadata
 MAX_BLOCKS_PER_DIMENSION = 1 << 18
-
-
-class H5CloudArray(BackendArray):
-    """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`).
-
-    ``max_read_bytes`` (for dimension coordinates, which xarray loads at open) refuses
-    reads larger than that with a SizeLimitError saying how to raise the limit."""
-
-    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name", "active",
-                 "max_read_bytes")
-
-    def __init__(self, source: ArraySource, shape: tuple[int, ...], dtype: np.dtype,
-                 variable_name: str, active: Any = None,
-                 max_read_bytes: int | None = None) -> None:
-        self.source = source
-        self.active = active  # an ActiveConfig when reductions may be pushed down
-        self.shape = shape
-        self.scalar = shape == ()
-        self.dtype = np.dtype(object) if has_vlen(dtype) else dtype
-        self.variable_name = variable_name
-        self.max_read_bytes = max_read_bytes
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
-
-    def _getitem(self, key: tuple) -> np.ndarray:
-        if self.scalar:
-            return self.source.read((0,)).reshape(())
-        if self.max_read_bytes is not None:
-            self._check_size(key)
-        return self.source.read(key)
-
-    def _check_size(self, key: tuple) -> None:
-        _, out_shape = normalize_selection(key, self.shape)
-        nbytes = math.prod(out_shape) * self.source.dtype.itemsize
-        if self.max_read_bytes is not None and nbytes > self.max_read_bytes:
-            raise SizeLimitError(
-                f"dimension coordinate {self.variable_name!r} of {self.source.dataset_id}: "
-                f"reading {math.prod(out_shape)} values ({nbytes} bytes) exceeds "
-                f"max_coordinate_bytes={self.max_read_bytes}, the most h5dask loads for a "
-                "coordinate, which xarray reads whole at open to index it. If it is "
-                "genuine, pass max_coordinate_bytes=<bytes> (or None: no limit) to "
-                f"xr.open_dataset, or drop_variables=[{self.variable_name!r}]")
-
-    def __reduce__(self) -> tuple:
-        return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name,
-                               self.active, self.max_read_bytes))
 
 
 @dataclass
@@ -462,20 +412,11 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         return DataTree.from_dict(groups)
 
 
-def _active_config(url: str | None, mode: str | bool | None) -> Any:
-    """The active-storage settings: ``active_storage_url`` (or H5DASK_ACTIVE_STORAGE_URL),
-    and ``active_storage``: True/"auto" (fall back locally), "require", or False (off)."""
-    if mode is False or mode == "off":
-        return None
-    url = url or os.environ.get("H5DASK_ACTIVE_STORAGE_URL")
-    if not url:
-        if mode not in (None, True, "auto"):
-            raise ValueError("active_storage='require' needs active_storage_url= or "
-                             "H5DASK_ACTIVE_STORAGE_URL")
-        return None
-    if mode not in (None, True, "auto", "require"):
-        raise ValueError(f"active_storage must be 'auto', 'require' or False, not {mode!r}")
-    from ..active.pushdown import ActiveConfig, install
+def _active_config(url: str | None, mode: str | bool | None) -> ActiveConfig | None:
+    """The active-storage settings; installs pushdown when a server is configured."""
+    config = resolve_active_config(url, mode)
+    if config is not None:
+        from ..active.pushdown import enable_pushdown
 
-    install()
-    return ActiveConfig(url, require=mode == "require")
+        enable_pushdown(config)
+    return config
