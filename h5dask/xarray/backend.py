@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -35,6 +36,14 @@ from ..storage.links import LinkPolicy
 from . import netcdf
 from .array import H5CloudArray
 from .entrypoint import LazyH5CloudEntrypoint
+
+#: The most bytes of a dimension coordinate that opening loads (xarray reads dimension
+#: coordinates whole to build their indexes); ``max_coordinate_bytes=`` changes it
+MAX_COORDINATE_BYTES = 256 << 20
+#: With ``chunks={}``, a dimension split into more chunk objects than this gets dask
+#: blocks of several whole chunk objects, so that the task graph (whose size dask makes
+#: proportional to the blocks per dimension) stays small for any metadata
+MAX_BLOCKS_PER_DIMENSION = 1 << 18
 
 
 @dataclass
@@ -107,6 +116,7 @@ class H5CloudStore(AbstractDataStore):
                  tree: dict[str, GroupNode] | None = None, active: Any = None) -> None:
         self.session = session
         self.active = active
+        self.max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES
         self.tree = tree if tree is not None else load_tree(session)
         self.group = _normalize_group(group)
         if self.group not in self.tree:
@@ -181,7 +191,9 @@ class H5CloudStore(AbstractDataStore):
             exc.args = (f"variable {name!r}: {exc}",)
             raise
         shape = meta.shape or ()
-        array = H5CloudArray(source, shape, meta.dtype, name, self.active)
+        is_index = len(dims) == 1 and dims[0] == name  # xarray loads it at open
+        array = H5CloudArray(source, shape, meta.dtype, name, self.active,
+                             self.max_coordinate_bytes if is_index else None)
         data = indexing.LazilyIndexedArray(array)
         attrs = _read_attributes(
             netcdf.public_attributes(self._attr_triples(meta, node.attrs_of[name])), name)
@@ -193,12 +205,13 @@ class H5CloudStore(AbstractDataStore):
         if chunks and meta.layout.cls.startswith("H5D_CHUNKED"):
             encoding["chunksizes"] = chunks
             encoding["contiguous"] = False
-            encoding["preferred_chunks"] = dict(zip(dims, chunks))
         else:
             encoding["contiguous"] = True
             encoding["chunksizes"] = None
-            if chunks:
-                encoding["preferred_chunks"] = dict(zip(dims, chunks))
+        if chunks:
+            # (an index coordinate is loaded at open, not split in dask blocks)
+            blocks = chunks if is_index else _block_shape(name, shape, chunks)
+            encoding["preferred_chunks"] = dict(zip(dims, blocks))
         codec = meta.codec
         if codec.compressor == "gzip":
             encoding["zlib"] = True
@@ -263,6 +276,27 @@ class H5CloudStore(AbstractDataStore):
 
     def close(self) -> None:
         pass
+
+
+def _block_shape(name: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """The dask block shape ``chunks={}`` gives: the chunk shape, or along a dimension of
+    more than MAX_BLOCKS_PER_DIMENSION chunk objects the smallest multiple of it that
+    keeps the blocks under that number (each block still reads whole chunk objects).
+
+    >>> _block_shape("v", (2**22, 10), (1, 10))
+    (16, 10)
+    """
+    blocks = []
+    for n, c in zip(shape, chunks):
+        nchunks = (n + c - 1) // c
+        blocks.append(c * max(math.ceil(nchunks / MAX_BLOCKS_PER_DIMENSION), 1))
+    if tuple(blocks) != tuple(chunks):
+        warnings.warn(f"variable {name!r} has more than {MAX_BLOCKS_PER_DIMENSION} chunk "
+                      f"objects along a dimension (shape {shape}, chunks {chunks}); with "
+                      f"chunks={{}} its dask blocks are {tuple(blocks)}, several chunk objects "
+                      "each, to keep the task graph small. Pass chunks= to choose.",
+                      stacklevel=2)
+    return tuple(blocks)
 
 
 def _read_attributes(attrs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -337,11 +371,15 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
         active_storage_url: str | None = None,
         active_storage: str | bool | None = None,
         allowed_link_prefixes: Iterable[str] | None = None,
+        max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES,
     ) -> Any:
         """``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
-        datasets may read (see :class:`h5dask.File`)."""
+        datasets may read (see :class:`h5dask.File`). ``max_coordinate_bytes``: the most
+        bytes of a dimension coordinate loaded at open (None: no limit), see
+        docs/reliability.md."""
         store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes)
         store.active = _active_config(active_storage_url, active_storage)
+        store.max_coordinate_bytes = max_coordinate_bytes
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
             concat_characters=concat_characters, decode_coords=decode_coords,
