@@ -541,10 +541,10 @@ def _with_aliases(encoding: Mapping | None) -> dict | None:
     return out
 
 
-def _check_arguments(mode: str, append_dim: Hashable | None,
+def _check_arguments(mode: str | None, append_dim: Hashable | None,
                      region: Mapping | None) -> str:
-    if append_dim is not None and mode == "w":
-        mode = "a"  # append_dim implies mode "a", as in to_zarr
+    if mode is None:  # as to_zarr: append_dim implies "a", region "r+"
+        mode = "a" if append_dim is not None else "r+" if region is not None else "w"
     if mode not in MODES:
         raise _invalid(f"mode must be one of {MODES}, not {mode!r}")
     if append_dim is not None and region:
@@ -560,7 +560,7 @@ def _check_arguments(mode: str, append_dim: Hashable | None,
 
 
 # -- the public function ----------------------------------------------------------------
-def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str = "w",
+def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                encoding: Mapping | None = None, storage_options: Mapping | None = None,
                compute: bool = True, group: str | None = None,
                unlimited_dims: Iterable[Hashable] | None = None, invalid_netcdf: bool = False,
@@ -569,7 +569,8 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str = "w",
                auto_complex: bool | None = None) -> Any:
     """Write a Dataset or DataTree to the domain at ``url``, as ``to_netcdf`` writes a file.
 
-    - ``mode``: "w" creates (or replaces) the domain, "w-" creates it (fails if it
+    - ``mode``: "w" (the default; "a" with ``append_dim``, "r+" with ``region``)
+      creates (or replaces) the domain, "w-" creates it (fails if it
       exists), "a" adds or rewrites variables of an existing domain (creating it if
       missing), "r+" rewrites existing variables only.
     - ``encoding``: per variable, the keys ``to_netcdf(engine="h5netcdf")`` takes:
@@ -632,11 +633,34 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str = "w",
     if not compute:
         return publish
     try:
-        publish.compute()
+        _settle(writes)
     except BaseException:
         _roll_back(f, stores)
         raise
+    f.flush()
     return None
+
+
+def _settle(writes: Any) -> None:
+    """Run the chunk writes; on a failure, return only once every write task has ended,
+    so that a roll-back cannot race a write still running on a worker."""
+    if writes is None:
+        return
+    try:
+        from distributed import default_client, wait
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed client: the local scheduler
+        writes.compute()
+        return
+    # every task of the graph as a future: wait() returns when all ended, ok or not (a
+    # failed block fails only the tasks that depend on it; the others run to the end)
+    graph = dict(writes.__dask_graph__())
+    futures = client.get(graph, list(graph), sync=False)
+    wait(futures)
+    failed = [fut for fut in futures if fut.status == "error"]
+    if failed:
+        failed[0].result()  # raises the task's exception (nothing is gathered otherwise)
 
 
 def _publish(session: Any, _written: Any) -> None:
