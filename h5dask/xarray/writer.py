@@ -533,6 +533,9 @@ def _with_aliases(encoding: Mapping | None) -> dict | None:
         return None
     out = {}
     for name, enc in encoding.items():
+        if not isinstance(enc, Mapping):  # xarray's own checks say what is wrong
+            out[name] = enc
+            continue
         enc = dict(enc)
         for alias, key in (("chunks", "chunksizes"), ("fillvalue", "_FillValue")):
             if alias in enc:
@@ -646,16 +649,21 @@ def _settle(writes: Any) -> None:
     so that a roll-back cannot race a write still running on a worker."""
     if writes is None:
         return
+    import dask
+
+    collections = writes if isinstance(writes, tuple | list) else (writes,)
     try:
         from distributed import default_client, wait
 
         client = default_client()
     except (ImportError, ValueError):  # no distributed client: the local scheduler
-        writes.compute()
+        dask.compute(*collections)
         return
     # every task of the graph as a future: wait() returns when all ended, ok or not (a
     # failed block fails only the tasks that depend on it; the others run to the end)
-    graph = dict(writes.__dask_graph__())
+    graph: dict = {}
+    for collection in collections:
+        graph.update(collection.__dask_graph__())
     futures = client.get(graph, list(graph), sync=False)
     wait(futures)
     failed = [fut for fut in futures if fut.status == "error"]

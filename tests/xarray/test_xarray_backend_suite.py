@@ -37,6 +37,14 @@ NOT_APPLICABLE = {
     "test_write_store": "tests h5netcdf's H5NetCDFStore, not a round trip",
     "test_dataset_caching": "tests h5netcdf's file-handle cache",
 }
+# Not done yet (strict xfail, so they show up when they start passing):
+NOT_YET = {
+    "test_compression_encoding_h5py": "compression='lzf': HSDS has no LZF filter and "
+                                      "h5dask no LZF codec yet",
+    "test_dump_encodings_h5py": "compression='lzf' (see above)",
+    "test_roundtrip_complex": "complex dtypes need an HSDS compound (r, i) type mapping "
+                              "in h5dask.format.types",
+}
 
 
 def _is_hdf5_file(path: str) -> bool:
@@ -108,6 +116,9 @@ def _not_applicable(cls):
         if hasattr(cls, name):
             setattr(cls, name, pytest.mark.skip(reason=f"not applicable: {reason}")(
                 getattr(cls, name)))
+    for name, reason in NOT_YET.items():
+        setattr(cls, name, pytest.mark.xfail(strict=True, reason=f"not done: {reason}")(
+            getattr(cls, name)))
     return cls
 
 
