@@ -81,6 +81,15 @@ def _about(what: str) -> Iterator[None]:
         raise _error_class(type(exc))(f"{what}: {exc}") from exc
 
 
+def _compatibility_error() -> type[Exception]:
+    """What h5netcdf raises for netCDF-invalid features (so callers catch the same)."""
+    try:
+        from h5netcdf.utils import CompatibilityError
+    except ImportError:
+        return ValueError
+    return CompatibilityError
+
+
 def _invalid(message: str, base: type[Exception] = ValueError) -> Exception:
     return _error_class(base)(message)
 
@@ -135,8 +144,10 @@ class H5CloudWriteStore(WritableCFDataStore):
 
     def __init__(self, group: Group, mode: str, append_dim: Hashable | None = None,
                  region: Mapping[Hashable, slice] | None = None,
-                 existing_encoding: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 existing_encoding: Mapping[str, Mapping[str, Any]] | None = None,
+                 invalid_netcdf: bool = False) -> None:
         self.group = group
+        self.invalid_netcdf = invalid_netcdf
         self.mode = mode
         self.append_dim = None if append_dim is None else str(append_dim)
         self.region = {str(k): v for k, v in (region or {}).items()}
@@ -167,11 +178,37 @@ class H5CloudWriteStore(WritableCFDataStore):
     def get_parent_dimensions(self) -> dict[str, int]:
         return {}
 
-    def get_variables(self) -> dict:
-        return {}
+    @classmethod
+    def open(cls, url: str, mode: str = "w", group: str | None = None,
+             storage_options: Mapping | None = None) -> H5CloudWriteStore:
+        """A store on the domain at ``url``, for ``Dataset.dump_to_store``; the metadata
+        is written by :meth:`close`.
 
-    def get_attrs(self) -> dict:
-        return dict(self.group.attrs)
+        >>> store = H5CloudWriteStore.open("memory://docs/home/store.h5")
+        >>> xr.Dataset({"v": ("x", [1, 2])}).dump_to_store(store)
+        >>> store.close()
+        """
+        f = File(url, mode, storage_options=storage_options)
+        return cls(f.require_group(group) if group not in (None, "", "/") else f, mode)
+
+    def _reader(self) -> Any:
+        """The group as the h5cloud backend reads it (what is written so far)."""
+        from .backend import H5CloudStore
+
+        return H5CloudStore(self.group._session, self.group.name)
+
+    def get_variables(self) -> Any:
+        return self._reader().get_variables()
+
+    def get_attrs(self) -> Any:
+        return self._reader().get_attrs()
+
+    def store(self, variables: Mapping, attributes: Mapping, check_encoding_set: Any = (),
+              writer: ArrayWriter | None = None, unlimited_dims: Any = None) -> None:
+        """xarray's store (encode, dimensions, variables), then the dimension scales."""
+        super().store(variables, attributes, frozenset(check_encoding_set), writer,
+                      unlimited_dims)
+        self.finish()
 
     def get_encoding(self) -> dict:
         return {}
@@ -215,8 +252,13 @@ class H5CloudWriteStore(WritableCFDataStore):
             self._write_attribute(self.group, key, value)
 
     def _write_attribute(self, obj: Any, key: str, value: Any) -> None:
-        if isinstance(value, bool | np.bool_):
-            # only reaches here with invalid_netcdf=True (xarray refuses it otherwise)
+        if isinstance(value, bool | np.bool_) or (
+                isinstance(value, np.ndarray) and value.dtype.kind == "b"):
+            if not self.invalid_netcdf:
+                raise _invalid(
+                    f"attribute {key!r} of {obj.name!r}: boolean dtypes are not a supported "
+                    "NetCDF feature; write with invalid_netcdf=True to store them anyway",
+                    _compatibility_error())
             warnings.warn(f"You are writing invalid netcdf features to {obj.name!r}: "
                           f"the boolean attribute {key!r} (netCDF has no boolean type)",
                           UserWarning, stacklevel=2)
@@ -425,7 +467,9 @@ class H5CloudWriteStore(WritableCFDataStore):
         pass
 
     def close(self, **kwargs: Any) -> None:
-        pass
+        """Write the metadata (data written through an ``ArrayWriter`` first)."""
+        if self.group._session.writable:
+            self.group._session.flush()
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -621,10 +665,10 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
             if append_dim is not None or region is not None or mode == "r+":
                 inherited = _existing_encoding(url, path, storage_options, ds.variables)
             target = f.require_group(path) if path not in (None, "", "/") else f
-            store = H5CloudWriteStore(target, mode, append_dim, region, inherited)
+            store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
+                                      invalid_netcdf)
             dump_to_store(ds, store, writer, encoding=enc,
                           unlimited_dims=_sanitize_unlimited_dims(ds, unlimited_dims))
-            store.finish()
             stores.append(store)
         writes = writer.sync(compute=False)
     except BaseException:

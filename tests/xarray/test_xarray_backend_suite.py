@@ -31,19 +31,12 @@ pytest.importorskip("h5netcdf")
 pytest.importorskip("netCDF4")
 from xarray.tests.conftest import time_unit, use_dask  # noqa: E402,F401  (fixtures the classes use)
 
-NOT_APPLICABLE = {
-    # the class's write-store test drives h5netcdf's own H5NetCDFStore (create_store);
-    # h5cloud's store is exercised by every round trip here
-    "test_write_store": "tests h5netcdf's H5NetCDFStore, not a round trip",
-    "test_dataset_caching": "tests h5netcdf's file-handle cache",
-}
+NOT_APPLICABLE: dict[str, str] = {}
 # Not done yet (strict xfail, so they show up when they start passing):
 NOT_YET = {
     "test_compression_encoding_h5py": "compression='lzf': HSDS has no LZF filter and "
                                       "h5dask no LZF codec yet",
     "test_dump_encodings_h5py": "compression='lzf' (see above)",
-    "test_roundtrip_complex": "complex dtypes need an HSDS compound (r, i) type mapping "
-                              "in h5dask.format.types",
 }
 
 
@@ -71,6 +64,15 @@ class _H5Cloud:
             path = domain
         with xr.open_dataset(path, engine="h5cloud", **kwargs) as ds:
             yield ds
+
+    @contextlib.contextmanager
+    def create_store(self):
+        from h5dask.xarray.writer import H5CloudWriteStore
+
+        with tb.create_tmp_file() as path:
+            store = H5CloudWriteStore.open(path, "w")
+            yield store
+            store.close()
 
     # -- tests that call to_netcdf/open_dataset(engine=...) directly, re-stated --------
     @pytest.mark.parametrize("create_default_indexes", [True, False])
