@@ -703,12 +703,16 @@ def _settle(writes: Any) -> None:
     except (ImportError, ValueError):  # no distributed client: the local scheduler
         dask.compute(*collections)
         return
-    # every task of the graph as a future: wait() returns when all ended, ok or not (a
-    # failed block fails only the tasks that depend on it; the others run to the end)
+    # every chunk write (the collections' output keys, one per block) as a future: wait()
+    # returns when all ended, ok or not (a failed block fails only the writes that depend
+    # on it; the others run to the end). Source blocks are not kept: no future holds them.
+    from dask.core import flatten
+
     graph: dict = {}
     for collection in collections:
         graph.update(collection.__dask_graph__())
-    futures = client.get(graph, list(graph), sync=False)
+    keys = [k for c in collections for k in flatten(c.__dask_keys__())]
+    futures = client.get(graph, keys, sync=False)
     wait(futures)
     failed = [fut for fut in futures if fut.status == "error"]
     if failed:
