@@ -76,11 +76,10 @@ class _H5Cloud:
 
     # -- tests that call to_netcdf/open_dataset(engine=...) directly, re-stated --------
     @pytest.mark.parametrize("create_default_indexes", [True, False])
-    def test_create_default_indexes(self, tmp_path, create_default_indexes) -> None:
-        path = str(tmp_path / "tmp.h5")
+    def test_create_default_indexes(self, create_default_indexes) -> None:
         original = xr.Dataset({"data": ("x", np.arange(3))}, coords={"x": [-1, 0, 1]})
-        self.save(original, path, mode="w")
-        with self.open(path, create_default_indexes=create_default_indexes) as loaded:
+        with self.roundtrip(original, open_kwargs={
+                "create_default_indexes": create_default_indexes}) as loaded:
             if create_default_indexes:
                 assert list(loaded.xindexes) == ["x"]
             else:
@@ -98,7 +97,7 @@ class _H5Cloud:
                     with self.open(path) as b:
                         assert not np.array_equal(a.rh.values, b.load().rh.values)
 
-    def test_encoding_masked_arrays(self, tmp_path) -> None:
+    def test_encoding_masked_arrays(self) -> None:
         import dask.array as da
 
         ds = xr.DataArray(
@@ -107,9 +106,8 @@ class _H5Cloud:
                           chunks=(2, 2)).astype("float32"),
             dims=("x", "y")).to_dataset(name="mydata")
         expected = ds.mean("x")
-        path = str(tmp_path / "tmp.h5")
-        self.save(expected, path, encoding={"mydata": {"_FillValue": np.float32(1e20)}})
-        with self.open(path) as actual:
+        encoding = {"mydata": {"_FillValue": np.float32(1e20)}}
+        with self.roundtrip(expected, save_kwargs={"encoding": encoding}) as actual:
             xr.testing.assert_identical(expected.compute(), actual.compute())
 
 
