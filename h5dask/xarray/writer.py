@@ -38,12 +38,20 @@ from xarray.backends.netCDF4_ import (
     _extract_nc4_variable_encoding,
     _get_datatype,
 )
-from xarray.backends.writers import (
-    _sanitize_unlimited_dims,
-    _validate_attrs,
-    _validate_dataset_names,
-    dump_to_store,
-)
+try:  # xarray >= 2025.9 keeps the netCDF writer in its own module
+    from xarray.backends.writers import (
+        _sanitize_unlimited_dims,
+        _validate_attrs,
+        _validate_dataset_names,
+        dump_to_store,
+    )
+except ImportError:  # pragma: no cover - older xarray
+    from xarray.backends.api import (  # type: ignore[no-redef]
+        _sanitize_unlimited_dims,
+        _validate_attrs,
+        _validate_dataset_names,
+        dump_to_store,
+    )
 
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
