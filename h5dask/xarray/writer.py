@@ -38,6 +38,7 @@ from xarray.backends.netCDF4_ import (
     _extract_nc4_variable_encoding,
     _get_datatype,
 )
+
 try:  # xarray >= 2025.9 keeps the netCDF writer in its own module
     from xarray.backends.writers import (
         _sanitize_unlimited_dims,
