@@ -101,6 +101,16 @@ class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
 
 
+class MissingExtraError(H5DaskError, ImportError):
+    """A feature needs packages of an extra that is not installed (``pip install
+    "h5dask[EXTRA]"``)."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(f"{feature} needs {missing}, which is not installed: "
+                         f'run pip install "h5dask[{extra}]"')
+        self.extra = extra
+
+
 class LinkedReferenceRefused(H5DaskError, PermissionError):
     """A linked dataset (an ``H5D_*_REF`` layout) names a file outside the domain's own
     store, or a ``file_uri`` that is not a valid object URL.

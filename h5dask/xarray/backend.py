@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xarray.backends.common import AbstractDataStore, BackendEntrypoint
+from xarray.backends.common import AbstractDataStore
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
@@ -34,8 +34,7 @@ from ..storage import open_location
 from ..storage.links import LinkPolicy
 from . import netcdf
 from .array import H5CloudArray
-
-DOCS_URL = "https://github.com/h5dask/h5dask#readme"
+from .entrypoint import LazyH5CloudEntrypoint
 
 
 @dataclass
@@ -299,21 +298,14 @@ def _is_domain_url(path: str) -> bool:
     return os.path.isfile(os.path.join(path, ".domain.json"))
 
 
-class H5CloudBackendEntrypoint(BackendEntrypoint):
-    """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly.
+class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
+    """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly
+    (the implementation; xarray finds it through :mod:`h5dask.xarray.entrypoint`).
 
     >>> import xarray as xr
     >>> "h5cloud" in xr.backends.list_engines()
     True
     """
-
-    description = "Open HSDS schema-v2 domains in object storage with h5dask (no server)"
-    url = DOCS_URL
-    open_dataset_parameters = (
-        "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
-        "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
-        "storage_options", "active_storage_url", "active_storage", "allowed_link_prefixes",
-    )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         return isinstance(filename_or_obj, str | os.PathLike) and _is_domain_url(
