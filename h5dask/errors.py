@@ -94,6 +94,10 @@ class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 
 
+class HSDSUnreadableWarning(UserWarning):
+    """Data written with a codec an HSDS server cannot decode (h5dask can), e.g. LZF."""
+
+
 class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 

@@ -23,8 +23,9 @@ import numpy as np
 from .chunkio import ArraySource
 from .domain import DomainSession
 from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadata
+from .format import codecs
 from .format.dataspace import Dataspace
-from .format.filters import COMPRESSORS, filter_json, filter_name
+from .format.filters import filter_json, warn_if_hsds_cannot_read
 from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
 from .format.types import has_vlen, type_json_from_dtype
 from .format.values import json_from_array
@@ -477,12 +478,9 @@ def _filters(compression: Any, opts: Any, shuffle: bool, fletcher32: bool) -> li
         filters.append(filter_json("bitshuffle"))
         compression = None
     if compression:
-        name = filter_name(str(compression))
-        if name not in COMPRESSORS:
-            raise ValueError(f"compression {compression!r} is not one of {COMPRESSORS}")
-        if opts is not None and not (isinstance(opts, int) and 0 <= opts <= 9):
-            raise ValueError(f"compression level must be 0-9, not {opts!r}")
-        filters.append(filter_json(name, opts))
+        codec = codecs.compressor(compression)
+        filters.append(codec.json(codec.check_level(opts)))
+        warn_if_hsds_cannot_read(codec)
     if fletcher32:
         filters.append(filter_json("fletcher32"))
     return filters

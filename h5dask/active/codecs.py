@@ -22,97 +22,40 @@ Example::
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 
 from h5dask.active.errors import ActiveStorageError, FieldError
 from h5dask.active.request import Filter
-from h5dask.format.compression import (
-    BloscHeader,
-    OutputTooLarge,
-    blosc_decompress,
-    blosc_header,
-)
+from h5dask.format import codecs
+from h5dask.format.compression import OutputTooLarge, unshuffle_into
 
-__all__ = ["BloscHeader", "blosc_header", "decode", "decompress", "unshuffle"]
-
-_INFLATE_STEP = 1 << 20
-
-
-def _blosc_decode(data: bytes | memoryview, max_size: int) -> bytes | bytearray:
-    """One Blosc frame, decoded by the client's bounded decoder (format/compression.py)."""
-    try:
-        out = blosc_decompress(data, max_size)
-    except OutputTooLarge as exc:
-        raise ActiveStorageError(413, "decompressed data too large", [str(exc)]) from None
-    except ValueError as exc:
-        raise ActiveStorageError(400, "failed to decompress data", [str(exc)]) from None
-    assert out is not None
-    return out
-
-
-def _inflate(data: bytes | memoryview, max_size: int) -> bytes:
-    """Inflate one or more zlib/gzip members, never producing more than ``max_size`` bytes."""
-    out = bytearray()
-    rest = bytes(data)
-    while True:
-        d = zlib.decompressobj(wbits=47)  # 32 + 15: accept a zlib or a gzip header
-        buf = rest
-        while True:
-            try:
-                chunk = d.decompress(buf, min(_INFLATE_STEP, max_size + 1 - len(out)))
-            except zlib.error as exc:
-                raise ActiveStorageError(
-                    400, "failed to decompress data", [f"zlib/gzip: {exc}"]
-                ) from None
-            out += chunk
-            if len(out) > max_size:
-                raise ActiveStorageError(
-                    413,
-                    "decompressed data too large",
-                    [f"more than the limit of {max_size} bytes"],
-                )
-            buf = d.unconsumed_tail
-            if d.eof:
-                break
-            if not buf and not chunk:
-                raise ActiveStorageError(
-                    400, "failed to decompress data", ["zlib/gzip: truncated stream"]
-                )
-        rest = d.unused_data
-        if not rest.startswith(b"\x1f\x8b"):  # another gzip member follows, or we are done
-            break
-    if rest.strip(b"\x00"):
-        raise ActiveStorageError(
-            400, "failed to decompress data", ["zlib/gzip: trailing garbage after the stream"]
-        )
-    return bytes(out)
+__all__ = ["decode", "decompress", "unshuffle"]
 
 
 def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tuple[bytes, bool]:
-    """Decompress ``data``; return the bytes and whether a Blosc frame was decoded.
+    """Decompress ``data`` with the codec registered for Reductionist id ``compression``;
+    return the bytes and whether a Blosc frame was decoded (its shuffle already undone).
 
     Raises 400 for undecodable data and 413 when the output would exceed ``max_size``.
 
     Example::
 
+        >>> import zlib
         >>> decompress(zlib.compress(b"x" * 8), "gzip", 64)
         (b'xxxxxxxx', False)
     """
-    header = blosc_header(data)
-    if compression in ("blosc", "blosc2"):
-        if header is None:
-            raise ActiveStorageError(
-                400, "failed to decompress data", ["not a Blosc frame (bad header or size)"]
-            )
-        return _blosc_decode(data, max_size), True
-    if compression in ("gzip", "zlib"):
-        if header is not None:
-            return _blosc_decode(data, max_size), True
-        return _inflate(data, max_size), False
-    raise FieldError("compression", f"unknown id {compression!r}")
+    codec = codecs.by_reductionist(compression)
+    if codec is None:
+        raise FieldError("compression", f"unknown id {compression!r}")
+    try:
+        out, blosc_done = codec.reductionist_decode(data, max_size)
+    except OutputTooLarge as exc:
+        raise ActiveStorageError(413, "decompressed data too large", [str(exc)]) from None
+    except ValueError as exc:
+        raise ActiveStorageError(400, "failed to decompress data", [str(exc)]) from None
+    return bytes(out), blosc_done
 
 
 def unshuffle(data: bytes | memoryview, element_size: int) -> bytes:
@@ -123,12 +66,9 @@ def unshuffle(data: bytes | memoryview, element_size: int) -> bytes:
         >>> unshuffle(bytes([1, 3, 2, 4]), 2)
         b'\\x01\\x02\\x03\\x04'
     """
-    n = len(data) // element_size
-    if element_size == 1 or n == 0:
-        return bytes(data)
-    raw = np.frombuffer(data, dtype=np.uint8)
-    body = raw[: n * element_size].reshape(element_size, n).T.tobytes()
-    return body + bytes(raw[n * element_size :])
+    out = np.empty(len(data), np.uint8)
+    unshuffle_into(data, element_size, out)
+    return out.tobytes()
 
 
 def decode(
@@ -148,7 +88,7 @@ def decode(
     if compression is not None:
         data, blosc_done = decompress(data, compression, max_size)
         # HSDS layout: a gzip/zlib chunk that is a Blosc frame carries its shuffle inside.
-        if blosc_done and compression in ("gzip", "zlib"):
+        if blosc_done and compression in codecs.lookup("gzip").reductionist:
             filters = [f for f in filters if f.id not in ("shuffle", "shuffle_simd")]
     for f in reversed(filters):
         data = unshuffle(data, f.element_size)

@@ -287,8 +287,11 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
         raise ValueError(f"{store.root_url} is not an S3 endpoint the server can read")
     body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{key}"
-    if codec.compressor is not None:
-        body["compression"] = {"id": "gzip" if codec.compressor == "gzip" else "blosc"}
+    compressor = codec.compressor_codec
+    if compressor is not None:
+        if not compressor.reductionist:
+            raise ValueError(f"{compressor.name} chunks cannot be decoded by the server")
+        body["compression"] = {"id": compressor.reductionist[0]}
     if codec.shuffle:
         body["filters"] = [{"id": "shuffle", "element_size": dtype.itemsize}]
     if fills:

@@ -26,9 +26,11 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from h5dask.active.errors import ActiveStorageError, FieldError
+from h5dask.format import codecs
 
 __all__ = [
     "COMPRESSIONS",
+    "compressions",
     "DTYPES",
     "FILTERS",
     "INTERFACE_TYPES",
@@ -46,7 +48,14 @@ OPERATIONS = ("count", "max", "min", "select", "sum")
 DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
 INTERFACE_TYPES = ("s3", "http", "https")
 # "blosc" is our extension (numcodecs' Blosc codec id, what PyActiveStorage sends for it).
-COMPRESSIONS = ("blosc", "blosc2", "gzip", "zlib")
+# The ids come from the codec registry (each codec's ``reductionist``); this tuple is the
+# built-in ones, :func:`compressions` the current ones (tests may register more).
+def compressions() -> tuple[str, ...]:
+    """The compression ids the server accepts, sorted."""
+    return tuple(sorted({cid for c in codecs.all_codecs() for cid in c.reductionist}))
+
+
+COMPRESSIONS = compressions()
 FILTERS = ("shuffle", "shuffle_simd")
 MISSING_KINDS = ("missing_value", "missing_values", "valid_min", "valid_max", "valid_range")
 NATIVE_BYTE_ORDER: str = sys.byteorder
@@ -406,9 +415,9 @@ def _compression(value: Any) -> str | None:
     if not isinstance(value, Mapping) or set(value) != {"id"}:
         raise FieldError("compression", 'must be an object {"id": ...}')
     cid = value["id"]
-    if cid not in COMPRESSIONS:
+    if not isinstance(cid, str) or codecs.by_reductionist(cid) is None:
         raise FieldError(
-            "compression", f"unknown id {_show(cid)}; expected one of {', '.join(COMPRESSIONS)}"
+            "compression", f"unknown id {_show(cid)}; expected one of {', '.join(compressions())}"
         )
     return cid
 

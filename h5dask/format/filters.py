@@ -19,34 +19,29 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import numcodecs
 import numpy as np
 
-from ..errors import CorruptChunkError, UnsupportedFilterError
-from .compression import OutputTooLarge, blosc_decompress, inflate
+from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilterError
+from . import codecs as registry
+from .compression import OutputTooLarge, blosc_decompress
 from .types import has_vlen
 from .vlen import decode_vlen, encode_vlen
 
-# filter class -> canonical name
-_FILTER_CLASSES = {
-    "H5Z_FILTER_DEFLATE": "gzip", "H5Z_FILTER_SHUFFLE": "shuffle",
-    "H5Z_FILTER_FLETCHER32": "fletcher32", "H5Z_FILTER_SZIP": "szip",
-    "H5Z_FILTER_NBIT": "nbit", "H5Z_FILTER_SCALEOFFSET": "scaleoffset",
-    "H5Z_FILTER_LZF": "lzf", "H5Z_FILTER_BLOSC": "blosclz", "H5Z_FILTER_SNAPPY": "snappy",
-    "H5Z_FILTER_LZ4": "lz4", "H5Z_FILTER_LZ4HC": "lz4hc", "H5Z_FILTER_BITSHUFFLE": "bitshuffle",
-    "H5Z_FILTER_ZSTD": "zstd",
-}
-_FILTER_IDS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit", 6: "scaleoffset",
-               32000: "lzf", 32001: "blosclz", 32003: "snappy", 32004: "lz4", 32005: "lz4hc",
-               32008: "bitshuffle", 32015: "zstd"}
-_NAME_ALIASES = {"deflate": "gzip", "zlib": "gzip", "blosc": "blosclz"}
-_BLOSC_NAMES = {"gzip": "zlib", "blosclz": "blosclz", "lz4": "lz4", "lz4hc": "lz4hc",
-                "zstd": "zstd", "snappy": "snappy"}
-_NOOP_FOR_HSDS = {"fletcher32", "nbit", "scaleoffset"}
-COMPRESSORS = tuple(_BLOSC_NAMES)
+COMPRESSORS = registry.compressors()  # the built-in ones; registry.compressors() is current
+
+def warn_if_hsds_cannot_read(codec: registry.Codec) -> None:
+    """Warn that a dataset written with ``codec`` is readable by h5dask but not by HSDS."""
+    if not codec.hsds_decodes:
+        warnings.warn(f"compression {codec.name!r}: HSDS has no such filter; an HSDS server "
+                      "lists this dataset but cannot read its values (h5dask can). Use gzip, "
+                      f"lz4 or zstd for data HSDS must serve.", HSDSUnreadableWarning,
+                      stacklevel=4)  # the caller of File.create_dataset
+
 
 #: The most bytes one variable-length chunk may decode to (fixed-size chunks decode to
 #: exactly their size). A bound is needed because the decoded size of such a chunk is
@@ -57,32 +52,12 @@ MAX_VLEN_CHUNK_BYTES = int(os.environ.get(VLEN_LIMIT_VARIABLE, 256 << 20))
 
 def filter_name(item: Any) -> str:
     """The canonical name of one filter JSON item (class, id or name)."""
-    if isinstance(item, str):
-        name = item.lower()
-    elif isinstance(item, dict):
-        name = _FILTER_CLASSES.get(item.get("class", "")) or _FILTER_IDS.get(item.get("id", -1))
-        if name is None:
-            raw = item.get("name")
-            name = raw.lower() if isinstance(raw, str) else None
-        if name is None:
-            raise UnsupportedFilterError(f"unknown filter {item!r}")
-    else:
-        raise UnsupportedFilterError(f"filter must be an object, got {item!r}")
-    return _NAME_ALIASES.get(name, name)
+    return registry.lookup(item).name
 
 
 def filter_json(name: str, level: int | None = None) -> dict:
     """HSDS filter JSON for a filter name ('gzip', 'shuffle', 'lz4', 'zstd', ...)."""
-    name = _NAME_ALIASES.get(name.lower(), name.lower())
-    for cls, n in _FILTER_CLASSES.items():
-        if n == name:
-            fid = next(i for i, v in _FILTER_IDS.items() if v == name)
-            out: dict[str, Any] = {"class": cls, "id": fid, "name": name}
-            if name in _BLOSC_NAMES:
-                out["level"] = 4 if level is None else int(level)
-            return out
-    known = sorted(_FILTER_IDS.values())
-    raise UnsupportedFilterError(f"unknown filter name {name!r}; known: {known}")
+    return registry.lookup(name).json(level)
 
 
 def is_blosc_frame(data: bytes | memoryview, expected_nbytes: int | None = None) -> bool:
@@ -136,41 +111,48 @@ class ChunkCodec:
     dtype: np.dtype
     chunk_shape: tuple[int, ...]
     compressor: str | None = None
-    level: int = 4
+    level: int | None = 4
     shuffle: bool = False
     bitshuffle: bool = False
     fletcher32: bool = False
     hdf5_native: bool = False
+    #: the registry's codec for ``compressor`` (looked up once, here, not per chunk)
+    compressor_codec: registry.Codec | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.compressor is not None and self.compressor_codec is None:
+            object.__setattr__(self, "compressor_codec", registry.lookup(self.compressor))
 
     @classmethod
     def from_filters(cls, filters: list | None, dtype: np.dtype, chunk_shape: tuple[int, ...],
                      hdf5_native: bool = False) -> ChunkCodec:
         """Build from a ``creationProperties.filters`` list; raises UnsupportedFilterError."""
-        compressor, level, shuffle, bshuf, f32 = None, 4, False, False, False
+        comp, level, shuffle, bshuf, f32 = None, 4, False, False, False
         for item in filters or []:
-            name = filter_name(item)
-            if name in _BLOSC_NAMES:
-                if compressor is not None:
-                    raise UnsupportedFilterError(f"two compressors: {compressor} and {name}")
-                compressor = name
-                if isinstance(item, dict) and isinstance(item.get("level"), int):
-                    level = item["level"]
-            elif name == "shuffle":
+            codec = registry.lookup(item)
+            role = codec.role if codec.supported else None
+            if role == "compressor":
+                if comp is not None:
+                    raise UnsupportedFilterError(f"two compressors: {comp.name} and {codec.name}")
+                comp, level = codec, codec.level_of(item)
+            elif role == "shuffle":
                 shuffle = True
-            elif name == "bitshuffle":
+            elif role == "bitshuffle":
                 bshuf = True
-            elif name == "fletcher32":
+            elif role == "checksum":
                 f32 = True
-            elif name in _NOOP_FOR_HSDS and not hdf5_native:
+            elif codec.hsds_noop and not hdf5_native:
                 pass
             else:
                 raise UnsupportedFilterError(
-                    f"filter {name!r} is not supported by h5dask (supported: gzip/deflate, "
-                    f"shuffle, bitshuffle, fletcher32, {', '.join(_BLOSC_NAMES)})")
-        if hdf5_native and compressor not in (None, "gzip"):
-            raise UnsupportedFilterError(f"filter {compressor!r} in a linked HDF5 file")
-        return cls(np.dtype(dtype), tuple(chunk_shape), compressor, level, shuffle, bshuf, f32,
-                   hdf5_native)
+                    f"filter {codec.name!r} is not supported by h5dask (supported: "
+                    f"{', '.join(c.name for c in registry.all_codecs() if c.supported)})")
+        if hdf5_native and comp is not None and not comp.decodes_native:
+            raise UnsupportedFilterError(f"filter {comp.name!r} in a linked HDF5 file")
+        if bshuf and comp is not None and comp.blosc_cname is None:
+            raise UnsupportedFilterError(f"bitshuffle with {comp.name!r} is not supported")
+        return cls(np.dtype(dtype), tuple(chunk_shape), comp and comp.name, level, shuffle, bshuf,
+                   f32, hdf5_native, comp)
 
     @property
     def is_identity(self) -> bool:
@@ -194,14 +176,12 @@ class ChunkCodec:
                 if nbytes is not None and len(data) == nbytes:
                     return bytes(data)  # HSDS 1.0.2 lists bitshuffle but stores raw bytes
                 return self._bitshuffle_decode(data, key)
-            if self.compressor is not None:
-                if is_blosc_frame(data):
+            if self.compressor_codec is not None:
+                if self.compressor_codec.blosc_cname is not None and is_blosc_frame(data):
                     self._check_blosc_flags(data, key)
                     return blosc_decompress(data, limit)
-                if self.compressor == "gzip":
-                    raw = inflate(data, limit)
-                    return self._unshuffle(raw) if self.shuffle else raw
-                raise CorruptChunkError(key, f"not a Blosc frame ({self.compressor} expected)")
+                raw = self.compressor_codec.decode(data, limit)
+                return self._unshuffle(raw) if self.shuffle else raw
             if self.shuffle and nbytes is not None and len(data) == nbytes:
                 return self._unshuffle(data)
             return bytes(data) if not isinstance(data, bytes) else data
@@ -243,8 +223,8 @@ class ChunkCodec:
             buf = buf[:-4]
             if fletcher32(buf) != stored:
                 raise ValueError("fletcher32 checksum mismatch")
-        if self.compressor == "gzip":
-            buf = inflate(buf, limit)
+        if self.compressor_codec is not None:
+            buf = self.compressor_codec.decode_native(buf, limit)
         if self.shuffle:
             buf = self._unshuffle(buf)
         return buf
@@ -308,8 +288,8 @@ class ChunkCodec:
                 or out.shape != self.chunk_shape or not out.flags.c_contiguous
                 or has_vlen(self.dtype)):
             return False
-        if self.compressor is not None:
-            if not is_blosc_frame(data, out.nbytes):
+        if self.compressor_codec is not None:
+            if self.compressor_codec.blosc_cname is None or not is_blosc_frame(data, out.nbytes):
                 return False
             self._check_blosc_flags(data, key)
             try:
@@ -328,28 +308,24 @@ class ChunkCodec:
         arr = np.ascontiguousarray(chunk, dtype=self.dtype)
         if arr.shape != self.chunk_shape:
             raise ValueError(f"chunk of shape {arr.shape}, expected {self.chunk_shape}")
-        if has_vlen(self.dtype):
-            raw = encode_vlen(arr)
-            if self.compressor is None:
-                return raw
-            return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
-                                         shuffle=0).encode(raw))
-        raw = arr.tobytes()
-        if self.bitshuffle:
+        vlen = has_vlen(self.dtype)
+        raw = encode_vlen(arr) if vlen else arr.tobytes()
+        if self.bitshuffle and not vlen and self.compressor_codec is None:
             # HSDS 1.0.2 accepts the bitshuffle filter but neither applies nor undoes it;
             # writing the bytes unshuffled keeps such domains readable by HSDS
-            if self.compressor is None:
-                return raw
-            return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
-                                         shuffle=0).encode(_typed_view(arr)))
-        if self.compressor is not None:
-            shuffle = numcodecs.Blosc.SHUFFLE if self.shuffle else numcodecs.Blosc.NOSHUFFLE
+            return raw
+        if self.compressor_codec is not None and self.compressor_codec.blosc_cname is not None:
+            byte_shuffle = self.shuffle and not (vlen or self.bitshuffle)
             # pass the array, not bytes: Blosc takes its shuffle typesize from the itemsize
-            return bytes(numcodecs.Blosc(cname=_BLOSC_NAMES[self.compressor], clevel=self.level,
-                                         shuffle=shuffle).encode(_typed_view(arr)))
-        if self.shuffle and self.dtype.itemsize > 1:
-            return bytes(numcodecs.Shuffle(elementsize=self.dtype.itemsize).encode(raw))
-        return raw
+            return bytes(numcodecs.Blosc(
+                cname=self.compressor_codec.blosc_cname, clevel=self.level,
+                shuffle=numcodecs.Blosc.SHUFFLE if byte_shuffle else numcodecs.Blosc.NOSHUFFLE,
+            ).encode(raw if vlen else _typed_view(arr)))
+        if self.shuffle and self.dtype.itemsize > 1 and not vlen:
+            raw = bytes(numcodecs.Shuffle(elementsize=self.dtype.itemsize).encode(raw))
+        if self.compressor_codec is None:
+            return raw
+        return self.compressor_codec.encode(raw, self.level)
 
     def _describe(self) -> str:
         parts = [p for p, on in (("shuffle", self.shuffle), ("bitshuffle", self.bitshuffle),

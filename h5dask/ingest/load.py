@@ -44,10 +44,10 @@ import numpy as np
 from ..chunkio import ArraySource, fill_array
 from ..domain import DomainSession
 from ..errors import CorruptChunkError, UnsupportedTypeError
-from ..format import ids
+from ..format import codecs, ids
 from ..format.chunks import ChunkGrid
 from ..format.dataspace import Dataspace
-from ..format.filters import COMPRESSORS, ChunkCodec, filter_json, filter_name
+from ..format.filters import ChunkCodec, filter_json
 from ..format.metadata import DatasetMeta, Link
 from ..format.types import dtype_from_json, has_vlen, type_json_from_dtype
 from ..storage import open_location
@@ -61,8 +61,8 @@ from .source import Source, open_source
 #: table (SingleObject.md suggests the indirect layout beyond about 1000 chunks)
 INLINE_CHUNK_LIMIT = 1000
 
-_BLOSC_CNAMES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 3: "snappy", 4: "gzip", 5: "zstd"}
-_NATIVE_ORDER = (2, 1, 3)  # shuffle, deflate, fletcher32: what ChunkCodec(hdf5_native) undoes
+#: HDF5 pipeline order of the roles a linked layout may hold (reorder, compress, checksum)
+_NATIVE_ORDER = ("shuffle", "compressor", "checksum")
 
 
 @dataclass
@@ -234,12 +234,11 @@ def _compression_request(compression: Any, opts: Any) -> tuple[bool, str | None,
         return True, None, None
     if isinstance(compression, int) and not isinstance(compression, bool):
         compression, opts = "gzip", compression
-    name = filter_name(str(compression))
-    if name not in COMPRESSORS:
-        raise ValueError(f"compression {compression!r} is not one of {COMPRESSORS} or 'none'")
-    if opts is not None and not (isinstance(opts, int) and 0 <= opts <= 9):
-        raise ValueError(f"compression level must be 0-9, not {opts!r}")
-    return True, name, opts
+    try:
+        codec = codecs.compressor(compression)
+    except ValueError as exc:
+        raise ValueError(f"{exc} or 'none'") from None
+    return True, codec.name, codec.check_level(opts)
 
 
 # -- datasets ---------------------------------------------------------------------------
@@ -283,53 +282,28 @@ class _Plan:
 
     @property
     def native(self) -> bool:
-        """Filters ChunkCodec(hdf5_native=True) undoes: shuffle, deflate, fletcher32, in
-        HDF5's usual order."""
-        codes = self.codes
-        if any(c not in _NATIVE_ORDER for c in codes):
+        """Only filters whose HDF5 output both HSDS and ChunkCodec(hdf5_native=True) undo
+        (shuffle, deflate, fletcher32), in HDF5's usual order."""
+        found = [codecs.by_hdf5_id(c) for c in self.codes]
+        if any(c is None or not c.linkable for c in found):
             return False
-        pos = [_NATIVE_ORDER.index(c) for c in codes]
+        pos = [_NATIVE_ORDER.index(c.role) for c in found if c is not None]
         return pos == sorted(pos) and len(set(pos)) == len(pos)
 
 
 def _mapped_filters(plan: _Plan) -> tuple[str | None, int | None, bool, bool, list[str]]:
     """(compressor, level, shuffle, fletcher32, notes) for the source's filter pipeline,
     mapped onto what HSDS stores (other compressors become the nearest HSDS one)."""
-    comp, level, shuffle, f32, notes = None, None, False, False, []
+    out = codecs.MappedFilters()
     for code, cd in plan.filters:
-        if code == 1:
-            comp, level = "gzip", int(cd[0]) if cd else 4
-        elif code == 2:
-            shuffle = True
-        elif code == 3:
-            f32 = True
-        elif code == 4:
-            comp, level = "gzip", 4
-            notes.append("szip -> gzip")
-        elif code in (5, 6):
-            notes.append(f"{'nbit' if code == 5 else 'scaleoffset'} dropped (values decoded)")
-        elif code == 32000:
-            comp = "lz4"
-            notes.append("lzf -> lz4")
-        elif code == 32001:
-            comp = _BLOSC_CNAMES.get(int(cd[6]) if len(cd) > 6 else 0, "blosclz")
-            level = int(cd[4]) if len(cd) > 4 else None
-            shuffle = shuffle or (len(cd) > 5 and int(cd[5]) >= 1)
-        elif code == 32004:
-            comp = "lz4"
-        elif code == 32015:
-            comp, level = "zstd", min(9, int(cd[0])) if cd else None
-        elif code == 32008:
-            shuffle = True
-            mode = int(cd[4]) if len(cd) > 4 else 0
-            comp = {2: "lz4", 3: "zstd"}.get(mode, comp)
-            notes.append("bitshuffle -> shuffle")
+        codec = codecs.by_hdf5_id(code)
+        if codec is None:
+            out.compressor, out.level = "gzip", 4
+            out.notes.append(f"filter {code} -> gzip")
         else:
-            comp, level = "gzip", 4
-            notes.append(f"filter {code} -> gzip")
-    if level is not None:
-        level = max(0, min(9, level))
-    return comp, level, shuffle, f32, notes
+            codec.map_hdf5(cd, out)
+    level = None if out.level is None else max(0, min(9, out.level))
+    return out.compressor, level, out.shuffle, out.fletcher32, out.notes
 
 
 def _filters_json(comp: str | None, level: int | None, shuffle: bool, f32: bool) -> list:
@@ -344,14 +318,12 @@ def _filters_json(comp: str | None, level: int | None, shuffle: bool, f32: bool)
 
 
 def _native_filters_json(plan: _Plan) -> list:
+    """The source's own filters as HSDS filter JSON (level: HDF5's first cd_value)."""
     out = []
     for code, cd in plan.filters:
-        if code == 1:
-            out.append(filter_json("gzip", int(cd[0]) if cd else 4))
-        elif code == 2:
-            out.append(filter_json("shuffle"))
-        else:
-            out.append(filter_json("fletcher32"))
+        codec = codecs.by_hdf5_id(code)
+        assert codec is not None  # plan.native checked it
+        out.append(codec.json(int(cd[0]) if cd and codec.levels else None))
     return out
 
 

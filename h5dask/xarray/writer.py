@@ -57,6 +57,7 @@ except ImportError:  # pragma: no cover - older xarray
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
 from ..file import Dataset, File, Group
+from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR
 from ..storage.sync import sync
 from .netcdf import NON_COORD_PREFIX, NOT_A_VARIABLE
@@ -551,14 +552,13 @@ def _storage_chunks(var: xr.Variable, chunks: Any, unlimited: set) -> Any:
 def _compression(enc: dict, check: bool) -> tuple[str | None, int | None]:
     """h5py-style compression from netCDF4-python or h5py-style keys (as h5netcdf)."""
     compression = enc.get("compression")
-    if compression in ("zlib", "deflate"):
-        compression = "gzip"
+    if isinstance(compression, str):  # zlib/deflate -> gzip, unknown names: ValueError
+        compression = codecs.compressor(compression).name
     if check and "complevel" in enc and "compression_opts" in enc and (
             enc["complevel"] != enc["compression_opts"]):
         raise ValueError("'complevel' and 'compression_opts' encodings mismatch")
-    level = enc.get("compression_opts")
-    if level is None and enc.get("complevel"):
-        level = enc["complevel"]
+    # an explicit compression_opts (even None, as for lzf) wins over complevel, as h5netcdf
+    level = enc["compression_opts"] if "compression_opts" in enc else enc.get("complevel") or None
     if compression is None and level:
         compression = "gzip"
     return compression, level

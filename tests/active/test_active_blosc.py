@@ -24,6 +24,7 @@ from activestorage import reductionist
 from h5dask.active import codecs
 from h5dask.active.errors import ActiveStorageError
 from h5dask.active.request import Filter
+from h5dask.format.compression import blosc_header
 
 DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
 SHAPE = (6, 7)
@@ -88,7 +89,7 @@ def test_hsds_written_gzip_chunks(
         a.tobytes(), compressor="gzip", level=5, shuffle=shuffle, dtype=a.dtype, chunk_shape=SHAPE
     )
     chunk = bytes(chunk)
-    assert codecs.blosc_header(chunk) is not None  # HSDS really wrote a Blosc frame
+    assert blosc_header(chunk) is not None  # HSDS really wrote a Blosc frame
     url = put_object(f"blosc/hsds-{dtype}-{shuffle}", chunk)
     filters = [numcodecs.Shuffle(a.dtype.itemsize)] if shuffle else None
     reduce_all(active_server, session, url, len(chunk), a, numcodecs.GZip(), filters)
@@ -155,13 +156,13 @@ def test_blosc2_id_accepts_blosc_frames(
 def test_blosc_header_detection() -> None:
     raw = np.arange(100, dtype="<i8").tobytes()
     frame = bytes(numcodecs.Blosc(cname="zlib", shuffle=1).encode(raw))
-    header = codecs.blosc_header(frame)
+    header = blosc_header(frame)
     assert header is not None and header.nbytes == len(raw) and header.cbytes == len(frame)
-    assert codecs.blosc_header(zlib.compress(raw)) is None
-    assert codecs.blosc_header(gzip.compress(raw)) is None
-    assert codecs.blosc_header(frame[:-1]) is None  # size must match
-    assert codecs.blosc_header(b"\x02\x01") is None
-    assert codecs.blosc_header(raw) is None  # plain numbers are not a frame
+    assert blosc_header(zlib.compress(raw)) is None
+    assert blosc_header(gzip.compress(raw)) is None
+    assert blosc_header(frame[:-1]) is None  # size must match
+    assert blosc_header(b"\x02\x01") is None
+    assert blosc_header(raw) is None  # plain numbers are not a frame
 
 
 def test_decode_pipeline_variants() -> None:

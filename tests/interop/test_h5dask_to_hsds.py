@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import requests
 from interop_compare import assert_trees_equal, assert_values_equal, fresh_name
 
 import h5dask
+from h5dask.errors import HSDSUnreadableWarning
 
 h5pyd = pytest.importorskip("h5pyd")
 
@@ -154,3 +156,27 @@ def test_new_domain_in_hsds_bucket_without_db_lands_at_bucket_root(hsds_posix, t
     assert not (bucket / "home" / hsds_posix.username / "db").exists()
     with h5dask.File(url) as f:
         np.testing.assert_array_equal(f["x"][...], [0, 1, 2])
+
+
+def test_lzf_domain_is_listed_by_hsds_but_not_decoded(hsds_posix):
+    """HSDS has no LZF filter: it serves the dataset's metadata, but a read of its
+    values ends in "500 Internal Server Error" (h5dask warned at write time and reads
+    the LZF chunks itself)."""
+    server = hsds_posix
+    domain = f"/home/{server.username}/{fresh_name('lzf')}"
+    url = f"file://{server.root_dir}/{server.bucket}{domain}"
+    data = np.arange(1000, dtype="<f8")
+    with pytest.warns(HSDSUnreadableWarning, match="lzf"), \
+            h5dask.File(url, "w") as f:
+        f.create_dataset("lzf", data=data, chunks=(500,), compression="lzf")
+    with h5dask.File(url) as f:
+        np.testing.assert_array_equal(f["lzf"][...], data)
+    with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as f:
+        dset = f["lzf"]
+        assert dset.shape == data.shape and dset.chunks == (500,)
+        dset_id = dset.id.uuid
+    # one request, no client retries (h5pyd retries 5xx answers for minutes)
+    rsp = requests.get(f"{server.endpoint}/datasets/{dset_id}/value",
+                       params={"domain": domain}, auth=(server.username, server.password),
+                       timeout=60)
+    assert rsp.status_code == 500  # HSDS 1.0.2's data node fails on the unknown filter

@@ -33,11 +33,7 @@ from xarray.tests.conftest import time_unit, use_dask  # noqa: E402,F401  (fixtu
 
 NOT_APPLICABLE: dict[str, str] = {}
 # Not done yet (strict xfail, so they show up when they start passing):
-NOT_YET = {
-    "test_compression_encoding_h5py": "compression='lzf': HSDS has no LZF filter and "
-                                      "h5dask no LZF codec yet",
-    "test_dump_encodings_h5py": "compression='lzf' (see above)",
-}
+NOT_YET: dict[str, str] = {}
 
 
 def _is_hdf5_file(path: str) -> bool:
