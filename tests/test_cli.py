@@ -72,7 +72,7 @@ def test_ls_with_credentials_from_the_environment(domain, seaweedfs):
 def test_info_of_a_dataset(domain, seaweedfs):
     out = run("info", domain, "--path", "/grp/x", *_opts(seaweedfs)).stdout
     assert "shape:   (100,)" in out and "chunks:  10 of 10 stored" in out
-    assert "@units = 'K'" in out
+    assert '@units = "K"' in out
     assert '"H5D_CHUNKED"' in run("info", domain, "--path", "/grp/x", "--json",
                                   *_opts(seaweedfs)).stdout
 

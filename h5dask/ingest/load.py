@@ -43,7 +43,7 @@ import numpy as np
 
 from ..chunkio import ArraySource, fill_array
 from ..domain import DomainSession
-from ..errors import CorruptChunkError, UnsupportedTypeError
+from ..errors import CorruptChunkError, DomainExistsError, LocalLinkWarning, UnsupportedTypeError
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.dataspace import Dataspace
@@ -906,6 +906,12 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if link and src_scheme not in ("", "file", "s3", "s3a"):
         raise ValueError(f"link=True needs the file on a file system or in S3 (a path, "
                          f"file:// or s3:// URL), not {src_text!r}")
+    if link and src_scheme in ("", "file"):
+        warnings.warn(
+            f"linking the local file {src_text!r}: the domain's chunks stay in that file, so "
+            "the domain is readable only where that path exists (this machine or a shared "
+            "file system); copy the file to object storage first to share it",
+            LocalLinkWarning, stacklevel=2)
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be >= 1, not {max_workers}")
     if inline_chunk_limit < 0:
@@ -918,7 +924,12 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:
-        session = DomainSession(location, "w" if overwrite else "w-")
+        try:
+            session = DomainSession(location, "w" if overwrite else "w-")
+        except FileExistsError as exc:
+            raise DomainExistsError(
+                f"domain {location.url!r} already exists: pass overwrite=True (h5dask load "
+                "--overwrite) to replace it, or remove it first with h5dask rm") from exc
         store = _CountingStore(session.store)
         session.store = store  # metadata writes are counted too
         summary = LoadSummary(source=source.url, url=location.url, linked=link)

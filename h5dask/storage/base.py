@@ -124,6 +124,20 @@ class ObjectStore(ABC):
     @abstractmethod
     async def _list(self, prefix: str) -> list[str]: ...
 
+    async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        """One level under ``prefix``: back ends with a delimiter listing override this."""
+        keys, dirs = [], set()
+        for key in await self._list(prefix):
+            head, sep, _ = key[len(prefix):].partition("/")
+            if sep:
+                dirs.add(f"{prefix}{head}/")
+            else:
+                keys.append(key)
+        return keys, sorted(dirs)
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
+
     @abstractmethod
     def _init_args(self) -> tuple:
         """Arguments that rebuild an equivalent store in another process."""
@@ -249,3 +263,25 @@ class ObjectStore(ABC):
         keys = await self._call("LIST", prefix, "other", lambda: self._list(prefix))
         record_io("other", "list_requests")
         return sorted(keys)
+
+    async def list_dir(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """One level under ``prefix`` ("" or ending in "/"): the object keys there and the
+        sub-prefixes (ending in "/"), both sorted; never descends (a bucket's ``db/`` may
+        hold millions of objects)."""
+        check_prefix(prefix)
+        keys, dirs = await self._call("LIST", prefix, "other", lambda: self._list_dir(prefix))
+        record_io("other", "list_requests")
+        return sorted(keys), sorted(dirs)
+
+    async def list_modified(self, prefix: str = "") -> dict[str, float]:
+        """All keys under ``prefix`` with their last-modified times (seconds since the
+        epoch)."""
+        check_prefix(prefix)
+        found = await self._call("LIST", prefix, "other", lambda: self._list_modified(prefix))
+        record_io("other", "list_requests")
+        return found
+
+    async def prune(self, prefix: str) -> None:
+        """Tidy up after deleting everything under ``prefix`` (a file system removes the
+        directories left empty); object stores have nothing to do."""
+        return None

@@ -408,14 +408,14 @@ def _active_config(url: str | None, mode: str | bool | None) -> Any:
     and ``active_storage``: True/"auto" (fall back locally), "require", or False (off)."""
     if mode is False or mode == "off":
         return None
+    if mode not in (None, True, "auto", "require"):
+        raise ValueError(f"active_storage must be 'auto', 'require' or False, not {mode!r}")
     url = url or os.environ.get("H5DASK_ACTIVE_STORAGE_URL")
     if not url:
-        if mode not in (None, True, "auto"):
+        if mode == "require":
             raise ValueError("active_storage='require' needs active_storage_url= or "
                              "H5DASK_ACTIVE_STORAGE_URL")
         return None
-    if mode not in (None, True, "auto", "require"):
-        raise ValueError(f"active_storage must be 'auto', 'require' or False, not {mode!r}")
     from ..active.pushdown import ActiveConfig, install
 
     install()
