@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .admin import gc, list_domains, rm
 from .errors import (
     CorruptChunkError,
     DomainNotFoundError,
@@ -24,4 +25,5 @@ __all__ = [
     "StoragePermissionError", "UnsupportedFilterError", "UnsupportedTypeError", "__version__",
     "Dataset", "Datatype", "ExternalLink", "File", "Group", "HardLink", "SoftLink",
     "enum_dtype", "reset_stats", "stats", "string_dtype", "to_h5cloud", "vlen_dtype",
+    "gc", "list_domains", "rm",
 ]

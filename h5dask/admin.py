@@ -83,11 +83,12 @@ class Collection:
 
 # -- walking a bucket --------------------------------------------------------------------
 async def _domain_files(store: ObjectStore, prefix: str) -> list[str]:
-    """Every ``.domain.json`` key under ``prefix``, never descending into the bucket's
-    ``db/`` (which may hold millions of objects)."""
+    """Every ``.domain.json`` key under ``prefix``, never descending into a ``db/``
+    directory (a bucket's objects: there may be millions; on a file system buckets can
+    be nested in folders, so any ``db/``)."""
     keys, dirs = await store.list_dir(prefix)
     found = [k for k in keys if k.rsplit("/", 1)[-1] == _DOMAIN_FILE]
-    subdirs = [d for d in dirs if d != "db/"]
+    subdirs = [d for d in dirs if d.rstrip("/").rsplit("/", 1)[-1] != "db"]
     for nested in await asyncio.gather(*(_domain_files(store, d) for d in subdirs)):
         found.extend(nested)
     return sorted(found)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import h5dask
-from h5dask.admin import gc, list_domains, rm
+from h5dask import gc, list_domains, rm
 from h5dask.errors import DomainNotFoundError, FolderNotEmptyError
 from h5dask.format.ids import object_prefix
 from h5dask.storage import open_location, sync
