@@ -266,11 +266,15 @@ def test_load_names_a_source_that_is_not_hdf5(tmp_path, s3_bucket_url, seaweedfs
     assert "signature" not in proc.stderr
 
 
-def test_http_url_and_plain_hdf5_file_as_domain(shared_data):
-    """issue 14 item 8: an http:// domain URL and a plain netCDF-4 file get h5dask errors."""
+def test_http_url_and_plain_hdf5_file_as_domain(shared_data, tmp_path):
+    """issue 14 item 8: an http:// domain URL and a plain netCDF-4 file get h5dask errors;
+    an unreachable http:// source is named."""
     proc = run("ls", "http://example.invalid/home/x.h5", check=False)
     assert proc.returncode == 1 and "s3://" in proc.stderr and "file://" in proc.stderr
     assert "InvalidUrl" not in proc.stderr
+    proc = run("load", "http://127.0.0.1:9/x.nc", f"file://{tmp_path}/x.h5", check=False)
+    assert proc.returncode in (1, 3) and "'http://127.0.0.1:9/x.nc'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.h5").exists()
     nc = shared_data / "daily_data.nc"
     proc = run("ls", f"file://{nc}", check=False)
     assert proc.returncode == 3 and "engine='h5netcdf'" in proc.stderr

@@ -5,7 +5,6 @@ chunks, selections, modes, and the ordering that keeps a new domain invisible.""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import h5py

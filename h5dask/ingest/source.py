@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import SourceFormatError
+from ..errors import SourceFormatError, StorageError
 from ..storage.base import ObjectStore
 from .linked import open_source_store
 
@@ -135,13 +135,17 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             opts = _s3fs_options(opts)
         try:
             fs, fspath = fsspec.core.url_to_fs(src, **opts)
+            raw = fs.open(fspath, "rb", block_size=2**20, cache_type="blockcache")
         except ImportError as exc:
             raise ImportError(f"reading {src!r} needs the fsspec implementation of "
                               f"{scheme!r} ({exc}); for s3:// install s3fs") from exc
-        try:
-            raw = fs.open(fspath, "rb", block_size=2**20, cache_type="blockcache")
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"source file {src!r} does not exist") from exc
+            raise FileNotFoundError(f"source file {src!r} does not exist (or its server "
+                                    "cannot be reached)") from exc
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot open the source file {src!r}: {exc}") from exc
         url = src
         file_uri = f"s3://{parts.netloc}{parts.path}" if scheme in ("s3", "s3a") else None
     fileobj = CountingFile(raw)
