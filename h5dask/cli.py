@@ -211,6 +211,11 @@ def load(src: str, url: str, link: bool, chunks: str | None, compression: str | 
     for warning in caught:
         click.echo(f"h5dask: warning: {warning.message}", err=True)
     click.echo(str(summary))
+    if not summary.url.startswith(("s3://", "s3a://")):  # a file system: say where it went
+        from .storage import open_location
+
+        root = open_location(url, options).store.root_url
+        click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
 
 
 # -- ls / info ----------------------------------------------------------------------------

@@ -181,9 +181,10 @@ def test_load_file_url_writes_only_inside_the_named_folder(shared_data, tmp_path
 
 
 def test_load_plain_path_creates_db_beside_it(shared_data, tmp_path):
-    run("load", str(shared_data / "daily_data.nc"), "localdom.h5", "--no-progress",
-        cwd=tmp_path)
+    out = run("load", str(shared_data / "daily_data.nc"), "localdom.h5", "--no-progress",
+              cwd=tmp_path).stdout
     assert sorted(os.listdir(tmp_path)) == ["db", "localdom.h5"]
+    assert f"bucket root: {tmp_path.as_uri()} (the domain's objects are in its db/)" in out
 
 
 def test_rm_and_gc(shared_data, s3_bucket_url, seaweedfs, tmp_path):
