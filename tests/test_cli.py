@@ -282,30 +282,37 @@ def test_http_url_and_plain_hdf5_file_as_domain(shared_data, tmp_path):
     assert "h5dask load" in proc.stderr
 
 
-def test_load_messages_overwrite_and_local_link(shared_data, s3_bucket_url, seaweedfs):
+def test_load_messages_overwrite_and_local_link(shared_data, s3_bucket_url, seaweedfs,
+                                                tmp_path):
     """issue 14 item 9."""
     src = str(shared_data / "daily_data.nc")
     url = f"{s3_bucket_url}/d.h5"
     run("load", src, url, "--no-progress", *_opts(seaweedfs))
     again = run("load", src, url, "--no-progress", *_opts(seaweedfs), check=False)
     assert again.returncode == 1 and "--overwrite" in again.stderr
-    linked = run("load", "--link", src, f"{s3_bucket_url}/l.h5", "--no-progress",
-                 *_opts(seaweedfs))
+    bucket = tmp_path / "bucket"  # a local file linked from inside the bucket root
+    (bucket / "files").mkdir(parents=True)
+    shutil.copy(src, bucket / "files" / "d.nc")
+    linked = run("load", "--link", str(bucket / "files" / "d.nc"), f"file://{bucket}/l.h5",
+                 "--bucket-root", str(bucket), "--no-progress")
     assert "warning:" in linked.stderr and "readable only where that path exists" in \
         linked.stderr
     assert "a local path works too" in " ".join(run("load", "--help").stdout.split())
 
 
-def test_info_prints_values_as_text_and_linked_files(shared_data, s3_bucket_url, seaweedfs):
+def test_info_prints_values_as_text_and_linked_files(shared_data, tmp_path):
     """issue 14 item 10: no numpy reprs; a linked domain says where its chunks are."""
-    src = shared_data / "daily_data.nc"
-    url = f"{s3_bucket_url}/d.h5"
-    run("load", "--link", str(src), url, "--no-progress", *_opts(seaweedfs))
-    out = run("info", url, *_opts(seaweedfs)).stdout
+    bucket = tmp_path / "bucket"
+    (bucket / "files").mkdir(parents=True)
+    src = bucket / "files" / "daily.nc"
+    shutil.copy(shared_data / "daily_data.nc", src)
+    url = f"file://{bucket}/d.h5"
+    run("load", "--link", str(src), url, "--bucket-root", str(bucket), "--no-progress")
+    out = run("info", url).stdout
     assert '@experiment_id = "historical"' in out
     assert "np.bytes_" not in out and "array(" not in out
     assert f"linked:  chunks inside {src.as_uri()}" in out
-    out = run("info", url, "--path", "/ta", *_opts(seaweedfs)).stdout
+    out = run("info", url, "--path", "/ta").stdout
     assert f"linked:  chunks inside {src.as_uri()}" in out
 
 
