@@ -12,10 +12,13 @@ the domain, not the bucket, so h5dask decides the bucket root by this rule (firs
 3. Walking up from the domain's directory through HSDS folders (directories with a
    ``.domain.json``), the first directory that is not one, if a folder was crossed or it
    already holds ``db/``: the domain is being added to that bucket.
-4. Otherwise the directory that holds the domain: ``db/`` is created beside it, so
+4. The nearest ancestor whose ``db/`` is empty: a bucket made for domains (HSDS's
+   ``mkdir BUCKET/db``) or emptied by ``h5dask rm``.
+5. Otherwise the directory that holds the domain: ``db/`` is created beside it, so
    nothing is written outside the directory named. If an ancestor already is a bucket
-   (holds an HSDS ``db/``), the intent is ambiguous: writing a new domain there fails
-   with :class:`~h5dask.errors.AmbiguousBucketRootError` saying how to choose.
+   holding domains (its ``db/`` has root-id folders), the intent is ambiguous: writing
+   a new domain there fails with :class:`~h5dask.errors.AmbiguousBucketRootError`
+   saying how to choose. A ``db/`` holding anything else is a user's own folder.
 """
 
 from __future__ import annotations
@@ -49,12 +52,16 @@ class BucketRoot:
     ambiguous_with: str | None = None
 
 
-def is_hsds_bucket(probe: FileSystemProbe, directory: str) -> bool:
-    """True if ``directory/db`` holds at least one domain's objects (a root-id folder)."""
+def _db_kind(probe: FileSystemProbe, directory: str) -> str | None:
+    """What ``directory/db`` is: None (absent, or something else: a user's own folder),
+    ``"empty"`` (a bucket without domains) or ``"hsds"`` (it holds domains' objects)."""
     db = str(PurePosixPath(directory) / "db")
     if not probe.isdir(db):
-        return False
-    return any(_ROOT_PREFIX.match(name) for name in probe.names(db))
+        return None
+    names = list(probe.names(db))
+    if not names:
+        return "empty"
+    return "hsds" if any(_ROOT_PREFIX.match(name) for name in names) else None
 
 
 def _existing_root_prefix(probe: FileSystemProbe, domain_dir: PurePosixPath) -> str | None:
@@ -69,7 +76,7 @@ def _existing_root_prefix(probe: FileSystemProbe, domain_dir: PurePosixPath) -> 
 
 
 def find_bucket_root(probe: FileSystemProbe, path: str) -> BucketRoot:
-    """The bucket root of the domain at absolute ``path`` by rules 2-4 of the module doc.
+    """The bucket root of the domain at absolute ``path`` by rules 2-5 of the module doc.
 
     >>> import os
     >>> local = FileSystemProbe(os.path.isdir, os.path.isfile, lambda p: None,
@@ -90,7 +97,10 @@ def find_bucket_root(probe: FileSystemProbe, path: str) -> BucketRoot:
     if root != parent or probe.isdir(str(root / "db")):
         return BucketRoot(str(root))
     for ancestor in root.parents:
-        if is_hsds_bucket(probe, str(ancestor)):
+        kind = _db_kind(probe, str(ancestor))
+        if kind == "empty":  # a bucket made for domains (mkdir BUCKET/db), or emptied by rm
+            return BucketRoot(str(ancestor))
+        if kind == "hsds":
             return BucketRoot(str(root), ambiguous_with=str(ancestor))
     return BucketRoot(str(root))
 

@@ -98,6 +98,14 @@ def test_memory_protocol_follows_the_same_rule():
         assert f["x"].shape == (4,)
 
 
+def test_an_empty_db_above_marks_a_bucket_made_for_domains(tmp_path):
+    """mkdir BUCKET/db (as for HSDS), or a bucket emptied by rm: domains below join it."""
+    (tmp_path / "bucket" / "db").mkdir(parents=True)
+    root = _write(f"file://{tmp_path}/bucket/home/me/a.h5")
+    assert (tmp_path / "bucket" / "db" / root[2:19] / ".group.json").is_file()
+    assert not (tmp_path / "bucket" / "home" / "me" / "db").exists()
+
+
 def test_explicit_bucket_root_must_contain_the_domain(tmp_path):
     with pytest.raises(ValueError, match="not inside bucket_root"):
         _write(f"file://{tmp_path}/elsewhere/x.h5", bucket_root=str(tmp_path / "root"))
