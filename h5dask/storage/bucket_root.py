@@ -11,7 +11,8 @@ the domain, not the bucket, so h5dask decides the bucket root by this rule (firs
    (so domains HSDS or earlier h5dask versions wrote stay readable).
 3. Walking up from the domain's directory through HSDS folders (directories with a
    ``.domain.json``), the first directory that is not one, if a folder was crossed or it
-   already holds ``db/``: the domain is being added to that bucket.
+   already holds ``db/``: the domain is being added to that bucket. Likewise a new
+   domain next to existing domains joins their bucket.
 4. The nearest ancestor whose ``db/`` is empty: a bucket made for domains (HSDS's
    ``mkdir BUCKET/db``) or emptied by ``h5dask rm``.
 5. Otherwise the directory that holds the domain: ``db/`` is created beside it, so
@@ -75,6 +76,16 @@ def _existing_root_prefix(probe: FileSystemProbe, domain_dir: PurePosixPath) -> 
     return ids.object_prefix(root) if ids.is_valid_id(root) else None
 
 
+def _bucket_of(probe: FileSystemProbe, domain_dir: PurePosixPath) -> str | None:
+    """The directory whose db/ holds the root group of the domain at ``domain_dir``."""
+    prefix = _existing_root_prefix(probe, domain_dir)
+    if prefix is not None:
+        for ancestor in domain_dir.parents:
+            if probe.isdir(str(ancestor / prefix)):
+                return str(ancestor)
+    return None
+
+
 def find_bucket_root(probe: FileSystemProbe, path: str) -> BucketRoot:
     """The bucket root of the domain at absolute ``path`` by rules 2-5 of the module doc.
 
@@ -85,17 +96,20 @@ def find_bucket_root(probe: FileSystemProbe, path: str) -> BucketRoot:
     BucketRoot(path='/nonexistent/bucket', ambiguous_with=None)
     """
     domain_dir = PurePosixPath(path)
-    prefix = _existing_root_prefix(probe, domain_dir)
-    if prefix is not None:
-        for ancestor in domain_dir.parents:
-            if probe.isdir(str(ancestor / prefix)):
-                return BucketRoot(str(ancestor))
+    existing = _bucket_of(probe, domain_dir)
+    if existing is not None:
+        return BucketRoot(existing)
     parent = domain_dir.parent
     root = parent
     while root != root.parent and probe.isfile(str(root / ".domain.json")):
         root = root.parent
     if root != parent or probe.isdir(str(root / "db")):
         return BucketRoot(str(root))
+    if probe.isdir(str(parent)):
+        for name in probe.names(str(parent)):
+            sibling = _bucket_of(probe, parent / name)
+            if sibling is not None:  # next to existing domains: their bucket
+                return BucketRoot(sibling)
     for ancestor in root.parents:
         kind = _db_kind(probe, str(ancestor))
         if kind == "empty":  # a bucket made for domains (mkdir BUCKET/db), or emptied by rm

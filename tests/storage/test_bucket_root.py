@@ -106,6 +106,14 @@ def test_an_empty_db_above_marks_a_bucket_made_for_domains(tmp_path):
     assert not (tmp_path / "bucket" / "home" / "me" / "db").exists()
 
 
+def test_a_new_domain_next_to_existing_ones_joins_their_bucket(tmp_path):
+    bucket = tmp_path / "bucket"
+    _write(f"file://{bucket}/home/one.h5", bucket_root=str(bucket))
+    root = _write(f"file://{bucket}/home/two.h5")  # no option needed now
+    assert (bucket / "db" / root[2:19] / ".group.json").is_file()
+    assert not (bucket / "home" / "db").exists()
+
+
 def test_explicit_bucket_root_must_contain_the_domain(tmp_path):
     with pytest.raises(ValueError, match="not inside bucket_root"):
         _write(f"file://{tmp_path}/elsewhere/x.h5", bucket_root=str(tmp_path / "root"))
