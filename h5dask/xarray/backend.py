@@ -20,6 +20,7 @@ from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
+from .. import readahead
 from ..chunkio import ArraySource
 from ..domain import DomainSession
 from ..errors import (
@@ -56,6 +57,7 @@ class H5CloudArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
 
     def _getitem(self, key: tuple) -> np.ndarray:
+        readahead.on_task_start()
         if self.scalar:
             return self.source.read((0,)).reshape(())
         return self.source.read(key)
@@ -364,6 +366,7 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         active_storage: str | bool | None = None,
     ) -> Any:
         store = self._store(filename_or_obj, group, storage_options)
+        readahead.install()
         store.active = _active_config(active_storage_url, active_storage)
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
