@@ -103,6 +103,7 @@ class Services:
         self.s3 = SeaweedFS()
         self.hsds: Any = None
         self.active: ActiveServer | None = None
+        self.endpoint_override: str | None = None  # e.g. a latency proxy in front of S3
 
     def __enter__(self) -> Services:
         self.s3.start()
@@ -114,11 +115,18 @@ class Services:
         self._stack.close()
 
     @property
+    def endpoint(self) -> str:
+        """Where clients send S3 requests: SeaweedFS, or the proxy in front of it."""
+        return self.endpoint_override or self.s3.endpoint
+
+    @property
     def storage_options(self) -> dict[str, Any]:
-        return self.s3.storage_options()
+        options = self.s3.storage_options()
+        options["client_kwargs"] = {**options["client_kwargs"], "endpoint_url": self.endpoint}
+        return options
 
     def obstore_config(self) -> dict[str, Any]:
-        return {"endpoint": self.s3.endpoint, "access_key_id": self.s3.access_key,
+        return {"endpoint": self.endpoint, "access_key_id": self.s3.access_key,
                 "secret_access_key": self.s3.secret_key, "region": self.s3.region}
 
     def obstore(self, prefix: str | None = None, **client: Any) -> Any:
