@@ -87,8 +87,12 @@ class ReadAhead:
         spent (the caller stops looking further ahead)."""
         from .storage.sync import io_loop
 
-        name = object_name(source, index)
-        size = _stored_size_bound(source, index)
+        return self._start(object_name(source, index), _stored_size_bound(source, index),
+                           owner, task_key, lambda: asyncio.run_coroutine_threadsafe(
+                               source._fetch(index), io_loop()))
+
+    def _start(self, name: str, size: int, owner: Any, task_key: Any,
+               submit: Callable[[], concurrent.futures.Future]) -> bool:
         with self._lock:
             if name in self._entries:
                 return True
@@ -97,9 +101,19 @@ class ReadAhead:
             self._reserved += size
             self.peak_reserved = max(self.peak_reserved, self._reserved)
             self.started += 1
-            future = asyncio.run_coroutine_threadsafe(source._fetch(index), io_loop())
-            self._entries[name] = _Entry(future, size, owner, task_key)
+            self._entries[name] = _Entry(submit(), size, owner, task_key)
         return True
+
+    def start_key(self, store: Any, key: str, size_bound: int, owner: Any) -> bool:
+        """Start fetching a chunk object known by its key only (a coordinate's chunk
+        named by a consolidated metadata object)."""
+        from .storage.sync import io_loop
+
+        async def fetch() -> tuple[Any, str]:
+            return await store.get_buffer(key, kind="chunk"), key
+
+        return self._start(f"{store.root_url}/{key}", size_bound, owner, None,
+                           lambda: asyncio.run_coroutine_threadsafe(fetch(), io_loop()))
 
     def claim(self, source: Any, index: tuple[int, ...]) -> concurrent.futures.Future | None:
         """The GET started ahead of the current task for this chunk (removed from the

@@ -98,7 +98,8 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
                     seen.add(link.id)
                     child_ids.append(link.id)
                     names[link.id] = f"{path.rstrip('/')}/{name}"
-        _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        objects = _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        session.prefetch_coordinates(objects)
         next_level = []
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
@@ -119,10 +120,10 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     return nodes
 
 
-def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> None:
+def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> list:
     """Load objects; an unsupported type or filter is reported by variable name."""
     try:
-        session.load_many(obj_ids)
+        return session.load_many(obj_ids)
     except (UnsupportedTypeError, UnsupportedFilterError) as exc:
         for obj_id in obj_ids:
             if obj_id in str(exc) or ids.object_key(obj_id) in str(exc):
@@ -149,7 +150,7 @@ class H5CloudStore(AbstractDataStore):
     def open(cls, url: str, group: str | None = None,
              storage_options: Mapping[str, Any] | None = None) -> H5CloudStore:
         """Open a domain URL (reads metadata objects only)."""
-        session = DomainSession(open_location(url, storage_options), "r")
+        session = DomainSession(open_location(url, storage_options), "r", consolidated=True)
         return cls(session, group)
 
     @property
@@ -373,6 +374,8 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
             concat_characters=concat_characters, decode_coords=decode_coords,
             drop_variables=drop_variables, use_cftime=use_cftime,
             decode_timedelta=decode_timedelta)
+        _load_dimension_coordinates(ds)
+        store.session.forget_prefetched()  # nothing fetched at open is read later
         return ds
 
     def open_groups_as_dict(  # type: ignore[override]
@@ -404,6 +407,15 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         groups = self.open_groups_as_dict(filename_or_obj, group=group,
                                           storage_options=storage_options, **kwargs)
         return DataTree.from_dict(groups)
+
+
+def _load_dimension_coordinates(ds: Any) -> None:
+    """Load the dimension coordinates now, from the chunks fetched with the metadata
+    (xarray loads them next anyway, to build its indexes)."""
+    for name in ds.dims:
+        var = ds.variables.get(name)
+        if var is not None and var.dims == (name,):
+            var.load()
 
 
 def _active_config(url: str | None, mode: str | bool | None) -> Any:
