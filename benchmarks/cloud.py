@@ -221,6 +221,47 @@ def summary(runs: list[CloudRun]) -> str:
     return "\n".join(lines)
 
 
+def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
+    """The "cloud" section of BENCHMARKS.md."""
+    out = ["## Cloud profile: through a proxy adding latency and per-stream bandwidth", "",
+           f"`benchmarks/latencyproxy.py` in its own process sleeps the first-byte latency "
+           f"before forwarding each request and paces each response to "
+           f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream. {size_mib:.0f} MiB of float32 in "
+           "4 MiB chunk objects, `sum()` on dask's threaded scheduler (2 threads), median of "
+           f"{repeats} interleaved rounds; every reader, raw included, goes through the same "
+           "proxy (HSDS and the active-storage server read storage through it too). The proxy "
+           "shares the 2 cores with everything else: ratios to raw are the figures to read.",
+           ""]
+    for r in runs:
+        raw = next((s for s, k in r.reads if k == "raw" and s.seconds), None)
+        out += [f"### {r.latency_ms:.0f} ms to first byte", "",
+                "| reader | MB/s | range (MB/s) | ratio to raw | what |",
+                "| --- | ---: | ---: | ---: | --- |"]
+        for s, _ in r.reads:
+            if s.error or not s.seconds:
+                out.append(f"| {s.name} | failed | | | {s.error} |")
+                continue
+            lo, hi = s.mb_s_range
+            ratio = f"{raw.median / s.median:.2f}" if raw else ""
+            out.append(f"| {s.name} | {s.mb_s:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | {s.note} |")
+        out.append("")
+        if r.opens:
+            out += ["| open 50 variables | median ms | range ms |", "| --- | ---: | ---: |"]
+            for s in r.opens:
+                lo, hi = s.spread
+                out.append(f"| {s.name} | {s.median * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} |")
+            out.append("")
+        if r.mean_local and r.mean_pushed and r.mean_local.seconds and r.mean_pushed.seconds:
+            local, pushed = r.mean_bytes
+            out += ["| mean() | median s | client bytes |", "| --- | ---: | ---: |",
+                    f"| computed locally | {r.mean_local.median:.2f} | {local:,} |",
+                    f"| pushed down | {r.mean_pushed.median:.2f} | {pushed:,} "
+                    f"({100 * pushed / max(local, 1):.4f} %) |", ""]
+        out += [f"Read-ahead held at most {r.readahead_peak / MiB:.0f} MiB "
+                "(bound: `H5DASK_READ_AHEAD_BYTES`, 64 MiB).", ""]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cloud", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256)
@@ -229,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default="zarr",
                         help="comma list of zarr,zarr-fsspec,netcdf,hsds")
     parser.add_argument("--no-pushdown", action="store_true")
+    parser.add_argument("--no-open", action="store_true")
+    parser.add_argument("--out", default=None, help="write the Markdown section here")
     args = parser.parse_args(argv)
     peers = {p for p in args.peers.split(",") if p}
     data = Synthetic(nplanes_for(args.size_mib))
@@ -238,9 +281,19 @@ def main(argv: list[str] | None = None) -> int:
         formats = {"zarr"} | ({"netcdf"} if "netcdf" in peers else set())
         w = write_variant(services, data, variant, formats)
         print(f"wrote {data.nbytes / MiB:.0f} MiB in {time.monotonic() - t0:.0f} s", flush=True)
+        open_fn = None
+        if not args.no_open:
+            from . import extras
+
+            def open_fn(repeats: int) -> list[Series]:
+                return extras.open_time(services, repeats, 50, print)
+
         runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
-                         args.repeats, peers, not args.no_pushdown, print)
+                         args.repeats, peers, not args.no_pushdown, print, open_fn)
     print(summary(runs))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(markdown(runs, data.nbytes / MiB, args.repeats))
     return 0
 
 

@@ -80,12 +80,15 @@ class ActiveServer:
         self.log_path.unlink(missing_ok=True)
 
 
-def start_hsds(s3: SeaweedFS, bucket: str, dn_count: int = 2) -> Any:
-    """HSDS 1.0.2 serving ``bucket`` of ``s3``, with ``/home/admin/`` created."""
-    sys.path.insert(0, str(ROOT))
-    from tests.servers.hsds import HSDSServer
+def start_hsds(s3: SeaweedFS, bucket: str, dn_count: int = 2, endpoint: str | None = None
+               ) -> Any:
+    """HSDS 1.0.2 serving ``bucket`` of ``s3`` (through ``endpoint``, e.g. a latency
+    proxy, if given), with ``/home/admin/`` created."""
+    from h5dask.services.hsds import HSDSServer
 
     server = HSDSServer.on_seaweedfs(s3, bucket, dn_count=dn_count, log_level="ERROR")
+    if endpoint:
+        server.s3_endpoint = endpoint
     server.start()
     try:
         server.make_home_folders()
@@ -140,6 +143,14 @@ class Services:
         if self.hsds is None:
             self.hsds = start_hsds(self.s3, BUCKET)
             self._stack.callback(self.hsds.stop)
+        return self.hsds
+
+    def restart_hsds(self, endpoint: str | None) -> Any:
+        """HSDS again, reading storage through ``endpoint`` (None: SeaweedFS itself)."""
+        if self.hsds is not None:
+            self.hsds.stop()
+        self.hsds = start_hsds(self.s3, BUCKET, endpoint=endpoint)
+        self._stack.callback(self.hsds.stop)
         return self.hsds
 
     def start_active(self) -> ActiveServer:
