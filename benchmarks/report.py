@@ -106,6 +106,7 @@ class Report:
     pushdown: PushdownResult | None = None
     seconds: float = 0.0
     profile_notes: str = ""
+    cloud: str = ""  # the cloud profile's section (benchmarks/cloud.py)
 
     def add_read(self, variant: Variant, rows: list[tuple[Series, str]], written: Any) -> None:
         self.reads.append((variant, rows))
@@ -291,6 +292,8 @@ class Report:
                 out.append(f"| {s.name} | {s.median:.2f} s ({lo:.2f}-{hi:.2f}) | "
                            f"{s.mb_s:.0f} | {got:,} | {val:.6f} |")
             out.append("")
+        if self.cloud:
+            out += [self.cloud, ""]
         out.append(NOTES)
         out.append(PROFILE)
         if self.profile_notes:

@@ -297,13 +297,14 @@ class DomainSession:
                 self._dirty.pop(i, None)
                 self._new_ids.discard(i)
                 self._hashes[i] = consolidated.digest(blob)
+        # a crash before it leaves the previous summary, which readers find stale; before
+        # .domain.json, so that a new domain appears only once everything is written
+        await self._write_consolidated()
         if self._domain_dirty:
             assert self._domain_json is not None
             await self.store.put(self.location.domain_key, dump_json(self._domain_json),
                                  kind="metadata")
             self._domain_dirty = False
-        # last: a crash before it leaves the previous summary, which readers find stale
-        await self._write_consolidated()
 
     async def _write_consolidated(self) -> None:
         """Summarise every metadata object of the domain (loading those this session has
