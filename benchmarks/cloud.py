@@ -36,6 +36,7 @@ class CloudRun:
     mean_pushed: Series | None = None
     mean_bytes: tuple[int, int] = (0, 0)  # client bytes: local, pushed down
     readahead_peak: int = 0
+    memory: Any = None  # extras.MemoryResult of a fresh process reading through the proxy
 
 
 @contextmanager
@@ -192,6 +193,9 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                 result.reads = [(s, k) for s, _, k in rows]
                 if open_fn is not None:
                     result.opens = open_fn(repeats)
+                    from .extras import memory  # a fresh process, through the proxy
+
+                    result.memory = memory(services, w, data)
                 if active is not None:
                     (result.mean_local, result.mean_pushed,
                      result.mean_bytes) = mean_pushdown(services, w, active.url, repeats, log)
@@ -259,6 +263,13 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
                     f"({100 * pushed / max(local, 1):.4f} %) |", ""]
         out += [f"Read-ahead held at most {r.readahead_peak / MiB:.0f} MiB "
                 "(bound: `H5DASK_READ_AHEAD_BYTES`, 64 MiB).", ""]
+        if r.memory is not None:
+            m = r.memory
+            out += [f"Client memory of a streaming `sum()` through the proxy (fresh process): "
+                    f"+{m.increase_mib:.0f} MiB over the {m.baseline_mib:.0f} MiB constant; "
+                    f"bound {m.bound_mib:.0f} MiB = 2 x {m.chunk_bytes / MiB:.0f} MiB x "
+                    f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead "
+                    f"(which held at most {m.readahead_peak / MiB:.0f} MiB).", ""]
     return "\n".join(out)
 
 

@@ -174,10 +174,13 @@ class Report:
                         _ok(r >= 0.8, r)))
         if self.memory is not None:
             m = self.memory
-            out.append(("client memory of a streaming sum() < 2 chunks per thread + constant",
+            out.append(("client memory of a streaming sum() < 2 chunks per thread + "
+                        "read-ahead budget + constant",
                         f"+{m.increase_mib:.0f} MiB over the {m.baseline_mib:.0f} MiB constant "
                         f"(bound {m.bound_mib:.0f} MiB = 2 x {m.chunk_bytes / MiB:.0f} MiB x "
-                        f"{m.threads} threads)", m.increase_mib < m.bound_mib))
+                        f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead; "
+                        f"read-ahead held at most {m.readahead_peak / MiB:.0f} MiB)",
+                        m.increase_mib < m.bound_mib))
         if self.pushdown is not None:
             p = self.pushdown
             frac = p.pushed_received / p.local_received if p.local_received else math.nan
