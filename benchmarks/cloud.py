@@ -73,8 +73,8 @@ def zarr_obstore_auto(services: Services, written: Written) -> Callable[[], floa
     return run
 
 
-def contenders(services: Services, w: Written, peers: set[str], active_url: str | None
-               ) -> list[tuple[Series, Callable[[], Any], str]]:
+def contenders(services: Services, w: Written, peers: set[str], active_url: str | None,
+               auto: bool = True) -> list[tuple[Series, Callable[[], Any], str]]:
     """(series, runner, kind) of every reader, built while ``services`` points at the proxy."""
     out: list[tuple[Series, Callable[[], Any], str]] = []
 
@@ -85,13 +85,15 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         "obstore get_async of every chunk object at once")
     add('h5dask, chunks={}', readers.h5dask_read(services, w), "h5dask",
         "one task per chunk object, read-ahead on")
-    add('h5dask, chunks="auto"', h5dask_auto(services, w), "h5dask-auto",
-        "dask's automatic blocks (many chunk objects per task)")
+    if auto:
+        add('h5dask, chunks="auto"', h5dask_auto(services, w), "h5dask-auto",
+            "dask's automatic blocks (many chunk objects per task)")
     if "zarr" in peers:
         add('zarr v3, obstore, chunks={}', readers.zarr_obstore(services, w), "peer",
             "same chunks, consolidated")
-        add('zarr v3, obstore, chunks="auto"', zarr_obstore_auto(services, w), "peer-auto",
-            "dask's automatic blocks")
+        if auto:
+            add('zarr v3, obstore, chunks="auto"', zarr_obstore_auto(services, w),
+                "peer-auto", "dask's automatic blocks")
     if "zarr-fsspec" in peers:
         add("zarr v3, fsspec (s3fs)", readers.zarr_fsspec(services, w), "peer",
             "same chunks, consolidated")
@@ -165,7 +167,8 @@ def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: L
 
 def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
               repeats: int, peers: set[str], pushdown: bool, log: Log,
-              open_fn: Callable[[int], list[Series]] | None = None) -> list[CloudRun]:
+              open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True
+              ) -> list[CloudRun]:
     """Every contender through a fresh proxy at each latency (seconds)."""
     from h5dask.readahead import get_readahead
 
@@ -182,7 +185,7 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
             try:
                 if "hsds" in peers:
                     hsds = services.restart_hsds(proxy.endpoint)
-                rows = contenders(services, w, peers, active.url if active else None)
+                rows = contenders(services, w, peers, active.url if active else None, auto)
                 for s, _, _ in rows:
                     s.nbytes = data.nbytes
                 rows[0][1]()  # warm-up: connections through the proxy

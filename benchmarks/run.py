@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
 def _cloud(services: Services, quick: bool, peers: set[str], skip: set[str],
            repeats: int) -> str:
     """The cloud profile (see benchmarks/cloud.py): its own data, through the proxy; in
-    quick mode one latency, tiny data, no HSDS, no open or mean()."""
+    quick mode one latency, tiny data, chunks={} only, no HSDS, open or mean()."""
     from . import cloud, extras
 
-    size = 32 if quick else 256
+    size = 16 if quick else 256
     data = Synthetic(nplanes_for(size))
     plain = next(v for v in VARIANTS if v.slug == "plain")
     variant = dataclasses.replace(plain, slug="plain-cloud")  # its own objects
@@ -212,7 +212,7 @@ def _cloud(services: Services, quick: bool, peers: set[str], skip: set[str],
 
     runs = cloud.run_cloud(services, w, data, [0.03] if quick else [0.01, 0.03, 0.1], repeats,
                            peers, "pushdown" not in skip and not quick, _log,
-                           None if quick or "zarr" not in peers else open_fn)
+                           None if quick or "zarr" not in peers else open_fn, auto=not quick)
     _log(cloud.summary(runs))
     return cloud.markdown(runs, data.nbytes / MiB, repeats)
 
