@@ -11,6 +11,8 @@ runs, it takes its bytes from there instead of asking the store again.
   with dask's local schedulers the ready queue of the running computation (a dask
   callback), on a ``distributed`` worker the worker's own ready queue. A task that
   moves to another worker (work stealing) leaves at most its prefetched bytes unused.
+* **Pushed-down reductions** (:mod:`h5dask.active.pushdown`) of queued tasks send their
+  requests ahead the same way (local schedulers; at most 64 waiting replies, small).
 * **Bounded memory.** At most ``H5DASK_READ_AHEAD_BYTES`` (default 64 MiB; ``0``
   turns read-ahead off) of stored chunk bytes are reserved at once per process, in
   flight or waiting; a GET is only started when its chunk fits in what is left.
@@ -363,12 +365,17 @@ def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any]
     """Start the GETs of the chunks the given (key, task) pairs will read, in order,
     until the budget is spent."""
     ra = _readahead
+    pushdown = None if distributed else sys.modules.get("h5dask.active.pushdown")
     for key, task in tasks:
         if seen is not None:
             if key in seen:
                 continue
         try:
             chunks = task_chunks(task, value_of)
+            # a reduction pushed down to active storage: its requests, sent ahead
+            if pushdown is not None and not chunks and not pushdown.send_ahead(
+                    task, value_of, owner):
+                return
         except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
             chunks = []
         for source, index in chunks:
@@ -407,6 +414,9 @@ def _local_callback() -> Any:
             session = self._sessions.pop(id(state), None)
             if session is not None:
                 _readahead.forget(owner=session)
+                pushdown = sys.modules.get("h5dask.active.pushdown")
+                if pushdown is not None:
+                    pushdown.forget_ahead(session)
 
     return LocalReadAhead()
 
