@@ -285,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list of zarr,zarr-fsspec,netcdf,hsds")
     parser.add_argument("--no-pushdown", action="store_true")
     parser.add_argument("--no-open", action="store_true")
+    parser.add_argument("--no-auto", action="store_true", help='leave out chunks="auto"')
     parser.add_argument("--out", default=None, help="write the Markdown section here")
     args = parser.parse_args(argv)
     peers = {p for p in args.peers.split(",") if p}
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 return extras.open_time(services, repeats, 50, print)
 
         runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
-                         args.repeats, peers, not args.no_pushdown, print, open_fn)
+                         args.repeats, peers, not args.no_pushdown, print, open_fn,
+                         auto=not args.no_auto)
     print(summary(runs))
     if args.out:
         with open(args.out, "w") as f:
