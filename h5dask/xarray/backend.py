@@ -13,14 +13,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from xarray.backends.common import AbstractDataStore, BackendArray, BackendEntrypoint
+from xarray.backends.common import AbstractDataStore, BackendEntrypoint
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
 from .. import readahead
+from ..active.config import ActiveConfig, resolve_active_config
 from ..chunkio import ArraySource
 from ..domain import DomainSession
 from ..errors import (
@@ -31,40 +31,11 @@ from ..errors import (
 )
 from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
-from ..format.types import has_vlen
 from ..storage import open_location
 from . import netcdf
+from .array import H5CloudArray
 
 DOCS_URL = "https://github.com/h5dask/h5dask#readme"
-
-
-class H5CloudArray(BackendArray):
-    """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`)."""
-
-    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name", "active")
-
-    def __init__(self, source: ArraySource, shape: tuple[int, ...], dtype: np.dtype,
-                 variable_name: str, active: Any = None) -> None:
-        self.source = source
-        self.active = active  # an ActiveConfig when reductions may be pushed down
-        self.shape = shape
-        self.scalar = shape == ()
-        self.dtype = np.dtype(object) if has_vlen(dtype) else dtype
-        self.variable_name = variable_name
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
-
-    def _getitem(self, key: tuple) -> np.ndarray:
-        readahead.on_task_start()
-        if self.scalar:
-            return self.source.read((0,)).reshape(())
-        return self.source.read(key)
-
-    def __reduce__(self) -> tuple:
-        return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name,
-                               self.active))
 
 
 @dataclass
@@ -418,20 +389,11 @@ def _load_dimension_coordinates(ds: Any) -> None:
             var.load()
 
 
-def _active_config(url: str | None, mode: str | bool | None) -> Any:
-    """The active-storage settings: ``active_storage_url`` (or H5DASK_ACTIVE_STORAGE_URL),
-    and ``active_storage``: True/"auto" (fall back locally), "require", or False (off)."""
-    if mode is False or mode == "off":
-        return None
-    url = url or os.environ.get("H5DASK_ACTIVE_STORAGE_URL")
-    if not url:
-        if mode not in (None, True, "auto"):
-            raise ValueError("active_storage='require' needs active_storage_url= or "
-                             "H5DASK_ACTIVE_STORAGE_URL")
-        return None
-    if mode not in (None, True, "auto", "require"):
-        raise ValueError(f"active_storage must be 'auto', 'require' or False, not {mode!r}")
-    from ..active.pushdown import ActiveConfig, install
+def _active_config(url: str | None, mode: str | bool | None) -> ActiveConfig | None:
+    """The active-storage settings; installs pushdown when a server is configured."""
+    config = resolve_active_config(url, mode)
+    if config is not None:
+        from ..active.pushdown import enable_pushdown
 
-    install()
-    return ActiveConfig(url, require=mode == "require")
+        enable_pushdown(config)
+    return config
