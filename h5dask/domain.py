@@ -310,19 +310,23 @@ class DomainSession:
                 return 6
             return rank[obj_id[0]] + (0 if obj_id in self._new_ids else 3)
 
+        blobs = {i: dump_json(o) for i, o in self._dirty.items()}
+        for i, blob in blobs.items():  # the summary describes the state after this flush
+            self._hashes[i] = consolidated.digest(blob)
         levels = sorted({level(i) for i in self._dirty})
-        for lvl in levels:
-            batch = [(i, o) for i, o in self._dirty.items() if level(i) == lvl]
-            blobs = [dump_json(o) for _, o in batch]
-            await asyncio.gather(*(self.store.put(ids.object_key(i), blob, kind="metadata")
-                                   for (i, _), blob in zip(batch, blobs)))
-            for (i, _), blob in zip(batch, blobs):
+        for n, lvl in enumerate(levels):
+            if n == len(levels) - 1:
+                # the summary goes just before the last level of objects, which publishes
+                # the change: a crash before it leaves a summary readers find stale
+                await self._write_consolidated()
+            batch = [i for i in self._dirty if level(i) == lvl]
+            await asyncio.gather(*(self.store.put(ids.object_key(i), blobs[i], kind="metadata")
+                                   for i in batch))
+            for i in batch:
                 self._dirty.pop(i, None)
                 self._new_ids.discard(i)
-                self._hashes[i] = consolidated.digest(blob)
-        # a crash before it leaves the previous summary, which readers find stale; before
-        # .domain.json, so that a new domain appears only once everything is written
-        await self._write_consolidated()
+        if not levels:
+            await self._write_consolidated()
         if self._domain_dirty:
             assert self._domain_json is not None
             await self.store.put(self.location.domain_key, dump_json(self._domain_json),
