@@ -37,6 +37,7 @@ from .format.metadata import (
     parse_group,
 )
 from .storage import Location
+from .storage.links import LinkPolicy
 from .storage.sync import sync
 
 Meta = GroupMeta | DatasetMeta | DatatypeMeta
@@ -53,7 +54,7 @@ class DomainSession:
     """The open metadata of one domain (mode r, r+, w, a)."""
 
     def __init__(self, location: Location, mode: str = "r", owner: str | None = None,
-                 consolidated: bool = False) -> None:
+                 link_policy: LinkPolicy | None = None, consolidated: bool = False) -> None:
         """``consolidated=True``: use the domain's consolidated object, if any, to fetch
         all its metadata and coordinate chunks at once (see
         :mod:`h5dask.format.consolidated`); the xarray backend does, the h5py-like API
@@ -62,6 +63,9 @@ class DomainSession:
             raise ValueError(f"mode must be one of r, r+, w, w-, x, a; got {mode!r}")
         self.location = location
         self.store = location.store
+        #: which files linked datasets may read (default: the domain's store, and the
+        #: prefixes in H5DASK_ALLOWED_LINK_PREFIXES)
+        self.link_policy = link_policy if link_policy is not None else LinkPolicy.from_option()
         self.mode = mode
         self.writable = mode != "r"
         self._cache: dict[str, Any] = {}  # id -> parsed meta

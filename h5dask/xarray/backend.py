@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xarray.backends.common import AbstractDataStore, BackendEntrypoint
+from xarray.backends.common import AbstractDataStore
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
@@ -32,10 +32,10 @@ from ..errors import (
 from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
 from ..storage import open_location
+from ..storage.links import LinkPolicy
 from . import netcdf
 from .array import H5CloudArray
-
-DOCS_URL = "https://github.com/h5dask/h5dask#readme"
+from .entrypoint import LazyH5CloudEntrypoint
 
 
 @dataclass
@@ -119,9 +119,13 @@ class H5CloudStore(AbstractDataStore):
 
     @classmethod
     def open(cls, url: str, group: str | None = None,
-             storage_options: Mapping[str, Any] | None = None) -> H5CloudStore:
-        """Open a domain URL (reads metadata objects only)."""
-        session = DomainSession(open_location(url, storage_options), "r", consolidated=True)
+             storage_options: Mapping[str, Any] | None = None,
+             allowed_link_prefixes: Iterable[str] | None = None) -> H5CloudStore:
+        """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
+        as for :class:`h5dask.File`."""
+        session = DomainSession(open_location(url, storage_options), "r",
+                                link_policy=LinkPolicy.from_option(allowed_link_prefixes),
+                                consolidated=True)
         return cls(session, group)
 
     @property
@@ -174,7 +178,11 @@ class H5CloudStore(AbstractDataStore):
         try:
             source = self._source(meta)
         except H5DaskError as exc:
-            raise type(exc)(f"variable {name!r}: {exc}") from exc
+            # name the variable, keeping the error's type and fields (MetadataError.key,
+            # LinkedReferenceRefused.uri, ...): a new instance could not be built from
+            # the message alone
+            exc.args = (f"variable {name!r}: {exc}",)
+            raise
         shape = meta.shape or ()
         array = H5CloudArray(source, shape, meta.dtype, name, self.active)
         data = indexing.LazilyIndexedArray(array)
@@ -293,33 +301,28 @@ def _is_domain_url(path: str) -> bool:
     return os.path.isfile(os.path.join(path, ".domain.json"))
 
 
-class H5CloudBackendEntrypoint(BackendEntrypoint):
-    """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly.
+class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
+    """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly
+    (the implementation; xarray finds it through :mod:`h5dask.xarray.entrypoint`).
 
     >>> import xarray as xr
     >>> "h5cloud" in xr.backends.list_engines()
     True
     """
 
-    description = "Open HSDS schema-v2 domains in object storage with h5dask (no server)"
-    url = DOCS_URL
-    open_dataset_parameters = (
-        "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
-        "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
-        "storage_options", "active_storage_url", "active_storage",
-    )
-
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         return isinstance(filename_or_obj, str | os.PathLike) and _is_domain_url(
             os.fspath(filename_or_obj))
 
     def _store(self, filename_or_obj: Any, group: str | None,
-               storage_options: Mapping[str, Any] | None) -> H5CloudStore:
+               storage_options: Mapping[str, Any] | None,
+               allowed_link_prefixes: Iterable[str] | None = None) -> H5CloudStore:
         if isinstance(filename_or_obj, H5CloudStore):
             return filename_or_obj
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"engine 'h5cloud' opens URL strings, not {type(filename_or_obj)}")
-        return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options)
+        return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options,
+                                 allowed_link_prefixes)
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -336,8 +339,11 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         storage_options: Mapping[str, Any] | None = None,
         active_storage_url: str | None = None,
         active_storage: str | bool | None = None,
+        allowed_link_prefixes: Iterable[str] | None = None,
     ) -> Any:
-        store = self._store(filename_or_obj, group, storage_options)
+        """``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
+        datasets may read (see :class:`h5dask.File`)."""
+        store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes)
         readahead.install()
         store.active = _active_config(active_storage_url, active_storage)
         ds = StoreBackendEntrypoint().open_dataset(
@@ -351,9 +357,10 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
 
     def open_groups_as_dict(  # type: ignore[override]
         self, filename_or_obj: Any, *, group: str | None = None,
-        storage_options: Mapping[str, Any] | None = None, **kwargs: Any,
+        storage_options: Mapping[str, Any] | None = None,
+        allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
     ) -> dict[str, Any]:
-        root = self._store(filename_or_obj, None, storage_options)
+        root = self._store(filename_or_obj, None, storage_options, allowed_link_prefixes)
         base = _normalize_group(group)
         if base not in root.tree:
             raise ObjectNotFoundError(
@@ -371,12 +378,15 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
 
     def open_datatree(  # type: ignore[override]
         self, filename_or_obj: Any, *, group: str | None = None,
-        storage_options: Mapping[str, Any] | None = None, **kwargs: Any,
+        storage_options: Mapping[str, Any] | None = None,
+        allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
     ) -> Any:
         from xarray import DataTree
 
         groups = self.open_groups_as_dict(filename_or_obj, group=group,
-                                          storage_options=storage_options, **kwargs)
+                                          storage_options=storage_options,
+                                          allowed_link_prefixes=allowed_link_prefixes,
+                                          **kwargs)
         return DataTree.from_dict(groups)
 
 
