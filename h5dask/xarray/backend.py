@@ -20,6 +20,7 @@ from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
+from .. import readahead
 from ..active.config import ActiveConfig, resolve_active_config
 from ..chunkio import ArraySource
 from ..domain import DomainSession
@@ -77,7 +78,8 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
                     seen.add(link.id)
                     child_ids.append(link.id)
                     names[link.id] = f"{path.rstrip('/')}/{name}"
-        _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        objects = _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        session.prefetch_coordinates(objects)
         next_level = []
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
@@ -98,10 +100,10 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     return nodes
 
 
-def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> None:
+def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> list:
     """Load objects; an unsupported type or filter is reported by variable name."""
     try:
-        session.load_many(obj_ids)
+        return session.load_many(obj_ids)
     except (UnsupportedTypeError, UnsupportedFilterError) as exc:
         for obj_id in obj_ids:
             if obj_id in str(exc) or ids.object_key(obj_id) in str(exc):
@@ -132,7 +134,8 @@ class H5CloudStore(AbstractDataStore):
         """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
         as for :class:`h5dask.File`."""
         session = DomainSession(open_location(url, storage_options), "r",
-                                link_policy=LinkPolicy.from_option(allowed_link_prefixes))
+                                link_policy=LinkPolicy.from_option(allowed_link_prefixes),
+                                consolidated=True)
         return cls(session, group)
 
     @property
@@ -378,6 +381,7 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
         bytes of a dimension coordinate loaded at open (None: no limit), see
         docs/reliability.md."""
         store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes)
+        readahead.install()
         store.active = _active_config(active_storage_url, active_storage)
         store.max_coordinate_bytes = max_coordinate_bytes
         ds = StoreBackendEntrypoint().open_dataset(
@@ -385,6 +389,8 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
             concat_characters=concat_characters, decode_coords=decode_coords,
             drop_variables=drop_variables, use_cftime=use_cftime,
             decode_timedelta=decode_timedelta)
+        _load_dimension_coordinates(ds)
+        store.session.forget_prefetched()  # nothing fetched at open is read later
         return ds
 
     def open_groups_as_dict(  # type: ignore[override]
@@ -420,6 +426,15 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
                                           allowed_link_prefixes=allowed_link_prefixes,
                                           **kwargs)
         return DataTree.from_dict(groups)
+
+
+def _load_dimension_coordinates(ds: Any) -> None:
+    """Load the dimension coordinates now, from the chunks fetched with the metadata
+    (xarray loads them next anyway, to build its indexes)."""
+    for name in ds.dims:
+        var = ds.variables.get(name)
+        if var is not None and var.dims == (name,):
+            var.load()
 
 
 def _active_config(url: str | None, mode: str | bool | None) -> ActiveConfig | None:
