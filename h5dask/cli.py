@@ -28,7 +28,6 @@ from typing import Any
 import click
 
 from . import __version__
-from .admin import DEFAULT_MIN_AGE
 from .errors import FolderNotEmptyError, H5DaskError, StoragePermissionError
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
@@ -397,7 +396,7 @@ def rm(url: str, recursive: bool, dry_run: bool, storage_option: tuple[str, ...]
 @main.command()
 @click.argument("bucket_url", metavar="BUCKET_URL")
 @click.option("--delete", is_flag=True, help="Delete the orphaned objects found.")
-@click.option("--min-age", default=DEFAULT_MIN_AGE, show_default=True, type=float,
+@click.option("--min-age", default=3600.0, show_default=True, type=float,  # admin's default
               metavar="SECONDS",
               help="Only objects whose prefix was last written longer ago than this "
                    "(protects a load in progress).")
