@@ -14,13 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xarray.backends.common import AbstractDataStore
+from xarray.backends.common import AbstractDataStore, BackendEntrypoint
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
-from .. import readahead
 from ..active.config import ActiveConfig, resolve_active_config
 from ..chunkio import ArraySource
 from ..domain import DomainSession
@@ -34,9 +33,8 @@ from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
 from ..storage import open_location
 from ..storage.links import LinkPolicy
-from . import netcdf
+from . import lookahead, netcdf
 from .array import H5CloudArray
-from .entrypoint import LazyH5CloudEntrypoint
 
 #: The most bytes of a dimension coordinate that opening loads (xarray reads dimension
 #: coordinates whole to build their indexes); ``max_coordinate_bytes=`` changes it
@@ -335,9 +333,10 @@ def _is_domain_url(path: str) -> bool:
     return os.path.isfile(os.path.join(path, ".domain.json"))
 
 
-class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
+class H5CloudBackendEntrypoint(BackendEntrypoint):
     """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly
-    (the implementation; xarray finds it through :mod:`h5dask.xarray.entrypoint`).
+    (the implementation; xarray finds it through :mod:`h5dask.xarray.entrypoint`, which
+    names the parameters and hands every call over to this class).
 
     >>> import xarray as xr
     >>> "h5cloud" in xr.backends.list_engines()
@@ -381,7 +380,7 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
         bytes of a dimension coordinate loaded at open (None: no limit), see
         docs/reliability.md."""
         store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes)
-        readahead.install()
+        lookahead.install()
         store.active = _active_config(active_storage_url, active_storage)
         store.max_coordinate_bytes = max_coordinate_bytes
         ds = StoreBackendEntrypoint().open_dataset(
