@@ -993,6 +993,7 @@ async def _remove_new_objects(loader: _Loader) -> None:
     try:
         keys = await store.list(prefix)
         await asyncio.gather(*(store.delete(k) for k in keys), return_exceptions=True)
+        await store.prune(prefix)  # no empty db/<root>/ left to look like a domain's
     except Exception:  # noqa: BLE001 - the cleanup must not hide the real error
         pass
 
