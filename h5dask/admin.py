@@ -10,8 +10,8 @@ domain's and is never removed.
 ...     f["x"] = np.arange(3)
 >>> list_domains("memory://admin-doc/")
 ['memory:///admin-doc/home/a.h5']
->>> rm("memory://admin-doc/home/a.h5").objects  # root group, dataset, chunk, .domain.json
-4
+>>> rm("memory://admin-doc/home/a.h5").objects  # group, dataset, chunk, .domain.json, summary
+5
 """
 
 from __future__ import annotations
@@ -139,10 +139,12 @@ def _open_domain(url: str, storage_options: Mapping[str, Any] | None
 
 
 async def _remove_domain(store: ObjectStore, key: str, root: str, dry_run: bool) -> int:
-    """Delete a domain's objects, then its .domain.json last (so an interrupted rm can be
-    run again); the number of objects."""
+    """Delete a domain's objects (in db/ and beside its .domain.json), then its
+    .domain.json last (so an interrupted rm can be run again); the number of objects."""
     objects_prefix = ids.object_prefix(root) + "/"
-    keys = await store.list(objects_prefix)
+    # the domain's own objects beside .domain.json (e.g. consolidated metadata) go too
+    beside = [k for k in await store.list(key[:-len(_DOMAIN_FILE)]) if k != key]
+    keys = await store.list(objects_prefix) + beside
     if not dry_run:
         await asyncio.gather(*(store.delete(k) for k in keys))
         await store.delete(key, kind="metadata")

@@ -40,10 +40,11 @@ def test_rm_removes_the_domain_and_all_its_objects(place):
     root = _write(f"{base}/home/gone.h5", options)
     assert len(_keys(f"{base}/home/gone.h5", options, root)) == 5  # group, dataset, 3 chunks
     dry = rm(f"{base}/home/gone.h5", dry_run=True, storage_options=options)
-    assert dry.objects == 6 and len(_keys(f"{base}/home/gone.h5", options, root)) == 5
+    # 5 objects in db/, .domain.json and the consolidated metadata beside it
+    assert dry.objects == 7 and len(_keys(f"{base}/home/gone.h5", options, root)) == 5
     removal = rm(f"{base}/home/gone.h5", storage_options=options)
-    assert removal.domains == [f"{base}/home/gone.h5"] and removal.objects == 6
-    assert "removed 1 domain(s), 6 object(s)" in str(removal)
+    assert removal.domains == [f"{base}/home/gone.h5"] and removal.objects == 7
+    assert "removed 1 domain(s), 7 object(s)" in str(removal)
     assert _keys(f"{base}/home/gone.h5", options, root) == []
     with pytest.raises(DomainNotFoundError):
         h5dask.File(f"{base}/home/gone.h5", storage_options=options)
@@ -103,6 +104,6 @@ def test_folders_written_by_hsds_are_removed_with_recursive(tmp_path):
     (bucket / "home" / ".domain.json").write_text(json.dumps({"owner": "admin"}))
     _write(f"file://{bucket}/home/a.h5", {})
     removal = rm(f"file://{bucket}/home/", recursive=True)
-    assert removal.objects == 7  # 5 objects + .domain.json + the folder's .domain.json
+    assert removal.objects == 8  # 5 in db/, .domain.json, consolidated, the folder's
     assert not (bucket / "home" / ".domain.json").exists()
     assert list((bucket / "db").iterdir()) == []
