@@ -23,6 +23,7 @@ import click
 
 from . import __version__
 from .errors import H5DaskError, StoragePermissionError
+from .process_exit import CleanExitGroup
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
@@ -105,7 +106,7 @@ def _guarded(func: Callable) -> Callable:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CleanExitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="h5dask")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
