@@ -303,14 +303,18 @@ def info(url: str, path: str, as_json: bool, storage_option: tuple[str, ...],
               help="Largest object (and decompressed chunk) in bytes.")
 @click.option("--max-in-flight", default=8, show_default=True, type=int,
               help="Requests reduced at once; more get 503.")
+@click.option("--body-timeout", default=10.0, show_default=True, type=float, metavar="SECONDS",
+              help="Time a client has to send its whole request body; after it the "
+                   "answer is 400 RequestTimeout.")
 @click.option("--log-level", default="INFO", show_default=True)
 @_guarded
 def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_object_size: int,
-                 max_in_flight: int, log_level: str) -> None:
+                 max_in_flight: int, body_timeout: float, log_level: str) -> None:
     """Run the active-storage server (Reductionist v2 API)."""
     from .active.server import serve
 
-    serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level)
+    serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level,
+          body_timeout=body_timeout)
 
 
 @main.command()
