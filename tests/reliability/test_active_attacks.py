@@ -44,9 +44,10 @@ from test_faults import record_figures
 H5DASK = shutil.which("h5dask", path=str(Path(sys.executable).parent)) or "h5dask"
 BUCKET = "active-attacks"
 MAX_IN_FLIGHT = 8
-MAX_OBJECT = 32 << 20  # the burst's objects are exactly this size
+MAX_OBJECT = 64 << 20  # the burst's objects are exactly this size (the default limit)
 BODY_TIMEOUT = 4.0
 MIB = 1 << 20
+SETTLED_SLACK = 24 * MIB  # resident memory over the idle server once the burst is over
 
 
 def vm(pid: int, field: str) -> int:
@@ -181,7 +182,7 @@ def test_burst_memory_is_bounded_and_given_back(server: Server) -> None:
     peak = vm(pid, "VmHWM")
     settled = vm(pid, "VmRSS")
     for _ in range(50):  # the last request gives memory back when it ends: let it
-        if settled <= baseline + 64 * MIB:
+        if settled <= baseline + SETTLED_SLACK:
             break
         time.sleep(0.1)
         settled = vm(pid, "VmRSS")
@@ -192,10 +193,10 @@ def test_burst_memory_is_bounded_and_given_back(server: Server) -> None:
                    round((peak - baseline) / MAX_IN_FLIGHT / MAX_OBJECT, 2)}
     record_figures("active_memory_burst", figures)
     assert statuses == [200] * MAX_IN_FLIGHT
-    # about one object-sized buffer per request in flight (was 3.5 objects each)
+    # about one object-sized buffer per request in flight (was 2.5 objects each here)
     assert peak - baseline <= MAX_IN_FLIGHT * MAX_OBJECT * 1.5 + 64 * MIB, figures
-    # and back near where it started (was +327 MB for 8 x 64 MiB)
-    assert settled <= baseline + 64 * MIB, figures
+    # and back near where it started (was 56 MiB above it here)
+    assert settled <= baseline + SETTLED_SLACK, figures
 
 
 # -- log forging ------------------------------------------------------------------------------
