@@ -29,6 +29,7 @@ import click
 
 from . import __version__
 from .errors import FolderNotEmptyError, H5DaskError, StoragePermissionError
+from .process_exit import CleanExitGroup
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 EXIT_REFUSED = 5
@@ -137,7 +138,7 @@ def _guarded(func: Callable) -> Callable:
                         help="Show tracebacks for errors.")(wrapper)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CleanExitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="h5dask")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -427,14 +428,18 @@ def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str,
               help="Largest object (and decompressed chunk) in bytes.")
 @click.option("--max-in-flight", default=8, show_default=True, type=int,
               help="Requests reduced at once; more get 503.")
+@click.option("--body-timeout", default=10.0, show_default=True, type=float, metavar="SECONDS",
+              help="Time a client has to send its whole request body; after it the "
+                   "answer is 400 RequestTimeout.")
 @click.option("--log-level", default="INFO", show_default=True)
 @_guarded
 def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_object_size: int,
-                 max_in_flight: int, log_level: str) -> None:
+                 max_in_flight: int, body_timeout: float, log_level: str) -> None:
     """Run the active-storage server (Reductionist v2 API)."""
     from .active.server import serve
 
-    serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level)
+    serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level,
+          body_timeout=body_timeout)
 
 
 @main.command()
