@@ -89,6 +89,11 @@ class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 
 
+class SourceFileError(H5DaskError, OSError):
+    """A file given to ``h5dask load`` that h5py cannot read (not HDF5, truncated, or an
+    object in it that HDF5 itself fails on); the message names the file and the object."""
+
+
 class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 

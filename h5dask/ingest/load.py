@@ -362,6 +362,10 @@ def _make_plan(obj: SourceObject, types: H5Types, values: H5Values) -> _Plan:
     tid = dset.id.get_type()
     type_json = types.json(tid)
     dt = dtype_from_json(type_json)
+    if dt.subdtype is not None:
+        raise UnsupportedTypeError(
+            "a dataset whose element type is an HDF5 array type (h5py reads it as extra "
+            "axes); HSDS chunk layouts have no equivalent")
     space = dset.id.get_space()
     stype = space.get_simple_extent_type()
     if stype == h5s.NULL:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -30,7 +31,7 @@ from ..errors import (
 )
 from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
-from ..format.types import has_vlen
+from ..format.types import VLEN_STR, has_vlen
 from ..storage import open_location
 from . import netcdf
 
@@ -101,6 +102,11 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
             for name, link in g.links.items():
+                target = link.id if link.kind == "hard" else _soft_dataset(session, _gid, link)
+                if target is not None and target[0] == "d" and link.kind == "soft":
+                    meta = session.load(target)  # h5py, so h5netcdf, follows soft links
+                    datasets[name] = meta
+                    attrs_of[name] = _raw_attrs(session, meta)
                 if link.kind != "hard":
                     continue
                 if link.id[0] == "d":
@@ -117,6 +123,16 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     return nodes
 
 
+def _soft_dataset(session: DomainSession, group_id: str, link: Any) -> str | None:
+    """The id a soft link leads to, or None (dangling, or not a soft link)."""
+    if link.kind != "soft":
+        return None
+    try:
+        return session.walk_path(group_id, link.name)[0]
+    except (ObjectNotFoundError, KeyError):
+        return None
+
+
 def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> None:
     """Load objects; an unsupported type or filter is reported by variable name."""
     try:
@@ -128,11 +144,19 @@ def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str
         raise
 
 
+PHONY_DIMS_MODES = ("sort", "access")
+
+
 class H5CloudStore(AbstractDataStore):
     """A read-only xarray data store over one group of a domain."""
 
     def __init__(self, session: DomainSession, group: str | None = None,
-                 tree: dict[str, GroupNode] | None = None, active: Any = None) -> None:
+                 tree: dict[str, GroupNode] | None = None, active: Any = None,
+                 phony_dims: str = "sort") -> None:
+        if phony_dims not in PHONY_DIMS_MODES:
+            raise ValueError(f"phony_dims must be one of {PHONY_DIMS_MODES} (as in h5netcdf), "
+                             f"not {phony_dims!r}")
+        self.phony_dims = phony_dims
         self.session = session
         self.active = active
         self.tree = tree if tree is not None else load_tree(session)
@@ -145,10 +169,11 @@ class H5CloudStore(AbstractDataStore):
 
     @classmethod
     def open(cls, url: str, group: str | None = None,
-             storage_options: Mapping[str, Any] | None = None) -> H5CloudStore:
+             storage_options: Mapping[str, Any] | None = None,
+             phony_dims: str = "sort") -> H5CloudStore:
         """Open a domain URL (reads metadata objects only)."""
         session = DomainSession(open_location(url, storage_options), "r")
-        return cls(session, group)
+        return cls(session, group, phony_dims=phony_dims)
 
     @property
     def node(self) -> GroupNode:
@@ -160,6 +185,18 @@ class H5CloudStore(AbstractDataStore):
         parts = [p for p in self.group.split("/") if p]
         return ["/" + "/".join(parts[:n]) if n else "/" for n in range(len(parts), -1, -1)]
 
+    def _phony_order(self) -> tuple[list[str], int]:
+        """(groups in the order h5netcdf creates their phony dimensions, first number).
+
+        ``"sort"``: every group, depth-first by name (h5py's order), numbered after the
+        file's largest netCDF dimension id; ``"access"``: only the groups opened on the
+        way to this one (the root first), numbered from 0."""
+        if self.phony_dims == "access":
+            return list(reversed(self._scope())), 0
+        all_attrs = [a for node in self.tree.values() for a in node.attrs_of.values()]
+        order = sorted(self.tree, key=lambda p: [part for part in p.split("/") if part])
+        return order, netcdf.max_dimid(all_attrs) + 1
+
     def _variable_dims(self) -> dict[str, tuple[str, ...]]:
         if self._dims_cache is not None:
             return self._dims_cache
@@ -167,13 +204,12 @@ class H5CloudStore(AbstractDataStore):
         for node in self.tree.values():
             for name, meta in node.datasets.items():
                 id_to_name[meta.id] = f"{node.path.rstrip('/')}/{name}"
-        all_attrs = [a for node in self.tree.values() for a in node.attrs_of.values()]
-        offset = netcdf.max_dimid(all_attrs) + 1
+        order, offset = self._phony_order()
         counter = [0]
         scope_dims = []
         phony_here: dict[int, list[str]] = {}
-        # phony dimensions are numbered across the file, group by group in path order
-        for path in sorted(self.tree):
+        # phony dimensions are numbered across the file, group by group
+        for path in order:
             node = self.tree[path]
             dims = netcdf.group_dimensions(node.meta, node.datasets, node.attrs_of)
             phony = netcdf.phony_dimensions(dims, node.datasets, node.attrs_of, counter, offset)
@@ -209,7 +245,7 @@ class H5CloudStore(AbstractDataStore):
         encoding: dict[str, Any] = {"source": self.session.location.url,
                                     "original_shape": shape}
         vlen = (meta.dtype.metadata or {}).get("vlen") if meta.dtype.kind == "O" else None
-        encoding["dtype"] = str if vlen is str else meta.dtype
+        encoding["dtype"] = str if vlen in (str, bytes) else meta.dtype
         chunks = None if meta.space.is_scalar else meta.chunk_shape
         if chunks and meta.layout.cls.startswith("H5D_CHUNKED"):
             encoding["chunksizes"] = chunks
@@ -234,7 +270,13 @@ class H5CloudStore(AbstractDataStore):
     def _source(self, meta: DatasetMeta) -> ArraySource:
         from ..file import Dataset
 
-        return Dataset(self.session, meta.id, meta.key).source()
+        source = Dataset(self.session, meta.id, meta.key).source()
+        if (meta.dtype.metadata or {}).get("vlen") is bytes:
+            # h5netcdf reads every variable-length string variable as str; the chunk
+            # bytes are the same whatever the character set
+            source = dataclasses.replace(source, dtype=VLEN_STR, codec=dataclasses.replace(
+                source.codec, dtype=VLEN_STR))
+        return source
 
     def _attr_triples(self, meta: Any, values: dict[str, Any]) -> dict[str, tuple]:
         """name -> (value, dtype, is_null); hidden attributes of unsupported types are
@@ -332,7 +374,7 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     open_dataset_parameters = (
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
-        "storage_options", "active_storage_url", "active_storage",
+        "storage_options", "active_storage_url", "active_storage", "phony_dims",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -340,12 +382,14 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
             os.fspath(filename_or_obj))
 
     def _store(self, filename_or_obj: Any, group: str | None,
-               storage_options: Mapping[str, Any] | None) -> H5CloudStore:
+               storage_options: Mapping[str, Any] | None,
+               phony_dims: str = "sort") -> H5CloudStore:
         if isinstance(filename_or_obj, H5CloudStore):
             return filename_or_obj
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"engine 'h5cloud' opens URL strings, not {type(filename_or_obj)}")
-        return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options)
+        return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options,
+                                 phony_dims)
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -362,8 +406,11 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         storage_options: Mapping[str, Any] | None = None,
         active_storage_url: str | None = None,
         active_storage: str | bool | None = None,
+        phony_dims: str = "sort",
     ) -> Any:
-        store = self._store(filename_or_obj, group, storage_options)
+        """Open one group; ``phony_dims`` names axes without dimension scales as
+        h5netcdf does: ``"sort"`` (numbered across the file) or ``"access"``."""
+        store = self._store(filename_or_obj, group, storage_options, phony_dims)
         store.active = _active_config(active_storage_url, active_storage)
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
@@ -386,7 +433,8 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         for path in sorted(root.tree):
             if path != base and not path.startswith(base.rstrip("/") + "/"):
                 continue
-            store = H5CloudStore(root.session, path, root.tree)
+            store = H5CloudStore(root.session, path, root.tree,
+                                 phony_dims=kwargs.get("phony_dims", "sort"))
             ds = self.open_dataset(store, **kwargs)
             rel = "/" + path[len(base):].strip("/") if base != "/" else path
             out[rel] = ds
