@@ -119,7 +119,11 @@ class H5Values:
 
         if not ref:
             return ""
-        oid = h5py.h5r.dereference(ref, self.f.id)
+        try:
+            oid = h5py.h5r.dereference(ref, self.f.id)
+        except (KeyError, ValueError, OSError) as exc:  # e.g. an address past the file's end
+            raise UnsupportedTypeError(f"an object reference HDF5 cannot follow ({exc})"
+                                       ) from exc
         if oid is None:
             return ""
         return self.refs.get(h5py.h5o.get_info(oid).addr, "")

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..chunkio import ArraySource, fill_array
 from ..domain import DomainSession
-from ..errors import CorruptChunkError, UnsupportedTypeError
+from ..errors import CorruptChunkError, H5DaskError, SourceFileError, UnsupportedTypeError
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.dataspace import Dataspace
@@ -813,7 +813,17 @@ class _Loader:
     # (in the h5py thread)
     def _read_region(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         """One target chunk read through h5py (which undoes any filter it has a plugin
-        for), padded with the fill value at the edges."""
+        for), padded with the fill value at the edges; HDF5's own failures become one
+        SourceFileError naming the file and the dataset."""
+        try:
+            return self._read_region_h5py(plan, index)
+        except OSError as exc:
+            if isinstance(exc, H5DaskError):
+                raise
+            raise SourceFileError(f"{self.src.url}: dataset {plan.path}: h5py cannot read "
+                                  f"it ({exc})") from exc
+
+    def _read_region_h5py(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         assert plan.source is not None
         dset = self._region_reader(plan)
         values = H5Values(self.src.h5, self.refs)

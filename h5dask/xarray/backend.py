@@ -245,7 +245,7 @@ class H5CloudStore(AbstractDataStore):
         encoding: dict[str, Any] = {"source": self.session.location.url,
                                     "original_shape": shape}
         vlen = (meta.dtype.metadata or {}).get("vlen") if meta.dtype.kind == "O" else None
-        encoding["dtype"] = str if vlen in (str, bytes) else meta.dtype
+        encoding["dtype"] = str if vlen is str else meta.dtype
         chunks = None if meta.space.is_scalar else meta.chunk_shape
         if chunks and meta.layout.cls.startswith("H5D_CHUNKED"):
             encoding["chunksizes"] = chunks
