@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import StorageError
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
@@ -94,8 +95,8 @@ class ArraySource:
         """The stored bytes of one chunk (None if never written) and the key naming them."""
         ref, key = self._ref_key(index)
         if ref is not None:
-            return await ref.store.get_buffer(
-                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size)), key
+            return _linked_bytes(ref, await ref.store.get_buffer(
+                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
         if self.linked is not None:
             return None, key
         return await self.store.get_buffer(key, kind="chunk"), key
@@ -104,8 +105,8 @@ class ArraySource:
         """:meth:`_fetch` in the calling thread (which blocks)."""
         ref, key = self._ref_key(index)
         if ref is not None:
-            return ref.store.get_buffer_sync(
-                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size)), key
+            return _linked_bytes(ref, ref.store.get_buffer_sync(
+                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
         if self.linked is not None:
             return None, key
         return self.store.get_buffer_sync(key, kind="chunk"), key
@@ -301,3 +302,12 @@ async def _decode_into(codec: ChunkCodec, data: bytes | memoryview, key: str,
     if codec.compressor is not None and len(data) >= _DECODE_IN_THREAD:
         return await asyncio.to_thread(codec.decode_into, data, key, out)
     return codec.decode_into(data, key, out)
+
+
+def _linked_bytes(ref: ChunkRef, data: bytes | memoryview | None) -> bytes | memoryview:
+    """A stored linked chunk's bytes; its file missing is an error, not the fill value."""
+    if data is None:
+        raise StorageError(
+            f"{ref.store.root_url}/{ref.key}, the file a linked dataset's chunks are in, does "
+            "not exist: restore it, or reload the domain", key=ref.key, attempts=1)
+    return data

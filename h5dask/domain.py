@@ -36,6 +36,7 @@ from .format.metadata import (
     parse_group,
 )
 from .storage import Location
+from .storage.links import LinkPolicy
 from .storage.sync import sync
 
 Meta = GroupMeta | DatasetMeta | DatatypeMeta
@@ -51,11 +52,15 @@ def default_acls(owner: str) -> dict:
 class DomainSession:
     """The open metadata of one domain (mode r, r+, w, a)."""
 
-    def __init__(self, location: Location, mode: str = "r", owner: str | None = None) -> None:
+    def __init__(self, location: Location, mode: str = "r", owner: str | None = None,
+                 link_policy: LinkPolicy | None = None) -> None:
         if mode not in ("r", "r+", "w", "w-", "x", "a"):
             raise ValueError(f"mode must be one of r, r+, w, w-, x, a; got {mode!r}")
         self.location = location
         self.store = location.store
+        #: which files linked datasets may read (default: the domain's store, and the
+        #: prefixes in H5DASK_ALLOWED_LINK_PREFIXES)
+        self.link_policy = link_policy if link_policy is not None else LinkPolicy.from_option()
         self.mode = mode
         self.writable = mode != "r"
         self._cache: dict[str, Any] = {}  # id -> parsed meta
@@ -119,22 +124,34 @@ class DomainSession:
             return parse_datatype(key, obj)
 
     async def load_many_async(self, obj_ids: Iterable[str]) -> list[Meta]:
-        """Load (concurrently) and cache the metadata of many objects."""
-        wanted = [i for i in dict.fromkeys(obj_ids) if i not in self._cache]
-        keys = [ids.object_key(i) for i in wanted]
+        """Load (concurrently) and cache the metadata of many objects.
+
+        Committed datatypes that the datasets name by id are fetched here too, before the
+        datasets are parsed: parsing runs on the I/O loop, where it must not block.
+        """
+        obj_ids = list(obj_ids)
+        fetched = await self._fetch_json([i for i in dict.fromkeys(obj_ids)
+                                          if i not in self._cache])
+        while True:  # a committed type may itself name another one
+            named = {t for i, (_key, obj) in fetched.items() if i[0] in "dt"
+                     for t in _committed_type_ids(obj)} - self._cache.keys() - fetched.keys()
+            if not named:
+                break
+            fetched.update(await self._fetch_json(sorted(named)))
+        # datatypes first, so datasets resolve committed types from the cache
+        for obj_id in sorted(fetched, key=lambda i: i[0] != "t"):
+            key, obj = fetched[obj_id]
+            self._cache[obj_id] = self._parse(obj_id, key, obj)
+        return [self._cache[i] for i in obj_ids]
+
+    async def _fetch_json(self, obj_ids: list[str]) -> dict[str, tuple[str, Any]]:
+        """id -> (key, JSON) of objects fetched concurrently; all must exist."""
+        keys = [ids.object_key(i) for i in obj_ids]
         blobs = await asyncio.gather(*(self.store.get(k, kind="metadata") for k in keys))
-        # datatypes first, so datasets can resolve committed types from the cache
-        order = sorted(range(len(wanted)), key=lambda n: wanted[n][0] != "t")
-        missing = []
-        for n in order:
-            if blobs[n] is None:
-                missing.append(keys[n])
-                continue
-            obj = _load_json(keys[n], blobs[n])
-            self._cache[wanted[n]] = self._parse(wanted[n], keys[n], obj)
+        missing = [k for k, b in zip(keys, blobs) if b is None]
         if missing:
             raise MetadataError(missing[0], "object is linked from the domain but does not exist")
-        return [self._cache[i] for i in obj_ids]
+        return {i: (k, _load_json(k, b)) for i, k, b in zip(obj_ids, keys, blobs)}
 
     def load_many(self, obj_ids: Iterable[str]) -> list[Meta]:
         return sync(self.load_many_async(list(obj_ids)))
@@ -289,3 +306,19 @@ def _deep_copy(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_deep_copy(v) for v in obj]
     return obj
+
+
+def _committed_type_ids(obj: Any) -> set[str]:
+    """The ids of committed datatypes a dataset's type JSON names (also inside compounds,
+    arrays, enums and vlens)."""
+    found: set[str] = set()
+    pending = [obj.get("type") if isinstance(obj, dict) else None]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str) and node.startswith("t-"):
+            found.add(node)
+        elif isinstance(node, dict):
+            pending.extend(node.get(k) for k in ("base", "type"))
+            pending.extend(f.get("type") for f in node.get("fields") or ()
+                           if isinstance(f, dict))
+    return found

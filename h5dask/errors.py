@@ -104,3 +104,22 @@ class ReadOnlyError(H5DaskError, PermissionError):
 
 class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
+
+
+class LinkedReferenceRefused(H5DaskError, PermissionError):
+    """A linked dataset (an ``H5D_*_REF`` layout) names a file outside the domain's own
+    store, or a ``file_uri`` that is not a valid object URL.
+
+    By default a linked reference may only name an object of the domain's store (for
+    S3, any bucket of the same endpoint; for ``file://``, a file inside the bucket
+    root); others need ``allowed_link_prefixes`` (see :mod:`h5dask.storage.links`).
+    ``.dataset`` and ``.uri`` say which dataset named which URI.
+    """
+
+    def __init__(self, message: str, dataset: str = "", uri: str = "") -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.uri = uri
+
+    def __str__(self) -> str:  # OSError would prefix an errno; keep the message
+        return str(self.args[0]) if self.args else ""

@@ -15,7 +15,7 @@ import math
 import posixpath
 import sys
 import time
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -595,7 +595,8 @@ class Dataset(HLObject):
         if meta.space.is_null:
             raise TypeError(f"dataset {self.name!r} has a null dataspace and no data")
         shape = meta.shape if meta.shape != () else (1,)
-        linked = _linked_chunks(self._session, meta) if meta.layout.is_linked else None
+        linked = (_linked_chunks(self._session, meta, self.name) if meta.layout.is_linked
+                  else None)
         return ArraySource(self._session.store, meta.id, shape, meta.chunk_shape, meta.dtype,
                            meta.codec, meta.fill_value(), linked)
 
@@ -653,10 +654,10 @@ class Dataset(HLObject):
         return f"<h5dask Dataset {self.name!r}: shape {self.shape}, {self.dtype}>"
 
 
-def _linked_chunks(session: DomainSession, meta: DatasetMeta) -> tuple:
+def _linked_chunks(session: DomainSession, meta: DatasetMeta, name: str) -> tuple:
     from .ingest.linked import linked_chunk_refs
 
-    return linked_chunk_refs(session, meta)
+    return linked_chunk_refs(session, meta, name)
 
 
 class File(Group):
@@ -665,14 +666,27 @@ class File(Group):
     ``mode``: r (read), r+ (read/write, must exist), w (create or replace), w-/x (create,
     fail if it exists), a (read/write, create if missing). A new domain becomes visible
     when the file is closed (or flushed), after everything it points to is written.
+
+    ``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
+    datasets (``H5D_*_REF`` layouts) may read, e.g. ``["file:///data/cmip6/"]``; by
+    default only the domain's own store (on S3, any bucket of the same endpoint) and
+    what ``H5DASK_ALLOWED_LINK_PREFIXES`` lists (see :mod:`h5dask.storage.links`).
+
+    >>> with File("memory://doctest-file/home/doc.h5", "w") as f:
+    ...     _ = f.create_dataset("x", data=[1, 2, 3])
+    >>> File("memory://doctest-file/home/doc.h5", allowed_link_prefixes=["file:///data/"])["x"][:]
+    array([1, 2, 3])
     """
 
     def __init__(self, url: Any, mode: str = "r", storage_options: Mapping | None = None,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, *,
+                 allowed_link_prefixes: Iterable[str] | None = None) -> None:
         from .storage import Location
+        from .storage.links import LinkPolicy
 
         location = url if isinstance(url, Location) else open_location(str(url), storage_options)
-        session = DomainSession(location, mode, owner)
+        session = DomainSession(location, mode, owner,
+                                LinkPolicy.from_option(allowed_link_prefixes))
         super().__init__(session, session.root_id, "/")
         self._closed = False
 

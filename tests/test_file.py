@@ -701,3 +701,22 @@ def test_group_api() -> None:
         assert f.get("a/missing") is None and f.get("a/missing", 5) == 5
         assert f.get("a/missing", getlink=True) is None
         assert f["/"] == f
+
+
+def test_dataset_naming_a_committed_type_by_bare_id_opens_cold(tmp_path) -> None:
+    """A dataset whose type is just a committed type's id (as other writers may store it),
+    opened in a fresh session where that type is not cached: it is fetched on the I/O
+    loop with the dataset instead of a blocking call from the loop (a RuntimeError)."""
+    url = f"file://{tmp_path}/bare.h5"
+    pts = np.array([(1, 2), (3, 4)], dtype=POINT)
+    with h5dask.File(url, "w") as f:
+        f["types/point"] = POINT  # in a subgroup: not loaded with the dataset
+        f.create_dataset("pts", data=pts, dtype=f["types/point"], chunks=(1,))
+        key, tid = f["pts"]._meta.key, f["types/point"].id
+        store = f._session.store
+    obj = json.loads(sync(store.get(key, kind="metadata")))
+    obj["type"] = tid  # the bare id
+    sync(store.put(key, json.dumps(obj).encode(), kind="metadata"))
+    with h5dask.File(url) as f:
+        f.visititems(lambda name, obj: None)  # loads every object through load_many
+        assert_same(f["pts"][...], pts)

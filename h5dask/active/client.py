@@ -18,13 +18,14 @@ from typing import Any
 import cbor2
 import numpy as np
 
+from ..errors import H5DaskError
 from ..iostats import record
 
 #: how long a server may take for one chunk before the chunk is reduced locally
 DEFAULT_TIMEOUT = 60.0
 
 
-class ActiveStorageUnavailable(Exception):
+class ActiveStorageUnavailable(H5DaskError):
     """The server could not reduce a chunk (unreachable, refused, unsupported)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

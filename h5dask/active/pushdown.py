@@ -40,7 +40,10 @@ import numpy as np
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
 from ..storage.sync import sync
+from ..xarray.array import H5CloudArray
+from . import graph_adapter
 from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
+from .config import ActiveConfig
 
 REDUCTIONIST_DTYPES = ("int32", "int64", "uint32", "uint64", "float32", "float64")
 
@@ -51,14 +54,6 @@ class ActiveStorageError(H5DaskError, RuntimeError):
 
 class ActiveStorageWarning(UserWarning):
     """A reduction (or part of it) was computed locally instead of on the server."""
-
-
-@dataclass(frozen=True)
-class ActiveConfig:
-    """Where to push reductions down, and whether falling back locally is allowed."""
-
-    url: str
-    require: bool = False
 
 
 # -- recognising h5dask variables through xarray's lazy wrappers --------------------------
@@ -86,26 +81,21 @@ def find_source(obj: Any) -> SourceInfo | None:
 
     Returns None for anything this module cannot push down exactly.
     """
-    from xarray.coding.variables import _apply_mask, _scale_offset_decoding
-
-    from ..xarray.backend import H5CloudArray
-
+    adapter = graph_adapter.load()
     funcs = []
     origin: tuple[int, ...] | None = None
     for _ in range(32):
-        name = type(obj).__name__
         if isinstance(obj, H5CloudArray):
             break
-        if name == "_ElementwiseFunctionArray":
+        if isinstance(obj, adapter.ElementwiseFunctionArray):
             funcs.append(obj.func)
             obj = obj.array
-        elif name == "LazilyIndexedArray":
+        elif isinstance(obj, adapter.LazilyIndexedArray):
             origin = _full_slices_origin(obj.key.tuple, obj.array.shape)
             if origin is None:
                 return None
             obj = obj.array
-        elif name in ("ImplicitToExplicitIndexingAdapter", "CopyOnWriteArray",
-                      "MemoryCachedArray", "NativeEndiannessArray"):
+        elif isinstance(obj, adapter.passthrough_wrappers):
             obj = obj.array
         else:
             return None
@@ -118,10 +108,11 @@ def find_source(obj: Any) -> SourceInfo | None:
         if not isinstance(func, functools.partial):
             return None
         kw = func.keywords
-        if func.func is _apply_mask and not decoding.fill_values and decoding.scale is None:
+        if func.func is adapter.apply_mask and not decoding.fill_values \
+                and decoding.scale is None:
             fills = tuple(v for v in np.asarray(list(kw.get("encoded_fill_values", ()))).ravel())
             decoding = Decoding(fills, None, None, kw.get("dtype"))
-        elif func.func is _scale_offset_decoding and decoding.scale is None:
+        elif func.func is adapter.scale_offset_decoding and decoding.scale is None:
             decoding = Decoding(decoding.fill_values, kw.get("scale_factor"),
                                 kw.get("add_offset"), kw.get("dtype"))
         else:
@@ -159,7 +150,7 @@ def _func_name(func: Any) -> str:
 
 def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
     """(reduction, key of its input block X) if ``task`` is a recognised reduction."""
-    from dask._task_spec import TaskRef
+    TaskRef = graph_adapter.load().TaskRef  # noqa: N806 - a class
 
     func = getattr(task, "func", None)
     if func is None or len(task.args) != 1 or not isinstance(task.args[0], TaskRef):
@@ -205,8 +196,8 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
 
 def _trace_block(key: Any, tasks: Mapping) -> tuple[Any, tuple, list[tuple]] | None:
     """Follow ``getitem`` tasks down to a ``getter``: (source key, getter slices, getitems)."""
-    from dask._task_spec import Alias, DataNode, TaskRef
-
+    adapter = graph_adapter.load()
+    Alias, DataNode, TaskRef = adapter.Alias, adapter.DataNode, adapter.TaskRef  # noqa: N806
     getitems: list[tuple] = []
     for _ in range(16):
         task = tasks.get(key)
@@ -262,9 +253,10 @@ def _compose(shape: tuple[int, ...], first: tuple, rest: list[tuple]) -> tuple[s
 
 
 def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: tuple,
-                       axis: tuple[int, ...], fills: tuple, skip_nan: bool) -> dict:
-    """The Reductionist request for one chunk object; raises ValueError saying why the
-    chunk cannot be reduced remotely."""
+                       axis: tuple[int, ...], fills: tuple, skip_nan: bool) -> dict | None:
+    """The Reductionist request for one chunk object, or None when the chunk is not
+    stored (a linked chunk the source file never wrote: it is reduced locally, from its
+    fill value); raises ValueError saying why the chunk cannot be reduced remotely."""
     from ..storage.s3 import S3ObjectStore
 
     dtype = source.dtype
@@ -285,7 +277,7 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     if source.linked is not None:
         ref = source._linked_ref(index)
         if ref is None:
-            raise LookupError("chunk not stored")
+            return None
         store = ref.store
         key = ref.key
         body["offset"], body["size"] = ref.offset, ref.size
@@ -326,6 +318,8 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     for piece in plan:
         body = chunk_request_body(source, piece.index, piece.chunk_sel, red.axis, fills,
                                   skip_nan=True)
+        if body is None:
+            return None  # an unstored chunk: the block is reduced locally
         requests.append(reduce_remote(server, ChunkRequest(op, body), _credentials(source)))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
@@ -460,13 +454,12 @@ def _static_problem(info: SourceInfo) -> str | None:
 
 def rewrite_graph(tasks: dict) -> dict:
     """Replace recognised per-block reductions over active variables (see module doc)."""
-    from dask._task_spec import DataNode, Task, TaskRef
-
+    adapter = graph_adapter.load()
+    DataNode, Task, TaskRef = adapter.DataNode, adapter.Task, adapter.TaskRef  # noqa: N806
     sources: dict[Any, SourceInfo] = {}
     for key, value in tasks.items():
         obj = value.value if isinstance(value, DataNode) else value
-        if type(obj).__name__ in ("ImplicitToExplicitIndexingAdapter", "CopyOnWriteArray",
-                                  "LazilyIndexedArray", "_ElementwiseFunctionArray"):
+        if isinstance(obj, adapter.lazy_wrappers):
             info = find_source(obj)
             if info is not None:
                 sources[key] = info
@@ -510,23 +503,68 @@ def rewrite_graph(tasks: dict) -> dict:
     return out
 
 
+_previous_optimize: list[Any] = []  # what array_optimize was before install()
+
+
 def pushdown_optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-    """dask's ``array_optimize``: the push-down rewrite, then dask's own optimisation."""
+    """dask's ``array_optimize``: the push-down rewrite, then the optimisation that was
+    configured before (dask's own unless the user had set another)."""
     from dask.array.optimization import optimize
     from dask.utils import ensure_dict
 
     tasks = ensure_dict(dsk)
-    rewritten = rewrite_graph(tasks)
-    return optimize(rewritten if rewritten is not tasks else dsk, keys, **kwargs)
+    try:
+        rewritten = rewrite_graph(tasks)
+    except graph_adapter.PushdownUnsupportedError as exc:
+        # "require" opens already failed on this; "auto" ones reduce locally, said once
+        warn_once(str(exc))
+        rewritten = tasks
+    following = _previous_optimize[0] if _previous_optimize and _previous_optimize[0] else \
+        optimize
+    return following(rewritten if rewritten is not tasks else dsk, keys, **kwargs)
 
 
 def install() -> None:
-    """Make dask run :func:`pushdown_optimize` for arrays (idempotent, process-wide)."""
+    """Make dask run :func:`pushdown_optimize` for arrays (idempotent, process-wide).
+
+    dask has one array optimisation hook per process (``array_optimize``); the previous
+    value is kept and run after the rewrite, and graphs without h5dask variables that
+    have active storage are passed through unchanged. :func:`uninstall` restores it.
+    """
     import dask
 
-    if dask.config.get("array_optimize", None) is not pushdown_optimize:
+    current = dask.config.get("array_optimize", None)
+    if current is not pushdown_optimize:
+        _previous_optimize[:] = [current]
         dask.config.set({"array_optimize": pushdown_optimize})
 
 
-__all__ = ["ActiveConfig", "ActiveStorageError", "ActiveStorageWarning", "install",
-           "pushdown_optimize", "rewrite_graph"]
+def uninstall() -> None:
+    """Restore the ``array_optimize`` that was configured before :func:`install`."""
+    import dask
+
+    if dask.config.get("array_optimize", None) is pushdown_optimize:
+        dask.config.set({"array_optimize": _previous_optimize[0] if _previous_optimize
+                         else None})
+        _previous_optimize.clear()
+
+
+def enable_pushdown(config: ActiveConfig) -> None:
+    """Check that pushdown works with the installed dask and xarray, then install it.
+
+    With ``active_storage="require"`` an incompatible dask/xarray raises
+    :class:`~h5dask.active.graph_adapter.PushdownUnsupportedError`; with ``"auto"`` one
+    :class:`ActiveStorageWarning` says that reductions will be computed locally.
+    """
+    try:
+        graph_adapter.load()
+    except graph_adapter.PushdownUnsupportedError as exc:
+        if config.require:
+            raise
+        warn_once(str(exc))
+        return
+    install()
+
+
+__all__ = ["ActiveConfig", "ActiveStorageError", "ActiveStorageWarning", "enable_pushdown",
+           "install", "pushdown_optimize", "rewrite_graph", "uninstall"]

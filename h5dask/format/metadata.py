@@ -253,7 +253,8 @@ def parse_layout(key: str, obj: dict, space: Dataspace, dtype: np.dtype) -> Layo
     out = Layout(cls, chunk_shape)
     if cls in LINKED_LAYOUTS:
         uri = layout.get("file_uri")
-        if not isinstance(uri, str):
+        # H5D_CHUNKED_REF_INDIRECT may name the file per chunk, in its chunk table
+        if not isinstance(uri, str) and not (cls == "H5D_CHUNKED_REF_INDIRECT" and uri is None):
             raise MetadataError(key, f"{cls} layout has no 'file_uri'")
         out.file_uri = uri
         if cls == "H5D_CHUNKED_REF":

@@ -11,8 +11,9 @@ three layouts that point into an HDF5 file in object storage instead of at chunk
   virtual chunks (:func:`h5dask.format.metadata._contiguous_chunks`, as HSDS splits it).
 
 ``file_uri`` is ``s3://bucket/key`` (any bucket of the domain's S3 endpoint, with the
-domain store's credentials), ``file:///abs/path``, or ``bucket/key`` relative to the
-domain store's storage (HSDS's POSIX form). Each chunk is then one ranged GET.
+domain store's credentials), ``file:///abs/path`` inside a ``file://`` domain's bucket
+root, or HSDS's ``bucket/key``; anything else must be allowed by the reader
+(:mod:`h5dask.storage.links`, checked before any I/O). Each chunk is then one ranged GET.
 
 >>> contiguous_ranges((10, 4), 2, (5, 4), offset=100, size=80)
 [((0, 0), 100, 40), ((1, 0), 140, 40)]
@@ -21,19 +22,21 @@ domain store's storage (HSDS's POSIX form). Each chunk is then one ranged GET.
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from ..chunkio import ArraySource, ChunkRef
-from ..errors import MetadataError, UnsupportedTypeError
+from ..errors import LinkedReferenceRefused, MetadataError, UnsupportedTypeError
 from ..format.chunks import ChunkGrid
 from ..format.ids import chunk_name
 from ..format.metadata import DatasetMeta
-from ..storage.base import ObjectStore, RetryPolicy, cached_store
+from ..storage import Location, open_object
+from ..storage.base import ObjectStore
+from ..storage.links import ENV_VAR, LinkPolicy
+from ..storage.s3_options import TUNING_OPTIONS
 from ..storage.sync import sync
 
 #: the element type of an H5D_CHUNKED_REF_INDIRECT chunk table (HSDS, hsload --link)
@@ -43,90 +46,43 @@ _CACHE_ATTR = "_h5dask_linked_refs"
 
 
 # -- where a file_uri points -----------------------------------------------------------
-def resolve_file_uri(uri: str, domain_store: ObjectStore) -> tuple[ObjectStore, str]:
-    """The store and key of the HDF5 file a linked layout names, reached with the domain
-    store's credentials and settings where they apply.
-
-    >>> from h5dask.storage.local import LocalObjectStore
-    >>> store, key = resolve_file_uri("file:///data/run/x.h5", LocalObjectStore("/tmp"))
-    >>> (store.root_url, key)
-    ('file:///data/run', 'x.h5')
-    """
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme in ("s3", "s3a"):
-        bucket, key = parts.netloc, parts.path.lstrip("/")
-        if not bucket or not key:
-            raise ValueError(f"file_uri {uri!r} needs the form s3://bucket/key")
-        return _s3_store(bucket, domain_store), key
-    if scheme == "file" or (scheme == "" and uri.startswith("/")):
-        path = unquote(parts.path) if scheme else uri
-        return _local_store(os.path.dirname(path)), os.path.basename(path)
-    if scheme == "":
-        # HSDS's bucket-relative form "bucket/key", in the domain store's storage
-        from ..storage.local import LocalObjectStore
-        from ..storage.s3 import S3ObjectStore
-
-        bucket, _, key = uri.partition("/")
-        if not bucket or not key:
-            raise ValueError(f"file_uri {uri!r} is neither a URL nor of the form bucket/key")
-        if isinstance(domain_store, S3ObjectStore):
-            return _s3_store(bucket, domain_store), key
-        if isinstance(domain_store, LocalObjectStore):
-            path = domain_store.root.parent / bucket / key
-            return _local_store(str(path.parent)), path.name
-        raise ValueError(f"cannot resolve the bucket-relative file_uri {uri!r} for "
-                         f"{domain_store.root_url}")
-    from ..storage.fsspec_store import FsspecObjectStore
-
-    options: Any = ()
-    if isinstance(domain_store, FsspecObjectStore) and domain_store.protocol == scheme:
-        options = domain_store.options
-    path = f"{parts.netloc}{unquote(parts.path)}"
-    directory, key = os.path.dirname(path), os.path.basename(path)
-    if scheme == "memory":
-        directory = "/" + directory.lstrip("/")
-    return cached_store(FsspecObjectStore, (scheme, directory, options, 32, RetryPolicy())), key
-
-
 def open_source_store(uri: str, storage_options: Mapping[str, Any] | None = None
                       ) -> tuple[ObjectStore, str] | None:
     """A store and key for ranged reads of a source file (local path, file://, s3://);
-    None for other protocols. ``storage_options`` are s3fs-style, as for domains."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if scheme in ("s3", "s3a"):
-        from ..storage.s3 import S3ObjectStore
-        from ..storage.s3_options import TUNING_OPTIONS, resolve_s3_settings
+    None for other protocols. ``storage_options`` are s3fs-style, as for domains (for a
+    local file, only the tuning ones apply).
 
-        options = {k: v for k, v in (storage_options or {}).items() if k not in TUNING_OPTIONS}
-        settings = resolve_s3_settings(options)
-        store = cached_store(S3ObjectStore, (parts.netloc, settings, 64, RetryPolicy(),
-                                             32 * 2**20, 8 * 2**20, 60.0, 10.0))
-        return store, parts.path.lstrip("/")
+    >>> store, key = open_source_store("/data/run/x.h5")
+    >>> (store.root_url, key)
+    ('file:///data/run', 'x.h5')
+    """
+    scheme = urlsplit(uri).scheme.lower()
+    options = dict(storage_options or {})
     if scheme in ("", "file"):
-        path = os.path.abspath(unquote(parts.path) if scheme else uri)
-        return _local_store(os.path.dirname(path)), os.path.basename(path)
-    return None
+        options = {k: v for k, v in options.items() if k in TUNING_OPTIONS}
+    elif scheme not in ("s3", "s3a"):
+        return None
+    return open_object(uri, options)
 
 
-def _s3_store(bucket: str, domain_store: ObjectStore) -> ObjectStore:
-    from ..storage.s3 import S3ObjectStore
-    from ..storage.s3_options import resolve_s3_settings
+def check_linkable(file_uri: str, location: Location,
+                   allowed_link_prefixes: Iterable[str] | None = None) -> None:
+    """Refuse, before a load writes anything, to link a file that readers of the domain
+    at ``location`` would refuse (LinkedReferenceRefused, saying what to do).
 
-    if isinstance(domain_store, S3ObjectStore):
-        args = domain_store._init_args()
-        return cached_store(S3ObjectStore, (bucket, *args[1:]))
-    settings = resolve_s3_settings({})
-    return cached_store(S3ObjectStore, (bucket, settings, 64, RetryPolicy(), 32 * 2**20,
-                                        8 * 2**20, 60.0, 10.0))
-
-
-def _local_store(directory: str) -> ObjectStore:
-    from ..storage.local import LocalObjectStore
-
-    return cached_store(LocalObjectStore, (os.path.abspath(directory or "/"), 32,
-                                           RetryPolicy(max_attempts=2)))
+    >>> from h5dask.storage import open_location
+    >>> location = open_location("file:///tmp/b/home/x.h5", {"bucket_root": "/tmp/b"})
+    >>> check_linkable("file:///tmp/b/files/x.h5", location)  # inside the bucket root
+    """
+    policy = LinkPolicy.from_option(allowed_link_prefixes)
+    try:
+        policy.resolve(file_uri, location.store, "the domain")
+    except LinkedReferenceRefused as exc:
+        raise LinkedReferenceRefused(
+            f"cannot link the file into {location.url}: {exc} Place the file inside the "
+            "domain's store or copy it (without link=True / --link); if you allow it "
+            f"(h5dask load: set {ENV_VAR}), every reader of the domain needs the same "
+            "allowance.", "", file_uri) from exc
 
 
 # -- chunk references -------------------------------------------------------------------
@@ -158,34 +114,43 @@ def contiguous_ranges(shape: tuple[int, ...], itemsize: int, chunks: tuple[int, 
     return out
 
 
-def linked_chunk_refs(session: Any, meta: DatasetMeta) -> tuple[tuple[str, ChunkRef], ...]:
+def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
+                      ) -> tuple[tuple[str, ChunkRef], ...]:
     """Every stored chunk of a linked dataset as ``(chunk name, ChunkRef)``, sorted by name.
 
     Chunks with no entry (or size 0) are not stored: they read as the fill value. The
+    file each ``file_uri`` names must pass the session's ``link_policy`` (else
+    LinkedReferenceRefused, naming the dataset: ``name``, or its object key). The
     result is cached on the session (linked datasets are read-only); an
     H5D_CHUNKED_REF_INDIRECT chunk table is read once."""
     cache = session.__dict__.setdefault(_CACHE_ATTR, {})
     cached = cache.get(meta.id)
     if cached is not None:
         return cached
-    refs = _refs(session, meta)
+    refs = _refs(session, meta, f"dataset {name or meta.key!r}")
     cache[meta.id] = refs
     return refs
 
 
-def _refs(session: Any, meta: DatasetMeta) -> tuple[tuple[str, ChunkRef], ...]:
+def _refs(session: Any, meta: DatasetMeta, dataset: str) -> tuple[tuple[str, ChunkRef], ...]:
     layout = meta.layout
-    store = session.store
+    stores: dict[str, tuple[ObjectStore, str]] = {}
+
+    def resolve(uri: str) -> tuple[ObjectStore, str]:
+        if uri not in stores:
+            stores[uri] = session.link_policy.resolve(uri, session.location.store, dataset)
+        return stores[uri]
+
     raw_layout = _raw_layout(meta)
     shape = meta.shape or ()
     if layout.cls == "H5D_CHUNKED_REF":
         assert layout.file_uri is not None
-        fstore, key = resolve_file_uri(layout.file_uri, store)
+        fstore, key = resolve(layout.file_uri)
         return tuple((name, ChunkRef(fstore, key, off, size))
                      for name, (off, size) in sorted(layout.chunk_table.items()) if size > 0)
     if layout.cls == "H5D_CONTIGUOUS_REF":
         assert layout.file_uri is not None
-        fstore, key = resolve_file_uri(layout.file_uri, store)
+        fstore, key = resolve(layout.file_uri)
         ranges = contiguous_ranges(shape, meta.dtype.itemsize, meta.chunk_shape,
                                    layout.offset, layout.size)
         return tuple(sorted((chunk_name(i), ChunkRef(fstore, key, start, n))
@@ -197,18 +162,16 @@ def _refs(session: Any, meta: DatasetMeta) -> tuple[tuple[str, ChunkRef], ...]:
         raise UnsupportedTypeError(
             f"dataset {meta.key!r}: H5D_CHUNKED_REF_INDIRECT with hyper_dims {hyper} (several "
             "HDF5 chunks per chunk) is not supported")
+    uri = layout.file_uri
+    if uri:
+        resolve(uri)  # refused before the chunk table is read
     table = _read_chunk_table(session, meta)
     grid = ChunkGrid(shape, meta.chunk_shape).grid_shape
     table = table[tuple(slice(0, g) for g in grid)]
-    uri = layout.file_uri
-    stores: dict[str, tuple[ObjectStore, str]] = {}
     out = []
     for index in zip(*np.nonzero(table["size"] > 0)):
         entry = table[index]
-        file_uri = uri if uri else _text(entry["file_uri"])
-        if file_uri not in stores:
-            stores[file_uri] = resolve_file_uri(file_uri, store)
-        fstore, key = stores[file_uri]
+        fstore, key = resolve(uri if uri else _text(entry["file_uri"], meta.key))
         out.append((chunk_name(tuple(int(i) for i in index)),
                     ChunkRef(fstore, key, int(entry["offset"]), int(entry["size"]))))
     return tuple(sorted(out))
@@ -247,11 +210,14 @@ def _read_chunk_table(session: Any, meta: DatasetMeta) -> np.ndarray:
     return sync(source.read_async(()))
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, key: str) -> str:
     if isinstance(value, bytes | np.bytes_):
-        return bytes(value).decode("utf-8")
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MetadataError(key, f"a file_uri in its chunk table is not UTF-8: {exc}"
+                                ) from exc
     return str(value)
 
 
-__all__ = ["CHUNK_TABLE_DTYPE", "contiguous_ranges", "linked_chunk_refs", "open_source_store",
-           "resolve_file_uri"]
+__all__ = ["CHUNK_TABLE_DTYPE", "contiguous_ranges", "linked_chunk_refs", "open_source_store"]

@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +54,7 @@ from ..storage import open_location
 from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .hdf5 import H5Types, H5Values, SourceObject, same_layout, walk
-from .linked import CHUNK_TABLE_DTYPE
+from .linked import CHUNK_TABLE_DTYPE, check_linkable
 from .source import Source, open_source
 
 #: chunk tables with more entries than this go to an H5D_CHUNKED_REF_INDIRECT chunk
@@ -888,7 +888,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
               compression_opts: int | None = None, storage_options: Mapping | None = None,
               src_storage_options: Mapping | None = None, progress: bool = True,
               max_workers: int | None = None, link: bool = False, overwrite: bool = False,
-              inline_chunk_limit: int = INLINE_CHUNK_LIMIT) -> LoadSummary:
+              inline_chunk_limit: int = INLINE_CHUNK_LIMIT,
+              allowed_link_prefixes: Iterable[str] | None = None) -> LoadSummary:
     """Import the HDF5/netCDF-4 file ``src`` (a local path or an fsspec URL) as the domain
     at ``url`` (see the module doc) and return a :class:`LoadSummary`.
 
@@ -906,7 +907,11 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     - ``link``: reference the chunks in the file instead of copying them (the file must be
       a local path, file:// or s3:// URL). Datasets that cannot be linked (variable-length
       or reference data, compact storage, filters other than gzip/shuffle/fletcher32) are
-      copied and listed in ``LoadSummary.copied``.
+      copied and listed in ``LoadSummary.copied``. Readers resolve the file only inside
+      the domain's store (S3: any bucket of its endpoint; file://: inside its bucket
+      root) unless they allow more (:mod:`h5dask.storage.links`); a file they would
+      refuse is refused here, before anything is written, unless
+      ``allowed_link_prefixes`` (or ``H5DASK_ALLOWED_LINK_PREFIXES``) allows it.
     - ``overwrite``: replace an existing domain (else FileExistsError).
     - ``inline_chunk_limit``: the most chunks of an inline H5D_CHUNKED_REF table; larger
       tables become H5D_CHUNKED_REF_INDIRECT chunk-table datasets.
@@ -932,6 +937,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:
+        if link and source.file_uri is not None:
+            check_linkable(source.file_uri, location, allowed_link_prefixes)
         session = DomainSession(location, "w" if overwrite else "w-")
         store = _CountingStore(session.store)
         session.store = store  # metadata writes are counted too

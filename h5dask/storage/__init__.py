@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .base import ObjectStore, RetryPolicy, TransientError, cached_store, freeze
 from .keys import check_key
@@ -29,7 +29,7 @@ from .sync import sync
 
 __all__ = [
     "Location", "ObjectStore", "RetryPolicy", "S3Settings", "TransientError", "open_location",
-    "resolve_s3_settings", "sync",
+    "open_object", "resolve_s3_settings", "sync",
 ]
 
 _BUCKET_PROTOCOLS = {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
@@ -63,6 +63,16 @@ def _split_tuning(options: dict[str, Any]) -> dict[str, Any]:
 def _retry(tuning: dict[str, Any], default_attempts: int = 8) -> RetryPolicy:
     return RetryPolicy(max_attempts=int(tuning.get("max_attempts", default_attempts)),
                        base_delay=float(tuning.get("retry_base_delay", 0.05)))
+
+
+def _s3_store(bucket: str, options: dict[str, Any], tuning: dict[str, Any]) -> ObjectStore:
+    from .s3 import S3ObjectStore
+
+    args = (bucket, resolve_s3_settings(options), int(tuning.get("max_concurrency", 64)),
+            _retry(tuning), int(tuning.get("multipart_threshold", 32 * 2**20)),
+            int(tuning.get("part_size", 8 * 2**20)), float(tuning.get("timeout", 60.0)),
+            float(tuning.get("connect_timeout", 10.0)))
+    return cached_store(S3ObjectStore, args)
 
 
 def _clean_domain(path: str, url: str) -> str:
@@ -122,14 +132,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         if not bucket:
             raise ValueError(f"{url!r} has no bucket name")
         domain = _clean_domain(parts.path, url)
-        settings = resolve_s3_settings(options)
-        from .s3 import S3ObjectStore
-
-        args = (bucket, settings, int(tuning.get("max_concurrency", 64)), _retry(tuning),
-                int(tuning.get("multipart_threshold", 32 * 2**20)),
-                int(tuning.get("part_size", 8 * 2**20)), float(tuning.get("timeout", 60.0)),
-                float(tuning.get("connect_timeout", 10.0)))
-        return Location(cached_store(S3ObjectStore, args), domain)
+        return Location(_s3_store(bucket, options, tuning), domain)
 
     bucket_root = options.pop("bucket_root", None)
     if protocol == "file":
@@ -160,3 +163,38 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     args = (protocol, root, freeze(options), int(tuning.get("max_concurrency", 32)),
             _retry(tuning))
     return Location(cached_store(FsspecObjectStore, args), _clean_domain(rest, url))
+
+
+def open_object(url: str, storage_options: Mapping[str, Any] | None = None
+                ) -> tuple[ObjectStore, str]:
+    """The store of the directory (for S3, the bucket) holding the object ``url`` names,
+    and the object's key in it: for ranged reads of one file (the source of a load, the
+    file a linked dataset names). ``storage_options`` as for :func:`open_location`, the
+    tuning ones included.
+
+    >>> store, key = open_object("file:///data/run%201/x.h5", {"max_concurrency": 4})
+    >>> (store.root_url, key, store.max_concurrency)
+    ('file:///data/run%201', 'x.h5', 4)
+    """
+    options = dict(storage_options or {})
+    tuning = _split_tuning(options)
+    parts = urlsplit(url)
+    protocol = parts.scheme.lower() or "file"
+    if protocol in ("s3", "s3a"):
+        return _s3_store(parts.netloc, options, tuning), check_key(parts.path[1:])
+    if protocol == "file":
+        if options:
+            raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
+        path = os.path.abspath(unquote(parts.path) if parts.scheme else url)
+        args = (os.path.dirname(path), int(tuning.get("max_concurrency", 32)), _retry(tuning, 2))
+        return cached_store(LocalObjectStore, args), check_key(os.path.basename(path))
+
+    import fsspec
+
+    from .fsspec_store import FsspecObjectStore
+
+    path = fsspec.get_filesystem_class(protocol)._strip_protocol(url)
+    directory, _, key = path.rpartition("/")
+    args = (protocol, directory, freeze(options), int(tuning.get("max_concurrency", 32)),
+            _retry(tuning))
+    return cached_store(FsspecObjectStore, args), check_key(key)

@@ -131,6 +131,31 @@ class ObjectStore(ABC):
     def __reduce__(self) -> tuple:
         return (cached_store, (type(self), self._init_args()))
 
+    # -- what others ask of a store ------------------------------------------------
+    def locate(self, url: str) -> tuple[ObjectStore, str] | None:
+        """The store and key of the object ``url`` names, if it lies within this store's
+        reach (its bucket root; back ends with buckets: any bucket of the same endpoint,
+        with the same settings), else None. No I/O: this decides what a linked dataset
+        of a domain in this store may read (see :mod:`h5dask.storage.links`).
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> LocalObjectStore("/tmp/root").locate("s3://bucket/x.h5") is None
+        True
+        """
+        return None
+
+    def tuning_options(self) -> dict[str, Any]:
+        """This store's tuning as ``storage_options`` (concurrency, retries, and what a
+        back end adds), to open another store the same way.
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> LocalObjectStore("/tmp/root", 4).tuning_options()["max_concurrency"]
+        4
+        """
+        return {"max_concurrency": self.max_concurrency,
+                "max_attempts": self.retry.max_attempts,
+                "retry_base_delay": self.retry.base_delay}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root_url!r})"
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
-from ..errors import StoragePermissionError
+from ..errors import H5DaskError, StorageError, StoragePermissionError
 from .base import ObjectStore, RetryPolicy, TransientError
+from .keys import check_key
 
 
 class FsspecObjectStore(ObjectStore):
@@ -28,12 +30,31 @@ class FsspecObjectStore(ObjectStore):
         self.options = options
         self.max_concurrency = max_concurrency
         self.retry = retry
-        self.root_url = f"{protocol}://{self.root.lstrip('/')}" if protocol not in (
-            "memory",) else f"memory://{self.root}"
+        if "://" in self.root:  # a URL-rooted file system (http, https)
+            self.root_url = self.root
+        elif protocol == "memory":
+            self.root_url = f"memory://{self.root}"
+        else:
+            self.root_url = f"{protocol}://{self.root.lstrip('/')}"
         self.fs = fsspec.filesystem(protocol, **_thaw(options))
 
     def _init_args(self) -> tuple:
         return (self.protocol, self.root, self.options, self.max_concurrency, self.retry)
+
+    def locate(self, url: str) -> tuple[ObjectStore, str] | None:
+        """This store and the key of an object under its root, named by a URL of its
+        protocol.
+
+        >>> FsspecObjectStore("memory", "/bucket").locate("memory://bucket/files/x.h5")[1]
+        'files/x.h5'
+        """
+        if urlsplit(url).scheme != self.protocol:
+            return None
+        path = self.fs._strip_protocol(url)
+        root = self.fs._strip_protocol(self.root).rstrip("/")
+        if not path.startswith(root + "/"):
+            return None
+        return self, check_key(path[len(root) + 1:])
 
     def _full(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
@@ -49,6 +70,17 @@ class FsspecObjectStore(ObjectStore):
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
         except (OSError, TimeoutError) as exc:
             raise TransientError(str(exc)) from exc
+        except H5DaskError:
+            raise
+        except Exception as exc:
+            # the client's own errors (aiohttp's InvalidUrlClientError for a URL it cannot
+            # fetch, an HTTP status, ...): retried only for a status worth retrying
+            status = getattr(exc, "status", None)
+            if isinstance(status, int) and (status in (408, 429) or status >= 500):
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            where = f"{args[0]}" if args else self.root_url
+            raise StorageError(f"{name} of {where} failed: {type(exc).__name__}: {exc}",
+                               key=str(args[0]) if args else "", attempts=1) from exc
 
     async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
         path = self._full(key)

@@ -10,6 +10,7 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from .base import ObjectStore, RetryPolicy
 
@@ -40,6 +41,35 @@ class LocalObjectStore(ObjectStore):
 
             raise InvalidKeyError(f"object key {key!r} resolves outside {self.root_url}")
         return path
+
+    def locate(self, url: str) -> tuple[LocalObjectStore, str] | None:
+        """This store and the key of a file inside the bucket root, named by
+        ``file:///abs/path`` (or ``/abs/path``) or, as HSDS names them relative to the
+        directory holding its buckets, ``BUCKET/key`` or ``file://BUCKET/key`` with
+        ``BUCKET`` this root's name. The path is resolved first: ``..`` or a symlink
+        leading out of the root gives None.
+
+        >>> store = LocalObjectStore("/tmp/root")
+        >>> store.locate("file:///tmp/root/files/x.h5")[1], store.locate("root/x.h5")[1]
+        ('files/x.h5', 'x.h5')
+        >>> store.locate("file:///etc/passwd") is None
+        True
+        """
+        parts = urlsplit(url)
+        if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+            path = Path(unquote(parts.path))
+        elif parts.scheme == "file" or (not parts.scheme and not url.startswith("/")):
+            # HSDS's form, relative to the directory that holds the buckets
+            path = self.root.parent / (parts.netloc + unquote(parts.path) if parts.scheme
+                                       else url)
+        elif not parts.scheme:
+            path = Path(url)
+        else:
+            return None
+        real = Path(os.path.realpath(path))
+        if self.root not in real.parents:
+            return None
+        return self, real.relative_to(self.root).as_posix()
 
     def _read(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
         path = self._path(key)

@@ -6,6 +6,7 @@ import asyncio
 import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import obstore
 from obstore.exceptions import (
@@ -17,7 +18,8 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ..errors import StorageError, StoragePermissionError
-from .base import ObjectStore, RetryPolicy, TransientError
+from .base import ObjectStore, RetryPolicy, TransientError, cached_store
+from .keys import check_key
 from .s3_options import S3Settings
 from .sync import sync
 
@@ -36,6 +38,9 @@ _HTTP_KIND_RE = re.compile(r"HttpError \{\s*kind: (\w+)")
 #: mid-response and short bodies (Interrupted), bodies that could not be read (Decode)
 _TRANSIENT_HTTP_KINDS = frozenset({"Connect", "Request", "Timeout", "Interrupted", "Decode"})
 _URL_RE = re.compile(r"\w+://\S+")
+#: bucket names S3-compatible stores accept (AWS's rules, plus the upper case and '_'
+#: of legacy and other stores): nothing that could change the host or the path
+_BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def _status_of(text: str) -> int | None:
@@ -108,8 +113,41 @@ class S3ObjectStore(ObjectStore):
         self._store = self._make_store()
 
     def _init_args(self) -> tuple:
-        return (self.bucket, self.settings, self.max_concurrency, self.retry,
+        return self._args_for(self.bucket)
+
+    def _args_for(self, bucket: str) -> tuple:
+        """The arguments of a store for ``bucket`` with this store's settings."""
+        return (bucket, self.settings, self.max_concurrency, self.retry,
                 self.multipart_threshold, self.part_size, self.timeout, self.connect_timeout)
+
+    def sibling(self, bucket: str) -> S3ObjectStore:
+        """Another bucket of the same endpoint, with the same credentials and tuning.
+
+        >>> from h5dask.storage.s3_options import S3Settings
+        >>> S3ObjectStore("a", S3Settings(endpoint="http://127.0.0.1:9000")).sibling("b")
+        S3ObjectStore('s3://b')
+        """
+        if bucket == self.bucket:
+            return self
+        if not _BUCKET_RE.fullmatch(bucket):
+            raise ValueError(f"invalid S3 bucket name {bucket!r}")
+        return cached_store(S3ObjectStore, self._args_for(bucket))  # type: ignore[return-value]
+
+    def locate(self, url: str) -> tuple[ObjectStore, str] | None:
+        """Any bucket of this endpoint: ``s3://bucket/key`` or HSDS's ``bucket/key``."""
+        parts = urlsplit(url)
+        if parts.scheme in ("s3", "s3a"):
+            bucket, key = parts.netloc, parts.path[1:]
+        elif not parts.scheme and not url.startswith("/"):
+            bucket, _, key = url.partition("/")
+        else:
+            return None
+        return self.sibling(bucket), check_key(key)
+
+    def tuning_options(self) -> dict[str, Any]:
+        return {**super().tuning_options(), "multipart_threshold": self.multipart_threshold,
+                "part_size": self.part_size, "timeout": self.timeout,
+                "connect_timeout": self.connect_timeout}
 
     def _make_store(self) -> S3Store:
         s = self.settings

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from xarray.backends.common import AbstractDataStore, BackendArray, BackendEntrypoint
+from xarray.backends.common import AbstractDataStore, BackendEntrypoint
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
+from ..active.config import ActiveConfig, resolve_active_config
 from ..chunkio import ArraySource
 from ..domain import DomainSession
 from ..errors import (
@@ -31,39 +31,13 @@ from ..errors import (
 )
 from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
-from ..format.types import VLEN_STR, has_vlen
+from ..format.types import VLEN_STR
 from ..storage import open_location
+from ..storage.links import LinkPolicy
 from . import netcdf
+from .array import H5CloudArray
 
 DOCS_URL = "https://github.com/h5dask/h5dask#readme"
-
-
-class H5CloudArray(BackendArray):
-    """A lazily indexed view of one dataset; pickles small (an :class:`ArraySource`)."""
-
-    __slots__ = ("source", "shape", "dtype", "scalar", "variable_name", "active")
-
-    def __init__(self, source: ArraySource, shape: tuple[int, ...], dtype: np.dtype,
-                 variable_name: str, active: Any = None) -> None:
-        self.source = source
-        self.active = active  # an ActiveConfig when reductions may be pushed down
-        self.shape = shape
-        self.scalar = shape == ()
-        self.dtype = np.dtype(object) if has_vlen(dtype) else dtype
-        self.variable_name = variable_name
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
-
-    def _getitem(self, key: tuple) -> np.ndarray:
-        if self.scalar:
-            return self.source.read((0,)).reshape(())
-        return self.source.read(key)
-
-    def __reduce__(self) -> tuple:
-        return (H5CloudArray, (self.source, self.shape, self.dtype, self.variable_name,
-                               self.active))
 
 
 @dataclass
@@ -170,9 +144,12 @@ class H5CloudStore(AbstractDataStore):
     @classmethod
     def open(cls, url: str, group: str | None = None,
              storage_options: Mapping[str, Any] | None = None,
+             allowed_link_prefixes: Iterable[str] | None = None,
              phony_dims: str = "sort") -> H5CloudStore:
-        """Open a domain URL (reads metadata objects only)."""
-        session = DomainSession(open_location(url, storage_options), "r")
+        """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
+        as for :class:`h5dask.File`."""
+        session = DomainSession(open_location(url, storage_options), "r",
+                                link_policy=LinkPolicy.from_option(allowed_link_prefixes))
         return cls(session, group, phony_dims=phony_dims)
 
     @property
@@ -236,7 +213,11 @@ class H5CloudStore(AbstractDataStore):
         try:
             source = self._source(meta)
         except H5DaskError as exc:
-            raise type(exc)(f"variable {name!r}: {exc}") from exc
+            # name the variable, keeping the error's type and fields (MetadataError.key,
+            # LinkedReferenceRefused.uri, ...): a new instance could not be built from
+            # the message alone
+            exc.args = (f"variable {name!r}: {exc}",)
+            raise
         shape = meta.shape or ()
         array = H5CloudArray(source, shape, meta.dtype, name, self.active)
         data = indexing.LazilyIndexedArray(array)
@@ -374,7 +355,8 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     open_dataset_parameters = (
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
-        "storage_options", "active_storage_url", "active_storage", "phony_dims",
+        "storage_options", "active_storage_url", "active_storage", "allowed_link_prefixes",
+        "phony_dims",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -383,13 +365,14 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
 
     def _store(self, filename_or_obj: Any, group: str | None,
                storage_options: Mapping[str, Any] | None,
+               allowed_link_prefixes: Iterable[str] | None = None,
                phony_dims: str = "sort") -> H5CloudStore:
         if isinstance(filename_or_obj, H5CloudStore):
             return filename_or_obj
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"engine 'h5cloud' opens URL strings, not {type(filename_or_obj)}")
         return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options,
-                                 phony_dims)
+                                 allowed_link_prefixes, phony_dims)
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -406,11 +389,15 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         storage_options: Mapping[str, Any] | None = None,
         active_storage_url: str | None = None,
         active_storage: str | bool | None = None,
+        allowed_link_prefixes: Iterable[str] | None = None,
         phony_dims: str = "sort",
     ) -> Any:
-        """Open one group; ``phony_dims`` names axes without dimension scales as
-        h5netcdf does: ``"sort"`` (numbered across the file) or ``"access"``."""
-        store = self._store(filename_or_obj, group, storage_options, phony_dims)
+        """``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
+        datasets may read (see :class:`h5dask.File`); ``phony_dims`` names axes without
+        dimension scales as h5netcdf does: ``"sort"`` (numbered across the file) or
+        ``"access"``."""
+        store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes,
+                            phony_dims)
         store.active = _active_config(active_storage_url, active_storage)
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
@@ -421,9 +408,10 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
 
     def open_groups_as_dict(  # type: ignore[override]
         self, filename_or_obj: Any, *, group: str | None = None,
-        storage_options: Mapping[str, Any] | None = None, **kwargs: Any,
+        storage_options: Mapping[str, Any] | None = None,
+        allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
     ) -> dict[str, Any]:
-        root = self._store(filename_or_obj, None, storage_options)
+        root = self._store(filename_or_obj, None, storage_options, allowed_link_prefixes)
         base = _normalize_group(group)
         if base not in root.tree:
             raise ObjectNotFoundError(
@@ -442,29 +430,23 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
 
     def open_datatree(  # type: ignore[override]
         self, filename_or_obj: Any, *, group: str | None = None,
-        storage_options: Mapping[str, Any] | None = None, **kwargs: Any,
+        storage_options: Mapping[str, Any] | None = None,
+        allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
     ) -> Any:
         from xarray import DataTree
 
         groups = self.open_groups_as_dict(filename_or_obj, group=group,
-                                          storage_options=storage_options, **kwargs)
+                                          storage_options=storage_options,
+                                          allowed_link_prefixes=allowed_link_prefixes,
+                                          **kwargs)
         return DataTree.from_dict(groups)
 
 
-def _active_config(url: str | None, mode: str | bool | None) -> Any:
-    """The active-storage settings: ``active_storage_url`` (or H5DASK_ACTIVE_STORAGE_URL),
-    and ``active_storage``: True/"auto" (fall back locally), "require", or False (off)."""
-    if mode is False or mode == "off":
-        return None
-    url = url or os.environ.get("H5DASK_ACTIVE_STORAGE_URL")
-    if not url:
-        if mode not in (None, True, "auto"):
-            raise ValueError("active_storage='require' needs active_storage_url= or "
-                             "H5DASK_ACTIVE_STORAGE_URL")
-        return None
-    if mode not in (None, True, "auto", "require"):
-        raise ValueError(f"active_storage must be 'auto', 'require' or False, not {mode!r}")
-    from ..active.pushdown import ActiveConfig, install
+def _active_config(url: str | None, mode: str | bool | None) -> ActiveConfig | None:
+    """The active-storage settings; installs pushdown when a server is configured."""
+    config = resolve_active_config(url, mode)
+    if config is not None:
+        from ..active.pushdown import enable_pushdown
 
-    install()
-    return ActiveConfig(url, require=mode == "require")
+        enable_pushdown(config)
+    return config

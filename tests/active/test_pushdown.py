@@ -142,3 +142,31 @@ def test_on_a_distributed_cluster(domain, storage_options, pushdown_server, clus
     stats = client.run(h5dask.stats)
     assert sum(s["active"]["read_requests"] for s in stats.values()) > 0
     assert dask.config.get("array_optimize") is not None
+
+
+def test_linked_dataset_with_unstored_chunks_reduces_them_locally(
+        tmp_path, seaweedfs, s3_bucket_url, storage_options, pushdown_server):
+    """A linked chunk the source file never wrote has no byte range to send to the server:
+    its block is reduced locally (from the fill value), the others on the server."""
+    from urllib.parse import urlsplit
+
+    import h5py
+
+    from h5dask.ingest import load_file
+
+    path = tmp_path / "sparse.h5"
+    with h5py.File(path, "w") as f:
+        v = f.create_dataset("v", shape=(16, 8), chunks=(4, 8), dtype="f4", fillvalue=0.0)
+        v[0:4] = 1.0
+        v[8:12] = 3.0  # chunks 1 and 3 are never written
+    bucket, prefix = urlsplit(s3_bucket_url).netloc, urlsplit(s3_bucket_url).path.strip("/")
+    seaweedfs.s3_client().put_object(Bucket=bucket, Key=f"{prefix}/sparse.h5",
+                                     Body=path.read_bytes())
+    url = f"{s3_bucket_url}/linked.h5"
+    load_file(f"s3://{bucket}/{prefix}/sparse.h5", url, link=True,
+              storage_options=storage_options, progress=False)
+    remote = _open(url, storage_options, pushdown_server, active_storage="require")["v"]
+    h5dask.reset_stats()
+    assert float(remote.sum().compute(scheduler="sync")) == 4 * 8 * (1.0 + 3.0)
+    assert h5dask.stats()["active"]["read_requests"] > 0  # the stored chunks, remotely
+    assert float(remote.mean().compute(scheduler="sync")) == 4 * 8 * 4.0 / (16 * 8)

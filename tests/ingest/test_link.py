@@ -19,7 +19,8 @@ import h5dask
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
 from h5dask.ingest import load_file
-from h5dask.ingest.linked import CHUNK_TABLE_DTYPE, contiguous_ranges, resolve_file_uri
+from h5dask.ingest.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
+from h5dask.storage.links import LinkPolicy
 
 FILES = ["CMIP6_IPSL-CM6A-LR_tas.nc", "obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc", "daily_data.nc"]
 LINKED = {  # dataset -> layout it gets
@@ -150,10 +151,15 @@ def test_link_synthetic_layouts(synthetic_h5, put_s3, s3_bucket_url, storage_opt
 def test_link_local_file_and_inline_limit(synthetic_h5, tmp_path):
     (tmp_path / "bucket" / "db").mkdir(parents=True)
     url = (tmp_path / "bucket" / "home" / "local.h5").as_uri()
-    summary = load_file(synthetic_h5, url, link=True, inline_chunk_limit=5, progress=False)
+    # a local file is linked from inside the domain's bucket root (else it is refused:
+    # tests/reliability/test_linked_escape.py)
+    (tmp_path / "bucket" / "files").mkdir()
+    inside = tmp_path / "bucket" / "files" / "synthetic.h5"
+    inside.write_bytes(synthetic_h5.read_bytes())
+    summary = load_file(inside, url, link=True, inline_chunk_limit=5, progress=False)
     assert summary.copied == COPIED
     with h5dask.File(url) as f, h5py.File(synthetic_h5) as h:
-        assert _layout(f, "f32")["file_uri"] == synthetic_h5.as_uri()
+        assert _layout(f, "f32")["file_uri"] == inside.as_uri()
         assert _layout(f, "shgz")["class"] == "H5D_CHUNKED_REF_INDIRECT"  # 8 chunks > 5
         assert _layout(f, "sparse")["class"] == "H5D_CHUNKED_REF"  # 2 chunks
         for path in LINKED:
@@ -214,17 +220,31 @@ def test_contiguous_ranges_are_hsds_arithmetic():
         assert sum(n for _, _, n in ranges) == size  # every byte once
 
 
-def test_resolve_file_uri_forms(storage_options):
+def test_file_uri_forms(storage_options, tmp_path):
     from h5dask.storage import open_location
 
-    domain_store = open_location("s3://bucket-a/home/x.h5", storage_options).store
-    store, key = resolve_file_uri("s3://bucket-b/dir/f.h5", domain_store)
+    resolve = LinkPolicy().resolve
+    domain_store = open_location("s3://bucket-a/home/x.h5",
+                                 {**storage_options, "max_attempts": 3}).store
+    store, key = resolve("s3://bucket-b/dir/f.h5", domain_store, "d")
     assert (store.root_url, key) == ("s3://bucket-b", "dir/f.h5")
     assert store.settings == domain_store.settings  # the domain store's credentials
-    store, key = resolve_file_uri("bucket-c/f.h5", domain_store)  # HSDS's relative form
+    assert store.retry == domain_store.retry  # and the user's tuning
+    store, key = resolve("bucket-c/f.h5", domain_store, "d")  # HSDS's relative form
     assert (store.root_url, key) == ("s3://bucket-c", "f.h5")
-    store, key = resolve_file_uri("file:///data/run%201/f.h5", domain_store)
+    # allowed: a local file, opened with the domain store's tuning
+    allowed = LinkPolicy.from_option(["file:///data/"])
+    store, key = allowed.resolve("file:///data/run%201/f.h5", domain_store, "d")
     assert (urlsplit(store.root_url).path, key) == ("/data/run%201", "f.h5")
+    assert store.retry == domain_store.retry
+
+    # file://: inside the bucket root, as an absolute URL or HSDS's BUCKET/key
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    domain_store = open_location((root / "home" / "x.h5").as_uri()).store
+    for uri in ((root / "files" / "f.h5").as_uri(), "bucket/files/f.h5",
+                "file://bucket/files/f.h5"):
+        assert resolve(uri, domain_store, "d") == (domain_store, "files/f.h5"), uri
 
 
 @pytest.mark.hsds
