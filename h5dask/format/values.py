@@ -80,8 +80,9 @@ def _to_str(value: Any) -> str:
 
 
 def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
-    if shape is None:
-        shape = np.shape(value) if dt.kind != "O" or not isinstance(value, list) else (len(value),)
+    if shape is None:  # a variable-length sequence: one axis (its elements may be lists)
+        nested = dt.kind == "O" or dt.names or dt.subdtype is not None
+        shape = (len(value),) if nested and isinstance(value, list) else np.shape(value)
     if dt.subdtype is not None:
         # numpy turns a top-level sub-array dtype into trailing axes of its base type
         # (np.empty((), "(3,)i2").shape == (3,)), so read the value with those axes

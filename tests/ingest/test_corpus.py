@@ -33,6 +33,8 @@ EXPECTED_SKIPS = {
 XARRAY_UNCOMPARABLE = {
     "array_type_dataset": "h5netcdf gives vec3 one dimension for its 2-d data",
     "region_refs": "load skips the region-reference dataset that h5netcdf shows",
+    "regionref_dset": "load skips the region-reference dataset that h5netcdf shows",
+    "null_objref_dset": "h5netcdf gives h5py Reference objects, h5cloud the targets' ids",
 }
 
 MANY_VARIABLES = {"ref_hdf5_compat1"}  # 1000 variables: one xarray variant is enough
@@ -233,7 +235,11 @@ def head(ds: xr.Dataset) -> xr.Dataset:
 def assert_same_dataset(got: xr.Dataset, want: xr.Dataset) -> None:
     """``assert_identical``, or where xarray cannot compare a value with itself (opaque
     ``np.void`` attributes), equal data and attributes equal value by value."""
-    if want.identical(want.copy(deep=True)):
+    try:
+        comparable = want.identical(want.copy(deep=True))
+    except (TypeError, ValueError):  # values xarray cannot copy or compare
+        comparable = False
+    if comparable:
         xr.testing.assert_identical(got, want)
         return
     xr.testing.assert_equal(got, want)
@@ -242,7 +248,17 @@ def assert_same_dataset(got: xr.Dataset, want: xr.Dataset) -> None:
         ga = got.attrs if name is None else got[name].attrs
         assert list(ga) == list(wa), name
         for k in wa:
-            assert type(ga[k]) is type(wa[k]) and np.array_equal(ga[k], wa[k]), (name, k)
+            assert type(ga[k]) is type(wa[k]), (name, k)
+            assert equal_values(ga[k], wa[k]), (name, k)
+
+
+def equal_values(a: Any, b: Any) -> bool:
+    """Equal values, object arrays (vlen sequences) element by element."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind == "O" or b.dtype.kind == "O":
+        return a.shape == b.shape and all(
+            equal_values(x, y) for x, y in zip(a.reshape(-1), b.reshape(-1)))
+    return bool(np.array_equal(a, b))
 
 
 def check_xarray(path: Path, url: str) -> None:
@@ -270,7 +286,7 @@ def check_xarray(path: Path, url: str) -> None:
                 got = head(got).load()
             assert_same_dataset(got, want)
             for name in want.variables:
-                assert got[name].dtype == want[name].dtype, (group, name)
+                same_dtype(want[name].dtype, got[name].dtype, f"{group} {name}")
                 if want[name].dtype.kind == "O":
                     assert [type(v) for v in got[name].values.reshape(-1)] == [
                         type(v) for v in want[name].values.reshape(-1)], (group, name)
@@ -291,10 +307,11 @@ def test_file_reads_as_h5py_reads(name: str, mode: str, corpus_dir: Path,
 
 @pytest.mark.parametrize("name", ALL_FILES)
 def test_xarray_reads_as_h5netcdf_reads(name: str, corpus_dir: Path, tmp_path: Path) -> None:
-    if name in XARRAY_UNCOMPARABLE:
-        pytest.skip(XARRAY_UNCOMPARABLE[name])
+    stem = Path(name.removeprefix("ref:")).stem
+    if stem in XARRAY_UNCOMPARABLE:
+        pytest.skip(XARRAY_UNCOMPARABLE[stem])
     path = source_file(name, corpus_dir)
-    for mode in ("copy", "link"):
+    for mode in ("copy",) if path.stem in MANY_VARIABLES else ("copy", "link"):
         url = (tmp_path / mode / "domain.h5").as_uri()
         src = inside_store(path, tmp_path / mode) if mode == "link" else path
         load(src, url, link=mode == "link")
