@@ -19,6 +19,7 @@ import xarray as xr
 from corpus_files import MAKERS, reference_files
 
 import h5dask
+from h5dask.format.types import has_vlen
 from h5dask.ingest import load_file
 
 pytestmark = pytest.mark.timeout(300)
@@ -97,6 +98,8 @@ class Compare:
         self.attrs("/", self.h5.attrs, self.hd.attrs)
         # not inside h5py's visititems: it holds h5py's lock, which the garbage collector
         # may need on the I/O thread while this thread waits for a read there
+        if self.h5.filename and Path(self.h5.filename).stem in MANY_VARIABLES:
+            want = want[::25]  # 1000 datasets alike: a sample keeps the test short
         for name in want:
             self.one(name, self.h5[name])
 
@@ -118,10 +121,13 @@ class Compare:
         if obj.shape is None:
             assert mine[()] is None or isinstance(mine[()], h5py.Empty)
             return
-        if obj.fillvalue is not None and h5py.check_vlen_dtype(obj.dtype) is None and \
-                obj.dtype.kind != "O":
-            self.values(f"{path} fill value", np.asarray(obj.fillvalue),
-                        np.asarray(mine.fillvalue), obj.dtype)
+        try:
+            fill = obj.fillvalue
+        except RuntimeError:  # "fill value is undefined" (HDF5 has none to give)
+            fill = None
+        if fill is not None and not has_vlen(obj.dtype):  # vlen fills are not kept
+            self.values(f"{path} fill value", np.asarray(fill), np.asarray(mine.fillvalue),
+                        obj.dtype)
         head = () if obj.size <= BIG else tuple(slice(0, 1000) for _ in obj.shape)
         self.values(path, obj[head], mine[head], obj.dtype)
 
@@ -172,7 +178,9 @@ class Compare:
             return
         vlen = h5py.check_vlen_dtype(dt)
         if vlen is str or vlen is bytes:
-            # h5py reads vlen strings of datasets as bytes and of attributes as str
+            # h5py reads vlen strings of datasets as bytes and of attributes as str, and
+            # a null string pointer as None (HSDS's encoding has only the empty string)
+            w, g = ("" if w is None else w), ("" if g is None else g)
             w = w.decode("utf-8", "surrogateescape") if isinstance(w, bytes) else w
             g = g.decode("utf-8", "surrogateescape") if isinstance(g, bytes) else g
             assert w == g, where
