@@ -85,6 +85,11 @@ class CorruptChunkError(H5DaskError, ValueError):
         self.problem = problem
 
 
+class SizeLimitError(H5DaskError, ValueError):
+    """Something is larger than a documented limit of h5dask; the message names it and
+    says how to raise the limit."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 
@@ -104,6 +109,16 @@ class ReadOnlyError(H5DaskError, PermissionError):
 
 class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
+
+
+class MissingExtraError(H5DaskError, ImportError):
+    """A feature needs packages of an extra that is not installed (``pip install
+    "h5dask[EXTRA]"``)."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(f"{feature} needs {missing}, which is not installed: "
+                         f'run pip install "h5dask[{extra}]"')
+        self.extra = extra
 
 
 class LinkedReferenceRefused(H5DaskError, PermissionError):

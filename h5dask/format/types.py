@@ -113,7 +113,7 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
         if not isinstance(fields, list) or not fields:
             raise UnsupportedTypeError("compound type without fields")
         dt = np.dtype([(f["name"], dtype_from_json(f["type"], resolve)) for f in fields])
-        return _complex_of(dt) or dt
+        return _as_complex(dt) or dt
     if cls == "H5T_ARRAY":
         dims = type_json.get("dims")
         if not isinstance(dims, list) or not all(isinstance(d, int) and d > 0 for d in dims):
@@ -132,14 +132,16 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
     raise UnsupportedTypeError(f"unsupported HDF5 type class {cls!r}")
 
 
-def _complex_of(dt: np.dtype) -> np.dtype | None:
-    """The complex dtype h5py reads a compound ``{r, i}`` of one float type as."""
-    if dt.names != COMPLEX_FIELDS:
+def _as_complex(dt: np.dtype) -> np.dtype | None:
+    """A compound of two floats named ``r`` and ``i`` is a complex number, as h5py (and
+    so h5netcdf) writes and reads complex values: the bytes are numpy's complex layout."""
+    if dt.names != ("r", "i"):
         return None
-    r, i = dt.fields["r"][0], dt.fields["i"][0]
-    if r != i or r.kind != "f" or r.itemsize not in (4, 8):
+    real, imag = dt.fields["r"][0], dt.fields["i"][0]
+    if real != imag or real.kind != "f" or real.itemsize not in (4, 8) or dt.fields["i"][1] != (
+            real.itemsize) or dt.itemsize != 2 * real.itemsize:
         return None
-    return np.dtype(f"{r.byteorder if r.byteorder != '=' else '<'}c{2 * r.itemsize}")
+    return np.dtype(f"{real.byteorder if real.byteorder != '=' else '<'}c{2 * real.itemsize}")
 
 
 def _tagged_opaque(tag: Any, size: int) -> np.dtype | None:
@@ -196,10 +198,10 @@ def type_json_from_dtype(dt: np.dtype) -> dict:
         if dt.itemsize not in (2, 4, 8):
             raise UnsupportedTypeError(f"float of {dt.itemsize} bytes has no HDF5 equivalent")
         return {"class": "H5T_FLOAT", "base": f"H5T_IEEE_F{dt.itemsize * 8}{_order_name(dt)}"}
-    if dt.kind == "c":
-        part = type_json_from_dtype(np.dtype(f"{dt.byteorder}f{dt.itemsize // 2}"))
-        return {"class": "H5T_COMPOUND",
-                "fields": [{"name": n, "type": part} for n in COMPLEX_FIELDS]}
+    if dt.kind == "c":  # as h5py: a compound of the real and imaginary parts
+        part = np.dtype(f"{dt.byteorder if dt.byteorder != '=' else '<'}f{dt.itemsize // 2}")
+        return {"class": "H5T_COMPOUND", "fields": [
+            {"name": n, "type": type_json_from_dtype(part)} for n in ("r", "i")]}
     if dt.kind in "Mm":
         return {"class": "H5T_OPAQUE", "size": dt.itemsize,
                 "tag": OPAQUE_TAG_PREFIX + dt.str}

@@ -4,6 +4,12 @@ One ``weed server`` process runs master, volume server, filer and S3 gateway on
 free ports ``P..P+3`` (gRPC on ``P+10000..P+10003``), with its data in a
 temporary directory unless one is given.
 
+Nothing outlives the Python process that started the server: ``weed`` runs in its own
+process group, which :meth:`SeaweedFS.stop` terminates; a watcher process
+(:mod:`h5dask.services.reaper`) does the same, and removes the temporary directory, when
+the Python process ends without stopping it (a notebook whose cell failed, a kernel
+killed at shutdown, a script that forgot ``stop``) or drops the ``SeaweedFS`` object.
+
 Example::
 
     import s3fs
@@ -30,6 +36,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Self
+
+from .reaper import terminate_group, watch
 
 __all__ = ["SeaweedFS", "find_weed"]
 
@@ -110,6 +118,7 @@ class SeaweedFS:
         self._own_dir = data_dir is None
         self.port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watcher: subprocess.Popen[bytes] | None = None  # see h5dask.services.reaper
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -258,9 +267,13 @@ class SeaweedFS:
         with open(self.log_path, "ab") as log:
             log.write(f"\n# {' '.join(cmd)}\n".encode())
             log.flush()
+            # its own process group: stop() ends weed and anything it started, and a
+            # Ctrl-C in the terminal reaches only Python, which stops weed in order
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
+        self._watcher = watch(self._proc.pid, str(self.data_dir) if self._own_dir else None)
         self.port = port
         self._wait_ready()
 
@@ -294,14 +307,15 @@ class SeaweedFS:
     def _terminate(self, timeout: float = 2.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate_group(proc.pid, lambda: proc.poll() is None, timeout)
+            proc.wait()
             self._remove_sockets()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:  # its server is gone: end it without its clean-up (a
+            watcher.terminate()  # retried start reuses the directory)
+            watcher.wait()
+            if watcher.stdin is not None:
+                watcher.stdin.close()
         self.port = None
 
     def _log_tail(self, lines: int = 30) -> str:

@@ -95,6 +95,21 @@ def _recorded_get(kind: str, data: T) -> T:
     return data
 
 
+#: called with an object's URL-like name after this process writes or deletes it
+_write_listeners: list[Callable[[str], None]] = []
+
+
+def add_write_listener(listener: Callable[[str], None]) -> None:
+    """Call ``listener(f"{root_url}/{key}")`` after each write or delete in this process
+    (read-ahead uses it: bytes fetched ahead are never used after their object changed)."""
+    _write_listeners.append(listener)
+
+
+def _written(store: ObjectStore, key: str) -> None:
+    for listener in _write_listeners:
+        listener(f"{store.root_url}/{key}")
+
+
 class ObjectStore(ABC):
     """Async access to the objects under one bucket root.
 
@@ -258,14 +273,18 @@ class ObjectStore(ABC):
         """Write an object whole (atomically: readers see the old or the new bytes)."""
         check_key(key)
         payload = bytes(data) if not isinstance(data, bytes) else data
+        _written(self, key)
         await self._call("PUT", key, kind, lambda: self._put(key, payload))
+        _written(self, key)  # and any fetch started while it was written
         record_io(kind, "write_requests")
         record_io(kind, "write_bytes", len(payload))
 
     async def delete(self, key: str, *, kind: str = "other") -> None:
         """Delete an object; deleting a missing object is not an error."""
         check_key(key)
+        _written(self, key)
         await self._call("DELETE", key, kind, lambda: self._delete(key))
+        _written(self, key)
         record_io(kind, "delete_requests")
 
     async def list(self, prefix: str = "") -> list[str]:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +76,36 @@ def test_restart_same_object() -> None:
         server.create_bucket("again")
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("ending", ["exit", "uncaught error", "killed"])
+def test_a_server_never_stopped_is_stopped_at_exit(ending: str) -> None:
+    """A notebook or script that starts SeaweedFS and never stops it (a cell failed, the
+    kernel was shut down or killed) leaves no ``weed`` process and no temporary directory
+    behind."""
+    script = (
+        "from h5dask.services.seaweedfs import SeaweedFS\n"
+        "s3 = SeaweedFS().start()\n"
+        "print(s3.pid, s3.data_dir, flush=True)\n"
+        + {"exit": "", "uncaught error": "raise RuntimeError('a failing cell')\n",
+           "killed": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"}[ending]
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    expected = {"exit": 0, "uncaught error": 1, "killed": -9}[ending]
+    assert proc.returncode == expected, proc.stderr
+    pid_text, data_dir = proc.stdout.split()
+    pid = int(pid_text)
+    deadline = time.monotonic() + 15
+    while (_pid_alive(pid) or Path(data_dir).exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pid_alive(pid), "weed outlived the process that started it"
+    assert not Path(data_dir).exists()
+
+
+def test_stop_ends_the_whole_process_group() -> None:
+    with SeaweedFS() as server:
+        pgid = os.getpgid(server.pid)
+        assert pgid == server.pid != os.getpgid(0)  # weed leads a group of its own
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)

@@ -1,6 +1,7 @@
 """Acceptance: the real netCDF-4 files round-trip through to_h5cloud and engine h5cloud
-identical to h5netcdf, on SeaweedFS (see ../shared/notes/xarray-roundtrip.md for what
-"identical" can mean for raw, undecoded datasets)."""
+identical to h5netcdf, on SeaweedFS. Decoded, the domain equals the original file;
+undecoded (``decode_cf=False``), it equals what xarray's own h5netcdf writer makes of the
+same Dataset, since writing re-encodes it (e.g. time units and dtypes may change)."""
 
 from __future__ import annotations
 

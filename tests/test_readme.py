@@ -1,0 +1,58 @@
+"""What the README promises a newcomer (issue 14 items 1 and 14)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dask.array as da
+import pytest
+import xarray as xr
+
+import h5dask
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
+    assert commands == ["ci/demo.sh", "ci/test.sh"]
+
+
+def test_nothing_reads_outside_the_clone():
+    """The sample files are in the repository; no code, test, notebook or script reads a
+    ``shared`` folder beside the clone."""
+    assert {p.name for p in (ROOT / "tests" / "data").glob("*.nc")} >= {
+        "CMIP6_IPSL-CM6A-LR_tas.nc", "daily_data.nc", "obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc"}
+    pattern = re.compile(r"\.\./shared|/work/shared|(parent|parents\[\d\]) / \"shared\"")
+    offenders = []
+    for folder in ("h5dask", "tests", "notebooks", "ci", ".ci", "benchmarks", "docs"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".sh", ".ipynb", ".md", ".toml", "") and path.is_file():
+                text = path.read_text(errors="replace")
+                if path != Path(__file__) and pattern.search(text):
+                    offenders.append(str(path.relative_to(ROOT)))
+    assert not pattern.search(README) and not offenders
+
+
+def test_open_dataset_without_chunks_is_lazily_indexed_numpy(shared_data, seaweedfs,
+                                                              s3_bucket_url, storage_options):
+    url = f"{s3_bucket_url}/tas.h5"
+    h5dask.load(shared_data / "CMIP6_IPSL-CM6A-LR_tas.nc", url, storage_options=storage_options)
+    h5dask.reset_stats()
+    ds = xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
+    assert not isinstance(ds.tas.data, da.Array) and ds.tas.chunks is None
+    opened = h5dask.stats()["chunk"]["read_bytes"]
+    assert opened < ds.tas.nbytes  # tas itself is not read at open
+    assert float(ds.tas[0, 0, 0]) > 0
+    assert isinstance(xr.open_dataset(url, engine="h5cloud", chunks={},
+                                      storage_options=storage_options).tas.data, da.Array)
+
+
+def test_without_engine_xarray_may_pick_netcdf4_for_s3(s3_bucket_url, storage_options):
+    pytest.importorskip("netCDF4")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'storage_options'"):
+        xr.open_dataset(f"{s3_bucket_url}/tas.h5", storage_options=storage_options)
+    assert "unexpected keyword argument" in README and "lazily indexed numpy" in README
