@@ -294,7 +294,10 @@ def check_xarray(path: Path, url: str) -> None:
                 got = head(got).load()
             assert_same_dataset(got, want)
             for name in want.variables:
-                same_dtype(want[name].dtype, got[name].dtype, f"{group} {name}")
+                if want[name].dtype.names:  # packed compounds: member by member
+                    same_dtype(want[name].dtype, got[name].dtype, f"{group} {name}")
+                else:
+                    assert got[name].dtype == want[name].dtype, (group, name)
                 if want[name].dtype.kind == "O":
                     assert [type(v) for v in got[name].values.reshape(-1)] == [
                         type(v) for v in want[name].values.reshape(-1)], (group, name)
