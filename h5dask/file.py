@@ -23,11 +23,13 @@ import numpy as np
 from .chunkio import ArraySource
 from .domain import DomainSession
 from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadata
+from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
 from .format.filters import COMPRESSORS, filter_json, filter_name
 from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
 from .format.types import VLEN_STR, has_vlen, type_json_from_dtype
 from .format.values import json_from_array
+from .sources import array_source
 from .storage import open_location
 from .storage.sync import sync
 
@@ -404,7 +406,7 @@ class Group(HLObject, Mapping):
         dtype = np.dtype("<f4" if dtype is None else dtype)
         type_json = _type_for(self._session, committed if committed is not None else dtype)
         space = Dataspace(shape, _maxshape(shape, maxshape))
-        chunk_shape = _choose_chunks(shape, dtype, chunks, space.maxshape)
+        chunk_shape = choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
         # a scalar dataset is one contiguous chunk "0", as HSDS writes it (h5pyd and h5py
         # then report chunks None); everything else is chunked
@@ -471,29 +473,6 @@ def _maxshape(shape: tuple[int, ...], maxshape: Any) -> tuple[int | None, ...]:
     if len(maxshape) != len(shape) or any(m is not None and m < s for m, s in zip(maxshape, shape)):
         raise ValueError(f"maxshape {maxshape} does not fit shape {shape}")
     return maxshape
-
-
-def _choose_chunks(shape: tuple[int, ...], dtype: np.dtype, chunks: Any,
-                   maxshape: tuple[int | None, ...] | None) -> tuple[int, ...]:
-    if chunks is not None and chunks is not True and chunks is not False:
-        chunks = tuple(int(c) for c in chunks)
-        if len(chunks) != len(shape) or any(c < 1 for c in chunks):
-            raise ValueError(f"chunks {chunks} do not fit shape {shape}")
-        return chunks
-    if shape == ():
-        return (1,)
-    if chunks is None or chunks is False:
-        if maxshape is not None and None in maxshape:
-            raise ValueError("extensible datasets (maxshape None) must be chunked")
-        return tuple(max(1, s) for s in shape)
-    # aim at about 2 MiB, halving the largest dimension first, like h5py's guess
-    target = 2 * 2**20
-    itemsize = max(1, dtype.itemsize if not has_vlen(dtype) else 16)
-    out = [max(1, s) if s else 1024 for s in shape]
-    while math.prod(out) * itemsize > target and max(out) > 1:
-        i = out.index(max(out))
-        out[i] = math.ceil(out[i] / 2)
-    return tuple(out)
 
 
 def _filters(compression: Any, opts: Any, shuffle: bool, fletcher32: bool) -> list:
@@ -591,14 +570,7 @@ class Dataset(HLObject):
 
     def source(self) -> ArraySource:
         """The picklable chunk-level reader/writer of this dataset."""
-        meta = self._meta
-        if meta.space.is_null:
-            raise TypeError(f"dataset {self.name!r} has a null dataspace and no data")
-        shape = meta.shape if meta.shape != () else (1,)
-        linked = (_linked_chunks(self._session, meta, self.name) if meta.layout.is_linked
-                  else None)
-        return ArraySource(self._session.store, meta.id, shape, meta.chunk_shape, meta.dtype,
-                           meta.codec, meta.fill_value(), linked)
+        return array_source(self._session, self._meta, self.name)
 
     def __getitem__(self, selection: Any) -> Any:
         meta = self._meta
@@ -652,12 +624,6 @@ class Dataset(HLObject):
 
     def __repr__(self) -> str:
         return f"<h5dask Dataset {self.name!r}: shape {self.shape}, {self.dtype}>"
-
-
-def _linked_chunks(session: DomainSession, meta: DatasetMeta, name: str) -> tuple:
-    from .ingest.linked import linked_chunk_refs
-
-    return linked_chunk_refs(session, meta, name)
 
 
 class File(Group):

@@ -52,17 +52,18 @@ from ..errors import (
     UnsupportedTypeError,
 )
 from ..format import ids
-from ..format.chunks import ChunkGrid
+from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
 from ..format.filters import COMPRESSORS, ChunkCodec, filter_json, filter_name
+from ..format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
 from ..format.metadata import DatasetMeta, Link
 from ..format.types import dtype_from_json, has_vlen, type_json_from_dtype
+from ..sources import array_source
 from ..storage import open_location
 from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .hdf5 import H5Types, H5Values, SourceObject, same_layout, walk
-from .linked import CHUNK_TABLE_DTYPE, check_linkable
-from .source import Source, open_source
+from .source import Source, check_linkable, open_source
 
 #: chunk tables with more entries than this go to an H5D_CHUNKED_REF_INDIRECT chunk
 #: table (SingleObject.md suggests the indirect layout beyond about 1000 chunks)
@@ -220,13 +221,11 @@ class _ChunkSpec:
 def _resolve_chunks(request: Any, shape: tuple[int, ...], dt: np.dtype,
                     maxshape: tuple[int | None, ...], source: tuple[int, ...] | None
                     ) -> tuple[int, ...]:
-    from ..file import _choose_chunks
-
     if isinstance(request, tuple) and len(request) == len(shape):
         return tuple(max(1, s) if c is None else (c if m is None else min(c, max(1, s)))
                      for c, s, m in zip(request, shape, maxshape))
     if request == "auto" or source is None:
-        return _choose_chunks(shape, dt, True, maxshape)
+        return choose_chunks(shape, dt, True, maxshape)
     return tuple(source)
 
 
@@ -505,10 +504,7 @@ class _Loader:
             meta = session.load(plan.obj.new_id)
             assert isinstance(meta, DatasetMeta)
             if plan.mode == "copy":
-                shape = plan.shape if plan.shape != () else (1,)
-                assert shape is not None
-                plan.source = ArraySource(self.store, meta.id, shape, meta.chunk_shape,
-                                          meta.dtype, meta.codec, meta.fill_value())
+                plan.source = array_source(session, meta, store=self.store)
             summary.layouts[meta.layout.cls] = summary.layouts.get(meta.layout.cls, 0) + 1
 
     def _attributes(self, obj: SourceObject, types: H5Types, values: H5Values) -> dict:
@@ -605,7 +601,6 @@ class _Loader:
         from h5py import h5d
 
         from ..format.metadata import CONTIGUOUS_REF_CHUNK_MAX, _contiguous_chunks
-        from .linked import contiguous_ranges
 
         uri = self.src.file_uri
         dset = plan.obj.h5
@@ -644,10 +639,8 @@ class _Loader:
                 raise ValueError(f"{plan.path}: a chunk of {info.size} bytes does not fit the "
                                  "int32 size field of an HSDS chunk table")
             values[i] = (info.byte_offset, info.size)
-        from ..file import _choose_chunks
-
         table_shape = grid.grid_shape
-        table_chunks = _choose_chunks(table_shape, CHUNK_TABLE_DTYPE, True, table_shape)
+        table_chunks = choose_chunks(table_shape, CHUNK_TABLE_DTYPE, True, table_shape)
         table_layout = {"class": "H5D_CHUNKED", "dims": list(table_chunks)}
         table_id = self.session.new_object("d", {
             "type": type_json_from_dtype(CHUNK_TABLE_DTYPE),
@@ -657,8 +650,7 @@ class _Loader:
         meta = self.session.load(table_id)
         assert isinstance(meta, DatasetMeta)
         plan.table = values
-        plan.table_source = ArraySource(self.store, table_id, table_shape, meta.chunk_shape,
-                                        meta.dtype, meta.codec, meta.fill_value())
+        plan.table_source = array_source(self.session, meta, store=self.store)
         return {"class": "H5D_CHUNKED_REF_INDIRECT", "dims": list(chunks), "file_uri": uri,
                 "chunk_table": table_id}
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import SourceFileError, SourceFormatError, StorageError
+from ..errors import LinkedReferenceRefused, SourceFileError, SourceFormatError, StorageError
+from ..storage import Location, open_object
 from ..storage.base import ObjectStore
-from .linked import open_source_store
+from ..storage.links import ENV_VAR, LinkPolicy
+from ..storage.s3_options import TUNING_OPTIONS
 
 
 class CountingFile(io.RawIOBase):
@@ -194,4 +196,43 @@ def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:
     return SourceFormatError(f"cannot import {url!r}: it is {describe(kind)}; {hint}")
 
 
-__all__ = ["CountingFile", "Source", "open_source"]
+def open_source_store(uri: str, storage_options: Mapping[str, Any] | None = None
+                      ) -> tuple[ObjectStore, str] | None:
+    """A store and key for ranged reads of a source file (local path, file://, s3://);
+    None for other protocols. ``storage_options`` are s3fs-style, as for domains (for a
+    local file, only the tuning ones apply).
+
+    >>> store, key = open_source_store("/data/run/x.h5")
+    >>> (store.root_url, key)
+    ('file:///data/run', 'x.h5')
+    """
+    scheme = urlsplit(uri).scheme.lower()
+    options = dict(storage_options or {})
+    if scheme in ("", "file"):
+        options = {k: v for k, v in options.items() if k in TUNING_OPTIONS}
+    elif scheme not in ("s3", "s3a"):
+        return None
+    return open_object(uri, options)
+
+
+def check_linkable(file_uri: str, location: Location,
+                   allowed_link_prefixes: Iterable[str] | None = None) -> None:
+    """Refuse, before a load writes anything, to link a file that readers of the domain
+    at ``location`` would refuse (LinkedReferenceRefused, saying what to do).
+
+    >>> from h5dask.storage import open_location
+    >>> location = open_location("file:///tmp/b/home/x.h5", {"bucket_root": "/tmp/b"})
+    >>> check_linkable("file:///tmp/b/files/x.h5", location)  # inside the bucket root
+    """
+    policy = LinkPolicy.from_option(allowed_link_prefixes)
+    try:
+        policy.resolve(file_uri, location.store, "the domain")
+    except LinkedReferenceRefused as exc:
+        raise LinkedReferenceRefused(
+            f"cannot link the file into {location.url}: {exc} Place the file inside the "
+            "domain's store or copy it (without link=True / --link); if you allow it "
+            f"(h5dask load: set {ENV_VAR}), every reader of the domain needs the same "
+            "allowance.", "", file_uri) from exc
+
+
+__all__ = ["CountingFile", "Source", "check_linkable", "open_source", "open_source_store"]

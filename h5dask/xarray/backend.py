@@ -33,6 +33,7 @@ from ..errors import (
 from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
 from ..format.types import VLEN_STR
+from ..sources import array_source
 from ..storage import open_location
 from ..storage.links import LinkPolicy
 from . import lookahead, netcdf
@@ -262,9 +263,7 @@ class H5CloudStore(AbstractDataStore):
         return Variable(dims, data, attrs, encoding)
 
     def _source(self, meta: DatasetMeta) -> ArraySource:
-        from ..file import Dataset
-
-        source = Dataset(self.session, meta.id, meta.key).source()
+        source = array_source(self.session, meta, meta.key)
         if (meta.dtype.metadata or {}).get("vlen") is bytes:
             # h5netcdf reads every variable-length string variable as str; the chunk
             # bytes are the same whatever the character set

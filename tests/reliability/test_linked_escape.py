@@ -35,8 +35,8 @@ import xarray as xr
 
 import h5dask
 from h5dask.errors import DomainNotFoundError, H5DaskError, LinkedReferenceRefused, StorageError
+from h5dask.format.linked import CHUNK_TABLE_DTYPE
 from h5dask.ingest import load_file
-from h5dask.ingest.linked import CHUNK_TABLE_DTYPE
 from h5dask.storage import open_location, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
 from h5dask.storage.links import ENV_VAR
