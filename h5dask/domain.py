@@ -31,8 +31,11 @@ from .format.metadata import (
     DatatypeMeta,
     DomainMeta,
     GroupMeta,
+    domain_json,
     dump_json,
+    group_json,
     load_json,
+    object_json,
     parse_dataset,
     parse_datatype,
     parse_domain,
@@ -114,16 +117,11 @@ class DomainSession:
         now = time.time()
         root = ids.new_root_id()
         previous = _previous_domain(key, data) if exists else {}
-        self._domain_json = {
-            "root": root,
-            "owner": previous.get("owner", self.owner),
-            "acls": previous.get("acls", default_acls(self.owner)),
-            "created": previous.get("created", now),
-            "lastModified": now,
-        }
+        self._domain_json = domain_json(
+            root, previous.get("owner", self.owner),
+            previous.get("acls", default_acls(self.owner)), previous.get("created", now), now)
         self._domain_dirty = True
-        self._new_object(root, {"id": root, "root": root, "created": now, "lastModified": now,
-                                "links": {}, "attributes": {}})
+        self._new_object(root, object_json(root, root, now, group_json()))
         return root
 
     def _not_found(self) -> DomainNotFoundError:
@@ -308,9 +306,7 @@ class DomainSession:
         """Create a group/dataset/datatype object (written on flush); returns its id."""
         self.check_writable()
         obj_id = ids.new_object_id(kind, self.root_id)
-        now = time.time()
-        obj = {"id": obj_id, "root": self.root_id, "created": now, "lastModified": now, **body}
-        self._new_object(obj_id, obj)
+        self._new_object(obj_id, object_json(obj_id, self.root_id, time.time(), body))
         return obj_id
 
     def update(self, obj_id: str, change: Any) -> Meta:

@@ -26,7 +26,18 @@ from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadat
 from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
 from .format.filters import COMPRESSORS, filter_json, filter_name
-from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
+from .format.metadata import (
+    DatasetMeta,
+    GroupMeta,
+    Link,
+    attribute_dtype,
+    attribute_json,
+    chunked_layout,
+    contiguous_layout,
+    dataset_json,
+    datatype_json,
+    group_json,
+)
 from .format.types import VLEN_STR, has_vlen, type_json_from_dtype
 from .format.values import json_from_array
 from .sources import array_source
@@ -111,17 +122,16 @@ class AttributeManager(MutableMapping):
             raise ValueError("attribute names must be non-empty strings")
         h5py = sys.modules.get("h5py")  # h5py.Empty(dtype): a null dataspace, as in h5py
         if h5py is not None and isinstance(data, h5py.Empty):
-            entry = {"type": type_json_from_dtype(np.dtype(data.dtype)),
-                     "shape": Dataspace(None).to_json(), "created": time.time()}
+            entry = attribute_json(type_json_from_dtype(np.dtype(data.dtype)), None, None,
+                                   time.time())
             self._session.update(self._id, lambda obj: obj.setdefault(
                 "attributes", {}).__setitem__(name, entry))
             return
         arr = _as_array(data, dtype)
         if shape is not None:
             arr = arr.reshape(shape)
-        space = Dataspace(arr.shape, arr.shape)
-        entry = {"type": type_json_from_dtype(arr.dtype), "shape": space.to_json(),
-                 "value": json_from_array(arr), "created": time.time()}
+        entry = attribute_json(type_json_from_dtype(arr.dtype), arr.shape, json_from_array(arr),
+                               time.time())
 
         def change(obj: dict) -> None:
             obj.setdefault("attributes", {})[name] = entry
@@ -368,7 +378,7 @@ class Group(HLObject, Mapping):
     def create_group(self, name: str) -> Group:
         """Create a group (intermediate groups too); ValueError if the name exists."""
         parent, leaf = self._parent_and_leaf(name, create=True)
-        gid = self._session.new_object("g", {"links": {}, "attributes": {}})
+        gid = self._session.new_object("g", group_json())
         parent._add_link(leaf, Link(leaf, "hard", id=gid))
         return Group(self._session, gid, parent._child_name(leaf))
 
@@ -410,14 +420,11 @@ class Group(HLObject, Mapping):
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
         # a scalar dataset is one contiguous chunk "0", as HSDS writes it (h5pyd and h5py
         # then report chunks None); everything else is chunked
-        layout = ({"class": "H5D_CONTIGUOUS"} if shape == ()
-                  else {"class": "H5D_CHUNKED", "dims": list(chunk_shape)})
-        cp: dict[str, Any] = {"layout": layout, "filters": filters}
-        if fillvalue is not None:
-            cp["fillValue"] = json_from_array(np.asarray(_as_array(fillvalue, dtype)))
-        body = {"type": type_json, "shape": space.to_json(), "creationProperties": cp,
-                "layout": dict(cp["layout"]), "attributes": {}}
-        did = self._session.new_object("d", body)
+        layout = contiguous_layout() if shape == () else chunked_layout(chunk_shape)
+        fill_json = (None if fillvalue is None
+                     else json_from_array(np.asarray(_as_array(fillvalue, dtype))))
+        did = self._session.new_object("d", dataset_json(type_json, space, layout, filters,
+                                                         fill_json))
         parent._add_link(leaf, Link(leaf, "hard", id=did))
         ds = Dataset(self._session, did, parent._child_name(leaf))
         if arr is not None and arr.size:
@@ -442,8 +449,8 @@ class Group(HLObject, Mapping):
             parent._add_link(leaf, Link(leaf, "hard", id=value.id))
         elif isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(
                 value, np.generic)):
-            tid = self._session.new_object("t", {"type": type_json_from_dtype(np.dtype(value)),
-                                                 "attributes": {}})
+            tid = self._session.new_object(
+                "t", datatype_json(type_json_from_dtype(np.dtype(value))))
             parent._add_link(leaf, Link(leaf, "hard", id=tid))
         else:
             parent.create_dataset(leaf, data=value)

@@ -56,7 +56,19 @@ from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
 from ..format.filters import COMPRESSORS, ChunkCodec, filter_json, filter_name
 from ..format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
-from ..format.metadata import DatasetMeta, Link
+from ..format.metadata import (
+    DatasetMeta,
+    Link,
+    attribute_json,
+    chunked_layout,
+    chunked_ref_indirect_layout,
+    chunked_ref_layout,
+    contiguous_layout,
+    contiguous_ref_layout,
+    dataset_json,
+    datatype_json,
+    group_json,
+)
 from ..format.types import dtype_from_json, has_vlen, type_json_from_dtype
 from ..sources import array_source
 from ..storage import open_location
@@ -455,7 +467,7 @@ class _Loader:
                 except UnsupportedTypeError as exc:
                     summary.skipped.append(f"{obj.path}: datatype ({exc})")
                     continue
-                obj.new_id = session.new_object("t", {"type": tjson, "attributes": {}})
+                obj.new_id = session.new_object("t", datatype_json(tjson))
                 committed[obj.addr] = obj.new_id
                 summary.datatypes += 1
         refs = self.refs
@@ -474,7 +486,7 @@ class _Loader:
                 summary.datasets += 1
             elif obj.kind == "g":
                 if obj is not root:
-                    obj.new_id = session.new_object("g", {"links": {}, "attributes": {}})
+                    obj.new_id = session.new_object("g", group_json())
                 summary.groups += 1
             if obj.new_id:
                 refs[obj.addr] = obj.new_id
@@ -519,16 +531,14 @@ class _Loader:
                 type_json = types.json(aid.get_type())
                 dt = dtype_from_json(type_json)
                 if aid.get_space().get_simple_extent_type() == h5s.NULL:
-                    entry = {"type": type_json, "shape": {"class": "H5S_NULL"}}
+                    out[name] = attribute_json(type_json, None, None, now)
                 else:
                     shape = tuple(aid.shape)
-                    entry = {"type": type_json, "shape": Dataspace(shape, shape).to_json(),
-                             "value": values.nd(obj.h5.attrs[name], dt, len(shape))}
+                    out[name] = attribute_json(
+                        type_json, shape, values.nd(obj.h5.attrs[name], dt, len(shape)), now)
             except (UnsupportedTypeError, OSError, TypeError, ValueError) as exc:
                 self.summary.skipped.append(f"{obj.path} attribute {name!r} ({exc})")
                 continue
-            entry["created"] = now
-            out[name] = entry
             self.summary.attributes += 1
         return out
 
@@ -548,28 +558,24 @@ class _Loader:
         return False  # compact (the data is in the object header) or virtual
 
     def _dataset_body(self, plan: _Plan) -> dict:
+        layout, filters = self._layout(plan)
+        return dataset_json(plan.type_json, Dataspace(plan.shape, plan.maxshape), layout,
+                            filters, plan.fill_json)
+
+    def _layout(self, plan: _Plan) -> tuple[dict | None, list]:
+        """The new dataset's layout and filters JSON; sets the plan's mode and codecs."""
         from h5py import h5d
 
-        body: dict[str, Any] = {"type": plan.type_json, "attributes": {}}
-        body["shape"] = Dataspace(plan.shape, plan.maxshape).to_json()
-        cp: dict[str, Any] = {}
-        if plan.fill_json is not None:
-            cp["fillValue"] = plan.fill_json
         if plan.shape is None:  # a null dataspace: no values, no layout
-            body["creationProperties"] = cp
-            return body
+            return None, []
         if self._linkable(plan):
             layout = self._linked_layout(plan)
-            cp.update(layout=layout, filters=_native_filters_json(plan))
-            body.update(creationProperties=cp, layout=dict(layout))
             plan.mode = "link"
-            return body
+            return layout, _native_filters_json(plan)
         if self.link and plan.mode != "meta":
             self.summary.copied.append(plan.path)
         if plan.scalar:  # one chunk "0", as HSDS stores a scalar
-            cp.update(layout={"class": "H5D_CONTIGUOUS"}, filters=[])
-            body.update(creationProperties=cp, layout=dict(cp["layout"]))
-            return body
+            return contiguous_layout(), []
         assert plan.maxshape is not None
         request = self.chunk_spec.for_dataset(plan.path)
         if (isinstance(request, tuple) and len(request) != len(plan.shape)
@@ -584,9 +590,6 @@ class _Loader:
             comp, level = new_comp, new_level
         for note in notes:
             warnings.warn(f"{plan.path}: {note}", stacklevel=2)
-        layout = {"class": "H5D_CHUNKED", "dims": list(plan.chunks)}
-        cp.update(layout=layout, filters=_filters_json(comp, level, shuffle, f32))
-        body.update(creationProperties=cp, layout=dict(layout))
         if plan.mode != "meta" and not plan.allocated:
             plan.mode = "meta"  # nothing stored: every value is the fill value
         plan.direct = (plan.src_layout == h5d.CHUNKED and plan.native and plan.raw_ok
@@ -595,7 +598,7 @@ class _Loader:
             assert plan.src_chunks is not None
             plan.src_codec = ChunkCodec.from_filters(
                 _native_filters_json(plan), plan.dtype, plan.src_chunks, hdf5_native=True)
-        return body
+        return chunked_layout(plan.chunks), _filters_json(comp, level, shuffle, f32)
 
     def _linked_layout(self, plan: _Plan) -> dict:
         from h5py import h5d
@@ -613,13 +616,11 @@ class _Loader:
                 # a one-chunk table: HSDS 1.0.2 cannot serve H5D_CONTIGUOUS_REF for scalars
                 table = {"0": [int(offset), size]} if offset is not None else {}
                 self._count_linked(len(table), itemsize if table else 0)
-                return {"class": "H5D_CHUNKED_REF", "dims": [1], "file_uri": uri,
-                        "chunks": table}
+                return chunked_ref_layout((1,), uri, table)
             chunks = _contiguous_chunks(shape, itemsize, CONTIGUOUS_REF_CHUNK_MAX)
             ranges = contiguous_ranges(shape, itemsize, chunks, int(offset or 0), size)
             self._count_linked(len(ranges), sum(n for _, _, n in ranges))
-            return {"class": "H5D_CONTIGUOUS_REF", "file_uri": uri, "offset": int(offset or 0),
-                    "size": size}
+            return contiguous_ref_layout(uri, int(offset or 0), size)
         chunks = plan.src_chunks
         assert chunks is not None
         grid = ChunkGrid(shape, chunks)
@@ -631,8 +632,7 @@ class _Loader:
         if len(plan.stored) <= self.inline_limit:
             table = {ids.chunk_name(i): [int(info.byte_offset), int(info.size)]
                      for i, info in zip(indices, plan.stored)}
-            return {"class": "H5D_CHUNKED_REF", "dims": list(chunks), "file_uri": uri,
-                    "chunks": table}
+            return chunked_ref_layout(chunks, uri, table)
         values = np.zeros(grid.grid_shape, dtype=CHUNK_TABLE_DTYPE)
         for i, info in zip(indices, plan.stored):
             if info.size >= 2**31:
@@ -641,18 +641,14 @@ class _Loader:
             values[i] = (info.byte_offset, info.size)
         table_shape = grid.grid_shape
         table_chunks = choose_chunks(table_shape, CHUNK_TABLE_DTYPE, True, table_shape)
-        table_layout = {"class": "H5D_CHUNKED", "dims": list(table_chunks)}
-        table_id = self.session.new_object("d", {
-            "type": type_json_from_dtype(CHUNK_TABLE_DTYPE),
-            "shape": Dataspace(table_shape, table_shape).to_json(),
-            "creationProperties": {"layout": table_layout, "filters": []},
-            "layout": dict(table_layout), "attributes": {}})
+        table_id = self.session.new_object("d", dataset_json(
+            type_json_from_dtype(CHUNK_TABLE_DTYPE), Dataspace(table_shape, table_shape),
+            chunked_layout(table_chunks), []))
         meta = self.session.load(table_id)
         assert isinstance(meta, DatasetMeta)
         plan.table = values
         plan.table_source = array_source(self.session, meta, store=self.store)
-        return {"class": "H5D_CHUNKED_REF_INDIRECT", "dims": list(chunks), "file_uri": uri,
-                "chunk_table": table_id}
+        return chunked_ref_indirect_layout(chunks, uri, table_id)
 
     def _count_linked(self, chunks: int, logical: int) -> None:
         self.summary.chunks_linked += chunks
