@@ -257,8 +257,6 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     """The Reductionist request for one chunk object, or None when the chunk is not
     stored (a linked chunk the source file never wrote: it is reduced locally, from its
     fill value); raises ValueError saying why the chunk cannot be reduced remotely."""
-    from ..storage.s3 import S3ObjectStore
-
     dtype = source.dtype
     if dtype.name not in REDUCTIONIST_DTYPES and np.dtype(dtype.str.replace(">", "<")).name \
             not in REDUCTIONIST_DTYPES:
@@ -284,9 +282,10 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     else:
         store = source.store
         key = source.chunk_key(index)
-    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+    url = store.object_url(key)
+    if url is None:
         raise ValueError(f"{store.root_url} is not an S3 endpoint the server can read")
-    body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{key}"
+    body["url"] = url
     if codec.compressor is not None:
         body["compression"] = {"id": "gzip" if codec.compressor == "gzip" else "blosc"}
     if codec.shuffle:
@@ -299,13 +298,6 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     return body
 
 
-def _credentials(source: ArraySource) -> tuple[str, str] | None:
-    settings = getattr(source.store, "settings", None)
-    if settings is None or settings.anon or not settings.key:
-        return None
-    return (settings.key, settings.secret)
-
-
 async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
                         fills: tuple, server: str, op: str
                         ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -315,12 +307,13 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
     out_shape = tuple(1 if i in red.axis else n for i, n in enumerate(block_shape))
     requests = []
+    credentials = source.store.server_credentials()
     for piece in plan:
         body = chunk_request_body(source, piece.index, piece.chunk_sel, red.axis, fills,
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        requests.append(reduce_remote(server, ChunkRequest(op, body), _credentials(source)))
+        requests.append(reduce_remote(server, ChunkRequest(op, body), credentials))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None
@@ -510,6 +503,8 @@ def _run(original: Any, getter_slices: tuple, getitems: list, red: BlockReductio
 
 # -- the graph optimisation ---------------------------------------------------------------
 _health: dict[str, tuple[float, str | None]] = {}
+#: any valid key: asks a store whether its objects have URLs the server can GET
+_PROBE_KEY = "db/probe"
 
 
 def _server_problem(url: str) -> str | None:
@@ -522,14 +517,12 @@ def _server_problem(url: str) -> str | None:
 
 
 def _static_problem(info: SourceInfo) -> str | None:
-    from ..storage.s3 import S3ObjectStore
-
     source: ArraySource = info.array.source
     dt = source.dtype
     if np.dtype(dt.str.replace(">", "<")).name not in REDUCTIONIST_DTYPES:
         return f"dtype {dt} of {info.array.variable_name!r} is not supported by Reductionist"
     store = source.linked[0][1].store if source.linked else source.store
-    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+    if store.object_url(_PROBE_KEY) is None:
         return f"{store.root_url} is not on an S3 endpoint the server reads"
     if source.codec.bitshuffle:
         return f"bitshuffle chunks of {info.array.variable_name!r}"
