@@ -94,6 +94,11 @@ class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 
 
+class SourceFileError(H5DaskError, OSError):
+    """A file given to ``h5dask load`` that h5py cannot read (not HDF5, truncated, or an
+    object in it that HDF5 itself fails on); the message names the file and the object."""
+
+
 class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 
@@ -134,7 +139,7 @@ class AmbiguousBucketRootError(H5DaskError, ValueError):
     """A file:// domain path could belong to two buckets; ``bucket_root`` must say which."""
 
 
-class SourceFormatError(H5DaskError, ValueError):
+class SourceFormatError(SourceFileError, ValueError):
     """A file to import is not HDF5/netCDF-4 (netCDF-3, or not HDF5 at all)."""
 
 

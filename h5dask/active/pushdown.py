@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import private_api
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
 from ..storage.sync import sync
-from ..xarray import graph_adapter
-from ..xarray.array import H5CloudArray
 from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
 from .config import ActiveConfig
 
@@ -71,7 +70,7 @@ class Decoding:
 class SourceInfo:
     """An h5dask variable found under an array object of a dask graph."""
 
-    array: Any  # H5CloudArray
+    array: Any  # an h5dask.xarray.array.H5CloudArray
     origin: tuple[int, ...]  # where xarray's lazy key starts in the stored array
     decoding: Decoding
 
@@ -81,11 +80,11 @@ def find_source(obj: Any) -> SourceInfo | None:
 
     Returns None for anything this module cannot push down exactly.
     """
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     funcs = []
     origin: tuple[int, ...] | None = None
     for _ in range(32):
-        if isinstance(obj, H5CloudArray):
+        if isinstance(getattr(obj, "source", None), ArraySource):  # an H5CloudArray
             break
         if isinstance(obj, adapter.ElementwiseFunctionArray):
             funcs.append(obj.func)
@@ -150,7 +149,7 @@ def _func_name(func: Any) -> str:
 
 def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
     """(reduction, key of its input block X) if ``task`` is a recognised reduction."""
-    TaskRef = graph_adapter.load().TaskRef  # noqa: N806 - a class
+    TaskRef = private_api.load().TaskRef  # noqa: N806 - a class
 
     func = getattr(task, "func", None)
     if func is None or len(task.args) != 1 or not isinstance(task.args[0], TaskRef):
@@ -196,7 +195,7 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
 
 def _trace_block(key: Any, tasks: Mapping) -> tuple[Any, tuple, list[tuple]] | None:
     """Follow ``getitem`` tasks down to a ``getter``: (source key, getter slices, getitems)."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     Alias, DataNode, TaskRef = adapter.Alias, adapter.DataNode, adapter.TaskRef  # noqa: N806
     getitems: list[tuple] = []
     for _ in range(16):
@@ -405,7 +404,7 @@ def send_ahead(task: Any, value_of: Any, owner: Any) -> bool:
 
     if getattr(task, "func", None) is not _run or len(task.args) != 6:
         return True
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
 
     def value(arg: Any) -> Any:
         if isinstance(arg, adapter.TaskRef):
@@ -531,7 +530,7 @@ def _static_problem(info: SourceInfo) -> str | None:
 
 def rewrite_graph(tasks: dict) -> dict:
     """Replace recognised per-block reductions over active variables (see module doc)."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     DataNode, Task, TaskRef = adapter.DataNode, adapter.Task, adapter.TaskRef  # noqa: N806
     sources: dict[Any, SourceInfo] = {}
     for key, value in tasks.items():
@@ -592,7 +591,7 @@ def pushdown_optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     tasks = ensure_dict(dsk)
     try:
         rewritten = rewrite_graph(tasks)
-    except graph_adapter.PushdownUnsupportedError as exc:
+    except private_api.PushdownUnsupportedError as exc:
         # "require" opens already failed on this; "auto" ones reduce locally, said once
         warn_once(str(exc))
         rewritten = tasks
@@ -630,12 +629,12 @@ def enable_pushdown(config: ActiveConfig) -> None:
     """Check that pushdown works with the installed dask and xarray, then install it.
 
     With ``active_storage="require"`` an incompatible dask/xarray raises
-    :class:`~h5dask.xarray.graph_adapter.PushdownUnsupportedError`; with ``"auto"`` one
+    :class:`~h5dask.private_api.PushdownUnsupportedError`; with ``"auto"`` one
     :class:`ActiveStorageWarning` says that reductions will be computed locally.
     """
     try:
-        graph_adapter.load()
-    except graph_adapter.PushdownUnsupportedError as exc:
+        private_api.load()
+    except private_api.PushdownUnsupportedError as exc:
         if config.require:
             raise
         warn_once(str(exc))

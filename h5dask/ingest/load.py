@@ -43,7 +43,14 @@ import numpy as np
 
 from ..chunkio import ArraySource, fill_array
 from ..domain import DomainSession
-from ..errors import CorruptChunkError, DomainExistsError, LocalLinkWarning, UnsupportedTypeError
+from ..errors import (
+    CorruptChunkError,
+    DomainExistsError,
+    H5DaskError,
+    LocalLinkWarning,
+    SourceFileError,
+    UnsupportedTypeError,
+)
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.dataspace import Dataspace
@@ -360,6 +367,10 @@ def _make_plan(obj: SourceObject, types: H5Types, values: H5Values) -> _Plan:
     tid = dset.id.get_type()
     type_json = types.json(tid)
     dt = dtype_from_json(type_json)
+    if dt.subdtype is not None:
+        raise UnsupportedTypeError(
+            "a dataset whose element type is an HDF5 array type (h5py reads it as extra "
+            "axes); HSDS chunk layouts have no equivalent")
     space = dset.id.get_space()
     stype = space.get_simple_extent_type()
     if stype == h5s.NULL:
@@ -807,7 +818,17 @@ class _Loader:
     # (in the h5py thread)
     def _read_region(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         """One target chunk read through h5py (which undoes any filter it has a plugin
-        for), padded with the fill value at the edges."""
+        for), padded with the fill value at the edges; HDF5's own failures become one
+        SourceFileError naming the file and the dataset."""
+        try:
+            return self._read_region_h5py(plan, index)
+        except OSError as exc:
+            if isinstance(exc, H5DaskError):
+                raise
+            raise SourceFileError(f"{self.src.url}: dataset {plan.path}: h5py cannot read "
+                                  f"it ({exc})") from exc
+
+    def _read_region_h5py(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         assert plan.source is not None
         dset = self._region_reader(plan)
         values = H5Values(self.src.h5, self.refs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import SourceFormatError, StorageError
+from ..errors import SourceFileError, SourceFormatError, StorageError
 from ..storage.base import ObjectStore
 from .linked import open_source_store
 
@@ -112,6 +112,16 @@ def _s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def register_filter_plugins() -> None:
+    """Make HDF5 (through h5py) decode the filters ``hdf5plugin`` provides (lz4, zstd,
+    bitshuffle, Blosc, Blosc2, bzip2, zfp, ...): importing it registers them. Without the
+    package, such datasets fail with HDF5's own "can't open directory" error."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        pass
+
+
 def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     """Open ``src`` (a local path or an fsspec URL; ``options`` s3fs-style) read-only."""
     import h5py
@@ -149,6 +159,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
         url = src
         file_uri = f"s3://{parts.netloc}{parts.path}" if scheme in ("s3", "s3a") else None
     fileobj = CountingFile(raw)
+    register_filter_plugins()
     try:
         h5 = h5py.File(fileobj, "r")
     except Exception as exc:
@@ -156,6 +167,9 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
         fileobj.close()
         if problem is not None:
             raise problem from exc
+        if isinstance(exc, OSError):
+            raise SourceFileError(
+                f"{url}: h5py cannot open it as an HDF5/netCDF-4 file ({exc})") from exc
         raise
     ranged = open_source_store(src, options)
     store, key = ranged if ranged is not None else (None, None)
