@@ -127,6 +127,10 @@ class NotADomainError(DomainNotFoundError):
         self.url = url
 
 
+class StorageOptionsError(H5DaskError, ValueError):
+    """A ``storage_options`` name no back end knows, or a value it cannot use."""
+
+
 class UnsupportedURLError(H5DaskError, ValueError):
     """A URL scheme h5dask cannot use for this purpose (e.g. a domain at http://)."""
 

@@ -327,3 +327,11 @@ def test_info_into_a_closed_pipe_exits_quietly(domain, seaweedfs):
     finally:
         os.close(write_end)
     assert proc.returncode == 0 and "Broken pipe" not in proc.stderr, proc.stderr
+
+
+def test_unknown_storage_option_is_named_with_the_valid_ones(tmp_path):
+    proc = run("ls", str(tmp_path / "x.h5"), "-o", "bogus=1", "-o", "max_concurency=3",
+               check=False)
+    assert proc.returncode != 0
+    assert "unknown file:// storage_options ['bogus', 'max_concurency']" in proc.stderr
+    assert "'max_concurrency'" in proc.stderr and "Traceback" not in proc.stderr

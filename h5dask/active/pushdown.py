@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import private_api
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
 from ..storage.sync import sync
-from ..xarray import graph_adapter
-from ..xarray.array import H5CloudArray
 from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
 from .config import ActiveConfig
 
@@ -71,7 +70,7 @@ class Decoding:
 class SourceInfo:
     """An h5dask variable found under an array object of a dask graph."""
 
-    array: Any  # H5CloudArray
+    array: Any  # an h5dask.xarray.array.H5CloudArray
     origin: tuple[int, ...]  # where xarray's lazy key starts in the stored array
     decoding: Decoding
 
@@ -81,11 +80,11 @@ def find_source(obj: Any) -> SourceInfo | None:
 
     Returns None for anything this module cannot push down exactly.
     """
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     funcs = []
     origin: tuple[int, ...] | None = None
     for _ in range(32):
-        if isinstance(obj, H5CloudArray):
+        if isinstance(getattr(obj, "source", None), ArraySource):  # an H5CloudArray
             break
         if isinstance(obj, adapter.ElementwiseFunctionArray):
             funcs.append(obj.func)
@@ -150,7 +149,7 @@ def _func_name(func: Any) -> str:
 
 def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
     """(reduction, key of its input block X) if ``task`` is a recognised reduction."""
-    TaskRef = graph_adapter.load().TaskRef  # noqa: N806 - a class
+    TaskRef = private_api.load().TaskRef  # noqa: N806 - a class
 
     func = getattr(task, "func", None)
     if func is None or len(task.args) != 1 or not isinstance(task.args[0], TaskRef):
@@ -196,7 +195,7 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
 
 def _trace_block(key: Any, tasks: Mapping) -> tuple[Any, tuple, list[tuple]] | None:
     """Follow ``getitem`` tasks down to a ``getter``: (source key, getter slices, getitems)."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     Alias, DataNode, TaskRef = adapter.Alias, adapter.DataNode, adapter.TaskRef  # noqa: N806
     getitems: list[tuple] = []
     for _ in range(16):
@@ -257,8 +256,6 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     """The Reductionist request for one chunk object, or None when the chunk is not
     stored (a linked chunk the source file never wrote: it is reduced locally, from its
     fill value); raises ValueError saying why the chunk cannot be reduced remotely."""
-    from ..storage.s3 import S3ObjectStore
-
     dtype = source.dtype
     if dtype.name not in REDUCTIONIST_DTYPES and np.dtype(dtype.str.replace(">", "<")).name \
             not in REDUCTIONIST_DTYPES:
@@ -284,9 +281,10 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     else:
         store = source.store
         key = source.chunk_key(index)
-    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+    url = store.object_url(key)
+    if url is None:
         raise ValueError(f"{store.root_url} is not an S3 endpoint the server can read")
-    body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{key}"
+    body["url"] = url
     if codec.compressor is not None:
         body["compression"] = {"id": "gzip" if codec.compressor == "gzip" else "blosc"}
     if codec.shuffle:
@@ -299,13 +297,6 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     return body
 
 
-def _credentials(source: ArraySource) -> tuple[str, str] | None:
-    settings = getattr(source.store, "settings", None)
-    if settings is None or settings.anon or not settings.key:
-        return None
-    return (settings.key, settings.secret)
-
-
 async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
                         fills: tuple, server: str, op: str
                         ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -315,12 +306,13 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
     out_shape = tuple(1 if i in red.axis else n for i, n in enumerate(block_shape))
     requests = []
+    credentials = source.store.server_credentials()
     for piece in plan:
         body = chunk_request_body(source, piece.index, piece.chunk_sel, red.axis, fills,
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        requests.append(reduce_remote(server, ChunkRequest(op, body), _credentials(source)))
+        requests.append(reduce_remote(server, ChunkRequest(op, body), credentials))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None
@@ -412,7 +404,7 @@ def send_ahead(task: Any, value_of: Any, owner: Any) -> bool:
 
     if getattr(task, "func", None) is not _run or len(task.args) != 6:
         return True
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
 
     def value(arg: Any) -> Any:
         if isinstance(arg, adapter.TaskRef):
@@ -510,6 +502,8 @@ def _run(original: Any, getter_slices: tuple, getitems: list, red: BlockReductio
 
 # -- the graph optimisation ---------------------------------------------------------------
 _health: dict[str, tuple[float, str | None]] = {}
+#: any valid key: asks a store whether its objects have URLs the server can GET
+_PROBE_KEY = "db/probe"
 
 
 def _server_problem(url: str) -> str | None:
@@ -522,14 +516,12 @@ def _server_problem(url: str) -> str | None:
 
 
 def _static_problem(info: SourceInfo) -> str | None:
-    from ..storage.s3 import S3ObjectStore
-
     source: ArraySource = info.array.source
     dt = source.dtype
     if np.dtype(dt.str.replace(">", "<")).name not in REDUCTIONIST_DTYPES:
         return f"dtype {dt} of {info.array.variable_name!r} is not supported by Reductionist"
     store = source.linked[0][1].store if source.linked else source.store
-    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+    if store.object_url(_PROBE_KEY) is None:
         return f"{store.root_url} is not on an S3 endpoint the server reads"
     if source.codec.bitshuffle:
         return f"bitshuffle chunks of {info.array.variable_name!r}"
@@ -538,7 +530,7 @@ def _static_problem(info: SourceInfo) -> str | None:
 
 def rewrite_graph(tasks: dict) -> dict:
     """Replace recognised per-block reductions over active variables (see module doc)."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     DataNode, Task, TaskRef = adapter.DataNode, adapter.Task, adapter.TaskRef  # noqa: N806
     sources: dict[Any, SourceInfo] = {}
     for key, value in tasks.items():
@@ -599,7 +591,7 @@ def pushdown_optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     tasks = ensure_dict(dsk)
     try:
         rewritten = rewrite_graph(tasks)
-    except graph_adapter.PushdownUnsupportedError as exc:
+    except private_api.PushdownUnsupportedError as exc:
         # "require" opens already failed on this; "auto" ones reduce locally, said once
         warn_once(str(exc))
         rewritten = tasks
@@ -637,12 +629,12 @@ def enable_pushdown(config: ActiveConfig) -> None:
     """Check that pushdown works with the installed dask and xarray, then install it.
 
     With ``active_storage="require"`` an incompatible dask/xarray raises
-    :class:`~h5dask.xarray.graph_adapter.PushdownUnsupportedError`; with ``"auto"`` one
+    :class:`~h5dask.private_api.PushdownUnsupportedError`; with ``"auto"`` one
     :class:`ActiveStorageWarning` says that reductions will be computed locally.
     """
     try:
-        graph_adapter.load()
-    except graph_adapter.PushdownUnsupportedError as exc:
+        private_api.load()
+    except private_api.PushdownUnsupportedError as exc:
         if config.require:
             raise
         warn_once(str(exc))

@@ -146,11 +146,9 @@ class _CountingStore(ObjectStore):
     """Delegates to a store and counts what is written through it (on the I/O loop)."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        super().__init__()
+        super().__init__(inner.tuning)
         self.inner = inner
         self.root_url = inner.root_url
-        self.max_concurrency = inner.max_concurrency
-        self.retry = inner.retry
         self.written: Counter[str] = Counter()  # kind -> bytes
         self.objects: Counter[str] = Counter()  # kind -> objects
 

@@ -22,16 +22,18 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UnsupportedURLError
-from .base import ObjectStore, RetryPolicy, TransientError, cached_store, freeze
+from .base import ObjectStore, TransientError, cached_store, freeze
 from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
 from .local import LocalObjectStore
 from .s3_options import S3Settings, resolve_s3_settings
+from .settings import RetryPolicy, StoreTuning, resolve_storage_options
 from .sync import sync
 
 __all__ = [
-    "Location", "ObjectStore", "RetryPolicy", "S3Settings", "TransientError", "open_location",
-    "names_bucket_root", "open_object", "open_prefix", "resolve_s3_settings", "sync",
+    "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
+    "names_bucket_root", "open_location", "open_object", "open_prefix", "resolve_s3_settings",
+    "resolve_storage_options", "sync",
 ]
 
 _BUCKET_PROTOCOLS = {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
@@ -59,28 +61,23 @@ class Location:
         return f"{self.domain}/.domain.json"
 
 
-def _split_tuning(options: dict[str, Any]) -> dict[str, Any]:
-    tuning = {}
-    for name in ("max_concurrency", "max_attempts", "retry_base_delay", "multipart_threshold",
-                 "part_size", "timeout", "connect_timeout"):
-        if name in options:
-            tuning[name] = options.pop(name)
-    return tuning
-
-
-def _retry(tuning: dict[str, Any], default_attempts: int = 8) -> RetryPolicy:
-    return RetryPolicy(max_attempts=int(tuning.get("max_attempts", default_attempts)),
-                       base_delay=float(tuning.get("retry_base_delay", 0.05)))
-
-
-def _s3_store(bucket: str, options: dict[str, Any], tuning: dict[str, Any]) -> ObjectStore:
+def _s3_store(bucket: str, storage_options: Mapping[str, Any] | None) -> ObjectStore:
     from .s3 import S3ObjectStore
 
-    args = (bucket, resolve_s3_settings(options), int(tuning.get("max_concurrency", 64)),
-            _retry(tuning), int(tuning.get("multipart_threshold", 32 * 2**20)),
-            int(tuning.get("part_size", 8 * 2**20)), float(tuning.get("timeout", 60.0)),
-            float(tuning.get("connect_timeout", 10.0)))
-    return cached_store(S3ObjectStore, args)
+    tuning, options = resolve_storage_options(storage_options, "s3")
+    return cached_store(S3ObjectStore, (bucket, resolve_s3_settings(options), tuning))
+
+
+def _local_store(root: str, storage_options: Mapping[str, Any] | None) -> ObjectStore:
+    tuning, _ = resolve_storage_options(storage_options, "file")
+    return cached_store(LocalObjectStore, (root, tuning))
+
+
+def _fsspec_store(protocol: str, root: str, options: dict[str, Any], tuning: StoreTuning
+                  ) -> ObjectStore:
+    from .fsspec_store import FsspecObjectStore
+
+    return cached_store(FsspecObjectStore, (protocol, root, freeze(options), tuning))
 
 
 def _clean_domain(path: str, url: str) -> str:
@@ -129,8 +126,6 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     >>> loc.domain
     'run1.h5'
     """
-    options = dict(storage_options or {})
-    tuning = _split_tuning(options)
     if not url.isprintable():
         # urlsplit drops tabs and newlines: the URL would name another domain
         raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
@@ -156,11 +151,11 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         if not bucket:
             raise ValueError(f"{url!r} has no bucket name")
         domain = _clean_domain(parts.path, url)
-        return Location(_s3_store(bucket, options, tuning), domain)
+        return Location(_s3_store(bucket, storage_options), domain)
 
-    bucket_root = options.pop("bucket_root", None)
     ambiguity = None
     if protocol == "file":
+        bucket_root = resolve_storage_options(storage_options, "file")[1].get("bucket_root")
         path = os.path.abspath(parts.path if parts.scheme else url)
         if bucket_root:
             root = os.path.abspath(bucket_root)
@@ -169,19 +164,15 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
             root = found.path
             if found.ambiguous_with:
                 ambiguity = ambiguity_message(url, root, found.ambiguous_with)
-        if options:
-            raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
         rel = os.path.relpath(path, root)
         if rel.startswith(".."):
             raise ValueError(f"domain {path!r} is not inside bucket_root {root!r}")
-        args = (root, int(tuning.get("max_concurrency", 32)), _retry(tuning, 2))
-        return Location(cached_store(LocalObjectStore, args), _clean_domain(rel, url),
-                        ambiguity)
+        return Location(_local_store(root, storage_options), _clean_domain(rel, url), ambiguity)
 
     import fsspec
 
-    from .fsspec_store import FsspecObjectStore
-
+    tuning, options = resolve_storage_options(storage_options, "fsspec")
+    bucket_root = options.pop("bucket_root", None)
     full = f"{parts.netloc}{parts.path}"
     if protocol in _BUCKET_PROTOCOLS and not bucket_root:
         root, _, rest = full.partition("/")
@@ -197,9 +188,8 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
                 ambiguity = ambiguity_message(url, root, found.ambiguous_with)
         root_s = root.rstrip("/")
         rest = ("/" + stripped.lstrip("/"))[len(root_s):] if root_s != "/" else stripped
-    args = (protocol, root, freeze(options), int(tuning.get("max_concurrency", 32)),
-            _retry(tuning))
-    return Location(cached_store(FsspecObjectStore, args), _clean_domain(rest, url), ambiguity)
+    store = _fsspec_store(protocol, root, options, tuning)
+    return Location(store, _clean_domain(rest, url), ambiguity)
 
 
 def names_bucket_root(url: str) -> bool:
@@ -242,26 +232,19 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     >>> (store.root_url, key, store.max_concurrency)
     ('file:///data/run%201', 'x.h5', 4)
     """
-    options = dict(storage_options or {})
-    tuning = _split_tuning(options)
     parts = urlsplit(url)
     protocol = parts.scheme.lower() or "file"
     if protocol in ("s3", "s3a"):
-        return _s3_store(parts.netloc, options, tuning), check_key(parts.path[1:])
+        return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":
-        if options:
-            raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
         path = os.path.abspath(unquote(parts.path) if parts.scheme else url)
-        args = (os.path.dirname(path), int(tuning.get("max_concurrency", 32)), _retry(tuning, 2))
-        return cached_store(LocalObjectStore, args), check_key(os.path.basename(path))
+        return _local_store(os.path.dirname(path), storage_options), \
+            check_key(os.path.basename(path))
 
     import fsspec
 
-    from .fsspec_store import FsspecObjectStore
-
+    tuning, options = resolve_storage_options(storage_options, "fsspec")
     path = fsspec.get_filesystem_class(protocol)._strip_protocol(url)
     directory, _, key = path.rpartition("/")
-    args = (protocol, directory, freeze(options), int(tuning.get("max_concurrency", 32)),
-            _retry(tuning))
-    return cached_store(FsspecObjectStore, args), check_key(key)
+    return _fsspec_store(protocol, directory, options, tuning), check_key(key)
 

@@ -10,17 +10,16 @@ length checks, and the per-process I/O statistics.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import StorageError
 from ..iostats import record as record_io
 from .keys import check_key, check_prefix
+from .settings import DEFAULT_TUNING, RetryPolicy, StoreTuning
 from .sync import on_io_loop, sync
 
 T = TypeVar("T")
@@ -29,29 +28,6 @@ T = TypeVar("T")
 class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
     short responses, timeouts)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently failed requests are retried.
-
-    >>> RetryPolicy(max_attempts=3).delay(1) <= RetryPolicy(max_attempts=3).max_delay
-    True
-    """
-
-    max_attempts: int = 8
-    base_delay: float = 0.05
-    max_delay: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must not be negative")
-
-    def delay(self, attempt: int) -> float:
-        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
 _store_cache: dict[tuple, ObjectStore] = {}
@@ -119,10 +95,11 @@ class ObjectStore(ABC):
 
     #: a URL-like name of the bucket root, for messages (never holds secrets)
     root_url: str
-    max_concurrency: int = 64
-    retry: RetryPolicy = RetryPolicy()
 
-    def __init__(self) -> None:
+    def __init__(self, tuning: StoreTuning = DEFAULT_TUNING["fsspec"]) -> None:
+        self.tuning = tuning
+        self.max_concurrency = tuning.max_concurrency
+        self.retry: RetryPolicy = tuning.retry
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._blocking_slots: threading.BoundedSemaphore | None = None
 
@@ -174,16 +151,35 @@ class ObjectStore(ABC):
         return None
 
     def tuning_options(self) -> dict[str, Any]:
-        """This store's tuning as ``storage_options`` (concurrency, retries, and what a
-        back end adds), to open another store the same way.
+        """This store's tuning as ``storage_options``, to open another store the same way.
 
         >>> from h5dask.storage.local import LocalObjectStore
-        >>> LocalObjectStore("/tmp/root", 4).tuning_options()["max_concurrency"]
+        >>> LocalObjectStore("/tmp/root", StoreTuning(max_concurrency=4)).tuning_options()[
+        ...     "max_concurrency"]
         4
         """
-        return {"max_concurrency": self.max_concurrency,
-                "max_attempts": self.retry.max_attempts,
-                "retry_base_delay": self.retry.base_delay}
+        return self.tuning.as_options()
+
+    def object_url(self, key: str) -> str | None:
+        """An http(s) URL a server on the same network (the active-storage server) can
+        GET the object ``key`` from, or None if this store has none (file systems).
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> LocalObjectStore("/tmp/root").object_url("db/x") is None
+        True
+        """
+        return None
+
+    def server_credentials(self) -> tuple[str, str] | None:
+        """The (access key, secret) this store signs with, which may be forwarded to the
+        active-storage server to read the same objects; None when anonymous or when the
+        store has no such credentials.
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> LocalObjectStore("/tmp/root").server_credentials() is None
+        True
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root_url!r})"

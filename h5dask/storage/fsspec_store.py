@@ -11,8 +11,9 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 
 from ..errors import H5DaskError, StorageError, StoragePermissionError
-from .base import ObjectStore, RetryPolicy, TransientError
+from .base import ObjectStore, TransientError
 from .keys import check_key
+from .settings import DEFAULT_TUNING, StoreTuning
 
 
 class FsspecObjectStore(ObjectStore):
@@ -24,13 +25,11 @@ class FsspecObjectStore(ObjectStore):
     """
 
     def __init__(self, protocol: str, root: str, options: tuple = (),
-                 max_concurrency: int = 32, retry: RetryPolicy = RetryPolicy()) -> None:
-        super().__init__()
+                 tuning: StoreTuning = DEFAULT_TUNING["fsspec"]) -> None:
+        super().__init__(tuning)
         self.protocol = protocol
         self.root = root.rstrip("/")
-        self.options = options
-        self.max_concurrency = max_concurrency
-        self.retry = retry
+        self.options = options  # frozen (see base.freeze): part of the cache key
         if "://" in self.root:  # a URL-rooted file system (http, https)
             self.root_url = self.root
         elif protocol == "memory":
@@ -40,7 +39,7 @@ class FsspecObjectStore(ObjectStore):
         self.fs = fsspec.filesystem(protocol, **_thaw(options))
 
     def _init_args(self) -> tuple:
-        return (self.protocol, self.root, self.options, self.max_concurrency, self.retry)
+        return (self.protocol, self.root, self.options, self.tuning)
 
     def locate(self, url: str) -> tuple[ObjectStore, str] | None:
         """This store and the key of an object under its root, named by a URL of its

@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .base import ObjectStore, RetryPolicy
+from .base import ObjectStore
+from .settings import DEFAULT_TUNING, StoreTuning
 
 
 class LocalObjectStore(ObjectStore):
@@ -22,16 +23,13 @@ class LocalObjectStore(ObjectStore):
     LocalObjectStore('file:///tmp/root')
     """
 
-    def __init__(self, root: str, max_concurrency: int = 32,
-                 retry: RetryPolicy = RetryPolicy(max_attempts=2)) -> None:
-        super().__init__()
+    def __init__(self, root: str, tuning: StoreTuning = DEFAULT_TUNING["file"]) -> None:
+        super().__init__(tuning)
         self.root = Path(root).resolve()
-        self.max_concurrency = max_concurrency
-        self.retry = retry
         self.root_url = self.root.as_uri()
 
     def _init_args(self) -> tuple:
-        return (str(self.root), self.max_concurrency, self.retry)
+        return (str(self.root), self.tuning)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()

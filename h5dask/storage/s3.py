@@ -18,9 +18,10 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
-from .base import ObjectStore, RetryPolicy, TransientError, cached_store
+from .base import ObjectStore, TransientError, cached_store
 from .keys import check_key
 from .s3_options import S3Settings
+from .settings import DEFAULT_TUNING, StoreTuning
 from .sync import sync
 
 #: S3 codes and phrases that mean "try again", for errors with neither a status nor a
@@ -85,40 +86,18 @@ class S3ObjectStore(ObjectStore):
     S3ObjectStore('s3://my-bucket')
     """
 
-    def __init__(
-        self,
-        bucket: str,
-        settings: S3Settings,
-        max_concurrency: int = 64,
-        retry: RetryPolicy = RetryPolicy(),
-        multipart_threshold: int = 32 * 2**20,
-        part_size: int = 8 * 2**20,
-        timeout: float = 60.0,
-        connect_timeout: float = 10.0,
-    ) -> None:
-        super().__init__()
+    def __init__(self, bucket: str, settings: S3Settings,
+                 tuning: StoreTuning = DEFAULT_TUNING["s3"]) -> None:
+        super().__init__(tuning)
         if not bucket or "/" in bucket:
             raise ValueError(f"invalid S3 bucket name {bucket!r}")
-        if max_concurrency < 1 or part_size < 1 or multipart_threshold < part_size:
-            raise ValueError("need max_concurrency >= 1 and multipart_threshold >= part_size >= 1")
         self.bucket = bucket
         self.settings = settings
-        self.max_concurrency = max_concurrency
-        self.retry = retry
-        self.multipart_threshold = multipart_threshold
-        self.part_size = part_size
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
         self.root_url = f"s3://{bucket}"
         self._store = self._make_store()
 
     def _init_args(self) -> tuple:
-        return self._args_for(self.bucket)
-
-    def _args_for(self, bucket: str) -> tuple:
-        """The arguments of a store for ``bucket`` with this store's settings."""
-        return (bucket, self.settings, self.max_concurrency, self.retry,
-                self.multipart_threshold, self.part_size, self.timeout, self.connect_timeout)
+        return (self.bucket, self.settings, self.tuning)
 
     def sibling(self, bucket: str) -> S3ObjectStore:
         """Another bucket of the same endpoint, with the same credentials and tuning.
@@ -131,7 +110,8 @@ class S3ObjectStore(ObjectStore):
             return self
         if not _BUCKET_RE.fullmatch(bucket):
             raise ValueError(f"invalid S3 bucket name {bucket!r}")
-        return cached_store(S3ObjectStore, self._args_for(bucket))  # type: ignore[return-value]
+        return cached_store(S3ObjectStore,  # type: ignore[return-value]
+                            (bucket, self.settings, self.tuning))
 
     def locate(self, url: str) -> tuple[ObjectStore, str] | None:
         """Any bucket of this endpoint: ``s3://bucket/key`` or HSDS's ``bucket/key``."""
@@ -144,10 +124,22 @@ class S3ObjectStore(ObjectStore):
             return None
         return self.sibling(bucket), check_key(key)
 
-    def tuning_options(self) -> dict[str, Any]:
-        return {**super().tuning_options(), "multipart_threshold": self.multipart_threshold,
-                "part_size": self.part_size, "timeout": self.timeout,
-                "connect_timeout": self.connect_timeout}
+    def object_url(self, key: str) -> str | None:
+        """``{endpoint}/{bucket}/{key}`` (path style) when the endpoint is known.
+
+        >>> from h5dask.storage.s3_options import S3Settings
+        >>> S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000/")).object_url("db/x")
+        'http://127.0.0.1:9000/b/db/x'
+        """
+        if not self.settings.endpoint:
+            return None
+        return f"{self.settings.endpoint.rstrip('/')}/{self.bucket}/{check_key(key)}"
+
+    def server_credentials(self) -> tuple[str, str] | None:
+        s = self.settings
+        if s.anon or not s.key or not s.secret:
+            return None
+        return (s.key, s.secret)
 
     def _make_store(self) -> S3Store:
         s = self.settings
@@ -166,8 +158,8 @@ class S3ObjectStore(ObjectStore):
             config["request_payer"] = True
         client: dict[str, Any] = {
             "allow_http": True,
-            "timeout": timedelta(seconds=self.timeout),
-            "connect_timeout": timedelta(seconds=self.connect_timeout),
+            "timeout": timedelta(seconds=self.tuning.timeout),
+            "connect_timeout": timedelta(seconds=self.tuning.connect_timeout),
             "pool_max_idle_per_host": str(self.max_concurrency),
         }
         if s.ca_bundle:
@@ -176,7 +168,7 @@ class S3ObjectStore(ObjectStore):
         if not s.verify:
             client["allow_invalid_certificates"] = True
         # Retries happen in ObjectStore._call, where they are counted and bounded.
-        retry = {"max_retries": 0, "retry_timeout": timedelta(seconds=self.timeout)}
+        retry = {"max_retries": 0, "retry_timeout": timedelta(seconds=self.tuning.timeout)}
         return S3Store(self.bucket, config=config, client_options=client, retry_config=retry)
 
     def _translate(self, exc: Exception, what: str, key: str) -> Exception:
@@ -248,7 +240,7 @@ class S3ObjectStore(ObjectStore):
             if byte_range is None:
                 result = obstore.get(self._store, key)
                 size = result.meta["size"]
-                if size > self.multipart_threshold:
+                if size > self.tuning.multipart_threshold:
                     del result
                     return sync(self._get_parts(key, size))
                 return _whole(memoryview(result.bytes()), size)
@@ -268,14 +260,14 @@ class S3ObjectStore(ObjectStore):
         # the size and the rest arrives as concurrent ranged GETs.
         result = await obstore.get_async(self._store, key)
         size = result.meta["size"]
-        if size <= self.multipart_threshold:
+        if size <= self.tuning.multipart_threshold:
             return _whole(memoryview(await result.bytes_async()), size)
         del result  # drop the streaming body; fetch in parts instead
         return await self._get_parts(key, size)
 
     async def _get_parts(self, key: str, size: int) -> bytes:
-        starts = list(range(0, size, self.part_size))
-        ends = [min(s + self.part_size, size) for s in starts]
+        starts = list(range(0, size, self.tuning.part_size))
+        ends = [min(s + self.tuning.part_size, size) for s in starts]
         parts = await asyncio.gather(*(
             obstore.get_range_async(self._store, key, start=s, end=e) for s, e in zip(starts, ends)
         ))

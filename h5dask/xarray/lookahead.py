@@ -5,7 +5,7 @@ With dask's local schedulers a callback looks at the running computation's ready
 when each task starts; on a ``distributed`` worker the getter of each h5dask task looks
 at that worker's own ready queue (on its event loop). Only tasks this process will run
 are looked at, so nothing is fetched for tasks of other workers. Every private dask,
-xarray and distributed name used here comes from :mod:`h5dask.xarray.graph_adapter`.
+xarray and distributed name used here comes from :mod:`h5dask.private_api`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .. import private_api
 from ..chunkio import ArraySource
 from ..readahead import get_readahead
-from . import graph_adapter
 
 #: ready tasks looked at, at most, each time a task starts
 LOOK_AHEAD_TASKS = 64
@@ -27,7 +27,7 @@ _GETTERS = ("getter", "getter_nofancy", "getter_inline")
 
 def _is_current_task(task_key: Any, task_state: Any) -> bool:
     """On a distributed worker: is the running task the one an entry was made for?"""
-    names = graph_adapter.load_distributed()
+    names = private_api.load_distributed()
     if names is None or getattr(names["thread_state"], "key", None) != task_key:
         return False
     try:
@@ -40,7 +40,7 @@ def _is_current_task(task_key: Any, task_state: Any) -> bool:
 def unwrap_h5cloud(obj: Any) -> tuple[Any, tuple[int, ...]] | None:
     """The h5dask array under xarray's lazy wrappers, and where the wrapper's index 0
     lies in it; None if it is not one, or not a plain slice of one."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     origin: tuple[int, ...] | None = None
     for _ in range(32):
         if isinstance(getattr(obj, "source", None), ArraySource):  # an H5CloudArray
@@ -106,7 +106,7 @@ def _shift(index: tuple, origin: tuple[int, ...], shape: tuple[int, ...]
 
 
 def _getter_calls(task: Any, value_of: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     DataNode, Task, TaskRef = adapter.DataNode, adapter.Task, adapter.TaskRef  # noqa: N806
     func = getattr(task, "func", None)
     if func is None or not isinstance(task, Task):
@@ -153,7 +153,7 @@ class _Session:
         self.seen: set = set()
 
     def value_of(self, key: Any) -> Any:
-        DataNode = graph_adapter.load().DataNode  # noqa: N806
+        DataNode = private_api.load().DataNode  # noqa: N806
         cache = self.state.get("cache", {})
         if key in cache:
             return cache[key]
@@ -253,7 +253,7 @@ def on_task_start() -> None:
     queued to this worker (looked at on the worker's event loop, which owns them)."""
     if not get_readahead().enabled or "distributed" not in sys.modules:
         return
-    names = graph_adapter.load_distributed()
+    names = private_api.load_distributed()
     if names is None or getattr(names["thread_state"], "key", None) is None:
         return
     try:

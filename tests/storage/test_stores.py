@@ -15,7 +15,7 @@ from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
 from h5dask.errors import BucketNotFoundError, StorageError, StoragePermissionError
-from h5dask.storage import RetryPolicy, TransientError, open_location, sync
+from h5dask.storage import RetryPolicy, StoreTuning, TransientError, open_location, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
 from h5dask.storage.local import LocalObjectStore
 
@@ -105,7 +105,8 @@ class FlakyStore(FsspecObjectStore):
 
     def __init__(self, failures: int, exc: Exception, attempts: int = 4) -> None:
         super().__init__("memory", f"/flaky-{uuid.uuid4().hex}",
-                         retry=RetryPolicy(max_attempts=attempts, base_delay=0.0))
+                         tuning=StoreTuning(retry=RetryPolicy(max_attempts=attempts,
+                                                              base_delay=0.0)))
         self.failures = failures
         self.exc = exc
         self.calls = 0
@@ -174,7 +175,8 @@ def test_backoff_is_bounded() -> None:
 # -- bounded concurrency ----------------------------------------------------------------
 class SlowStore(FsspecObjectStore):
     def __init__(self, limit: int) -> None:
-        super().__init__("memory", f"/slow-{uuid.uuid4().hex}", max_concurrency=limit)
+        super().__init__("memory", f"/slow-{uuid.uuid4().hex}",
+                         tuning=StoreTuning(max_concurrency=limit))
         self.active = self.peak = 0
 
     def _init_args(self) -> tuple:

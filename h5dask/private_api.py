@@ -6,7 +6,7 @@ read-ahead also looks at a distributed worker's queue. Neither library promises 
 names, so they are imported here and nowhere else. :func:`load` checks all of them at
 once; when a new release moves one, opening with active storage fails loudly
 (``active_storage="require"``) or warns that pushdown is off (``"auto"``) instead of
-silently computing locally, and ``tests/xarray/test_graph_adapter.py`` fails on that
+silently computing locally, and ``tests/test_private_api.py`` fails on that
 release.
 
 Example::
@@ -24,7 +24,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import H5DaskError
+from .errors import H5DaskError
 
 #: (module, attribute) of each private name, by the role it plays in pushdown
 PRIVATE_NAMES: dict[str, tuple[str, str]] = {
