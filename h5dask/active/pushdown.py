@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -286,7 +287,9 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
         key = source.chunk_key(index)
     if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
         raise ValueError(f"{store.root_url} is not an S3 endpoint the server can read")
-    body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{key}"
+    # the key quoted: the server reads the object the client would ('%', ' ' or '?' in a
+    # linked file's key are characters of the key, not URL syntax)
+    body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{quote(key)}"
     if codec.compressor is not None:
         body["compression"] = {"id": "gzip" if codec.compressor == "gzip" else "blosc"}
     if codec.shuffle:
@@ -299,8 +302,13 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     return body
 
 
-def _credentials(source: ArraySource) -> tuple[str, str] | None:
-    settings = getattr(source.store, "settings", None)
+def chunk_credentials(source: ArraySource, index: tuple[int, ...]) -> tuple[str, str] | None:
+    """The credentials the server may use for one chunk: those of the store holding it.
+    A linked chunk may live in a store opened with other settings than the domain's (a
+    prefix the reader allowed); the domain's keys must never be sent along with a URL of
+    another endpoint or account."""
+    ref = source._linked_ref(index) if source.linked is not None else None
+    settings = getattr(ref.store if ref is not None else source.store, "settings", None)
     if settings is None or settings.anon or not settings.key:
         return None
     return (settings.key, settings.secret)
@@ -320,7 +328,8 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        requests.append(reduce_remote(server, ChunkRequest(op, body), _credentials(source)))
+        requests.append(reduce_remote(server, ChunkRequest(op, body),
+                                      chunk_credentials(source, piece.index)))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None
