@@ -194,7 +194,7 @@ def _read_chunk_table(session: Any, meta: DatasetMeta) -> np.ndarray:
     if "offset" not in names or "size" not in names:
         raise MetadataError(meta.key, f"{where} has type {tmeta.dtype}, not a compound of "
                                       "offset and size")
-    if meta.layout.file_uri is None and "file_uri" not in names:
+    if not meta.layout.file_uri and "file_uri" not in names:
         raise MetadataError(meta.key, "H5D_CHUNKED_REF_INDIRECT without file_uri, and its "
                                       f"{where} has no file_uri field")
     tshape = tmeta.shape or ()
