@@ -102,6 +102,14 @@ def _find_root(isdir: Any, path: str, isfile: Any = None) -> str:
     return str(root)
 
 
+def _protocol(scheme: str) -> str:
+    """The store kind of a URL scheme: ``local://`` is fsspec's other name for
+    ``file://`` and gets the local store, which keeps reads inside the bucket root
+    (fsspec's local file system follows symlinks anywhere)."""
+    scheme = scheme.lower()
+    return "file" if scheme in ("", "local") else scheme
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -115,7 +123,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         # urlsplit drops tabs and newlines: the URL would name another domain
         raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
     parts = urlsplit(url)
-    protocol = parts.scheme or "file"
+    protocol = _protocol(parts.scheme)
     if parts.scheme and ("?" in url or "#" in url):
         # what follows '?' or '#' is a query or fragment to urlsplit, so the URL would
         # silently name another domain (s3://b/home/a?b.h5 -> home/a): refuse it
@@ -179,7 +187,7 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     options = dict(storage_options or {})
     tuning = _split_tuning(options)
     parts = urlsplit(url)
-    protocol = parts.scheme.lower() or "file"
+    protocol = _protocol(parts.scheme)
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, options, tuning), check_key(parts.path[1:])
     if protocol == "file":

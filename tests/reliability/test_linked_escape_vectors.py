@@ -278,3 +278,22 @@ def test_pushdown_asks_the_server_for_the_key_the_client_reads() -> None:
     source = linked_source(domain, domain, "run 1/100%/x.h5")
     body = chunk_request_body(source, (0,), (slice(0, 4, 1),), (0,), (), skip_nan=False)
     assert body["url"] == f"{ENDPOINT}/bucket/run%201/100%25/x.h5"
+
+
+# -- local:// (fsspec's name for file://) gets the same bucket-root checks ----------------
+def test_a_local_url_domain_does_not_follow_symlinks_out_of_its_root(root: Path) -> None:
+    """fsspec's local file system follows symlinks anywhere: a chunk object that is a
+    symlink to a file outside the root must not be read through ``local://`` either."""
+    import h5dask
+
+    (root / "db").mkdir()
+    url = (root / "home" / "d.h5").as_uri()
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("x", data=np.arange(1, 7, dtype="u1"), chunks=(6,))
+    with h5dask.File(url) as f:
+        chunk = root / f["x"].source().chunk_key((0,))
+    chunk.unlink()
+    chunk.symlink_to(root.parent / "bucket-secret" / "s")
+    local_url = "local://" + url.removeprefix("file://")
+    with h5dask.File(local_url) as f, pytest.raises(InvalidKeyError, match="outside"):
+        f["x"][()]
