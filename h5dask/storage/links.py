@@ -132,9 +132,16 @@ class LinkPolicy:
                 dataset, uri)
         from . import open_object
 
-        real = canonical_url(uri) if urlsplit(uri).scheme in ("", "file") else None
+        scheme = urlsplit(uri).scheme
+        real = canonical_url(uri) if scheme in ("", "file") else None
+        options = store.tuning_options()
+        if scheme in ("http", "https"):
+            # a redirect leaves the allowed prefix (an open redirect on an allowed host
+            # reaching an internal service): aiohttp raises TooManyRedirects when the
+            # count of redirects reaches max_redirects, so 1 follows none
+            options["max_redirects"] = 1
         try:  # a local file by its real path, as allows() judged it
-            return open_object(real or uri, store.tuning_options())
+            return open_object(real or uri, options)
         except (ValueError, ImportError) as exc:
             raise LinkedReferenceRefused(
                 f"{dataset} links to the file {uri!r}, which is allowed but cannot be "

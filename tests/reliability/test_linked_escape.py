@@ -50,15 +50,24 @@ MEMORY_DIR = f"linked-escape-{uuid.uuid4().hex}"
 
 
 class Canary:
-    """An HTTP server that serves SECRET (with Range) and counts every request."""
+    """An HTTP server that serves SECRET (with Range) and counts every request; a path
+    under /redirect/ answers 302 to /secret.bin."""
 
     def __init__(self) -> None:
         canary = self
         self.requests = 0
+        self.paths: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 canary.requests += 1
+                canary.paths.append(self.path)
+                if self.path.startswith("/redirect/"):
+                    self.send_response(302)
+                    self.send_header("Location", "/secret.bin")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = SECRET
                 ranged = self.headers.get("Range", "").removeprefix("bytes=")
                 if ranged:
@@ -403,6 +412,19 @@ def test_bad_link_urls_are_h5dask_errors(uri: Any, reader: str, tree: dict[str, 
         READERS[reader](url, None, allowed_link_prefixes=allow_everything)
     assert isinstance(info.value, LinkedReferenceRefused | h5dask.MetadataError), info.value
     assert canary.requests == before
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_an_allowed_http_prefix_does_not_follow_redirects_out_of_it(
+        reader: str, tree: dict[str, Path], canary: Canary) -> None:
+    """An allowed host that redirects (an open redirect, say, to an internal service) must
+    not take the reader outside the allowed prefix."""
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    linked_domain(url, None, f"{canary.url}/redirect/x.h5")
+    before = len(canary.paths)
+    with pytest.raises(StorageError, match="TooManyRedirects"):
+        READERS[reader](url, None, allowed_link_prefixes=[f"{canary.url}/redirect/"])
+    assert set(canary.paths[before:]) == {"/redirect/x.h5"}  # never the target
 
 
 def test_an_http_store_turns_client_errors_into_storage_errors() -> None:
