@@ -9,18 +9,25 @@ fill value. It is small and picklable, so dask tasks carry it cheaply to workers
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .errors import StorageError
+from .errors import StorageError, StoragePermissionError
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen
+from .readahead import get_readahead
 from .storage.base import ObjectStore
 from .storage.sync import sync
+
+#: A read of more chunks than this lists the stored chunks first (see read_async)
+LIST_FIRST_ABOVE = 1024
+_READ_WINDOW = 1024  # pieces read concurrently at most, so memory is bounded too
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,12 @@ class ArraySource:
         return await self.store.get_buffer(key, kind="chunk"), key
 
     def _fetch_sync(self, index: tuple[int, ...]) -> tuple[bytes | memoryview | None, str]:
-        """:meth:`_fetch` in the calling thread (which blocks)."""
+        """:meth:`_fetch` in the calling thread (which blocks); a chunk fetched ahead
+        for this task (:mod:`h5dask.readahead`) is taken from there."""
         ref, key = self._ref_key(index)
+        found, data = get_readahead().take(self, index)
+        if found:
+            return data, key
         if ref is not None:
             return _linked_bytes(ref, ref.store.get_buffer_sync(
                 ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
@@ -131,7 +142,11 @@ class ArraySource:
     async def _read_piece(self, piece: ChunkSelection, out: np.ndarray) -> None:
         """Fetch one chunk and put its part of the selection in place in ``out``."""
         target = out[(*piece.out_sel, Ellipsis)]  # a view, even 0-d
-        data, key = await self._fetch(piece.index)
+        found, data = await get_readahead().take_async(self, piece.index)
+        if found:
+            key = self._ref_key(piece.index)[1]
+        else:
+            data, key = await self._fetch(piece.index)
         if data is None:  # never written: the fill value, only where this chunk goes
             fill_array(target, self.fill_value)
             return
@@ -155,22 +170,52 @@ class ArraySource:
         out[piece.out_sel] = chunk[piece.chunk_sel]
 
     async def read_async(self, selection: Any = ()) -> np.ndarray:
-        """Read a basic selection, fetching the touched chunks concurrently."""
-        _, out_shape = normalize_selection(selection, self.shape)
+        """Read a basic selection, fetching the touched chunks concurrently.
+
+        A selection of more than :data:`LIST_FIRST_ABOVE` chunks (say a whole long
+        coordinate) starts from the fill value and fetches only the chunks that are
+        stored (one LIST), so that its cost follows the chunk objects that exist, not
+        the number the metadata claims."""
+        sel, out_shape = normalize_selection(selection, self.shape)
         out = np.empty(out_shape, dtype=self.dtype)
-        plan = self.grid.plan(selection)
-        await asyncio.gather(*(self._read_piece(p, out) for p in plan))
+        if self.grid.count(selection) <= LIST_FIRST_ABOVE:
+            plan = self.grid.plan(selection)
+            await asyncio.gather(*(self._read_piece(p, out) for p in plan))
+            return out
+        fill_array(out, self.fill_value)
+        stored: Iterable[tuple[int, ...]]
+        try:
+            stored = await self._stored_indices()
+        except StoragePermissionError:  # no LIST allowed: every chunk, a window at a time
+            stored = self.grid.indices()
+        pieces = (p for index in stored if (p := self.grid.piece(index, sel)) is not None)
+        while window := list(itertools.islice(pieces, _READ_WINDOW)):
+            await asyncio.gather(*(self._read_piece(p, out) for p in window))
         return out
+
+    async def _stored_indices(self) -> list[tuple[int, ...]]:
+        """The indices of the chunks that are stored (one LIST, or the linked table)."""
+        if self.linked is not None:
+            names = [name for name, _ in self.linked]
+        else:
+            prefix = object_prefix(self.dataset_id) + "/"
+            names = [k[len(prefix):] for k in await self.store.list(prefix)]
+        rank = len(self.chunks)
+        return [tuple(int(i) for i in n.split("_")) for n in names
+                if n.replace("_", "").isdigit() and n.count("_") == rank - 1]
 
     def read(self, selection: Any = ()) -> np.ndarray:
         """Synchronous :meth:`read_async`. A selection inside one chunk (a dask block of
         a variable chunked as stored) is read in the calling thread."""
-        plan = self.grid.plan(selection)
-        if len(plan) != 1:
-            return sync(self.read_async(selection))
-        _, out_shape = normalize_selection(selection, self.shape)
+        sel, out_shape = normalize_selection(selection, self.shape)
+        if self.grid.count(sel) != 1:
+            return sync(self.read_async(sel))
+        index = tuple((s if isinstance(s, int) else s.start) // c
+                      for s, c in zip(sel, self.chunks))
+        piece = self.grid.piece(index, sel)
+        assert piece is not None
         out = np.empty(out_shape, dtype=self.dtype)
-        self._read_piece_sync(plan[0], out)
+        self._read_piece_sync(piece, out)
         return out
 
     # -- writing ------------------------------------------------------------------
@@ -220,10 +265,7 @@ class ArraySource:
         """Before the dataset shrinks to ``new_shape``: delete the chunks wholly outside it
         and reset the part of edge chunks outside it to the fill value, as HSDS does, so
         that growing the dataset again shows the fill value there, not old data."""
-        prefix = object_prefix(self.dataset_id) + "/"
-        names = [k[len(prefix):] for k in await self.store.list(prefix)]
-        indices = [tuple(int(i) for i in n.split("_")) for n in names
-                   if n.replace("_", "").isdigit() and n.count("_") == len(self.chunks) - 1]
+        indices = await self._stored_indices()
 
         async def one(index: tuple[int, ...]) -> None:
             starts = [i * c for i, c in zip(index, self.chunks)]

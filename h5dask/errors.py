@@ -85,6 +85,11 @@ class CorruptChunkError(H5DaskError, ValueError):
         self.problem = problem
 
 
+class SizeLimitError(H5DaskError, ValueError):
+    """Something is larger than a documented limit of h5dask; the message names it and
+    says how to raise the limit."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 

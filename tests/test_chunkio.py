@@ -13,7 +13,7 @@ import pytest
 from storage_backends import Backend, make_backend
 
 import h5dask
-from h5dask.chunkio import ArraySource
+from h5dask.chunkio import LIST_FIRST_ABOVE, ArraySource
 from h5dask.format.filters import ChunkCodec, filter_json
 from h5dask.storage import sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
@@ -199,3 +199,24 @@ def test_read_chunk_and_shrink_direct() -> None:
     np.testing.assert_array_equal(edge, [[17, 9], [9, 9], [9, 9]])  # outside reset to fill
     for index in itertools.product(range(2), range(2)):
         assert sync(src.read_chunk_async(index)) is not None
+
+
+def test_a_read_of_many_chunks_fetches_only_the_stored_ones(backend: Backend) -> None:
+    """More than LIST_FIRST_ABOVE chunks: one LIST, then a GET per stored chunk only (not
+    one per chunk the metadata claims), and the same values as chunk by chunk."""
+    n = 4 * (LIST_FIRST_ABOVE + 100)
+    url = backend.url("many.h5")
+    with h5dask.File(url, "w", storage_options=backend.options) as f:
+        ds = f.create_dataset("v", shape=(n,), chunks=(4,), dtype="<i4", fillvalue=-3)
+        ds[8:14] = [1, 2, 3, 4, 5, 6]  # chunks 2 and 3, the latter in part
+        ds[n - 2:] = [7, 8]  # the last chunk
+        expected = np.full(n, -3, "<i4")
+        expected[8:14], expected[n - 2:] = [1, 2, 3, 4, 5, 6], [7, 8]
+        for key in (slice(None), slice(1, None, 3), slice(9, n - 1, 2)):
+            h5dask.reset_stats()
+            np.testing.assert_array_equal(ds[key], expected[key], err_msg=repr(key))
+            assert h5dask.stats()["chunk"]["read_requests"] <= 3, key
+        src = ds.source()
+        assert src.grid.count(slice(None)) > LIST_FIRST_ABOVE
+        np.testing.assert_array_equal(  # chunk by chunk, no LIST: the same
+            np.concatenate([ds[i:i + 4] for i in range(0, 64, 4)]), expected[:64])

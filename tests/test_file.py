@@ -609,14 +609,17 @@ def test_new_domain_invisible_until_close(backend: Backend, monkeypatch) -> None
     f.close()
     after = sync(store.list(db_prefix))
     assert sync(store.get(domain_key)) is not None
-    assert set(puts) == set(after) | {domain_key}
+    summary_key = domain_key.rsplit("/", 1)[0] + "/.h5dask-consolidated.json"
+    assert set(puts) == set(after) | {domain_key, summary_key}
     assert puts[-1] == domain_key, puts  # the domain object is written last
+    assert puts[-3] == summary_key, puts  # the consolidated metadata before the root group
     root_key = [k for k in puts if k.endswith(".group.json") and k.count("/") == 2]
     assert len(root_key) == 1 and puts.index(root_key[0]) == len(puts) - 2
     meta = [k for k in puts if k.endswith(".json")]
     kinds = [k.rsplit("/", 1)[-1] for k in meta]
     # datatypes, then datasets, then groups, then the root group, then the domain
-    order = {".datatype.json": 0, ".dataset.json": 1, ".group.json": 2, ".domain.json": 4}
+    order = {".datatype.json": 0, ".dataset.json": 1, ".group.json": 2,
+             ".h5dask-consolidated.json": 2.5, ".domain.json": 4}
     ranks = [3 if k == root_key[0] else order[n] for k, n in zip(meta, kinds)]
     assert ranks == sorted(ranks), meta
     assert puts.index(meta[0]) > max(i for i, k in enumerate(puts) if not k.endswith(".json"))

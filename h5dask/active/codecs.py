@@ -22,80 +22,34 @@ Example::
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numcodecs.blosc
 import numpy as np
 
 from h5dask.active.errors import ActiveStorageError, FieldError
 from h5dask.active.request import Filter
+from h5dask.format.compression import (
+    BloscHeader,
+    OutputTooLarge,
+    blosc_decompress,
+    blosc_header,
+)
 
 __all__ = ["BloscHeader", "blosc_header", "decode", "decompress", "unshuffle"]
 
-_BLOSC_HEADER = struct.Struct("<BBBBIII")
-_BLOSC_MEMCPYED = 0x02
 _INFLATE_STEP = 1 << 20
 
 
-@dataclass(frozen=True)
-class BloscHeader:
-    """The 16-byte header of a Blosc frame."""
-
-    version: int
-    versionlz: int
-    flags: int
-    typesize: int
-    nbytes: int
-    blocksize: int
-    cbytes: int
-
-
-def blosc_header(data: bytes | memoryview) -> BloscHeader | None:
-    """The Blosc header of ``data`` if it is a whole Blosc frame, else None.
-
-    A frame is recognised by a format version 1..5 in its first byte (a zlib
-    stream starts with 0x78, a gzip one with 0x1f) and a compressed size equal to
-    the length of ``data``.
-
-    Example::
-
-        >>> import numcodecs
-        >>> frame = numcodecs.Blosc(cname="zlib").encode(bytes(64))
-        >>> blosc_header(frame).nbytes
-        64
-    """
-    if len(data) < _BLOSC_HEADER.size:
-        return None
-    header = BloscHeader(*_BLOSC_HEADER.unpack_from(data, 0))
-    if not 1 <= header.version <= 5 or header.typesize == 0 or header.cbytes != len(data):
-        return None
-    if header.flags & _BLOSC_MEMCPYED and header.cbytes != header.nbytes + _BLOSC_HEADER.size:
-        return None
-    return header
-
-
-def _blosc_decode(data: bytes | memoryview, header: BloscHeader, max_size: int) -> bytes:
-    if header.version > 2:
-        raise ActiveStorageError(
-            400,
-            "failed to decompress data",
-            [f"Blosc2-format frames (format version {header.version}) are not supported"],
-        )
-    if header.nbytes > max_size:
-        raise ActiveStorageError(
-            413,
-            "decompressed data too large",
-            [f"the Blosc frame holds {header.nbytes} bytes, more than the limit of {max_size}"],
-        )
+def _blosc_decode(data: bytes | memoryview, max_size: int) -> bytes | bytearray:
+    """One Blosc frame, decoded by the client's bounded decoder (format/compression.py)."""
     try:
-        out = numcodecs.blosc.decompress(bytes(data))
-    except Exception as exc:  # numcodecs raises RuntimeError/ValueError on bad frames
-        raise ActiveStorageError(400, "failed to decompress data", [f"Blosc: {exc}"]) from None
-    if len(out) != header.nbytes:
-        raise ActiveStorageError(400, "failed to decompress data", ["Blosc: wrong output size"])
+        out = blosc_decompress(data, max_size)
+    except OutputTooLarge as exc:
+        raise ActiveStorageError(413, "decompressed data too large", [str(exc)]) from None
+    except ValueError as exc:
+        raise ActiveStorageError(400, "failed to decompress data", [str(exc)]) from None
+    assert out is not None
     return out
 
 
@@ -153,10 +107,10 @@ def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tup
             raise ActiveStorageError(
                 400, "failed to decompress data", ["not a Blosc frame (bad header or size)"]
             )
-        return _blosc_decode(data, header, max_size), True
+        return _blosc_decode(data, max_size), True
     if compression in ("gzip", "zlib"):
         if header is not None:
-            return _blosc_decode(data, header, max_size), True
+            return _blosc_decode(data, max_size), True
         return _inflate(data, max_size), False
     raise FieldError("compression", f"unknown id {compression!r}")
 

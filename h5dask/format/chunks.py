@@ -90,6 +90,53 @@ class ChunkGrid:
         return tuple(slice(i * c, min((i + 1) * c, s))
                      for i, c, s in zip(index, self.chunks, self.shape))
 
+    def count(self, key: Any) -> int:
+        """How many chunks a basic selection touches, counted without listing them.
+
+        >>> ChunkGrid((2**40,), (1,)).count(slice(None))
+        1099511627776
+        """
+        sel, _ = normalize_selection(key, self.shape)
+        total = 1
+        for s, c in zip(sel, self.chunks):
+            if isinstance(s, int):
+                continue
+            n = len(range(s.start, s.stop, s.step))
+            if n == 0:
+                return 0
+            last = s.start + (n - 1) * s.step
+            # steps no longer than a chunk touch every chunk in between; longer ones
+            # put each element in a chunk of its own
+            total *= last // c - s.start // c + 1 if s.step <= c else n
+        return total
+
+    def piece(self, index: tuple[int, ...], sel: tuple) -> ChunkSelection | None:
+        """The part of a normalized selection ``sel`` (from :func:`normalize_selection`)
+        that lies in chunk ``index``, or None if the selection does not touch it: what
+        :meth:`plan` gives for that chunk, for one chunk at a time.
+
+        >>> grid = ChunkGrid((10, 7), (4, 4))
+        >>> grid.piece((1, 1), normalize_selection((slice(3, 5), 6), grid.shape)[0])
+        ChunkSelection(index=(1, 1), chunk_sel=(slice(0, 1, 1), 2), out_sel=(slice(1, 2, None),))
+        """
+        chunk_sel: list[Any] = []
+        out_sel: list[slice] = []
+        for i, s, c, n in zip(index, sel, self.chunks, self.shape):
+            low, high = i * c, min((i + 1) * c, n)
+            if isinstance(s, int):
+                if not low <= s < high:
+                    return None
+                chunk_sel.append(s - low)
+                continue
+            first = s.start if s.start >= low else s.start + -(-(low - s.start) // s.step) * s.step
+            stop = min(high, s.stop)
+            if first >= stop:
+                return None
+            out_start = (first - s.start) // s.step
+            chunk_sel.append(slice(first - low, stop - low, s.step))
+            out_sel.append(slice(out_start, out_start + len(range(first, stop, s.step))))
+        return ChunkSelection(tuple(index), tuple(chunk_sel), tuple(out_sel))
+
     def plan(self, key: Any) -> list[ChunkSelection]:
         """The chunks a basic selection touches, with where each piece goes."""
         sel, _ = normalize_selection(key, self.shape)

@@ -17,16 +17,16 @@ True
 
 from __future__ import annotations
 
+import os
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numcodecs
 import numpy as np
-from numcodecs import blosc as _blosc
 
 from ..errors import CorruptChunkError, UnsupportedFilterError
+from .compression import OutputTooLarge, blosc_decompress, inflate
 from .types import has_vlen
 from .vlen import decode_vlen, encode_vlen
 
@@ -47,6 +47,12 @@ _BLOSC_NAMES = {"gzip": "zlib", "blosclz": "blosclz", "lz4": "lz4", "lz4hc": "lz
                 "zstd": "zstd", "snappy": "snappy"}
 _NOOP_FOR_HSDS = {"fletcher32", "nbit", "scaleoffset"}
 COMPRESSORS = tuple(_BLOSC_NAMES)
+
+#: The most bytes one variable-length chunk may decode to (fixed-size chunks decode to
+#: exactly their size). A bound is needed because the decoded size of such a chunk is
+#: not known in advance; raise it with the environment variable named below.
+VLEN_LIMIT_VARIABLE = "H5DASK_MAX_VLEN_CHUNK_BYTES"
+MAX_VLEN_CHUNK_BYTES = int(os.environ.get(VLEN_LIMIT_VARIABLE, 256 << 20))
 
 
 def filter_name(item: Any) -> str:
@@ -173,22 +179,27 @@ class ChunkCodec:
 
     # -- decoding -----------------------------------------------------------------
     def decode_bytes(self, data: bytes | memoryview, key: str, nbytes: int | None) -> bytes:
-        """Undo the filters: the chunk's raw element bytes (vlen: encoded sequence)."""
+        """Undo the filters: the chunk's raw element bytes (vlen: encoded sequence).
+
+        Never produces more than ``nbytes`` (the full chunk's size; for variable-length
+        chunks :data:`MAX_VLEN_CHUNK_BYTES`): a chunk that holds more is a
+        CorruptChunkError naming ``key``, raised before the excess is allocated."""
+        limit = MAX_VLEN_CHUNK_BYTES if nbytes is None else nbytes
         try:
             if self.hdf5_native:
-                return self._decode_hdf5(data, key)
+                return self._decode_hdf5(data, limit)
             if self.bitshuffle:
                 if self.compressor is not None and is_blosc_frame(data):
-                    data = _blosc.decompress(data)
+                    data = blosc_decompress(data, limit)
                 if nbytes is not None and len(data) == nbytes:
                     return bytes(data)  # HSDS 1.0.2 lists bitshuffle but stores raw bytes
                 return self._bitshuffle_decode(data, key)
             if self.compressor is not None:
                 if is_blosc_frame(data):
                     self._check_blosc_flags(data, key)
-                    return _blosc.decompress(data)
+                    return blosc_decompress(data, limit)
                 if self.compressor == "gzip":
-                    raw = zlib.decompress(data)
+                    raw = inflate(data, limit)
                     return self._unshuffle(raw) if self.shuffle else raw
                 raise CorruptChunkError(key, f"not a Blosc frame ({self.compressor} expected)")
             if self.shuffle and nbytes is not None and len(data) == nbytes:
@@ -196,8 +207,19 @@ class ChunkCodec:
             return bytes(data) if not isinstance(data, bytes) else data
         except CorruptChunkError:
             raise
+        except OutputTooLarge as exc:
+            raise CorruptChunkError(key, self._too_large(exc, nbytes)) from None
         except Exception as exc:
             raise CorruptChunkError(key, f"cannot decode ({self._describe()}): {exc}") from exc
+
+    def _too_large(self, exc: OutputTooLarge, nbytes: int | None) -> str:
+        """Why a chunk that decodes to too many bytes was refused, and what to do."""
+        if nbytes is not None:
+            return (f"decodes to more than the chunk's {nbytes} bytes ({exc}; "
+                    f"{self._describe()}): damaged or forged, not decoded further")
+        return (f"a variable-length chunk larger than {MAX_VLEN_CHUNK_BYTES} bytes decoded "
+                f"({exc}; {self._describe()}); if it is genuine, raise the limit with the "
+                f"environment variable {VLEN_LIMIT_VARIABLE}")
 
     def _check_blosc_flags(self, data: bytes | memoryview, key: str) -> None:
         """Blosc frames have no checksum: a flipped shuffle flag or type size would
@@ -212,17 +234,17 @@ class ChunkCodec:
                                          f"{'set' if flags & 0x01 else 'unset'} but the dataset "
                                          f"{'has' if self.shuffle else 'has no'} shuffle filter")
 
-    def _decode_hdf5(self, data: bytes | memoryview, key: str) -> bytes:
+    def _decode_hdf5(self, data: bytes | memoryview, limit: int) -> bytes:
         buf = bytes(data)
         if self.fletcher32:
             if len(buf) < 4:
-                raise CorruptChunkError(key, "too short for its fletcher32 checksum")
+                raise ValueError("too short for its fletcher32 checksum")
             stored = struct.unpack("<I", buf[-4:])[0]
             buf = buf[:-4]
             if fletcher32(buf) != stored:
-                raise CorruptChunkError(key, "fletcher32 checksum mismatch")
+                raise ValueError("fletcher32 checksum mismatch")
         if self.compressor == "gzip":
-            buf = zlib.decompress(buf)
+            buf = inflate(buf, limit)
         if self.shuffle:
             buf = self._unshuffle(buf)
         return buf
@@ -291,7 +313,7 @@ class ChunkCodec:
                 return False
             self._check_blosc_flags(data, key)
             try:
-                _blosc.decompress(data, out)
+                blosc_decompress(data, out.nbytes, out)
             except Exception as exc:
                 raise CorruptChunkError(key, f"cannot decode ({self._describe()}): {exc}") from exc
             return True

@@ -102,7 +102,8 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
         fields = type_json.get("fields")
         if not isinstance(fields, list) or not fields:
             raise UnsupportedTypeError("compound type without fields")
-        return np.dtype([(f["name"], dtype_from_json(f["type"], resolve)) for f in fields])
+        dt = np.dtype([(f["name"], dtype_from_json(f["type"], resolve)) for f in fields])
+        return _as_complex(dt) or dt
     if cls == "H5T_ARRAY":
         dims = type_json.get("dims")
         if not isinstance(dims, list) or not all(isinstance(d, int) and d > 0 for d in dims):
@@ -119,6 +120,18 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
             raise UnsupportedTypeError(f"opaque type with bad size {size!r}")
         return np.dtype(f"V{size}")
     raise UnsupportedTypeError(f"unsupported HDF5 type class {cls!r}")
+
+
+def _as_complex(dt: np.dtype) -> np.dtype | None:
+    """A compound of two floats named ``r`` and ``i`` is a complex number, as h5py (and
+    so h5netcdf) writes and reads complex values: the bytes are numpy's complex layout."""
+    if dt.names != ("r", "i"):
+        return None
+    real, imag = dt.fields["r"][0], dt.fields["i"][0]
+    if real != imag or real.kind != "f" or real.itemsize not in (4, 8) or dt.fields["i"][1] != (
+            real.itemsize) or dt.itemsize != 2 * real.itemsize:
+        return None
+    return np.dtype(f"{real.byteorder if real.byteorder != '=' else '<'}c{2 * real.itemsize}")
 
 
 def _enum_mapping(type_json: dict) -> dict | None:
@@ -162,6 +175,10 @@ def type_json_from_dtype(dt: np.dtype) -> dict:
         if dt.itemsize not in (2, 4, 8):
             raise UnsupportedTypeError(f"float of {dt.itemsize} bytes has no HDF5 equivalent")
         return {"class": "H5T_FLOAT", "base": f"H5T_IEEE_F{dt.itemsize * 8}{_order_name(dt)}"}
+    if dt.kind == "c":  # as h5py: a compound of the real and imaginary parts
+        part = np.dtype(f"{dt.byteorder if dt.byteorder != '=' else '<'}f{dt.itemsize // 2}")
+        return {"class": "H5T_COMPOUND", "fields": [
+            {"name": n, "type": type_json_from_dtype(part)} for n in ("r", "i")]}
     if dt.kind == "S":
         return {"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
                 "strPad": "H5T_STR_NULLPAD", "length": dt.itemsize}

@@ -74,12 +74,14 @@ def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarra
         # (np.empty((), "(3,)i2").shape == (3,)), so read the value with those axes
         base, sub = dt.subdtype
         return _array(value, base, tuple(shape) + tuple(sub))
-    out = np.empty(shape, dtype=dt)
-    if out.size == 0:
-        return out
+    count = math.prod(shape)
+    if count == 0:
+        return np.empty(shape, dtype=dt)
+    # count the JSON value's elements before allocating: a dataspace may claim 2**40
     flat = _flatten(value, len(shape))
-    if len(flat) != out.size:
-        raise ValueError(f"value has {len(flat)} elements, shape {shape} needs {out.size}")
+    if len(flat) != count:
+        raise ValueError(f"value has {len(flat)} elements, shape {shape} needs {count}")
+    out = np.empty(shape, dtype=dt)
     converted = [_element(v, dt) for v in flat]
     if dt.kind == "O":
         target = out.reshape(-1)

@@ -95,6 +95,13 @@ def _recorded_get(kind: str, data: T) -> T:
     return data
 
 
+def _forget_read_ahead(store: ObjectStore, key: str) -> None:
+    """A chunk fetched ahead must never be used after this process changes its object."""
+    from ..readahead import get_readahead
+
+    get_readahead().forget([f"{store.root_url}/{key}"])
+
+
 class ObjectStore(ABC):
     """Async access to the objects under one bucket root.
 
@@ -258,14 +265,18 @@ class ObjectStore(ABC):
         """Write an object whole (atomically: readers see the old or the new bytes)."""
         check_key(key)
         payload = bytes(data) if not isinstance(data, bytes) else data
+        _forget_read_ahead(self, key)
         await self._call("PUT", key, kind, lambda: self._put(key, payload))
+        _forget_read_ahead(self, key)  # and any fetch started while it was written
         record_io(kind, "write_requests")
         record_io(kind, "write_bytes", len(payload))
 
     async def delete(self, key: str, *, kind: str = "other") -> None:
         """Delete an object; deleting a missing object is not an error."""
         check_key(key)
+        _forget_read_ahead(self, key)
         await self._call("DELETE", key, kind, lambda: self._delete(key))
+        _forget_read_ahead(self, key)
         record_io(kind, "delete_requests")
 
     async def list(self, prefix: str = "") -> list[str]:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -19,6 +20,7 @@ from xarray.core import indexing
 from xarray.core.utils import FrozenDict
 from xarray.core.variable import Variable
 
+from .. import readahead
 from ..active.config import ActiveConfig, resolve_active_config
 from ..chunkio import ArraySource
 from ..domain import DomainSession
@@ -35,6 +37,14 @@ from ..storage.links import LinkPolicy
 from . import netcdf
 from .array import H5CloudArray
 from .entrypoint import LazyH5CloudEntrypoint
+
+#: The most bytes of a dimension coordinate that opening loads (xarray reads dimension
+#: coordinates whole to build their indexes); ``max_coordinate_bytes=`` changes it
+MAX_COORDINATE_BYTES = 256 << 20
+#: With ``chunks={}``, a dimension split into more chunk objects than this gets dask
+#: blocks of several whole chunk objects, so that the task graph (whose size dask makes
+#: proportional to the blocks per dimension) stays small for any metadata
+MAX_BLOCKS_PER_DIMENSION = 1 << 18
 
 
 @dataclass
@@ -68,7 +78,8 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
                     seen.add(link.id)
                     child_ids.append(link.id)
                     names[link.id] = f"{path.rstrip('/')}/{name}"
-        _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        objects = _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        session.prefetch_coordinates(objects)
         next_level = []
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
@@ -89,10 +100,10 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     return nodes
 
 
-def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> None:
+def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> list:
     """Load objects; an unsupported type or filter is reported by variable name."""
     try:
-        session.load_many(obj_ids)
+        return session.load_many(obj_ids)
     except (UnsupportedTypeError, UnsupportedFilterError) as exc:
         for obj_id in obj_ids:
             if obj_id in str(exc) or ids.object_key(obj_id) in str(exc):
@@ -107,6 +118,7 @@ class H5CloudStore(AbstractDataStore):
                  tree: dict[str, GroupNode] | None = None, active: Any = None) -> None:
         self.session = session
         self.active = active
+        self.max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES
         self.tree = tree if tree is not None else load_tree(session)
         self.group = _normalize_group(group)
         if self.group not in self.tree:
@@ -122,7 +134,8 @@ class H5CloudStore(AbstractDataStore):
         """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
         as for :class:`h5dask.File`."""
         session = DomainSession(open_location(url, storage_options), "r",
-                                link_policy=LinkPolicy.from_option(allowed_link_prefixes))
+                                link_policy=LinkPolicy.from_option(allowed_link_prefixes),
+                                consolidated=True)
         return cls(session, group)
 
     @property
@@ -181,7 +194,9 @@ class H5CloudStore(AbstractDataStore):
             exc.args = (f"variable {name!r}: {exc}",)
             raise
         shape = meta.shape or ()
-        array = H5CloudArray(source, shape, meta.dtype, name, self.active)
+        is_index = len(dims) == 1 and dims[0] == name  # xarray loads it at open
+        array = H5CloudArray(source, shape, meta.dtype, name, self.active,
+                             self.max_coordinate_bytes if is_index else None)
         data = indexing.LazilyIndexedArray(array)
         attrs = _read_attributes(
             netcdf.public_attributes(self._attr_triples(meta, node.attrs_of[name])), name)
@@ -193,12 +208,13 @@ class H5CloudStore(AbstractDataStore):
         if chunks and meta.layout.cls.startswith("H5D_CHUNKED"):
             encoding["chunksizes"] = chunks
             encoding["contiguous"] = False
-            encoding["preferred_chunks"] = dict(zip(dims, chunks))
         else:
             encoding["contiguous"] = True
             encoding["chunksizes"] = None
-            if chunks:
-                encoding["preferred_chunks"] = dict(zip(dims, chunks))
+        if chunks:
+            # (an index coordinate is loaded at open, not split in dask blocks)
+            blocks = chunks if is_index else _block_shape(name, shape, chunks)
+            encoding["preferred_chunks"] = dict(zip(dims, blocks))
         codec = meta.codec
         if codec.compressor == "gzip":
             encoding["zlib"] = True
@@ -263,6 +279,27 @@ class H5CloudStore(AbstractDataStore):
 
     def close(self) -> None:
         pass
+
+
+def _block_shape(name: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """The dask block shape ``chunks={}`` gives: the chunk shape, or along a dimension of
+    more than MAX_BLOCKS_PER_DIMENSION chunk objects the smallest multiple of it that
+    keeps the blocks under that number (each block still reads whole chunk objects).
+
+    >>> _block_shape("v", (2**22, 10), (1, 10))
+    (16, 10)
+    """
+    blocks = []
+    for n, c in zip(shape, chunks):
+        nchunks = (n + c - 1) // c
+        blocks.append(c * max(math.ceil(nchunks / MAX_BLOCKS_PER_DIMENSION), 1))
+    if tuple(blocks) != tuple(chunks):
+        warnings.warn(f"variable {name!r} has more than {MAX_BLOCKS_PER_DIMENSION} chunk "
+                      f"objects along a dimension (shape {shape}, chunks {chunks}); with "
+                      f"chunks={{}} its dask blocks are {tuple(blocks)}, several chunk objects "
+                      "each, to keep the task graph small. Pass chunks= to choose.",
+                      stacklevel=2)
+    return tuple(blocks)
 
 
 def _read_attributes(attrs: dict[str, Any], where: str) -> dict[str, Any]:
@@ -337,16 +374,23 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
         active_storage_url: str | None = None,
         active_storage: str | bool | None = None,
         allowed_link_prefixes: Iterable[str] | None = None,
+        max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES,
     ) -> Any:
         """``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
-        datasets may read (see :class:`h5dask.File`)."""
+        datasets may read (see :class:`h5dask.File`). ``max_coordinate_bytes``: the most
+        bytes of a dimension coordinate loaded at open (None: no limit), see
+        docs/reliability.md."""
         store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes)
+        readahead.install()
         store.active = _active_config(active_storage_url, active_storage)
+        store.max_coordinate_bytes = max_coordinate_bytes
         ds = StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
             concat_characters=concat_characters, decode_coords=decode_coords,
             drop_variables=drop_variables, use_cftime=use_cftime,
             decode_timedelta=decode_timedelta)
+        _load_dimension_coordinates(ds)
+        store.session.forget_prefetched()  # nothing fetched at open is read later
         return ds
 
     def open_groups_as_dict(  # type: ignore[override]
@@ -382,6 +426,15 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
                                           allowed_link_prefixes=allowed_link_prefixes,
                                           **kwargs)
         return DataTree.from_dict(groups)
+
+
+def _load_dimension_coordinates(ds: Any) -> None:
+    """Load the dimension coordinates now, from the chunks fetched with the metadata
+    (xarray loads them next anyway, to build its indexes)."""
+    for name in ds.dims:
+        var = ds.variables.get(name)
+        if var is not None and var.dims == (name,):
+            var.load()
 
 
 def _active_config(url: str | None, mode: str | bool | None) -> ActiveConfig | None:

@@ -38,6 +38,7 @@ class LazyH5CloudEntrypoint(BackendEntrypoint):
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
         "storage_options", "active_storage_url", "active_storage", "allowed_link_prefixes",
+        "max_coordinate_bytes",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:

@@ -1,10 +1,18 @@
 """``to_h5cloud``: write an xarray Dataset (or DataTree) as a domain.
 
-Variables are CF-encoded by xarray's own encoder, dimensions become netCDF-4 dimension
-scales (so h5netcdf, netCDF-C and h5dask all see the same dimensions), and dask-backed
-variables are written in parallel, one task per chunk object, from wherever the task
-runs. The domain becomes visible (its ``.domain.json`` is written) only after every
-chunk and metadata object it points to.
+The write goes through xarray's own writable-store machinery, the path ``to_netcdf``
+and ``to_zarr`` take (:func:`xarray.backends.writers.dump_to_store`, an
+:class:`~xarray.backends.common.ArrayWriter` and a
+:class:`~xarray.backends.common.WritableCFDataStore`), so CF encoding, netCDF-4
+string handling (``S1`` character arrays, ``_Encoding``), object-dtype conversion,
+name and attribute checks and unlimited dimensions are xarray's. Dimensions become
+netCDF-4 dimension scales, so h5netcdf, netCDF-C and h5dask see the same dimensions.
+
+Dask-backed variables are written in parallel, one task per storage chunk, each task
+writing its chunk object straight to the store from wherever it runs (no lock:
+the dask blocks are aligned to the storage chunks, so no two tasks share a chunk).
+The domain's metadata is written only after every chunk: a new domain becomes
+visible, and an append grows the datasets, only once all the data is there.
 
 >>> import numpy as np, xarray as xr, h5dask
 >>> ds = xr.Dataset({"t": (("x",), np.arange(4.0))}, coords={"x": [10, 20, 30, 40]})
@@ -15,32 +23,90 @@ chunk and metadata object it points to.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import contextlib
+import functools
+import warnings
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray import conventions
+from xarray.backends.common import ArrayWriter, WritableCFDataStore, _encode_variable_name
+from xarray.backends.netCDF4_ import (
+    _encode_nc4_variable,
+    _ensure_no_forward_slash_in_name,
+    _extract_nc4_variable_encoding,
+    _get_datatype,
+)
+
+try:  # xarray >= 2025.9 keeps the netCDF writer in its own module
+    from xarray.backends.writers import (
+        _sanitize_unlimited_dims,
+        _validate_attrs,
+        _validate_dataset_names,
+        dump_to_store,
+    )
+except ImportError:  # pragma: no cover - older xarray
+    from xarray.backends.api import (  # type: ignore[no-redef]
+        _sanitize_unlimited_dims,
+        _validate_attrs,
+        _validate_dataset_names,
+        dump_to_store,
+    )
 
 from ..chunkio import ArraySource
-from ..file import File, Group
+from ..errors import H5DaskError
+from ..file import Dataset, File, Group
 from ..format.types import OBJ_REF, VLEN_STR
-from .netcdf import NOT_A_VARIABLE
+from ..storage.sync import sync
+from .netcdf import NON_COORD_PREFIX, NOT_A_VARIABLE
 
-ENCODING_KEYS = {
-    "chunks", "chunksizes", "compression", "compression_opts", "zlib", "complevel", "shuffle",
-    "fletcher32", "fillvalue", "_FillValue", "dtype", "scale_factor", "add_offset", "units",
-    "calendar", "contiguous", "missing_value", "coordinates", "preferred_chunks", "source",
-    "original_shape", "szip_coding", "szip_pixels_per_block", "endian", "least_significant_digit",
-    "quantize_mode", "significant_digits", "blosc_shuffle", "active_storage_url",
-    "active_storage",
-}
+MODES = ("w", "w-", "a", "r+")
+# CF keys an appended or region-written variable takes from the variable it extends, so
+# new values are encoded as the stored ones are (same time units, same packing)
+INHERITED_ENCODING = ("units", "calendar", "dtype", "_FillValue", "missing_value",
+                      "scale_factor", "add_offset")
 _DIMLIST_DTYPE = np.dtype("O", metadata={"vlen": OBJ_REF})
 _REFLIST_DTYPE = np.dtype([("dataset", OBJ_REF), ("dimension", "<u4")])
+_extract_encoding = functools.partial(
+    _extract_nc4_variable_encoding, lsd_okay=False, h5py_okay=True, backend="h5cloud")
 
 
+# -- errors ---------------------------------------------------------------------------
+@functools.cache
+def _error_class(base: type[Exception]) -> type[Exception]:
+    """An h5dask error that is also ``base``, so callers catch what ``to_netcdf`` raises."""
+    return type(f"H5Cloud{base.__name__}", (H5DaskError, base), {})
+
+
+@contextlib.contextmanager
+def _about(what: str) -> Iterator[None]:
+    """Re-raise ValueError/TypeError/NotImplementedError naming ``what`` (a variable)."""
+    try:
+        yield
+    except H5DaskError:
+        raise
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise _error_class(type(exc))(f"{what}: {exc}") from exc
+
+
+def _compatibility_error() -> type[Exception]:
+    """What h5netcdf raises for netCDF-invalid features (so callers catch the same)."""
+    try:
+        from h5netcdf.utils import CompatibilityError
+    except ImportError:
+        return ValueError
+    return CompatibilityError
+
+
+def _invalid(message: str, base: type[Exception] = ValueError) -> Exception:
+    return _error_class(base)(message)
+
+
+# -- chunk targets ----------------------------------------------------------------------
 class ChunkTarget:
-    """A ``da.store`` target writing straight into a dataset's chunk objects."""
+    """A ``da.store`` target writing straight into a dataset's chunk objects (picklable:
+    an :class:`ArraySource` holds the store settings and the dataset's layout)."""
 
     def __init__(self, source: ArraySource, scalar: bool) -> None:
         self.source = source
@@ -51,236 +117,627 @@ class ChunkTarget:
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if self.scalar:
-            self.source.write((0,), np.asarray(value).reshape(1))
+            self.source.write((0,), np.asarray(value).reshape(()))
         else:
             self.source.write(key, value)
 
 
-def _check_encoding(ds: xr.Dataset, encoding: Mapping[Hashable, Mapping] | None) -> None:
-    for name, enc in (encoding or {}).items():
-        if name not in ds.variables:
-            raise ValueError(f"encoding given for {name!r}, which is not a variable of the "
-                             f"dataset (variables: {sorted(map(str, ds.variables))})")
-        bad = set(enc) - ENCODING_KEYS
-        if bad:
-            raise ValueError(f"unexpected encoding for variable {name!r}: {sorted(bad)}; "
-                             f"valid keys: {sorted(ENCODING_KEYS)}")
+def _aligned_chunks(dask_chunks: tuple[tuple[int, ...], ...], storage: tuple[int, ...],
+                    offsets: tuple[int, ...]) -> tuple[tuple[int, ...], ...] | None:
+    """Dask chunks whose block edges fall on storage-chunk edges (a write starting at
+    ``offsets``), so no two tasks write the same chunk object; None if already so."""
+    out = []
+    aligned = True
+    for blocks, chunk, offset in zip(dask_chunks, storage, offsets):
+        edges = np.cumsum((0,) + tuple(blocks))
+        if any((offset + e) % chunk for e in edges[1:-1]):
+            aligned = False
+        length = int(edges[-1])
+        first = min(length, (-offset) % chunk or chunk)
+        sizes = [first] if first else []
+        sizes += [chunk] * ((length - first) // chunk)
+        if sum(sizes) < length:
+            sizes.append(length - sum(sizes))
+        out.append(tuple(sizes) or (0,))
+    return None if aligned else tuple(out)
 
 
-def _storage_chunks(var: xr.Variable, enc: Mapping[str, Any]) -> tuple[int, ...] | None:
-    chunks = enc.get("chunks", enc.get("chunksizes"))
+# -- the store ------------------------------------------------------------------------
+class H5CloudWriteStore(WritableCFDataStore):
+    """One group of a domain open for writing, as xarray's writers expect of a store.
+
+    ``append_dim``: variables with that dimension grow along it (their datasets must be
+    resizable: written with ``unlimited_dims``); ``region``: dimension -> slice of the
+    existing variables to write into.
+    """
+
+    def __init__(self, group: Group, mode: str, append_dim: Hashable | None = None,
+                 region: Mapping[Hashable, slice] | None = None,
+                 existing_encoding: Mapping[str, Mapping[str, Any]] | None = None,
+                 invalid_netcdf: bool = False) -> None:
+        self.group = group
+        self.invalid_netcdf = invalid_netcdf
+        self.mode = mode
+        self.append_dim = None if append_dim is None else str(append_dim)
+        self.region = {str(k): v for k, v in (region or {}).items()}
+        self.existing_encoding = dict(existing_encoding or {})
+        self._scales = self._existing_scales()  # dimension name -> scale Dataset
+        self._new_dims: dict[str, tuple[int, bool]] = {}  # name -> (size, unlimited)
+        self._written: dict[str, tuple[Dataset, tuple[str, ...]]] = {}
+        self._regions: dict[str, tuple[slice, ...] | None] = {}
+        self.grown: list[tuple[Dataset, tuple[int, ...]]] = []  # (dataset, old shape)
+
+    # -- reading what exists -------------------------------------------------------
+    def _existing_scales(self) -> dict[str, Dataset]:
+        if self.mode not in ("a", "r+"):
+            return {}
+        out = {}
+        for name in self.group:
+            obj = self.group[name]
+            if isinstance(obj, Dataset) and _text(obj.attrs.get("CLASS")) == "DIMENSION_SCALE":
+                out[name] = obj
+        return out
+
+    def get_dimensions(self) -> dict[str, int]:
+        """Existing dimensions (those being appended to or region-written excepted)."""
+        skip = {self.append_dim, *self.region}
+        return {name: (scale.shape or (0,))[0] for name, scale in self._scales.items()
+                if name not in skip}
+
+    def get_parent_dimensions(self) -> dict[str, int]:
+        return {}
+
+    @classmethod
+    def open(cls, url: str, mode: str = "w", group: str | None = None,
+             storage_options: Mapping | None = None) -> H5CloudWriteStore:
+        """A store on the domain at ``url``, for ``Dataset.dump_to_store``; the metadata
+        is written by :meth:`close`.
+
+        >>> store = H5CloudWriteStore.open("memory://docs/home/store.h5")
+        >>> xr.Dataset({"v": ("x", [1, 2])}).dump_to_store(store)
+        >>> store.close()
+        """
+        f = File(url, mode, storage_options=storage_options)
+        return cls(f.require_group(group) if group not in (None, "", "/") else f, mode)
+
+    def _reader(self) -> Any:
+        """The group as the h5cloud backend reads it (what is written so far)."""
+        from .backend import H5CloudStore
+
+        return H5CloudStore(self.group._session, self.group.name)
+
+    def get_variables(self) -> Any:
+        return self._reader().get_variables()
+
+    def get_attrs(self) -> Any:
+        return self._reader().get_attrs()
+
+    def store(self, variables: Mapping, attributes: Mapping, check_encoding_set: Any = (),
+              writer: ArrayWriter | None = None, unlimited_dims: Any = None) -> None:
+        """xarray's store (encode, dimensions, variables), then the dimension scales."""
+        super().store(variables, attributes, frozenset(check_encoding_set), writer,
+                      unlimited_dims)
+        self.finish()
+
+    def get_encoding(self) -> dict:
+        return {}
+
+    # -- encoding --------------------------------------------------------------------
+    def encode(self, variables: Mapping, attributes: Mapping) -> tuple[dict, dict]:
+        variables = dict(variables)
+        for name, var in variables.items():
+            inherited = self.existing_encoding.get(str(name))
+            if inherited:
+                var = var.copy(deep=False)
+                var.encoding = {**inherited, **var.encoding}
+                variables[name] = var
+        return super().encode(variables, attributes)
+
+    def encode_variable(self, variable: xr.Variable, name: Hashable = None) -> xr.Variable:
+        with _about(f"variable {name!r}"):
+            return _encode_nc4_variable(variable, name=name)
+
+    # -- dimensions and attributes --------------------------------------------------
+    def set_dimensions(self, variables: Mapping, unlimited_dims: Iterable | None = None) -> None:
+        existing = self.get_dimensions()
+        for name, var in variables.items():
+            for dim, size in var.sizes.items():
+                if dim in existing and size != existing[dim]:
+                    raise _invalid(
+                        f"variable {name!r}: Unable to update size for existing dimension "
+                        f"{dim!r} ({size} != {existing[dim]}); to grow it, write with "
+                        f"append_dim={dim!r}, or use region= to write part of it")
+        super().set_dimensions(variables, unlimited_dims)
+
+    def set_dimension(self, name: Hashable, length: int, is_unlimited: bool = False) -> None:
+        with _about(f"dimension {name!r}"):
+            _ensure_no_forward_slash_in_name(name)
+        if name in self._scales:  # an existing dimension being appended to / written into
+            return
+        self._new_dims[str(name)] = (int(length), bool(is_unlimited))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        with _about(f"attribute {key!r} of group {self.group.name!r}"):
+            self._write_attribute(self.group, key, value)
+
+    def _write_attribute(self, obj: Any, key: str, value: Any) -> None:
+        if isinstance(value, bool | np.bool_) or (
+                isinstance(value, np.ndarray) and value.dtype.kind == "b"):
+            if not self.invalid_netcdf:
+                raise _invalid(
+                    f"attribute {key!r} of {obj.name!r}: boolean dtypes are not a supported "
+                    "NetCDF feature; write with invalid_netcdf=True to store them anyway",
+                    _compatibility_error())
+            warnings.warn(f"You are writing invalid netcdf features to {obj.name!r}: "
+                          f"the boolean attribute {key!r} (netCDF has no boolean type)",
+                          UserWarning, stacklevel=2)
+        _write_attribute(obj, key, value)
+
+    # -- variables -------------------------------------------------------------------
+    def set_variables(self, variables: Mapping, check_encoding_set: Iterable,
+                      writer: ArrayWriter, unlimited_dims: Iterable | None = None) -> None:
+        for vn, var in variables.items():
+            name = _encode_variable_name(vn)
+            target, source = self.prepare_variable(name, var, vn in check_encoding_set,
+                                                   unlimited_dims=unlimited_dims)
+            if target is not None:
+                writer.add(source, target, region=self._regions.get(name))
+
+    def prepare_variable(self, name: str, variable: xr.Variable, check_encoding: bool = False,
+                         unlimited_dims: Iterable | None = None) -> tuple[Any, Any]:
+        with _about(f"variable {name!r}"):
+            return self._prepare(name, variable, check_encoding, set(unlimited_dims or ()))
+
+    def _prepare(self, name: str, variable: xr.Variable, check: bool,
+                 unlimited: set) -> tuple[Any, Any]:
+        _ensure_no_forward_slash_in_name(name)
+        attrs = dict(variable.attrs)
+        dtype = _get_datatype(variable, raise_on_invalid_encoding=check)
+        fill = attrs.pop("_FillValue", None)
+        enc = _extract_encoding(variable, raise_on_invalid=check, unlimited_dims=unlimited)
+        storage_dtype = VLEN_STR if dtype is str else np.dtype(dtype)
+        dims = tuple(str(d) for d in variable.dims)
+        is_coordinate = dims == (name,)
+        all_dims = {*self._scales, *self._new_dims}
+        stored = NON_COORD_PREFIX + name if name in all_dims and not is_coordinate else name
+        existing = self.group.get(stored) if stored in self.group else None
+        if existing is not None and not isinstance(existing, Dataset):
+            raise ValueError(f"{existing.name!r} exists and is a group, not a variable")
+        if existing is not None and is_coordinate and _dimension_only(existing):
+            del self.group[stored]  # a bare dimension becomes a coordinate variable
+            existing = None
+        if existing is None:
+            if self.mode == "r+" or self.region or (
+                    self.append_dim is not None and self.append_dim in dims
+                    and self.append_dim in self._scales):
+                raise ValueError(
+                    f"it does not exist in {self.group.file.url}{self.group.name}, and "
+                    f"{self._why_existing_only()} writes only into existing variables; "
+                    "write it first without that")
+            ds_obj = self._create(stored, variable, storage_dtype, enc, fill, check, unlimited)
+            region = None
+        else:
+            ds_obj, region = self._reuse(existing, variable, dims)
+        for key, value in attrs.items():
+            self._write_attribute(ds_obj, key, value)
+        if fill is not None:
+            fill_dtype = storage_dtype if storage_dtype.kind != "O" else None
+            _write_attribute(ds_obj, "_FillValue",
+                             np.asarray(fill, fill_dtype) if fill_dtype else fill)
+        self._written[stored] = (ds_obj, dims)
+        self._regions[name] = region
+        if variable.size == 0:
+            return None, None
+        return self._target_and_source(ds_obj, variable, storage_dtype, region)
+
+    def _why_existing_only(self) -> str:
+        if self.mode == "r+":
+            return "mode='r+'"
+        if self.region:
+            return "region="
+        return f"append_dim={self.append_dim!r}"
+
+    def _create(self, stored: str, variable: xr.Variable, dtype: np.dtype,
+                enc: dict, fill: Any, check: bool, unlimited: set) -> Dataset:
+        kwargs: dict[str, Any] = {}
+        if variable.ndim:  # no chunks, compression or filters for scalars, as h5netcdf
+            compression, level = _compression(enc, check)
+            kwargs = {"compression": compression, "compression_opts": level,
+                      "shuffle": bool(enc.get("shuffle", False)),
+                      "fletcher32": bool(enc.get("fletcher32", False))}
+        chunks = _storage_chunks(variable, enc.get("chunksizes"), unlimited)
+        maxshape = tuple(None if d in unlimited else s
+                         for d, s in zip(variable.dims, variable.shape))
+        fillvalue = None
+        if fill is not None and dtype.kind != "O":
+            fillvalue = np.asarray(fill, dtype)
+        return self.group.create_dataset(
+            stored, shape=variable.shape, dtype=dtype, chunks=chunks, fillvalue=fillvalue,
+            maxshape=maxshape if None in maxshape else None, **kwargs)
+
+    def _reuse(self, ds_obj: Dataset, variable: xr.Variable,
+               dims: tuple[str, ...]) -> tuple[Dataset, tuple[slice, ...] | None]:
+        """An existing dataset to write into: grown along ``append_dim``, or a region."""
+        old = tuple(ds_obj.shape or ())
+        if len(old) != variable.ndim:
+            raise ValueError(f"it has {variable.ndim} dimensions {dims}, but the stored "
+                             f"variable {ds_obj.name!r} has shape {old}")
+        region = []
+        new_shape = list(old)
+        for axis, (dim, size) in enumerate(zip(dims, variable.shape)):
+            if dim == self.append_dim:
+                limit = (ds_obj.maxshape or old)[axis]
+                if limit is not None and old[axis] + size > limit:
+                    raise ValueError(
+                        f"cannot append along {dim!r}: the stored variable {ds_obj.name!r} "
+                        f"is not resizable along it (maxshape {ds_obj.maxshape}); write "
+                        f"the domain with unlimited_dims=[{dim!r}] to append to it")
+                region.append(slice(old[axis], old[axis] + size))
+                new_shape[axis] = old[axis] + size
+            elif dim in self.region:
+                sl = self.region[dim]
+                start, stop, step = sl.indices(old[axis])
+                if step != 1 or stop - start != size or (sl.stop or 0) > old[axis]:
+                    raise ValueError(
+                        f"region {dim}={sl} does not fit: it needs {size} elements "
+                        f"within the stored length {old[axis]} (step 1)")
+                region.append(slice(start, stop))
+            else:
+                if size != old[axis]:
+                    raise ValueError(
+                        f"Unable to update size for existing dimension {dim!r}: "
+                        f"{size} != {old[axis]} (the stored variable {ds_obj.name!r} "
+                        f"has shape {old})")
+                region.append(slice(0, size))
+        if self.region and not any(d in self.region for d in dims):
+            raise ValueError(f"it has none of the region dimensions {sorted(self.region)}; "
+                             "drop it from the dataset (ds.drop_vars) for a region write")
+        if tuple(new_shape) != old:
+            self.grown.append((ds_obj, old))
+            ds_obj.resize(tuple(new_shape))
+        return ds_obj, tuple(region) if region else None
+
+    def _target_and_source(self, ds_obj: Dataset, variable: xr.Variable, dtype: np.dtype,
+                           region: tuple[slice, ...] | None) -> tuple[ChunkTarget, Any]:
+        data = variable.data
+        if dtype.kind == "O" and getattr(data, "dtype", np.dtype("O")).kind in "UT":
+            data = data.astype(object)
+        target = ChunkTarget(ds_obj.source(), variable.ndim == 0)
+        if hasattr(data, "dask") and variable.ndim:
+            offsets = tuple(r.start for r in region) if region else (0,) * variable.ndim
+            storage = ds_obj.chunks or tuple(ds_obj.shape or ())
+            aligned = _aligned_chunks(data.chunks, storage, offsets)
+            if aligned is not None:
+                data = data.rechunk(aligned)  # chunk-aligned writes need no lock
+        return target, data
+
+    # -- dimension scales --------------------------------------------------------
+    def finish(self) -> None:
+        """Make every dimension a netCDF-4 dimension scale and attach the variables."""
+        scales: dict[str, Dataset] = dict(self._scales)
+        written_ids = {ds_obj.id for ds_obj, _ in self._written.values()}
+        next_dimid = _next_dimid(self.group)
+        for stored, (ds_obj, dims) in self._written.items():
+            if dims == (stored,):
+                old = scales.get(stored)
+                ds_obj.attrs["NAME"] = np.bytes_(stored)
+                if old is None or old.id != ds_obj.id or "_Netcdf4Dimid" not in ds_obj.attrs:
+                    ds_obj.attrs["CLASS"] = np.bytes_("DIMENSION_SCALE")
+                    dimid = _dimid(old) if old is not None else next_dimid
+                    next_dimid = max(next_dimid, dimid + 1)
+                    ds_obj.attrs["_Netcdf4Dimid"] = np.int32(dimid)
+                scales[stored] = ds_obj
+        for dim, (size, unlimited) in self._new_dims.items():
+            if dim not in scales:
+                scale = self.group.create_dataset(
+                    dim, shape=(size,), dtype="<f4", chunks=True,
+                    maxshape=(None,) if unlimited else None)
+                scale.attrs["CLASS"] = np.bytes_("DIMENSION_SCALE")
+                scale.attrs["NAME"] = np.bytes_(f"{NOT_A_VARIABLE}.{size:10d}")
+                scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
+                next_dimid += 1
+                scales[dim] = scale
+        self._grow_bare_dimension(scales)
+        self._attach(scales, written_ids)
+
+    def _grow_bare_dimension(self, scales: dict[str, Dataset]) -> None:
+        dim = self.append_dim
+        scale = scales.get(dim) if dim is not None else None
+        if scale is None or not _dimension_only(scale):
+            return
+        sizes = [ds_obj.shape[dims.index(dim)] for ds_obj, dims in self._written.values()
+                 if dim in dims]
+        if sizes and max(sizes) != scale.shape[0]:
+            self.grown.append((scale, tuple(scale.shape)))
+            scale.resize((max(sizes),))
+            scale.attrs["NAME"] = np.bytes_(f"{NOT_A_VARIABLE}.{max(sizes):10d}")
+
+    def _attach(self, scales: dict[str, Dataset], written_ids: set[str]) -> None:
+        refs: dict[str, list[tuple[str, int]]] = {}
+        for dim in {d for _, dims in self._written.values() for d in dims}:
+            kept = [(str(e[0]), int(e[1])) for e in scales[dim].attrs.get("REFERENCE_LIST", [])]
+            refs[dim] = [(i, a) for i, a in kept if _ref_id(i) not in written_ids]
+        for stored, (ds_obj, dims) in self._written.items():
+            if not dims or dims == (stored,):
+                continue
+            dim_list = np.empty(len(dims), dtype=_DIMLIST_DTYPE)
+            for axis, dim in enumerate(dims):
+                dim_list[axis] = np.array([scales[dim].id], dtype=OBJ_REF)
+                refs[dim].append((ds_obj.id, axis))
+            ds_obj.attrs.create("DIMENSION_LIST", dim_list)
+        for dim, entries in refs.items():
+            if entries:
+                ref_list = np.empty(len(entries), dtype=_REFLIST_DTYPE)
+                for n, entry in enumerate(entries):
+                    ref_list[n] = entry
+                scales[dim].attrs.create("REFERENCE_LIST", ref_list)
+
+    def sync(self) -> None:
+        pass
+
+    def close(self, **kwargs: Any) -> None:
+        """Write the metadata (data written through an ``ArrayWriter`` first)."""
+        if self.group._session.writable:
+            self.group._session.flush()
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _ref_id(ref: str) -> str:
+    return ref.split("/")[-1]
+
+
+def _dimension_only(ds_obj: Dataset) -> bool:
+    return NOT_A_VARIABLE in (_text(ds_obj.attrs.get("NAME")) or "")
+
+
+def _dimid(ds_obj: Dataset) -> int:
+    return int(np.asarray(ds_obj.attrs["_Netcdf4Dimid"]).reshape(-1)[0])
+
+
+def _next_dimid(group: Group) -> int:
+    ids = [_dimid(obj) for obj in (group[name] for name in group)
+           if isinstance(obj, Dataset) and "_Netcdf4Dimid" in obj.attrs]
+    return max(ids, default=-1) + 1
+
+
+def _write_attribute(obj: Any, key: str, value: Any) -> None:
+    """One attribute, as h5netcdf writes it: text as variable-length UTF-8 strings,
+    lists of text as string arrays; bytes that are not UTF-8 refused (as h5netcdf)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bytes | np.bytes_):
+        if b"\x00" in bytes(value):
+            raise ValueError(f"Invalid value provided for attribute {key!r}: {value!r}. "
+                             "Null characters cannot be stored in attribute values")
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"Invalid value provided for attribute {key!r}: {value!r}. "
+                             f"Only UTF-8 encoded bytes can be stored ({exc})") from exc
+        value = np.bytes_(value)
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+        arr = np.empty(len(value), dtype=VLEN_STR)
+        arr[:] = value
+        value = arr
+    obj.attrs[str(key)] = value
+
+
+def _storage_chunks(var: xr.Variable, chunks: Any, unlimited: set) -> Any:
+    """The storage chunk shape: the encoding's, else regular dask chunks, else chosen."""
+    if not var.ndim:
+        return True
     if chunks is not None:
         if isinstance(chunks, Mapping):
             chunks = tuple(int(chunks.get(d, s)) for d, s in zip(var.dims, var.shape))
-        return tuple(min(int(c), max(1, s)) for c, s in zip(chunks, var.shape))
-    if var.chunks is not None and var.ndim:
-        # dask chunks become storage chunks when regular (all equal but the last)
+        return tuple(max(1, min(int(c), s) if d not in unlimited else int(c))
+                     for c, s, d in zip(chunks, var.shape, var.dims))
+    if var.chunks is not None:
         out = []
         for dim_chunks in var.chunks:
             first = dim_chunks[0]
             if any(c != first for c in dim_chunks[:-1]) or dim_chunks[-1] > first:
-                return None
+                return True
             out.append(max(1, first))
         return tuple(out)
+    return True
+
+
+def _compression(enc: dict, check: bool) -> tuple[str | None, int | None]:
+    """h5py-style compression from netCDF4-python or h5py-style keys (as h5netcdf)."""
+    compression = enc.get("compression")
+    if compression in ("zlib", "deflate"):
+        compression = "gzip"
+    if check and "complevel" in enc and "compression_opts" in enc and (
+            enc["complevel"] != enc["compression_opts"]):
+        raise ValueError("'complevel' and 'compression_opts' encodings mismatch")
+    level = enc.get("compression_opts")
+    if level is None and enc.get("complevel"):
+        level = enc["complevel"]
+    if compression is None and level:
+        compression = "gzip"
+    return compression, level
+
+
+def _existing_encoding(url: str, group: str | None, storage_options: Mapping | None,
+                       names: Iterable[Hashable]) -> dict[str, dict[str, Any]]:
+    """The CF encoding of stored variables (units, calendar, dtype, fill, packing)."""
+    from .backend import H5CloudStore
+
+    store = H5CloudStore.open(url, group, storage_options)
+    stored = store.get_variables()
+    out = {}
+    for name in map(str, names):
+        if name in stored:
+            decoded = xr.conventions.decode_cf_variable(name, stored[name])
+            out[name] = {k: v for k, v in decoded.encoding.items() if k in INHERITED_ENCODING}
+    return out
+
+
+def _with_aliases(encoding: Mapping | None) -> dict | None:
+    """h5dask's encoding aliases as the keys ``to_netcdf`` takes: ``chunks`` (as for
+    zarr and h5py) is ``chunksizes``, ``fillvalue`` (h5py) is ``_FillValue``."""
+    if encoding is None:
+        return None
+    out = {}
+    for name, enc in encoding.items():
+        if not isinstance(enc, Mapping):  # xarray's own checks say what is wrong
+            out[name] = enc
+            continue
+        enc = dict(enc)
+        for alias, key in (("chunks", "chunksizes"), ("fillvalue", "_FillValue")):
+            if alias in enc:
+                enc.setdefault(key, enc.pop(alias))
+        out[name] = enc
+    return out
+
+
+def _check_arguments(mode: str | None, append_dim: Hashable | None,
+                     region: Mapping | None) -> str:
+    if mode is None:  # as to_zarr: append_dim implies "a", region "r+"
+        mode = "a" if append_dim is not None else "r+" if region is not None else "w"
+    if mode not in MODES:
+        raise _invalid(f"mode must be one of {MODES}, not {mode!r}")
+    if append_dim is not None and region:
+        raise _invalid("append_dim and region cannot be used together")
+    if region is not None:
+        if mode not in ("a", "r+"):
+            raise _invalid(f"region= writes into an existing domain: use mode='r+' or "
+                           f"'a', not {mode!r}")
+        for dim, sl in region.items():
+            if not isinstance(sl, slice) or sl.step not in (None, 1):
+                raise _invalid(f"region[{dim!r}] must be a slice with step 1, not {sl!r}")
+    return mode
+
+
+# -- the public function ----------------------------------------------------------------
+def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
+               encoding: Mapping | None = None, storage_options: Mapping | None = None,
+               compute: bool = True, group: str | None = None,
+               unlimited_dims: Iterable[Hashable] | None = None, invalid_netcdf: bool = False,
+               append_dim: Hashable | None = None, region: Mapping[Hashable, slice] | None = None,
+               format: str | None = None, engine: str | None = None,
+               auto_complex: bool | None = None) -> Any:
+    """Write a Dataset or DataTree to the domain at ``url``, as ``to_netcdf`` writes a file.
+
+    - ``mode``: "w" (the default; "a" with ``append_dim``, "r+" with ``region``)
+      creates (or replaces) the domain, "w-" creates it (fails if it
+      exists), "a" adds or rewrites variables of an existing domain (creating it if
+      missing), "r+" rewrites existing variables only.
+    - ``encoding``: per variable, the keys ``to_netcdf(engine="h5netcdf")`` takes:
+      ``chunksizes``/``chunks``, ``compression`` (gzip, lzf, lz4, zstd, ...),
+      ``compression_opts``/``complevel``/``zlib``, ``shuffle``, ``fletcher32``,
+      ``_FillValue``, ``dtype`` (``"S1"`` for character arrays, ``str``), the CF keys.
+    - ``unlimited_dims``: dimensions whose datasets are resizable (appendable).
+    - ``append_dim``: append along this dimension to an existing domain; the
+      variables that have it must be stored resizable along it (``unlimited_dims``).
+    - ``region``: ``{dim: slice}``: write into that part of existing variables, so
+      that many writers can each fill their own part.
+    - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
+      workers) and then the metadata.
+
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"v": ("time", np.arange(3.0))}, coords={"time": [0, 1, 2]})
+    >>> to_h5cloud(ds, "memory://docs/home/grow.h5", unlimited_dims=["time"])
+    >>> to_h5cloud(ds.assign_coords(time=[3, 4, 5]), "memory://docs/home/grow.h5",
+    ...            append_dim="time")
+    >>> xr.open_dataset("memory://docs/home/grow.h5", engine="h5cloud").sizes["time"]
+    6
+    """
+    if format not in (None, "NETCDF4"):
+        raise _invalid(f"to_h5cloud writes netCDF-4 (HDF5) domains, not format={format!r}")
+    mode = _check_arguments(mode, append_dim, region)
+    if isinstance(obj, xr.DataTree):
+        parts = [(node.to_dataset(inherit=False),
+                  node.path if group is None else f"/{group.strip('/')}{node.path}",
+                  _with_aliases((encoding or {}).get(node.path))) for node in obj.subtree]
+    else:
+        parts = [(obj, group, _with_aliases(encoding))]
+    for ds, _, enc in parts:
+        unknown = sorted(map(str, set(enc or ()) - set(ds.variables)))
+        if unknown:  # to_netcdf fails with a bare KeyError: name the variables here
+            raise _invalid(f"encoding given for {unknown}, which are not variables of the "
+                           f"dataset (variables: {sorted(map(str, ds.variables))})", KeyError)
+        _validate_dataset_names(ds)
+        _validate_attrs(ds, "h5netcdf", invalid_netcdf)
+    f = File(url, "r+" if mode == "r+" else mode, storage_options=storage_options)
+    writer = ArrayWriter(lock=False)
+    stores = []
+    try:
+        for ds, path, enc in parts:
+            inherited = {}
+            if append_dim is not None or region is not None or mode == "r+":
+                inherited = _existing_encoding(url, path, storage_options, ds.variables)
+            target = f.require_group(path) if path not in (None, "", "/") else f
+            store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
+                                      invalid_netcdf)
+            dump_to_store(ds, store, writer, encoding=enc,
+                          unlimited_dims=_sanitize_unlimited_dims(ds, unlimited_dims))
+            stores.append(store)
+        writes = writer.sync(compute=False)
+    except BaseException:
+        _roll_back(f, stores)
+        raise
+    import dask
+
+    publish = dask.delayed(_publish, pure=False)(f._session, writes)
+    if not compute:
+        return publish
+    try:
+        _settle(writes)
+    except BaseException:
+        _roll_back(f, stores)
+        raise
+    f.flush()
     return None
 
 
-def _compression(enc: Mapping[str, Any]) -> tuple[str | None, int | None]:
-    comp = enc.get("compression")
-    level = enc.get("compression_opts", enc.get("complevel"))
-    if comp is None and enc.get("zlib"):
-        comp = "gzip"
-    if comp in ("zlib", "deflate"):
-        comp = "gzip"
-    return comp, level
-
-
-def _encode(ds: xr.Dataset, encoding: Mapping | None) -> tuple[dict, dict]:
-    ds = ds.copy(deep=False)
-    for name, enc in (encoding or {}).items():
-        ds[name].encoding = {**ds[name].encoding, **enc}
-    variables, attrs = conventions.encode_dataset_coordinates(ds)
-    variables, attrs = conventions.cf_encoder(variables, attrs)
-    return variables, attrs
-
-
-def _data_dtype(var: xr.Variable) -> np.dtype:
-    dt = var.dtype
-    if dt.kind == "U" or (dt.kind == "O" and var.encoding.get("dtype") is str):
-        return VLEN_STR
-    if dt.kind == "O":
-        return VLEN_STR  # xarray gives object arrays of str for text
-    return dt
-
-
-def _as_storable(var: xr.Variable, dtype: np.dtype) -> Any:
-    data = var.data
-    if dtype is VLEN_STR and getattr(data, "dtype", None) is not None and data.dtype.kind == "U":
-        data = data.astype(object)
-    return data
-
-
-def _write_attrs(obj: Any, attrs: Mapping[str, Any]) -> None:
-    for key, value in attrs.items():
-        if isinstance(value, np.ndarray) and value.ndim == 0:
-            value = value[()]
-        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-            arr = np.empty(len(value), dtype=VLEN_STR)
-            arr[:] = value
-            value = arr
-        obj.attrs[str(key)] = value
-
-
-def write_dataset(group: Group, ds: xr.Dataset, encoding: Mapping | None,
-                  sources: list, targets: list, existing: bool = False) -> None:
-    """Create the datasets, scales and attributes of ``ds`` in ``group``; dask arrays are
-    appended to ``sources``/``targets`` for one ``da.store`` call."""
-    _check_encoding(ds, encoding)
-    variables, attrs = _encode(ds, encoding)
-    dims: dict[Hashable, int] = {}
-    for var in variables.values():
-        dims.update(zip(var.dims, var.shape))
-    created: dict[str, Any] = {}
-    for name, var in variables.items():
-        name = str(name)
-        if existing and name in group:
-            raise ValueError(f"variable {name!r} already exists in {group.file.url}{group.name}"
-                             " (mode='a' adds variables; it does not overwrite them)")
-        enc = var.encoding
-        dtype = _data_dtype(var)
-        chunks = _storage_chunks(var, enc) if var.ndim else None
-        comp, level = _compression(enc)
-        var_attrs = dict(var.attrs)
-        fill = var_attrs.get("_FillValue", enc.get("fillvalue"))
-        unlimited = name in dims and enc.get("unlimited", False)
-        ds_obj = group.create_dataset(
-            name, shape=var.shape, dtype=dtype, chunks=chunks if chunks else True,
-            compression=comp, compression_opts=level, shuffle=bool(enc.get("shuffle", False)),
-            fletcher32=bool(enc.get("fletcher32", False)),
-            fillvalue=None if fill is None or dtype is VLEN_STR else np.asarray(fill, dtype),
-            maxshape=tuple(None for _ in var.shape) if unlimited else None)
-        if "_FillValue" in var_attrs and dtype is not VLEN_STR:
-            var_attrs["_FillValue"] = np.asarray(var_attrs["_FillValue"], dtype=dtype)
-        _write_attrs(ds_obj, var_attrs)
-        created[name] = (ds_obj, var)
-        data = _as_storable(var, dtype)
-        if var.size == 0:
-            continue
-        if hasattr(data, "dask"):
-            import dask.array as da
-
-            storage = ds_obj.chunks or ds_obj.shape
-            if var.ndim and tuple(c[0] for c in data.chunks) != tuple(storage):
-                data = da.rechunk(data, storage)  # chunk-aligned writes need no lock
-            sources.append(data.astype(dtype) if dtype is not VLEN_STR else data)
-            targets.append(ChunkTarget(ds_obj.source(), var.ndim == 0))
-        else:
-            ds_obj[...] = np.asarray(data)
-    _write_dimension_scales(group, dims, created)
-    _write_attrs(group, attrs)
-
-
-def _write_dimension_scales(group: Group, dims: Mapping[Hashable, int],
-                            created: dict[str, Any]) -> None:
-    scale_ids: dict[str, str] = {}
-    refs: dict[str, list[tuple[str, int]]] = {}
-    next_dimid = _next_dimid(group)
-    for dim, size in dims.items():
-        dim = str(dim)
-        coord = created.get(dim)
-        if coord is not None and coord[1].dims == (dim,):
-            scale = coord[0]
-            scale.attrs["NAME"] = np.bytes_(dim)
-        elif dim in group:
-            scale = _existing_scale(group, dim, size)  # mode="a": share the dimension
-            refs[dim] = [(str(e[0]), int(e[1])) for e in scale.attrs.get("REFERENCE_LIST", [])]
-            scale_ids[dim] = scale.id
-            continue
-        else:
-            scale = group.create_dataset(dim, shape=(size,), dtype="<f4", chunks=True)
-            scale.attrs["NAME"] = np.bytes_(f"{NOT_A_VARIABLE}.{size:10d}")
-        scale.attrs["CLASS"] = np.bytes_("DIMENSION_SCALE")
-        scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
-        next_dimid += 1
-        scale_ids[dim] = scale.id
-        refs[dim] = []
-    for _name, (ds_obj, var) in created.items():
-        if var.dims and not (var.ndim == 1 and str(var.dims[0]) == _name):
-            dim_list = np.empty(var.ndim, dtype=_DIMLIST_DTYPE)
-            for axis, dim in enumerate(var.dims):
-                dim_list[axis] = np.array([scale_ids[str(dim)]], dtype=OBJ_REF)
-                refs[str(dim)].append((ds_obj.id, axis))
-            ds_obj.attrs.create("DIMENSION_LIST", dim_list)
-    for dim, entries in refs.items():
-        if entries:
-            ref_list = np.empty(len(entries), dtype=_REFLIST_DTYPE)
-            for n, (ds_id, axis) in enumerate(entries):
-                ref_list[n] = (ds_id, axis)
-            group[dim].attrs.create("REFERENCE_LIST", ref_list)
-
-
-def _next_dimid(group: Group) -> int:
-    ids = [int(np.asarray(obj.attrs["_Netcdf4Dimid"]).reshape(-1)[0])
-           for obj in (group[name] for name in group)
-           if not isinstance(obj, Group) and "_Netcdf4Dimid" in obj.attrs]
-    return max(ids, default=-1) + 1
-
-
-def _existing_scale(group: Group, dim: str, size: int) -> Any:
-    scale = group[dim]
-    if isinstance(scale, Group) or scale.attrs.get("CLASS") != b"DIMENSION_SCALE":
-        raise ValueError(f"dimension {dim!r} clashes with the non-coordinate variable "
-                         f"{scale.name!r} in {group.file.url}")
-    if scale.shape != (size,):
-        raise ValueError(f"dimension {dim!r} has size {size}, but the domain's dimension "
-                         f"scale {scale.name!r} has shape {scale.shape}")
-    return scale
-
-
-def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str = "w",
-               encoding: Mapping | None = None, storage_options: Mapping | None = None,
-               compute: bool = True, group: str | None = None) -> Any:
-    """Write a Dataset or DataTree to the domain at ``url``.
-
-    ``mode``: "w" creates (or replaces) the domain, "a" adds variables to an existing
-    one. ``encoding``: per-variable ``chunks``, ``compression`` (gzip, lz4, zstd, ...),
-    ``compression_opts``, ``shuffle``, ``fillvalue``/``_FillValue`` and the CF keys.
-    With ``compute=False`` returns a ``dask.delayed`` that writes the chunks and then
-    publishes the metadata when computed.
-    """
-    if mode not in ("w", "w-", "a"):
-        raise ValueError(f"mode must be 'w', 'w-' or 'a', not {mode!r}")
-    f = File(url, mode, storage_options=storage_options)
-    sources: list = []
-    targets: list = []
-    existing = mode == "a"
-    if isinstance(obj, xr.DataTree):
-        for node in obj.subtree:
-            path = node.path if group is None else f"/{group.strip('/')}{node.path}"
-            g = f.require_group(path) if path not in ("", "/") else f
-            write_dataset(g, node.to_dataset(inherit=False),
-                          (encoding or {}).get(node.path) if encoding else None,
-                          sources, targets, existing)
-    else:
-        g = f.require_group(group) if group else f
-        write_dataset(g, obj, encoding, sources, targets, existing)
-    if not sources:
-        f.close()
-        if not compute:
-            import dask
-
-            return dask.delayed(lambda: None)()
-        return None
+def _settle(writes: Any) -> None:
+    """Run the chunk writes; on a failure, return only once every write task has ended,
+    so that a roll-back cannot race a write still running on a worker."""
+    if writes is None:
+        return
     import dask
-    import dask.array as da
 
-    stored = da.store(sources, targets, lock=False, compute=False)
-    publish = dask.delayed(_publish, pure=False)(f._session, stored)
-    if compute:
-        publish.compute()
-        return None
-    return publish
+    collections = writes if isinstance(writes, tuple | list) else (writes,)
+    try:
+        from distributed import default_client, wait
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed client: the local scheduler
+        dask.compute(*collections)
+        return
+    # every chunk write (the collections' output keys, one per block) as a future: wait()
+    # returns when all ended, ok or not (a failed block fails only the writes that depend
+    # on it; the others run to the end). Source blocks are not kept: no future holds them.
+    from dask.core import flatten
+
+    graph: dict = {}
+    for collection in collections:
+        graph.update(collection.__dask_graph__())
+    keys = [k for c in collections for k in flatten(c.__dask_keys__())]
+    futures = client.get(graph, keys, sync=False)
+    wait(futures)
+    failed = [fut for fut in futures if fut.status == "error"]
+    if failed:
+        failed[0].result()  # raises the task's exception (nothing is gathered otherwise)
 
 
-def _publish(session: Any, _stored: Any) -> None:
+def _publish(session: Any, _written: Any) -> None:
+    """Write the metadata, after every chunk (``_written`` makes this run after them)."""
     session.flush()
+
+
+def _roll_back(f: File, stores: list[H5CloudWriteStore]) -> None:
+    """Forget the metadata of a failed write; what an append wrote beyond the old
+    extent is reset, so the domain reads as before (and as before if it grows again)."""
+    f._session.discard()
+    for store in stores:
+        for ds_obj, old in store.grown:
+            with contextlib.suppress(Exception):
+                sync(ds_obj.source().shrink_async(old))

@@ -81,6 +81,29 @@ def test_random_selections_3d() -> None:
             assert touched == _touched_by_numpy(arr.shape, chunks, key), (key, chunks)
 
 
+def test_count_and_piece_agree_with_plan() -> None:
+    """count() (arithmetic) and piece() (one chunk at a time) give what plan() lists."""
+    rng = random.Random(11)
+    for _ in range(500):
+        shape = tuple(rng.randint(0, 20) for _ in range(rng.randint(1, 3)))
+        grid = ChunkGrid(shape, tuple(rng.randint(1, 6) for _ in shape))
+        key = tuple(rng.randrange(-n, n) if n and rng.random() < 0.2 else
+                    slice(rng.choice([None, rng.randint(-25, 25)]),
+                          rng.choice([None, rng.randint(-25, 25)]), rng.choice([None, 1, 2, 7]))
+                    for n in shape)
+        plan = grid.plan(key)
+        assert grid.count(key) == len(plan), (shape, grid.chunks, key)
+        sel, _ = normalize_selection(key, shape)
+        pieces = [p for i in grid.indices() if (p := grid.piece(i, sel)) is not None]
+        assert sorted(map(repr, pieces)) == sorted(map(repr, plan)), (shape, grid.chunks, key)
+
+
+def test_count_of_a_huge_grid_needs_no_listing() -> None:
+    grid = ChunkGrid((2**40, 2**20), (1, 2**10))
+    assert grid.count(()) == 2**50
+    assert grid.count((slice(None, None, 2**39), 5)) == 2
+
+
 @pytest.mark.parametrize("key, error", [
     ((1, 2, 3), IndexError), (10, IndexError), (-11, IndexError),
     (slice(None, None, -1), IndexError), ([1, 2], TypeError), (1.5, TypeError),

@@ -143,8 +143,20 @@ def test_unsupported_type_json(bad: object) -> None:
         dtype_from_json(bad)
 
 
-@pytest.mark.parametrize("bad", [np.dtype("U3"), np.dtype("O"), np.dtype("c16"),
+@pytest.mark.parametrize("bad", [np.dtype("U3"), np.dtype("O"), np.dtype("c32"),
                                  np.dtype("M8[s]")])
 def test_unsupported_dtypes(bad: np.dtype) -> None:
     with pytest.raises(UnsupportedTypeError):
         type_json_from_dtype(bad)
+
+
+@pytest.mark.parametrize("dt", ["<c8", "<c16", ">c16"])
+def test_complex_is_h5pys_real_imaginary_compound(dt: str) -> None:
+    type_json = type_json_from_dtype(np.dtype(dt))
+    assert type_json["class"] == "H5T_COMPOUND"
+    assert [f["name"] for f in type_json["fields"]] == ["r", "i"]
+    assert dtype_from_json(type_json) == np.dtype(dt)
+    # other compounds of two floats stay compounds
+    other = {**type_json, "fields": [{**f, "name": n} for f, n in zip(
+        type_json["fields"], ("re", "im"))]}
+    assert dtype_from_json(other).names == ("re", "im")

@@ -162,6 +162,7 @@ def test_progress_bar_and_summary_numbers(shared_data, s3_bucket_url, storage_op
     chunk_objs = {k: v for k, v in objects.items() if not k.endswith(".json")}
     json_objs = {k: v for k, v in objects.items() if k.endswith(".json")}
     domain_json = s3_listing(f"{url}/.domain.json")
+    domain_json.update(s3_listing(f"{url}/.h5dask-consolidated.json"))  # beside it
     assert summary.chunks_written == len(chunk_objs) == 6  # bnds has no data stored
     assert summary.chunk_bytes_written == sum(chunk_objs.values())
     assert summary.metadata_bytes_written == sum(json_objs.values()) + sum(

@@ -39,12 +39,12 @@ def test_bad_encoding_names_the_variable_and_key(s3_bucket_url, storage_options)
     with pytest.raises(ValueError, match="'temp'.*bogus"):
         h5dask.to_h5cloud(_ds(), f"{s3_bucket_url}/bad.h5", storage_options=storage_options,
                           encoding={"temp": {"bogus": 1}})
-    with pytest.raises(ValueError, match="nothere"):
+    with pytest.raises(KeyError, match="nothere"):  # as to_netcdf
         h5dask.to_h5cloud(_ds(), f"{s3_bucket_url}/bad.h5", storage_options=storage_options,
                           encoding={"nothere": {}})
 
 
-def test_mode_a_adds_variables_and_refuses_to_overwrite(s3_bucket_url, storage_options):
+def test_mode_a_adds_and_rewrites_variables(s3_bucket_url, storage_options):
     url = f"{s3_bucket_url}/append.h5"
     base = _ds()
     h5dask.to_h5cloud(base, url, storage_options=storage_options)
@@ -55,8 +55,14 @@ def test_mode_a_adds_variables_and_refuses_to_overwrite(s3_bucket_url, storage_o
     got = xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
     assert set(got.data_vars) == {"temp", "name", "precip"}
     np.testing.assert_array_equal(got["precip"].values, np.arange(6.0))
-    with pytest.raises(ValueError, match="already exists"):
-        h5dask.to_h5cloud(base[["temp"]], url, mode="a", storage_options=storage_options)
+    # as to_netcdf(mode="a"): an existing variable is rewritten in place
+    h5dask.to_h5cloud(base[["temp"]] * 2, url, mode="a", storage_options=storage_options)
+    got = xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
+    np.testing.assert_array_equal(got["temp"].values, base["temp"].values * 2)
+    assert set(got.data_vars) == {"temp", "name", "precip"}
+    with pytest.raises(ValueError, match="variable 'temp'.*Unable to update size"):
+        h5dask.to_h5cloud(base[["temp"]].isel(time=slice(2)), url, mode="a",
+                          storage_options=storage_options)
 
 
 def test_dask_variables_written_one_task_per_chunk(s3_bucket_url, storage_options):

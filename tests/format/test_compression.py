@@ -1,0 +1,121 @@
+"""Bounded decompression (h5dask/format/compression.py): the fast path (libdeflate, Blosc
+zlib frames inflated block by block here) gives exactly what numcodecs and zlib give,
+with and without libdeflate, and nothing decodes beyond its limit."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import zlib
+
+import numcodecs
+import numpy as np
+import pytest
+from numcodecs import blosc
+
+from h5dask.errors import CorruptChunkError
+from h5dask.format import compression, filters
+from h5dask.format.compression import OutputTooLarge, blosc_decompress, inflate
+from h5dask.format.filters import ChunkCodec
+
+
+@pytest.fixture(params=["libdeflate", "zlib"])
+def inflater(request, monkeypatch) -> str:
+    """Run a test with libdeflate and with the pure-zlib fallback."""
+    if request.param == "libdeflate":
+        pytest.importorskip("deflate")
+    else:
+        monkeypatch.setattr(compression, "_libdeflate", None)
+    return request.param
+
+
+def _payload(kind: str, nbytes: int, rng: np.random.Generator) -> bytes:
+    if kind == "random":  # incompressible: Blosc stores such blocks verbatim
+        return rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    n = nbytes // 4 + 1
+    smooth = 280 + 10 * np.sin(np.arange(n) / 50) + rng.normal(0, 0.5, n)
+    return np.round(smooth, 2).astype("<f4").tobytes()[:nbytes]
+
+
+@pytest.mark.parametrize("typesize", [1, 2, 4, 8, 16, 3])
+def test_blosc_zlib_frames_decode_as_numcodecs_does(inflater: str, typesize: int) -> None:
+    rng = np.random.default_rng(typesize)
+    for count, level, shuffle, kind in itertools.product(
+            [0, 1, 31, 1000, 40_001], [0, 4, 9], [0, 1], ["random", "smooth"]):
+        raw = _payload(kind, count * typesize, rng)
+        items = np.frombuffer(raw, f"V{typesize}") if typesize > 1 and raw else raw
+        frame = bytes(numcodecs.Blosc(cname="zlib", clevel=level, shuffle=shuffle).encode(items))
+        case = (typesize, count, level, shuffle, kind)
+        assert blosc_decompress(frame, len(raw)) == raw, case
+        if raw:  # (numcodecs refuses empty frames)
+            assert blosc.decompress(frame) == raw, case
+        out = np.empty(len(raw), np.uint8)
+        assert blosc_decompress(frame, len(raw), out) is None
+        assert out.tobytes() == raw, case
+
+
+def test_a_4_mib_float_chunk_decodes_identically(inflater: str) -> None:
+    """The benchmark's chunk: 4 MiB of float32, gzip(4) + shuffle as HSDS stores it."""
+    values = np.frombuffer(_payload("smooth", 4 << 20, np.random.default_rng(0)), "<f4")
+    codec = ChunkCodec.from_filters(["shuffle", "gzip"], np.dtype("<f4"), values.shape)
+    stored = codec.encode(values)
+    np.testing.assert_array_equal(codec.decode(stored, "k"), values)
+    out = np.empty_like(values)
+    assert codec.decode_into(stored, "k", out)
+    assert out.tobytes() == values.tobytes()
+
+
+def test_hdf5_native_gzip_shuffle_decodes_identically(inflater: str) -> None:
+    values = np.frombuffer(_payload("smooth", 1 << 16, np.random.default_rng(1)), "<f4")
+    shuffled = numcodecs.Shuffle(elementsize=4).encode(values)
+    codec = ChunkCodec.from_filters(["shuffle", "gzip"], np.dtype("<f4"), values.shape,
+                                    hdf5_native=True)
+    got = codec.decode(zlib.compress(bytes(shuffled), 6), "k")
+    assert got.tobytes() == values.tobytes()
+
+
+def test_inflate_is_bounded_and_checked(inflater: str) -> None:
+    stream = zlib.compress(bytes(range(256)) * 64)
+    assert bytes(inflate(stream, 1 << 14)) == bytes(range(256)) * 64
+    with pytest.raises(OutputTooLarge):
+        inflate(stream, (1 << 14) - 1)
+    with pytest.raises(ValueError):  # truncated
+        inflate(stream[:-10], 1 << 14)
+    flipped = bytearray(stream)
+    flipped[-1] ^= 1  # the adler32 checksum
+    with pytest.raises(ValueError):
+        inflate(bytes(flipped), 1 << 14)
+
+
+def test_a_blosc_header_claiming_too_much_is_refused_before_decoding() -> None:
+    frame = bytearray(numcodecs.Blosc(cname="zstd").encode(bytes(1 << 16)))
+    frame[4:8] = (2**31 - 1).to_bytes(4, "little")  # nbytes: 2 GiB
+    with pytest.raises(OutputTooLarge, match="2147483647"):
+        blosc_decompress(bytes(frame), 1 << 16)
+
+
+def test_damaged_blosc_zlib_frames_raise_value_errors(inflater: str) -> None:
+    """Random damage to a frame's header, block table and streams: the right bytes, or
+    a ValueError (never another exception, never more than the limit)."""
+    raw = _payload("smooth", 1 << 16, np.random.default_rng(2))
+    frame = bytes(numcodecs.Blosc(cname="zlib", clevel=4, shuffle=1).encode(
+        np.frombuffer(raw, "<f4")))
+    rng = random.Random(3)
+    for _ in range(400):
+        damaged = bytearray(frame)
+        for _ in range(rng.randint(1, 3)):
+            damaged[rng.randrange(len(frame))] = rng.randrange(256)
+        try:
+            got = blosc_decompress(bytes(damaged), len(raw))
+        except ValueError:
+            continue
+        assert len(got) <= len(raw)
+
+
+def test_a_variable_length_chunk_is_bounded_too(monkeypatch) -> None:
+    dt = np.dtype("O", metadata={"vlen": str})
+    codec = ChunkCodec.from_filters(["gzip"], dt, (4,))
+    stored = codec.encode(np.array(["a" * 5000] * 4, dtype=object))
+    monkeypatch.setattr(filters, "MAX_VLEN_CHUNK_BYTES", 1000)
+    with pytest.raises(CorruptChunkError, match=filters.VLEN_LIMIT_VARIABLE):
+        codec.decode(stored, "db/x/d/0")
