@@ -307,6 +307,29 @@ def test_an_indirect_layout_naming_no_file_is_a_metadata_error(tree: dict[str, P
             read(url, None)
 
 
+@pytest.mark.parametrize(("offset", "size"), [(0, 2**30), (-1, N)], ids=["1 GiB", "negative"])
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_linked_chunk_claiming_more_than_a_chunk_can_take_is_refused(
+        offset: int, size: int, reader: str, tree: dict[str, Path]) -> None:
+    """A 108-byte chunk said to be 1 GiB of a (sparse, here; on S3 any big object of the
+    endpoint) file: refused before it is fetched, not read into memory then refused."""
+    big = tree["root"] / "files" / "sparse.bin"
+    with open(big, "wb") as f:
+        f.truncate(2**30)
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    linked_domain(url, None, big.as_uri(), "H5D_CHUNKED_REF")
+    with h5dask.File(url) as f:
+        key = f["secret"]._meta.key
+    store = open_location(url).store
+    obj = json.loads(sync(store.get(key, kind="metadata")))
+    for layout in (obj["layout"], obj["creationProperties"]["layout"]):
+        layout["chunks"] = {"0": [offset, size]}
+    sync(store.put(key, json.dumps(obj).encode(), kind="metadata"))
+    # raised where the references are built, before anything is read
+    with pytest.raises(h5dask.MetadataError, match=r"takes at most|must be \[offset, size\]"):
+        READERS[reader](url, None)
+
+
 @pytest.mark.parametrize("command", [["ls"], ["info", "--path", "/secret"]])
 def test_the_cli_describes_a_hostile_linked_domain_without_reading_it(
         command: list[str], tree: dict[str, Path], canary: Canary) -> None:
