@@ -16,9 +16,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import (
+    AmbiguousBucketRootError,
     DomainNotFoundError,
     H5DaskError,
     MetadataError,
+    NotADomainError,
     ObjectNotFoundError,
     ReadOnlyError,
     malformed_metadata,
@@ -94,7 +96,7 @@ class DomainSession:
             raise FileExistsError(
                 f"domain {self.location.url!r} already exists (mode {self.mode!r})")
         if self.mode in ("r", "r+") and not exists:
-            raise DomainNotFoundError(self.location.url)
+            raise self._not_found()
         if exists and self.mode in ("r", "r+", "a"):
             domain = parse_domain(key, _load_json(key, data))
             if domain.root is None:
@@ -107,6 +109,8 @@ class DomainSession:
             self._prefetch_root(domain)
             return domain.root
         # a new domain (w, w-, x, or a on nothing): a fresh root; published on flush
+        if self.location.ambiguity:
+            raise AmbiguousBucketRootError(self.location.ambiguity)
         now = time.time()
         root = ids.new_root_id()
         previous = _previous_domain(key, data) if exists else {}
@@ -121,6 +125,29 @@ class DomainSession:
         self._new_object(root, {"id": root, "root": root, "created": now, "lastModified": now,
                                 "links": {}, "attributes": {}})
         return root
+
+    def _not_found(self) -> DomainNotFoundError:
+        """No ``.domain.json``: say so, or, if the URL names a plain HDF5/netCDF file,
+        say how to open or import it instead."""
+        from .format.signature import HEAD_SIZE, describe, sniff
+
+        url = self.location.url
+        try:
+            head = sync(self.store.get(self.location.domain, kind="metadata",
+                                       byte_range=(0, HEAD_SIZE)))
+        except (H5DaskError, OSError):
+            head = None
+        kind = sniff(head) if head else None
+        if kind == "hdf5":
+            return NotADomainError(url,
+                f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
+                f"xr.open_dataset(..., engine='h5netcdf'), or import it into object storage "
+                f"with `h5dask load {url} DOMAIN_URL` (or h5dask.load) and open that")
+        if kind == "netcdf3":
+            return NotADomainError(url,
+                f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
+                f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
+        return DomainNotFoundError(url)
 
     async def _get_both(self, first: str, second: str) -> tuple[bytes | None, bytes | None]:
         a, b = await asyncio.gather(self.store.get(first, kind="metadata"),

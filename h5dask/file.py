@@ -26,7 +26,7 @@ from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadat
 from .format.dataspace import Dataspace
 from .format.filters import COMPRESSORS, filter_json, filter_name
 from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
-from .format.types import has_vlen, type_json_from_dtype
+from .format.types import VLEN_STR, has_vlen, type_json_from_dtype
 from .format.values import json_from_array
 from .storage import open_location
 from .storage.sync import sync
@@ -77,7 +77,12 @@ class AttributeManager(MutableMapping):
             raise KeyError(f"no attribute {name!r} (attributes: {sorted(attrs)})")
         meta = self._session.load(self._id)
         with malformed_metadata(meta.key):  # a type or value the JSON gets wrong
-            return attrs[name].value(meta.key, self._session.resolve_type)
+            if attrs[name].space.is_null:  # no value, only a type: h5py's Empty
+                return _empty(self.dtype_of(name))
+            value = attrs[name].value(meta.key, self._session.resolve_type)
+            if (self.dtype_of(name).metadata or {}).get("vlen") is bytes:
+                return _vlen_text_as_str(value)
+            return value
 
     def dtype_of(self, name: str) -> np.dtype:
         """The dtype of one attribute, without decoding its value."""
@@ -134,6 +139,26 @@ class AttributeManager(MutableMapping):
 
     def __repr__(self) -> str:
         return f"<Attributes of {self._id}: {sorted(self._attrs())}>"
+
+
+def _vlen_text_as_str(value: Any) -> Any:
+    """An ASCII variable-length string attribute as ``str``, as h5py reads attributes
+    (datasets of ASCII strings stay bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray):
+        out = np.empty(value.shape, dtype=VLEN_STR)
+        out.reshape(-1)[:] = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes)
+                              else v for v in value.reshape(-1)]
+        return out
+    return value
+
+
+def _empty(dtype: np.dtype) -> Any:
+    """The value of a null dataspace, as h5py gives it (``h5py.Empty(dtype)``)."""
+    import h5py
+
+    return h5py.Empty(dtype)
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -280,28 +305,32 @@ class Group(HLObject, Mapping):
         self._session.load_many(ids_)
 
     def visititems(self, func: Any) -> Any:
-        """Call ``func(relative_name, obj)`` for every object below, breadth-first, with
-        the metadata of each level fetched concurrently. Stops at a non-None return."""
+        """Call ``func(relative_name, obj)`` for every object below, in h5py's order:
+        depth-first, members by name, each object once (by its first hard link); soft
+        and external links are not followed. Each group's members' metadata is fetched
+        concurrently. Stops at (and returns) the first non-None return.
+
+        >>> names = []; f.visititems(lambda n, o: names.append(n))  # doctest: +SKIP
+        """
         seen = {self.id}
-        level = [(self, "")]
-        while level:
-            next_level = []
-            for group, prefix in level:
-                group.prefetch()
-                for name in group:
-                    link = group._meta.links[name]
-                    if link.kind != "hard" or link.id in seen:
-                        continue
-                    seen.add(link.id)
-                    rel = f"{prefix}{name}"
-                    obj = group._wrap(link.id, group._child_name(name))
-                    result = func(rel, obj)
-                    if result is not None:
-                        return result
-                    if isinstance(obj, Group):
-                        next_level.append((obj, rel + "/"))
-            level = next_level
-        return None
+
+        def walk(group: Group, prefix: str) -> Any:
+            group.prefetch()
+            for name in group:
+                link = group._meta.links[name]
+                if link.kind != "hard" or link.id in seen:
+                    continue
+                seen.add(link.id)
+                rel = f"{prefix}{name}"
+                obj = group._wrap(link.id, group._child_name(name))
+                result = func(rel, obj)
+                if result is None and isinstance(obj, Group):
+                    result = walk(obj, rel + "/")
+                if result is not None:
+                    return result
+            return None
+
+        return walk(self, "")
 
     def visit(self, func: Any) -> Any:
         return self.visititems(lambda name, _obj: func(name))
@@ -574,7 +603,7 @@ class Dataset(HLObject):
     def __getitem__(self, selection: Any) -> Any:
         meta = self._meta
         if meta.space.is_null:
-            return None
+            return _empty(meta.dtype)
         if meta.space.is_scalar:
             if selection not in ((), Ellipsis):
                 raise IndexError("a scalar dataset takes [()] or [...]")

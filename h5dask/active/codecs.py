@@ -16,7 +16,7 @@ Pipeline (as Reductionist): decompress, then undo the filters in reverse order.
 Example::
 
     >>> import zlib
-    >>> decode(zlib.compress(b"abcd" * 4), "zlib", (), max_size=1024)
+    >>> bytes(decode(zlib.compress(b"abcd" * 4), "zlib", (), max_size=1024))
     b'abcdabcdabcdabcd'
 """
 
@@ -53,10 +53,10 @@ def _blosc_decode(data: bytes | memoryview, max_size: int) -> bytes | bytearray:
     return out
 
 
-def _inflate(data: bytes | memoryview, max_size: int) -> bytes:
+def _inflate(data: bytes | memoryview, max_size: int) -> bytearray:
     """Inflate one or more zlib/gzip members, never producing more than ``max_size`` bytes."""
     out = bytearray()
-    rest = bytes(data)
+    rest: bytes | memoryview = data
     while True:
         d = zlib.decompressobj(wbits=47)  # 32 + 15: accept a zlib or a gzip header
         buf = rest
@@ -82,23 +82,26 @@ def _inflate(data: bytes | memoryview, max_size: int) -> bytes:
                     400, "failed to decompress data", ["zlib/gzip: truncated stream"]
                 )
         rest = d.unused_data
-        if not rest.startswith(b"\x1f\x8b"):  # another gzip member follows, or we are done
+        if bytes(rest[:2]) != b"\x1f\x8b":  # another gzip member follows, or we are done
             break
     if rest.strip(b"\x00"):
         raise ActiveStorageError(
             400, "failed to decompress data", ["zlib/gzip: trailing garbage after the stream"]
         )
-    return bytes(out)
+    return out
 
 
-def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tuple[bytes, bool]:
+def decompress(
+    data: bytes | memoryview, compression: str, max_size: int
+) -> tuple[bytes | bytearray, bool]:
     """Decompress ``data``; return the bytes and whether a Blosc frame was decoded.
 
     Raises 400 for undecodable data and 413 when the output would exceed ``max_size``.
 
     Example::
 
-        >>> decompress(zlib.compress(b"x" * 8), "gzip", 64)
+        >>> data, blosc_frame = decompress(zlib.compress(b"x" * 8), "gzip", 64)
+        >>> bytes(data), blosc_frame
         (b'xxxxxxxx', False)
     """
     header = blosc_header(data)
@@ -115,20 +118,24 @@ def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tup
     raise FieldError("compression", f"unknown id {compression!r}")
 
 
-def unshuffle(data: bytes | memoryview, element_size: int) -> bytes:
+def unshuffle(data: bytes | memoryview, element_size: int) -> bytes | bytearray:
     """Undo the HDF5 byte shuffle of ``data`` made of ``element_size``-byte elements.
 
     Example::
 
-        >>> unshuffle(bytes([1, 3, 2, 4]), 2)
+        >>> bytes(unshuffle(bytes([1, 3, 2, 4]), 2))
         b'\\x01\\x02\\x03\\x04'
     """
     n = len(data) // element_size
     if element_size == 1 or n == 0:
         return bytes(data)
     raw = np.frombuffer(data, dtype=np.uint8)
-    body = raw[: n * element_size].reshape(element_size, n).T.tobytes()
-    return body + bytes(raw[n * element_size :])
+    out = bytearray(len(raw))  # one output buffer: the transpose is written into it
+    dest = np.frombuffer(out, dtype=np.uint8)
+    body = n * element_size
+    dest[:body].reshape(n, element_size)[...] = raw[:body].reshape(element_size, n).T
+    dest[body:] = raw[body:]
+    return out
 
 
 def decode(
@@ -136,12 +143,12 @@ def decode(
     compression: str | None,
     filters: Sequence[Filter],
     max_size: int,
-) -> bytes | memoryview:
+) -> bytes | bytearray | memoryview:
     """Run the whole pipeline: decompress, then undo ``filters`` in reverse order.
 
     Example::
 
-        >>> decode(bytes([1, 3, 2, 4]), None, [Filter("shuffle", 2)], 64)
+        >>> bytes(decode(bytes([1, 3, 2, 4]), None, [Filter("shuffle", 2)], 64))
         b'\\x01\\x02\\x03\\x04'
     """
     blosc_done = False

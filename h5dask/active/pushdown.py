@@ -41,8 +41,8 @@ import numpy as np
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
 from ..storage.sync import sync
+from ..xarray import graph_adapter
 from ..xarray.array import H5CloudArray
-from . import graph_adapter
 from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
 from .config import ActiveConfig
 
@@ -646,7 +646,7 @@ def enable_pushdown(config: ActiveConfig) -> None:
     """Check that pushdown works with the installed dask and xarray, then install it.
 
     With ``active_storage="require"`` an incompatible dask/xarray raises
-    :class:`~h5dask.active.graph_adapter.PushdownUnsupportedError`; with ``"auto"`` one
+    :class:`~h5dask.xarray.graph_adapter.PushdownUnsupportedError`; with ``"auto"`` one
     :class:`ActiveStorageWarning` says that reductions will be computed locally.
     """
     try:

@@ -43,7 +43,14 @@ import numpy as np
 
 from ..chunkio import ArraySource, fill_array
 from ..domain import DomainSession
-from ..errors import CorruptChunkError, UnsupportedTypeError
+from ..errors import (
+    CorruptChunkError,
+    DomainExistsError,
+    H5DaskError,
+    LocalLinkWarning,
+    SourceFileError,
+    UnsupportedTypeError,
+)
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.dataspace import Dataspace
@@ -362,6 +369,10 @@ def _make_plan(obj: SourceObject, types: H5Types, values: H5Values) -> _Plan:
     tid = dset.id.get_type()
     type_json = types.json(tid)
     dt = dtype_from_json(type_json)
+    if dt.subdtype is not None:
+        raise UnsupportedTypeError(
+            "a dataset whose element type is an HDF5 array type (h5py reads it as extra "
+            "axes); HSDS chunk layouts have no equivalent")
     space = dset.id.get_space()
     stype = space.get_simple_extent_type()
     if stype == h5s.NULL:
@@ -809,7 +820,17 @@ class _Loader:
     # (in the h5py thread)
     def _read_region(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         """One target chunk read through h5py (which undoes any filter it has a plugin
-        for), padded with the fill value at the edges."""
+        for), padded with the fill value at the edges; HDF5's own failures become one
+        SourceFileError naming the file and the dataset."""
+        try:
+            return self._read_region_h5py(plan, index)
+        except OSError as exc:
+            if isinstance(exc, H5DaskError):
+                raise
+            raise SourceFileError(f"{self.src.url}: dataset {plan.path}: h5py cannot read "
+                                  f"it ({exc})") from exc
+
+    def _read_region_h5py(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         assert plan.source is not None
         dset = self._region_reader(plan)
         values = H5Values(self.src.h5, self.refs)
@@ -911,6 +932,12 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if link and src_scheme not in ("", "file", "s3", "s3a"):
         raise ValueError(f"link=True needs the file on a file system or in S3 (a path, "
                          f"file:// or s3:// URL), not {src_text!r}")
+    if link and src_scheme in ("", "file"):
+        warnings.warn(
+            f"linking the local file {src_text!r}: the domain's chunks stay in that file, so "
+            "the domain is readable only where that path exists (this machine or a shared "
+            "file system); copy the file to object storage first to share it",
+            LocalLinkWarning, stacklevel=2)
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be >= 1, not {max_workers}")
     if inline_chunk_limit < 0:
@@ -925,7 +952,12 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     try:
         if link and source.file_uri is not None:
             check_linkable(source.file_uri, location, allowed_link_prefixes)
-        session = DomainSession(location, "w" if overwrite else "w-")
+        try:
+            session = DomainSession(location, "w" if overwrite else "w-")
+        except FileExistsError as exc:
+            raise DomainExistsError(
+                f"domain {location.url!r} already exists: pass overwrite=True (h5dask load "
+                "--overwrite) to replace it, or remove it first with h5dask rm") from exc
         store = _CountingStore(session.store)
         session.store = store  # metadata writes are counted too
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
@@ -982,6 +1014,7 @@ async def _remove_new_objects(loader: _Loader) -> None:
     try:
         keys = await store.list(prefix)
         await asyncio.gather(*(store.delete(k) for k in keys), return_exceptions=True)
+        await store.prune(prefix)  # no empty db/<root>/ left to look like a domain's
     except Exception:  # noqa: BLE001 - the cleanup must not hide the real error
         pass
 

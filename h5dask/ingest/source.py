@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..errors import SourceFileError, SourceFormatError, StorageError
 from ..storage.base import ObjectStore
 from .linked import open_source_store
 
@@ -111,6 +112,16 @@ def _s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def register_filter_plugins() -> None:
+    """Make HDF5 (through h5py) decode the filters ``hdf5plugin`` provides (lz4, zstd,
+    bitshuffle, Blosc, Blosc2, bzip2, zfp, ...): importing it registers them. Without the
+    package, such datasets fail with HDF5's own "can't open directory" error."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        pass
+
+
 def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     """Open ``src`` (a local path or an fsspec URL; ``options`` s3fs-style) read-only."""
     import h5py
@@ -120,7 +131,10 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
         path = os.path.abspath(unquote(parts.path) if scheme else src)
-        raw: Any = open(path, "rb")  # closed by Source.close
+        try:
+            raw: Any = open(path, "rb")  # closed by Source.close
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"source file {path!r} does not exist") from exc
         url = path
         file_uri: str | None = Path(path).as_uri()
     else:
@@ -131,21 +145,53 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             opts = _s3fs_options(opts)
         try:
             fs, fspath = fsspec.core.url_to_fs(src, **opts)
+            raw = fs.open(fspath, "rb", block_size=2**20, cache_type="blockcache")
         except ImportError as exc:
             raise ImportError(f"reading {src!r} needs the fsspec implementation of "
                               f"{scheme!r} ({exc}); for s3:// install s3fs") from exc
-        raw = fs.open(fspath, "rb", block_size=2**20, cache_type="blockcache")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"source file {src!r} does not exist (or its server "
+                                    "cannot be reached)") from exc
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot open the source file {src!r}: {exc}") from exc
         url = src
         file_uri = f"s3://{parts.netloc}{parts.path}" if scheme in ("s3", "s3a") else None
     fileobj = CountingFile(raw)
+    register_filter_plugins()
     try:
         h5 = h5py.File(fileobj, "r")
-    except Exception:
+    except Exception as exc:
+        problem = _not_hdf5(fileobj, url)
         fileobj.close()
+        if problem is not None:
+            raise problem from exc
+        if isinstance(exc, OSError):
+            raise SourceFileError(
+                f"{url}: h5py cannot open it as an HDF5/netCDF-4 file ({exc})") from exc
         raise
     ranged = open_source_store(src, options)
     store, key = ranged if ranged is not None else (None, None)
     return Source(url, h5, fileobj, store, key, file_uri)
+
+
+def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:
+    """Why h5py could not open ``fileobj``, if the reason is that it is not HDF5."""
+    from ..format.signature import HEAD_SIZE, describe, sniff
+
+    try:
+        fileobj.seek(0)
+        kind = sniff(fileobj.read(HEAD_SIZE))
+    except OSError:
+        return None
+    if kind == "hdf5":
+        return None
+    hint = ("h5dask imports HDF5 and netCDF-4 files only: convert it with "
+            "`nccopy -k nc4 IN OUT`, or open it with xarray and write it with "
+            "ds.to_h5cloud(URL)" if kind == "netcdf3" else
+            "h5dask imports HDF5 and netCDF-4 files only")
+    return SourceFormatError(f"cannot import {url!r}: it is {describe(kind)}; {hint}")
 
 
 __all__ = ["CountingFile", "Source", "open_source"]

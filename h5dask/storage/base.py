@@ -95,11 +95,19 @@ def _recorded_get(kind: str, data: T) -> T:
     return data
 
 
-def _forget_read_ahead(store: ObjectStore, key: str) -> None:
-    """A chunk fetched ahead must never be used after this process changes its object."""
-    from ..readahead import get_readahead
+#: called with an object's URL-like name after this process writes or deletes it
+_write_listeners: list[Callable[[str], None]] = []
 
-    get_readahead().forget([f"{store.root_url}/{key}"])
+
+def add_write_listener(listener: Callable[[str], None]) -> None:
+    """Call ``listener(f"{root_url}/{key}")`` after each write or delete in this process
+    (read-ahead uses it: bytes fetched ahead are never used after their object changed)."""
+    _write_listeners.append(listener)
+
+
+def _written(store: ObjectStore, key: str) -> None:
+    for listener in _write_listeners:
+        listener(f"{store.root_url}/{key}")
 
 
 class ObjectStore(ABC):
@@ -130,6 +138,20 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def _list(self, prefix: str) -> list[str]: ...
+
+    async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        """One level under ``prefix``: back ends with a delimiter listing override this."""
+        keys, dirs = [], set()
+        for key in await self._list(prefix):
+            head, sep, _ = key[len(prefix):].partition("/")
+            if sep:
+                dirs.add(f"{prefix}{head}/")
+            else:
+                keys.append(key)
+        return keys, sorted(dirs)
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
 
     @abstractmethod
     def _init_args(self) -> tuple:
@@ -265,18 +287,18 @@ class ObjectStore(ABC):
         """Write an object whole (atomically: readers see the old or the new bytes)."""
         check_key(key)
         payload = bytes(data) if not isinstance(data, bytes) else data
-        _forget_read_ahead(self, key)
+        _written(self, key)
         await self._call("PUT", key, kind, lambda: self._put(key, payload))
-        _forget_read_ahead(self, key)  # and any fetch started while it was written
+        _written(self, key)  # and any fetch started while it was written
         record_io(kind, "write_requests")
         record_io(kind, "write_bytes", len(payload))
 
     async def delete(self, key: str, *, kind: str = "other") -> None:
         """Delete an object; deleting a missing object is not an error."""
         check_key(key)
-        _forget_read_ahead(self, key)
+        _written(self, key)
         await self._call("DELETE", key, kind, lambda: self._delete(key))
-        _forget_read_ahead(self, key)
+        _written(self, key)
         record_io(kind, "delete_requests")
 
     async def list(self, prefix: str = "") -> list[str]:
@@ -285,3 +307,25 @@ class ObjectStore(ABC):
         keys = await self._call("LIST", prefix, "other", lambda: self._list(prefix))
         record_io("other", "list_requests")
         return sorted(keys)
+
+    async def list_dir(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """One level under ``prefix`` ("" or ending in "/"): the object keys there and the
+        sub-prefixes (ending in "/"), both sorted; never descends (a bucket's ``db/`` may
+        hold millions of objects)."""
+        check_prefix(prefix)
+        keys, dirs = await self._call("LIST", prefix, "other", lambda: self._list_dir(prefix))
+        record_io("other", "list_requests")
+        return sorted(keys), sorted(dirs)
+
+    async def list_modified(self, prefix: str = "") -> dict[str, float]:
+        """All keys under ``prefix`` with their last-modified times (seconds since the
+        epoch)."""
+        check_prefix(prefix)
+        found = await self._call("LIST", prefix, "other", lambda: self._list_modified(prefix))
+        record_io("other", "list_requests")
+        return found
+
+    async def prune(self, prefix: str) -> None:
+        """Tidy up after deleting everything under ``prefix`` (a file system removes the
+        directories left empty); object stores have nothing to do."""
+        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,12 +108,37 @@ class FsspecObjectStore(ObjectStore):
             found = await self._run("find", base)
         except FileNotFoundError:
             return []
+        return [self._key_of(p) for p in found]
+
+    def _key_of(self, path: str) -> str:
+        """The key of a path ``find`` returned."""
         strip = self.fs._strip_protocol(self.root).rstrip("/")
-        out = []
-        for p in found:
-            p = self.fs._strip_protocol(p)
-            out.append(p[len(strip) + 1:] if strip else p.lstrip("/"))
-        return out
+        p = self.fs._strip_protocol(path)
+        return p[len(strip) + 1:] if strip else p.lstrip("/")
+
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        base = self._full(prefix.rstrip("/")) if prefix else self.root
+        try:
+            found = await self._run("find", base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {self._key_of(p): _mtime(info) for p, info in found.items()}
+
+
+def _mtime(info: dict) -> float:
+    """An fsspec info dict's modification time (each file system names it differently)."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return time.time()  # unknown: treated as new (never old enough to collect)
 
 
 def _thaw(options: tuple) -> dict:

@@ -158,6 +158,29 @@ class LocalObjectStore(ObjectStore):
                 out.append(Path(dirpath, name).relative_to(self.root).as_posix())
         return out
 
+    def _scan(self, prefix: str) -> tuple[list[str], list[str]]:
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
+        keys, dirs = [], []
+        try:
+            with os.scandir(base) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".tmp-"):
+                        continue
+                    (dirs if entry.is_dir() else keys).append(
+                        prefix + entry.name + ("/" if entry.is_dir() else ""))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        return keys, dirs
+
+    def _walk_modified(self, prefix: str) -> dict[str, float]:
+        out = {}
+        for key in self._walk(prefix):
+            try:
+                out[key] = (self.root / key).stat().st_mtime
+            except FileNotFoundError:
+                continue  # removed meanwhile
+        return out
+
     async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
         return await asyncio.to_thread(self._read, key, byte_range)
 
@@ -169,3 +192,22 @@ class LocalObjectStore(ObjectStore):
 
     async def _list(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._walk, prefix)
+
+    async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        return await asyncio.to_thread(self._scan, prefix)
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        return await asyncio.to_thread(self._walk_modified, prefix)
+
+    def _prune(self, prefix: str) -> None:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else None
+        if base is None or not base.is_dir():  # never the bucket root itself
+            return
+        for dirpath, _dirs, _files in os.walk(base, topdown=False):
+            try:
+                os.rmdir(dirpath)  # only if empty
+            except OSError:
+                pass
+
+    async def prune(self, prefix: str) -> None:
+        await asyncio.to_thread(self._prune, prefix)

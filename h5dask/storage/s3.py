@@ -17,7 +17,7 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from ..errors import StorageError, StoragePermissionError
+from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
 from .base import ObjectStore, RetryPolicy, TransientError, cached_store
 from .keys import check_key
 from .s3_options import S3Settings
@@ -185,6 +185,8 @@ class S3ObjectStore(ObjectStore):
         # by the HTTP status when there is one, else by the message's first part only
         head = text.split("\n\nDebug source")[0]
         status = _status_of(text)
+        if "<Code>NoSuchBucket</Code>" in text:
+            return self._no_bucket()
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in (
             401, 403) or (isinstance(exc, GenericError) and any(m in head for m in _AUTH_MARKERS)
         ):
@@ -203,10 +205,18 @@ class S3ObjectStore(ObjectStore):
                                 key=key, attempts=1)
         return exc
 
+    def _no_bucket(self) -> BucketNotFoundError:
+        where = f" at {self.settings.endpoint}" if self.settings.endpoint else ""
+        return BucketNotFoundError(
+            f"bucket {self.bucket!r} does not exist{where}: check the bucket name and the "
+            "endpoint (--endpoint-url / AWS_ENDPOINT_URL_S3)")
+
     def _get_failed(self, exc: Exception, key: str, ranged: bool) -> bytes | None:
         """What a failed GET means: None for a missing object, nothing (b"") for a range
         that starts at or past the end (416); anything else is raised, translated."""
         if isinstance(exc, NotFoundError | FileNotFoundError):
+            if "<Code>NoSuchBucket</Code>" in str(exc):
+                raise self._no_bucket() from exc
             return None
         if ranged and isinstance(exc, GenericError) and _status_of(str(exc)) == 416:
             return b""
@@ -295,6 +305,25 @@ class S3ObjectStore(ObjectStore):
             async for batch in stream:
                 keys.extend(meta["path"] for meta in batch)
             return keys
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+
+
+    async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        try:
+            found = await obstore.list_with_delimiter_async(self._store, prefix=prefix or None)
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+        return ([meta["path"] for meta in found["objects"]],
+                [p.rstrip("/") + "/" for p in found["common_prefixes"]])
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        try:
+            found: dict[str, float] = {}
+            stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
+            async for batch in stream:
+                found.update((m["path"], m["last_modified"].timestamp()) for m in batch)
+            return found
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
 

@@ -9,11 +9,11 @@ import numpy as np
 from xarray.backends.common import BackendArray
 from xarray.core import indexing
 
-from .. import readahead
 from ..chunkio import ArraySource
 from ..errors import SizeLimitError
 from ..format.chunks import normalize_selection
 from ..format.types import has_vlen
+from . import lookahead
 
 
 class H5CloudArray(BackendArray):
@@ -41,7 +41,7 @@ class H5CloudArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
 
     def _getitem(self, key: tuple) -> np.ndarray:
-        readahead.on_task_start()
+        lookahead.on_task_start()
         if self.scalar:
             return self.source.read((0,)).reshape(())
         if self.max_read_bytes is not None:

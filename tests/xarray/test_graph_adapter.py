@@ -1,4 +1,4 @@
-"""The private dask/xarray names pushdown relies on (h5dask.active.graph_adapter).
+"""The private dask/xarray names pushdown relies on (h5dask.xarray.graph_adapter).
 
 These tests pin them: on a dask or xarray release that moves one, they fail here, and
 opening with active storage fails loudly instead of silently computing locally.
@@ -14,10 +14,11 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.active import graph_adapter, pushdown
+from h5dask.active import pushdown
 from h5dask.active.config import ActiveStorageConfigError, resolve_active_config
-from h5dask.active.graph_adapter import PushdownUnsupportedError
 from h5dask.active.pushdown import ActiveStorageWarning
+from h5dask.xarray import graph_adapter
+from h5dask.xarray.graph_adapter import PushdownUnsupportedError
 
 
 def test_every_private_name_resolves():
@@ -132,3 +133,29 @@ def test_a_bad_active_storage_value_is_named(mode):
 def test_active_storage_url_must_be_http():
     with pytest.raises(ActiveStorageConfigError, match="ftp://x"):
         resolve_active_config("ftp://x", "auto")
+
+
+def test_distributed_private_names_resolve():
+    """Read-ahead on a worker reads its task's key and the worker's queue."""
+    names = graph_adapter.load_distributed()
+    assert names is not None, "distributed is installed in the test environment"
+    assert callable(names["get_worker"])
+    from distributed.worker_state_machine import WorkerState
+
+    assert "ready" in WorkerState.__annotations__ and "tasks" in WorkerState.__annotations__
+
+
+def test_read_ahead_unwraps_what_xarray_builds(tmp_path):
+    """The chunks a dask task of an h5cloud variable reads are found through xarray's
+    wrappers (masking, scaling, bool) with the adapter's names."""
+    from h5dask.xarray import lookahead
+
+    ds = xr.Dataset({"v": ("x", np.arange(10, dtype="i2"), {"scale_factor": 0.5}),
+                     "b": ("x", np.arange(10) % 2 == 0)})
+    url = f"file://{tmp_path}/lookahead.h5"
+    h5dask.to_h5cloud(ds, url, encoding={"v": {"chunks": (5,)}, "b": {"chunks": (5,)}})
+    opened = xr.open_dataset(url, engine="h5cloud", chunks={})
+    for name in ("v", "b"):
+        found = lookahead.unwrap_h5cloud(_backend_array(opened[name]))
+        assert found is not None, name
+        assert found[0].variable_name == name
