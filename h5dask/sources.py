@@ -21,6 +21,7 @@ then one ranged GET.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -68,9 +69,46 @@ def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
     cached = cache.get(meta.id)
     if cached is not None:
         return cached
-    refs = _refs(session, meta, f"dataset {name or meta.key!r}")
+    dataset = f"dataset {name or meta.key!r}"
+    refs = _refs(session, meta, dataset)
+    _check_ranges(refs, meta, dataset)
     cache[meta.id] = refs
     return refs
+
+
+def max_stored_chunk_bytes(meta: DatasetMeta) -> int | None:
+    """The most bytes one stored chunk of ``meta`` can take in its file: the chunk's
+    size, plus what any codec may add to incompressible data (zlib, LZ4, zstd, Blosc
+    and bitshuffle add well under 1/8 and a few headers). None for variable-length
+    types, whose stored size the chunk shape does not bound.
+
+    >>> from h5dask.format.metadata import parse_dataset
+    >>> max_stored_chunk_bytes(parse_dataset("db/k/d/x/.dataset.json", {
+    ...     "id": "d-0123abcd-4567ef01-0000-000000-000000",
+    ...     "type": {"class": "H5T_FLOAT", "base": "H5T_IEEE_F32LE"},
+    ...     "shape": {"class": "H5S_SIMPLE", "dims": [100]},
+    ...     "creationProperties": {"layout": {"class": "H5D_CHUNKED", "dims": [10]}}}))
+    65581
+    """
+    if meta.dtype.hasobject:
+        return None
+    nbytes = meta.dtype.itemsize * math.prod(meta.chunk_shape)
+    return nbytes + nbytes // 8 + 65536
+
+
+def _check_ranges(refs: Iterable[tuple[str, ChunkRef]], meta: DatasetMeta,
+                  dataset: str) -> None:
+    """Refuse a chunk reference claiming more bytes than a chunk can take (the reader
+    would fetch them all: a few bytes of layout naming a 50 GB object of the bucket)
+    or a negative offset, before any of it is read."""
+    bound = max_stored_chunk_bytes(meta)
+    for name, ref in refs:
+        if ref.offset < 0 or (bound is not None and ref.size > bound):
+            raise MetadataError(
+                meta.key, f"{dataset}: chunk {name} is said to be {ref.size} bytes at "
+                f"offset {ref.offset} of {ref.key}, but a chunk of shape "
+                f"{meta.chunk_shape} and type {meta.dtype} takes at most {bound} bytes "
+                "stored; the layout is wrong (or hostile) and h5dask does not read it")
 
 
 def _refs(session: Any, meta: DatasetMeta, dataset: str) -> tuple[tuple[str, ChunkRef], ...]:
@@ -135,7 +173,7 @@ def _read_chunk_table(session: Any, meta: DatasetMeta) -> np.ndarray:
     if "offset" not in names or "size" not in names:
         raise MetadataError(meta.key, f"{where} has type {tmeta.dtype}, not a compound of "
                                       "offset and size")
-    if meta.layout.file_uri is None and "file_uri" not in names:
+    if not meta.layout.file_uri and "file_uri" not in names:
         raise MetadataError(meta.key, "H5D_CHUNKED_REF_INDIRECT without file_uri, and its "
                                       f"{where} has no file_uri field")
     tshape = tmeta.shape or ()
@@ -162,4 +200,4 @@ def _text(value: Any, key: str) -> str:
     return str(value)
 
 
-__all__ = ["array_source", "linked_chunk_refs"]
+__all__ = ["array_source", "linked_chunk_refs", "max_stored_chunk_bytes"]

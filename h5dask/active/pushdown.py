@@ -297,6 +297,15 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     return body
 
 
+def chunk_credentials(source: ArraySource, index: tuple[int, ...]) -> tuple[str, str] | None:
+    """The credentials the server may use for one chunk: those of the store holding it.
+    A linked chunk may live in a store opened with other settings than the domain's (a
+    prefix the reader allowed); the domain's keys must never be sent along with a URL of
+    another endpoint or account."""
+    ref = source._linked_ref(index) if source.linked is not None else None
+    return (ref.store if ref is not None else source.store).server_credentials()
+
+
 async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
                         fills: tuple, server: str, op: str
                         ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -306,13 +315,13 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
     out_shape = tuple(1 if i in red.axis else n for i, n in enumerate(block_shape))
     requests = []
-    credentials = source.store.server_credentials()
     for piece in plan:
         body = chunk_request_body(source, piece.index, piece.chunk_sel, red.axis, fills,
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        requests.append(reduce_remote(server, ChunkRequest(op, body), credentials))
+        requests.append(reduce_remote(server, ChunkRequest(op, body),
+                                      chunk_credentials(source, piece.index)))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None

@@ -119,6 +119,14 @@ def _fsspec_probe(fs: Any) -> FileSystemProbe:
     return FileSystemProbe(fs.isdir, fs.isfile, read, names)
 
 
+def _protocol(scheme: str) -> str:
+    """The store kind of a URL scheme: ``local://`` is fsspec's other name for
+    ``file://`` and gets the local store, which keeps reads inside the bucket root
+    (fsspec's local file system follows symlinks anywhere)."""
+    scheme = scheme.lower()
+    return "file" if scheme in ("", "local") else scheme
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -130,8 +138,8 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         # urlsplit drops tabs and newlines: the URL would name another domain
         raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
     parts = urlsplit(url)
-    protocol = parts.scheme or "file"
-    if protocol.lower() in _UNSUPPORTED:
+    protocol = _protocol(parts.scheme)
+    if protocol in _UNSUPPORTED:
         raise UnsupportedURLError(
             f"{url!r}: a domain cannot live at a {protocol}:// URL (no object listing or "
             f"writes there); h5dask reads domains from {SUPPORTED_SCHEMES}")
@@ -233,7 +241,7 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     ('file:///data/run%201', 'x.h5', 4)
     """
     parts = urlsplit(url)
-    protocol = parts.scheme.lower() or "file"
+    protocol = _protocol(parts.scheme)
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":

@@ -6,7 +6,7 @@ import asyncio
 import re
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import obstore
 from obstore.exceptions import (
@@ -125,7 +125,9 @@ class S3ObjectStore(ObjectStore):
         return self.sibling(bucket), check_key(key)
 
     def object_url(self, key: str) -> str | None:
-        """``{endpoint}/{bucket}/{key}`` (path style) when the endpoint is known.
+        """``{endpoint}/{bucket}/{key}`` (path style) when the endpoint is known; the key
+        is percent-quoted, so a server reads the object the client would ('%', ' ' or '?'
+        in a key are characters of the key, not URL syntax).
 
         >>> from h5dask.storage.s3_options import S3Settings
         >>> S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000/")).object_url("db/x")
@@ -133,7 +135,7 @@ class S3ObjectStore(ObjectStore):
         """
         if not self.settings.endpoint:
             return None
-        return f"{self.settings.endpoint.rstrip('/')}/{self.bucket}/{check_key(key)}"
+        return f"{self.settings.endpoint.rstrip('/')}/{self.bucket}/{quote(check_key(key))}"
 
     def server_credentials(self) -> tuple[str, str] | None:
         s = self.settings
