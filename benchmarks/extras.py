@@ -231,6 +231,8 @@ class MemoryResult:
     peak_mib: float
     seconds: float
     extra: dict = field(default_factory=dict)
+    readahead_budget: int = 0  # H5DASK_READ_AHEAD_BYTES of the probe
+    readahead_peak: int = 0  # most bytes read-ahead reserved at once
 
     @property
     def increase_mib(self) -> float:
@@ -238,7 +240,9 @@ class MemoryResult:
 
     @property
     def bound_mib(self) -> float:
-        return 2 * self.chunk_bytes * self.threads / MiB
+        """2 chunks per dask thread (the block and xarray's temporaries) plus read-ahead's
+        budget (chunk bytes fetched for queued tasks)."""
+        return (2 * self.chunk_bytes * self.threads + self.readahead_budget) / MiB
 
 
 def memory(services: Services, written: Written, data: Synthetic) -> MemoryResult:
@@ -252,7 +256,9 @@ def memory(services: Services, written: Written, data: Synthetic) -> MemoryResul
     if abs(r["sum"] - data.expected_sum()) > 1e-4 * abs(data.expected_sum()):
         raise RuntimeError(f"memory probe summed {r['sum']}, expected {data.expected_sum()}")
     return MemoryResult(data.nbytes, written.variant.chunk_bytes, r["threads"],
-                        r["baseline_mib"], r["peak_mib"], r["seconds"])
+                        r["baseline_mib"], r["peak_mib"], r["seconds"],
+                        readahead_budget=r.get("readahead_budget", 0),
+                        readahead_peak=r.get("readahead_peak", 0))
 
 
 # -- issue 4: mean() pushed down against computed locally --------------------------------------

@@ -40,8 +40,12 @@ def main() -> None:
     total = float(v.sum().compute())
     seconds = time.perf_counter() - t0
     threads = dask.config.get("num_workers", None) or os.cpu_count()
+    from h5dask.readahead import get_readahead
+
+    ra = get_readahead()
     print(json.dumps({"baseline_mib": baseline, "peak_mib": _peak_mib(), "seconds": seconds,
-                      "sum": total, "threads": threads}))
+                      "sum": total, "threads": threads, "readahead_budget": ra.budget,
+                      "readahead_peak": ra.peak_reserved}))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class Report:
     pushdown: PushdownResult | None = None
     seconds: float = 0.0
     profile_notes: str = ""
+    cloud: str = ""  # the cloud profile's section (benchmarks/cloud.py)
 
     def add_read(self, variant: Variant, rows: list[tuple[Series, str]], written: Any) -> None:
         self.reads.append((variant, rows))
@@ -173,10 +174,13 @@ class Report:
                         _ok(r >= 0.8, r)))
         if self.memory is not None:
             m = self.memory
-            out.append(("client memory of a streaming sum() < 2 chunks per thread + constant",
+            out.append(("client memory of a streaming sum() < 2 chunks per thread + "
+                        "read-ahead budget + constant",
                         f"+{m.increase_mib:.0f} MiB over the {m.baseline_mib:.0f} MiB constant "
                         f"(bound {m.bound_mib:.0f} MiB = 2 x {m.chunk_bytes / MiB:.0f} MiB x "
-                        f"{m.threads} threads)", m.increase_mib < m.bound_mib))
+                        f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead; "
+                        f"read-ahead held at most {m.readahead_peak / MiB:.0f} MiB)",
+                        m.increase_mib < m.bound_mib))
         if self.pushdown is not None:
             p = self.pushdown
             frac = p.pushed_received / p.local_received if p.local_received else math.nan
@@ -291,6 +295,8 @@ class Report:
                 out.append(f"| {s.name} | {s.median:.2f} s ({lo:.2f}-{hi:.2f}) | "
                            f"{s.mb_s:.0f} | {got:,} | {val:.6f} |")
             out.append("")
+        if self.cloud:
+            out += [self.cloud, ""]
         out.append(NOTES)
         out.append(PROFILE)
         if self.profile_notes:

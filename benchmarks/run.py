@@ -11,6 +11,7 @@ seconds, prints the ratios, and never fails on timing (only on wrong results).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 import time
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma list of plain,gzip,small (default: all; quick: plain)")
     parser.add_argument("--skip", default="",
                         help="comma list of sections or peers to leave out: read,open,graph,"
-                             "write,memory,mean,zarr,zarr-fsspec,netcdf,hsds,pushdown,reference")
+                             "write,memory,mean,cloud,zarr,zarr-fsspec,netcdf,hsds,pushdown,"
+                             "reference")
     parser.add_argument("--raw-limit", type=int, default=8,
                         help="GETs in flight for the bounded raw reader (default 8)")
     args = parser.parse_args(argv)
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             _log("## mean(): pushed down vs local")
             report.pushdown = extras.pushdown_mean(services, written["plain"], data, repeats,
                                                    _log)
+        if "cloud" not in skip:
+            reuse = (written["plain"], datas["plain"]) if quick and "plain" in written else None
+            report.cloud = _cloud(services, quick, peers, skip, repeats, reuse)
     report.seconds = time.time() - started
     text = report.markdown()
     _log("")
@@ -187,6 +192,32 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"h5dask readers failed: {broken}")
         return 1
     return 0
+
+
+def _cloud(services: Services, quick: bool, peers: set[str], skip: set[str],
+           repeats: int, reuse: tuple[Written, Synthetic] | None = None) -> str:
+    """The cloud profile (see benchmarks/cloud.py): its own data, through the proxy; in
+    quick mode one latency, the quick data, chunks={} only, no HSDS, open or mean()."""
+    from . import cloud, extras
+
+    if reuse is not None:  # quick: the data already written for the loopback reads
+        w, data = reuse
+    else:
+        data = Synthetic(nplanes_for(256))
+        plain = next(v for v in VARIANTS if v.slug == "plain")
+        variant = dataclasses.replace(plain, slug="plain-cloud")  # its own objects
+        formats = {"zarr"} & peers | ({"netcdf"} if "netcdf" in peers else set())
+        w = write_variant(services, data, variant, formats)
+    _log(f"## cloud profile, {data.nbytes / MiB:.0f} MiB")
+
+    def open_fn(n: int) -> list[Series]:
+        return extras.open_time(services, n, 50, _log)
+
+    runs = cloud.run_cloud(services, w, data, [0.03] if quick else [0.01, 0.03, 0.1], repeats,
+                           peers, "pushdown" not in skip and not quick, _log,
+                           None if quick or "zarr" not in peers else open_fn, auto=not quick)
+    _log(cloud.summary(runs))
+    return cloud.markdown(runs, data.nbytes / MiB, repeats)
 
 
 def _checked(run: Any, name: str, kind: str, expected: float, w: Written,

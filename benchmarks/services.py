@@ -80,12 +80,15 @@ class ActiveServer:
         self.log_path.unlink(missing_ok=True)
 
 
-def start_hsds(s3: SeaweedFS, bucket: str, dn_count: int = 2) -> Any:
-    """HSDS 1.0.2 serving ``bucket`` of ``s3``, with ``/home/admin/`` created."""
-    sys.path.insert(0, str(ROOT))
-    from tests.servers.hsds import HSDSServer
+def start_hsds(s3: SeaweedFS, bucket: str, dn_count: int = 2, endpoint: str | None = None
+               ) -> Any:
+    """HSDS 1.0.2 serving ``bucket`` of ``s3`` (through ``endpoint``, e.g. a latency
+    proxy, if given), with ``/home/admin/`` created."""
+    from h5dask.services.hsds import HSDSServer
 
     server = HSDSServer.on_seaweedfs(s3, bucket, dn_count=dn_count, log_level="ERROR")
+    if endpoint:
+        server.s3_endpoint = endpoint
     server.start()
     try:
         server.make_home_folders()
@@ -103,6 +106,7 @@ class Services:
         self.s3 = SeaweedFS()
         self.hsds: Any = None
         self.active: ActiveServer | None = None
+        self.endpoint_override: str | None = None  # e.g. a latency proxy in front of S3
 
     def __enter__(self) -> Services:
         self.s3.start()
@@ -114,11 +118,18 @@ class Services:
         self._stack.close()
 
     @property
+    def endpoint(self) -> str:
+        """Where clients send S3 requests: SeaweedFS, or the proxy in front of it."""
+        return self.endpoint_override or self.s3.endpoint
+
+    @property
     def storage_options(self) -> dict[str, Any]:
-        return self.s3.storage_options()
+        options = self.s3.storage_options()
+        options["client_kwargs"] = {**options["client_kwargs"], "endpoint_url": self.endpoint}
+        return options
 
     def obstore_config(self) -> dict[str, Any]:
-        return {"endpoint": self.s3.endpoint, "access_key_id": self.s3.access_key,
+        return {"endpoint": self.endpoint, "access_key_id": self.s3.access_key,
                 "secret_access_key": self.s3.secret_key, "region": self.s3.region}
 
     def obstore(self, prefix: str | None = None, **client: Any) -> Any:
@@ -132,6 +143,14 @@ class Services:
         if self.hsds is None:
             self.hsds = start_hsds(self.s3, BUCKET)
             self._stack.callback(self.hsds.stop)
+        return self.hsds
+
+    def restart_hsds(self, endpoint: str | None) -> Any:
+        """HSDS again, reading storage through ``endpoint`` (None: SeaweedFS itself)."""
+        if self.hsds is not None:
+            self.hsds.stop()
+        self.hsds = start_hsds(self.s3, BUCKET, endpoint=endpoint)
+        self._stack.callback(self.hsds.stop)
         return self.hsds
 
     def start_active(self) -> ActiveServer:

@@ -45,6 +45,7 @@ _LAZY = {
                      "SoftLink"), ".file"),
     **dict.fromkeys(("enum_dtype", "string_dtype", "vlen_dtype"), ".format.types"),
     **dict.fromkeys(("reset_stats", "stats"), ".iostats"),
+    **dict.fromkeys(("gc", "list_domains", "rm"), ".admin"),
     "to_h5cloud": ".xarray",
 }
 
@@ -53,6 +54,7 @@ __all__ = [
     "StoragePermissionError", "UnsupportedFilterError", "UnsupportedTypeError", "__version__",
     "Dataset", "Datatype", "ExternalLink", "File", "Group", "HardLink", "SoftLink",
     "enum_dtype", "load", "reset_stats", "stats", "string_dtype", "to_h5cloud", "vlen_dtype",
+    "gc", "list_domains", "rm",
 ]
 
 

@@ -21,6 +21,7 @@ from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen
+from .readahead import get_readahead
 from .storage.base import ObjectStore
 from .storage.sync import sync
 
@@ -108,8 +109,12 @@ class ArraySource:
         return await self.store.get_buffer(key, kind="chunk"), key
 
     def _fetch_sync(self, index: tuple[int, ...]) -> tuple[bytes | memoryview | None, str]:
-        """:meth:`_fetch` in the calling thread (which blocks)."""
+        """:meth:`_fetch` in the calling thread (which blocks); a chunk fetched ahead
+        for this task (:mod:`h5dask.readahead`) is taken from there."""
         ref, key = self._ref_key(index)
+        found, data = get_readahead().take(self, index)
+        if found:
+            return data, key
         if ref is not None:
             return _linked_bytes(ref, ref.store.get_buffer_sync(
                 ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
@@ -137,7 +142,11 @@ class ArraySource:
     async def _read_piece(self, piece: ChunkSelection, out: np.ndarray) -> None:
         """Fetch one chunk and put its part of the selection in place in ``out``."""
         target = out[(*piece.out_sel, Ellipsis)]  # a view, even 0-d
-        data, key = await self._fetch(piece.index)
+        found, data = await get_readahead().take_async(self, piece.index)
+        if found:
+            key = self._ref_key(piece.index)[1]
+        else:
+            data, key = await self._fetch(piece.index)
         if data is None:  # never written: the fill value, only where this chunk goes
             fill_array(target, self.fill_value)
             return

@@ -1,34 +1,42 @@
-"""The ``h5dask`` command line: load, ls, info, serve-active, demo.
+"""The ``h5dask`` command line: load, ls, info, rm, gc, serve-active, demo.
 
-Exit codes: 0 success, 1 an h5dask or storage error, 2 bad usage, 3 not found,
-4 permission denied, 130 interrupted. Errors print one line (no traceback) unless
-``--debug`` is given.
+Exit codes: 0 success (also when the reader of the output goes away early, as
+``| head`` does), 1 an h5dask or storage error, 2 bad usage, 3 not found (no such
+domain, object or bucket), 4 permission denied, 5 refused: ``rm`` of a folder without
+``--recursive``, 130 interrupted. Errors print one line (no traceback) unless ``--debug``
+is given (before or after the subcommand).
 
 Examples::
 
     h5dask load data/tas.nc s3://bucket/home/me/tas.h5
     h5dask ls s3://bucket/home/me/
     h5dask info s3://bucket/home/me/tas.h5 --path /tas
+    h5dask rm s3://bucket/home/me/tas.h5
+    h5dask gc s3://bucket --delete
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from . import __version__
-from .errors import H5DaskError, StoragePermissionError
+from .errors import FolderNotEmptyError, H5DaskError, StoragePermissionError
+from .process_exit import CleanExitGroup
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_REFUSED = 5
 
 
 def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None,
-                          anon: bool) -> dict[str, Any]:
+                          anon: bool, bucket_root: str | None = None) -> dict[str, Any]:
     """``key=value`` pairs (dotted keys nest: ``client_kwargs.region_name=eu-west-1``)
     into s3fs-style storage_options; values are JSON when they parse as JSON.
 
@@ -55,10 +63,16 @@ def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None,
         options["endpoint_url"] = endpoint_url
     if anon:
         options["anon"] = True
+    if bucket_root:
+        options["bucket_root"] = bucket_root
     return options
 
 
 def _storage_params(func: Callable) -> Callable:
+    func = click.option(
+        "--bucket-root", metavar="DIR",
+        help="file:// and plain paths: the directory that is the bucket root (holds db/); "
+             "needed when it cannot be told from the path (see README).")(func)
     func = click.option("--anon", is_flag=True, help="Anonymous access (public buckets).")(func)
     func = click.option("--endpoint-url", metavar="URL",
                         help="S3 endpoint (default: AWS_ENDPOINT_URL_S3/AWS_ENDPOINT_URL).")(func)
@@ -68,18 +82,35 @@ def _storage_params(func: Callable) -> Callable:
 
 
 class Context:
-    def __init__(self, debug: bool) -> None:
+    def __init__(self, debug: bool = False) -> None:
         self.debug = debug
 
 
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Context).debug = True
+
+
+def _pipe_closed() -> None:
+    """The reader of our output has gone (``| head``): stop quietly, as cat does, and
+    keep Python from complaining while it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+
 def _fail(ctx: click.Context, exc: BaseException) -> None:
+    if isinstance(exc, BrokenPipeError):
+        _pipe_closed()
     if ctx.obj and ctx.obj.debug:
         raise exc
     if isinstance(exc, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     code = EXIT_ERROR
-    if isinstance(exc, FileNotFoundError | KeyError):
+    if isinstance(exc, FolderNotEmptyError):
+        code = EXIT_REFUSED
+    elif isinstance(exc, FileNotFoundError | KeyError):
         code = EXIT_NOT_FOUND
     elif isinstance(exc, PermissionError | StoragePermissionError):
         code = EXIT_PERMISSION
@@ -102,10 +133,12 @@ def _guarded(func: Callable) -> Callable:
                 KeyboardInterrupt) as exc:
             _fail(ctx, exc)
 
-    return wrapper
+    # --debug is accepted after the subcommand too (h5dask ls URL --debug)
+    return click.option("--debug", is_flag=True, expose_value=False, callback=_set_debug,
+                        help="Show tracebacks for errors.")(wrapper)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CleanExitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="h5dask")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
@@ -143,7 +176,10 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
 @click.argument("url")
 @click.option("--link", is_flag=True,
               help="Write only metadata; datasets reference the chunks inside SRC "
-                   "(SRC must be in object storage).")
+                   "instead of copying them. SRC in object storage (s3://) makes a domain "
+                   "anyone with access to both can read; a local path works too, but then "
+                   "the domain is readable only where that path exists (a warning says "
+                   "so).")
 @click.option("--chunks", metavar="SPEC",
               help="Rechunk: 'auto', a shape like 10,180,360, or JSON {var: shape}.")
 @click.option("--compression", metavar="NAME[:LEVEL]",
@@ -156,19 +192,30 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
 @_guarded
 def load(src: str, url: str, link: bool, chunks: str | None, compression: str | None,
          overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
-         storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool) -> None:
+         storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool,
+         bucket_root: str | None) -> None:
     """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link)."""
-    options = parse_storage_options(storage_option, endpoint_url, anon)
+    options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
     src_options = parse_storage_options(src_storage_option, None, False) or None
     comp, level = _parse_compression(compression)
     chunk_spec = _parse_chunks(chunks)
+    from .errors import LocalLinkWarning
     from .ingest.load import load_file
 
-    summary = load_file(src, url, link=link, chunks=chunk_spec, compression=comp,
-                        compression_opts=level, storage_options=options,
-                        src_storage_options=src_options, progress=not no_progress,
-                        overwrite=overwrite)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LocalLinkWarning)
+        summary = load_file(src, url, link=link, chunks=chunk_spec, compression=comp,
+                            compression_opts=level, storage_options=options,
+                            src_storage_options=src_options, progress=not no_progress,
+                            overwrite=overwrite)
+    for warning in caught:
+        click.echo(f"h5dask: warning: {warning.message}", err=True)
     click.echo(str(summary))
+    if not summary.url.startswith(("s3://", "s3a://")):  # a file system: say where it went
+        from .storage import open_location
+
+        root = open_location(url, options).store.root_url
+        click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
 
 
 # -- ls / info ----------------------------------------------------------------------------
@@ -178,24 +225,6 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
-
-
-def _list_domains(url: str, options: dict) -> list[str]:
-    from .storage import open_location, sync
-
-    location = open_location(url.rstrip("/") + "/.probe", options)
-    prefix = location.domain.rsplit("/", 1)[0] if "/" in location.domain else ""
-    keys = sync(location.store.list(prefix))
-    found = []
-    for key in keys:
-        if key.endswith("/.domain.json"):
-            data = sync(location.store.get(key, kind="metadata"))
-            try:
-                if data is not None and json.loads(data).get("root"):
-                    found.append(f"{location.store.root_url}/{key[:-len('/.domain.json')]}")
-            except (json.JSONDecodeError, AttributeError):
-                continue
-    return found
 
 
 def _tree_lines(f: Any) -> list[str]:
@@ -228,20 +257,25 @@ def _tree_lines(f: Any) -> list[str]:
 @_storage_params
 @_guarded
 def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | None,
-               anon: bool) -> None:
-    """List the domains under a prefix, or the tree of one domain."""
-    from .errors import DomainNotFoundError
+               anon: bool, bucket_root: str | None) -> None:
+    """List the domains under a bucket, folder or prefix, or the tree of one domain."""
+    from .admin import list_domains
+    from .errors import DomainNotFoundError, NotADomainError
     from .file import File
+    from .storage import names_bucket_root
 
-    options = parse_storage_options(storage_option, endpoint_url, anon)
-    try:
-        with File(url, "r", storage_options=options) as f:
-            for line in _tree_lines(f):
-                click.echo(line)
-            return
-    except DomainNotFoundError:
-        pass
-    domains = _list_domains(url, options)
+    options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
+    if not names_bucket_root(url):
+        try:
+            with File(url, "r", storage_options=options) as f:
+                for line in _tree_lines(f):
+                    click.echo(line)
+                return
+        except NotADomainError:
+            raise
+        except DomainNotFoundError:
+            pass
+    domains = list_domains(url, options)
     if not domains:
         raise FileNotFoundError(f"no domain at or under {url!r}")
     for d in domains:
@@ -255,13 +289,13 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
 @_storage_params
 @_guarded
 def info(url: str, path: str, as_json: bool, storage_option: tuple[str, ...],
-         endpoint_url: str | None, anon: bool) -> None:
+         endpoint_url: str | None, anon: bool, bucket_root: str | None) -> None:
     """Show one object (the root group by default) in detail."""
     from .file import Dataset, File, Group
     from .format.ids import object_prefix
     from .storage import sync
 
-    options = parse_storage_options(storage_option, endpoint_url, anon)
+    options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
     with File(url, "r", storage_options=options) as f:
         obj = f[path] if path != "/" else f
         meta = f._session.load(obj.id)
@@ -275,7 +309,9 @@ def info(url: str, path: str, as_json: bool, storage_option: tuple[str, ...],
             click.echo(f"shape:   {obj.shape}  maxshape {obj.maxshape}")
             click.echo(f"layout:  {obj.layout}  chunks {obj.chunks}")
             click.echo(f"filters: {[item.get('name', item.get('class')) for item in obj.filters]}")
-            click.echo(f"fill:    {obj.fillvalue!r}")
+            click.echo(f"fill:    {show_value(obj.fillvalue)}")
+            if obj._meta.layout.file_uri:
+                click.echo(f"linked:  chunks inside {obj._meta.layout.file_uri}")
             keys = sync(f._session.store.list(object_prefix(obj.id)))
             stored = [k for k in keys if not k.endswith(".json")]
             if obj.chunks:
@@ -283,12 +319,102 @@ def info(url: str, path: str, as_json: bool, storage_option: tuple[str, ...],
                 click.echo(f"chunks:  {len(stored)} of {total} stored")
         elif isinstance(obj, Group):
             click.echo(f"members: {', '.join(obj) or '(none)'}")
+            for uri in _linked_files(obj):
+                click.echo(f"linked:  chunks inside {uri}")
         for name in obj.attrs:
             try:
-                value = obj.attrs[name]
+                shown = show_value(obj.attrs[name])
             except H5DaskError as exc:
-                value = f"<{exc}>"
-            click.echo(f"  @{name} = {value!r}"[:200])
+                shown = f"<{exc}>"
+            click.echo(f"  @{name} = {shown}"[:200])
+
+
+def show_value(value: Any, max_items: int = 20) -> str:
+    """A value as a user reads it: strings as text, small arrays as lists, numbers plain.
+
+    >>> import numpy as np
+    >>> show_value(np.bytes_(b"historical")), show_value(np.array([0.0])), show_value(np.int32(3))
+    ('"historical"', '[0.0]', '3')
+    """
+    import numpy as np
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, bytes | np.bytes_):
+            return bytes(v).decode("utf-8", errors="backslashreplace")
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    value = plain(value)
+    if isinstance(value, np.ndarray):
+        items = [plain(v) for v in value.ravel()[:max_items].tolist()]
+        if value.ndim == 1 and value.size <= max_items:
+            return json.dumps(items, ensure_ascii=False, default=str)
+        shown = json.dumps(items, ensure_ascii=False, default=str)[1:-1]
+        more = ", ..." if value.size > max_items else ""
+        return f"array {value.dtype} {value.shape}: [{shown}{more}]"
+    if isinstance(value, str | int | float | bool | list | dict) or value is None:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _linked_files(group: Any) -> list[str]:
+    """The files whose chunks the datasets under ``group`` reference (linked domains)."""
+    from .file import Dataset
+
+    found: set[str] = set()
+
+    def visit(_name: str, obj: Any) -> None:
+        if isinstance(obj, Dataset) and obj._meta.layout.file_uri:
+            found.add(obj._meta.layout.file_uri)
+
+    group.visititems(visit)
+    return sorted(found)
+
+
+# -- rm / gc -------------------------------------------------------------------------------
+@main.command()
+@click.argument("url")
+@click.option("--recursive", "-r", is_flag=True,
+              help="Remove every domain (and folder) under a folder or prefix.")
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+@_storage_params
+@_guarded
+def rm(url: str, recursive: bool, dry_run: bool, storage_option: tuple[str, ...],
+       endpoint_url: str | None, anon: bool, bucket_root: str | None) -> None:
+    """Remove the domain URL: its .domain.json and every object of it in db/.
+
+    Asks nothing; prints what it removed. A folder or prefix needs --recursive (else
+    exit 5); a linked domain's source file is left alone.
+    """
+    from .admin import rm as remove
+
+    options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
+    click.echo(str(remove(url, recursive=recursive, dry_run=dry_run,
+                          storage_options=options)))
+
+
+@main.command()
+@click.argument("bucket_url", metavar="BUCKET_URL")
+@click.option("--delete", is_flag=True, help="Delete the orphaned objects found.")
+@click.option("--min-age", default=3600.0, show_default=True, type=float,  # admin's default
+              metavar="SECONDS",
+              help="Only objects whose prefix was last written longer ago than this "
+                   "(protects a load in progress).")
+@_storage_params
+@_guarded
+def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str, ...],
+       endpoint_url: str | None, anon: bool, bucket_root: str | None) -> None:
+    """Find objects in BUCKET_URL's db/ that no domain references (an interrupted load,
+    a replaced domain) and, with --delete, remove them.
+
+    BUCKET_URL is the bucket root: s3://bucket, or the directory holding db/.
+    """
+    from .admin import gc as collect
+
+    options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
+    click.echo(str(collect(bucket_url, delete=delete, min_age=min_age,
+                           storage_options=options)))
 
 
 # -- serve-active / demo ------------------------------------------------------------------
@@ -302,14 +428,18 @@ def info(url: str, path: str, as_json: bool, storage_option: tuple[str, ...],
               help="Largest object (and decompressed chunk) in bytes.")
 @click.option("--max-in-flight", default=8, show_default=True, type=int,
               help="Requests reduced at once; more get 503.")
+@click.option("--body-timeout", default=10.0, show_default=True, type=float, metavar="SECONDS",
+              help="Time a client has to send its whole request body; after it the "
+                   "answer is 400 RequestTimeout.")
 @click.option("--log-level", default="INFO", show_default=True)
 @_guarded
 def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_object_size: int,
-                 max_in_flight: int, log_level: str) -> None:
+                 max_in_flight: int, body_timeout: float, log_level: str) -> None:
     """Run the active-storage server (Reductionist v2 API)."""
     from .active.server import serve
 
-    serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level)
+    serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level,
+          body_timeout=body_timeout)
 
 
 @main.command()

@@ -16,20 +16,26 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import (
+    AmbiguousBucketRootError,
     DomainNotFoundError,
+    H5DaskError,
     MetadataError,
+    NotADomainError,
     ObjectNotFoundError,
     ReadOnlyError,
     malformed_metadata,
 )
-from .format import ids
+from .format import consolidated, ids
 from .format.metadata import (
     DatasetMeta,
     DatatypeMeta,
     DomainMeta,
     GroupMeta,
+    domain_json,
     dump_json,
+    group_json,
     load_json,
+    object_json,
     parse_dataset,
     parse_datatype,
     parse_domain,
@@ -53,7 +59,11 @@ class DomainSession:
     """The open metadata of one domain (mode r, r+, w, a)."""
 
     def __init__(self, location: Location, mode: str = "r", owner: str | None = None,
-                 link_policy: LinkPolicy | None = None) -> None:
+                 link_policy: LinkPolicy | None = None, consolidated: bool = False) -> None:
+        """``consolidated=True``: use the domain's consolidated object, if any, to fetch
+        all its metadata and coordinate chunks at once (see
+        :mod:`h5dask.format.consolidated`); the xarray backend does, the h5py-like API
+        reads lazily instead."""
         if mode not in ("r", "r+", "w", "w-", "x", "a"):
             raise ValueError(f"mode must be one of r, r+, w, w-, x, a; got {mode!r}")
         self.location = location
@@ -68,42 +78,123 @@ class DomainSession:
         self._new_ids: set[str] = set()  # created in this session, not written yet
         self._domain_json: dict | None = None
         self._domain_dirty = False
+        self._hashes: dict[str, str] = {}  # id -> sha256 of its JSON as read or written
+        #: "absent", "used" or "stale" (then every object was checked, nothing trusted)
+        self.consolidated_state = "absent"
+        self._use_consolidated = consolidated
         self.owner = owner or _default_owner()
         self.root_id = self._open()
 
     # -- opening --------------------------------------------------------------------
     def _open(self) -> str:
         key = self.location.domain_key
-        data = sync(self.store.get(key, kind="metadata"))
+        summary_blob = None
+        if self._use_consolidated and self.mode in ("r", "r+", "a"):
+            # one round trip for both: the summary is tried only if the domain exists
+            data, summary_blob = sync(self._get_both(key, self._consolidated_key))
+        else:
+            data = sync(self.store.get(key, kind="metadata"))
         exists = data is not None
         if self.mode in ("w-", "x") and exists:
             raise FileExistsError(
                 f"domain {self.location.url!r} already exists (mode {self.mode!r})")
         if self.mode in ("r", "r+") and not exists:
-            raise DomainNotFoundError(self.location.url)
+            raise self._not_found()
         if exists and self.mode in ("r", "r+", "a"):
             domain = parse_domain(key, _load_json(key, data))
             if domain.root is None:
                 raise DomainNotFoundError(
                     self.location.url, "it is a folder, not a domain (no 'root' in .domain.json)")
             self._domain_json = domain.raw
+            summary = consolidated.parse(summary_blob, domain.root)
+            if summary is not None:
+                sync(self._load_consolidated(summary))
             self._prefetch_root(domain)
             return domain.root
         # a new domain (w, w-, x, or a on nothing): a fresh root; published on flush
+        if self.location.ambiguity:
+            raise AmbiguousBucketRootError(self.location.ambiguity)
         now = time.time()
         root = ids.new_root_id()
         previous = _previous_domain(key, data) if exists else {}
-        self._domain_json = {
-            "root": root,
-            "owner": previous.get("owner", self.owner),
-            "acls": previous.get("acls", default_acls(self.owner)),
-            "created": previous.get("created", now),
-            "lastModified": now,
-        }
+        self._domain_json = domain_json(
+            root, previous.get("owner", self.owner),
+            previous.get("acls", default_acls(self.owner)), previous.get("created", now), now)
         self._domain_dirty = True
-        self._new_object(root, {"id": root, "root": root, "created": now, "lastModified": now,
-                                "links": {}, "attributes": {}})
+        self._new_object(root, object_json(root, root, now, group_json()))
         return root
+
+    def _not_found(self) -> DomainNotFoundError:
+        """No ``.domain.json``: say so, or, if the URL names a plain HDF5/netCDF file,
+        say how to open or import it instead."""
+        from .format.signature import HEAD_SIZE, describe, sniff
+
+        url = self.location.url
+        try:
+            head = sync(self.store.get(self.location.domain, kind="metadata",
+                                       byte_range=(0, HEAD_SIZE)))
+        except (H5DaskError, OSError):
+            head = None
+        kind = sniff(head) if head else None
+        if kind == "hdf5":
+            return NotADomainError(url,
+                f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
+                f"xr.open_dataset(..., engine='h5netcdf'), or import it into object storage "
+                f"with `h5dask load {url} DOMAIN_URL` (or h5dask.load) and open that")
+        if kind == "netcdf3":
+            return NotADomainError(url,
+                f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
+                f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
+        return DomainNotFoundError(url)
+
+    async def _get_both(self, first: str, second: str) -> tuple[bytes | None, bytes | None]:
+        a, b = await asyncio.gather(self.store.get(first, kind="metadata"),
+                                    self.store.get(second, kind="metadata"))
+        return a, b
+
+    @property
+    def _consolidated_key(self) -> str:
+        return f"{self.location.domain}/{consolidated.NAME}"
+
+    async def _load_consolidated(self, summary: consolidated.Consolidated) -> None:
+        """Fetch every object the summary names, and its coordinates' chunks, at once.
+        Only what was fetched is used; the summary is "stale" if any object is missing
+        or its bytes are not the ones summarised (then the usual walk fills the gaps)."""
+        from .readahead import get_readahead
+
+        ra = get_readahead()
+        for key, bound in summary.coordinate_chunks:
+            ra.start_key(self.store, key, bound, owner=self)  # dropped by forget_prefetched
+        ids_ = sorted(summary.objects, key=lambda i: i[0] != "t")  # datatypes first
+        blobs = await self._fetch_objects(ids_)
+        stale = False
+        for obj_id, blob in zip(ids_, blobs):
+            if blob is None or consolidated.digest(blob) != summary.objects[obj_id]:
+                stale = True
+            if blob is None:
+                continue
+            try:  # what was fetched is the object as it is now: kept, whatever the summary
+                self._cache_blobs([obj_id], [blob])
+            except (H5DaskError, RuntimeError):
+                stale = True  # e.g. no longer linked and unreadable: the walk decides
+        self.consolidated_state = "stale" if stale else "used"
+
+    def prefetch_coordinates(self, metas: Iterable[Meta]) -> None:
+        """Start fetching the chunks of the small coordinates among ``metas`` (xarray
+        reads them all at open), together rather than one round trip each."""
+        from .readahead import get_readahead
+
+        ra = get_readahead()
+        for meta in metas:
+            if isinstance(meta, DatasetMeta):
+                for key, bound in _coordinate_chunks_of(meta):
+                    ra.start_key(self.store, key, bound, owner=self)
+
+    def forget_prefetched(self) -> None:
+        """Drop chunk bytes fetched at open and not used by now (so none is read late)."""
+        from .readahead import get_readahead
+
+        get_readahead().forget(owner=self)
 
     def _prefetch_root(self, domain: DomainMeta) -> None:
         assert domain.root is not None
@@ -122,6 +213,25 @@ class DomainSession:
             if kind == "d":
                 return parse_dataset(key, obj, self.resolve_type)
             return parse_datatype(key, obj)
+
+    async def _fetch_objects(self, obj_ids: list[str]) -> list[bytes | None]:
+        keys = [ids.object_key(i) for i in obj_ids]
+        return list(await asyncio.gather(*(self.store.get(k, kind="metadata") for k in keys)))
+
+    def _cache_blobs(self, obj_ids: list[str], blobs: list[bytes | None]) -> list[str]:
+        """Parse and cache fetched objects (datatypes first, so datasets can resolve
+        committed types from the cache); returns the keys of those that were missing."""
+        order = sorted(range(len(obj_ids)), key=lambda n: obj_ids[n][0] != "t")
+        missing = []
+        for n in order:
+            obj_id, key = obj_ids[n], ids.object_key(obj_ids[n])
+            if blobs[n] is None:
+                missing.append(key)
+                continue
+            obj = _load_json(key, blobs[n])
+            self._cache[obj_id] = self._parse(obj_id, key, obj)
+            self._hashes[obj_id] = consolidated.digest(blobs[n])
+        return missing
 
     async def load_many_async(self, obj_ids: Iterable[str]) -> list[Meta]:
         """Load (concurrently) and cache the metadata of many objects.
@@ -151,6 +261,8 @@ class DomainSession:
         missing = [k for k, b in zip(keys, blobs) if b is None]
         if missing:
             raise MetadataError(missing[0], "object is linked from the domain but does not exist")
+        for i, b in zip(obj_ids, blobs):
+            self._hashes[i] = consolidated.digest(b)
         return {i: (k, _load_json(k, b)) for i, k, b in zip(obj_ids, keys, blobs)}
 
     def load_many(self, obj_ids: Iterable[str]) -> list[Meta]:
@@ -171,6 +283,7 @@ class DomainSession:
                 raise MetadataError(key, "committed datatype does not exist")
             meta = self._parse(type_id, key, _load_json(key, data))
             self._cache[type_id] = meta
+            self._hashes[type_id] = consolidated.digest(data)
         return meta.type_json
 
     def raw(self, obj_id: str) -> dict:
@@ -193,9 +306,7 @@ class DomainSession:
         """Create a group/dataset/datatype object (written on flush); returns its id."""
         self.check_writable()
         obj_id = ids.new_object_id(kind, self.root_id)
-        now = time.time()
-        obj = {"id": obj_id, "root": self.root_id, "created": now, "lastModified": now, **body}
-        self._new_object(obj_id, obj)
+        self._new_object(obj_id, object_json(obj_id, self.root_id, time.time(), body))
         return obj_id
 
     def update(self, obj_id: str, change: Any) -> Meta:
@@ -226,19 +337,54 @@ class DomainSession:
                 return 6
             return rank[obj_id[0]] + (0 if obj_id in self._new_ids else 3)
 
+        blobs = {i: dump_json(o) for i, o in self._dirty.items()}
+        for i, blob in blobs.items():  # the summary describes the state after this flush
+            self._hashes[i] = consolidated.digest(blob)
         levels = sorted({level(i) for i in self._dirty})
-        for lvl in levels:
-            batch = [(i, o) for i, o in self._dirty.items() if level(i) == lvl]
-            await asyncio.gather(*(self.store.put(ids.object_key(i), dump_json(o),
-                                                  kind="metadata") for i, o in batch))
-            for i, _ in batch:
+        for n, lvl in enumerate(levels):
+            if n == len(levels) - 1:
+                # the summary goes just before the last level of objects, which publishes
+                # the change: a crash before it leaves a summary readers find stale
+                await self._write_consolidated()
+            batch = [i for i in self._dirty if level(i) == lvl]
+            await asyncio.gather(*(self.store.put(ids.object_key(i), blobs[i], kind="metadata")
+                                   for i in batch))
+            for i in batch:
                 self._dirty.pop(i, None)
                 self._new_ids.discard(i)
+        if not levels:
+            await self._write_consolidated()
         if self._domain_dirty:
             assert self._domain_json is not None
             await self.store.put(self.location.domain_key, dump_json(self._domain_json),
                                  kind="metadata")
             self._domain_dirty = False
+
+    async def _write_consolidated(self) -> None:
+        """Summarise every metadata object of the domain (loading those this session has
+        not seen) and its coordinates' chunks in the consolidated object."""
+        seen = {self.root_id}
+        level = [self.root_id]
+        coordinate_chunks: list[tuple[str, int]] = []
+        while level:
+            metas = await self.load_many_async(level)
+            level = []
+            for meta in metas:
+                if isinstance(meta, DatasetMeta):
+                    coordinate_chunks += _coordinate_chunks_of(meta)
+                    continue
+                if not isinstance(meta, GroupMeta):
+                    continue
+                for link in meta.links.values():
+                    if link.kind == "hard" and link.id not in seen:
+                        seen.add(link.id)
+                        level.append(link.id)
+        hashes = {i: self._hashes[i] for i in seen if i in self._hashes}
+        if len(hashes) != len(seen):  # an object known only as parsed: nothing to vouch for
+            await self.store.delete(self._consolidated_key, kind="metadata")
+            return
+        doc = consolidated.build(self.root_id, hashes, coordinate_chunks)
+        await self.store.put(self._consolidated_key, consolidated.dump(doc), kind="metadata")
 
     def flush(self) -> None:
         sync(self.flush_async())
@@ -277,6 +423,38 @@ class DomainSession:
             else:
                 current = link.id
         return current, link
+
+
+#: coordinates whose chunks a consolidated object lists: small and few
+_COORDINATE_CHUNK_BYTES = 2**20
+_COORDINATE_CHUNKS = 16
+
+
+def _coordinate_chunks_of(meta: DatasetMeta) -> list[tuple[str, int]]:
+    """(key, size bound) of each chunk of a small 1-D netCDF dimension coordinate."""
+    shape = meta.shape
+    if not shape or len(shape) != 1 or meta.layout.is_linked or "CLASS" not in meta.attributes:
+        return []
+    try:
+        cls = _text(meta.attributes["CLASS"].value(meta.key, None))
+        name = _text(meta.attributes["NAME"].value(meta.key, None)) \
+            if "NAME" in meta.attributes else ""
+    except Exception:  # noqa: BLE001 - an odd attribute: just not summarised
+        return []
+    if "not a netCDF variable" in name:  # a dimension only: xarray reads no values
+        return []
+    chunk = meta.chunk_shape[0]
+    count = -(-shape[0] // chunk) if chunk else 0
+    bound = chunk * meta.dtype.itemsize + 1024  # compression's worst-case overhead
+    if cls != "DIMENSION_SCALE" or not 0 < count <= _COORDINATE_CHUNKS or \
+            bound > _COORDINATE_CHUNK_BYTES or meta.dtype.kind == "O":
+        return []
+    return [(ids.chunk_key(meta.id, (i,)), bound) for i in range(count)]
+
+
+def _text(value: Any) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _previous_domain(key: str, data: bytes) -> dict:

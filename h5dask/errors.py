@@ -98,6 +98,11 @@ class HSDSUnreadableWarning(UserWarning):
     """Data written with a codec an HSDS server cannot decode (h5dask can), e.g. LZF."""
 
 
+class SourceFileError(H5DaskError, OSError):
+    """A file given to ``h5dask load`` that h5py cannot read (not HDF5, truncated, or an
+    object in it that HDF5 itself fails on); the message names the file and the object."""
+
+
 class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 
@@ -108,6 +113,46 @@ class ReadOnlyError(H5DaskError, PermissionError):
 
 class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
+
+
+class DomainExistsError(H5DaskError, FileExistsError):
+    """A new domain was to be created where one already exists."""
+
+
+class BucketNotFoundError(H5DaskError, FileNotFoundError):
+    """The bucket a URL names does not exist."""
+
+
+class NotADomainError(DomainNotFoundError):
+    """The URL names a plain file (HDF5, netCDF, ...), not an h5dask/HSDS domain."""
+
+    def __init__(self, url: str, message: str) -> None:
+        FileNotFoundError.__init__(self, message)
+        self.url = url
+
+
+class StorageOptionsError(H5DaskError, ValueError):
+    """A ``storage_options`` name no back end knows, or a value it cannot use."""
+
+
+class UnsupportedURLError(H5DaskError, ValueError):
+    """A URL scheme h5dask cannot use for this purpose (e.g. a domain at http://)."""
+
+
+class AmbiguousBucketRootError(H5DaskError, ValueError):
+    """A file:// domain path could belong to two buckets; ``bucket_root`` must say which."""
+
+
+class SourceFormatError(SourceFileError, ValueError):
+    """A file to import is not HDF5/netCDF-4 (netCDF-3, or not HDF5 at all)."""
+
+
+class LocalLinkWarning(UserWarning):
+    """A linked domain references a local file: readable only where that path exists."""
+
+
+class FolderNotEmptyError(H5DaskError, IsADirectoryError):
+    """``rm`` of a folder or prefix holding domains, without ``recursive=True``."""
 
 
 class MissingExtraError(H5DaskError, ImportError):

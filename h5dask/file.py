@@ -24,11 +24,24 @@ from .chunkio import ArraySource
 from .domain import DomainSession
 from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadata
 from .format import codecs
+from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
 from .format.filters import filter_json, warn_if_hsds_cannot_read
-from .format.metadata import DatasetMeta, GroupMeta, Link, attribute_dtype
-from .format.types import has_vlen, type_json_from_dtype
+from .format.metadata import (
+    DatasetMeta,
+    GroupMeta,
+    Link,
+    attribute_dtype,
+    attribute_json,
+    chunked_layout,
+    contiguous_layout,
+    dataset_json,
+    datatype_json,
+    group_json,
+)
+from .format.types import VLEN_STR, has_vlen, type_json_from_dtype
 from .format.values import json_from_array
+from .sources import array_source
 from .storage import open_location
 from .storage.sync import sync
 
@@ -78,7 +91,12 @@ class AttributeManager(MutableMapping):
             raise KeyError(f"no attribute {name!r} (attributes: {sorted(attrs)})")
         meta = self._session.load(self._id)
         with malformed_metadata(meta.key):  # a type or value the JSON gets wrong
-            return attrs[name].value(meta.key, self._session.resolve_type)
+            if attrs[name].space.is_null:  # no value, only a type: h5py's Empty
+                return _empty(self.dtype_of(name))
+            value = attrs[name].value(meta.key, self._session.resolve_type)
+            if (self.dtype_of(name).metadata or {}).get("vlen") is bytes:
+                return _vlen_text_as_str(value)
+            return value
 
     def dtype_of(self, name: str) -> np.dtype:
         """The dtype of one attribute, without decoding its value."""
@@ -105,17 +123,16 @@ class AttributeManager(MutableMapping):
             raise ValueError("attribute names must be non-empty strings")
         h5py = sys.modules.get("h5py")  # h5py.Empty(dtype): a null dataspace, as in h5py
         if h5py is not None and isinstance(data, h5py.Empty):
-            entry = {"type": type_json_from_dtype(np.dtype(data.dtype)),
-                     "shape": Dataspace(None).to_json(), "created": time.time()}
+            entry = attribute_json(type_json_from_dtype(np.dtype(data.dtype)), None, None,
+                                   time.time())
             self._session.update(self._id, lambda obj: obj.setdefault(
                 "attributes", {}).__setitem__(name, entry))
             return
         arr = _as_array(data, dtype)
         if shape is not None:
             arr = arr.reshape(shape)
-        space = Dataspace(arr.shape, arr.shape)
-        entry = {"type": type_json_from_dtype(arr.dtype), "shape": space.to_json(),
-                 "value": json_from_array(arr), "created": time.time()}
+        entry = attribute_json(type_json_from_dtype(arr.dtype), arr.shape, json_from_array(arr),
+                               time.time())
 
         def change(obj: dict) -> None:
             obj.setdefault("attributes", {})[name] = entry
@@ -135,6 +152,26 @@ class AttributeManager(MutableMapping):
 
     def __repr__(self) -> str:
         return f"<Attributes of {self._id}: {sorted(self._attrs())}>"
+
+
+def _vlen_text_as_str(value: Any) -> Any:
+    """An ASCII variable-length string attribute as ``str``, as h5py reads attributes
+    (datasets of ASCII strings stay bytes)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray):
+        out = np.empty(value.shape, dtype=VLEN_STR)
+        out.reshape(-1)[:] = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes)
+                              else v for v in value.reshape(-1)]
+        return out
+    return value
+
+
+def _empty(dtype: np.dtype) -> Any:
+    """The value of a null dataspace, as h5py gives it (``h5py.Empty(dtype)``)."""
+    import h5py
+
+    return h5py.Empty(dtype)
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -281,28 +318,32 @@ class Group(HLObject, Mapping):
         self._session.load_many(ids_)
 
     def visititems(self, func: Any) -> Any:
-        """Call ``func(relative_name, obj)`` for every object below, breadth-first, with
-        the metadata of each level fetched concurrently. Stops at a non-None return."""
+        """Call ``func(relative_name, obj)`` for every object below, in h5py's order:
+        depth-first, members by name, each object once (by its first hard link); soft
+        and external links are not followed. Each group's members' metadata is fetched
+        concurrently. Stops at (and returns) the first non-None return.
+
+        >>> names = []; f.visititems(lambda n, o: names.append(n))  # doctest: +SKIP
+        """
         seen = {self.id}
-        level = [(self, "")]
-        while level:
-            next_level = []
-            for group, prefix in level:
-                group.prefetch()
-                for name in group:
-                    link = group._meta.links[name]
-                    if link.kind != "hard" or link.id in seen:
-                        continue
-                    seen.add(link.id)
-                    rel = f"{prefix}{name}"
-                    obj = group._wrap(link.id, group._child_name(name))
-                    result = func(rel, obj)
-                    if result is not None:
-                        return result
-                    if isinstance(obj, Group):
-                        next_level.append((obj, rel + "/"))
-            level = next_level
-        return None
+
+        def walk(group: Group, prefix: str) -> Any:
+            group.prefetch()
+            for name in group:
+                link = group._meta.links[name]
+                if link.kind != "hard" or link.id in seen:
+                    continue
+                seen.add(link.id)
+                rel = f"{prefix}{name}"
+                obj = group._wrap(link.id, group._child_name(name))
+                result = func(rel, obj)
+                if result is None and isinstance(obj, Group):
+                    result = walk(obj, rel + "/")
+                if result is not None:
+                    return result
+            return None
+
+        return walk(self, "")
 
     def visit(self, func: Any) -> Any:
         return self.visititems(lambda name, _obj: func(name))
@@ -338,7 +379,7 @@ class Group(HLObject, Mapping):
     def create_group(self, name: str) -> Group:
         """Create a group (intermediate groups too); ValueError if the name exists."""
         parent, leaf = self._parent_and_leaf(name, create=True)
-        gid = self._session.new_object("g", {"links": {}, "attributes": {}})
+        gid = self._session.new_object("g", group_json())
         parent._add_link(leaf, Link(leaf, "hard", id=gid))
         return Group(self._session, gid, parent._child_name(leaf))
 
@@ -376,18 +417,15 @@ class Group(HLObject, Mapping):
         dtype = np.dtype("<f4" if dtype is None else dtype)
         type_json = _type_for(self._session, committed if committed is not None else dtype)
         space = Dataspace(shape, _maxshape(shape, maxshape))
-        chunk_shape = _choose_chunks(shape, dtype, chunks, space.maxshape)
+        chunk_shape = choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
         # a scalar dataset is one contiguous chunk "0", as HSDS writes it (h5pyd and h5py
         # then report chunks None); everything else is chunked
-        layout = ({"class": "H5D_CONTIGUOUS"} if shape == ()
-                  else {"class": "H5D_CHUNKED", "dims": list(chunk_shape)})
-        cp: dict[str, Any] = {"layout": layout, "filters": filters}
-        if fillvalue is not None:
-            cp["fillValue"] = json_from_array(np.asarray(_as_array(fillvalue, dtype)))
-        body = {"type": type_json, "shape": space.to_json(), "creationProperties": cp,
-                "layout": dict(cp["layout"]), "attributes": {}}
-        did = self._session.new_object("d", body)
+        layout = contiguous_layout() if shape == () else chunked_layout(chunk_shape)
+        fill_json = (None if fillvalue is None
+                     else json_from_array(np.asarray(_as_array(fillvalue, dtype))))
+        did = self._session.new_object("d", dataset_json(type_json, space, layout, filters,
+                                                         fill_json))
         parent._add_link(leaf, Link(leaf, "hard", id=did))
         ds = Dataset(self._session, did, parent._child_name(leaf))
         if arr is not None and arr.size:
@@ -412,8 +450,8 @@ class Group(HLObject, Mapping):
             parent._add_link(leaf, Link(leaf, "hard", id=value.id))
         elif isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(
                 value, np.generic)):
-            tid = self._session.new_object("t", {"type": type_json_from_dtype(np.dtype(value)),
-                                                 "attributes": {}})
+            tid = self._session.new_object(
+                "t", datatype_json(type_json_from_dtype(np.dtype(value))))
             parent._add_link(leaf, Link(leaf, "hard", id=tid))
         else:
             parent.create_dataset(leaf, data=value)
@@ -443,29 +481,6 @@ def _maxshape(shape: tuple[int, ...], maxshape: Any) -> tuple[int | None, ...]:
     if len(maxshape) != len(shape) or any(m is not None and m < s for m, s in zip(maxshape, shape)):
         raise ValueError(f"maxshape {maxshape} does not fit shape {shape}")
     return maxshape
-
-
-def _choose_chunks(shape: tuple[int, ...], dtype: np.dtype, chunks: Any,
-                   maxshape: tuple[int | None, ...] | None) -> tuple[int, ...]:
-    if chunks is not None and chunks is not True and chunks is not False:
-        chunks = tuple(int(c) for c in chunks)
-        if len(chunks) != len(shape) or any(c < 1 for c in chunks):
-            raise ValueError(f"chunks {chunks} do not fit shape {shape}")
-        return chunks
-    if shape == ():
-        return (1,)
-    if chunks is None or chunks is False:
-        if maxshape is not None and None in maxshape:
-            raise ValueError("extensible datasets (maxshape None) must be chunked")
-        return tuple(max(1, s) for s in shape)
-    # aim at about 2 MiB, halving the largest dimension first, like h5py's guess
-    target = 2 * 2**20
-    itemsize = max(1, dtype.itemsize if not has_vlen(dtype) else 16)
-    out = [max(1, s) if s else 1024 for s in shape]
-    while math.prod(out) * itemsize > target and max(out) > 1:
-        i = out.index(max(out))
-        out[i] = math.ceil(out[i] / 2)
-    return tuple(out)
 
 
 def _filters(compression: Any, opts: Any, shuffle: bool, fletcher32: bool) -> list:
@@ -560,19 +575,12 @@ class Dataset(HLObject):
 
     def source(self) -> ArraySource:
         """The picklable chunk-level reader/writer of this dataset."""
-        meta = self._meta
-        if meta.space.is_null:
-            raise TypeError(f"dataset {self.name!r} has a null dataspace and no data")
-        shape = meta.shape if meta.shape != () else (1,)
-        linked = (_linked_chunks(self._session, meta, self.name) if meta.layout.is_linked
-                  else None)
-        return ArraySource(self._session.store, meta.id, shape, meta.chunk_shape, meta.dtype,
-                           meta.codec, meta.fill_value(), linked)
+        return array_source(self._session, self._meta, self.name)
 
     def __getitem__(self, selection: Any) -> Any:
         meta = self._meta
         if meta.space.is_null:
-            return None
+            return _empty(meta.dtype)
         if meta.space.is_scalar:
             if selection not in ((), Ellipsis):
                 raise IndexError("a scalar dataset takes [()] or [...]")
@@ -621,12 +629,6 @@ class Dataset(HLObject):
 
     def __repr__(self) -> str:
         return f"<h5dask Dataset {self.name!r}: shape {self.shape}, {self.dtype}>"
-
-
-def _linked_chunks(session: DomainSession, meta: DatasetMeta, name: str) -> tuple:
-    from .ingest.linked import linked_chunk_refs
-
-    return linked_chunk_refs(session, meta, name)
 
 
 class File(Group):

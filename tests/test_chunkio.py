@@ -15,7 +15,7 @@ from storage_backends import Backend, make_backend
 import h5dask
 from h5dask.chunkio import LIST_FIRST_ABOVE, ArraySource
 from h5dask.format.filters import ChunkCodec, filter_json
-from h5dask.storage import sync
+from h5dask.storage import StoreTuning, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
 
 SHAPE, CHUNKS = (20, 30, 7), (6, 8, 7)  # grid 4 x 4 x 1, edge chunks in two dims
@@ -135,7 +135,8 @@ class SlowMemoryStore(FsspecObjectStore):
     """A memory store whose GETs take 20 ms and record how many run at once."""
 
     def __init__(self) -> None:
-        super().__init__("memory", f"/slow-{uuid.uuid4().hex}", max_concurrency=64)
+        super().__init__("memory", f"/slow-{uuid.uuid4().hex}",
+                         tuning=StoreTuning(max_concurrency=64))
         self.active = self.peak = 0
 
     def _init_args(self) -> tuple:

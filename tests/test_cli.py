@@ -43,8 +43,8 @@ def _opts(seaweedfs):
             "-o", f"secret={seaweedfs.secret_key}"]
 
 
-@pytest.mark.parametrize("command", [[], ["load"], ["ls"], ["info"], ["serve-active"],
-                                     ["demo"]])
+@pytest.mark.parametrize("command", [[], ["load"], ["ls"], ["info"], ["rm"], ["gc"],
+                                     ["serve-active"], ["demo"]])
 def test_help(command):
     out = run(*command, "--help").stdout
     assert "Usage:" in out
@@ -72,7 +72,7 @@ def test_ls_with_credentials_from_the_environment(domain, seaweedfs):
 def test_info_of_a_dataset(domain, seaweedfs):
     out = run("info", domain, "--path", "/grp/x", *_opts(seaweedfs)).stdout
     assert "shape:   (100,)" in out and "chunks:  10 of 10 stored" in out
-    assert "@units = 'K'" in out
+    assert '@units = "K"' in out
     assert '"H5D_CHUNKED"' in run("info", domain, "--path", "/grp/x", "--json",
                                   *_opts(seaweedfs)).stdout
 
@@ -152,3 +152,186 @@ def test_load_copy_and_link(shared_data, s3_bucket_url, seaweedfs, storage_optio
         "--src-storage-option", f"client_kwargs.endpoint_url={seaweedfs.endpoint}")
     got = xr.open_dataset(linked, engine="h5cloud", storage_options=storage_options)
     xr.testing.assert_identical(got, expected)
+
+
+# -- issue 14: storage locations, rm/gc, messages ------------------------------------------
+def _empty_bucket(seaweedfs) -> str:
+    import uuid
+
+    name = f"cli-{uuid.uuid4().hex[:12]}"
+    seaweedfs.create_bucket(name)
+    return name
+
+
+def test_load_file_url_writes_only_inside_the_named_folder(shared_data, tmp_path):
+    """issue 14 item 4: an ancestor's db/ is never used; the message says how to choose."""
+    src = str(shared_data / "daily_data.nc")
+    run("load", src, f"file://{tmp_path}/earlier.h5", "--no-progress")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    url = f"file://{tmp_path}/baretest/root/home/daily.h5"
+    proc = run("load", src, url, "--no-progress", check=False)
+    assert proc.returncode == 1 and "--bucket-root" in proc.stderr
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+    bucket = tmp_path / "baretest" / "root"
+    run("load", src, url, "--no-progress", "--bucket-root", str(bucket))
+    assert sorted(os.listdir(bucket)) == ["db", "home"]
+    assert sorted(p for p in tmp_path.rglob("*") if not p.is_relative_to(bucket)) == \
+        sorted([*before, tmp_path / "baretest"])
+    assert "ta " in run("ls", url).stdout
+
+
+def test_load_plain_path_creates_db_beside_it(shared_data, tmp_path):
+    out = run("load", str(shared_data / "daily_data.nc"), "localdom.h5", "--no-progress",
+              cwd=tmp_path).stdout
+    assert sorted(os.listdir(tmp_path)) == ["db", "localdom.h5"]
+    assert f"bucket root: {tmp_path.as_uri()} (the domain's objects are in its db/)" in out
+
+
+def test_rm_and_gc(shared_data, s3_bucket_url, seaweedfs, tmp_path):
+    """issue 14 item 5 on S3 and file://: rm removes every object, refuses folders,
+    --dry-run changes nothing; gc finds an interrupted load's objects."""
+    src = str(shared_data / "daily_data.nc")
+    url = f"{s3_bucket_url}/home/me/d.h5"
+    run("load", src, url, "--no-progress", *_opts(seaweedfs))
+    s3 = seaweedfs.s3_client()
+    prefix = s3_bucket_url.split("/", 3)[3]
+
+    def count() -> int:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="h5dask-test")
+        return sum(1 for page in pages for obj in page.get("Contents", []))
+
+    total = count()
+    folder = run("rm", f"{s3_bucket_url}/home/", *_opts(seaweedfs), check=False)
+    assert folder.returncode == 5 and "--recursive" in folder.stderr
+    dry = run("rm", url, "--dry-run", *_opts(seaweedfs)).stdout
+    assert f"would remove {url}" in dry and count() == total
+    out = run("rm", url, *_opts(seaweedfs)).stdout
+    n = int(out.split("domain(s), ")[1].split(" object")[0])
+    assert f"removed {url}" in out and n > 10 and count() == total - n
+    assert not s3.list_objects_v2(Bucket="h5dask-test", Prefix=prefix).get("Contents")
+    assert run("rm", url, *_opts(seaweedfs), check=False).returncode == 3
+
+    # file://: an interrupted load leaves objects but no .domain.json
+    bucket = tmp_path / "bucket"
+    run("load", src, f"file://{bucket}/a.h5", "--no-progress")
+    run("load", src, f"file://{bucket}/b.h5", "--no-progress")
+    (bucket / "b.h5" / ".domain.json").unlink()
+    young = run("gc", f"file://{bucket}").stdout
+    assert "kept: younger than the minimum age" in young
+    assert len(os.listdir(bucket / "db")) == 2
+    old = run("gc", str(bucket), "--min-age", "0").stdout
+    assert "1 orphaned prefix(es)" in old and "--delete" in old
+    assert "objects deleted" in run("gc", str(bucket), "--min-age", "0", "--delete").stdout
+    assert len(os.listdir(bucket / "db")) == 1
+    assert "ta " in run("ls", f"file://{bucket}/a.h5").stdout
+    run("rm", "-r", f"file://{bucket}/")
+    assert os.listdir(bucket / "db") == []
+
+
+def test_ls_bucket_root_and_missing_bucket(domain, seaweedfs):
+    """issue 14 item 6."""
+    bucket = _empty_bucket(seaweedfs)
+    url = f"s3://{bucket}/home/x.h5"
+    with h5dask.File(url, "w", storage_options=seaweedfs.storage_options()) as f:
+        f["v"] = np.arange(3)
+    for root in (f"s3://{bucket}", f"s3://{bucket}/"):
+        assert run("ls", root, *_opts(seaweedfs)).stdout.split() == [url]
+    for missing in ("s3://no-such-bucket-h5dask", "s3://no-such-bucket-h5dask/",
+                    "s3://no-such-bucket-h5dask/home/x.h5"):
+        proc = run("ls", missing, *_opts(seaweedfs), check=False)
+        assert proc.returncode == 3, proc.stderr
+        assert "bucket 'no-such-bucket-h5dask' does not exist" in proc.stderr
+        assert "<?xml" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["ls"], ["info"], ["rm"], ["load", "x.nc"]])
+def test_debug_after_the_subcommand(command, seaweedfs):
+    """issue 14 item 7: --debug is accepted after any subcommand and shows a traceback."""
+    proc = run(*command, "s3://no-such-bucket-h5dask/x.h5", "--debug", *_opts(seaweedfs),
+               check=False)
+    assert "No such option" not in proc.stderr
+    assert "Traceback" in proc.stderr
+
+
+def test_load_names_a_source_that_is_not_hdf5(tmp_path, s3_bucket_url, seaweedfs):
+    """issue 14 item 8."""
+    classic = tmp_path / "classic.nc"
+    classic.write_bytes(b"CDF\x01" + bytes(60))
+    text = tmp_path / "notes.nc"
+    text.write_text("just text")
+    proc = run("load", str(classic), f"{s3_bucket_url}/c.h5", *_opts(seaweedfs), check=False)
+    assert proc.returncode == 1 and str(classic) in proc.stderr
+    assert "netCDF-3" in proc.stderr and "nccopy -k nc4" in proc.stderr
+    proc = run("load", str(text), f"{s3_bucket_url}/t.h5", *_opts(seaweedfs), check=False)
+    assert proc.returncode == 1 and str(text) in proc.stderr and "not an HDF5" in proc.stderr
+    assert "signature" not in proc.stderr
+
+
+def test_http_url_and_plain_hdf5_file_as_domain(shared_data, tmp_path):
+    """issue 14 item 8: an http:// domain URL and a plain netCDF-4 file get h5dask errors;
+    an unreachable http:// source is named."""
+    proc = run("ls", "http://example.invalid/home/x.h5", check=False)
+    assert proc.returncode == 1 and "s3://" in proc.stderr and "file://" in proc.stderr
+    assert "InvalidUrl" not in proc.stderr
+    proc = run("load", "http://127.0.0.1:9/x.nc", f"file://{tmp_path}/x.h5", check=False)
+    assert proc.returncode in (1, 3) and "'http://127.0.0.1:9/x.nc'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x.h5").exists()
+    nc = shared_data / "daily_data.nc"
+    proc = run("ls", f"file://{nc}", check=False)
+    assert proc.returncode == 3 and "engine='h5netcdf'" in proc.stderr
+    assert "h5dask load" in proc.stderr
+
+
+def test_load_messages_overwrite_and_local_link(shared_data, s3_bucket_url, seaweedfs,
+                                                tmp_path):
+    """issue 14 item 9."""
+    src = str(shared_data / "daily_data.nc")
+    url = f"{s3_bucket_url}/d.h5"
+    run("load", src, url, "--no-progress", *_opts(seaweedfs))
+    again = run("load", src, url, "--no-progress", *_opts(seaweedfs), check=False)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    bucket = tmp_path / "bucket"  # a local file linked from inside the bucket root
+    (bucket / "files").mkdir(parents=True)
+    shutil.copy(src, bucket / "files" / "d.nc")
+    linked = run("load", "--link", str(bucket / "files" / "d.nc"), f"file://{bucket}/l.h5",
+                 "--bucket-root", str(bucket), "--no-progress")
+    assert "warning:" in linked.stderr and "readable only where that path exists" in \
+        linked.stderr
+    assert "a local path works too" in " ".join(run("load", "--help").stdout.split())
+
+
+def test_info_prints_values_as_text_and_linked_files(shared_data, tmp_path):
+    """issue 14 item 10: no numpy reprs; a linked domain says where its chunks are."""
+    bucket = tmp_path / "bucket"
+    (bucket / "files").mkdir(parents=True)
+    src = bucket / "files" / "daily.nc"
+    shutil.copy(shared_data / "daily_data.nc", src)
+    url = f"file://{bucket}/d.h5"
+    run("load", "--link", str(src), url, "--bucket-root", str(bucket), "--no-progress")
+    out = run("info", url).stdout
+    assert '@experiment_id = "historical"' in out
+    assert "np.bytes_" not in out and "array(" not in out
+    assert f"linked:  chunks inside {src.as_uri()}" in out
+    out = run("info", url, "--path", "/ta").stdout
+    assert f"linked:  chunks inside {src.as_uri()}" in out
+
+
+def test_info_into_a_closed_pipe_exits_quietly(domain, seaweedfs):
+    """issue 14 item 10: `h5dask info ... | head` ends without 'Broken pipe' (exit 0)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the first line
+    try:
+        proc = subprocess.run([H5DASK, "info", domain, *_opts(seaweedfs)], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and "Broken pipe" not in proc.stderr, proc.stderr
+
+
+def test_unknown_storage_option_is_named_with_the_valid_ones(tmp_path):
+    proc = run("ls", str(tmp_path / "x.h5"), "-o", "bogus=1", "-o", "max_concurency=3",
+               check=False)
+    assert proc.returncode != 0
+    assert "unknown file:// storage_options ['bogus', 'max_concurency']" in proc.stderr
+    assert "'max_concurrency'" in proc.stderr and "Traceback" not in proc.stderr

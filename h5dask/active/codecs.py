@@ -16,7 +16,7 @@ Pipeline (as Reductionist): decompress, then undo the filters in reverse order.
 Example::
 
     >>> import zlib
-    >>> decode(zlib.compress(b"abcd" * 4), "zlib", (), max_size=1024)
+    >>> bytes(decode(zlib.compress(b"abcd" * 4), "zlib", (), max_size=1024))
     b'abcdabcdabcdabcd'
 """
 
@@ -29,12 +29,14 @@ import numpy as np
 from h5dask.active.errors import ActiveStorageError, FieldError
 from h5dask.active.request import Filter
 from h5dask.format import codecs
-from h5dask.format.compression import OutputTooLarge, unshuffle_into
+from h5dask.format.compression import OutputTooLarge
 
 __all__ = ["decode", "decompress", "unshuffle"]
 
 
-def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tuple[bytes, bool]:
+def decompress(
+    data: bytes | memoryview, compression: str, max_size: int
+) -> tuple[bytes | bytearray, bool]:
     """Decompress ``data`` with the codec registered for Reductionist id ``compression``;
     return the bytes and whether a Blosc frame was decoded (its shuffle already undone).
 
@@ -43,7 +45,8 @@ def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tup
     Example::
 
         >>> import zlib
-        >>> decompress(zlib.compress(b"x" * 8), "gzip", 64)
+        >>> data, blosc_frame = decompress(zlib.compress(b"x" * 8), "gzip", 64)
+        >>> bytes(data), blosc_frame
         (b'xxxxxxxx', False)
     """
     codec = codecs.by_reductionist(compression)
@@ -55,20 +58,27 @@ def decompress(data: bytes | memoryview, compression: str, max_size: int) -> tup
         raise ActiveStorageError(413, "decompressed data too large", [str(exc)]) from None
     except ValueError as exc:
         raise ActiveStorageError(400, "failed to decompress data", [str(exc)]) from None
-    return bytes(out), blosc_done
+    return out, blosc_done
 
 
-def unshuffle(data: bytes | memoryview, element_size: int) -> bytes:
+def unshuffle(data: bytes | memoryview, element_size: int) -> bytes | bytearray:
     """Undo the HDF5 byte shuffle of ``data`` made of ``element_size``-byte elements.
 
     Example::
 
-        >>> unshuffle(bytes([1, 3, 2, 4]), 2)
+        >>> bytes(unshuffle(bytes([1, 3, 2, 4]), 2))
         b'\\x01\\x02\\x03\\x04'
     """
-    out = np.empty(len(data), np.uint8)
-    unshuffle_into(data, element_size, out)
-    return out.tobytes()
+    n = len(data) // element_size
+    if element_size == 1 or n == 0:
+        return bytes(data)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    out = bytearray(len(raw))  # one output buffer: the transpose is written into it
+    dest = np.frombuffer(out, dtype=np.uint8)
+    body = n * element_size
+    dest[:body].reshape(n, element_size)[...] = raw[:body].reshape(element_size, n).T
+    dest[body:] = raw[body:]
+    return out
 
 
 def decode(
@@ -76,12 +86,12 @@ def decode(
     compression: str | None,
     filters: Sequence[Filter],
     max_size: int,
-) -> bytes | memoryview:
+) -> bytes | bytearray | memoryview:
     """Run the whole pipeline: decompress, then undo ``filters`` in reverse order.
 
     Example::
 
-        >>> decode(bytes([1, 3, 2, 4]), None, [Filter("shuffle", 2)], 64)
+        >>> bytes(decode(bytes([1, 3, 2, 4]), None, [Filter("shuffle", 2)], 64))
         b'\\x01\\x02\\x03\\x04'
     """
     blosc_done = False

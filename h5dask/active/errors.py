@@ -9,11 +9,12 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ActiveStorageError", "FieldError", "redact_url"]
+__all__ = ["ActiveStorageError", "FieldError", "printable", "redact_url"]
 
 
 class ActiveStorageError(Exception):
@@ -66,3 +67,22 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable URL>"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+#: C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything that
+#: could end a log line or move a terminal's cursor
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    r"""``text`` with control characters escaped (``\n``, ``\x1b``, ``\u2028``), so a
+    client cannot forge or split log lines with, say, ``%0A`` in a path. Backslashes
+    are doubled first, so an escape in the log always means an escaped character.
+
+    Example::
+
+        >>> printable("/v2/sum\n2026-01-01 INFO forged")
+        '/v2/sum\\n2026-01-01 INFO forged'
+    """
+    text = text.replace("\\", "\\\\")
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)

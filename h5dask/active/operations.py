@@ -131,7 +131,9 @@ def reduce_array(
         keep = not_nan if keep is None else keep & not_nan
     if operation == "select":
         n = arr.size if keep is None else int(np.count_nonzero(keep))
-        values = arr.ravel(order=order).copy()  # type: ignore[call-overload]
+        # a view when the selection is contiguous in that order: the reply is written
+        # straight from the decoded data, never copied (the server's memory bound)
+        values = arr.ravel(order=order)  # type: ignore[call-overload]
         return Result(values, arr.shape, np.array([n], dtype=np.int64))
     if operation not in ("count", "min", "max", "sum"):
         raise ValueError(f"unknown operation {operation!r}")
@@ -170,8 +172,14 @@ def reduce_array(
     return Result(np.ascontiguousarray(values).ravel(), values.shape, counts.ravel())
 
 
-def run(operation: str, data: bytes | memoryview, req: ReductionRequest) -> Result:
+def run(
+    operation: str, data: bytes | memoryview, req: ReductionRequest, *, consume: bool = False
+) -> Result:
     """Run ``operation`` on decoded chunk bytes as ``req`` describes them.
+
+    ``consume=True`` lets the operation overwrite ``data`` when it is writable (a
+    non-native byte order is then swapped in place instead of copied); the result of a
+    ``select`` may be a view of ``data`` either way.
 
     Example::
 
@@ -180,5 +188,7 @@ def run(operation: str, data: bytes | memoryview, req: ReductionRequest) -> Resu
         [2.0, 1.0]
     """
     arr = build_array(data, req)
+    if consume and not arr.dtype.isnative and arr.flags.writeable:
+        arr = arr.byteswap(inplace=True).view(arr.dtype.newbyteorder("="))
     return reduce_array(operation, arr, axis=req.axis, missing=req.missing, order=req.order,
                         skip_nan=req.skip_nan)

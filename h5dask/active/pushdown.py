@@ -37,11 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import private_api
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
 from ..storage.sync import sync
-from ..xarray.array import H5CloudArray
-from . import graph_adapter
 from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
 from .config import ActiveConfig
 
@@ -71,7 +70,7 @@ class Decoding:
 class SourceInfo:
     """An h5dask variable found under an array object of a dask graph."""
 
-    array: Any  # H5CloudArray
+    array: Any  # an h5dask.xarray.array.H5CloudArray
     origin: tuple[int, ...]  # where xarray's lazy key starts in the stored array
     decoding: Decoding
 
@@ -81,11 +80,11 @@ def find_source(obj: Any) -> SourceInfo | None:
 
     Returns None for anything this module cannot push down exactly.
     """
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     funcs = []
     origin: tuple[int, ...] | None = None
     for _ in range(32):
-        if isinstance(obj, H5CloudArray):
+        if isinstance(getattr(obj, "source", None), ArraySource):  # an H5CloudArray
             break
         if isinstance(obj, adapter.ElementwiseFunctionArray):
             funcs.append(obj.func)
@@ -150,7 +149,7 @@ def _func_name(func: Any) -> str:
 
 def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
     """(reduction, key of its input block X) if ``task`` is a recognised reduction."""
-    TaskRef = graph_adapter.load().TaskRef  # noqa: N806 - a class
+    TaskRef = private_api.load().TaskRef  # noqa: N806 - a class
 
     func = getattr(task, "func", None)
     if func is None or len(task.args) != 1 or not isinstance(task.args[0], TaskRef):
@@ -196,7 +195,7 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
 
 def _trace_block(key: Any, tasks: Mapping) -> tuple[Any, tuple, list[tuple]] | None:
     """Follow ``getitem`` tasks down to a ``getter``: (source key, getter slices, getitems)."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     Alias, DataNode, TaskRef = adapter.Alias, adapter.DataNode, adapter.TaskRef  # noqa: N806
     getitems: list[tuple] = []
     for _ in range(16):
@@ -257,8 +256,6 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     """The Reductionist request for one chunk object, or None when the chunk is not
     stored (a linked chunk the source file never wrote: it is reduced locally, from its
     fill value); raises ValueError saying why the chunk cannot be reduced remotely."""
-    from ..storage.s3 import S3ObjectStore
-
     dtype = source.dtype
     if dtype.name not in REDUCTIONIST_DTYPES and np.dtype(dtype.str.replace(">", "<")).name \
             not in REDUCTIONIST_DTYPES:
@@ -284,9 +281,10 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     else:
         store = source.store
         key = source.chunk_key(index)
-    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+    url = store.object_url(key)
+    if url is None:
         raise ValueError(f"{store.root_url} is not an S3 endpoint the server can read")
-    body["url"] = f"{store.settings.endpoint.rstrip('/')}/{store.bucket}/{key}"
+    body["url"] = url
     compressor = codec.compressor_codec
     if compressor is not None:
         if not compressor.reductionist:
@@ -302,11 +300,13 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     return body
 
 
-def _credentials(source: ArraySource) -> tuple[str, str] | None:
-    settings = getattr(source.store, "settings", None)
-    if settings is None or settings.anon or not settings.key:
-        return None
-    return (settings.key, settings.secret)
+def chunk_credentials(source: ArraySource, index: tuple[int, ...]) -> tuple[str, str] | None:
+    """The credentials the server may use for one chunk: those of the store holding it.
+    A linked chunk may live in a store opened with other settings than the domain's (a
+    prefix the reader allowed); the domain's keys must never be sent along with a URL of
+    another endpoint or account."""
+    ref = source._linked_ref(index) if source.linked is not None else None
+    return (ref.store if ref is not None else source.store).server_credentials()
 
 
 async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
@@ -323,7 +323,8 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        requests.append(reduce_remote(server, ChunkRequest(op, body), _credentials(source)))
+        requests.append(reduce_remote(server, ChunkRequest(op, body),
+                                      chunk_credentials(source, piece.index)))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None
@@ -369,14 +370,26 @@ def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: De
     return ext.astype(out_dtype)
 
 
-def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockReduction,
-              local: Any) -> Any:
-    """The replacement task: reduce one block on the server, or locally as a fallback."""
-    info = find_source(original)
-    assert info is not None
+@dataclass(frozen=True)
+class _BlockRequest:
+    """What one replacement task asks the server: its chunks' reductions."""
+
+    source: ArraySource
+    region: tuple[slice, ...]
+    red: BlockReduction
+    fills: tuple
+    url: str
+    op: str
+
+    def key(self) -> tuple:
+        return (self.url, repr(self.source.store), self.source.dataset_id,
+                tuple((s.start, s.stop, s.step) for s in self.region), self.red, self.op,
+                repr(self.fills))
+
+
+def _block_request(info: SourceInfo, getter_slices: tuple, getitems: list,
+                   red: BlockReduction) -> _BlockRequest:
     array = info.array
-    cfg: ActiveConfig = array.active
-    source: ArraySource = array.source
     shifted = tuple(slice(s.start + o if s.start is not None else o,
                           s.stop + o if s.stop is not None else None, s.step)
                     for s, o in zip(getter_slices, info.origin))
@@ -386,9 +399,81 @@ def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockRed
           "min": "min", "max": "max", "imin": "min", "imax": "max"}[red.kind]
     if dec.scale is not None and float(dec.scale) < 0 and op in ("min", "max"):
         op = "max" if op == "min" else "min"  # a negative scale swaps the extremes
+    return _BlockRequest(array.source, region, red, dec.fill_values, array.active.url, op)
+
+
+# replies of queued tasks' requests, sent ahead (see h5dask.readahead): key -> (future, owner)
+_ahead: dict[tuple, tuple[Any, Any]] = {}
+_ahead_lock = threading.Lock()
+MAX_AHEAD = 64
+ahead_counts = {"sent": 0, "used": 0}  # for tests and benchmarks
+
+
+def send_ahead(task: Any, value_of: Any, owner: Any) -> bool:
+    """If ``task`` is a replacement task, send its request now; False when enough are
+    already waiting (the caller stops looking further ahead)."""
+    from ..storage.sync import io_loop
+
+    if getattr(task, "func", None) is not _run or len(task.args) != 6:
+        return True
+    adapter = private_api.load()
+
+    def value(arg: Any) -> Any:
+        if isinstance(arg, adapter.TaskRef):
+            return value_of(arg.key)
+        return arg.value if isinstance(arg, adapter.DataNode) else arg
+
+    original, getter_slices, getitems, red = (value(a) for a in task.args[:4])
+    info = find_source(original)
+    if info is None:
+        return True
+    req = _block_request(info, getter_slices, getitems, red)
+    key = req.key()
+    with _ahead_lock:
+        if key in _ahead:
+            return True
+        if len(_ahead) >= MAX_AHEAD:
+            return False
+        future = asyncio.run_coroutine_threadsafe(_remote_block(
+            req.source, req.region, req.red, req.fills, req.url, req.op), io_loop())
+        _ahead[key] = (future, owner)
+        ahead_counts["sent"] += 1
+    return True
+
+
+def forget_ahead(owner: Any) -> None:
+    """Drop the replies sent ahead for ``owner`` (a finished computation)."""
+    with _ahead_lock:
+        for key in [k for k, (_, o) in _ahead.items() if o is owner]:
+            _ahead.pop(key)[0].cancel()
+
+
+def _reply(req: _BlockRequest) -> Any:
+    with _ahead_lock:
+        found = _ahead.pop(req.key(), None)
+    if found is not None:
+        try:
+            result = found[0].result()
+            with _ahead_lock:
+                ahead_counts["used"] += 1
+            return result
+        except (ActiveStorageUnavailable, ValueError):
+            pass  # asked again below, where the error is reported
+    return sync(_remote_block(req.source, req.region, req.red, req.fills, req.url, req.op))
+
+
+def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockReduction,
+              local: Any) -> Any:
+    """The replacement task: reduce one block on the server, or locally as a fallback."""
+    info = find_source(original)
+    assert info is not None
+    array = info.array
+    cfg: ActiveConfig = array.active
+    req = _block_request(info, getter_slices, getitems, red)
+    dec = info.decoding
     out_dtype = dec.dtype or array.dtype
     try:
-        result = sync(_remote_block(source, region, red, dec.fill_values, cfg.url, op))
+        result = _reply(req)
     except (ActiveStorageUnavailable, ValueError) as exc:
         if cfg.require:
             raise ActiveStorageError(
@@ -429,6 +514,8 @@ def _run(original: Any, getter_slices: tuple, getitems: list, red: BlockReductio
 
 # -- the graph optimisation ---------------------------------------------------------------
 _health: dict[str, tuple[float, str | None]] = {}
+#: any valid key: asks a store whether its objects have URLs the server can GET
+_PROBE_KEY = "db/probe"
 
 
 def _server_problem(url: str) -> str | None:
@@ -441,14 +528,12 @@ def _server_problem(url: str) -> str | None:
 
 
 def _static_problem(info: SourceInfo) -> str | None:
-    from ..storage.s3 import S3ObjectStore
-
     source: ArraySource = info.array.source
     dt = source.dtype
     if np.dtype(dt.str.replace(">", "<")).name not in REDUCTIONIST_DTYPES:
         return f"dtype {dt} of {info.array.variable_name!r} is not supported by Reductionist"
     store = source.linked[0][1].store if source.linked else source.store
-    if not isinstance(store, S3ObjectStore) or not store.settings.endpoint:
+    if store.object_url(_PROBE_KEY) is None:
         return f"{store.root_url} is not on an S3 endpoint the server reads"
     if source.codec.bitshuffle:
         return f"bitshuffle chunks of {info.array.variable_name!r}"
@@ -457,7 +542,7 @@ def _static_problem(info: SourceInfo) -> str | None:
 
 def rewrite_graph(tasks: dict) -> dict:
     """Replace recognised per-block reductions over active variables (see module doc)."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     DataNode, Task, TaskRef = adapter.DataNode, adapter.Task, adapter.TaskRef  # noqa: N806
     sources: dict[Any, SourceInfo] = {}
     for key, value in tasks.items():
@@ -518,7 +603,7 @@ def pushdown_optimize(dsk: Any, keys: Any, **kwargs: Any) -> Any:
     tasks = ensure_dict(dsk)
     try:
         rewritten = rewrite_graph(tasks)
-    except graph_adapter.PushdownUnsupportedError as exc:
+    except private_api.PushdownUnsupportedError as exc:
         # "require" opens already failed on this; "auto" ones reduce locally, said once
         warn_once(str(exc))
         rewritten = tasks
@@ -556,12 +641,12 @@ def enable_pushdown(config: ActiveConfig) -> None:
     """Check that pushdown works with the installed dask and xarray, then install it.
 
     With ``active_storage="require"`` an incompatible dask/xarray raises
-    :class:`~h5dask.active.graph_adapter.PushdownUnsupportedError`; with ``"auto"`` one
+    :class:`~h5dask.private_api.PushdownUnsupportedError`; with ``"auto"`` one
     :class:`ActiveStorageWarning` says that reductions will be computed locally.
     """
     try:
-        graph_adapter.load()
-    except graph_adapter.PushdownUnsupportedError as exc:
+        private_api.load()
+    except private_api.PushdownUnsupportedError as exc:
         if config.require:
             raise
         warn_once(str(exc))

@@ -9,9 +9,14 @@ Routes:
 * ``GET /healthz``: 200 ``{"status": "ok"}``.
 * Errors: ``{"error": {"message": ..., "caused_by": [...]}}`` with a 4xx/5xx status.
 
-Safety: upstream allow-list (403), JSON body limit (413), object and decompressed
-size limit (413), in-flight request limit (503, never queued), reductions run in
-worker threads, one log line per request without headers or credentials.
+Safety: upstream allow-list (403), JSON bodies only (415 for any other Content-Type,
+so a web page cannot post without a CORS preflight), JSON body limit (413), body
+deadline (400 ``RequestTimeout``; the body is read before an in-flight slot is taken,
+so slow clients cannot hold slots), object and decompressed size limit (413), in-flight
+request limit (503, never queued), reductions run in worker threads, memory about
+in-flight x object size (one buffer per request, ``select`` answered from it, freed
+memory given back to the system), one log line per request without headers or
+credentials and with control characters escaped.
 
 Run it::
 
@@ -26,6 +31,7 @@ import argparse
 import asyncio
 import logging
 import re
+import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -36,16 +42,19 @@ import cbor2
 import numpy as np
 from aiohttp import web
 
-from h5dask.active import codecs, operations
-from h5dask.active.errors import ActiveStorageError
+from h5dask.active import codecs, memory, operations
+from h5dask.active.errors import ActiveStorageError, printable
 from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
 from h5dask.active.upstream import AllowList, Credentials, Upstream
 
 __all__ = [
+    "RequestTimeout",
     "ServerConfig",
     "compute",
     "create_app",
+    "compute_parts",
     "encode_response",
+    "encode_response_parts",
     "main",
     "parse_size",
     "run",
@@ -57,6 +66,10 @@ log = logging.getLogger("h5dask.active")
 DEFAULT_MAX_OBJECT_SIZE = 64 << 20
 DEFAULT_MAX_IN_FLIGHT = 8
 DEFAULT_MAX_BODY_SIZE = 1 << 20
+DEFAULT_BODY_TIMEOUT = 10.0
+#: the reply's data is written in slices of this size, so the transport never buffers a
+#: second copy of a large result
+_WRITE_SLICE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,9 @@ class ServerConfig:
     ``allow_upstream``: ``scheme://host:port`` origins that may be fetched from;
     ``max_object_size``: bytes fetched or decompressed per request;
     ``max_in_flight``: operation requests handled at once (503 beyond);
-    ``max_body_size``: bytes of JSON request body; ``upstream_timeout``: seconds.
+    ``max_body_size``: bytes of JSON request body; ``body_timeout``: seconds a client
+    has to send the whole body (400 ``RequestTimeout`` after that, before any request
+    slot is taken); ``upstream_timeout``: seconds.
 
     Example::
 
@@ -79,12 +94,15 @@ class ServerConfig:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     upstream_timeout: float = 60.0
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_upstream", tuple(self.allow_upstream))
         for name in ("max_object_size", "max_in_flight", "max_body_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not self.body_timeout > 0:
+            raise ValueError("body_timeout must be positive")
 
 
 @dataclass
@@ -101,6 +119,54 @@ _STATE = web.AppKey("h5dask_active_state", _State)
 # -- the work ---------------------------------------------------------------------------
 
 
+def _cbor_bytes_head(n: int) -> bytes:
+    """The CBOR head of a byte string of ``n`` bytes (major type 2)."""
+    if n < 24:
+        return bytes([0x40 | n])
+    for code, fmt in ((0x58, ">B"), (0x59, ">H"), (0x5A, ">I"), (0x5B, ">Q")):
+        if n < 1 << (8 * struct.calcsize(fmt)):
+            return bytes([code]) + struct.pack(fmt, n)
+    raise ValueError(f"byte string of {n} bytes is too long for CBOR")
+
+
+def encode_response_parts(
+    result: operations.Result, req: ReductionRequest
+) -> tuple[bytes, memoryview, bytes]:
+    """The CBOR reply as (head, data, tail): ``data`` is the result's own memory, uncopied.
+
+    Their concatenation is :func:`encode_response`; the server writes them one after the
+    other, so a large ``select`` result is never copied into a reply buffer.
+
+    Example::
+
+        >>> r = operations.reduce_array("select", np.array([1, 2], dtype="int32"))
+        >>> head, data, tail = encode_response_parts(r, ReductionRequest("s3", "http://h:1/b/k",
+        ...                                                              "int32"))
+        >>> bytes(data) == np.array([1, 2], dtype="int32").tobytes()
+        True
+    """
+    counts = result.counts.astype(np.int64)
+    shape = [int(n) for n in result.shape]
+    values = result.values.reshape(-1)
+    if not values.flags.c_contiguous:
+        values = np.ascontiguousarray(values)
+    data = memoryview(values).cast("B")
+    rest = {
+        "dtype": result.dtype,
+        "shape": [] if req.option_shape_as_bytes else shape,
+        "shape_as_bytes": np.array(shape, dtype=np.uint64).tobytes()
+        if req.option_shape_as_bytes
+        else b"",
+        "count": [] if req.option_count_as_bytes else counts.tolist(),
+        "count_as_bytes": counts.tobytes() if req.option_count_as_bytes else b"",
+        "byte_order": NATIVE_BYTE_ORDER,
+    }
+    # a definite-length map of 7 pairs, "bytes" first (Reductionist's field order)
+    head = bytes([0xA0 | (len(rest) + 1)]) + cbor2.dumps("bytes") + _cbor_bytes_head(len(data))
+    tail = b"".join(cbor2.dumps(key) + cbor2.dumps(value) for key, value in rest.items())
+    return head, data, tail
+
+
 def encode_response(result: operations.Result, req: ReductionRequest) -> bytes:
     """The CBOR reply body for ``result`` (Reductionist's field names and layout).
 
@@ -113,24 +179,32 @@ def encode_response(result: operations.Result, req: ReductionRequest) -> bytes:
         >>> reply["dtype"], reply["shape"], reply["count"]
         ('int32', [], [2])
     """
-    counts = result.counts.astype(np.int64)
-    shape = [int(n) for n in result.shape]
-    reply = {
-        "bytes": result.values.tobytes(),
-        "dtype": result.dtype,
-        "shape": [] if req.option_shape_as_bytes else shape,
-        "shape_as_bytes": np.array(shape, dtype=np.uint64).tobytes()
-        if req.option_shape_as_bytes
-        else b"",
-        "count": [] if req.option_count_as_bytes else counts.tolist(),
-        "count_as_bytes": counts.tobytes() if req.option_count_as_bytes else b"",
-        "byte_order": NATIVE_BYTE_ORDER,
-    }
-    return cbor2.dumps(reply)
+    return b"".join(encode_response_parts(result, req))
+
+
+def compute_parts(
+    operation: str, req: ReductionRequest, data: bytes | bytearray | memoryview, max_size: int
+) -> tuple[bytes, memoryview, bytes]:
+    """Decode ``data``, run ``operation``; the reply as :func:`encode_response_parts`.
+
+    Blocking (run it in a thread). ``data`` is consumed: it may be overwritten, and the
+    reply may be a view of it (a ``select`` answers with the decoded data itself,
+    byte-swapped in place when the stored byte order is not native).
+
+    Example::
+
+        >>> req = ReductionRequest("s3", "http://h:1/b/k", "int64")
+        >>> b"".join(compute_parts("select", req, np.arange(3).tobytes(), 1 << 20))[-6:]
+        b'little'
+    """
+    decoded = codecs.decode(data, req.compression, req.filters, max_size)
+    req.check_data_size(len(decoded), what="decoded data" if req.compression else "data")
+    result = operations.run(operation, decoded, req, consume=True)
+    return encode_response_parts(result, req)
 
 
 def compute(
-    operation: str, req: ReductionRequest, data: bytes | memoryview, max_size: int
+    operation: str, req: ReductionRequest, data: bytes | bytearray | memoryview, max_size: int
 ) -> bytes:
     """Decode ``data``, run ``operation`` and encode the CBOR reply (blocking; use a thread).
 
@@ -140,37 +214,84 @@ def compute(
         >>> len(compute("max", req, np.arange(3).tobytes(), 1 << 20)) > 0
         True
     """
-    decoded = codecs.decode(data, req.compression, req.filters, max_size)
-    req.check_data_size(len(decoded), what="decoded data" if req.compression else "data")
-    result = operations.run(operation, decoded, req)
-    return encode_response(result, req)
+    return b"".join(compute_parts(operation, req, bytes(data), max_size))
 
 
 # -- HTTP -------------------------------------------------------------------------------
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+class RequestTimeout(ActiveStorageError):
+    """The client did not send its whole request body in time (S3's ``RequestTimeout``)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(
+            400,
+            "RequestTimeout: the request body was not received in time",
+            [f"RequestTimeout: send the whole JSON body within {timeout:g} seconds"],
+        )
+
+
+async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole JSON body (at most ``limit`` bytes), received within ``timeout`` seconds."""
     too_large = ActiveStorageError(
         413, "request body too large", [f"the JSON body must be at most {limit} bytes"]
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     buf = bytearray()
-    while chunk := await request.content.read(65536):
-        buf += chunk
-        if len(buf) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(65536):
+                buf += chunk
+                if len(buf) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise RequestTimeout(timeout) from None
     return bytes(buf)
 
 
-async def _operation(request: web.Request) -> web.Response:
+def _check_json_content_type(request: web.Request) -> None:
+    """415 unless the body is declared JSON: a web page can then not post to the server
+    without a CORS preflight (text/plain and form posts need none)."""
+    if request.content_type != "application/json":
+        shown = printable(request.headers.get("Content-Type", "(none)"))[:100]
+        raise ActiveStorageError(
+            415,
+            "unsupported media type: the request body must be JSON",
+            [f"Content-Type is {shown}; send Content-Type: application/json"],
+        )
+
+
+async def _write_reply(
+    request: web.Request, parts: tuple[bytes, memoryview, bytes]
+) -> web.StreamResponse:
+    """Send the CBOR reply piece by piece, waiting for the socket between slices."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/cbor"})
+    resp.content_length = sum(len(p) for p in parts)
+    await resp.prepare(request)
+    try:
+        for part in parts:
+            view = memoryview(part)
+            for start in range(0, len(view), _WRITE_SLICE):
+                await resp.write(view[start : start + _WRITE_SLICE])
+        await resp.write_eof()
+    except ConnectionResetError:  # the client went away: nothing left to answer
+        pass
+    return resp
+
+
+async def _operation(request: web.Request) -> web.StreamResponse:
     operation = request.match_info["operation"]
     if operation not in OPERATIONS:
         raise ActiveStorageError(
             404, f"unsupported operation {operation}", [f"expected one of {', '.join(OPERATIONS)}"]
         )
+    _check_json_content_type(request)
     state = request.app[_STATE]
     config = state.config
+    # The body is read before a slot is taken: a client trickling its body holds a
+    # connection, never one of the max_in_flight slots.
+    body = await _read_body(request, config.max_body_size, config.body_timeout)
     if state.in_flight >= config.max_in_flight:
         raise ActiveStorageError(
             503,
@@ -178,16 +299,24 @@ async def _operation(request: web.Request) -> web.Response:
             [f"{state.in_flight} requests in flight, the limit is {config.max_in_flight}"],
         )
     state.in_flight += 1
+    size = 0
     try:
-        body = await _read_body(request, config.max_body_size)
         req = ReductionRequest.from_json(body)
         state.allow.check(req.url)
         credentials = Credentials.from_authorization(request.headers.get("Authorization"))
         data = await state.upstream.fetch(req, credentials)
-        payload = await asyncio.to_thread(compute, operation, req, data, config.max_object_size)
-        return web.Response(body=payload, content_type="application/cbor")
+        size = len(data)
+        parts = await asyncio.to_thread(
+            compute_parts, operation, req, data, config.max_object_size
+        )
+        del data
+        size = max(size, len(parts[1]))
+        return await _write_reply(request, parts)
     finally:
         state.in_flight -= 1
+        if size >= memory.TRIM_AFTER_BYTES and state.in_flight == 0:
+            # the last of a burst of large requests gives the freed memory back
+            await asyncio.to_thread(memory.release_free_memory)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -199,6 +328,8 @@ def _error_response(err: ActiveStorageError) -> web.Response:
     resp = web.json_response(err.body(), status=err.status)
     if err.status == 503:
         resp.headers["Retry-After"] = "1"
+    if isinstance(err, RequestTimeout) or err.status == 413:
+        resp.force_close()  # the rest of the body is not worth waiting for
     return resp
 
 
@@ -218,14 +349,19 @@ async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamRespo
     except MemoryError:
         resp = _error_response(ActiveStorageError(503, "server out of memory for this request"))
     except Exception as exc:
-        log.error("internal error on %s %s: %s", request.method, request.path, type(exc).__name__)
+        log.error(
+            "internal error on %s %s: %s",
+            printable(request.method),
+            printable(request.path),
+            type(exc).__name__,
+        )
         log.debug("traceback", exc_info=True)
         resp = _error_response(ActiveStorageError(500, "internal server error"))
     nbytes = resp.content_length or 0
     log.info(
         "%s %s %d %.1fms %dB",
-        request.method,
-        request.path,
+        printable(request.method),
+        printable(request.path),
         resp.status,
         (time.perf_counter() - start) * 1000.0,
         nbytes,
@@ -267,7 +403,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Ap
     return app
 
 
-async def _operation_any_method(request: web.Request) -> web.Response:
+async def _operation_any_method(request: web.Request) -> web.StreamResponse:
     if request.method != "POST":
         raise web.HTTPMethodNotAllowed(request.method, ["POST"])
     return await _operation(request)
@@ -304,6 +440,7 @@ def serve(
     *,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     upstream_timeout: float = 60.0,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM). Blocks.
 
@@ -322,18 +459,22 @@ def serve(
         max_in_flight=max_in_flight,
         max_body_size=max_body_size,
         upstream_timeout=upstream_timeout,
+        body_timeout=body_timeout,
     )
+    memory.tune_malloc()  # before the worker threads exist
     app = create_app(config)
     allowed = app[_STATE].allow
     if not allowed.origins:
         log.warning("no --allow-upstream given: every request will be refused (403)")
     log.info(
-        "active storage on http://%s:%d, upstreams %s, max object %d B, max in flight %d",
+        "active storage on http://%s:%d, upstreams %s, max object %d B, max in flight %d, "
+        "body timeout %gs",
         host,
         port,
         ", ".join(sorted(str(o) for o in allowed.origins)) or "(none)",
         config.max_object_size,
         config.max_in_flight,
+        config.body_timeout,
     )
     web.run_app(app, host=host, port=port, access_log=None, print=None)
 
@@ -368,6 +509,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="largest object range or decompressed chunk, e.g. 64MiB",
     )
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="time a client has to send its whole request body (400 RequestTimeout after)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -381,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_object_size=args.max_object_size,
         max_in_flight=args.max_in_flight,
         log_level=args.log_level,
+        body_timeout=args.body_timeout,
     )
     return 0
 

@@ -310,8 +310,13 @@ class Upstream:
         except Exception as exc:  # obstore rejects some keys (empty segments, ...)
             raise FieldError("url", f"cannot address this object: {str(exc)[:200]}") from None
 
-    async def fetch(self, req: ReductionRequest, credentials: Credentials | None) -> bytes:
-        """Fetch ``req.size`` bytes at ``req.offset`` (or to the end) of ``req.url``."""
+    async def fetch(
+        self, req: ReductionRequest, credentials: Credentials | None
+    ) -> bytearray | memoryview:
+        """Fetch ``req.size`` bytes at ``req.offset`` (or to the end) of ``req.url``.
+
+        The bytes come in one writable buffer of their own (never copied after the read).
+        """
         limit = self.max_object_size
         if req.size is not None and req.size > limit:
             raise ActiveStorageError(
@@ -397,7 +402,9 @@ class Upstream:
 
     async def _read(
         self, resp: aiohttp.ClientResponse, skip: int, want: int | None, shown: str
-    ) -> bytes:
+    ) -> bytearray | memoryview:
+        """The body (after ``skip`` bytes), read into one buffer allocated up front when
+        the size is known: peak memory is the object's size, not a multiple of it."""
         limit = self.max_object_size
         length = resp.content_length
         if want is None and length is not None and length - skip > limit:
@@ -406,17 +413,37 @@ class Upstream:
                 "object too large",
                 [f"{shown} has {length - skip} bytes, more than the limit of {limit}"],
             )
-        cap = limit + 1 if want is None else want
+        if want is None and length is not None:
+            want_now = max(length - skip, 0)
+        else:
+            want_now = want
+        if want_now is None:  # no Content-Length: grow, up to one byte past the limit
+            return await self._read_growing(resp, skip, limit, shown)
+        buf = bytearray(want_now)
+        view = memoryview(buf)
+        filled = 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            n = min(len(chunk), want_now - filled)
+            view[filled : filled + n] = chunk[:n]
+            filled += n
+            if filled >= want_now:
+                break
+        return view[:filled] if filled < want_now else buf
+
+    async def _read_growing(
+        self, resp: aiohttp.ClientResponse, skip: int, limit: int, shown: str
+    ) -> bytearray:
         buf = bytearray()
         async for chunk in resp.content.iter_chunked(_READ_CHUNK):
             if skip:
                 dropped = min(skip, len(chunk))
                 chunk, skip = chunk[dropped:], skip - dropped
             buf += chunk
-            if len(buf) >= cap:
-                break
-        if want is None and len(buf) > limit:
-            raise ActiveStorageError(
-                413, "object too large", [f"{shown} is larger than {limit} bytes"]
-            )
-        return bytes(buf[:cap])
+            if len(buf) > limit:
+                raise ActiveStorageError(
+                    413, "object too large", [f"{shown} is larger than {limit} bytes"]
+                )
+        return buf

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .types import has_vlen
+
 
 @dataclass(frozen=True)
 class ChunkSelection:
@@ -169,3 +171,37 @@ class ChunkGrid:
                 out_sel=tuple(p[2] for p in combo if p[2] is not None),
             ))
         return out
+
+
+def choose_chunks(shape: tuple[int, ...], dtype: np.dtype, chunks: Any,
+                  maxshape: tuple[int | None, ...] | None) -> tuple[int, ...]:
+    """The chunk shape of a new dataset, h5py's way: ``chunks`` as given (checked against
+    ``shape``); None/False: one chunk (refused for an extensible ``maxshape``); True: a
+    guess of about 2 MiB, halving the largest dimension first. A scalar has chunks (1,).
+
+    >>> choose_chunks((100, 1000), np.dtype("f8"), True, None)
+    (100, 1000)
+    >>> choose_chunks((10000, 1000), np.dtype("f8"), True, None)
+    (313, 500)
+    >>> choose_chunks((4, 6), np.dtype("f8"), (2, 3), None)
+    (2, 3)
+    """
+    if chunks is not None and chunks is not True and chunks is not False:
+        chunks = tuple(int(c) for c in chunks)
+        if len(chunks) != len(shape) or any(c < 1 for c in chunks):
+            raise ValueError(f"chunks {chunks} do not fit shape {shape}")
+        return chunks
+    if shape == ():
+        return (1,)
+    if chunks is None or chunks is False:
+        if maxshape is not None and None in maxshape:
+            raise ValueError("extensible datasets (maxshape None) must be chunked")
+        return tuple(max(1, s) for s in shape)
+    # aim at about 2 MiB, halving the largest dimension first, like h5py's guess
+    target = 2 * 2**20
+    itemsize = max(1, dtype.itemsize if not has_vlen(dtype) else 16)
+    out = [max(1, s) if s else 1024 for s in shape]
+    while math.prod(out) * itemsize > target and max(out) > 1:
+        i = out.index(max(out))
+        out[i] = math.ceil(out[i] / 2)
+    return tuple(out)

@@ -362,3 +362,114 @@ def parse_datatype(key: str, obj: dict) -> DatatypeMeta:
     if not isinstance(obj.get("type"), dict | str):
         raise MetadataError(key, "no 'type'")
     return DatatypeMeta(key, tid, obj["type"], parse_attributes(key, obj.get("attributes")), obj)
+
+
+# -- building the JSON of new objects (one place for the HSDS schema's shapes) ---------
+def object_json(obj_id: str, root_id: str, now: float, body: dict) -> dict:
+    """A new group/dataset/datatype object: its id, root, timestamps, then ``body``.
+
+    >>> object_json("g-1", "g-1", 0.0, group_json())
+    {'id': 'g-1', 'root': 'g-1', 'created': 0.0, 'lastModified': 0.0, 'links': {}, 'attributes': {}}
+    """
+    return {"id": obj_id, "root": root_id, "created": now, "lastModified": now, **body}
+
+
+def domain_json(root_id: str, owner: str, acls: Any, created: float, now: float) -> dict:
+    """The ``.domain.json`` of a domain whose root group is ``root_id``.
+
+    >>> list(domain_json("g-1", "me", {}, 0.0, 1.0))
+    ['root', 'owner', 'acls', 'created', 'lastModified']
+    """
+    return {"root": root_id, "owner": owner, "acls": acls, "created": created,
+            "lastModified": now}
+
+
+def group_json() -> dict:
+    """The body of a new, empty group.
+
+    >>> group_json()
+    {'links': {}, 'attributes': {}}
+    """
+    return {"links": {}, "attributes": {}}
+
+
+def datatype_json(type_json: dict | str) -> dict:
+    """The body of a new committed datatype.
+
+    >>> datatype_json("H5T_STD_I8LE")
+    {'type': 'H5T_STD_I8LE', 'attributes': {}}
+    """
+    return {"type": type_json, "attributes": {}}
+
+
+def attribute_json(type_json: dict | str, shape: tuple[int, ...] | None, value_json: Any,
+                   created: float) -> dict:
+    """One entry of an object's ``attributes``; ``shape`` None is a null dataspace (no
+    value), ``()`` a scalar.
+
+    >>> attribute_json("H5T_STD_I8LE", (2,), [1, 2], 0.0)["value"]
+    [1, 2]
+    >>> attribute_json("H5T_STD_I8LE", None, None, 0.0)["shape"]
+    {'class': 'H5S_NULL'}
+    """
+    out: dict[str, Any] = {"type": type_json, "shape": Dataspace(shape, shape).to_json()}
+    if shape is not None:
+        out["value"] = value_json
+    out["created"] = created
+    return out
+
+
+def dataset_json(type_json: dict | str, space: Dataspace, layout: dict | None,
+                 filters: list, fill_json: Any = None) -> dict:
+    """The body of a new dataset; ``layout`` None for a null dataspace (no values, no
+    layout). The layout is stored twice, in ``creationProperties`` and at the top, as
+    HSDS does.
+
+    >>> body = dataset_json("H5T_STD_I8LE", Dataspace((4,), (4,)), chunked_layout((2,)), [])
+    >>> body["creationProperties"]
+    {'layout': {'class': 'H5D_CHUNKED', 'dims': [2]}, 'filters': []}
+    """
+    cp: dict[str, Any] = {}
+    if layout is not None:
+        cp.update(layout=layout, filters=filters)
+    if fill_json is not None:
+        cp["fillValue"] = fill_json
+    body: dict[str, Any] = {"type": type_json, "shape": space.to_json(), "creationProperties": cp}
+    if layout is not None:
+        body["layout"] = dict(layout)
+    body["attributes"] = {}
+    return body
+
+
+def contiguous_layout() -> dict:
+    """A scalar dataset's layout: one contiguous chunk ``"0"``, as HSDS writes it."""
+    return {"class": "H5D_CONTIGUOUS"}
+
+
+def chunked_layout(chunks: tuple[int, ...]) -> dict:
+    """Chunk objects of shape ``chunks``.
+
+    >>> chunked_layout((2, 3))
+    {'class': 'H5D_CHUNKED', 'dims': [2, 3]}
+    """
+    return {"class": "H5D_CHUNKED", "dims": list(chunks)}
+
+
+def chunked_ref_layout(chunks: tuple[int, ...], file_uri: str | None,
+                       table: dict[str, list[int]]) -> dict:
+    """Chunks inside the file ``file_uri``, ``{"i_j": [offset, size]}`` inline."""
+    return {"class": "H5D_CHUNKED_REF", "dims": list(chunks), "file_uri": file_uri,
+            "chunks": table}
+
+
+def chunked_ref_indirect_layout(chunks: tuple[int, ...], file_uri: str | None,
+                                chunk_table_id: str) -> dict:
+    """Chunks inside the file ``file_uri``, listed by the chunk-table dataset."""
+    return {"class": "H5D_CHUNKED_REF_INDIRECT", "dims": list(chunks), "file_uri": file_uri,
+            "chunk_table": chunk_table_id}
+
+
+def contiguous_ref_layout(file_uri: str | None, offset: int, size: int) -> dict:
+    """A contiguous dataset at ``offset`` (``size`` bytes) of the file ``file_uri``."""
+    return {"class": "H5D_CONTIGUOUS_REF", "file_uri": file_uri, "offset": offset,
+            "size": size}

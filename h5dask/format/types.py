@@ -8,8 +8,14 @@ code see familiar dtypes:
 - variable-length sequence: ``object`` dtype with ``metadata={"vlen": <base dtype>}``
 - enum: the integer base dtype with ``metadata={"enum": {name: value}}``; the enum
   ``{FALSE: 0, TRUE: 1}`` over int8 is numpy ``bool``, as in h5py
-- object reference: ``object`` dtype with ``metadata={"ref": "object"}`` (values are ids)
-- array members: numpy sub-array dtypes; compounds: structured dtypes
+- object reference: ``object`` dtype with ``metadata={"ref": "object"}`` (values are ids;
+  a null reference is ``""``)
+- array members: numpy sub-array dtypes; compounds: structured dtypes, packed (HSDS's
+  compound JSON has no member offsets, so a padded HDF5 compound reads back packed)
+- complex: a compound of two floats of one type named ``r`` and ``i`` is numpy complex
+- opaque: ``V<n>``; one tagged ``NUMPY:<dtype>`` (``h5py.opaque_dtype``, e.g. datetime64)
+  is that dtype with ``metadata={"h5py_opaque": True}``
+- fixed-length UTF-8 strings: ``S<n>`` with ``metadata={"h5py_encoding": "utf-8"}``
 
 >>> dtype_from_json({"class": "H5T_FLOAT", "base": "H5T_IEEE_F32BE"})
 dtype('>f4')
@@ -40,6 +46,8 @@ BOOL_MAPPING = {"FALSE": 0, "TRUE": 1}
 VLEN_STR = np.dtype("O", metadata={"vlen": str})
 VLEN_BYTES = np.dtype("O", metadata={"vlen": bytes})
 OBJ_REF = np.dtype("O", metadata={"ref": "object"})
+COMPLEX_FIELDS = ("r", "i")  # h5py's names of a complex number's compound members
+OPAQUE_TAG_PREFIX = "NUMPY:"  # h5py.opaque_dtype's tag: "NUMPY:" + numpy dtype string
 
 TypeResolver = Callable[[str], dict]
 
@@ -89,6 +97,8 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
             return VLEN_STR if utf8 else VLEN_BYTES
         if not isinstance(length, int) or length < 1:
             raise UnsupportedTypeError(f"string length must be >= 1 or H5T_VARIABLE: {length!r}")
+        if utf8:
+            return np.dtype(f"S{length}", metadata={"h5py_encoding": "utf-8"})
         return np.dtype(f"S{length}")
     if cls == "H5T_ENUM":
         base = dtype_from_json(type_json.get("base"), resolve)
@@ -118,7 +128,7 @@ def dtype_from_json(type_json: Any, resolve: TypeResolver | None = None) -> np.d
         size = type_json.get("size")
         if not isinstance(size, int) or size < 1:
             raise UnsupportedTypeError(f"opaque type with bad size {size!r}")
-        return np.dtype(f"V{size}")
+        return _tagged_opaque(type_json.get("tag"), size) or np.dtype(f"V{size}")
     raise UnsupportedTypeError(f"unsupported HDF5 type class {cls!r}")
 
 
@@ -132,6 +142,19 @@ def _as_complex(dt: np.dtype) -> np.dtype | None:
             real.itemsize) or dt.itemsize != 2 * real.itemsize:
         return None
     return np.dtype(f"{real.byteorder if real.byteorder != '=' else '<'}c{2 * real.itemsize}")
+
+
+def _tagged_opaque(tag: Any, size: int) -> np.dtype | None:
+    """The numpy dtype named by an h5py opaque tag (``NUMPY:<M8[s]``), if it fits."""
+    if not isinstance(tag, str) or not tag.startswith(OPAQUE_TAG_PREFIX):
+        return None
+    try:
+        dt = np.dtype(tag[len(OPAQUE_TAG_PREFIX):])
+    except TypeError:
+        return None
+    if dt.itemsize != size or dt.kind not in "Mm":
+        return None
+    return np.dtype(dt.str, metadata={"h5py_opaque": True})
 
 
 def _enum_mapping(type_json: dict) -> dict | None:
@@ -179,8 +202,12 @@ def type_json_from_dtype(dt: np.dtype) -> dict:
         part = np.dtype(f"{dt.byteorder if dt.byteorder != '=' else '<'}f{dt.itemsize // 2}")
         return {"class": "H5T_COMPOUND", "fields": [
             {"name": n, "type": type_json_from_dtype(part)} for n in ("r", "i")]}
+    if dt.kind in "Mm":
+        return {"class": "H5T_OPAQUE", "size": dt.itemsize,
+                "tag": OPAQUE_TAG_PREFIX + dt.str}
     if dt.kind == "S":
-        return {"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
+        utf8 = meta.get("h5py_encoding") == "utf-8"
+        return {"class": "H5T_STRING", "charSet": "H5T_CSET_UTF8" if utf8 else "H5T_CSET_ASCII",
                 "strPad": "H5T_STR_NULLPAD", "length": dt.itemsize}
     if dt.kind == "U":
         raise UnsupportedTypeError(

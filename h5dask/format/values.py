@@ -44,6 +44,19 @@ def _element(value: Any, dt: np.dtype) -> Any:
         return value  # references: id strings
     if dt.kind == "S":
         return _to_bytes(value) if isinstance(value, str) else value
+    if dt.kind == "c":
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise ValueError(f"complex value {value!r} is not [real, imaginary]")
+        real, imag = (_element(v, np.dtype(f"f{dt.itemsize // 2}")) for v in value)
+        return complex(real, imag)
+    if dt.kind == "V":  # opaque: a list of byte values
+        if not isinstance(value, list) or len(value) != dt.itemsize:
+            raise ValueError(f"opaque value {value!r} is not {dt.itemsize} byte values")
+        return bytes(value)
+    if dt.kind in "Mm":  # tagged opaque datetime64/timedelta64: the int64 count
+        if not isinstance(value, int):
+            raise ValueError(f"{value!r} is not an integer count of {dt}")
+        return np.array(value, dtype="i8").view(dt)[()]
     if dt.kind == "f" and isinstance(value, str):
         if value in _SPECIAL:
             return _SPECIAL[value]
@@ -67,8 +80,9 @@ def _to_str(value: Any) -> str:
 
 
 def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
-    if shape is None:
-        shape = np.shape(value) if dt.kind != "O" or not isinstance(value, list) else (len(value),)
+    if shape is None:  # a variable-length sequence: one axis (its elements may be lists)
+        nested = dt.kind == "O" or dt.names or dt.subdtype is not None
+        shape = (len(value),) if nested and isinstance(value, list) else np.shape(value)
     if dt.subdtype is not None:
         # numpy turns a top-level sub-array dtype into trailing axes of its base type
         # (np.empty((), "(3,)i2").shape == (3,)), so read the value with those axes
@@ -121,6 +135,10 @@ def _json_element(x: Any, dt: np.dtype) -> Any:
         return [_json_element(x[n], dt.fields[n][0]) for n in dt.names]
     if dt.subdtype is not None:
         return json_from_array(np.asarray(x))
+    if dt.kind == "c":
+        return [float(x.real), float(x.imag)]
+    if dt.kind in "Mm":
+        return int(np.asarray(x).view("i8"))
     if dt.kind == "f":
         return float(x)  # NaN/inf are written as the bare NaN/Infinity tokens, as HSDS does
     if dt.kind in "iu":

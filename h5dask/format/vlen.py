@@ -1,6 +1,7 @@
 """Variable-length data in chunk objects: each element is a 4-byte little-endian byte
 count followed by that many bytes (UTF-8 for strings), as HSDS writes them.
-Compound elements with variable-length members encode member by member.
+Compound elements with variable-length members encode member by member; a string
+member decodes to bytes (as h5py and h5netcdf read it), a top-level UTF-8 string to str.
 
 >>> from h5dask.format.types import VLEN_STR
 >>> a = np.array(["a", "héllo"], dtype=VLEN_STR)
@@ -36,7 +37,7 @@ def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
     elif isinstance(vlen, np.dtype):
         b = np.ascontiguousarray(x if x is not None else [], dtype=vlen).tobytes()
     else:
-        b = str(x).encode("utf-8")  # object references: their id strings
+        b = b"" if not x else str(x).encode("utf-8")  # references: ids ("" is null)
     out += _LEN.pack(len(b))
     out += b
 
@@ -50,11 +51,12 @@ def encode_vlen(arr: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def _decode_one(buf: memoryview, pos: int, dt: np.dtype) -> tuple[object, int]:
+def _decode_one(buf: memoryview, pos: int, dt: np.dtype,
+                member: bool = False) -> tuple[object, int]:
     if dt.names:
         values = []
         for n in dt.names:
-            v, pos = _decode_one(buf, pos, dt.fields[n][0])
+            v, pos = _decode_one(buf, pos, dt.fields[n][0], member=True)
             values.append(v)
         return tuple(values), pos
     if dt.kind != "O":
@@ -70,11 +72,11 @@ def _decode_one(buf: memoryview, pos: int, dt: np.dtype) -> tuple[object, int]:
         raise ValueError(f"variable-length element of {n} bytes runs past the chunk's end")
     raw = bytes(buf[pos:pos + n])
     vlen = (dt.metadata or {}).get("vlen")
-    if vlen is str:
+    if vlen is str and not member:  # compound members stay bytes, as h5py reads them
         value: object = raw.decode("utf-8", errors="surrogateescape")
-    elif isinstance(vlen, np.dtype):
-        value = np.frombuffer(raw, dtype=vlen).copy()
-    elif vlen is bytes:
+    elif isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences
+        value = np.frombuffer(raw, dtype=vlen).astype(vlen.newbyteorder("="))
+    elif vlen is bytes or vlen is str:
         value = raw
     else:
         value = raw.decode("utf-8")

@@ -69,7 +69,11 @@ class H5Types:
                 raise UnsupportedTypeError("region references")
             return {"class": "H5T_REFERENCE", "base": "H5T_STD_REF_OBJ"}
         if cls == h5t.OPAQUE:
-            return {"class": "H5T_OPAQUE", "size": tid.get_size()}
+            out = {"class": "H5T_OPAQUE", "size": tid.get_size()}
+            tag = text(tid.get_tag())
+            if tag:
+                out["tag"] = tag  # h5py.opaque_dtype's "NUMPY:<M8[s]" names the dtype
+            return out
         raise UnsupportedTypeError(f"HDF5 type class {cls} (bitfield, time, ...)")
 
 
@@ -91,6 +95,8 @@ def same_layout(tid: Any, dt: np.dtype) -> bool:
     if has_vlen(dt) or tid.get_size() != dt.itemsize:
         return False
     cls = tid.get_class()
+    if cls == h5t.STRING and tid.get_strpad() == h5t.STR_SPACEPAD:
+        return False  # HDF5 strips the padding spaces on read: the bytes are not the values
     if cls == h5t.COMPOUND:
         return all(tid.get_member_offset(i) == dt.fields[n][1] and
                    same_layout(tid.get_member_type(i), dt.fields[n][0])
@@ -107,15 +113,20 @@ class H5Values:
         self.f = f
         self.refs = refs  # object address -> new id
 
-    def ref(self, ref: Any) -> str | None:
+    def ref(self, ref: Any) -> str:
+        """The new id of the referenced object; ``""`` for a null reference."""
         import h5py
 
         if not ref:
-            return None
-        oid = h5py.h5r.dereference(ref, self.f.id)
+            return ""
+        try:
+            oid = h5py.h5r.dereference(ref, self.f.id)
+        except (KeyError, ValueError, OSError) as exc:  # e.g. an address past the file's end
+            raise UnsupportedTypeError(f"an object reference HDF5 cannot follow ({exc})"
+                                       ) from exc
         if oid is None:
-            return None
-        return self.refs.get(h5py.h5o.get_info(oid).addr)
+            return ""
+        return self.refs.get(h5py.h5o.get_info(oid).addr, "")
 
     def nd(self, value: Any, dt: np.dtype, ndim: int) -> Any:
         """Nested lists of ``ndim`` levels (an array type's own axes stay inside)."""
@@ -145,6 +156,10 @@ class H5Values:
             raise UnsupportedTypeError(f"object values of {dt}")
         if dt.kind == "f":
             return float(x)
+        if dt.kind == "c":
+            return [float(np.real(x)), float(np.imag(x))]
+        if dt.kind in "Mm":
+            return int(np.asarray(x).view("i8"))
         if dt.kind in "iu":
             return int(x)
         if dt.kind == "b":

@@ -43,19 +43,39 @@ import numpy as np
 
 from ..chunkio import ArraySource, fill_array
 from ..domain import DomainSession
-from ..errors import CorruptChunkError, UnsupportedTypeError
+from ..errors import (
+    CorruptChunkError,
+    DomainExistsError,
+    H5DaskError,
+    LocalLinkWarning,
+    SourceFileError,
+    UnsupportedTypeError,
+)
 from ..format import codecs, ids
-from ..format.chunks import ChunkGrid
+from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
 from ..format.filters import ChunkCodec, filter_json
-from ..format.metadata import DatasetMeta, Link
+from ..format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
+from ..format.metadata import (
+    DatasetMeta,
+    Link,
+    attribute_json,
+    chunked_layout,
+    chunked_ref_indirect_layout,
+    chunked_ref_layout,
+    contiguous_layout,
+    contiguous_ref_layout,
+    dataset_json,
+    datatype_json,
+    group_json,
+)
 from ..format.types import dtype_from_json, has_vlen, type_json_from_dtype
+from ..sources import array_source
 from ..storage import open_location
 from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .hdf5 import H5Types, H5Values, SourceObject, same_layout, walk
-from .linked import CHUNK_TABLE_DTYPE, check_linkable
-from .source import Source, open_source
+from .source import Source, check_linkable, open_source
 
 #: chunk tables with more entries than this go to an H5D_CHUNKED_REF_INDIRECT chunk
 #: table (SingleObject.md suggests the indirect layout beyond about 1000 chunks)
@@ -126,11 +146,9 @@ class _CountingStore(ObjectStore):
     """Delegates to a store and counts what is written through it (on the I/O loop)."""
 
     def __init__(self, inner: ObjectStore) -> None:
-        super().__init__()
+        super().__init__(inner.tuning)
         self.inner = inner
         self.root_url = inner.root_url
-        self.max_concurrency = inner.max_concurrency
-        self.retry = inner.retry
         self.written: Counter[str] = Counter()  # kind -> bytes
         self.objects: Counter[str] = Counter()  # kind -> objects
 
@@ -213,13 +231,11 @@ class _ChunkSpec:
 def _resolve_chunks(request: Any, shape: tuple[int, ...], dt: np.dtype,
                     maxshape: tuple[int | None, ...], source: tuple[int, ...] | None
                     ) -> tuple[int, ...]:
-    from ..file import _choose_chunks
-
     if isinstance(request, tuple) and len(request) == len(shape):
         return tuple(max(1, s) if c is None else (c if m is None else min(c, max(1, s)))
                      for c, s, m in zip(request, shape, maxshape))
     if request == "auto" or source is None:
-        return _choose_chunks(shape, dt, True, maxshape)
+        return choose_chunks(shape, dt, True, maxshape)
     return tuple(source)
 
 
@@ -334,6 +350,10 @@ def _make_plan(obj: SourceObject, types: H5Types, values: H5Values) -> _Plan:
     tid = dset.id.get_type()
     type_json = types.json(tid)
     dt = dtype_from_json(type_json)
+    if dt.subdtype is not None:
+        raise UnsupportedTypeError(
+            "a dataset whose element type is an HDF5 array type (h5py reads it as extra "
+            "axes); HSDS chunk layouts have no equivalent")
     space = dset.id.get_space()
     stype = space.get_simple_extent_type()
     if stype == h5s.NULL:
@@ -417,7 +437,7 @@ class _Loader:
                 except UnsupportedTypeError as exc:
                     summary.skipped.append(f"{obj.path}: datatype ({exc})")
                     continue
-                obj.new_id = session.new_object("t", {"type": tjson, "attributes": {}})
+                obj.new_id = session.new_object("t", datatype_json(tjson))
                 committed[obj.addr] = obj.new_id
                 summary.datatypes += 1
         refs = self.refs
@@ -436,7 +456,7 @@ class _Loader:
                 summary.datasets += 1
             elif obj.kind == "g":
                 if obj is not root:
-                    obj.new_id = session.new_object("g", {"links": {}, "attributes": {}})
+                    obj.new_id = session.new_object("g", group_json())
                 summary.groups += 1
             if obj.new_id:
                 refs[obj.addr] = obj.new_id
@@ -466,10 +486,7 @@ class _Loader:
             meta = session.load(plan.obj.new_id)
             assert isinstance(meta, DatasetMeta)
             if plan.mode == "copy":
-                shape = plan.shape if plan.shape != () else (1,)
-                assert shape is not None
-                plan.source = ArraySource(self.store, meta.id, shape, meta.chunk_shape,
-                                          meta.dtype, meta.codec, meta.fill_value())
+                plan.source = array_source(session, meta, store=self.store)
             summary.layouts[meta.layout.cls] = summary.layouts.get(meta.layout.cls, 0) + 1
 
     def _attributes(self, obj: SourceObject, types: H5Types, values: H5Values) -> dict:
@@ -484,16 +501,14 @@ class _Loader:
                 type_json = types.json(aid.get_type())
                 dt = dtype_from_json(type_json)
                 if aid.get_space().get_simple_extent_type() == h5s.NULL:
-                    entry = {"type": type_json, "shape": {"class": "H5S_NULL"}}
+                    out[name] = attribute_json(type_json, None, None, now)
                 else:
                     shape = tuple(aid.shape)
-                    entry = {"type": type_json, "shape": Dataspace(shape, shape).to_json(),
-                             "value": values.nd(obj.h5.attrs[name], dt, len(shape))}
+                    out[name] = attribute_json(
+                        type_json, shape, values.nd(obj.h5.attrs[name], dt, len(shape)), now)
             except (UnsupportedTypeError, OSError, TypeError, ValueError) as exc:
                 self.summary.skipped.append(f"{obj.path} attribute {name!r} ({exc})")
                 continue
-            entry["created"] = now
-            out[name] = entry
             self.summary.attributes += 1
         return out
 
@@ -513,28 +528,24 @@ class _Loader:
         return False  # compact (the data is in the object header) or virtual
 
     def _dataset_body(self, plan: _Plan) -> dict:
+        layout, filters = self._layout(plan)
+        return dataset_json(plan.type_json, Dataspace(plan.shape, plan.maxshape), layout,
+                            filters, plan.fill_json)
+
+    def _layout(self, plan: _Plan) -> tuple[dict | None, list]:
+        """The new dataset's layout and filters JSON; sets the plan's mode and codecs."""
         from h5py import h5d
 
-        body: dict[str, Any] = {"type": plan.type_json, "attributes": {}}
-        body["shape"] = Dataspace(plan.shape, plan.maxshape).to_json()
-        cp: dict[str, Any] = {}
-        if plan.fill_json is not None:
-            cp["fillValue"] = plan.fill_json
         if plan.shape is None:  # a null dataspace: no values, no layout
-            body["creationProperties"] = cp
-            return body
+            return None, []
         if self._linkable(plan):
             layout = self._linked_layout(plan)
-            cp.update(layout=layout, filters=_native_filters_json(plan))
-            body.update(creationProperties=cp, layout=dict(layout))
             plan.mode = "link"
-            return body
+            return layout, _native_filters_json(plan)
         if self.link and plan.mode != "meta":
             self.summary.copied.append(plan.path)
         if plan.scalar:  # one chunk "0", as HSDS stores a scalar
-            cp.update(layout={"class": "H5D_CONTIGUOUS"}, filters=[])
-            body.update(creationProperties=cp, layout=dict(cp["layout"]))
-            return body
+            return contiguous_layout(), []
         assert plan.maxshape is not None
         request = self.chunk_spec.for_dataset(plan.path)
         if (isinstance(request, tuple) and len(request) != len(plan.shape)
@@ -549,9 +560,6 @@ class _Loader:
             comp, level = new_comp, new_level
         for note in notes:
             warnings.warn(f"{plan.path}: {note}", stacklevel=2)
-        layout = {"class": "H5D_CHUNKED", "dims": list(plan.chunks)}
-        cp.update(layout=layout, filters=_filters_json(comp, level, shuffle, f32))
-        body.update(creationProperties=cp, layout=dict(layout))
         if plan.mode != "meta" and not plan.allocated:
             plan.mode = "meta"  # nothing stored: every value is the fill value
         plan.direct = (plan.src_layout == h5d.CHUNKED and plan.native and plan.raw_ok
@@ -560,13 +568,12 @@ class _Loader:
             assert plan.src_chunks is not None
             plan.src_codec = ChunkCodec.from_filters(
                 _native_filters_json(plan), plan.dtype, plan.src_chunks, hdf5_native=True)
-        return body
+        return chunked_layout(plan.chunks), _filters_json(comp, level, shuffle, f32)
 
     def _linked_layout(self, plan: _Plan) -> dict:
         from h5py import h5d
 
         from ..format.metadata import CONTIGUOUS_REF_CHUNK_MAX, _contiguous_chunks
-        from .linked import contiguous_ranges
 
         uri = self.src.file_uri
         dset = plan.obj.h5
@@ -579,13 +586,11 @@ class _Loader:
                 # a one-chunk table: HSDS 1.0.2 cannot serve H5D_CONTIGUOUS_REF for scalars
                 table = {"0": [int(offset), size]} if offset is not None else {}
                 self._count_linked(len(table), itemsize if table else 0)
-                return {"class": "H5D_CHUNKED_REF", "dims": [1], "file_uri": uri,
-                        "chunks": table}
+                return chunked_ref_layout((1,), uri, table)
             chunks = _contiguous_chunks(shape, itemsize, CONTIGUOUS_REF_CHUNK_MAX)
             ranges = contiguous_ranges(shape, itemsize, chunks, int(offset or 0), size)
             self._count_linked(len(ranges), sum(n for _, _, n in ranges))
-            return {"class": "H5D_CONTIGUOUS_REF", "file_uri": uri, "offset": int(offset or 0),
-                    "size": size}
+            return contiguous_ref_layout(uri, int(offset or 0), size)
         chunks = plan.src_chunks
         assert chunks is not None
         grid = ChunkGrid(shape, chunks)
@@ -597,31 +602,23 @@ class _Loader:
         if len(plan.stored) <= self.inline_limit:
             table = {ids.chunk_name(i): [int(info.byte_offset), int(info.size)]
                      for i, info in zip(indices, plan.stored)}
-            return {"class": "H5D_CHUNKED_REF", "dims": list(chunks), "file_uri": uri,
-                    "chunks": table}
+            return chunked_ref_layout(chunks, uri, table)
         values = np.zeros(grid.grid_shape, dtype=CHUNK_TABLE_DTYPE)
         for i, info in zip(indices, plan.stored):
             if info.size >= 2**31:
                 raise ValueError(f"{plan.path}: a chunk of {info.size} bytes does not fit the "
                                  "int32 size field of an HSDS chunk table")
             values[i] = (info.byte_offset, info.size)
-        from ..file import _choose_chunks
-
         table_shape = grid.grid_shape
-        table_chunks = _choose_chunks(table_shape, CHUNK_TABLE_DTYPE, True, table_shape)
-        table_layout = {"class": "H5D_CHUNKED", "dims": list(table_chunks)}
-        table_id = self.session.new_object("d", {
-            "type": type_json_from_dtype(CHUNK_TABLE_DTYPE),
-            "shape": Dataspace(table_shape, table_shape).to_json(),
-            "creationProperties": {"layout": table_layout, "filters": []},
-            "layout": dict(table_layout), "attributes": {}})
+        table_chunks = choose_chunks(table_shape, CHUNK_TABLE_DTYPE, True, table_shape)
+        table_id = self.session.new_object("d", dataset_json(
+            type_json_from_dtype(CHUNK_TABLE_DTYPE), Dataspace(table_shape, table_shape),
+            chunked_layout(table_chunks), []))
         meta = self.session.load(table_id)
         assert isinstance(meta, DatasetMeta)
         plan.table = values
-        plan.table_source = ArraySource(self.store, table_id, table_shape, meta.chunk_shape,
-                                        meta.dtype, meta.codec, meta.fill_value())
-        return {"class": "H5D_CHUNKED_REF_INDIRECT", "dims": list(chunks), "file_uri": uri,
-                "chunk_table": table_id}
+        plan.table_source = array_source(self.session, meta, store=self.store)
+        return chunked_ref_indirect_layout(chunks, uri, table_id)
 
     def _count_linked(self, chunks: int, logical: int) -> None:
         self.summary.chunks_linked += chunks
@@ -781,7 +778,17 @@ class _Loader:
     # (in the h5py thread)
     def _read_region(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         """One target chunk read through h5py (which undoes any filter it has a plugin
-        for), padded with the fill value at the edges."""
+        for), padded with the fill value at the edges; HDF5's own failures become one
+        SourceFileError naming the file and the dataset."""
+        try:
+            return self._read_region_h5py(plan, index)
+        except OSError as exc:
+            if isinstance(exc, H5DaskError):
+                raise
+            raise SourceFileError(f"{self.src.url}: dataset {plan.path}: h5py cannot read "
+                                  f"it ({exc})") from exc
+
+    def _read_region_h5py(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         assert plan.source is not None
         dset = self._region_reader(plan)
         values = H5Values(self.src.h5, self.refs)
@@ -883,6 +890,12 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if link and src_scheme not in ("", "file", "s3", "s3a"):
         raise ValueError(f"link=True needs the file on a file system or in S3 (a path, "
                          f"file:// or s3:// URL), not {src_text!r}")
+    if link and src_scheme in ("", "file"):
+        warnings.warn(
+            f"linking the local file {src_text!r}: the domain's chunks stay in that file, so "
+            "the domain is readable only where that path exists (this machine or a shared "
+            "file system); copy the file to object storage first to share it",
+            LocalLinkWarning, stacklevel=2)
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"max_workers must be >= 1, not {max_workers}")
     if inline_chunk_limit < 0:
@@ -897,7 +910,12 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     try:
         if link and source.file_uri is not None:
             check_linkable(source.file_uri, location, allowed_link_prefixes)
-        session = DomainSession(location, "w" if overwrite else "w-")
+        try:
+            session = DomainSession(location, "w" if overwrite else "w-")
+        except FileExistsError as exc:
+            raise DomainExistsError(
+                f"domain {location.url!r} already exists: pass overwrite=True (h5dask load "
+                "--overwrite) to replace it, or remove it first with h5dask rm") from exc
         store = _CountingStore(session.store)
         session.store = store  # metadata writes are counted too
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
@@ -954,6 +972,7 @@ async def _remove_new_objects(loader: _Loader) -> None:
     try:
         keys = await store.list(prefix)
         await asyncio.gather(*(store.delete(k) for k in keys), return_exceptions=True)
+        await store.prune(prefix)  # no empty db/<root>/ left to look like a domain's
     except Exception:  # noqa: BLE001 - the cleanup must not hide the real error
         pass
 

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ..errors import LinkedReferenceRefused, SourceFileError, SourceFormatError, StorageError
+from ..storage import Location, open_object
 from ..storage.base import ObjectStore
-from .linked import open_source_store
+from ..storage.links import ENV_VAR, LinkPolicy
+from ..storage.s3_options import TUNING_OPTIONS
 
 
 class CountingFile(io.RawIOBase):
@@ -111,6 +114,16 @@ def _s3fs_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def register_filter_plugins() -> None:
+    """Make HDF5 (through h5py) decode the filters ``hdf5plugin`` provides (lz4, zstd,
+    bitshuffle, Blosc, Blosc2, bzip2, zfp, ...): importing it registers them. Without the
+    package, such datasets fail with HDF5's own "can't open directory" error."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        pass
+
+
 def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     """Open ``src`` (a local path or an fsspec URL; ``options`` s3fs-style) read-only."""
     import h5py
@@ -120,7 +133,10 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
         path = os.path.abspath(unquote(parts.path) if scheme else src)
-        raw: Any = open(path, "rb")  # closed by Source.close
+        try:
+            raw: Any = open(path, "rb")  # closed by Source.close
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"source file {path!r} does not exist") from exc
         url = path
         file_uri: str | None = Path(path).as_uri()
     else:
@@ -131,21 +147,92 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             opts = _s3fs_options(opts)
         try:
             fs, fspath = fsspec.core.url_to_fs(src, **opts)
+            raw = fs.open(fspath, "rb", block_size=2**20, cache_type="blockcache")
         except ImportError as exc:
             raise ImportError(f"reading {src!r} needs the fsspec implementation of "
                               f"{scheme!r} ({exc}); for s3:// install s3fs") from exc
-        raw = fs.open(fspath, "rb", block_size=2**20, cache_type="blockcache")
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"source file {src!r} does not exist (or its server "
+                                    "cannot be reached)") from exc
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot open the source file {src!r}: {exc}") from exc
         url = src
         file_uri = f"s3://{parts.netloc}{parts.path}" if scheme in ("s3", "s3a") else None
     fileobj = CountingFile(raw)
+    register_filter_plugins()
     try:
         h5 = h5py.File(fileobj, "r")
-    except Exception:
+    except Exception as exc:
+        problem = _not_hdf5(fileobj, url)
         fileobj.close()
+        if problem is not None:
+            raise problem from exc
+        if isinstance(exc, OSError):
+            raise SourceFileError(
+                f"{url}: h5py cannot open it as an HDF5/netCDF-4 file ({exc})") from exc
         raise
     ranged = open_source_store(src, options)
     store, key = ranged if ranged is not None else (None, None)
     return Source(url, h5, fileobj, store, key, file_uri)
 
 
-__all__ = ["CountingFile", "Source", "open_source"]
+def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:
+    """Why h5py could not open ``fileobj``, if the reason is that it is not HDF5."""
+    from ..format.signature import HEAD_SIZE, describe, sniff
+
+    try:
+        fileobj.seek(0)
+        kind = sniff(fileobj.read(HEAD_SIZE))
+    except OSError:
+        return None
+    if kind == "hdf5":
+        return None
+    hint = ("h5dask imports HDF5 and netCDF-4 files only: convert it with "
+            "`nccopy -k nc4 IN OUT`, or open it with xarray and write it with "
+            "ds.to_h5cloud(URL)" if kind == "netcdf3" else
+            "h5dask imports HDF5 and netCDF-4 files only")
+    return SourceFormatError(f"cannot import {url!r}: it is {describe(kind)}; {hint}")
+
+
+def open_source_store(uri: str, storage_options: Mapping[str, Any] | None = None
+                      ) -> tuple[ObjectStore, str] | None:
+    """A store and key for ranged reads of a source file (local path, file://, s3://);
+    None for other protocols. ``storage_options`` are s3fs-style, as for domains (for a
+    local file, only the tuning ones apply).
+
+    >>> store, key = open_source_store("/data/run/x.h5")
+    >>> (store.root_url, key)
+    ('file:///data/run', 'x.h5')
+    """
+    scheme = urlsplit(uri).scheme.lower()
+    options = dict(storage_options or {})
+    if scheme in ("", "file"):
+        options = {k: v for k, v in options.items() if k in TUNING_OPTIONS}
+    elif scheme not in ("s3", "s3a"):
+        return None
+    return open_object(uri, options)
+
+
+def check_linkable(file_uri: str, location: Location,
+                   allowed_link_prefixes: Iterable[str] | None = None) -> None:
+    """Refuse, before a load writes anything, to link a file that readers of the domain
+    at ``location`` would refuse (LinkedReferenceRefused, saying what to do).
+
+    >>> from h5dask.storage import open_location
+    >>> location = open_location("file:///tmp/b/home/x.h5", {"bucket_root": "/tmp/b"})
+    >>> check_linkable("file:///tmp/b/files/x.h5", location)  # inside the bucket root
+    """
+    policy = LinkPolicy.from_option(allowed_link_prefixes)
+    try:
+        policy.resolve(file_uri, location.store, "the domain")
+    except LinkedReferenceRefused as exc:
+        raise LinkedReferenceRefused(
+            f"cannot link the file into {location.url}: {exc} Place the file inside the "
+            "domain's store or copy it (without link=True / --link); if you allow it "
+            f"(h5dask load: set {ENV_VAR}), every reader of the domain needs the same "
+            "allowance.", "", file_uri) from exc
+
+
+__all__ = ["CountingFile", "Source", "check_linkable", "open_source", "open_source_store"]

@@ -3,36 +3,43 @@
 A domain URL names a bucket root and a domain path inside it:
 
 - ``s3://bucket/home/user/run1.h5``: bucket ``bucket``, domain ``home/user/run1.h5``
-- ``file:///ROOT/BUCKET/home/user/run1.h5``: the bucket root is the nearest ancestor
-  directory that holds ``db/`` (HSDS's POSIX layout), else the directory above the
-  HSDS folders (``.domain.json`` holders) around the domain, which is the domain's parent
-  directory when there are none; ``storage_options={"bucket_root": ...}`` says it
-  explicitly.
+- ``file:///ROOT/BUCKET/home/user/run1.h5`` (or a plain path): the bucket root is
+  ``storage_options={"bucket_root": ...}`` if given, else found by the rule in
+  :mod:`h5dask.storage.bucket_root` (an existing domain's bucket; the HSDS bucket around
+  the domain's folders; else the directory holding the domain, never an unrelated
+  ancestor).
 - ``memory://...`` and other fsspec protocols: as for ``file://`` (bucket-style
   protocols such as ``gs://`` use the first path segment as the bucket).
+- ``http(s)://`` cannot hold a domain (no listing, no writes): refused.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .base import ObjectStore, RetryPolicy, TransientError, cached_store, freeze
+from ..errors import UnsupportedURLError
+from .base import ObjectStore, TransientError, cached_store, freeze
+from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
 from .local import LocalObjectStore
 from .s3_options import S3Settings, resolve_s3_settings
+from .settings import RetryPolicy, StoreTuning, resolve_storage_options
 from .sync import sync
 
 __all__ = [
-    "Location", "ObjectStore", "RetryPolicy", "S3Settings", "TransientError", "open_location",
-    "open_object", "resolve_s3_settings", "sync",
+    "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
+    "names_bucket_root", "open_location", "open_object", "open_prefix", "resolve_s3_settings",
+    "resolve_storage_options", "sync",
 ]
 
 _BUCKET_PROTOCOLS = {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
+_UNSUPPORTED = {"http", "https", "ftp", "sftp", "ssh"}
+SUPPORTED_SCHEMES = "s3://, file:// (or a plain path), memory://, gs://, az:// and other " \
+    "fsspec file systems"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class Location:
 
     store: ObjectStore
     domain: str  # e.g. "home/user/run1.h5", no leading slash
+    #: why a NEW domain may not be created here without an explicit bucket_root
+    #: (see :mod:`h5dask.storage.bucket_root`); reading is unaffected
+    ambiguity: str | None = None
 
     @property
     def url(self) -> str:
@@ -51,28 +61,23 @@ class Location:
         return f"{self.domain}/.domain.json"
 
 
-def _split_tuning(options: dict[str, Any]) -> dict[str, Any]:
-    tuning = {}
-    for name in ("max_concurrency", "max_attempts", "retry_base_delay", "multipart_threshold",
-                 "part_size", "timeout", "connect_timeout"):
-        if name in options:
-            tuning[name] = options.pop(name)
-    return tuning
-
-
-def _retry(tuning: dict[str, Any], default_attempts: int = 8) -> RetryPolicy:
-    return RetryPolicy(max_attempts=int(tuning.get("max_attempts", default_attempts)),
-                       base_delay=float(tuning.get("retry_base_delay", 0.05)))
-
-
-def _s3_store(bucket: str, options: dict[str, Any], tuning: dict[str, Any]) -> ObjectStore:
+def _s3_store(bucket: str, storage_options: Mapping[str, Any] | None) -> ObjectStore:
     from .s3 import S3ObjectStore
 
-    args = (bucket, resolve_s3_settings(options), int(tuning.get("max_concurrency", 64)),
-            _retry(tuning), int(tuning.get("multipart_threshold", 32 * 2**20)),
-            int(tuning.get("part_size", 8 * 2**20)), float(tuning.get("timeout", 60.0)),
-            float(tuning.get("connect_timeout", 10.0)))
-    return cached_store(S3ObjectStore, args)
+    tuning, options = resolve_storage_options(storage_options, "s3")
+    return cached_store(S3ObjectStore, (bucket, resolve_s3_settings(options), tuning))
+
+
+def _local_store(root: str, storage_options: Mapping[str, Any] | None) -> ObjectStore:
+    tuning, _ = resolve_storage_options(storage_options, "file")
+    return cached_store(LocalObjectStore, (root, tuning))
+
+
+def _fsspec_store(protocol: str, root: str, options: dict[str, Any], tuning: StoreTuning
+                  ) -> ObjectStore:
+    from .fsspec_store import FsspecObjectStore
+
+    return cached_store(FsspecObjectStore, (protocol, root, freeze(options), tuning))
 
 
 def _clean_domain(path: str, url: str) -> str:
@@ -86,20 +91,40 @@ def _clean_domain(path: str, url: str) -> str:
     return domain
 
 
-def _find_root(isdir: Any, path: str, isfile: Any = None) -> str:
-    """The nearest ancestor of ``path`` holding ``db/``; else, above the HSDS folders
-    (directories with a ``.domain.json``) that contain ``path``, the first directory
-    that is not one (an HSDS bucket whose ``db/`` does not exist yet); else ``path``'s
-    parent."""
-    p = PurePosixPath(path)
-    for ancestor in p.parents:
-        if isdir(str(ancestor / "db")):
-            return str(ancestor)
-    root = p.parent
-    if isfile is not None:
-        while root != root.parent and isfile(str(root / ".domain.json")):
-            root = root.parent
-    return str(root)
+def _local_probe() -> FileSystemProbe:
+    def read(path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read(1 << 20)
+        except OSError:
+            return None
+
+    def names(path: str) -> Iterable[str]:
+        with os.scandir(path) as it:
+            yield from (entry.name for entry in it)
+
+    return FileSystemProbe(os.path.isdir, os.path.isfile, read, names)
+
+
+def _fsspec_probe(fs: Any) -> FileSystemProbe:
+    def read(path: str) -> bytes | None:
+        try:
+            return fs.cat_file(path)
+        except (OSError, ValueError):
+            return None
+
+    def names(path: str) -> list[str]:
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
+
+    return FileSystemProbe(fs.isdir, fs.isfile, read, names)
+
+
+def _protocol(scheme: str) -> str:
+    """The store kind of a URL scheme: ``local://`` is fsspec's other name for
+    ``file://`` and gets the local store, which keeps reads inside the bucket root
+    (fsspec's local file system follows symlinks anywhere)."""
+    scheme = scheme.lower()
+    return "file" if scheme in ("", "local") else scheme
 
 
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
@@ -109,13 +134,15 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     >>> loc.domain
     'run1.h5'
     """
-    options = dict(storage_options or {})
-    tuning = _split_tuning(options)
     if not url.isprintable():
         # urlsplit drops tabs and newlines: the URL would name another domain
         raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
     parts = urlsplit(url)
-    protocol = parts.scheme or "file"
+    protocol = _protocol(parts.scheme)
+    if protocol in _UNSUPPORTED:
+        raise UnsupportedURLError(
+            f"{url!r}: a domain cannot live at a {protocol}:// URL (no object listing or "
+            f"writes there); h5dask reads domains from {SUPPORTED_SCHEMES}")
     if parts.scheme and ("?" in url or "#" in url):
         # what follows '?' or '#' is a query or fragment to urlsplit, so the URL would
         # silently name another domain (s3://b/home/a?b.h5 -> home/a): refuse it
@@ -132,37 +159,74 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         if not bucket:
             raise ValueError(f"{url!r} has no bucket name")
         domain = _clean_domain(parts.path, url)
-        return Location(_s3_store(bucket, options, tuning), domain)
+        return Location(_s3_store(bucket, storage_options), domain)
 
-    bucket_root = options.pop("bucket_root", None)
+    ambiguity = None
     if protocol == "file":
+        bucket_root = resolve_storage_options(storage_options, "file")[1].get("bucket_root")
         path = os.path.abspath(parts.path if parts.scheme else url)
-        root = (os.path.abspath(bucket_root) if bucket_root
-                else _find_root(os.path.isdir, path, os.path.isfile))
-        if options:
-            raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
+        if bucket_root:
+            root = os.path.abspath(bucket_root)
+        else:
+            found = find_bucket_root(_local_probe(), path)
+            root = found.path
+            if found.ambiguous_with:
+                ambiguity = ambiguity_message(url, root, found.ambiguous_with)
         rel = os.path.relpath(path, root)
         if rel.startswith(".."):
             raise ValueError(f"domain {path!r} is not inside bucket_root {root!r}")
-        args = (root, int(tuning.get("max_concurrency", 32)), _retry(tuning, 2))
-        return Location(cached_store(LocalObjectStore, args), _clean_domain(rel, url))
+        return Location(_local_store(root, storage_options), _clean_domain(rel, url), ambiguity)
 
     import fsspec
 
-    from .fsspec_store import FsspecObjectStore
-
+    tuning, options = resolve_storage_options(storage_options, "fsspec")
+    bucket_root = options.pop("bucket_root", None)
     full = f"{parts.netloc}{parts.path}"
     if protocol in _BUCKET_PROTOCOLS and not bucket_root:
         root, _, rest = full.partition("/")
     else:
         fs = fsspec.filesystem(protocol, **options)
         stripped = fs._strip_protocol(url)
-        root = bucket_root or _find_root(fs.isdir, "/" + stripped.lstrip("/"), fs.isfile)
+        if bucket_root:
+            root = bucket_root
+        else:
+            found = find_bucket_root(_fsspec_probe(fs), "/" + stripped.lstrip("/"))
+            root = found.path
+            if found.ambiguous_with:
+                ambiguity = ambiguity_message(url, root, found.ambiguous_with)
         root_s = root.rstrip("/")
         rest = ("/" + stripped.lstrip("/"))[len(root_s):] if root_s != "/" else stripped
-    args = (protocol, root, freeze(options), int(tuning.get("max_concurrency", 32)),
-            _retry(tuning))
-    return Location(cached_store(FsspecObjectStore, args), _clean_domain(rest, url))
+    store = _fsspec_store(protocol, root, options, tuning)
+    return Location(store, _clean_domain(rest, url), ambiguity)
+
+
+def names_bucket_root(url: str) -> bool:
+    """True for a URL naming a whole bucket (``s3://bucket``, ``gs://bucket/``), which
+    names no domain.
+
+    >>> names_bucket_root("s3://bucket/"), names_bucket_root("s3://bucket/home/a.h5")
+    (True, False)
+    """
+    parts = urlsplit(url)
+    bucketed = parts.scheme in ("s3", "s3a") or parts.scheme in _BUCKET_PROTOCOLS
+    return bucketed and not parts.path.strip("/")
+
+
+def open_prefix(url: str, storage_options: Mapping[str, Any] | None = None
+                ) -> tuple[ObjectStore, str]:
+    """Resolve a URL naming a bucket or a folder (not one domain) to the store of its
+    bucket root and the key prefix inside it ("" or ending in "/").
+
+    >>> store, prefix = open_prefix("s3://bucket/home/me/", {"anon": True})
+    >>> store.root_url, prefix
+    ('s3://bucket', 'home/me/')
+    """
+    probe = open_location(url.rstrip("/") + "/" + _PROBE, storage_options)
+    prefix = probe.domain[:-len(_PROBE)]
+    return probe.store, prefix
+
+
+_PROBE = ".h5dask-probe"  # a domain name that never exists: asks only where its bucket is
 
 
 def open_object(url: str, storage_options: Mapping[str, Any] | None = None
@@ -176,25 +240,19 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     >>> (store.root_url, key, store.max_concurrency)
     ('file:///data/run%201', 'x.h5', 4)
     """
-    options = dict(storage_options or {})
-    tuning = _split_tuning(options)
     parts = urlsplit(url)
-    protocol = parts.scheme.lower() or "file"
+    protocol = _protocol(parts.scheme)
     if protocol in ("s3", "s3a"):
-        return _s3_store(parts.netloc, options, tuning), check_key(parts.path[1:])
+        return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":
-        if options:
-            raise ValueError(f"unknown storage_options for file:// {sorted(options)}")
         path = os.path.abspath(unquote(parts.path) if parts.scheme else url)
-        args = (os.path.dirname(path), int(tuning.get("max_concurrency", 32)), _retry(tuning, 2))
-        return cached_store(LocalObjectStore, args), check_key(os.path.basename(path))
+        return _local_store(os.path.dirname(path), storage_options), \
+            check_key(os.path.basename(path))
 
     import fsspec
 
-    from .fsspec_store import FsspecObjectStore
-
+    tuning, options = resolve_storage_options(storage_options, "fsspec")
     path = fsspec.get_filesystem_class(protocol)._strip_protocol(url)
     directory, _, key = path.rpartition("/")
-    args = (protocol, directory, freeze(options), int(tuning.get("max_concurrency", 32)),
-            _retry(tuning))
-    return cached_store(FsspecObjectStore, args), check_key(key)
+    return _fsspec_store(protocol, directory, options, tuning), check_key(key)
+

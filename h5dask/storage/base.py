@@ -10,17 +10,16 @@ length checks, and the per-process I/O statistics.
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import StorageError
 from ..iostats import record as record_io
 from .keys import check_key, check_prefix
+from .settings import DEFAULT_TUNING, RetryPolicy, StoreTuning
 from .sync import on_io_loop, sync
 
 T = TypeVar("T")
@@ -29,29 +28,6 @@ T = TypeVar("T")
 class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
     short responses, timeouts)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently failed requests are retried.
-
-    >>> RetryPolicy(max_attempts=3).delay(1) <= RetryPolicy(max_attempts=3).max_delay
-    True
-    """
-
-    max_attempts: int = 8
-    base_delay: float = 0.05
-    max_delay: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.base_delay < 0 or self.max_delay < 0:
-            raise ValueError("retry delays must not be negative")
-
-    def delay(self, attempt: int) -> float:
-        """Full-jitter exponential backoff before retry number ``attempt`` (1-based)."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
 _store_cache: dict[tuple, ObjectStore] = {}
@@ -95,6 +71,21 @@ def _recorded_get(kind: str, data: T) -> T:
     return data
 
 
+#: called with an object's URL-like name after this process writes or deletes it
+_write_listeners: list[Callable[[str], None]] = []
+
+
+def add_write_listener(listener: Callable[[str], None]) -> None:
+    """Call ``listener(f"{root_url}/{key}")`` after each write or delete in this process
+    (read-ahead uses it: bytes fetched ahead are never used after their object changed)."""
+    _write_listeners.append(listener)
+
+
+def _written(store: ObjectStore, key: str) -> None:
+    for listener in _write_listeners:
+        listener(f"{store.root_url}/{key}")
+
+
 class ObjectStore(ABC):
     """Async access to the objects under one bucket root.
 
@@ -104,10 +95,11 @@ class ObjectStore(ABC):
 
     #: a URL-like name of the bucket root, for messages (never holds secrets)
     root_url: str
-    max_concurrency: int = 64
-    retry: RetryPolicy = RetryPolicy()
 
-    def __init__(self) -> None:
+    def __init__(self, tuning: StoreTuning = DEFAULT_TUNING["fsspec"]) -> None:
+        self.tuning = tuning
+        self.max_concurrency = tuning.max_concurrency
+        self.retry: RetryPolicy = tuning.retry
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._blocking_slots: threading.BoundedSemaphore | None = None
 
@@ -123,6 +115,20 @@ class ObjectStore(ABC):
 
     @abstractmethod
     async def _list(self, prefix: str) -> list[str]: ...
+
+    async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        """One level under ``prefix``: back ends with a delimiter listing override this."""
+        keys, dirs = [], set()
+        for key in await self._list(prefix):
+            head, sep, _ = key[len(prefix):].partition("/")
+            if sep:
+                dirs.add(f"{prefix}{head}/")
+            else:
+                keys.append(key)
+        return keys, sorted(dirs)
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
 
     @abstractmethod
     def _init_args(self) -> tuple:
@@ -145,16 +151,35 @@ class ObjectStore(ABC):
         return None
 
     def tuning_options(self) -> dict[str, Any]:
-        """This store's tuning as ``storage_options`` (concurrency, retries, and what a
-        back end adds), to open another store the same way.
+        """This store's tuning as ``storage_options``, to open another store the same way.
 
         >>> from h5dask.storage.local import LocalObjectStore
-        >>> LocalObjectStore("/tmp/root", 4).tuning_options()["max_concurrency"]
+        >>> LocalObjectStore("/tmp/root", StoreTuning(max_concurrency=4)).tuning_options()[
+        ...     "max_concurrency"]
         4
         """
-        return {"max_concurrency": self.max_concurrency,
-                "max_attempts": self.retry.max_attempts,
-                "retry_base_delay": self.retry.base_delay}
+        return self.tuning.as_options()
+
+    def object_url(self, key: str) -> str | None:
+        """An http(s) URL a server on the same network (the active-storage server) can
+        GET the object ``key`` from, or None if this store has none (file systems).
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> LocalObjectStore("/tmp/root").object_url("db/x") is None
+        True
+        """
+        return None
+
+    def server_credentials(self) -> tuple[str, str] | None:
+        """The (access key, secret) this store signs with, which may be forwarded to the
+        active-storage server to read the same objects; None when anonymous or when the
+        store has no such credentials.
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> LocalObjectStore("/tmp/root").server_credentials() is None
+        True
+        """
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root_url!r})"
@@ -258,14 +283,18 @@ class ObjectStore(ABC):
         """Write an object whole (atomically: readers see the old or the new bytes)."""
         check_key(key)
         payload = bytes(data) if not isinstance(data, bytes) else data
+        _written(self, key)
         await self._call("PUT", key, kind, lambda: self._put(key, payload))
+        _written(self, key)  # and any fetch started while it was written
         record_io(kind, "write_requests")
         record_io(kind, "write_bytes", len(payload))
 
     async def delete(self, key: str, *, kind: str = "other") -> None:
         """Delete an object; deleting a missing object is not an error."""
         check_key(key)
+        _written(self, key)
         await self._call("DELETE", key, kind, lambda: self._delete(key))
+        _written(self, key)
         record_io(kind, "delete_requests")
 
     async def list(self, prefix: str = "") -> list[str]:
@@ -274,3 +303,25 @@ class ObjectStore(ABC):
         keys = await self._call("LIST", prefix, "other", lambda: self._list(prefix))
         record_io("other", "list_requests")
         return sorted(keys)
+
+    async def list_dir(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """One level under ``prefix`` ("" or ending in "/"): the object keys there and the
+        sub-prefixes (ending in "/"), both sorted; never descends (a bucket's ``db/`` may
+        hold millions of objects)."""
+        check_prefix(prefix)
+        keys, dirs = await self._call("LIST", prefix, "other", lambda: self._list_dir(prefix))
+        record_io("other", "list_requests")
+        return sorted(keys), sorted(dirs)
+
+    async def list_modified(self, prefix: str = "") -> dict[str, float]:
+        """All keys under ``prefix`` with their last-modified times (seconds since the
+        epoch)."""
+        check_prefix(prefix)
+        found = await self._call("LIST", prefix, "other", lambda: self._list_modified(prefix))
+        record_io("other", "list_requests")
+        return found
+
+    async def prune(self, prefix: str) -> None:
+        """Tidy up after deleting everything under ``prefix`` (a file system removes the
+        directories left empty); object stores have nothing to do."""
+        return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,8 +11,9 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 
 from ..errors import H5DaskError, StorageError, StoragePermissionError
-from .base import ObjectStore, RetryPolicy, TransientError
+from .base import ObjectStore, TransientError
 from .keys import check_key
+from .settings import DEFAULT_TUNING, StoreTuning
 
 
 class FsspecObjectStore(ObjectStore):
@@ -23,13 +25,11 @@ class FsspecObjectStore(ObjectStore):
     """
 
     def __init__(self, protocol: str, root: str, options: tuple = (),
-                 max_concurrency: int = 32, retry: RetryPolicy = RetryPolicy()) -> None:
-        super().__init__()
+                 tuning: StoreTuning = DEFAULT_TUNING["fsspec"]) -> None:
+        super().__init__(tuning)
         self.protocol = protocol
         self.root = root.rstrip("/")
-        self.options = options
-        self.max_concurrency = max_concurrency
-        self.retry = retry
+        self.options = options  # frozen (see base.freeze): part of the cache key
         if "://" in self.root:  # a URL-rooted file system (http, https)
             self.root_url = self.root
         elif protocol == "memory":
@@ -39,7 +39,7 @@ class FsspecObjectStore(ObjectStore):
         self.fs = fsspec.filesystem(protocol, **_thaw(options))
 
     def _init_args(self) -> tuple:
-        return (self.protocol, self.root, self.options, self.max_concurrency, self.retry)
+        return (self.protocol, self.root, self.options, self.tuning)
 
     def locate(self, url: str) -> tuple[ObjectStore, str] | None:
         """This store and the key of an object under its root, named by a URL of its
@@ -107,12 +107,37 @@ class FsspecObjectStore(ObjectStore):
             found = await self._run("find", base)
         except FileNotFoundError:
             return []
+        return [self._key_of(p) for p in found]
+
+    def _key_of(self, path: str) -> str:
+        """The key of a path ``find`` returned."""
         strip = self.fs._strip_protocol(self.root).rstrip("/")
-        out = []
-        for p in found:
-            p = self.fs._strip_protocol(p)
-            out.append(p[len(strip) + 1:] if strip else p.lstrip("/"))
-        return out
+        p = self.fs._strip_protocol(path)
+        return p[len(strip) + 1:] if strip else p.lstrip("/")
+
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        base = self._full(prefix.rstrip("/")) if prefix else self.root
+        try:
+            found = await self._run("find", base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {self._key_of(p): _mtime(info) for p, info in found.items()}
+
+
+def _mtime(info: dict) -> float:
+    """An fsspec info dict's modification time (each file system names it differently)."""
+    for name in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return time.time()  # unknown: treated as new (never old enough to collect)
 
 
 def _thaw(options: tuple) -> dict:

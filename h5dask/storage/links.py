@@ -45,6 +45,9 @@ from .base import ObjectStore
 #: the environment variable read when no ``allowed_link_prefixes`` is given
 ENV_VAR = "H5DASK_ALLOWED_LINK_PREFIXES"
 
+#: the longest ``file_uri`` accepted (PATH_MAX on Linux; S3 keys are at most 1024 bytes)
+MAX_URI_LENGTH = 4096
+
 
 @dataclass(frozen=True)
 class LinkPolicy:
@@ -58,7 +61,8 @@ class LinkPolicy:
                     environ: Mapping[str, str] | None = None) -> LinkPolicy:
         """The policy of ``allowed_link_prefixes``: URL prefixes such as
         ``"file:///data/cmip6/"``, ``"s3://public-bucket/"`` or ``"https://host/files/"``
-        (a scheme alone, ``"s3://"``, allows every URL of it). None: the comma-separated
+        (a scheme alone, ``"s3://"``, allows every URL of it; not ``file://``: the root
+        of the local file system is refused as a prefix). None: the comma-separated
         ``H5DASK_ALLOWED_LINK_PREFIXES``, else nothing beyond the domain's store.
 
         >>> LinkPolicy.from_option(None, environ={ENV_VAR: "s3://a/, https://h/x"})
@@ -74,11 +78,18 @@ class LinkPolicy:
             prefixes = [prefixes]
         out = []
         for prefix in prefixes:
-            canonical = canonical_url(prefix) if isinstance(prefix, str) else None
+            has_scheme = isinstance(prefix, str) and bool(urlsplit(prefix).scheme)
+            canonical = canonical_url(prefix) if has_scheme else None
             if canonical is None:
                 raise ValueError(
                     f"{where}: {prefix!r} is not a URL prefix with a scheme (examples: "
                     "'file:///data/', 's3://bucket/', 'https://host/path/')")
+            if canonical == "file:///":
+                # also what 'file://$DIR/' gives with DIR unset: never every local file
+                raise ValueError(
+                    f"{where}: {prefix!r} would allow every local file (credentials "
+                    "included); name the directories linked files are in, e.g. "
+                    "'file:///data/'")
             out.append(canonical)
         return cls(tuple(out))
 
@@ -121,9 +132,16 @@ class LinkPolicy:
                 dataset, uri)
         from . import open_object
 
-        real = canonical_url(uri) if urlsplit(uri).scheme in ("", "file") else None
+        scheme = urlsplit(uri).scheme
+        real = canonical_url(uri) if scheme in ("", "file") else None
+        options = store.tuning_options()
+        if scheme in ("http", "https"):
+            # a redirect leaves the allowed prefix (an open redirect on an allowed host
+            # reaching an internal service): aiohttp raises TooManyRedirects when the
+            # count of redirects reaches max_redirects, so 1 follows none
+            options["max_redirects"] = 1
         try:  # a local file by its real path, as allows() judged it
-            return open_object(real or uri, store.tuning_options())
+            return open_object(real or uri, options)
         except (ValueError, ImportError) as exc:
             raise LinkedReferenceRefused(
                 f"{dataset} links to the file {uri!r}, which is allowed but cannot be "
@@ -132,8 +150,9 @@ class LinkPolicy:
 
 def malformed(uri: object) -> str | None:
     """What makes ``uri`` unfit to name an object (None: nothing): ``.``, ``..`` or empty
-    path segments, control characters or backslashes, a query or fragment, a URL with
-    no host or a bad port.
+    path segments, control characters, backslashes or surrounding blanks, more than
+    :data:`MAX_URI_LENGTH` characters, a query or fragment, a URL with no host or a bad
+    port.
 
     >>> malformed("x/../../etc/hostname"), malformed("http://http://127.0.0.1/secret")
     ("a '.' or '..' path segment", 'an empty path segment')
@@ -142,8 +161,13 @@ def malformed(uri: object) -> str | None:
     """
     if not isinstance(uri, str) or not uri:
         return "not a non-empty string"
+    if len(uri) > MAX_URI_LENGTH:
+        return f"longer than {MAX_URI_LENGTH} characters"
     if not uri.isprintable() or "\\" in uri:
         return "control characters or a backslash"
+    if uri != uri.strip():
+        # urlsplit drops leading blanks, other parsers do not: no URL means two things
+        return "leading or trailing white space"
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a bad port

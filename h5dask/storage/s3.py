@@ -6,7 +6,7 @@ import asyncio
 import re
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import obstore
 from obstore.exceptions import (
@@ -17,10 +17,11 @@ from obstore.exceptions import (
 )
 from obstore.store import S3Store
 
-from ..errors import StorageError, StoragePermissionError
-from .base import ObjectStore, RetryPolicy, TransientError, cached_store
+from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
+from .base import ObjectStore, TransientError, cached_store
 from .keys import check_key
 from .s3_options import S3Settings
+from .settings import DEFAULT_TUNING, StoreTuning
 from .sync import sync
 
 #: S3 codes and phrases that mean "try again", for errors with neither a status nor a
@@ -85,40 +86,18 @@ class S3ObjectStore(ObjectStore):
     S3ObjectStore('s3://my-bucket')
     """
 
-    def __init__(
-        self,
-        bucket: str,
-        settings: S3Settings,
-        max_concurrency: int = 64,
-        retry: RetryPolicy = RetryPolicy(),
-        multipart_threshold: int = 32 * 2**20,
-        part_size: int = 8 * 2**20,
-        timeout: float = 60.0,
-        connect_timeout: float = 10.0,
-    ) -> None:
-        super().__init__()
+    def __init__(self, bucket: str, settings: S3Settings,
+                 tuning: StoreTuning = DEFAULT_TUNING["s3"]) -> None:
+        super().__init__(tuning)
         if not bucket or "/" in bucket:
             raise ValueError(f"invalid S3 bucket name {bucket!r}")
-        if max_concurrency < 1 or part_size < 1 or multipart_threshold < part_size:
-            raise ValueError("need max_concurrency >= 1 and multipart_threshold >= part_size >= 1")
         self.bucket = bucket
         self.settings = settings
-        self.max_concurrency = max_concurrency
-        self.retry = retry
-        self.multipart_threshold = multipart_threshold
-        self.part_size = part_size
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
         self.root_url = f"s3://{bucket}"
         self._store = self._make_store()
 
     def _init_args(self) -> tuple:
-        return self._args_for(self.bucket)
-
-    def _args_for(self, bucket: str) -> tuple:
-        """The arguments of a store for ``bucket`` with this store's settings."""
-        return (bucket, self.settings, self.max_concurrency, self.retry,
-                self.multipart_threshold, self.part_size, self.timeout, self.connect_timeout)
+        return (self.bucket, self.settings, self.tuning)
 
     def sibling(self, bucket: str) -> S3ObjectStore:
         """Another bucket of the same endpoint, with the same credentials and tuning.
@@ -131,7 +110,8 @@ class S3ObjectStore(ObjectStore):
             return self
         if not _BUCKET_RE.fullmatch(bucket):
             raise ValueError(f"invalid S3 bucket name {bucket!r}")
-        return cached_store(S3ObjectStore, self._args_for(bucket))  # type: ignore[return-value]
+        return cached_store(S3ObjectStore,  # type: ignore[return-value]
+                            (bucket, self.settings, self.tuning))
 
     def locate(self, url: str) -> tuple[ObjectStore, str] | None:
         """Any bucket of this endpoint: ``s3://bucket/key`` or HSDS's ``bucket/key``."""
@@ -144,10 +124,24 @@ class S3ObjectStore(ObjectStore):
             return None
         return self.sibling(bucket), check_key(key)
 
-    def tuning_options(self) -> dict[str, Any]:
-        return {**super().tuning_options(), "multipart_threshold": self.multipart_threshold,
-                "part_size": self.part_size, "timeout": self.timeout,
-                "connect_timeout": self.connect_timeout}
+    def object_url(self, key: str) -> str | None:
+        """``{endpoint}/{bucket}/{key}`` (path style) when the endpoint is known; the key
+        is percent-quoted, so a server reads the object the client would ('%', ' ' or '?'
+        in a key are characters of the key, not URL syntax).
+
+        >>> from h5dask.storage.s3_options import S3Settings
+        >>> S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000/")).object_url("db/x")
+        'http://127.0.0.1:9000/b/db/x'
+        """
+        if not self.settings.endpoint:
+            return None
+        return f"{self.settings.endpoint.rstrip('/')}/{self.bucket}/{quote(check_key(key))}"
+
+    def server_credentials(self) -> tuple[str, str] | None:
+        s = self.settings
+        if s.anon or not s.key or not s.secret:
+            return None
+        return (s.key, s.secret)
 
     def _make_store(self) -> S3Store:
         s = self.settings
@@ -166,8 +160,8 @@ class S3ObjectStore(ObjectStore):
             config["request_payer"] = True
         client: dict[str, Any] = {
             "allow_http": True,
-            "timeout": timedelta(seconds=self.timeout),
-            "connect_timeout": timedelta(seconds=self.connect_timeout),
+            "timeout": timedelta(seconds=self.tuning.timeout),
+            "connect_timeout": timedelta(seconds=self.tuning.connect_timeout),
             "pool_max_idle_per_host": str(self.max_concurrency),
         }
         if s.ca_bundle:
@@ -176,7 +170,7 @@ class S3ObjectStore(ObjectStore):
         if not s.verify:
             client["allow_invalid_certificates"] = True
         # Retries happen in ObjectStore._call, where they are counted and bounded.
-        retry = {"max_retries": 0, "retry_timeout": timedelta(seconds=self.timeout)}
+        retry = {"max_retries": 0, "retry_timeout": timedelta(seconds=self.tuning.timeout)}
         return S3Store(self.bucket, config=config, client_options=client, retry_config=retry)
 
     def _translate(self, exc: Exception, what: str, key: str) -> Exception:
@@ -185,6 +179,8 @@ class S3ObjectStore(ObjectStore):
         # by the HTTP status when there is one, else by the message's first part only
         head = text.split("\n\nDebug source")[0]
         status = _status_of(text)
+        if "<Code>NoSuchBucket</Code>" in text:
+            return self._no_bucket()
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in (
             401, 403) or (isinstance(exc, GenericError) and any(m in head for m in _AUTH_MARKERS)
         ):
@@ -203,10 +199,18 @@ class S3ObjectStore(ObjectStore):
                                 key=key, attempts=1)
         return exc
 
+    def _no_bucket(self) -> BucketNotFoundError:
+        where = f" at {self.settings.endpoint}" if self.settings.endpoint else ""
+        return BucketNotFoundError(
+            f"bucket {self.bucket!r} does not exist{where}: check the bucket name and the "
+            "endpoint (--endpoint-url / AWS_ENDPOINT_URL_S3)")
+
     def _get_failed(self, exc: Exception, key: str, ranged: bool) -> bytes | None:
         """What a failed GET means: None for a missing object, nothing (b"") for a range
         that starts at or past the end (416); anything else is raised, translated."""
         if isinstance(exc, NotFoundError | FileNotFoundError):
+            if "<Code>NoSuchBucket</Code>" in str(exc):
+                raise self._no_bucket() from exc
             return None
         if ranged and isinstance(exc, GenericError) and _status_of(str(exc)) == 416:
             return b""
@@ -238,7 +242,7 @@ class S3ObjectStore(ObjectStore):
             if byte_range is None:
                 result = obstore.get(self._store, key)
                 size = result.meta["size"]
-                if size > self.multipart_threshold:
+                if size > self.tuning.multipart_threshold:
                     del result
                     return sync(self._get_parts(key, size))
                 return _whole(memoryview(result.bytes()), size)
@@ -258,14 +262,14 @@ class S3ObjectStore(ObjectStore):
         # the size and the rest arrives as concurrent ranged GETs.
         result = await obstore.get_async(self._store, key)
         size = result.meta["size"]
-        if size <= self.multipart_threshold:
+        if size <= self.tuning.multipart_threshold:
             return _whole(memoryview(await result.bytes_async()), size)
         del result  # drop the streaming body; fetch in parts instead
         return await self._get_parts(key, size)
 
     async def _get_parts(self, key: str, size: int) -> bytes:
-        starts = list(range(0, size, self.part_size))
-        ends = [min(s + self.part_size, size) for s in starts]
+        starts = list(range(0, size, self.tuning.part_size))
+        ends = [min(s + self.tuning.part_size, size) for s in starts]
         parts = await asyncio.gather(*(
             obstore.get_range_async(self._store, key, start=s, end=e) for s, e in zip(starts, ends)
         ))
@@ -295,6 +299,25 @@ class S3ObjectStore(ObjectStore):
             async for batch in stream:
                 keys.extend(meta["path"] for meta in batch)
             return keys
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+
+
+    async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
+        try:
+            found = await obstore.list_with_delimiter_async(self._store, prefix=prefix or None)
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+        return ([meta["path"] for meta in found["objects"]],
+                [p.rstrip("/") + "/" for p in found["common_prefixes"]])
+
+    async def _list_modified(self, prefix: str) -> dict[str, float]:
+        try:
+            found: dict[str, float] = {}
+            stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
+            async for batch in stream:
+                found.update((m["path"], m["last_modified"].timestamp()) for m in batch)
+            return found
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
 

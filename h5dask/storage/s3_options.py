@@ -17,14 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: h5dask's own options, accepted next to the s3fs ones
-TUNING_OPTIONS = ("max_concurrency", "max_attempts", "multipart_threshold", "part_size",
-                  "retry_base_delay", "timeout", "connect_timeout")
-KNOWN_OPTIONS = {
-    "anon", "key", "secret", "token", "endpoint_url", "region", "region_name",
-    "client_kwargs", "config_kwargs", "profile", "use_ssl", "addressing_style",
-    "ca_bundle", "verify", "requester_pays", *TUNING_OPTIONS,
-}
+from .settings import TUNING_OPTIONS, refuse_unknown
+
+__all__ = ["S3Settings", "TUNING_OPTIONS", "resolve_s3_settings"]
 
 
 @dataclass(frozen=True)
@@ -81,11 +76,7 @@ def resolve_s3_settings(
 ) -> S3Settings:
     """Resolve :class:`S3Settings` from s3fs-style ``options`` and the environment."""
     options = dict(options or {})
-    unknown = set(options) - KNOWN_OPTIONS
-    if unknown:
-        raise ValueError(
-            f"unknown S3 storage_options {sorted(unknown)}; known: {sorted(KNOWN_OPTIONS)}"
-        )
+    refuse_unknown(options, "s3")  # the tuning ones are the store's: ignored here
     env = os.environ if environ is None else environ
     ck = _client_kwargs(options)
     s3_config = ((options.get("config_kwargs") or {}).get("s3") or {})

@@ -13,6 +13,7 @@ from ..chunkio import ArraySource
 from ..errors import SizeLimitError
 from ..format.chunks import normalize_selection
 from ..format.types import has_vlen
+from . import lookahead
 
 
 class H5CloudArray(BackendArray):
@@ -40,6 +41,7 @@ class H5CloudArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.BASIC, self._getitem)
 
     def _getitem(self, key: tuple) -> np.ndarray:
+        lookahead.on_task_start()
         if self.scalar:
             return self.source.read((0,)).reshape(())
         if self.max_read_bytes is not None:

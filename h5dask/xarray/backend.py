@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xarray.backends.common import AbstractDataStore
+from xarray.backends.common import AbstractDataStore, BackendEntrypoint
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
@@ -31,11 +32,12 @@ from ..errors import (
 )
 from ..format import ids
 from ..format.metadata import DatasetMeta, GroupMeta
+from ..format.types import VLEN_STR
+from ..sources import array_source
 from ..storage import open_location
 from ..storage.links import LinkPolicy
-from . import netcdf
+from . import lookahead, netcdf
 from .array import H5CloudArray
-from .entrypoint import LazyH5CloudEntrypoint
 
 #: The most bytes of a dimension coordinate that opening loads (xarray reads dimension
 #: coordinates whole to build their indexes); ``max_coordinate_bytes=`` changes it
@@ -77,11 +79,17 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
                     seen.add(link.id)
                     child_ids.append(link.id)
                     names[link.id] = f"{path.rstrip('/')}/{name}"
-        _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        objects = _load_named(session, [i for i in child_ids if i[0] != "g"], names)
+        session.prefetch_coordinates(objects)
         next_level = []
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
             for name, link in g.links.items():
+                target = link.id if link.kind == "hard" else _soft_dataset(session, _gid, link)
+                if target is not None and target[0] == "d" and link.kind == "soft":
+                    meta = session.load(target)  # h5py, so h5netcdf, follows soft links
+                    datasets[name] = meta
+                    attrs_of[name] = _raw_attrs(session, meta)
                 if link.kind != "hard":
                     continue
                 if link.id[0] == "d":
@@ -98,10 +106,20 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     return nodes
 
 
-def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> None:
+def _soft_dataset(session: DomainSession, group_id: str, link: Any) -> str | None:
+    """The id a soft link leads to, or None (dangling, or not a soft link)."""
+    if link.kind != "soft":
+        return None
+    try:
+        return session.walk_path(group_id, link.name)[0]
+    except (ObjectNotFoundError, KeyError):
+        return None
+
+
+def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str]) -> list:
     """Load objects; an unsupported type or filter is reported by variable name."""
     try:
-        session.load_many(obj_ids)
+        return session.load_many(obj_ids)
     except (UnsupportedTypeError, UnsupportedFilterError) as exc:
         for obj_id in obj_ids:
             if obj_id in str(exc) or ids.object_key(obj_id) in str(exc):
@@ -109,11 +127,19 @@ def _load_named(session: DomainSession, obj_ids: list[str], names: dict[str, str
         raise
 
 
+PHONY_DIMS_MODES = ("sort", "access")
+
+
 class H5CloudStore(AbstractDataStore):
     """A read-only xarray data store over one group of a domain."""
 
     def __init__(self, session: DomainSession, group: str | None = None,
-                 tree: dict[str, GroupNode] | None = None, active: Any = None) -> None:
+                 tree: dict[str, GroupNode] | None = None, active: Any = None,
+                 phony_dims: str = "sort") -> None:
+        if phony_dims not in PHONY_DIMS_MODES:
+            raise ValueError(f"phony_dims must be one of {PHONY_DIMS_MODES} (as in h5netcdf), "
+                             f"not {phony_dims!r}")
+        self.phony_dims = phony_dims
         self.session = session
         self.active = active
         self.max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES
@@ -128,12 +154,14 @@ class H5CloudStore(AbstractDataStore):
     @classmethod
     def open(cls, url: str, group: str | None = None,
              storage_options: Mapping[str, Any] | None = None,
-             allowed_link_prefixes: Iterable[str] | None = None) -> H5CloudStore:
+             allowed_link_prefixes: Iterable[str] | None = None,
+             phony_dims: str = "sort") -> H5CloudStore:
         """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
         as for :class:`h5dask.File`."""
         session = DomainSession(open_location(url, storage_options), "r",
-                                link_policy=LinkPolicy.from_option(allowed_link_prefixes))
-        return cls(session, group)
+                                link_policy=LinkPolicy.from_option(allowed_link_prefixes),
+                                consolidated=True)
+        return cls(session, group, phony_dims=phony_dims)
 
     @property
     def node(self) -> GroupNode:
@@ -145,6 +173,18 @@ class H5CloudStore(AbstractDataStore):
         parts = [p for p in self.group.split("/") if p]
         return ["/" + "/".join(parts[:n]) if n else "/" for n in range(len(parts), -1, -1)]
 
+    def _phony_order(self) -> tuple[list[str], int]:
+        """(groups in the order h5netcdf creates their phony dimensions, first number).
+
+        ``"sort"``: every group, depth-first by name (h5py's order), numbered after the
+        file's largest netCDF dimension id; ``"access"``: only the groups opened on the
+        way to this one (the root first), numbered from 0."""
+        if self.phony_dims == "access":
+            return list(reversed(self._scope())), 0
+        all_attrs = [a for node in self.tree.values() for a in node.attrs_of.values()]
+        order = sorted(self.tree, key=lambda p: [part for part in p.split("/") if part])
+        return order, netcdf.max_dimid(all_attrs) + 1
+
     def _variable_dims(self) -> dict[str, tuple[str, ...]]:
         if self._dims_cache is not None:
             return self._dims_cache
@@ -152,13 +192,12 @@ class H5CloudStore(AbstractDataStore):
         for node in self.tree.values():
             for name, meta in node.datasets.items():
                 id_to_name[meta.id] = f"{node.path.rstrip('/')}/{name}"
-        all_attrs = [a for node in self.tree.values() for a in node.attrs_of.values()]
-        offset = netcdf.max_dimid(all_attrs) + 1
+        order, offset = self._phony_order()
         counter = [0]
         scope_dims = []
         phony_here: dict[int, list[str]] = {}
-        # phony dimensions are numbered across the file, group by group in path order
-        for path in sorted(self.tree):
+        # phony dimensions are numbered across the file, group by group
+        for path in order:
             node = self.tree[path]
             dims = netcdf.group_dimensions(node.meta, node.datasets, node.attrs_of)
             phony = netcdf.phony_dimensions(dims, node.datasets, node.attrs_of, counter, offset)
@@ -224,9 +263,13 @@ class H5CloudStore(AbstractDataStore):
         return Variable(dims, data, attrs, encoding)
 
     def _source(self, meta: DatasetMeta) -> ArraySource:
-        from ..file import Dataset
-
-        return Dataset(self.session, meta.id, meta.key).source()
+        source = array_source(self.session, meta, meta.key)
+        if (meta.dtype.metadata or {}).get("vlen") is bytes:
+            # h5netcdf reads every variable-length string variable as str; the chunk
+            # bytes are the same whatever the character set
+            source = dataclasses.replace(source, dtype=VLEN_STR, codec=dataclasses.replace(
+                source.codec, dtype=VLEN_STR))
+        return source
 
     def _attr_triples(self, meta: Any, values: dict[str, Any]) -> dict[str, tuple]:
         """name -> (value, dtype, is_null); hidden attributes of unsupported types are
@@ -332,9 +375,10 @@ def _is_domain_url(path: str) -> bool:
     return os.path.isfile(os.path.join(path, ".domain.json"))
 
 
-class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
+class H5CloudBackendEntrypoint(BackendEntrypoint):
     """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly
-    (the implementation; xarray finds it through :mod:`h5dask.xarray.entrypoint`).
+    (the implementation; xarray finds it through :mod:`h5dask.xarray.entrypoint`, which
+    names the parameters and hands every call over to this class).
 
     >>> import xarray as xr
     >>> "h5cloud" in xr.backends.list_engines()
@@ -347,13 +391,14 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
 
     def _store(self, filename_or_obj: Any, group: str | None,
                storage_options: Mapping[str, Any] | None,
-               allowed_link_prefixes: Iterable[str] | None = None) -> H5CloudStore:
+               allowed_link_prefixes: Iterable[str] | None = None,
+               phony_dims: str = "sort") -> H5CloudStore:
         if isinstance(filename_or_obj, H5CloudStore):
             return filename_or_obj
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"engine 'h5cloud' opens URL strings, not {type(filename_or_obj)}")
         return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options,
-                                 allowed_link_prefixes)
+                                 allowed_link_prefixes, phony_dims)
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -372,12 +417,16 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
         active_storage: str | bool | None = None,
         allowed_link_prefixes: Iterable[str] | None = None,
         max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES,
+        phony_dims: str = "sort",
     ) -> Any:
         """``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
         datasets may read (see :class:`h5dask.File`). ``max_coordinate_bytes``: the most
         bytes of a dimension coordinate loaded at open (None: no limit), see
-        docs/reliability.md."""
-        store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes)
+        docs/reliability.md. ``phony_dims`` names axes without dimension scales as
+        h5netcdf does: ``"sort"`` (numbered across the file) or ``"access"``."""
+        store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes,
+                            phony_dims)
+        lookahead.install()
         store.active = _active_config(active_storage_url, active_storage)
         store.max_coordinate_bytes = max_coordinate_bytes
         ds = StoreBackendEntrypoint().open_dataset(
@@ -385,6 +434,8 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
             concat_characters=concat_characters, decode_coords=decode_coords,
             drop_variables=drop_variables, use_cftime=use_cftime,
             decode_timedelta=decode_timedelta)
+        _load_dimension_coordinates(ds)
+        store.session.forget_prefetched()  # nothing fetched at open is read later
         return ds
 
     def open_groups_as_dict(  # type: ignore[override]
@@ -402,7 +453,8 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
         for path in sorted(root.tree):
             if path != base and not path.startswith(base.rstrip("/") + "/"):
                 continue
-            store = H5CloudStore(root.session, path, root.tree)
+            store = H5CloudStore(root.session, path, root.tree,
+                                 phony_dims=kwargs.get("phony_dims", "sort"))
             ds = self.open_dataset(store, **kwargs)
             rel = "/" + path[len(base):].strip("/") if base != "/" else path
             out[rel] = ds
@@ -420,6 +472,15 @@ class H5CloudBackendEntrypoint(LazyH5CloudEntrypoint):
                                           allowed_link_prefixes=allowed_link_prefixes,
                                           **kwargs)
         return DataTree.from_dict(groups)
+
+
+def _load_dimension_coordinates(ds: Any) -> None:
+    """Load the dimension coordinates now, from the chunks fetched with the metadata
+    (xarray loads them next anyway, to build its indexes)."""
+    for name in ds.dims:
+        var = ds.variables.get(name)
+        if var is not None and var.dims == (name,):
+            var.load()
 
 
 def _active_config(url: str | None, mode: str | bool | None) -> ActiveConfig | None:

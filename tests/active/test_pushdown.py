@@ -86,6 +86,28 @@ def test_client_receives_a_tiny_fraction_of_the_bytes(s3_bucket_url, storage_opt
     assert remote_bytes < 0.001 * local_bytes, (remote_bytes, local_bytes)
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_requests_of_queued_tasks_are_sent_ahead_once(s3_bucket_url, storage_options,
+                                                      pushdown_server, scheduler):
+    """Under latency, the requests of the tasks queued next go out before they run (like
+    chunk read-ahead): the same answer, one request per chunk object, none left over."""
+    from h5dask.active import pushdown
+
+    url = f"{s3_bucket_url}/ahead.h5"
+    data = np.random.default_rng(1).random((32, 20, 30), dtype="f4")
+    h5dask.to_h5cloud(xr.Dataset({"v": (("t", "y", "x"), data)}), url,
+                      encoding={"v": {"chunks": (2, 20, 30)}}, storage_options=storage_options)
+    before = dict(pushdown.ahead_counts)
+    h5dask.reset_stats()
+    got = float(_open(url, storage_options, pushdown_server)["v"].mean().compute(
+        scheduler=scheduler))
+    assert got == pytest.approx(float(data.astype("f8").mean()), rel=1e-6)
+    assert h5dask.stats()["active"]["read_requests"] == 16  # one per chunk object
+    sent = pushdown.ahead_counts["sent"] - before["sent"]
+    assert sent > 0 and pushdown.ahead_counts["used"] - before["used"] == sent
+    assert not pushdown._ahead  # nothing left behind
+
+
 def test_missing_chunks_reduce_like_local(s3_bucket_url, storage_options, pushdown_server):
     url = f"{s3_bucket_url}/sparse.h5"
     with h5dask.File(url, "w", storage_options=storage_options) as f:

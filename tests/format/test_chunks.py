@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
 import pytest
 
-from h5dask.format.chunks import ChunkGrid, normalize_selection
+from h5dask.format.chunks import ChunkGrid, choose_chunks, normalize_selection
 
 
 def _assemble(arr: np.ndarray, chunks: tuple[int, ...], key: object) -> tuple[np.ndarray, set]:
@@ -118,3 +119,32 @@ def test_normalize() -> None:
     assert normalize_selection((Ellipsis, 2), (4, 5, 6)) == (
         (slice(0, 4, 1), slice(0, 5, 1), 2), (4, 5))
     assert normalize_selection(-1, (4,)) == ((3,), ())
+
+
+# -- the chunk shape of a new dataset (h5py's rules; used by file, writer and ingest) ------
+def test_choose_chunks_keeps_given_chunks_and_checks_them() -> None:
+    assert choose_chunks((4, 6), np.dtype("f8"), (2, 3), None) == (2, 3)
+    with pytest.raises(ValueError, match="do not fit"):
+        choose_chunks((4, 6), np.dtype("f8"), (2,), None)
+    with pytest.raises(ValueError, match="do not fit"):
+        choose_chunks((4, 6), np.dtype("f8"), (0, 3), None)
+
+
+def test_choose_chunks_contiguous_is_one_chunk_but_not_for_extensible() -> None:
+    assert choose_chunks((4, 0), np.dtype("f8"), None, None) == (4, 1)
+    assert choose_chunks((), np.dtype("f8"), None, None) == (1,)
+    with pytest.raises(ValueError, match="extensible"):
+        choose_chunks((4,), np.dtype("f8"), False, (None,))
+
+
+@pytest.mark.parametrize("shape, dtype, expected", [
+    ((100, 1000), "f8", (100, 1000)),          # 800 kB: one chunk
+    ((10000, 1000), "f8", (313, 500)),         # halved, largest dimension first
+    ((0,), "f8", (1024,)),                     # an empty extent guesses 1024
+    ((2**22,), "O", (131072,)),                # variable-length: 16 bytes an element
+])
+def test_choose_chunks_guess_aims_at_2_mib(shape: tuple, dtype: str,
+                                           expected: tuple) -> None:
+    assert choose_chunks(shape, np.dtype(dtype), True, None) == expected
+    assert math.prod(expected) * max(np.dtype(dtype).itemsize, 16 if dtype == "O" else 0
+                                     ) <= 2 * 2**20

@@ -111,7 +111,8 @@ def test_vlen_chunks() -> None:
     rec = np.empty(2, dtype=mixed)
     rec[0], rec[1] = (1, "x"), (-2, "yz")
     codec = ChunkCodec(mixed, (2,))
-    assert codec.decode(codec.encode(rec), KEY).tolist() == [(1, "x"), (-2, "yz")]
+    # a string member of a compound reads back as bytes, as h5py and h5netcdf read it
+    assert codec.decode(codec.encode(rec), KEY).tolist() == [(1, b"x"), (-2, b"yz")]
 
 
 def test_edge_chunk_stored_clipped() -> None:

@@ -11,8 +11,19 @@ import pytest
 from h5dask.errors import MetadataError, UnsupportedFilterError, UnsupportedTypeError
 from h5dask.format.dataspace import Dataspace
 from h5dask.format.metadata import (
+    attribute_json,
+    chunked_layout,
+    chunked_ref_indirect_layout,
+    chunked_ref_layout,
+    contiguous_layout,
+    contiguous_ref_layout,
+    dataset_json,
+    datatype_json,
+    domain_json,
     dump_json,
+    group_json,
     load_json,
+    object_json,
     parse_dataset,
     parse_datatype,
     parse_domain,
@@ -208,3 +219,51 @@ def test_dataspace_json() -> None:
     assert Dataspace.from_json({"class": "H5S_SIMPLE", "dims": [2],
                                 "maxdims": [0]}).maxshape == (None,)  # 0 is unlimited too
     assert Dataspace.from_json([4, 5]).shape == (4, 5)
+
+
+# -- the builders of new objects' JSON: HSDS's shapes, parsed back by h5dask -----------------
+def test_dataset_json_is_hsds_shaped_and_parses_back() -> None:
+    body = dataset_json({"class": "H5T_FLOAT", "base": "H5T_IEEE_F32LE"},
+                        Dataspace((10,), (None,)), chunked_layout((4,)),
+                        [{"class": "H5Z_FILTER_DEFLATE", "id": 1, "level": 4}], 1.5)
+    obj = object_json(DID, ROOT, 7.0, body)
+    assert list(obj) == ["id", "root", "created", "lastModified", "type", "shape",
+                         "creationProperties", "layout", "attributes"]
+    assert list(obj["creationProperties"]) == ["layout", "filters", "fillValue"]
+    assert obj["layout"] == obj["creationProperties"]["layout"]
+    assert obj["layout"] is not obj["creationProperties"]["layout"]  # two JSON objects
+    meta = parse_dataset(KEY, obj)
+    assert (meta.shape, meta.space.maxshape, meta.chunk_shape) == ((10,), (None,), (4,))
+    assert meta.codec.compressor == "gzip" and meta.fill_value() == 1.5
+
+
+def test_dataset_json_of_a_null_dataspace_has_no_layout() -> None:
+    body = dataset_json("H5T_STD_I8LE", Dataspace(None), None, [], 3)
+    assert body == {"type": "H5T_STD_I8LE", "shape": {"class": "H5S_NULL"},
+                    "creationProperties": {"fillValue": 3}, "attributes": {}}
+    assert parse_dataset(KEY, object_json(DID, ROOT, 0.0, body)).space.is_null
+
+
+def test_scalar_and_linked_layouts_parse_back() -> None:
+    scalar = dataset_json("H5T_STD_I8LE", Dataspace((), ()), contiguous_layout(), [])
+    assert parse_dataset(KEY, object_json(DID, ROOT, 0.0, scalar)).chunk_shape == (1,)
+    uri = "s3://bucket/file.h5"
+    for layout, cls in [
+        (chunked_ref_layout((2,), uri, {"0": [10, 8], "1": [18, 8]}), "H5D_CHUNKED_REF"),
+        (chunked_ref_indirect_layout((2,), uri, DID), "H5D_CHUNKED_REF_INDIRECT"),
+        (contiguous_ref_layout(uri, 100, 32), "H5D_CONTIGUOUS_REF"),
+    ]:
+        body = dataset_json("H5T_STD_I32LE", Dataspace((4,), (4,)), layout, [])
+        meta = parse_dataset(KEY, object_json(DID, ROOT, 0.0, body))
+        assert (meta.layout.cls, meta.layout.is_linked, meta.layout.file_uri) == (cls, True, uri)
+
+
+def test_group_datatype_attribute_and_domain_json() -> None:
+    assert parse_group(KEY, object_json(GID, ROOT, 0.0, group_json())).links == {}
+    assert parse_datatype(KEY, object_json("t-01234567-89abcdef-0000-aaaaaa-bbbbbb", ROOT, 0.0,
+                                           datatype_json("H5T_STD_I8LE"))).type_json == (
+        "H5T_STD_I8LE")
+    assert attribute_json("H5T_STD_I8LE", (), 5, 1.0) == {
+        "type": "H5T_STD_I8LE", "shape": {"class": "H5S_SCALAR"}, "value": 5, "created": 1.0}
+    assert "value" not in attribute_json("H5T_STD_I8LE", None, None, 1.0)
+    assert parse_domain(KEY, domain_json(ROOT, "me", {"me": {}}, 1.0, 2.0)).root == ROOT

@@ -18,8 +18,8 @@ from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5p
 import h5dask
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
+from h5dask.format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
 from h5dask.ingest import load_file
-from h5dask.ingest.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
 from h5dask.storage.links import LinkPolicy
 
 FILES = ["CMIP6_IPSL-CM6A-LR_tas.nc", "obs4MIPS_CERES-EBAF_L3B_Ed2-8_rlut.nc", "daily_data.nc"]

@@ -253,7 +253,11 @@ def test_flush_writes_new_objects_before_changed_ones(tmp_path: Path) -> None:
     changed_keys = {ids.object_key(i) for i in existing}
     root_key = ids.object_key(root)
     first_changed = min(n for n, (e, k) in enumerate(metadata) if k in changed_keys)
+    summary = [n for n, (e, k) in enumerate(metadata) if k.endswith(".h5dask-consolidated.json")]
     last_new = max(n for n, (e, k) in enumerate(metadata)
-                   if e == "end" and k not in changed_keys and k != root_key)
+                   if e == "end" and k not in changed_keys and k != root_key
+                   and n not in summary)
     assert last_new < first_changed, metadata
     assert metadata[-1] == ("end", root_key) and metadata[-2] == ("start", root_key)
+    # the consolidated metadata is written just before the root group publishes the change
+    assert summary and summary[-1] == len(metadata) - 3, metadata

@@ -21,6 +21,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,8 +37,8 @@ import xarray as xr
 
 import h5dask
 from h5dask.errors import DomainNotFoundError, H5DaskError, LinkedReferenceRefused, StorageError
+from h5dask.format.linked import CHUNK_TABLE_DTYPE
 from h5dask.ingest import load_file
-from h5dask.ingest.linked import CHUNK_TABLE_DTYPE
 from h5dask.storage import open_location, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
 from h5dask.storage.links import ENV_VAR
@@ -48,15 +50,24 @@ MEMORY_DIR = f"linked-escape-{uuid.uuid4().hex}"
 
 
 class Canary:
-    """An HTTP server that serves SECRET (with Range) and counts every request."""
+    """An HTTP server that serves SECRET (with Range) and counts every request; a path
+    under /redirect/ answers 302 to /secret.bin."""
 
     def __init__(self) -> None:
         canary = self
         self.requests = 0
+        self.paths: list[str] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 canary.requests += 1
+                canary.paths.append(self.path)
+                if self.path.startswith("/redirect/"):
+                    self.send_response(302)
+                    self.send_header("Location", "/secret.bin")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = SECRET
                 ranged = self.headers.get("Range", "").removeprefix("bytes=")
                 if ranged:
@@ -185,11 +196,11 @@ def _file_cases(tree: dict[str, Path], canary: Canary, memory: str, s3: str
         "absolute path outside the root": (str(tree["outside"]), "allowable", outside_dir),
         "/etc/passwd": ("file:///etc/passwd", "allowable", "file:///etc/"),
         "symlink out of the root": (tree["symlink"].as_uri(), "allowable", outside_dir),
-        "relative ..": ("bucket/../outside/secret.bin", "malformed", "file:///"),
+        "relative ..": ("bucket/../outside/secret.bin", "malformed", outside_dir),
         "x/../../../../../etc/hostname": ("x/../../../../../etc/hostname", "malformed",
-                                          "file:///"),
+                                          "file:///etc/"),
         "percent-encoded ..": (tree["root"].as_uri() + "/%2e%2e/outside/secret.bin",
-                               "malformed", "file:///"),
+                               "malformed", outside_dir),
         "other scheme (memory://)": (memory, "allowable", f"memory://{MEMORY_DIR}/"),
         "other endpoint (S3 from file://)": (s3, "allowable", s3.rsplit("/", 1)[0] + "/"),
         "http": (f"{canary.url}/secret.bin", "allowable", canary.url + "/"),
@@ -276,6 +287,64 @@ def test_a_bad_chunk_table_is_a_metadata_error(reader: str, tree: dict[str, Path
     assert info.value.key == key
 
 
+def test_an_indirect_layout_naming_no_file_is_a_metadata_error(tree: dict[str, Path]) -> None:
+    """``file_uri: ""`` and a chunk table without a ``file_uri`` field: which file is it?"""
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("secret", shape=(N,), dtype="u1")
+        table_id = f.create_dataset("table", data=np.array([(0, N)], CHUNK_TABLE_DTYPE)).id
+    with h5dask.File(url) as f:
+        key = f["secret"]._meta.key
+    store = open_location(url).store
+    obj = json.loads(sync(store.get(key, kind="metadata")))
+    linked = {"class": "H5D_CHUNKED_REF_INDIRECT", "chunk_table": table_id, "dims": [N],
+              "file_uri": ""}
+    obj["creationProperties"].update(layout=linked, filters=[])
+    obj["layout"] = linked
+    sync(store.put(key, json.dumps(obj).encode(), kind="metadata"))
+    for read in READERS.values():
+        with pytest.raises(h5dask.MetadataError, match="no file_uri field"):
+            read(url, None)
+
+
+@pytest.mark.parametrize(("offset", "size"), [(0, 2**30), (-1, N)], ids=["1 GiB", "negative"])
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_a_linked_chunk_claiming_more_than_a_chunk_can_take_is_refused(
+        offset: int, size: int, reader: str, tree: dict[str, Path]) -> None:
+    """A 108-byte chunk said to be 1 GiB of a (sparse, here; on S3 any big object of the
+    endpoint) file: refused before it is fetched, not read into memory then refused."""
+    big = tree["root"] / "files" / "sparse.bin"
+    with open(big, "wb") as f:
+        f.truncate(2**30)
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    linked_domain(url, None, big.as_uri(), "H5D_CHUNKED_REF")
+    with h5dask.File(url) as f:
+        key = f["secret"]._meta.key
+    store = open_location(url).store
+    obj = json.loads(sync(store.get(key, kind="metadata")))
+    for layout in (obj["layout"], obj["creationProperties"]["layout"]):
+        layout["chunks"] = {"0": [offset, size]}
+    sync(store.put(key, json.dumps(obj).encode(), kind="metadata"))
+    # raised where the references are built, before anything is read
+    with pytest.raises(h5dask.MetadataError, match=r"takes at most|must be \[offset, size\]"):
+        READERS[reader](url, None)
+
+
+@pytest.mark.parametrize("command", [["ls"], ["info", "--path", "/secret"]])
+def test_the_cli_describes_a_hostile_linked_domain_without_reading_it(
+        command: list[str], tree: dict[str, Path], canary: Canary) -> None:
+    """``h5dask ls`` / ``info`` show the layout; the linked file is never fetched."""
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    linked_domain(url, None, f"{canary.url}/secret.bin")
+    before = canary.requests
+    proc = subprocess.run([sys.executable, "-m", "h5dask.cli", *command, url],
+                          capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "H5D_CONTIGUOUS_REF" in proc.stdout and SECRET.decode()[:20] not in proc.stdout
+    assert canary.requests == before
+
+
 # -- S3 domains (SeaweedFS) -------------------------------------------------------------
 S3_CASES = ["same bucket", "other bucket, same endpoint", "other bucket, HSDS bucket/key",
             "local file (a credentials file)", "absolute path", "relative ..",
@@ -307,7 +376,7 @@ def test_s3_domain(case: str, reader: str, allow: bool, tree: dict[str, Path], c
         "other bucket, HSDS bucket/key": (f"{other_bucket}/{prefix}/secret.bin", "read", None),
         "local file (a credentials file)": (tree["outside"].as_uri(), "allowable", outside_dir),
         "absolute path": (str(tree["outside"]), "allowable", outside_dir),
-        "relative ..": (f"{other_bucket}/../../etc/hostname", "malformed", "file:///"),
+        "relative ..": (f"{other_bucket}/../../etc/hostname", "malformed", "file:///etc/"),
         "bucket name with a host": (f"s3://user@{canary.url[7:]}/secret.bin", "malformed",
                                     "s3://"),
         "other scheme (memory://)": (memory_secret, "allowable", f"memory://{MEMORY_DIR}/"),
@@ -361,11 +430,24 @@ def test_bad_link_urls_are_h5dask_errors(uri: Any, reader: str, tree: dict[str, 
     url = (tree["root"] / "home" / "d.h5").as_uri()
     linked_domain(url, None, uri)
     before = canary.requests
-    allow_everything = ["http://", "nosuchscheme://", "s3://", "file:///"]
+    allow_everything = ["http://", "nosuchscheme://", "s3://", "file:///tmp/"]
     with pytest.raises(H5DaskError) as info:
         READERS[reader](url, None, allowed_link_prefixes=allow_everything)
     assert isinstance(info.value, LinkedReferenceRefused | h5dask.MetadataError), info.value
     assert canary.requests == before
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_an_allowed_http_prefix_does_not_follow_redirects_out_of_it(
+        reader: str, tree: dict[str, Path], canary: Canary) -> None:
+    """An allowed host that redirects (an open redirect, say, to an internal service) must
+    not take the reader outside the allowed prefix."""
+    url = (tree["root"] / "home" / "d.h5").as_uri()
+    linked_domain(url, None, f"{canary.url}/redirect/x.h5")
+    before = len(canary.paths)
+    with pytest.raises(StorageError, match="TooManyRedirects"):
+        READERS[reader](url, None, allowed_link_prefixes=[f"{canary.url}/redirect/"])
+    assert set(canary.paths[before:]) == {"/redirect/x.h5"}  # never the target
 
 
 def test_an_http_store_turns_client_errors_into_storage_errors() -> None:

@@ -174,8 +174,9 @@ def test_tuning_options_reach_the_store() -> None:
     store = open_location("s3://bkt/x.h5", {
         "anon": True, "endpoint_url": "http://127.0.0.1:1", "max_concurrency": 3,
         "max_attempts": 2, "multipart_threshold": 2048, "part_size": 1024, "timeout": 5}).store
-    assert (store.max_concurrency, store.retry.max_attempts, store.multipart_threshold,
-            store.part_size, store.timeout) == (3, 2, 2048, 1024, 5.0)
+    tuning = store.tuning
+    assert (store.max_concurrency, store.retry.max_attempts, tuning.multipart_threshold,
+            tuning.part_size, tuning.timeout) == (3, 2, 2048, 1024, 5.0)
     with pytest.raises(ValueError, match="multipart_threshold"):
         open_location("s3://bkt/y.h5", {"anon": True, "multipart_threshold": 10,
                                         "part_size": 100})

@@ -14,8 +14,8 @@ import pytest
 from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
-from h5dask.errors import StorageError, StoragePermissionError
-from h5dask.storage import RetryPolicy, TransientError, open_location, sync
+from h5dask.errors import BucketNotFoundError, StorageError, StoragePermissionError
+from h5dask.storage import RetryPolicy, StoreTuning, TransientError, open_location, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
 from h5dask.storage.local import LocalObjectStore
 
@@ -105,7 +105,8 @@ class FlakyStore(FsspecObjectStore):
 
     def __init__(self, failures: int, exc: Exception, attempts: int = 4) -> None:
         super().__init__("memory", f"/flaky-{uuid.uuid4().hex}",
-                         retry=RetryPolicy(max_attempts=attempts, base_delay=0.0))
+                         tuning=StoreTuning(retry=RetryPolicy(max_attempts=attempts,
+                                                              base_delay=0.0)))
         self.failures = failures
         self.exc = exc
         self.calls = 0
@@ -174,7 +175,8 @@ def test_backoff_is_bounded() -> None:
 # -- bounded concurrency ----------------------------------------------------------------
 class SlowStore(FsspecObjectStore):
     def __init__(self, limit: int) -> None:
-        super().__init__("memory", f"/slow-{uuid.uuid4().hex}", max_concurrency=limit)
+        super().__init__("memory", f"/slow-{uuid.uuid4().hex}",
+                         tuning=StoreTuning(max_concurrency=limit))
         self.active = self.peak = 0
 
     def _init_args(self) -> tuple:
@@ -255,7 +257,34 @@ def test_s3_unreachable_endpoint(storage_options) -> None:
 
 
 def test_s3_missing_bucket(storage_options) -> None:
+    """A missing bucket is said to be missing (never read as absent chunks: fill values)."""
     store = open_location("s3://no-such-bucket-here/x.h5", storage_options).store
-    assert sync(store.get("db/k")) is None
+    for call in (store.get("db/k"), store.list("db/"), store.list_dir("")):
+        with pytest.raises(BucketNotFoundError, match="bucket 'no-such-bucket-here' does not"):
+            sync(call)
     with pytest.raises(FileNotFoundError, match="no-such-bucket-here"):
         h5dask.File("s3://no-such-bucket-here/x.h5", storage_options=storage_options)
+
+
+def test_list_dir_modified_and_prune(backend: Backend) -> None:
+    """One-level listing (never descends), modification times, and pruning of emptied
+    directories (file://) behave alike on every back end."""
+    import time
+
+    store = backend.store()
+    p = backend.domain("scratch")
+    before = time.time() - 60
+    for key in ("db/r1/.group.json", "db/r1/d/x/0_0", "db/r2/.group.json", "top.json"):
+        sync(store.put(f"{p}/{key}", b"x"))
+    assert sync(store.list_dir(f"{p}/")) == ([f"{p}/top.json"], [f"{p}/db/"])
+    assert sync(store.list_dir(f"{p}/db/")) == ([], [f"{p}/db/r1/", f"{p}/db/r2/"])
+    assert sync(store.list_dir(f"{p}/nothing/")) == ([], [])
+    times = sync(store.list_modified(f"{p}/db/r1/"))
+    assert sorted(times) == [f"{p}/db/r1/.group.json", f"{p}/db/r1/d/x/0_0"]
+    assert all(t > before for t in times.values())
+    for key in times:
+        sync(store.delete(key))
+    sync(store.prune(f"{p}/db/r1/"))
+    assert sync(store.list(f"{p}/db/")) == [f"{p}/db/r2/.group.json"]
+    if backend.kind != "s3":  # SeaweedFS may still list an emptied "directory"
+        assert sync(store.list_dir(f"{p}/db/")) == ([], [f"{p}/db/r2/"])

@@ -67,3 +67,40 @@ def test_unknown_filter_is_reported_by_variable_and_filter_name(tmp_path):
     key.write_text(json.dumps(obj))
     with pytest.raises(ValueError, match="variable '/squeezed'.*szip"):
         xr.open_dataset(url, engine="h5cloud")
+
+
+def test_plain_netcdf4_file_says_how_to_open_it(shared_data, tmp_path):
+    """issue 14 item 8: a netCDF-4/HDF5 file is not a domain; say what to use instead."""
+    import shutil
+
+    nc = tmp_path / "plain.nc"
+    shutil.copy(shared_data / "daily_data.nc", nc)
+    for url in (f"file://{nc}", str(nc)):
+        with pytest.raises(FileNotFoundError, match="HDF5/netCDF-4 file") as err:
+            xr.open_dataset(url, engine="h5cloud")
+        assert "engine='h5netcdf'" in str(err.value) and "h5dask load" in str(err.value)
+    with_userblock = tmp_path / "ub.h5"
+    with_userblock.write_bytes(bytes(512) + (shared_data / "daily_data.nc").read_bytes())
+    with pytest.raises(FileNotFoundError, match="HDF5/netCDF-4 file"):
+        xr.open_dataset(str(with_userblock), engine="h5cloud")
+    classic = tmp_path / "classic.nc"
+    classic.write_bytes(b"CDF\x02" + bytes(60))
+    with pytest.raises(FileNotFoundError, match="netCDF-3"):
+        xr.open_dataset(str(classic), engine="h5cloud")
+
+
+def test_http_domain_url_names_the_supported_schemes():
+    from h5dask.errors import UnsupportedURLError
+
+    with pytest.raises(UnsupportedURLError, match="s3://, file://"):
+        xr.open_dataset("http://example.invalid/home/x.h5", engine="h5cloud")
+
+
+def test_bad_active_storage_value_is_named(tmp_path):
+    """issue 14 item 9: active_storage='yes' is named as the bad value, with or without a URL."""
+    url = f"file://{tmp_path}/home/a.h5"
+    with h5dask.File(url, "w") as f:
+        f["x"] = np.arange(3)
+    for extra in ({}, {"active_storage_url": "http://127.0.0.1:1"}):
+        with pytest.raises(ValueError, match="not 'yes'"):
+            xr.open_dataset(url, engine="h5cloud", active_storage="yes", **extra)

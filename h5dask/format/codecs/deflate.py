@@ -43,16 +43,16 @@ class Deflate(Codec):
         return inflate_members(data, max_size), False
 
 
-def inflate_members(data: bytes | memoryview, max_size: int) -> bytes:
+def inflate_members(data: bytes | memoryview, max_size: int) -> bytearray:
     """Inflate one or more zlib/gzip members (either header), never producing more than
     ``max_size`` bytes (OutputTooLarge); ValueError for corrupt or trailing data.
 
     >>> import gzip
-    >>> inflate_members(gzip.compress(b"ab") + gzip.compress(b"cd"), 4)
+    >>> bytes(inflate_members(gzip.compress(b"ab") + gzip.compress(b"cd"), 4))
     b'abcd'
     """
     out = bytearray()
-    rest = bytes(data)
+    rest: bytes | memoryview = data  # not copied: zlib reads memoryviews
     while True:
         d = zlib.decompressobj(wbits=47)  # 32 + 15: accept a zlib or a gzip header
         buf = rest
@@ -70,8 +70,8 @@ def inflate_members(data: bytes | memoryview, max_size: int) -> bytes:
             if not buf and not chunk:
                 raise ValueError("zlib/gzip: truncated stream")
         rest = d.unused_data
-        if not rest.startswith(b"\x1f\x8b"):  # another gzip member follows, or we are done
+        if bytes(rest[:2]) != b"\x1f\x8b":  # another gzip member follows, or we are done
             break
     if rest.strip(b"\x00"):
         raise ValueError("zlib/gzip: trailing garbage after the stream")
-    return bytes(out)
+    return out

@@ -1,4 +1,4 @@
-"""The private dask/xarray names pushdown relies on (h5dask.active.graph_adapter).
+"""The private dask, xarray and distributed names pushdown and read-ahead rely on.
 
 These tests pin them: on a dask or xarray release that moves one, they fail here, and
 opening with active storage fails loudly instead of silently computing locally.
@@ -14,15 +14,16 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.active import graph_adapter, pushdown
+from h5dask import private_api
+from h5dask.active import pushdown
 from h5dask.active.config import ActiveStorageConfigError, resolve_active_config
-from h5dask.active.graph_adapter import PushdownUnsupportedError
 from h5dask.active.pushdown import ActiveStorageWarning
+from h5dask.private_api import PushdownUnsupportedError
 
 
 def test_every_private_name_resolves():
-    adapter = graph_adapter.load()
-    for role in graph_adapter.PRIVATE_NAMES:
+    adapter = private_api.load()
+    for role in private_api.PRIVATE_NAMES:
         assert getattr(adapter, role) is not None, role
     for cls in (*adapter.lazy_wrappers, adapter.Task, adapter.TaskRef, adapter.DataNode,
                 adapter.Alias):
@@ -31,7 +32,7 @@ def test_every_private_name_resolves():
 
 def test_decoder_signatures_are_the_ones_pushdown_reads():
     """pushdown reads these keywords of xarray's decoding partials."""
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     mask = inspect.signature(adapter.apply_mask).parameters
     assert {"encoded_fill_values", "dtype"} <= set(mask)
     scale = inspect.signature(adapter.scale_offset_decoding).parameters
@@ -56,7 +57,7 @@ def test_xarray_wraps_h5dask_arrays_in_the_wrappers_pushdown_unwraps(tmp_path):
 def _backend_array(da: xr.DataArray):
     """The lazily indexed array dask's graph holds for ``da``."""
     dsk = da.data.dask
-    adapter = graph_adapter.load()
+    adapter = private_api.load()
     for value in dict(dsk).values():
         obj = value.value if isinstance(value, adapter.DataNode) else value
         if isinstance(obj, adapter.lazy_wrappers):
@@ -67,16 +68,16 @@ def _backend_array(da: xr.DataArray):
 @pytest.fixture
 def broken_adapter(monkeypatch):
     """Pretend a dask release dropped one private name."""
-    names = dict(graph_adapter.PRIVATE_NAMES, Task=("dask._task_spec", "TaskRenamed"))
-    monkeypatch.setattr(graph_adapter, "PRIVATE_NAMES", names)
-    graph_adapter.load.cache_clear()
+    names = dict(private_api.PRIVATE_NAMES, Task=("dask._task_spec", "TaskRenamed"))
+    monkeypatch.setattr(private_api, "PRIVATE_NAMES", names)
+    private_api.load.cache_clear()
     yield
-    graph_adapter.load.cache_clear()
+    private_api.load.cache_clear()
 
 
 def test_a_moved_private_name_is_named_with_the_versions(broken_adapter):
     with pytest.raises(PushdownUnsupportedError, match=r"dask\._task_spec\.TaskRenamed") as err:
-        graph_adapter.load()
+        private_api.load()
     assert "dask " in str(err.value) and "xarray " in str(err.value)
     assert isinstance(err.value, h5dask.H5DaskError)
 
@@ -132,3 +133,29 @@ def test_a_bad_active_storage_value_is_named(mode):
 def test_active_storage_url_must_be_http():
     with pytest.raises(ActiveStorageConfigError, match="ftp://x"):
         resolve_active_config("ftp://x", "auto")
+
+
+def test_distributed_private_names_resolve():
+    """Read-ahead on a worker reads its task's key and the worker's queue."""
+    names = private_api.load_distributed()
+    assert names is not None, "distributed is installed in the test environment"
+    assert callable(names["get_worker"])
+    from distributed.worker_state_machine import WorkerState
+
+    assert "ready" in WorkerState.__annotations__ and "tasks" in WorkerState.__annotations__
+
+
+def test_read_ahead_unwraps_what_xarray_builds(tmp_path):
+    """The chunks a dask task of an h5cloud variable reads are found through xarray's
+    wrappers (masking, scaling, bool) with the adapter's names."""
+    from h5dask.xarray import lookahead
+
+    ds = xr.Dataset({"v": ("x", np.arange(10, dtype="i2"), {"scale_factor": 0.5}),
+                     "b": ("x", np.arange(10) % 2 == 0)})
+    url = f"file://{tmp_path}/lookahead.h5"
+    h5dask.to_h5cloud(ds, url, encoding={"v": {"chunks": (5,)}, "b": {"chunks": (5,)}})
+    opened = xr.open_dataset(url, engine="h5cloud", chunks={})
+    for name in ("v", "b"):
+        found = lookahead.unwrap_h5cloud(_backend_array(opened[name]))
+        assert found is not None, name
+        assert found[0].variable_name == name

@@ -1,0 +1,317 @@
+"""The cloud profile: every reader through a proxy adding first-byte latency and a
+per-stream bandwidth (:mod:`benchmarks.latencyproxy`, its own process), at several
+latencies, interleaved and repeated; opening 50 variables; pushed-down ``mean()``.
+
+    python -m benchmarks.cloud [--size-mib 256] [--latencies 10,30,100] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import readers
+from .common import MiB, Series, interleave
+from .data import VARIANTS, Synthetic, Written, nplanes_for, write_variant
+from .latencyproxy import LatencyProxy
+from .services import ActiveServer, Services
+
+Log = Callable[[str], None]
+STREAM_BYTES_PER_S = 100e6
+
+
+@dataclass
+class CloudRun:
+    """The results at one latency."""
+
+    latency_ms: float
+    reads: list[tuple[Series, str]] = field(default_factory=list)  # (series, kind)
+    opens: list[Series] = field(default_factory=list)
+    mean_local: Series | None = None
+    mean_pushed: Series | None = None
+    mean_bytes: tuple[int, int] = (0, 0)  # client bytes: local, pushed down
+    readahead_peak: int = 0
+    memory: Any = None  # extras.MemoryResult of a fresh process reading through the proxy
+
+
+@contextmanager
+def through(services: Services, endpoint: str) -> Iterator[None]:
+    """Clients of ``services`` talk to ``endpoint`` (the proxy) inside the block."""
+    before = services.endpoint_override
+    services.endpoint_override = endpoint
+    try:
+        yield
+    finally:
+        services.endpoint_override = before
+
+
+def h5dask_auto(services: Services, written: Written) -> Callable[[], float]:
+    import xarray as xr
+
+    def run() -> float:
+        ds = xr.open_dataset(written.domain_url, engine="h5cloud", chunks="auto",
+                             storage_options=services.storage_options)
+        return float(ds["v"].sum().compute())
+
+    return run
+
+
+def zarr_obstore_auto(services: Services, written: Written) -> Callable[[], float]:
+    import xarray as xr
+    from zarr.storage import ObjectStore
+
+    def run() -> float:
+        store = ObjectStore(services.obstore(written.zarr_prefix), read_only=True)
+        ds = xr.open_zarr(store, consolidated=True, chunks="auto", zarr_format=3)
+        return float(ds["v"].sum().compute())
+
+    return run
+
+
+def contenders(services: Services, w: Written, peers: set[str], active_url: str | None,
+               auto: bool = True) -> list[tuple[Series, Callable[[], Any], str]]:
+    """(series, runner, kind) of every reader, built while ``services`` points at the proxy."""
+    out: list[tuple[Series, Callable[[], Any], str]] = []
+
+    def add(name: str, runner: Callable[[], Any], kind: str, note: str) -> None:
+        out.append((Series(name, 0, note=note), runner, kind))
+
+    add("raw: every GET at once", readers.raw(services, w, None), "raw",
+        "obstore get_async of every chunk object at once")
+    add('h5dask, chunks={}', readers.h5dask_read(services, w), "h5dask",
+        "one task per chunk object, read-ahead on")
+    if auto:
+        add('h5dask, chunks="auto"', h5dask_auto(services, w), "h5dask-auto",
+            "dask's automatic blocks (many chunk objects per task)")
+    if "zarr" in peers:
+        add('zarr v3, obstore, chunks={}', readers.zarr_obstore(services, w), "peer",
+            "same chunks, consolidated")
+        if auto:
+            add('zarr v3, obstore, chunks="auto"', zarr_obstore_auto(services, w),
+                "peer-auto", "dask's automatic blocks")
+    if "zarr-fsspec" in peers:
+        add("zarr v3, fsspec (s3fs)", readers.zarr_fsspec(services, w), "peer",
+            "same chunks, consolidated")
+    if "netcdf" in peers:
+        add("h5netcdf via s3fs", readers.h5netcdf_read(services, w), "peer",
+            "the netCDF-4 file read through s3fs")
+    if "hsds" in peers:
+        add("HSDS + h5pyd", readers.hsds_read(services, w), "peer",
+            "HSDS reading the same objects through the proxy")
+    if active_url:
+        add("h5dask pushdown (active storage)", _pushdown(services, w, active_url),
+            "pushdown", "the server reads each chunk through the proxy and sums it")
+    return out
+
+
+def _pushdown(services: Services, w: Written, url: str) -> Callable[[], float]:
+    import dask
+    import xarray as xr
+
+    def run() -> float:
+        with dask.config.set(array_optimize=None):
+            ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={},
+                                 storage_options=services.storage_options,
+                                 active_storage_url=url, active_storage="require")
+            return float(ds["v"].sum().compute())
+
+    return run
+
+
+def _checked(run: Callable[[], Any], kind: str, expected: float, name: str
+             ) -> Callable[[], Any]:
+    def checked() -> Any:
+        got = run()
+        if kind != "raw" and abs(got - expected) > 1e-4 * abs(expected):
+            raise AssertionError(f"{name} summed {got}, expected {expected}")
+        return got
+
+    return checked
+
+
+def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: Log
+                  ) -> tuple[Series, Series, tuple[int, int]]:
+    """``mean()`` locally and pushed down, interleaved; client bytes of each."""
+    import dask
+    import xarray as xr
+
+    import h5dask
+
+    so = services.storage_options
+
+    def local() -> float:
+        ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={}, storage_options=so)
+        return float(ds["v"].mean().compute())
+
+    def pushed() -> float:
+        with dask.config.set(array_optimize=None):
+            ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={}, storage_options=so,
+                                 active_storage_url=url, active_storage="require")
+            return float(ds["v"].mean().compute())
+
+    nbytes = []
+    for run in (local, pushed):
+        h5dask.reset_stats()
+        run()
+        nbytes.append(h5dask.stats()["total"]["read_bytes"])
+    s_local = Series("mean(), computed locally", 0)
+    s_pushed = Series("mean(), pushed down", 0)
+    interleave([s_local, s_pushed], [local, pushed], repeats, log)
+    return s_local, s_pushed, (nbytes[0], nbytes[1])
+
+
+def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
+              repeats: int, peers: set[str], pushdown: bool, log: Log,
+              open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True
+              ) -> list[CloudRun]:
+    """Every contender through a fresh proxy at each latency (seconds)."""
+    from h5dask.readahead import get_readahead
+
+    runs = []
+    expected = data.expected_sum()
+    for latency in latencies:
+        log(f"## cloud: {latency * 1000:.0f} ms first byte, "
+            f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream")
+        result = CloudRun(latency * 1000)
+        with LatencyProxy(services.s3.endpoint, latency, STREAM_BYTES_PER_S) as proxy, \
+                through(services, proxy.endpoint):
+            active = ActiveServer(proxy.endpoint).start() if pushdown else None
+            hsds = None
+            try:
+                if "hsds" in peers:
+                    hsds = services.restart_hsds(proxy.endpoint)
+                rows = contenders(services, w, peers, active.url if active else None, auto)
+                for s, _, _ in rows:
+                    s.nbytes = data.nbytes
+                rows[0][1]()  # warm-up: connections through the proxy
+                get_readahead().peak_reserved = 0
+                interleave([s for s, _, _ in rows],
+                           [_checked(r, k, expected, s.name) for s, r, k in rows], repeats, log)
+                result.readahead_peak = get_readahead().peak_reserved
+                result.reads = [(s, k) for s, _, k in rows]
+                if open_fn is not None:
+                    result.opens = open_fn(repeats)
+                    from .extras import memory  # a fresh process, through the proxy
+
+                    result.memory = memory(services, w, data)
+                if active is not None:
+                    (result.mean_local, result.mean_pushed,
+                     result.mean_bytes) = mean_pushdown(services, w, active.url, repeats, log)
+            finally:
+                if active is not None:
+                    active.stop()
+                if hsds is not None:
+                    services.restart_hsds(None)
+        runs.append(result)
+    return runs
+
+
+def summary(runs: list[CloudRun]) -> str:
+    lines = []
+    for r in runs:
+        raw = next((s for s, k in r.reads if k == "raw"), None)
+        lines.append(f"{r.latency_ms:.0f} ms:")
+        for s, _ in r.reads:
+            ratio = f"{raw.median / s.median:5.2f} x raw" if raw and s.seconds else ""
+            lines.append(f"  {s.name:<36} {s.mb_s:8.0f} MB/s  {ratio} {s.error}")
+        for s in r.opens:
+            lines.append(f"  open: {s.name:<30} {s.median * 1000:7.0f} ms")
+        if r.mean_local and r.mean_pushed:
+            lines.append(f"  mean local {r.mean_local.median:.2f} s, pushed "
+                         f"{r.mean_pushed.median:.2f} s; bytes {r.mean_bytes}")
+        lines.append(f"  read-ahead peak reserved {r.readahead_peak / MiB:.0f} MiB")
+    return "\n".join(lines)
+
+
+def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
+    """The "cloud" section of BENCHMARKS.md."""
+    out = ["## Cloud profile: through a proxy adding latency and per-stream bandwidth", "",
+           f"`benchmarks/latencyproxy.py` in its own process sleeps the first-byte latency "
+           f"before forwarding each request and paces each response to "
+           f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream. {size_mib:.0f} MiB of float32 in "
+           "4 MiB chunk objects, `sum()` on dask's threaded scheduler (2 threads), median of "
+           f"{repeats} interleaved rounds; every reader, raw included, goes through the same "
+           "proxy (HSDS and the active-storage server read storage through it too). The proxy "
+           "shares the 2 cores with everything else: ratios to raw are the figures to read.",
+           ""]
+    for r in runs:
+        raw = next((s for s, k in r.reads if k == "raw" and s.seconds), None)
+        out += [f"### {r.latency_ms:.0f} ms to first byte", "",
+                "| reader | MB/s | range (MB/s) | ratio to raw | what |",
+                "| --- | ---: | ---: | ---: | --- |"]
+        for s, _ in r.reads:
+            if s.error or not s.seconds:
+                out.append(f"| {s.name} | failed | | | {s.error} |")
+                continue
+            lo, hi = s.mb_s_range
+            ratio = f"{raw.median / s.median:.2f}" if raw else ""
+            out.append(f"| {s.name} | {s.mb_s:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | {s.note} |")
+        out.append("")
+        if r.opens:
+            out += ["| open 50 variables | median ms | range ms |", "| --- | ---: | ---: |"]
+            for s in r.opens:
+                lo, hi = s.spread
+                out.append(f"| {s.name} | {s.median * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} |")
+            out.append("")
+        if r.mean_local and r.mean_pushed and r.mean_local.seconds and r.mean_pushed.seconds:
+            local, pushed = r.mean_bytes
+            out += ["| mean() | median s | client bytes |", "| --- | ---: | ---: |",
+                    f"| computed locally | {r.mean_local.median:.2f} | {local:,} |",
+                    f"| pushed down | {r.mean_pushed.median:.2f} | {pushed:,} "
+                    f"({100 * pushed / max(local, 1):.4f} %) |", ""]
+        out += [f"Read-ahead held at most {r.readahead_peak / MiB:.0f} MiB "
+                "(bound: `H5DASK_READ_AHEAD_BYTES`, 64 MiB).", ""]
+        if r.memory is not None:
+            m = r.memory
+            out += [f"Client memory of a streaming `sum()` through the proxy (fresh process): "
+                    f"+{m.increase_mib:.0f} MiB over the {m.baseline_mib:.0f} MiB constant; "
+                    f"bound {m.bound_mib:.0f} MiB = 2 x {m.chunk_bytes / MiB:.0f} MiB x "
+                    f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead "
+                    f"(which held at most {m.readahead_peak / MiB:.0f} MiB).", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cloud", description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--latencies", default="10,30,100", help="ms, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--peers", default="zarr",
+                        help="comma list of zarr,zarr-fsspec,netcdf,hsds")
+    parser.add_argument("--no-pushdown", action="store_true")
+    parser.add_argument("--no-open", action="store_true")
+    parser.add_argument("--no-auto", action="store_true", help='leave out chunks="auto"')
+    parser.add_argument("--out", default=None, help="write the Markdown section here")
+    args = parser.parse_args(argv)
+    peers = {p for p in args.peers.split(",") if p}
+    data = Synthetic(nplanes_for(args.size_mib))
+    variant = next(v for v in VARIANTS if v.slug == "plain")
+    t0 = time.monotonic()
+    with Services() as services:
+        formats = {"zarr"} | ({"netcdf"} if "netcdf" in peers else set())
+        w = write_variant(services, data, variant, formats)
+        print(f"wrote {data.nbytes / MiB:.0f} MiB in {time.monotonic() - t0:.0f} s", flush=True)
+        open_fn = None
+        if not args.no_open:
+            from . import extras
+
+            def open_fn(repeats: int) -> list[Series]:
+                return extras.open_time(services, repeats, 50, print)
+
+        runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
+                         args.repeats, peers, not args.no_pushdown, print, open_fn,
+                         auto=not args.no_auto)
+    print(summary(runs))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(markdown(runs, data.nbytes / MiB, args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

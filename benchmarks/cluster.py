@@ -1,0 +1,180 @@
+"""A real dask cluster through the latency proxy: ``dask scheduler`` and 1, 2, 4
+``dask worker`` processes (distributed's command-line tools, not ``LocalCluster``), the
+workers in an environment without any ``AWS_*`` variable (the credentials travel in the
+graph's storage options), reading a variable through :mod:`benchmarks.latencyproxy`.
+
+    python -m benchmarks.cluster [--size-mib 256] [--latency-ms 30] [--workers 1,2,4]
+
+For each cluster size: the median throughput of ``sum()`` and the chunk bytes each
+process read (``h5dask.stats()`` gathered with ``client.run``): the workers read, the
+client reads metadata only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .common import MiB, Series, timed
+from .data import VARIANTS, Synthetic, nplanes_for, write_variant
+from .latencyproxy import LatencyProxy
+from .services import ROOT, Services
+
+
+@dataclass
+class ClusterRun:
+    workers: int
+    threads: int
+    series: Series
+    client_chunk_bytes: int = 0
+    worker_chunk_bytes: dict[str, int] = field(default_factory=dict)
+    readahead_used: dict[str, int] = field(default_factory=dict)
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
+    return env
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _readahead_used() -> int:
+    from h5dask.readahead import get_readahead
+
+    return get_readahead().used
+
+
+def run_cluster(url: str, storage_options: dict[str, Any], nworkers: int, threads: int,
+                data: Synthetic, repeats: int, log: Any, scheduler_env: dict[str, str]
+                ) -> ClusterRun:
+    import xarray as xr
+    from distributed import Client
+
+    import h5dask
+
+    bindir = Path(sys.executable).parent
+    tmp = Path(tempfile.mkdtemp(prefix="h5dask-bench-cluster-"))
+    sched_file = tmp / "scheduler.json"
+    logs = open(tmp / "log.txt", "wb")
+    procs = [subprocess.Popen(
+        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(sched_file)],
+        env=_clean_env(scheduler_env), stdout=logs, stderr=subprocess.STDOUT, cwd=tmp)]
+    try:
+        deadline = time.monotonic() + 60
+        while not sched_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("dask scheduler did not start")
+            time.sleep(0.2)
+        for _ in range(nworkers):
+            procs.append(subprocess.Popen(
+                [str(bindir / "dask"), "worker", "--scheduler-file", str(sched_file),
+                 "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
+                 "--memory-limit", "2GiB"],
+                env=_clean_env(), stdout=logs, stderr=subprocess.STDOUT, cwd=tmp))
+        with Client(scheduler_file=str(sched_file), timeout=60) as client:
+            client.wait_for_workers(nworkers, timeout=120)
+            series = Series(f"{nworkers} worker(s) x {threads} threads", data.nbytes)
+            expected = data.expected_sum()
+
+            def run() -> float:
+                ds = xr.open_dataset(url, engine="h5cloud", chunks={},
+                                     storage_options=storage_options)
+                return float(ds["v"].sum().compute())
+
+            run()  # warm-up: imports and connections in the workers
+            h5dask.reset_stats()
+            client.run(h5dask.reset_stats)
+            for r in range(repeats):
+                dt, got = timed(run)
+                if abs(got - expected) > 1e-4 * abs(expected):
+                    raise AssertionError(f"cluster summed {got}, expected {expected}")
+                series.seconds.append(dt)
+                log(f"    round {r + 1}: {series.name:<28} {dt:7.2f} s "
+                    f"{data.nbytes / dt / 1e6:8.1f} MB/s")
+            result = ClusterRun(nworkers, threads, series,
+                                h5dask.stats()["chunk"]["read_bytes"] // repeats)
+            for addr, st in client.run(h5dask.stats).items():
+                result.worker_chunk_bytes[addr] = st["chunk"]["read_bytes"] // repeats
+            result.readahead_used = client.run(_readahead_used)
+            client.retire_workers()
+        return result
+    finally:
+        _stop(procs[1:])
+        _stop(procs[:1])
+        logs.close()
+
+
+def markdown(runs: list[ClusterRun], latency_ms: float, size_mib: float,
+             saturation: str) -> str:
+    out = [f"### A dask cluster through the proxy ({latency_ms:.0f} ms, 100 MB/s per stream)",
+           "",
+           f"`dask scheduler` + `dask worker` processes (the CLIs), workers without any "
+           f"`AWS_*` variable; {size_mib:.0f} MiB, `chunks={{}}`, `sum()`, median of the "
+           f"rounds; scheduler `worker-saturation` {saturation}. Bytes: chunk bytes read per "
+           "round by each process, from `h5dask.stats()`.", "",
+           "| workers x threads | MB/s | client chunk bytes | chunk bytes per worker | "
+           "chunks taken from read-ahead per worker (all rounds) |",
+           "| --- | ---: | ---: | --- | --- |"]
+    for r in runs:
+        per = ", ".join(f"{b / MiB:.0f} MiB" for b in r.worker_chunk_bytes.values())
+        used = ", ".join(str(u) for u in r.readahead_used.values())
+        out.append(f"| {r.workers} x {r.threads} | {r.series.mb_s:.0f} | "
+                   f"{r.client_chunk_bytes:,} | {per} | {used} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster", description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--latency-ms", type=float, default=30.0)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker-saturation", default="1.1",
+                        help="distributed.scheduler.worker-saturation (inf: no queuing)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    data = Synthetic(nplanes_for(args.size_mib))
+    variant = next(v for v in VARIANTS if v.slug == "plain")
+    env = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": args.worker_saturation}
+    runs = []
+    with Services() as services:
+        w = write_variant(services, data, variant, set())
+        with LatencyProxy(services.s3.endpoint, args.latency_ms / 1000) as proxy:
+            services.endpoint_override = proxy.endpoint
+            for n in (int(x) for x in args.workers.split(",")):
+                print(f"## {n} worker(s)", flush=True)
+                runs.append(run_cluster(w.domain_url, services.storage_options, n,
+                                        args.threads, data, args.repeats, print, env))
+    text = markdown(runs, args.latency_ms, data.nbytes / MiB, args.worker_saturation)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Housekeeping of domains in a bucket: list them, remove them, collect orphaned objects.
+
+Everything a domain owns lies in two places (HSDS schema v2): its ``<path>/.domain.json``
+and every object under ``db/<root id prefix>/`` (the first 16 hex digits of its root
+group's id, see :mod:`h5dask.format.ids`). A linked domain's source file is not the
+domain's and is never removed.
+
+>>> import h5dask, numpy as np
+>>> with h5dask.File("memory://admin-doc/home/a.h5", "w") as f:
+...     f["x"] = np.arange(3)
+>>> list_domains("memory://admin-doc/")
+['memory:///admin-doc/home/a.h5']
+>>> rm("memory://admin-doc/home/a.h5").objects  # group, dataset, chunk, .domain.json, summary
+5
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DomainNotFoundError, FolderNotEmptyError
+from .format import ids
+from .storage import ObjectStore, open_location, open_prefix
+from .storage.sync import sync
+
+_DOMAIN_FILE = ".domain.json"
+_ROOT_PREFIX = re.compile(r"^db/[0-9a-f]{8}-[0-9a-f]{8}/$")
+#: objects younger than this are never collected (a load may still be writing them)
+DEFAULT_MIN_AGE = 3600.0
+
+
+@dataclass
+class Removal:
+    """What :func:`rm` removed (or, with ``dry_run``, would remove)."""
+
+    domains: list[str] = field(default_factory=list)  # domain URLs
+    objects: int = 0  # objects deleted, .domain.json files included
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        return "\n".join(f"{verb} {d}" for d in self.domains) + (
+            f"\n{verb} {len(self.domains)} domain(s), {self.objects} object(s)")
+
+
+@dataclass
+class Orphan:
+    """A ``db/`` root-id prefix no ``.domain.json`` references."""
+
+    prefix: str  # e.g. "db/0123abcd-4567ef01/"
+    objects: int
+    age_seconds: float  # since its newest object was written
+    collected: bool = False  # False if kept because it is younger than min_age
+
+
+@dataclass
+class Collection:
+    """What :func:`gc` found (and deleted, with ``delete=True``)."""
+
+    bucket: str
+    orphans: list[Orphan] = field(default_factory=list)
+    deleted: bool = False
+
+    def __str__(self) -> str:
+        lines = []
+        for o in self.orphans:
+            state = ("deleted" if self.deleted else "orphaned") if o.collected else (
+                "kept: younger than the minimum age (a load in progress?)")
+            lines.append(f"{self.bucket}/{o.prefix}  {o.objects} objects, "
+                         f"{o.age_seconds / 3600:.1f} h old  {state}")
+        old = [o for o in self.orphans if o.collected]
+        lines.append(f"{len(old)} orphaned prefix(es), {sum(o.objects for o in old)} objects"
+                     + (" deleted" if self.deleted else
+                        " (run with --delete / delete=True to remove them)" if old else ""))
+        return "\n".join(lines)
+
+
+# -- walking a bucket --------------------------------------------------------------------
+async def _domain_files(store: ObjectStore, prefix: str) -> list[str]:
+    """Every ``.domain.json`` key under ``prefix``, never descending into a ``db/``
+    directory (a bucket's objects: there may be millions; on a file system buckets can
+    be nested in folders, so any ``db/``)."""
+    keys, dirs = await store.list_dir(prefix)
+    found = [k for k in keys if k.rsplit("/", 1)[-1] == _DOMAIN_FILE]
+    subdirs = [d for d in dirs if d.rstrip("/").rsplit("/", 1)[-1] != "db"]
+    for nested in await asyncio.gather(*(_domain_files(store, d) for d in subdirs)):
+        found.extend(nested)
+    return sorted(found)
+
+
+async def _roots(store: ObjectStore, keys: list[str]) -> dict[str, str | None]:
+    """``.domain.json`` key -> its root group id (None for a folder)."""
+    blobs = await asyncio.gather(*(store.get(k, kind="metadata") for k in keys))
+    out: dict[str, str | None] = {}
+    for key, blob in zip(keys, blobs):
+        try:
+            root = json.loads(blob).get("root") if blob else None
+        except (ValueError, AttributeError):
+            root = None
+        out[key] = root if ids.is_valid_id(root) else None
+    return out
+
+
+def _domain_url(store: ObjectStore, key: str) -> str:
+    return f"{store.root_url}/{key[:-len('/' + _DOMAIN_FILE)]}"
+
+
+def list_domains(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The URLs of the domains at or under ``url`` (a bucket, folder or prefix), sorted.
+
+    >>> list_domains("memory://no-such-place/")
+    []
+    """
+    store, prefix = open_prefix(url, storage_options)
+
+    async def run() -> list[str]:
+        roots = await _roots(store, await _domain_files(store, prefix))
+        return [_domain_url(store, k) for k, root in roots.items() if root]
+
+    return sync(run())
+
+
+# -- rm ------------------------------------------------------------------------------------
+def _open_domain(url: str, storage_options: Mapping[str, Any] | None
+                 ) -> tuple[ObjectStore, str, str] | None:
+    """(store, .domain.json key, root id) if ``url`` names an existing domain."""
+    try:
+        location = open_location(url, storage_options)
+    except ValueError:  # names no domain path (a bucket root)
+        return None
+    root = sync(_roots(location.store, [location.domain_key]))[location.domain_key]
+    return (location.store, location.domain_key, root) if root else None
+
+
+async def _remove_domain(store: ObjectStore, key: str, root: str, dry_run: bool) -> int:
+    """Delete a domain's objects (in db/ and beside its .domain.json), then its
+    .domain.json last (so an interrupted rm can be run again); the number of objects."""
+    objects_prefix = ids.object_prefix(root) + "/"
+    # the domain's own objects beside .domain.json (e.g. consolidated metadata) go too
+    beside = [k for k in await store.list(key[:-len(_DOMAIN_FILE)]) if k != key]
+    keys = await store.list(objects_prefix) + beside
+    if not dry_run:
+        await asyncio.gather(*(store.delete(k) for k in keys))
+        await store.delete(key, kind="metadata")
+        await store.prune(objects_prefix)
+        await store.prune(key[:-len(_DOMAIN_FILE)])
+    return len(keys) + 1
+
+
+def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
+       storage_options: Mapping[str, Any] | None = None) -> Removal:
+    """Remove the domain at ``url`` with all its objects; with ``recursive=True`` also
+    every domain (and folder) under a folder or prefix. ``dry_run`` only reports.
+
+    Raises DomainNotFoundError if nothing is there, FolderNotEmptyError for a folder
+    or prefix holding domains without ``recursive``. A linked domain's source file stays.
+
+    >>> rm("memory://rm-doc/home/none.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    h5dask.errors.DomainNotFoundError: no h5dask/HSDS domain at ...
+    """
+    domain = _open_domain(url, storage_options)
+    if domain is not None:  # one domain, found where its objects are
+        store, key, root = domain
+        removal = Removal(dry_run=dry_run, domains=[_domain_url(store, key)])
+        removal.objects = sync(_remove_domain(store, key, root, dry_run))
+        return removal
+    store, prefix = open_prefix(url, storage_options)
+
+    async def run() -> Removal:
+        removal = Removal(dry_run=dry_run)
+        found = await _roots(store, await _domain_files(store, prefix))
+        domains = {k: r for k, r in found.items() if r}
+        if not found:
+            raise DomainNotFoundError(url)
+        if not recursive:
+            raise FolderNotEmptyError(
+                f"{url!r} is a folder or prefix holding {len(domains)} domain(s), not one "
+                "domain: pass --recursive (recursive=True) to remove everything under it")
+        for key, root in domains.items():
+            removal.objects += await _remove_domain(store, key, root, dry_run)
+            removal.domains.append(_domain_url(store, key))
+        folders = [k for k, r in found.items() if not r]
+        if not dry_run:
+            await asyncio.gather(*(store.delete(k, kind="metadata") for k in folders))
+            for key in folders:
+                await store.prune(key[:-len(_DOMAIN_FILE)])
+        removal.objects += len(folders)
+        return removal
+
+    return sync(run())
+
+
+# -- gc ------------------------------------------------------------------------------------
+def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AGE,
+       storage_options: Mapping[str, Any] | None = None) -> Collection:
+    """Find the ``db/<root id>/`` prefixes of a bucket that no ``.domain.json`` references
+    (left by an interrupted load, or by ``--overwrite`` replacing a domain) and, with
+    ``delete=True``, remove those whose newest object is older than ``min_age`` seconds.
+
+    ``bucket_url`` names the bucket root: ``s3://bucket`` or the directory holding ``db/``.
+
+    >>> gc("memory://gc-doc/").orphans
+    []
+    """
+    if min_age < 0:
+        raise ValueError(f"min_age must be >= 0 seconds, not {min_age}")
+    store, prefix = open_prefix(bucket_url, storage_options)
+    if prefix:
+        raise ValueError(
+            f"{bucket_url!r} is inside a bucket ({store.root_url}), not its root: gc looks at "
+            f"every domain of a bucket, give {store.root_url}")
+
+    async def run() -> Collection:
+        roots = await _roots(store, await _domain_files(store, ""))
+        referenced = {ids.object_prefix(r) + "/" for r in roots.values() if r}
+        _, dirs = await store.list_dir("db/")
+        candidates = [d for d in dirs if _ROOT_PREFIX.match(d) and d not in referenced]
+        collection = Collection(store.root_url)
+        now = time.time()
+        for candidate in candidates:
+            times = await store.list_modified(candidate)
+            if not times:
+                continue  # an emptied "directory" some stores still list
+            age = now - max(times.values())
+            orphan = Orphan(candidate, len(times), age, collected=age >= min_age)
+            collection.orphans.append(orphan)
+            if delete and orphan.collected:
+                await asyncio.gather(*(store.delete(k) for k in times))
+                await store.prune(candidate)
+        collection.deleted = delete
+        return collection
+
+    return sync(run())
+
+
+__all__ = ["Collection", "FolderNotEmptyError", "Orphan", "Removal", "gc", "list_domains", "rm"]

@@ -1,0 +1,227 @@
+"""Read-ahead of chunk objects that tasks queued in this process are about to read.
+
+This module holds the fetched bytes (bounded, used once, dropped on write);
+:mod:`h5dask.xarray.lookahead` decides what to fetch from dask's and distributed's queues.
+
+With one dask task per chunk object, a process has only as many GETs in flight as it
+has threads, and against a real object store (10-100 ms to the first byte) every
+thread waits out the latency. Read-ahead decouples the two while keeping the graph as
+it is: when a task starts, the GETs of the chunk objects read by the next tasks
+*already queued in this same process* are started on the I/O loop; when such a task
+runs, it takes its bytes from there instead of asking the store again.
+
+* **No wasted reads on a cluster.** Only tasks this process will run are looked at:
+  with dask's local schedulers the ready queue of the running computation (a dask
+  callback), on a ``distributed`` worker the worker's own ready queue. A task that
+  moves to another worker (work stealing) leaves at most its prefetched bytes unused.
+* **Pushed-down reductions** (:mod:`h5dask.active.pushdown`) of queued tasks send their
+  requests ahead the same way (local schedulers; at most 64 waiting replies, small).
+* **Bounded memory.** At most ``H5DASK_READ_AHEAD_BYTES`` (default 64 MiB; ``0``
+  turns read-ahead off) of stored chunk bytes are reserved at once per process, in
+  flight or waiting; a GET is only started when its chunk fits in what is left.
+* **Never stale.** A prefetched chunk is used once, only by a task of the same
+  computation: the entries of a local computation are dropped when it finishes, an
+  entry made for a distributed task is used only by that very task (the worker's task
+  state object, not only its key), and writing a chunk from this process drops its
+  entry. A prefetch is therefore never older than the task that asked for it.
+
+>>> ra = ReadAhead(budget=0)
+>>> ra.enabled
+False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .storage.base import add_write_listener
+
+DEFAULT_BUDGET = 64 * 2**20
+
+
+def _budget_from_env() -> int:
+    value = os.environ.get("H5DASK_READ_AHEAD_BYTES", "")
+    try:
+        return max(0, int(value)) if value else DEFAULT_BUDGET
+    except ValueError:
+        return DEFAULT_BUDGET
+
+
+@dataclass
+class _Entry:
+    future: concurrent.futures.Future
+    reserved: int
+    owner: Any  # a local computation's session, or a distributed worker's TaskState
+    # distributed only: whether the task asking for the entry is the one it was made for
+    still_wanted: Callable[[], bool] | None
+
+
+class ReadAhead:
+    """The chunk GETs started ahead of their tasks in this process (see module doc)."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = _budget_from_env() if budget is None else budget
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._reserved = 0
+        self.started = 0  # GETs started ahead (for tests and benchmarks)
+        self.used = 0  # of which a task used the bytes
+        self.peak_reserved = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget > 0
+
+    @property
+    def reserved(self) -> int:
+        return self._reserved
+
+    def start(self, source: Any, index: tuple[int, ...], owner: Any,
+              still_wanted: Callable[[], bool] | None = None) -> bool:
+        """Start fetching one chunk unless already started; False when the budget is
+        spent (the caller stops looking further ahead). ``still_wanted()``, if given, is
+        asked when a task claims the entry: False drops it (e.g. another task runs)."""
+        from .storage.sync import io_loop
+
+        return self._start(object_name(source, index), _stored_size_bound(source, index),
+                           owner, still_wanted, lambda: asyncio.run_coroutine_threadsafe(
+                               source._fetch(index), io_loop()))
+
+    def _start(self, name: str, size: int, owner: Any,
+               still_wanted: Callable[[], bool] | None,
+               submit: Callable[[], concurrent.futures.Future]) -> bool:
+        with self._lock:
+            if name in self._entries:
+                return True
+            if self._reserved + size > self.budget:
+                return False
+            self._reserved += size
+            self.peak_reserved = max(self.peak_reserved, self._reserved)
+            self.started += 1
+            self._entries[name] = _Entry(submit(), size, owner, still_wanted)
+        return True
+
+    def start_key(self, store: Any, key: str, size_bound: int, owner: Any) -> bool:
+        """Start fetching a chunk object known by its key only (a coordinate's chunk
+        named by a consolidated metadata object)."""
+        from .storage.sync import io_loop
+
+        async def fetch() -> tuple[Any, str]:
+            return await store.get_buffer(key, kind="chunk"), key
+
+        return self._start(f"{store.root_url}/{key}", size_bound, owner, None,
+                           lambda: asyncio.run_coroutine_threadsafe(fetch(), io_loop()))
+
+    def claim(self, source: Any, index: tuple[int, ...]) -> concurrent.futures.Future | None:
+        """The GET started ahead of the current task for this chunk (removed from the
+        read-ahead: used once), or None if the caller must read the chunk itself."""
+        if not self._entries:
+            return None
+        name = object_name(source, index)
+        with self._lock:
+            entry = self._entries.pop(name, None)
+            if entry is None:
+                return None
+            self._reserved -= entry.reserved
+        if entry.still_wanted is not None and not entry.still_wanted():
+            entry.future.cancel()
+            return None
+        return entry.future
+
+    def take(self, source: Any, index: tuple[int, ...]) -> tuple[bool, Any]:
+        """(True, stored bytes or None) if this chunk was fetched ahead for the current
+        task, waiting for its GET to finish; (False, None) if the caller must read it.
+        Blocks: never call it on the I/O loop (see :meth:`take_async`)."""
+        future = self.claim(source, index)
+        if future is None:
+            return False, None
+        try:
+            data, _ = future.result()
+        except Exception:  # noqa: BLE001 - the caller's own read reports the error
+            return False, None
+        self._count_used()
+        return True, data
+
+    async def take_async(self, source: Any, index: tuple[int, ...]) -> tuple[bool, Any]:
+        """:meth:`take` for a coroutine on the I/O loop."""
+        future = self.claim(source, index)
+        if future is None:
+            return False, None
+        try:
+            data, _ = await asyncio.wrap_future(future)
+        except Exception:  # noqa: BLE001 - the caller's own read reports the error
+            return False, None
+        self._count_used()
+        return True, data
+
+    def _count_used(self) -> None:
+        with self._lock:
+            self.used += 1
+
+    def forget(self, names: Iterable[str] = (), owner: Any = None) -> None:
+        """Drop entries by object name, and every entry of ``owner``."""
+        with self._lock:
+            drop = [n for n in names if n in self._entries]
+            if owner is not None:
+                drop += [n for n, e in self._entries.items() if e.owner is owner]
+            for name in drop:
+                entry = self._entries.pop(name, None)
+                if entry is not None:
+                    self._reserved -= entry.reserved
+                    entry.future.cancel()
+
+    def reset(self) -> None:
+        """Drop every entry and zero the counters."""
+        with self._lock:
+            for entry in self._entries.values():
+                entry.future.cancel()
+            self._entries.clear()
+            self._reserved = 0
+            self.started = self.used = self.peak_reserved = 0
+
+
+_readahead = ReadAhead()
+
+
+def get_readahead() -> ReadAhead:
+    """This process's read-ahead."""
+    return _readahead
+
+
+def set_budget(nbytes: int) -> None:
+    """Bytes that read-ahead may hold at once in this process (0: off).
+
+    >>> set_budget(32 * 2**20); get_readahead().budget
+    33554432
+    """
+    _readahead.budget = max(0, int(nbytes))
+
+
+def object_name(source: Any, index: tuple[int, ...]) -> str:
+    """The object (or byte range) one chunk is read from, unique in this process."""
+    ref, key = source._ref_key(index)
+    store = ref.store if ref is not None else source.store
+    return f"{store.root_url}/{key}"
+
+
+def _stored_size_bound(source: Any, index: tuple[int, ...]) -> int:
+    ref, _ = source._ref_key(index)
+    if ref is not None:
+        return ref.size
+    # HSDS compresses whole chunks; a compressed chunk is no larger than the decoded
+    # one, bar a few header bytes
+    return math.prod(source.chunks) * source.dtype.itemsize + 64
+
+
+def _forget_written(url: str) -> None:
+    _readahead.forget([url])
+
+
+add_write_listener(_forget_written)  # a chunk fetched ahead is never used after a write

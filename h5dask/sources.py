@@ -1,0 +1,203 @@
+"""A dataset's chunk-level reader/writer (:class:`ArraySource`) built from its metadata.
+
+:func:`array_source` is the one way the h5py-like API, the xarray backend and the loader
+turn a :class:`~h5dask.format.metadata.DatasetMeta` into an :class:`ArraySource`. For
+HSDS's linked layouts (chunks inside an HDF5 file, :mod:`h5dask.format.linked`) it also
+resolves where each chunk lives: ``file_uri`` is ``s3://bucket/key`` (any bucket of the
+domain's S3 endpoint, with the domain store's credentials), ``file:///abs/path`` inside a
+``file://`` domain's bucket root, or HSDS's ``bucket/key``; anything else must be allowed
+by the reader (:mod:`h5dask.storage.links`, checked before any I/O). Each linked chunk is
+then one ranged GET.
+
+>>> import h5dask
+>>> with h5dask.File("memory://doc/home/sources.h5", "w") as f:
+...     _ = f.create_dataset("x", data=[1, 2, 3], chunks=(2,))
+>>> with h5dask.File("memory://doc/home/sources.h5") as f:
+...     src = array_source(f._session, f["x"]._meta)
+...     (src.shape, src.chunks, src.read(slice(None)).tolist())
+((3,), (2,), [1, 2, 3])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .chunkio import ArraySource, ChunkRef
+from .errors import MetadataError, UnsupportedTypeError
+from .format.chunks import ChunkGrid
+from .format.ids import chunk_name
+from .format.linked import contiguous_ranges
+from .format.metadata import DatasetMeta
+from .storage.base import ObjectStore
+from .storage.sync import sync
+
+_CACHE_ATTR = "_h5dask_linked_refs"
+
+
+def array_source(session: Any, meta: DatasetMeta, name: str | None = None,
+                 store: ObjectStore | None = None) -> ArraySource:
+    """The :class:`ArraySource` of the dataset ``meta`` of ``session`` (a
+    :class:`~h5dask.domain.DomainSession`): a scalar is read as shape ``(1,)``; a linked
+    dataset's chunk references are resolved through the session's link policy (refused
+    ones raise LinkedReferenceRefused naming ``name``, else the object key). ``store``
+    replaces the session's store for the chunk objects (e.g. a counting wrapper).
+
+    A null dataspace has no data: TypeError, as in h5py."""
+    if meta.space.is_null:
+        raise TypeError(f"dataset {name or meta.key!r} has a null dataspace and no data")
+    shape = meta.shape if meta.shape != () else (1,)
+    linked = linked_chunk_refs(session, meta, name) if meta.layout.is_linked else None
+    return ArraySource(store if store is not None else session.store, meta.id, shape,
+                       meta.chunk_shape, meta.dtype, meta.codec, meta.fill_value(), linked)
+
+
+# -- chunk references -------------------------------------------------------------------
+def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
+                      ) -> tuple[tuple[str, ChunkRef], ...]:
+    """Every stored chunk of a linked dataset as ``(chunk name, ChunkRef)``, sorted by name.
+
+    Chunks with no entry (or size 0) are not stored: they read as the fill value. The
+    file each ``file_uri`` names must pass the session's ``link_policy`` (else
+    LinkedReferenceRefused, naming the dataset: ``name``, or its object key). The
+    result is cached on the session (linked datasets are read-only); an
+    H5D_CHUNKED_REF_INDIRECT chunk table is read once."""
+    cache = session.__dict__.setdefault(_CACHE_ATTR, {})
+    cached = cache.get(meta.id)
+    if cached is not None:
+        return cached
+    dataset = f"dataset {name or meta.key!r}"
+    refs = _refs(session, meta, dataset)
+    _check_ranges(refs, meta, dataset)
+    cache[meta.id] = refs
+    return refs
+
+
+def max_stored_chunk_bytes(meta: DatasetMeta) -> int | None:
+    """The most bytes one stored chunk of ``meta`` can take in its file: the chunk's
+    size, plus what any codec may add to incompressible data (zlib, LZ4, zstd, Blosc
+    and bitshuffle add well under 1/8 and a few headers). None for variable-length
+    types, whose stored size the chunk shape does not bound.
+
+    >>> from h5dask.format.metadata import parse_dataset
+    >>> max_stored_chunk_bytes(parse_dataset("db/k/d/x/.dataset.json", {
+    ...     "id": "d-0123abcd-4567ef01-0000-000000-000000",
+    ...     "type": {"class": "H5T_FLOAT", "base": "H5T_IEEE_F32LE"},
+    ...     "shape": {"class": "H5S_SIMPLE", "dims": [100]},
+    ...     "creationProperties": {"layout": {"class": "H5D_CHUNKED", "dims": [10]}}}))
+    65581
+    """
+    if meta.dtype.hasobject:
+        return None
+    nbytes = meta.dtype.itemsize * math.prod(meta.chunk_shape)
+    return nbytes + nbytes // 8 + 65536
+
+
+def _check_ranges(refs: Iterable[tuple[str, ChunkRef]], meta: DatasetMeta,
+                  dataset: str) -> None:
+    """Refuse a chunk reference claiming more bytes than a chunk can take (the reader
+    would fetch them all: a few bytes of layout naming a 50 GB object of the bucket)
+    or a negative offset, before any of it is read."""
+    bound = max_stored_chunk_bytes(meta)
+    for name, ref in refs:
+        if ref.offset < 0 or (bound is not None and ref.size > bound):
+            raise MetadataError(
+                meta.key, f"{dataset}: chunk {name} is said to be {ref.size} bytes at "
+                f"offset {ref.offset} of {ref.key}, but a chunk of shape "
+                f"{meta.chunk_shape} and type {meta.dtype} takes at most {bound} bytes "
+                "stored; the layout is wrong (or hostile) and h5dask does not read it")
+
+
+def _refs(session: Any, meta: DatasetMeta, dataset: str) -> tuple[tuple[str, ChunkRef], ...]:
+    layout = meta.layout
+    stores: dict[str, tuple[ObjectStore, str]] = {}
+
+    def resolve(uri: str) -> tuple[ObjectStore, str]:
+        if uri not in stores:
+            stores[uri] = session.link_policy.resolve(uri, session.location.store, dataset)
+        return stores[uri]
+
+    raw_layout = _raw_layout(meta)
+    shape = meta.shape or ()
+    if layout.cls == "H5D_CHUNKED_REF":
+        assert layout.file_uri is not None
+        fstore, key = resolve(layout.file_uri)
+        return tuple((name, ChunkRef(fstore, key, off, size))
+                     for name, (off, size) in sorted(layout.chunk_table.items()) if size > 0)
+    if layout.cls == "H5D_CONTIGUOUS_REF":
+        assert layout.file_uri is not None
+        fstore, key = resolve(layout.file_uri)
+        ranges = contiguous_ranges(shape, meta.dtype.itemsize, meta.chunk_shape,
+                                   layout.offset, layout.size)
+        return tuple(sorted((chunk_name(i), ChunkRef(fstore, key, start, n))
+                            for i, start, n in ranges))
+    if layout.cls != "H5D_CHUNKED_REF_INDIRECT":
+        raise MetadataError(meta.key, f"layout {layout.cls} is not a linked layout")
+    hyper = raw_layout.get("hyper_dims")
+    if hyper is not None and list(hyper) != list(meta.chunk_shape):
+        raise UnsupportedTypeError(
+            f"dataset {meta.key!r}: H5D_CHUNKED_REF_INDIRECT with hyper_dims {hyper} (several "
+            "HDF5 chunks per chunk) is not supported")
+    uri = layout.file_uri
+    if uri:
+        resolve(uri)  # refused before the chunk table is read
+    table = _read_chunk_table(session, meta)
+    grid = ChunkGrid(shape, meta.chunk_shape).grid_shape
+    table = table[tuple(slice(0, g) for g in grid)]
+    out = []
+    for index in zip(*np.nonzero(table["size"] > 0)):
+        entry = table[index]
+        fstore, key = resolve(uri if uri else _text(entry["file_uri"], meta.key))
+        out.append((chunk_name(tuple(int(i) for i in index)),
+                    ChunkRef(fstore, key, int(entry["offset"]), int(entry["size"]))))
+    return tuple(sorted(out))
+
+
+def _raw_layout(meta: DatasetMeta) -> dict:
+    cp = meta.raw.get("creationProperties") or {}
+    layout = cp.get("layout") if isinstance(cp, dict) else None
+    return layout if isinstance(layout, dict) else (meta.raw.get("layout") or {})
+
+
+def _read_chunk_table(session: Any, meta: DatasetMeta) -> np.ndarray:
+    table_id = meta.layout.chunk_table_id
+    assert table_id is not None
+    tmeta = session.load(table_id)
+    where = f"chunk table {table_id} of {meta.key!r}"
+    if not isinstance(tmeta, DatasetMeta):
+        raise MetadataError(meta.key, f"{where} is not a dataset")
+    names = tmeta.dtype.names or ()
+    if "offset" not in names or "size" not in names:
+        raise MetadataError(meta.key, f"{where} has type {tmeta.dtype}, not a compound of "
+                                      "offset and size")
+    if not meta.layout.file_uri and "file_uri" not in names:
+        raise MetadataError(meta.key, "H5D_CHUNKED_REF_INDIRECT without file_uri, and its "
+                                      f"{where} has no file_uri field")
+    tshape = tmeta.shape or ()
+    grid = ChunkGrid(meta.shape or (), meta.chunk_shape).grid_shape
+    if len(tshape) != len(grid) or any(t < g for t, g in zip(tshape, grid)):
+        raise MetadataError(meta.key, f"{where} has shape {tshape}; the chunk grid is {grid}")
+    if math.prod(tshape) == 0:
+        return np.zeros(grid, dtype=tmeta.dtype)
+    if tmeta.layout.is_linked:
+        raise MetadataError(meta.key, f"{where} is itself linked")
+    # the table's own shape (a scalar dataset's table is 0-d), not array_source's (1,)
+    source = ArraySource(session.store, tmeta.id, tshape, tmeta.chunk_shape, tmeta.dtype,
+                         tmeta.codec, tmeta.fill_value())
+    return sync(source.read_async(()))
+
+
+def _text(value: Any, key: str) -> str:
+    if isinstance(value, bytes | np.bytes_):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MetadataError(key, f"a file_uri in its chunk table is not UTF-8: {exc}"
+                                ) from exc
+    return str(value)
+
+
+__all__ = ["array_source", "linked_chunk_refs", "max_stored_chunk_bytes"]

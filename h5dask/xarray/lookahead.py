@@ -1,0 +1,280 @@
+"""Which chunk objects the tasks queued in this process will read: the triggers of
+read-ahead (:mod:`h5dask.readahead` holds the fetched bytes).
+
+With dask's local schedulers a callback looks at the running computation's ready stack
+when each task starts; on a ``distributed`` worker the getter of each h5dask task looks
+at that worker's own ready queue (on its event loop). Only tasks this process will run
+are looked at, so nothing is fetched for tasks of other workers. Every private dask,
+xarray and distributed name used here comes from :mod:`h5dask.private_api`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .. import private_api
+from ..chunkio import ArraySource
+from ..readahead import get_readahead
+
+#: ready tasks looked at, at most, each time a task starts
+LOOK_AHEAD_TASKS = 64
+_GETTERS = ("getter", "getter_nofancy", "getter_inline")
+
+
+def _is_current_task(task_key: Any, task_state: Any) -> bool:
+    """On a distributed worker: is the running task the one an entry was made for?"""
+    names = private_api.load_distributed()
+    if names is None or getattr(names["thread_state"], "key", None) != task_key:
+        return False
+    try:
+        return names["get_worker"]().state.tasks.get(task_key) is task_state
+    except (ValueError, AttributeError):
+        return False
+
+
+# -- what a task reads: its getter calls, down to h5dask chunks ---------------------------
+def unwrap_h5cloud(obj: Any) -> tuple[Any, tuple[int, ...]] | None:
+    """The h5dask array under xarray's lazy wrappers, and where the wrapper's index 0
+    lies in it; None if it is not one, or not a plain slice of one."""
+    adapter = private_api.load()
+    origin: tuple[int, ...] | None = None
+    for _ in range(32):
+        if isinstance(getattr(obj, "source", None), ArraySource):  # an H5CloudArray
+            if obj.scalar:
+                return None
+            return obj, origin or (0,) * len(obj.shape)
+        if isinstance(obj, adapter.LazilyIndexedArray):
+            if origin is not None:
+                return None  # a slice of a slice: leave it to the task
+            origin = _slice_origin(obj.key.tuple, obj.array.shape)
+            if origin is None:
+                return None
+        elif not isinstance(obj, adapter.elementwise_wrappers):
+            return None
+        obj = obj.array
+    return None
+
+
+def _slice_origin(key: tuple, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    if len(key) != len(shape):
+        return None
+    origin = []
+    for k, n in zip(key, shape):
+        if not isinstance(k, slice):
+            return None
+        start, _stop, step = k.indices(n)
+        if step != 1:
+            return None
+        origin.append(start)
+    return tuple(origin)
+
+
+def task_chunks(task: Any, value_of: Callable[[Any], Any]) -> list[tuple[Any, tuple]]:
+    """(ArraySource, chunk index) of every h5dask chunk the task's getters read.
+
+    ``value_of(key)`` gives the value of a dependency of the task (the array object),
+    or raises KeyError if it is not known here.
+    """
+    out: list[tuple[Any, tuple]] = []
+    for array_obj, index in _getter_calls(task, value_of):
+        found = unwrap_h5cloud(array_obj)
+        if found is None or not isinstance(index, tuple):
+            continue
+        array, origin = found
+        region = _shift(index, origin, array.shape)
+        if region is None:
+            continue
+        source = array.source
+        out.extend((source, piece.index) for piece in source.grid.plan(region))
+    return out
+
+
+def _shift(index: tuple, origin: tuple[int, ...], shape: tuple[int, ...]
+           ) -> tuple[slice, ...] | None:
+    if len(index) != len(shape) or not all(isinstance(s, slice) for s in index):
+        return None
+    out = []
+    for s, o in zip(index, origin):
+        if s.step not in (None, 1) or s.start is None or s.stop is None:
+            return None
+        out.append(slice(s.start + o, s.stop + o))
+    return tuple(out)
+
+
+def _getter_calls(task: Any, value_of: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
+    adapter = private_api.load()
+    DataNode, Task, TaskRef = adapter.DataNode, adapter.Task, adapter.TaskRef  # noqa: N806
+    func = getattr(task, "func", None)
+    if func is None or not isinstance(task, Task):
+        return []
+    name = getattr(func, "__name__", "")
+    if name in _GETTERS:
+        env: dict = {}
+        inner = [task]
+    elif func is adapter.execute_subgraph and len(task.args) >= 3:
+        subgraph, _outkey, inkeys, *deps = task.args
+        if not isinstance(subgraph, dict):
+            return []
+        env = dict(zip(inkeys, deps))
+        inner = [t for t in subgraph.values() if getattr(
+            getattr(t, "func", None), "__name__", "") in _GETTERS]
+    else:
+        return []
+
+    def resolve(arg: Any) -> Any:
+        if isinstance(arg, TaskRef) and arg.key in env:  # a placeholder of the subgraph
+            arg = env[arg.key]
+        if isinstance(arg, TaskRef):  # a dependency of the outer task
+            return value_of(arg.key)
+        return arg.value if isinstance(arg, DataNode) else arg
+
+    calls = []
+    for t in inner:
+        if len(t.args) < 2:
+            continue
+        try:
+            calls.append((resolve(t.args[0]), resolve(t.args[1])))
+        except KeyError:
+            continue
+    return calls
+
+
+# -- triggers: dask's local schedulers and distributed workers ----------------------------
+class _Session:
+    """One local computation: its graph, and what was looked at already."""
+
+    def __init__(self, dsk: dict, state: dict) -> None:
+        self.dsk = dsk
+        self.state = state
+        self.seen: set = set()
+
+    def value_of(self, key: Any) -> Any:
+        DataNode = private_api.load().DataNode  # noqa: N806
+        cache = self.state.get("cache", {})
+        if key in cache:
+            return cache[key]
+        node = self.dsk[key]
+        if isinstance(node, DataNode):
+            return node.value
+        raise KeyError(key)
+
+
+def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
+                owner: Any, seen: set | None, distributed: bool) -> None:
+    """Start the GETs of the chunks the given (key, task) pairs will read, in order,
+    until the budget is spent."""
+    ra = get_readahead()
+    pushdown = None if distributed else sys.modules.get("h5dask.active.pushdown")
+    for key, task in tasks:
+        if seen is not None:
+            if key in seen:
+                continue
+        try:
+            chunks = task_chunks(task, value_of)
+            # a reduction pushed down to active storage: its requests, sent ahead
+            if pushdown is not None and not chunks and not pushdown.send_ahead(
+                    task, value_of, owner):
+                return
+        except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
+            chunks = []
+        for source, index in chunks:
+            if source.linked is not None and source._linked_ref(index) is None:
+                continue  # not stored: nothing to fetch
+            check = functools.partial(_is_current_task, key, owner) if distributed else None
+            if not ra.start(source, index, owner, check):
+                return
+        if seen is not None:
+            seen.add(key)
+
+
+def _local_callback() -> Any:
+    from dask.callbacks import Callback
+
+    class LocalReadAhead(Callback):
+        """Reads ahead for the tasks at the top of a local computation's ready stack."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._sessions: dict[int, _Session] = {}
+
+        def _start_state(self, dsk: dict, state: dict) -> None:
+            if get_readahead().enabled:
+                self._sessions[id(state)] = _Session(dsk, state)
+
+        def _pretask(self, key: Any, dsk: dict, state: dict) -> None:
+            session = self._sessions.get(id(state))
+            if session is None:
+                return
+            ready = state["ready"]  # a stack: the next task is the last one
+            keys = ready[: -LOOK_AHEAD_TASKS - 1: -1]
+            _look_ahead(((k, dsk[k]) for k in keys), session.value_of, session,
+                        session.seen, distributed=False)
+
+        def _finish(self, dsk: dict, state: dict, errored: bool) -> None:
+            session = self._sessions.pop(id(state), None)
+            if session is not None:
+                get_readahead().forget(owner=session)
+                pushdown = sys.modules.get("h5dask.active.pushdown")
+                if pushdown is not None:
+                    pushdown.forget_ahead(session)
+
+    return LocalReadAhead()
+
+
+_installed: Any = None
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Register read-ahead with dask's local schedulers (process-wide, idempotent).
+    Distributed workers need nothing: each task looks at its worker's queue."""
+    global _installed
+    with _install_lock:
+        if _installed is None:
+            _installed = _local_callback()
+            _installed.register()
+
+
+def uninstall() -> None:
+    """Undo :func:`install`."""
+    global _installed
+    with _install_lock:
+        if _installed is not None:
+            _installed.unregister()
+            _installed = None
+
+
+def on_task_start() -> None:
+    """Called by h5dask's dask getter: on a distributed worker, read ahead for the tasks
+    queued to this worker (looked at on the worker's event loop, which owns them)."""
+    if not get_readahead().enabled or "distributed" not in sys.modules:
+        return
+    names = private_api.load_distributed()
+    if names is None or getattr(names["thread_state"], "key", None) is None:
+        return
+    try:
+        worker = names["get_worker"]()
+    except ValueError:
+        return
+    worker.loop.add_callback(_worker_look_ahead, worker)
+
+
+def _worker_look_ahead(worker: Any) -> None:
+    state = worker.state
+    data = worker.data
+
+    def value_of(key: Any) -> Any:
+        if key in data:
+            return data[key]
+        raise KeyError(key)
+
+    try:
+        queued = [(ts.key, ts) for ts in state.ready.peekn(LOOK_AHEAD_TASKS)]
+    except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
+        return
+    for key, ts in queued:
+        _look_ahead([(key, ts.run_spec)], value_of, ts, None, distributed=True)

@@ -1,0 +1,143 @@
+"""Read-ahead of chunk objects for queued tasks: exact values, each chunk object read
+once, nothing read that no task asked for, never stale after a write, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import h5dask
+from h5dask.readahead import get_readahead, set_budget
+
+NCHUNKS = 24
+CHUNK_BYTES = 4 * 4 * 50 * 40  # float32 chunks of (4, 50, 40)
+
+
+@pytest.fixture
+def readahead():
+    """A fresh read-ahead with room for every chunk; restored afterwards."""
+    ra = get_readahead()
+    before = ra.budget
+    ra.reset()
+    set_budget(64 * 2**20)
+    yield ra
+    ra.reset()
+    set_budget(before)
+
+
+@pytest.fixture
+def variable(s3_bucket_url, storage_options):
+    url = f"{s3_bucket_url}/ra.h5"
+    data = np.random.default_rng(7).random((NCHUNKS * 4, 50, 40), dtype="f4")
+    ds = xr.Dataset({"v": (("t", "y", "x"), data)})
+    h5dask.to_h5cloud(ds, url, storage_options=storage_options,
+                      encoding={"v": {"chunksizes": (4, 50, 40)}})
+    return url, data
+
+
+def _open(url, storage_options, chunks=None):
+    return xr.open_dataset(url, engine="h5cloud", chunks={} if chunks is None else chunks,
+                           storage_options=storage_options)["v"]
+
+
+def _chunk_reads() -> int:
+    return h5dask.stats()["chunk"]["read_requests"]
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_full_read_is_exact_and_reads_each_chunk_once(readahead, variable, storage_options,
+                                                       scheduler):
+    url, data = variable
+    v = _open(url, storage_options)
+    h5dask.reset_stats()
+    got = v.sum(dtype="f8").compute(scheduler=scheduler)
+    assert float(got) == pytest.approx(float(data.astype("f8").sum()), rel=1e-12)
+    np.testing.assert_array_equal(v.compute(scheduler=scheduler).values, data)
+    # two computations, each chunk object read exactly once per computation
+    assert _chunk_reads() == 2 * NCHUNKS
+    assert readahead.used > 0  # the tasks did take chunks fetched ahead
+    assert readahead.used == readahead.started  # none fetched ahead and then dropped
+    assert readahead.reserved == 0  # nothing left behind after the computations
+
+
+def test_partial_read_fetches_only_the_selected_chunks(readahead, variable, storage_options):
+    url, data = variable
+    v = _open(url, storage_options)
+    h5dask.reset_stats()
+    got = v.isel(t=slice(20, 44)).values  # chunks 5..10
+    np.testing.assert_array_equal(got, data[20:44])
+    assert _chunk_reads() == 6
+    assert readahead.started <= 6
+
+
+def test_auto_blocks_are_exact(readahead, variable, storage_options):
+    url, data = variable
+    v = _open(url, storage_options, chunks={"t": 12})
+    h5dask.reset_stats()
+    np.testing.assert_array_equal(v.values, data)
+    assert _chunk_reads() == NCHUNKS
+
+
+def test_memory_stays_within_the_budget(readahead, variable, storage_options):
+    url, data = variable
+    set_budget(3 * CHUNK_BYTES + 3 * 64)  # room for three chunks ahead
+    v = _open(url, storage_options)
+    h5dask.reset_stats()
+    np.testing.assert_array_equal(v.values, data)
+    assert 0 < readahead.peak_reserved <= readahead.budget
+    assert _chunk_reads() == NCHUNKS
+
+
+def test_off_reads_every_chunk_itself(readahead, variable, storage_options):
+    url, data = variable
+    set_budget(0)
+    v = _open(url, storage_options)
+    np.testing.assert_array_equal(v.values, data)
+    assert readahead.started == 0
+
+
+def test_never_stale_after_a_write(readahead, variable, storage_options):
+    url, data = variable
+    v = _open(url, storage_options)
+    np.testing.assert_array_equal(v.values, data)
+    # rewrite every chunk through h5dask's API, then read with the dataset opened before
+    with h5dask.File(url, "r+", storage_options=storage_options) as f:
+        f["v"][...] = data + 1
+    h5dask.reset_stats()
+    np.testing.assert_array_equal(v.values, data + 1)
+    assert _chunk_reads() == NCHUNKS
+
+
+def test_a_chunk_fetched_ahead_then_written_is_read_again(readahead, variable,
+                                                          storage_options):
+    url, data = variable
+    with h5dask.File(url, "r+", storage_options=storage_options) as f:
+        source = f["v"].source()
+        assert readahead.start(source, (3, 0, 0), owner=object())
+        f["v"][12:16] = np.zeros((4, 50, 40), dtype="f4")  # chunk (3, 0, 0)
+        assert readahead.reserved == 0  # the write dropped the entry fetched ahead
+        assert readahead.take(source, (3, 0, 0)) == (False, None)
+        np.testing.assert_array_equal(source.read((slice(12, 16),)), 0)
+
+
+def test_entries_of_a_finished_computation_are_dropped(readahead, variable, storage_options):
+    url, _ = variable
+    v = _open(url, storage_options)
+    v.isel(t=slice(0, 8)).values  # noqa: B018 - a computation that ends
+    assert readahead.reserved == 0
+    assert not readahead._entries
+
+
+def test_distributed_workers_read_each_chunk_once(cluster_client, variable, storage_options):
+    url, data = variable
+    v = _open(url, storage_options)
+    h5dask.reset_stats()
+    cluster_client.run(h5dask.reset_stats)
+    got = float(v.sum(dtype="f8").compute())
+    assert got == pytest.approx(float(data.astype("f8").sum()), rel=1e-12)
+    np.testing.assert_array_equal(v.values, data)
+    worker_io = cluster_client.run(h5dask.stats)
+    assert _chunk_reads() == 0
+    # no chunk read twice: prefetches are only for tasks queued on the same worker
+    assert sum(s["chunk"]["read_requests"] for s in worker_io.values()) == 2 * NCHUNKS
