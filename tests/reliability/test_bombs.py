@@ -36,6 +36,10 @@ from h5dask.storage import open_location, sync
 from h5dask.xarray.backend import MAX_BLOCKS_PER_DIMENSION
 
 BOMB = 128 << 20  # what every bomb decodes to
+# a linked chunk's byte range is refused before reading when it is larger than a chunk
+# can take compressed (h5dask.sources.max_stored_chunk_bytes: about 66 KiB for these
+# 1 KiB chunks), so the linked bomb is the largest zlib stream that passes that check
+LINKED_BOMB = 48 << 20
 CHUNK = (256,)  # float32: 1 KiB chunks, two per variable
 CHUNK_BYTES = 256 * 4
 MARGIN = 32 << 20  # the constant: interpreter noise, thread stacks, buffers
@@ -45,8 +49,8 @@ BUCKET = "h5dask-test"
 
 
 def bomb_bytes(kind: str) -> bytes:
-    """A chunk object of codec ``kind`` that decodes to BOMB bytes of zeros."""
-    zeros = np.zeros(BOMB // 4, "<f4")
+    """A chunk object of codec ``kind`` that decodes to BOMB (LINKED_BOMB) bytes of zeros."""
+    zeros = np.zeros((LINKED_BOMB if kind.startswith("linked") else BOMB) // 4, "<f4")
     if kind == "gzip":  # what HSDS stores for gzip+shuffle: a Blosc frame, zlib inside
         return bytes(numcodecs.Blosc(cname="zlib", clevel=9, shuffle=1).encode(zeros))
     if kind in ("gzip_stream", "linked_gzip"):  # a plain zlib stream (HDF5's own deflate)
