@@ -47,12 +47,14 @@ def test_unsupported_type_is_reported_by_variable_name(tmp_path):
 
 def test_guess_can_open():
     from h5dask.xarray.backend import H5CloudBackendEntrypoint
+    from h5dask.xarray.entrypoint import LazyH5CloudEntrypoint
 
-    entry = H5CloudBackendEntrypoint()
-    assert entry.guess_can_open("s3://bucket/home/run1.h5")
-    assert not entry.guess_can_open("s3://bucket/data.zarr")
-    assert not entry.guess_can_open("/tmp/local.nc")
-    assert "storage_options" in entry.open_dataset_parameters
+    for entry in (H5CloudBackendEntrypoint(), LazyH5CloudEntrypoint()):
+        assert entry.guess_can_open("s3://bucket/home/run1.h5")
+        assert not entry.guess_can_open("s3://bucket/data.zarr")
+        assert not entry.guess_can_open("/tmp/local.nc")
+    # the parameters xarray reads are those of the registered (lazy) entry point
+    assert "storage_options" in LazyH5CloudEntrypoint.open_dataset_parameters
 
 
 def test_unknown_filter_is_reported_by_variable_and_filter_name(tmp_path):
