@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilterError
 from . import codecs as registry
+from .codecs.plugin_frames import bitshuffle_hdf5_decode
 from .compression import OutputTooLarge, blosc_decompress
 from .types import has_vlen
 from .vlen import decode_vlen, encode_vlen
@@ -118,6 +119,10 @@ class ChunkCodec:
     hdf5_native: bool = False
     #: the registry's codec for ``compressor`` (looked up once, here, not per chunk)
     compressor_codec: registry.Codec | None = field(default=None, compare=False, repr=False)
+    #: HDF5's bitshuffle filter in a linked chunk: its compression (lz4, zstd, none) and
+    #: the block size in elements of an uncompressed one (0: bitshuffle's default)
+    bitshuffle_cname: str = "lz4"
+    bitshuffle_block: int = 0
 
     def __post_init__(self) -> None:
         if self.compressor is not None and self.compressor_codec is None:
@@ -128,9 +133,12 @@ class ChunkCodec:
                      hdf5_native: bool = False) -> ChunkCodec:
         """Build from a ``creationProperties.filters`` list; raises UnsupportedFilterError."""
         comp, level, shuffle, bshuf, f32 = None, 4, False, False, False
+        bshuf_item: dict = {}
         for item in filters or []:
             codec = registry.lookup(item)
-            role = codec.role if codec.supported else None
+            # a filter h5dask does not write may still be read as HDF5 wrote it (Blosc2)
+            readable = codec.supported or (hdf5_native and codec.decodes_native)
+            role = codec.role if readable else None
             if role == "compressor":
                 if comp is not None:
                     raise UnsupportedFilterError(f"two compressors: {comp.name} and {codec.name}")
@@ -139,6 +147,7 @@ class ChunkCodec:
                 shuffle = True
             elif role == "bitshuffle":
                 bshuf = True
+                bshuf_item = item if isinstance(item, dict) else {}
             elif role == "checksum":
                 f32 = True
             elif codec.hsds_noop and not hdf5_native:
@@ -149,10 +158,14 @@ class ChunkCodec:
                     f"{', '.join(c.name for c in registry.all_codecs() if c.supported)})")
         if hdf5_native and comp is not None and not comp.decodes_native:
             raise UnsupportedFilterError(f"filter {comp.name!r} in a linked HDF5 file")
+        if hdf5_native and bshuf and (comp is not None or shuffle):
+            raise UnsupportedFilterError("HDF5's bitshuffle filter combined with another "
+                                         "shuffle or compressor in a linked HDF5 file")
         if bshuf and comp is not None and comp.blosc_cname is None:
             raise UnsupportedFilterError(f"bitshuffle with {comp.name!r} is not supported")
         return cls(np.dtype(dtype), tuple(chunk_shape), comp and comp.name, level, shuffle, bshuf,
-                   f32, hdf5_native, comp)
+                   f32, hdf5_native, comp, str(bshuf_item.get("cname", "lz4")),
+                   int(bshuf_item.get("blocksize", 0)))
 
     @property
     def is_identity(self) -> bool:
@@ -225,6 +238,9 @@ class ChunkCodec:
                 raise ValueError("fletcher32 checksum mismatch")
         if self.compressor_codec is not None:
             buf = self.compressor_codec.decode_native(buf, limit)
+        if self.bitshuffle:
+            buf = bitshuffle_hdf5_decode(buf, self.dtype.itemsize, limit, self.bitshuffle_cname,
+                                         self.bitshuffle_block)
         if self.shuffle:
             buf = self._unshuffle(buf)
         return buf

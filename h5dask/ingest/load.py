@@ -47,8 +47,10 @@ from ..errors import (
     CorruptChunkError,
     DomainExistsError,
     H5DaskError,
+    HSDSUnreadableWarning,
     LocalLinkWarning,
     SourceFileError,
+    UnsupportedFilterError,
     UnsupportedTypeError,
 )
 from ..format import codecs, ids
@@ -74,7 +76,7 @@ from ..sources import array_source
 from ..storage import open_location
 from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
-from .hdf5 import H5Types, H5Values, SourceObject, same_layout, walk
+from .hdf5 import H5Types, H5Values, SourceObject, filter_label, missing_filters, same_layout, walk
 from .source import Source, check_linkable, open_source
 
 #: chunk tables with more entries than this go to an H5D_CHUNKED_REF_INDIRECT chunk
@@ -82,7 +84,7 @@ from .source import Source, check_linkable, open_source
 INLINE_CHUNK_LIMIT = 1000
 
 #: HDF5 pipeline order of the roles a linked layout may hold (reorder, compress, checksum)
-_NATIVE_ORDER = ("shuffle", "compressor", "checksum")
+_NATIVE_ORDER = ("shuffle", "bitshuffle", "compressor", "checksum")
 
 
 @dataclass
@@ -298,18 +300,36 @@ class _Plan:
 
     @property
     def native(self) -> bool:
-        """Only filters whose HDF5 output both HSDS and ChunkCodec(hdf5_native=True) undo
-        (shuffle, deflate, fletcher32), in HDF5's usual order."""
+        """Only filters whose HDF5 output ChunkCodec(hdf5_native=True) undoes (shuffle,
+        deflate, fletcher32 and hdf5plugin's Blosc, LZ4, Zstd, Bitshuffle, Blosc2), in
+        HDF5's usual order."""
         found = [codecs.by_hdf5_id(c) for c in self.codes]
-        if any(c is None or not c.linkable for c in found):
+        if self.undecodable():
             return False
         pos = [_NATIVE_ORDER.index(c.role) for c in found if c is not None]
-        return pos == sorted(pos) and len(set(pos)) == len(pos)
+        if pos != sorted(pos) or len(set(pos)) != len(pos):
+            return False
+        try:
+            ChunkCodec.from_filters(_native_filters_json(self), self.dtype,
+                                    self.src_chunks or (1,), hdf5_native=True)
+        except UnsupportedFilterError:
+            return False
+        return True
+
+    def hsds_unreadable(self) -> list[str]:
+        """Names of the filters whose HDF5 output HSDS cannot decode in a linked chunk."""
+        found = [codecs.by_hdf5_id(c) for c in self.codes]
+        return [c.name for c in found if c is not None and not c.linkable]
+
+    def undecodable(self) -> list[str]:
+        """The filters h5dask cannot decode as HDF5 wrote them, by name and id."""
+        return [filter_label(c) for c, cd in self.filters
+                if (codec := codecs.by_hdf5_id(c)) is None or not codec.decodes_native_with(cd)]
 
 
-def _mapped_filters(plan: _Plan) -> tuple[str | None, int | None, bool, bool, list[str]]:
-    """(compressor, level, shuffle, fletcher32, notes) for the source's filter pipeline,
-    mapped onto what HSDS stores (other compressors become the nearest HSDS one)."""
+def _mapped_filters(plan: _Plan) -> codecs.MappedFilters:
+    """The source's filter pipeline mapped onto what HSDS stores (other compressors
+    become the nearest HSDS one)."""
     out = codecs.MappedFilters()
     for code, cd in plan.filters:
         codec = codecs.by_hdf5_id(code)
@@ -318,17 +338,19 @@ def _mapped_filters(plan: _Plan) -> tuple[str | None, int | None, bool, bool, li
             out.notes.append(f"filter {code} -> gzip")
         else:
             codec.map_hdf5(cd, out)
-    level = None if out.level is None else max(0, min(9, out.level))
-    return out.compressor, level, out.shuffle, out.fletcher32, out.notes
+    out.level = None if out.level is None else max(0, min(9, out.level))
+    return out
 
 
-def _filters_json(comp: str | None, level: int | None, shuffle: bool, f32: bool) -> list:
+def _filters_json(comp: str | None, level: int | None, mapped: codecs.MappedFilters) -> list:
     out = []
-    if shuffle:
+    if mapped.shuffle:
         out.append(filter_json("shuffle"))
+    if mapped.bitshuffle:
+        out.append(filter_json("bitshuffle"))
     if comp:
         out.append(filter_json(comp, level))
-    if f32:
+    if mapped.fletcher32:
         out.append(filter_json("fletcher32"))
     return out
 
@@ -339,7 +361,7 @@ def _native_filters_json(plan: _Plan) -> list:
     for code, cd in plan.filters:
         codec = codecs.by_hdf5_id(code)
         assert codec is not None  # plan.native checked it
-        out.append(codec.json(int(cd[0]) if cd and codec.levels else None))
+        out.append(codec.native_json(cd))
     return out
 
 
@@ -541,9 +563,20 @@ class _Loader:
         if self._linkable(plan):
             layout = self._linked_layout(plan)
             plan.mode = "link"
+            unreadable = plan.hsds_unreadable()
+            if unreadable:
+                warnings.warn(f"{self.src.url}: {plan.path}: linked with the "
+                              f"{', '.join(unreadable)} filter as HDF5 wrote it, which an "
+                              "HSDS server cannot decode (h5dask can); load without --link "
+                              "for a copy HSDS can serve", HSDSUnreadableWarning, stacklevel=2)
             return layout, _native_filters_json(plan)
         if self.link and plan.mode != "meta":
             self.summary.copied.append(plan.path)
+            undecodable = plan.undecodable() if plan.src_layout == h5d.CHUNKED else []
+            if undecodable:
+                warnings.warn(f"{self.src.url}: {plan.path}: copied, not linked: h5dask "
+                              f"cannot decode filter {', '.join(undecodable)} as HDF5 wrote "
+                              "it (the copy holds the values h5py reads)", stacklevel=2)
         if plan.scalar:  # one chunk "0", as HSDS stores a scalar
             return contiguous_layout(), []
         assert plan.maxshape is not None
@@ -554,11 +587,12 @@ class _Loader:
                              f"has {len(plan.shape)} dimensions (shape {plan.shape})")
         plan.chunks = _resolve_chunks(request, plan.shape, plan.dtype, plan.maxshape,
                                       plan.src_chunks)
-        comp, level, shuffle, f32, notes = _mapped_filters(plan)
+        mapped = _mapped_filters(plan)
+        comp, level = mapped.compressor, mapped.level
         change, new_comp, new_level = self.compression
         if change:
             comp, level = new_comp, new_level
-        for note in notes:
+        for note in mapped.notes:
             warnings.warn(f"{plan.path}: {note}", stacklevel=2)
         if plan.mode != "meta" and not plan.allocated:
             plan.mode = "meta"  # nothing stored: every value is the fill value
@@ -568,7 +602,7 @@ class _Loader:
             assert plan.src_chunks is not None
             plan.src_codec = ChunkCodec.from_filters(
                 _native_filters_json(plan), plan.dtype, plan.src_chunks, hdf5_native=True)
-        return chunked_layout(plan.chunks), _filters_json(comp, level, shuffle, f32)
+        return chunked_layout(plan.chunks), _filters_json(comp, level, mapped)
 
     def _linked_layout(self, plan: _Plan) -> dict:
         from h5py import h5d
@@ -785,8 +819,11 @@ class _Loader:
         except OSError as exc:
             if isinstance(exc, H5DaskError):
                 raise
+            missing = missing_filters(plan.codes)
+            why = (f"HDF5 has no decoder for its filter {', '.join(missing)} (install "
+                   "hdf5plugin, or a plugin in HDF5_PLUGIN_PATH)" if missing else str(exc))
             raise SourceFileError(f"{self.src.url}: dataset {plan.path}: h5py cannot read "
-                                  f"it ({exc})") from exc
+                                  f"it ({why})") from exc
 
     def _read_region_h5py(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
         assert plan.source is not None
