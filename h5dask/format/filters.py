@@ -94,6 +94,24 @@ def fletcher32(data: bytes | memoryview) -> int:
     return (fold(sum2) << 16) | fold(sum1)
 
 
+#: HSDS stores object references in chunks as fixed strings of this size
+#: ("datasets/d-...", NUL-padded; a null reference is all NULs), h5dask as vlen ids
+HSDS_REF_SIZE = 48
+
+
+def _hsds_fixed_refs(raw: bytes, dt: np.dtype, count: int) -> np.ndarray | None:
+    """A chunk of object references as HSDS writes them, or None if it is not one."""
+    if "ref" not in (dt.metadata or {}) or len(raw) != count * HSDS_REF_SIZE:
+        return None
+    out = np.empty(count, dtype=dt)
+    for i, value in enumerate(np.frombuffer(raw, dtype=f"S{HSDS_REF_SIZE}")):
+        try:
+            out[i] = value.rstrip(b"\x00").decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return out
+
+
 def _typed_view(arr: np.ndarray) -> np.ndarray:
     """A flat unsigned-int view with the element size, so Blosc shuffles by it."""
     size = arr.dtype.itemsize
@@ -275,7 +293,10 @@ class ChunkCodec:
             try:
                 return decode_vlen(raw, self.dtype, count).reshape(full)
             except ValueError as exc:
-                raise CorruptChunkError(key, str(exc)) from exc
+                refs = _hsds_fixed_refs(raw, self.dtype, count)
+                if refs is None:
+                    raise CorruptChunkError(key, str(exc)) from exc
+                return refs.reshape(full)
         itemsize = self.dtype.itemsize
         want_full = int(np.prod(full)) * itemsize
         want_edge = int(np.prod(shape)) * itemsize if shape is not None else want_full
