@@ -302,12 +302,16 @@ class ChunkCodec:
         want_edge = int(np.prod(shape)) * itemsize if shape is not None else want_full
         raw = self.decode_bytes(data, key, want_full)
         if len(raw) == want_full:
-            return np.frombuffer(raw, dtype=self.dtype).reshape(full)
+            return self._elements(raw, full)
         if len(raw) == want_edge and shape is not None:
-            return np.frombuffer(raw, dtype=self.dtype).reshape(shape)
+            return self._elements(raw, shape)
         raise CorruptChunkError(
             key, f"decoded to {len(raw)} bytes, expected {want_full} for chunk shape {full} "
                  f"of {self.dtype} ({self._describe()})")
+
+    def _elements(self, raw: bytes | bytearray, shape: tuple[int, ...]) -> np.ndarray:
+        # an HDF5 array type (numpy subarray dtype) becomes trailing axes, as h5py reads it
+        return np.frombuffer(raw, dtype=self.dtype.base).reshape(shape + self.dtype.shape)
 
     def decode_into(self, data: bytes | memoryview, key: str, out: np.ndarray) -> bool:
         """Decode a whole chunk straight into ``out`` (C-contiguous, this dtype, the full

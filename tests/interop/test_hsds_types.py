@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import requests
 import xarray as xr
 from interop_compare import assert_dtype_equal, assert_values_equal, fresh_name
 
@@ -62,6 +63,7 @@ def _write(domain: str, kwargs: dict) -> None:
         g.attrs.create("nested", np.array([(3, (1.0, 2.0), (b"a", b"b"))], NESTED))
         g.attrs.create("empty", h5pyd.Empty("<f4"))
         g.attrs.create("scalar", np.int8(-3))
+        g.attrs["ref"] = f["enum"].ref
         g.attrs.create("vlen_i4", np.array([np.arange(2, dtype="<i4")], dtype=object),
                        dtype=VLEN_I4)
         for name, (dt, values) in STRINGS.items():
@@ -69,11 +71,59 @@ def _write(domain: str, kwargs: dict) -> None:
                 g.attrs.create(name, np.array(values, dtype=dt), dtype=dt)
 
 
+#: datasets h5pyd cannot make from numpy dtypes, made through HSDS's REST API from
+#: their type JSON: name -> (type JSON, layout or None, values as bytes of 3 elements)
+RAW = {
+    "spacepad": ({"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
+                  "strPad": "H5T_STR_SPACEPAD", "length": 6}, None, b"ab    abcdefa b   "),
+    "nullterm": ({"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
+                  "strPad": "H5T_STR_NULLTERM", "length": 6}, None,
+                 b"ab\0\0\0\0abcde\0" + bytes(6)),
+    "utf8_nullpad": ({"class": "H5T_STRING", "charSet": "H5T_CSET_UTF8",
+                      "strPad": "H5T_STR_NULLPAD", "length": 4}, None,
+                     "hé".encode() + b"\0" + b"abcd" + bytes(4)),
+    "array_type": ({"class": "H5T_ARRAY", "base": "H5T_STD_I16BE", "dims": [2]}, None,
+                   np.array([[1, 2], [3, -4], [5, 6]], ">i2").tobytes()),
+    "float16": ({"class": "H5T_FLOAT", "base": "H5T_IEEE_F16LE"}, None,
+                np.array([0.5, -1, 65504], "<f2").tobytes()),
+    "padded_compound": ({"class": "H5T_COMPOUND", "fields": [
+        {"name": "a", "type": "H5T_STD_U8LE"}, {"name": "b", "type": "H5T_IEEE_F64BE"}]}, None,
+        np.array([(1, 0.5), (2, -2.0), (3, 1e100)], [("a", "u1"), ("b", ">f8")]).tobytes()),
+    "opaque_datetime": ({"class": "H5T_OPAQUE", "size": 8, "tag": "NUMPY:<M8[s]"}, None,
+                        np.array([0, 86400, -1], "<M8[s]").tobytes()),
+    "compact": ("H5T_STD_I32LE", {"class": "H5D_COMPACT"}, np.arange(3, dtype="<i4").tobytes()),
+    "contiguous": ("H5T_STD_I64BE", {"class": "H5D_CONTIGUOUS"},
+                   np.arange(3, dtype=">i8").tobytes()),
+}
+
+
+def _write_raw(server, domain: str) -> None:
+    auth, params = (server.username, server.password), {"domain": domain}
+    with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as f:
+        root = f.id.uuid
+    for name, (type_json, layout, values) in RAW.items():
+        body: dict = {"type": type_json, "shape": [3]}
+        if layout is not None:
+            body["creationProperties"] = {"layout": layout}
+        rsp = requests.post(f"{server.endpoint}/datasets", params=params, auth=auth,
+                            json=body, timeout=60)
+        assert rsp.status_code == 201, (name, rsp.text)
+        dset_id = rsp.json()["id"]
+        rsp = requests.put(f"{server.endpoint}/groups/{root}/links/{name}", params=params,
+                           auth=auth, json={"id": dset_id}, timeout=60)
+        assert rsp.status_code < 300, (name, rsp.text)
+        rsp = requests.put(f"{server.endpoint}/datasets/{dset_id}/value", params=params,
+                           auth=auth, data=values, timeout=60,
+                           headers={"Content-Type": "application/octet-stream"})
+        assert rsp.status_code < 300, (name, rsp.text)
+
+
 @pytest.fixture(scope="module")
 def domain(hsds_posix) -> tuple[str, str]:
     server = hsds_posix
     domain = f"/home/{server.username}/{fresh_name('types')}"
     _write(domain, server.h5pyd_kwargs())
+    _write_raw(server, domain)
     server.wait_for_keys([domain.lstrip("/") + "/.domain.json", "db/*/d/*/0"],
                          domain=domain, quiet=1.0)
     return domain, f"file://{server.root_dir}/{server.bucket}{domain}"
@@ -95,7 +145,7 @@ def _want_values(dset) -> object:
 @pytest.mark.parametrize("name", ["complex", "complex64", "enum", "bool", "opaque",
                                   *STRINGS, "vlen_i4", "nested", "array_member", "scalar",
                                   "scalar_str", "null", "fill", "fill_nan",
-                                  "contiguous_like", "refs"])
+                                  "contiguous_like", "refs", *RAW])
 def test_dataset_reads_as_h5pyd_reads(name: str, domain, hsds_posix) -> None:
     path, url = domain
     with h5pyd.File(path, "r", **hsds_posix.h5pyd_kwargs()) as want_f, \
@@ -115,6 +165,11 @@ def test_dataset_reads_as_h5pyd_reads(name: str, domain, hsds_posix) -> None:
                 h5dask, "check_ref_dtype") else got.dtype.kind == "O"
             assert [str(v).split("/")[-1] for v in got_values.tolist()] == \
                 [v.decode().split("/")[-1] for v in want_values.tolist()], name
+            return
+        if name == "opaque_datetime":  # h5pyd: raw |V8; h5py (and h5dask) read the tag
+            assert got.dtype == np.dtype("<M8[s]") and want.dtype == np.dtype("V8")
+            assert got_values.tobytes() == want_values.tobytes()
+            assert got_values.tolist()[1].day == 2
             return
         if name == "vlen_i4":  # h5pyd gives 0 for an empty sequence
             assert [list(v) for v in got_values] == [[0, 1, 2], [], [7]]
@@ -148,7 +203,10 @@ def test_attributes_read_as_h5pyd_reads(domain, hsds_posix) -> None:
         # an empty attribute: h5py's Empty in h5dask, h5pyd's own Empty class in h5pyd
         assert type(got["empty"]).__name__ == type(want["empty"]).__name__ == "Empty"
         assert np.dtype(got["empty"].dtype) == np.dtype(want["empty"].dtype) == np.dtype("<f4")
-        for name in sorted(set(want) - {"ascii_vlen", "complex", "empty"}):
+        # an object reference: "datasets/<id>" in h5pyd, the target's id in h5dask
+        assert str(got["ref"]).split("/")[-1] == str(want["ref"]).split("/")[-1] == \
+            want_f["enum"].id.uuid
+        for name in sorted(set(want) - {"ascii_vlen", "complex", "empty", "ref"}):
             assert_values_equal(got[name], want[name], f"/g attribute {name!r}")
 
 
