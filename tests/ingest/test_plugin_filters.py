@@ -236,3 +236,19 @@ def test_a_damaged_linked_chunk_is_a_corrupt_chunk_error(sources: Path) -> None:
             with pytest.raises(CorruptChunkError):
                 codec.decode(bad, f"{name}[0]")
         assert json.dumps(items)  # plain JSON, as stored in the domain
+
+
+def test_cli_load_link_names_what_it_linked_for_h5dask_only_and_what_it_copied(
+        sources: Path) -> None:
+    from click.testing import CliRunner
+
+    from h5dask.cli import main
+
+    for name, expect in (("zstd", "linked with the zstd filter"),
+                         ("sz_absolute", "cannot decode filter sz (32017)")):
+        src = sources / f"{name}.h5"
+        url = (sources.parent / f"cli-{name}.h5").as_uri()
+        result = CliRunner().invoke(main, ["load", "--link", "--no-progress", str(src), url])
+        assert result.exit_code == 0, result.output
+        assert expect in result.stderr and "/data" in result.stderr, result.stderr
+        assert_same_values(url, src)
