@@ -252,3 +252,22 @@ def test_cli_load_link_names_what_it_linked_for_h5dask_only_and_what_it_copied(
         assert result.exit_code == 0, result.output
         assert expect in result.stderr and "/data" in result.stderr, result.stderr
         assert_same_values(url, src)
+
+
+def test_pushdown_reduces_linked_plugin_framings_locally(sources: Path) -> None:
+    """The active server decodes Blosc frames (HDF5's Blosc filter writes one), not HDF5's
+    LZ4/Zstd/Blosc2 framings: chunks of those are refused for pushdown (reduced locally)."""
+    from h5dask.active.pushdown import chunk_request_body
+
+    for name, server_decodes in (("lz4", False), ("zstd", False), ("blosc2_zstd", False),
+                                 ("blosc_zlib", True)):
+        url = (sources.parent / f"push-{name}.h5").as_uri()
+        load_quietly(sources / f"{name}.h5", url, link=True)
+        with h5dask.File(url) as f:
+            source = f["data"].source()
+            assert source.codec.hdf5_native
+            with pytest.raises(ValueError) as info:  # file:// is no S3 endpoint either
+                chunk_request_body(source, (0, 0), (slice(0, 10, 1), slice(0, 25, 1)),
+                                   (0, 1), (), False)
+        refused_codec = "cannot be decoded by the server" in str(info.value)
+        assert refused_codec is not server_decodes, (name, str(info.value))
