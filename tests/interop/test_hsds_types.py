@@ -210,9 +210,25 @@ def test_attributes_read_as_h5pyd_reads(domain, hsds_posix) -> None:
             assert_values_equal(got[name], want[name], f"/g attribute {name!r}")
 
 
-def test_xarray_reads_the_hsds_domain(domain) -> None:
-    _, url = domain
-    ds = xr.open_dataset(url, engine="h5cloud", phony_dims="sort", decode_cf=False)
+def test_xarray_reads_the_hsds_domain(domain, hsds_posix) -> None:
+    path, url = domain
+    # xarray's endianness decoding casts a compound with a big-endian member to raw
+    # bytes and fails (as it does through h5netcdf): that variable is left out
+    ds = xr.open_dataset(url, engine="h5cloud", phony_dims="sort", decode_cf=False,
+                         drop_variables=["padded_compound"])
+    # every variable xarray shows holds the values h5pyd reads (complex as h5py maps r/i)
+    with h5pyd.File(path, "r", **hsds_posix.h5pyd_kwargs()) as want_f:
+        for name in ds.variables:
+            want = np.asarray(_want_values(want_f[name]))
+            got = ds[name].values
+            if got.dtype.kind == "c":
+                want = want["r"] + 1j * want["i"]
+            elif name in ("refs", "vlen_i4") or got.dtype.kind == "M" or want.dtype.kind == "V":
+                continue  # compared by test_dataset_reads_as_h5pyd_reads
+            elif got.dtype.kind == "O" and got.size and isinstance(got.flat[0], str):
+                want = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v,
+                                    otypes=[object])(want)
+            np.testing.assert_array_equal(got, want, err_msg=name)
     np.testing.assert_array_equal(ds["complex"].values, COMPLEX)
     assert ds["complex"].dtype == np.dtype("<c16")
     np.testing.assert_array_equal(ds["bool"].values, [True, False, True])
