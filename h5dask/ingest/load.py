@@ -15,6 +15,10 @@ anonymous chunk-table dataset) and ``H5D_CONTIGUOUS_REF``; see :mod:`.linked`.
 Either way the domain becomes visible (its ``.domain.json`` is written) only at the very
 end; a failed load leaves no visible domain and removes what it had written.
 
+The phases: each dataset is described (:mod:`.describe`, through h5py) and planned
+(:mod:`.plan`, pure: copy, link or metadata only, its layout and filters); this module
+writes the metadata objects, then :mod:`.copy` copies the planned chunks.
+
 >>> import h5py, numpy as np, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "x.h5")
 >>> with h5py.File(path, "w") as f:
@@ -140,7 +144,7 @@ class _WriteCounter:
 
 
 # -- the loader -------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class _Planned:
     """A dataset written to the domain: its source object, plan and chunk-table id."""
 
