@@ -134,23 +134,25 @@ def array_from_json(value: Any, dtype: np.dtype, shape: tuple[int, ...] | None) 
 
 def unwritten_value(dt: np.dtype) -> Any:
     """The value of an element nobody wrote in a dataset without a fill value, as h5py
-    reads it: 0, and for variable-length parts (compound members and array elements
-    too) ``b""``/``""`` or an empty sequence; a null reference is None.
+    reads it: 0, and for variable-length parts an empty sequence or the empty string:
+    ``""`` for a UTF-8 dataset (h5dask reads those as str), ``b""`` for ASCII and for
+    every string inside a compound (h5py reads members as bytes); a null reference is
+    None.
 
-    >>> vs = np.dtype("O", metadata={"vlen": bytes})
+    >>> vs = np.dtype("O", metadata={"vlen": str})
     >>> unwritten_value(np.dtype([("n", "<i4"), ("s", vs, (2,))]))
     np.void((0, [b'', b'']), dtype=[('n', '<i4'), ('s', 'O', (2,))])
     """
     out = np.zeros((), dtype=dt)
-    _blank_objects(out)
+    _blank_objects(out, member=False)
     return out[()]
 
 
-def _blank_objects(arr: np.ndarray) -> None:
+def _blank_objects(arr: np.ndarray, member: bool) -> None:
     dt = arr.dtype
     if dt.names:
         for name in dt.names:
-            _blank_objects(arr[name])  # a view: assignment reaches ``arr``
+            _blank_objects(arr[name], member=True)  # a view: assignment reaches ``arr``
         return
     if dt.kind != "O":
         return
@@ -158,8 +160,10 @@ def _blank_objects(arr: np.ndarray) -> None:
     for idx in np.ndindex(arr.shape):  # each element its own (empty) sequence
         if isinstance(vlen, np.dtype):
             arr[idx] = np.array([], dtype=vlen.newbyteorder("="))
+        elif vlen is str and not member:
+            arr[idx] = ""
         else:
-            arr[idx] = b"" if vlen is bytes else "" if vlen is str else None
+            arr[idx] = b"" if vlen in (str, bytes) else None
 
 
 def text_as_str(arr: np.ndarray) -> np.ndarray:
