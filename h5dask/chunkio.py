@@ -208,7 +208,7 @@ class ArraySource:
         count = self.grid.count(sel)
         if count > LIST_FIRST_ABOVE:
             return sync(self.read_async(sel))
-        if count > 1:
+        if count != 1:  # several chunks, or none (an empty selection)
             out = np.empty(out_shape, dtype=self.dtype)
             self._read_pieces_sync(self.grid.plan(sel), out)
             return out
