@@ -161,12 +161,11 @@ def bitshuffle_hdf5_decode(data: bytes | memoryview, itemsize: int, limit: int,
 
 
 def blosc2_available() -> bool:
-    """True when python-blosc2 is installed (Blosc2 chunks can be decoded)."""
-    try:
-        import blosc2  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when python-blosc2 is installed (Blosc2 chunks can be decoded); it is not
+    imported here: it is heavy, and needed only when a Blosc2 chunk is read."""
+    import importlib.util
+
+    return importlib.util.find_spec("blosc2") is not None
 
 
 def blosc2_decode(data: bytes | memoryview, limit: int) -> bytes:
