@@ -296,9 +296,10 @@ def fill_array(out: np.ndarray, value: Any) -> None:
     vlen = (dt.metadata or {}).get("vlen")
     if isinstance(vlen, np.dtype):
         # element by element: a sequence assigned to an object array would be broadcast,
-        # and each element gets its own array so that changing one changes no other
+        # and each element gets its own array so that changing one changes no other;
+        # in native byte order, as h5py reads sequences
         for idx in np.ndindex(out.shape):
-            out[idx] = np.array([] if value is None else value, dtype=vlen)
+            out[idx] = np.array([] if value is None else value, dtype=vlen.newbyteorder("="))
         return
     out[...] = (b"" if vlen is bytes else "") if value is None else value
 

@@ -39,7 +39,7 @@ from .format.metadata import (
     datatype_json,
     group_json,
 )
-from .format.types import VLEN_STR, has_vlen, type_json_from_dtype
+from .format.types import has_vlen, type_json_from_dtype
 from .format.values import json_from_array
 from .sources import array_source
 from .storage import open_location
@@ -93,10 +93,7 @@ class AttributeManager(MutableMapping):
         with malformed_metadata(meta.key):  # a type or value the JSON gets wrong
             if attrs[name].space.is_null:  # no value, only a type: h5py's Empty
                 return _empty(self.dtype_of(name))
-            value = attrs[name].value(meta.key, self._session.resolve_type)
-            if (self.dtype_of(name).metadata or {}).get("vlen") is bytes:
-                return _vlen_text_as_str(value)
-            return value
+            return attrs[name].value(meta.key, self._session.resolve_type)
 
     def dtype_of(self, name: str) -> np.dtype:
         """The dtype of one attribute, without decoding its value."""
@@ -152,19 +149,6 @@ class AttributeManager(MutableMapping):
 
     def __repr__(self) -> str:
         return f"<Attributes of {self._id}: {sorted(self._attrs())}>"
-
-
-def _vlen_text_as_str(value: Any) -> Any:
-    """An ASCII variable-length string attribute as ``str``, as h5py reads attributes
-    (datasets of ASCII strings stay bytes)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "surrogateescape")
-    if isinstance(value, np.ndarray):
-        out = np.empty(value.shape, dtype=VLEN_STR)
-        out.reshape(-1)[:] = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes)
-                              else v for v in value.reshape(-1)]
-        return out
-    return value
 
 
 def _empty(dtype: np.dtype) -> Any:

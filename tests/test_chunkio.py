@@ -221,3 +221,14 @@ def test_a_read_of_many_chunks_fetches_only_the_stored_ones(backend: Backend) ->
         assert src.grid.count(slice(None)) > LIST_FIRST_ABOVE
         np.testing.assert_array_equal(  # chunk by chunk, no LIST: the same
             np.concatenate([ds[i:i + 4] for i in range(0, 64, 4)]), expected[:64])
+
+
+def test_unwritten_sequences_are_native_like_h5py() -> None:
+    """Elements of a chunk nobody wrote, of a sequence type of big-endian numbers, are
+    empty sequences in native byte order, as h5py reads them (and as written chunks
+    decode)."""
+    from h5dask.chunkio import fill_array
+
+    out = np.empty(2, dtype=h5dask.vlen_dtype(">i2"))
+    fill_array(out, None)
+    assert [a.dtype for a in out] == [np.dtype("=i2")] * 2 and out[0] is not out[1]

@@ -40,6 +40,7 @@ import numpy as np
 from .. import private_api
 from ..chunkio import ArraySource
 from ..errors import H5DaskError
+from ..format.chunks import slice_origin
 from ..storage.sync import sync
 from .client import ActiveStorageUnavailable, ChunkRequest, check_server, reduce_remote
 from .config import ActiveConfig
@@ -90,7 +91,7 @@ def find_source(obj: Any) -> SourceInfo | None:
             funcs.append(obj.func)
             obj = obj.array
         elif isinstance(obj, adapter.LazilyIndexedArray):
-            origin = _full_slices_origin(obj.key.tuple, obj.array.shape)
+            origin = slice_origin(obj.key.tuple, obj.array.shape)
             if origin is None:
                 return None
             obj = obj.array
@@ -117,18 +118,6 @@ def find_source(obj: Any) -> SourceInfo | None:
         else:
             return None
     return SourceInfo(obj, origin or (0,) * len(obj.shape), decoding)
-
-
-def _full_slices_origin(key: tuple, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    origin = []
-    for k, n in zip(key, shape):
-        if not isinstance(k, slice):
-            return None
-        start, _stop, step = k.indices(n)
-        if step != 1:
-            return None
-        origin.append(start)
-    return tuple(origin)
 
 
 # -- recognising per-block reductions ---------------------------------------------------

@@ -29,6 +29,28 @@ class ChunkSelection:
     out_sel: tuple[slice, ...]  # slices into the output array (ints dropped)
 
 
+def slice_origin(key: tuple, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Where index 0 of ``array[key]`` lies in ``array`` (of ``shape``), if ``key`` is
+    one slice of step 1 per dimension; None for any other key.
+
+    >>> slice_origin((slice(2, 5), slice(None)), (10, 4))
+    (2, 0)
+    >>> slice_origin((slice(0, 10, 2),), (10,)) is None
+    True
+    """
+    if len(key) != len(shape):
+        return None
+    origin = []
+    for k, n in zip(key, shape):
+        if not isinstance(k, slice):
+            return None
+        start, _stop, step = k.indices(n)
+        if step != 1:
+            return None
+        origin.append(start)
+    return tuple(origin)
+
+
 def normalize_selection(key: Any, shape: tuple[int, ...]) -> tuple[tuple, tuple[int, ...]]:
     """Basic indexing (ints, slices, Ellipsis) -> (per-dim int or slice, output shape).
 

@@ -25,8 +25,8 @@ from ..errors import MetadataError, UnsupportedFilterError, UnsupportedTypeError
 from .dataspace import Dataspace
 from .filters import ChunkCodec
 from .ids import is_valid_id
-from .types import dtype_from_json, has_vlen
-from .values import array_from_json
+from .types import dtype_from_json
+from .values import array_from_json, text_as_str, unwritten_value
 
 CHUNKED_LAYOUTS = ("H5D_CHUNKED", "H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT")
 LINKED_LAYOUTS = ("H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT", "H5D_CONTIGUOUS_REF")
@@ -107,7 +107,8 @@ class AttributeMeta:
     created: float = 0.0
 
     def value(self, key: str, resolve: Callable[[str], dict] | None = None) -> Any:
-        """The attribute's value as numpy (scalars as numpy scalars, like h5py)."""
+        """The attribute's value as numpy (scalars as numpy scalars, like h5py; every
+        variable-length string as ``str``, ASCII ones too, as h5py reads attributes)."""
         dt = attribute_dtype(key, self.name, self.type_json, resolve)
         if self.space.is_null:
             return None
@@ -115,6 +116,8 @@ class AttributeMeta:
             arr = array_from_json(self.value_json, dt, self.space.shape)
         except ValueError as exc:
             raise MetadataError(key, f"attribute {self.name!r}: {exc}") from exc
+        if (dt.metadata or {}).get("vlen") is bytes:
+            arr = text_as_str(arr)
         return arr[()] if arr.ndim == 0 else arr
 
 
@@ -305,7 +308,7 @@ class DatasetMeta:
         """The fill value as a numpy scalar of the dataset's dtype (0/empty if unset)."""
         dt = self.dtype
         if self.fill_json is None:
-            return np.zeros((), dtype=dt)[()] if not has_vlen(dt) else np.empty((), dt)[()]
+            return unwritten_value(dt)
         cp = self.raw.get("creationProperties") or {}
         try:
             if cp.get("fillValue_encoding") == "base64":

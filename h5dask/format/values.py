@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .types import VLEN_STR
+
 _SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
             "-Infinity": -math.inf, "-inf": -math.inf}
 
@@ -39,8 +41,8 @@ def _element(value: Any, dt: np.dtype) -> Any:
             return value if isinstance(value, str) else _to_str(value)
         if vlen is bytes:
             return _to_bytes(value) if isinstance(value, str) else bytes(value)
-        if isinstance(vlen, np.dtype):
-            return _array(value, vlen, None)
+        if isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences
+            return _array(value, vlen.newbyteorder("="), None)
         return value  # references: id strings
     if dt.kind == "S":
         return _to_bytes(value) if isinstance(value, str) else value
@@ -128,6 +130,53 @@ def array_from_json(value: Any, dtype: np.dtype, shape: tuple[int, ...] | None) 
     if shape is None:
         raise ValueError("a null dataspace has no values")
     return _array(value, dtype, tuple(shape))
+
+
+def unwritten_value(dt: np.dtype) -> Any:
+    """The value of an element nobody wrote in a dataset without a fill value, as h5py
+    reads it: 0, and for variable-length parts an empty sequence or the empty string:
+    ``""`` for a UTF-8 dataset (h5dask reads those as str), ``b""`` for ASCII and for
+    every string inside a compound (h5py reads members as bytes); a null reference is
+    None.
+
+    >>> vs = np.dtype("O", metadata={"vlen": str})
+    >>> unwritten_value(np.dtype([("n", "<i4"), ("s", vs, (2,))]))
+    np.void((0, [b'', b'']), dtype=[('n', '<i4'), ('s', 'O', (2,))])
+    """
+    out = np.zeros((), dtype=dt)
+    _blank_objects(out, member=False)
+    return out[()]
+
+
+def _blank_objects(arr: np.ndarray, member: bool) -> None:
+    dt = arr.dtype
+    if dt.names:
+        for name in dt.names:
+            _blank_objects(arr[name], member=True)  # a view: assignment reaches ``arr``
+        return
+    if dt.kind != "O":
+        return
+    vlen = (dt.metadata or {}).get("vlen")
+    for idx in np.ndindex(arr.shape):  # each element its own (empty) sequence
+        if isinstance(vlen, np.dtype):
+            arr[idx] = np.array([], dtype=vlen.newbyteorder("="))
+        elif vlen is str and not member:
+            arr[idx] = ""
+        else:
+            arr[idx] = b"" if vlen in (str, bytes) else None
+
+
+def text_as_str(arr: np.ndarray) -> np.ndarray:
+    """An array of variable-length ASCII strings (bytes) as ``str`` objects, as h5py
+    reads string attributes whatever their character set (datasets stay bytes).
+
+    >>> text_as_str(np.array([b"z", b"y"], dtype=object)).tolist()
+    ['z', 'y']
+    """
+    out = np.empty(arr.shape, dtype=VLEN_STR)
+    out.reshape(-1)[:] = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes)
+                          else v for v in arr.reshape(-1)]
+    return out
 
 
 def _json_element(x: Any, dt: np.dtype) -> Any:

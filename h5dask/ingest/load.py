@@ -15,6 +15,10 @@ anonymous chunk-table dataset) and ``H5D_CONTIGUOUS_REF``; see :mod:`.linked`.
 Either way the domain becomes visible (its ``.domain.json`` is written) only at the very
 end; a failed load leaves no visible domain and removes what it had written.
 
+The phases: each dataset is described (:mod:`.describe`, through h5py) and planned
+(:mod:`.plan`, pure: copy, link or metadata only, its layout and filters); this module
+writes the metadata objects, then :mod:`.copy` copies the planned chunks.
+
 >>> import h5py, numpy as np, tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "x.h5")
 >>> with h5py.File(path, "w") as f:
@@ -27,13 +31,11 @@ end; a failed load leaves no visible domain and removes what it had written.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,48 +43,21 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..chunkio import ArraySource, fill_array
+from ..chunkio import ArraySource
 from ..domain import DomainSession
-from ..errors import (
-    CorruptChunkError,
-    DomainExistsError,
-    H5DaskError,
-    LocalLinkWarning,
-    SourceFileError,
-    UnsupportedTypeError,
-)
-from ..format import codecs, ids
-from ..format.chunks import ChunkGrid, choose_chunks
-from ..format.dataspace import Dataspace
-from ..format.filters import ChunkCodec, filter_json
-from ..format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
-from ..format.metadata import (
-    DatasetMeta,
-    Link,
-    attribute_json,
-    chunked_layout,
-    chunked_ref_indirect_layout,
-    chunked_ref_layout,
-    contiguous_layout,
-    contiguous_ref_layout,
-    dataset_json,
-    datatype_json,
-    group_json,
-)
-from ..format.types import dtype_from_json, has_vlen, type_json_from_dtype
+from ..errors import CorruptChunkError, DomainExistsError, LocalLinkWarning, UnsupportedTypeError
+from ..format import ids
+from ..format.metadata import DatasetMeta, Link, attribute_json, datatype_json, group_json
+from ..format.types import dtype_from_json
 from ..sources import array_source
 from ..storage import open_location
 from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
-from .hdf5 import H5Types, H5Values, SourceObject, same_layout, walk
+from .copy import ChunkCopier, DatasetCopy, TableWrite
+from .describe import describe_dataset
+from .hdf5 import H5Types, H5Values, SourceObject, walk
+from .plan import INLINE_CHUNK_LIMIT, ChunkSpec, Compression, DatasetPlan, PlanOptions, plan_dataset
 from .source import Source, check_linkable, open_source
-
-#: chunk tables with more entries than this go to an H5D_CHUNKED_REF_INDIRECT chunk
-#: table (SingleObject.md suggests the indirect layout beyond about 1000 chunks)
-INLINE_CHUNK_LIMIT = 1000
-
-#: HDF5 pipeline order of the roles a linked layout may hold (reorder, compress, checksum)
-_NATIVE_ORDER = ("shuffle", "compressor", "checksum")
 
 
 @dataclass
@@ -142,282 +117,64 @@ def _size(n: int) -> str:
 
 
 # -- I/O --------------------------------------------------------------------------------
-class _CountingStore(ObjectStore):
-    """Delegates to a store and counts what is written through it (on the I/O loop)."""
+class _WriteCounter:
+    """The domain's store, counting the objects and bytes this load writes, by kind.
+
+    Why a wrapper and not :func:`h5dask.stats`: those counters are per process, and a
+    :class:`LoadSummary` must count this load's writes only, while other loads, reads or
+    dask tasks may write in the same process at the same time. Everything but ``put``
+    goes to the store as it is.
+    """
 
     def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner.tuning)
         self.inner = inner
-        self.root_url = inner.root_url
         self.written: Counter[str] = Counter()  # kind -> bytes
         self.objects: Counter[str] = Counter()  # kind -> objects
-
-    async def get(self, key: str, *, kind: str = "chunk",
-                  byte_range: tuple[int, int] | None = None) -> bytes | None:
-        return await self.inner.get(key, kind=kind, byte_range=byte_range)
 
     async def put(self, key: str, data: bytes | memoryview, *, kind: str = "chunk") -> None:
         await self.inner.put(key, data, kind=kind)
         self.written[kind] += len(data)
         self.objects[kind] += 1
 
-    async def delete(self, key: str, *, kind: str = "other") -> None:
-        await self.inner.delete(key, kind=kind)
-
-    async def list(self, prefix: str = "") -> list[str]:
-        return await self.inner.list(prefix)
-
-    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
-        return await self.inner._get(key, byte_range)
-
-    async def _put(self, key: str, data: bytes) -> None:
-        await self.inner._put(key, data)
-
-    async def _delete(self, key: str) -> None:
-        await self.inner._delete(key)
-
-    async def _list(self, prefix: str) -> list[str]:
-        return await self.inner._list(prefix)
-
-    def _init_args(self) -> tuple:
-        return self.inner._init_args()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def __reduce__(self) -> tuple:
         return self.inner.__reduce__()
 
 
-# -- options ----------------------------------------------------------------------------
-class _ChunkSpec:
-    """``chunks=``: None (keep), "auto", one shape (where the rank fits), or a dict of
-    dataset path or name -> shape or "auto"; None/-1 in a shape mean the whole extent."""
-
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-        self.used: set[str] = set()
-        if isinstance(spec, Mapping):
-            self.table = {str(k): self._check(v) for k, v in spec.items()}
-        elif spec is not None:
-            self._check(spec)
-
-    @staticmethod
-    def _check(value: Any) -> Any:
-        if value is None or value == "auto":
-            return value
-        if isinstance(value, str) or not hasattr(value, "__iter__"):
-            if isinstance(value, int):
-                return (value,)
-            raise ValueError(f"chunks must be a shape, 'auto' or a dict, not {value!r}")
-        shape = tuple(None if c is None or c == -1 else int(c) for c in value)
-        if any(c is not None and c < 1 for c in shape):
-            raise ValueError(f"chunk dimensions must be positive: {value!r}")
-        return shape
-
-    def for_dataset(self, path: str) -> Any:
-        """The request for one dataset: None (keep), "auto" or a shape."""
-        if not isinstance(self.spec, Mapping):
-            return self._check(self.spec)
-        name = path.rsplit("/", 1)[-1]
-        for key, value in self.table.items():
-            k = "/" + key.strip("/")
-            if k == path or ("/" not in key.strip("/") and key.strip("/") == name):
-                self.used.add(key)
-                return value
-        return None
-
-    def unused(self) -> list[str]:
-        return sorted(set(self.table) - self.used) if isinstance(self.spec, Mapping) else []
-
-
-def _resolve_chunks(request: Any, shape: tuple[int, ...], dt: np.dtype,
-                    maxshape: tuple[int | None, ...], source: tuple[int, ...] | None
-                    ) -> tuple[int, ...]:
-    if isinstance(request, tuple) and len(request) == len(shape):
-        return tuple(max(1, s) if c is None else (c if m is None else min(c, max(1, s)))
-                     for c, s, m in zip(request, shape, maxshape))
-    if request == "auto" or source is None:
-        return choose_chunks(shape, dt, True, maxshape)
-    return tuple(source)
-
-
-def _compression_request(compression: Any, opts: Any) -> tuple[bool, str | None, int | None]:
-    """(change?, compressor or None, level) for ``compression=``/``compression_opts=``."""
-    if compression is None:
-        if opts is not None:
-            raise ValueError("compression_opts needs compression=")
-        return False, None, None
-    if compression is False or (isinstance(compression, str) and compression.lower() in (
-            "none", "")):
-        return True, None, None
-    if isinstance(compression, int) and not isinstance(compression, bool):
-        compression, opts = "gzip", compression
-    try:
-        codec = codecs.compressor(compression)
-    except ValueError as exc:
-        raise ValueError(f"{exc} or 'none'") from None
-    return True, codec.name, codec.check_level(opts)
-
-
-# -- datasets ---------------------------------------------------------------------------
-@dataclass
-class _Plan:
-    """One source dataset and how it is imported."""
+# -- the loader -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Planned:
+    """A dataset written to the domain: its source object, plan and chunk-table id."""
 
     obj: SourceObject
-    type_json: Any
-    dtype: np.dtype  # the domain's dtype
-    shape: tuple[int, ...] | None
-    maxshape: tuple[int | None, ...] | None
-    src_layout: int
-    src_chunks: tuple[int, ...] | None
-    filters: list[tuple[int, tuple]]  # (filter code, cd_values) in pipeline order
-    raw_ok: bool  # the file's element bytes are the domain dtype's
-    fill_json: Any = None
-    mode: str = "copy"  # copy, link, meta (no values: null, empty, unallocated)
-    chunks: tuple[int, ...] = ()
-    stored: list[Any] = field(default_factory=list)  # h5py StoreInfo of stored chunks
-    allocated: bool = True
-    source: ArraySource | None = None
-    src_codec: ChunkCodec | None = None
-    direct: bool = False
-    remaining: int = 0
-    reader: Any = None  # h5py dataset opened with a chunk cache for region reads
-    table: np.ndarray | None = None  # INDIRECT chunk table values
-    table_source: ArraySource | None = None
-
-    @property
-    def path(self) -> str:
-        return self.obj.path
-
-    @property
-    def scalar(self) -> bool:
-        return self.shape == ()
-
-    @property
-    def codes(self) -> list[int]:
-        return [c for c, _ in self.filters]
-
-    @property
-    def native(self) -> bool:
-        """Only filters whose HDF5 output both HSDS and ChunkCodec(hdf5_native=True) undo
-        (shuffle, deflate, fletcher32), in HDF5's usual order."""
-        found = [codecs.by_hdf5_id(c) for c in self.codes]
-        if any(c is None or not c.linkable for c in found):
-            return False
-        pos = [_NATIVE_ORDER.index(c.role) for c in found if c is not None]
-        return pos == sorted(pos) and len(set(pos)) == len(pos)
+    plan: DatasetPlan
+    table_id: str | None = None
 
 
-def _mapped_filters(plan: _Plan) -> tuple[str | None, int | None, bool, bool, list[str]]:
-    """(compressor, level, shuffle, fletcher32, notes) for the source's filter pipeline,
-    mapped onto what HSDS stores (other compressors become the nearest HSDS one)."""
-    out = codecs.MappedFilters()
-    for code, cd in plan.filters:
-        codec = codecs.by_hdf5_id(code)
-        if codec is None:
-            out.compressor, out.level = "gzip", 4
-            out.notes.append(f"filter {code} -> gzip")
-        else:
-            codec.map_hdf5(cd, out)
-    level = None if out.level is None else max(0, min(9, out.level))
-    return out.compressor, level, out.shuffle, out.fletcher32, out.notes
-
-
-def _filters_json(comp: str | None, level: int | None, shuffle: bool, f32: bool) -> list:
-    out = []
-    if shuffle:
-        out.append(filter_json("shuffle"))
-    if comp:
-        out.append(filter_json(comp, level))
-    if f32:
-        out.append(filter_json("fletcher32"))
-    return out
-
-
-def _native_filters_json(plan: _Plan) -> list:
-    """The source's own filters as HSDS filter JSON (level: HDF5's first cd_value)."""
-    out = []
-    for code, cd in plan.filters:
-        codec = codecs.by_hdf5_id(code)
-        assert codec is not None  # plan.native checked it
-        out.append(codec.json(int(cd[0]) if cd and codec.levels else None))
-    return out
-
-
-def _make_plan(obj: SourceObject, types: H5Types, values: H5Values) -> _Plan:
-    from h5py import h5d, h5s
-
-    dset = obj.h5
-    tid = dset.id.get_type()
-    type_json = types.json(tid)
-    dt = dtype_from_json(type_json)
-    if dt.subdtype is not None:
-        raise UnsupportedTypeError(
-            "a dataset whose element type is an HDF5 array type (h5py reads it as extra "
-            "axes); HSDS chunk layouts have no equivalent")
-    space = dset.id.get_space()
-    stype = space.get_simple_extent_type()
-    if stype == h5s.NULL:
-        shape, maxshape = None, None
-    elif stype == h5s.SCALAR:
-        shape, maxshape = (), ()
-    else:
-        shape = tuple(int(s) for s in dset.shape)
-        maxshape = tuple(None if m is None else int(m) for m in dset.maxshape)
-    dcpl = dset.id.get_create_plist()
-    layout = dcpl.get_layout()
-    filters = [(int(code), tuple(cd)) for code, _flags, cd, _name in
-               (dcpl.get_filter(i) for i in range(dcpl.get_nfilters()))]
-    plan = _Plan(obj, type_json, dt, shape, maxshape, layout,
-                 tuple(dset.chunks) if layout == h5d.CHUNKED else None, filters,
-                 same_layout(tid, dt))
-    if dcpl.fill_value_defined() == h5d.FILL_VALUE_USER_DEFINED and not has_vlen(dt):
-        try:
-            plan.fill_json = values.one(dset.fillvalue, dt)
-        except (UnsupportedTypeError, TypeError, ValueError):
-            plan.fill_json = None
-    if shape is None or math.prod(shape) == 0:
-        plan.mode = "meta"
-        return plan
-    if layout == h5d.CHUNKED:
-        stored: list[Any] = []
-        if hasattr(dset.id, "chunk_iter"):
-            dset.id.chunk_iter(stored.append)
-        else:  # HDF5 older than 1.14
-            stored = [dset.id.get_chunk_info(i) for i in range(dset.id.get_num_chunks())]
-        plan.stored = stored
-        plan.allocated = bool(stored)
-    elif layout == h5d.CONTIGUOUS and dcpl.get_external_count() == 0:
-        plan.allocated = dset.id.get_storage_size() > 0
-    return plan
-
-
-# -- the loader -------------------------------------------------------------------------
 class _Loader:
-    """One load: the metadata phase (:meth:`build`, in the h5py thread), then the chunk
-    copies (:meth:`run`, on the I/O loop), then the session's flush."""
+    """One load: the metadata phase (:meth:`build`, in the h5py thread: every dataset
+    described, planned and created, with links and attributes), the offset check, then
+    the chunk copies (a :class:`~.copy.ChunkCopier`, on the I/O loop), then the
+    session's flush."""
 
-    def __init__(self, source: Source, session: DomainSession, store: _CountingStore,
-                 summary: LoadSummary, link: bool, chunk_spec: _ChunkSpec,
-                 compression: tuple[bool, str | None, int | None], inline_limit: int,
-                 workers: int, progress: bool) -> None:
+    def __init__(self, source: Source, session: DomainSession, store: _WriteCounter,
+                 summary: LoadSummary, options: PlanOptions, workers: int,
+                 progress: bool) -> None:
         self.src = source
         self.session = session
         self.store = store
         self.summary = summary
-        self.link = link
-        self.chunk_spec = chunk_spec
-        self.compression = compression
-        self.inline_limit = inline_limit
+        self.options = options
         self.workers = workers
         self.progress = progress
-        self.plans: list[_Plan] = []
+        self.planned: list[_Planned] = []
         self.refs: dict[int, str] = {}  # source object address -> new id
         # every h5py call runs in this one thread (h5py serialises them anyway, and the
         # file object under it is not safe for concurrent seek/read)
-        self.reader = ThreadPoolExecutor(1, thread_name_prefix="h5dask-load-h5py")
-        self.bar: Any = None
-        self.chunks_total = 0
-        self.chunks_done = 0
+        self.h5py_thread = ThreadPoolExecutor(1, thread_name_prefix="h5dask-load-h5py")
+        self.copier: ChunkCopier | None = None
 
     # -- metadata -----------------------------------------------------------------
     def build(self) -> None:
@@ -443,16 +200,16 @@ class _Loader:
         refs = self.refs
         refs.update({o.addr: o.new_id for o in objects if o.new_id})
         values = H5Values(f, refs)
+        used_chunk_keys: set[str] = set()
         for obj in objects:
             if obj.kind == "d":
                 try:
-                    plan = _make_plan(obj, types, values)
-                    body = self._dataset_body(plan)
+                    planned = self._create_dataset(obj, types, values)
                 except UnsupportedTypeError as exc:
                     summary.skipped.append(f"{obj.path}: dataset ({exc})")
                     continue
-                obj.new_id = session.new_object("d", body)
-                self.plans.append(plan)
+                if planned.plan.chunks_key is not None:
+                    used_chunk_keys.add(planned.plan.chunks_key)
                 summary.datasets += 1
             elif obj.kind == "g":
                 if obj is not root:
@@ -460,7 +217,7 @@ class _Loader:
                 summary.groups += 1
             if obj.new_id:
                 refs[obj.addr] = obj.new_id
-        unused = self.chunk_spec.unused()
+        unused = self.options.chunks.unused(used_chunk_keys)
         if unused:
             raise ValueError(f"chunks= names datasets that are not in the file: {unused}")
         # links, then attributes (references resolve to the new ids)
@@ -482,12 +239,32 @@ class _Loader:
                 if attrs:
                     session.update(obj.new_id, lambda o, a=attrs: o.setdefault(
                         "attributes", {}).update(a))
-        for plan in self.plans:
-            meta = session.load(plan.obj.new_id)
-            assert isinstance(meta, DatasetMeta)
-            if plan.mode == "copy":
-                plan.source = array_source(session, meta, store=self.store)
+        for planned in self.planned:
+            meta = self._meta(planned.obj.new_id)
             summary.layouts[meta.layout.cls] = summary.layouts.get(meta.layout.cls, 0) + 1
+
+    def _create_dataset(self, obj: SourceObject, types: H5Types, values: H5Values
+                        ) -> _Planned:
+        """Describe, plan and create one dataset (and its INDIRECT chunk table)."""
+        plan = plan_dataset(describe_dataset(obj, types, values), self.options)
+        table_id = None
+        if plan.chunk_table is not None:
+            table_id = self.session.new_object("d", plan.chunk_table_json())
+        obj.new_id = self.session.new_object("d", plan.dataset_json(table_id))
+        planned = _Planned(obj, plan, table_id)
+        self.planned.append(planned)
+        if plan.copied_instead:
+            self.summary.copied.append(plan.path)
+        for note in plan.notes:
+            warnings.warn(f"{plan.path}: {note}", stacklevel=2)
+        self.summary.chunks_linked += plan.linked_chunks
+        self.summary.logical_bytes += plan.linked_bytes
+        return planned
+
+    def _meta(self, obj_id: str) -> DatasetMeta:
+        meta = self.session.load(obj_id)
+        assert isinstance(meta, DatasetMeta)
+        return meta
 
     def _attributes(self, obj: SourceObject, types: H5Types, values: H5Values) -> dict:
         import h5py
@@ -512,118 +289,6 @@ class _Loader:
             self.summary.attributes += 1
         return out
 
-    def _linkable(self, plan: _Plan) -> bool:
-        from h5py import h5d
-
-        if not self.link or self.src.file_uri is None or not plan.raw_ok:
-            return False
-        dset = plan.obj.h5
-        if plan.src_layout == h5d.CHUNKED:
-            # a chunk that skipped a filter (filter_mask) cannot share the dataset's codec
-            return plan.native and not any(info.filter_mask for info in plan.stored)
-        if plan.src_layout == h5d.CONTIGUOUS:
-            if dset.id.get_create_plist().get_external_count():
-                return False
-            return not plan.allocated or dset.id.get_offset() is not None
-        return False  # compact (the data is in the object header) or virtual
-
-    def _dataset_body(self, plan: _Plan) -> dict:
-        layout, filters = self._layout(plan)
-        return dataset_json(plan.type_json, Dataspace(plan.shape, plan.maxshape), layout,
-                            filters, plan.fill_json)
-
-    def _layout(self, plan: _Plan) -> tuple[dict | None, list]:
-        """The new dataset's layout and filters JSON; sets the plan's mode and codecs."""
-        from h5py import h5d
-
-        if plan.shape is None:  # a null dataspace: no values, no layout
-            return None, []
-        if self._linkable(plan):
-            layout = self._linked_layout(plan)
-            plan.mode = "link"
-            return layout, _native_filters_json(plan)
-        if self.link and plan.mode != "meta":
-            self.summary.copied.append(plan.path)
-        if plan.scalar:  # one chunk "0", as HSDS stores a scalar
-            return contiguous_layout(), []
-        assert plan.maxshape is not None
-        request = self.chunk_spec.for_dataset(plan.path)
-        if (isinstance(request, tuple) and len(request) != len(plan.shape)
-                and isinstance(self.chunk_spec.spec, Mapping)):
-            raise ValueError(f"chunks= gives {plan.path} the chunk shape {request}, but it "
-                             f"has {len(plan.shape)} dimensions (shape {plan.shape})")
-        plan.chunks = _resolve_chunks(request, plan.shape, plan.dtype, plan.maxshape,
-                                      plan.src_chunks)
-        comp, level, shuffle, f32, notes = _mapped_filters(plan)
-        change, new_comp, new_level = self.compression
-        if change:
-            comp, level = new_comp, new_level
-        for note in notes:
-            warnings.warn(f"{plan.path}: {note}", stacklevel=2)
-        if plan.mode != "meta" and not plan.allocated:
-            plan.mode = "meta"  # nothing stored: every value is the fill value
-        plan.direct = (plan.src_layout == h5d.CHUNKED and plan.native and plan.raw_ok
-                       and tuple(plan.chunks) == plan.src_chunks)
-        if plan.direct:
-            assert plan.src_chunks is not None
-            plan.src_codec = ChunkCodec.from_filters(
-                _native_filters_json(plan), plan.dtype, plan.src_chunks, hdf5_native=True)
-        return chunked_layout(plan.chunks), _filters_json(comp, level, shuffle, f32)
-
-    def _linked_layout(self, plan: _Plan) -> dict:
-        from h5py import h5d
-
-        from ..format.metadata import CONTIGUOUS_REF_CHUNK_MAX, _contiguous_chunks
-
-        uri = self.src.file_uri
-        dset = plan.obj.h5
-        itemsize = plan.dtype.itemsize
-        shape = plan.shape if plan.shape else (1,)
-        if plan.src_layout == h5d.CONTIGUOUS:
-            offset = dset.id.get_offset() if plan.allocated else None
-            size = int(dset.id.get_storage_size()) if offset is not None else 0
-            if plan.scalar:
-                # a one-chunk table: HSDS 1.0.2 cannot serve H5D_CONTIGUOUS_REF for scalars
-                table = {"0": [int(offset), size]} if offset is not None else {}
-                self._count_linked(len(table), itemsize if table else 0)
-                return chunked_ref_layout((1,), uri, table)
-            chunks = _contiguous_chunks(shape, itemsize, CONTIGUOUS_REF_CHUNK_MAX)
-            ranges = contiguous_ranges(shape, itemsize, chunks, int(offset or 0), size)
-            self._count_linked(len(ranges), sum(n for _, _, n in ranges))
-            return contiguous_ref_layout(uri, int(offset or 0), size)
-        chunks = plan.src_chunks
-        assert chunks is not None
-        grid = ChunkGrid(shape, chunks)
-        indices = [tuple(o // c for o, c in zip(info.chunk_offset, chunks))
-                   for info in plan.stored]
-        self._count_linked(len(indices), sum(
-            itemsize * math.prod(b.stop - b.start for b in grid.chunk_bounds(i))
-            for i in indices))
-        if len(plan.stored) <= self.inline_limit:
-            table = {ids.chunk_name(i): [int(info.byte_offset), int(info.size)]
-                     for i, info in zip(indices, plan.stored)}
-            return chunked_ref_layout(chunks, uri, table)
-        values = np.zeros(grid.grid_shape, dtype=CHUNK_TABLE_DTYPE)
-        for i, info in zip(indices, plan.stored):
-            if info.size >= 2**31:
-                raise ValueError(f"{plan.path}: a chunk of {info.size} bytes does not fit the "
-                                 "int32 size field of an HSDS chunk table")
-            values[i] = (info.byte_offset, info.size)
-        table_shape = grid.grid_shape
-        table_chunks = choose_chunks(table_shape, CHUNK_TABLE_DTYPE, True, table_shape)
-        table_id = self.session.new_object("d", dataset_json(
-            type_json_from_dtype(CHUNK_TABLE_DTYPE), Dataspace(table_shape, table_shape),
-            chunked_layout(table_chunks), []))
-        meta = self.session.load(table_id)
-        assert isinstance(meta, DatasetMeta)
-        plan.table = values
-        plan.table_source = array_source(self.session, meta, store=self.store)
-        return chunked_ref_indirect_layout(chunks, uri, table_id)
-
-    def _count_linked(self, chunks: int, logical: int) -> None:
-        self.summary.chunks_linked += chunks
-        self.summary.logical_bytes += logical
-
     # -- checks ---------------------------------------------------------------------
     def check_offsets(self) -> None:
         """Read one chunk by its reported offset and compare with h5py's read of it: if
@@ -633,220 +298,65 @@ class _Loader:
 
         if self.src.store is None:
             return
-        candidates = [(info.size, n, info) for n, p in enumerate(self.plans)
-                      if p.direct or p.mode == "link" for info in p.stored[:16]]
+        planned = self.planned
+        candidates = [(info.size, n, info) for n, p in enumerate(planned)
+                      if p.plan.direct or p.plan.mode == "link"
+                      for info in p.plan.source.stored[:16]]
         if candidates:
             _size, n, info = min(candidates, key=lambda c: c[:2])  # the cheapest to check
             offset = info.byte_offset
-            want = bytes(self.plans[n].obj.h5.id.read_direct_chunk(info.chunk_offset)[1])
+            want = bytes(planned[n].obj.h5.id.read_direct_chunk(info.offset)[1])
         else:  # a linked contiguous dataset: its first elements
-            plan = next((p for p in self.plans if p.mode == "link" and p.src_chunks is None
-                         and p.allocated), None)
-            if plan is None:
+            first = next((p for p in planned if p.plan.mode == "link"
+                          and p.plan.source.chunks is None and p.plan.source.allocated), None)
+            if first is None:
                 return
-            dset = plan.obj.h5
-            offset = dset.id.get_offset()
-            if plan.scalar:
+            src, dset = first.plan.source, first.obj.h5
+            offset = src.data_offset
+            if src.scalar:
                 head = np.asarray(dset[()])
             else:
-                assert plan.shape is not None
-                count = max(1, min(plan.shape[-1], 4096 // max(1, plan.dtype.itemsize)))
-                head = dset[(0,) * (len(plan.shape) - 1) + (slice(0, count),)]
-            want = np.ascontiguousarray(head, dtype=plan.dtype).tobytes()
+                assert src.shape is not None
+                count = max(1, min(src.shape[-1], 4096 // max(1, src.dtype.itemsize)))
+                head = dset[(0,) * (len(src.shape) - 1) + (slice(0, count),)]
+            want = np.ascontiguousarray(head, dtype=src.dtype).tobytes()
         got = sync(self.src.store.get(self.src.key, kind="chunk",
                                       byte_range=(offset, offset + len(want))))
         self.src.range_bytes += len(got or b"")
         if got == want:
             return
-        if any(p.mode == "link" for p in self.plans):
+        if any(p.plan.mode == "link" for p in planned):
             raise CorruptChunkError(f"{self.src.url}[{offset}]", (
                 "the data offsets HDF5 reports do not address the data's bytes in the file, "
                 "so it cannot be linked"))
         self.src.ranges_ok = False
 
-    # -- chunk jobs -----------------------------------------------------------------
-    def jobs(self) -> Iterator[tuple[_Plan, tuple[int, ...], Any]]:
-        """(plan, target chunk index, StoreInfo for a direct copy or None) of every chunk
-        to copy, dataset by dataset, in the source's (or C) order."""
-        for plan in self.plans:
+    # -- chunks ---------------------------------------------------------------------
+    def make_copier(self) -> ChunkCopier:
+        """The copier of every copied dataset's chunks and every INDIRECT chunk table."""
+        copies, tables = [], []
+        for planned in self.planned:
+            plan = planned.plan
+            if planned.table_id is not None:
+                assert plan.chunk_table is not None
+                tables.append(TableWrite(self._target(planned.table_id), plan.chunk_table))
             if plan.mode == "copy":
-                yield from self._plan_jobs(plan)
+                copies.append(DatasetCopy.of(plan, planned.obj.h5,
+                                             self._target(planned.obj.new_id)))
+        return ChunkCopier(self.src, copies, tables, self.refs, self.h5py_thread, self.workers)
 
-    def _plan_jobs(self, plan: _Plan) -> Iterator[tuple[_Plan, tuple[int, ...], Any]]:
-        if plan.scalar:
-            yield plan, (0,), None
-            return
-        assert plan.shape is not None
-        if plan.direct:
-            for info in plan.stored:
-                yield plan, tuple(o // c for o, c in zip(info.chunk_offset, plan.chunks)), info
-            return
-        grid = ChunkGrid(plan.shape, plan.chunks)
-        if plan.src_chunks is None:
-            yield from ((plan, index, None) for index in grid.indices())
-            return
-        # rechunked: only target chunks that overlap a stored source chunk
-        alloc = np.zeros(ChunkGrid(plan.shape, plan.src_chunks).grid_shape, dtype=bool)
-        for info in plan.stored:
-            alloc[tuple(o // c for o, c in zip(info.chunk_offset, plan.src_chunks))] = True
-        for index in grid.indices():
-            region = tuple(slice(b.start // c, (b.stop - 1) // c + 1)
-                           for b, c in zip(grid.chunk_bounds(index), plan.src_chunks))
-            if alloc[region].any():
-                yield plan, index, None
+    def _target(self, obj_id: str) -> ArraySource:
+        # the chunks are written through the counting wrapper
+        return array_source(self.session, self._meta(obj_id), store=self.store)
 
-    def count_jobs(self) -> tuple[int, int]:
-        chunks = nbytes = 0
-        for plan, index, _info in self.jobs():
-            chunks += 1
-            nbytes += self._logical(plan, index)
-            plan.remaining += 1
-        return chunks, nbytes
-
-    def _logical(self, plan: _Plan, index: tuple[int, ...]) -> int:
-        itemsize = plan.obj.h5.dtype.itemsize
-        if plan.scalar:
-            return itemsize
-        assert plan.shape is not None
-        bounds = ChunkGrid(plan.shape, plan.chunks).chunk_bounds(index)
-        return itemsize * math.prod(b.stop - b.start for b in bounds)
-
-    async def run(self) -> None:
-        """Write the chunk tables, then copy every chunk with ``workers`` at a time."""
-        loop = asyncio.get_running_loop()
-        for plan in self.plans:
-            if plan.table_source is not None:
-                await plan.table_source.write_async((), plan.table)
-        jobs = self.jobs()
-
-        async def worker() -> None:
-            for plan, index, info in jobs:  # one shared generator: each chunk once
-                await self._copy(loop, plan, index, info)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(self.workers):
-                    group.create_task(worker())
-        except BaseExceptionGroup as group_error:  # the first failure, as itself
-            first: BaseException = group_error
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
-
-    async def _copy(self, loop: asyncio.AbstractEventLoop, plan: _Plan,
-                    index: tuple[int, ...], info: Any) -> None:
-        assert plan.source is not None
-        if info is not None and not info.filter_mask:
-            raw = await self._raw_chunk(loop, plan, info)
-            where = f"{self.src.url}:{plan.path}[chunk {ids.chunk_name(index)}]"
-            assert plan.src_codec is not None
-            chunk = await asyncio.to_thread(plan.src_codec.decode, raw, where, None)
-        else:
-            chunk = await loop.run_in_executor(self.reader, self._read_region, plan, index)
-        await plan.source.write_chunk_async(index, chunk)
-        plan.remaining -= 1
-        if plan.remaining == 0 and plan.reader is not None:
-            await loop.run_in_executor(self.reader, self._close_reader, plan)
-        logical = self._logical(plan, index)
-        self.summary.logical_bytes += logical
-        self.chunks_done += 1
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"chunks {self.chunks_done}/{self.chunks_total}",
-                                     refresh=False)
-            self.bar.update(logical)
-
-    async def _raw_chunk(self, loop: asyncio.AbstractEventLoop, plan: _Plan,
-                         info: Any) -> bytes:
-        """The stored bytes of one source chunk: one ranged read (concurrent with the
-        others) where the file is reachable as an object, else through h5py."""
-        if self.src.store is not None and self.src.ranges_ok:
-            start, stop = info.byte_offset, info.byte_offset + info.size
-            assert self.src.key is not None
-            data = await self.src.store.get(self.src.key, kind="chunk", byte_range=(start, stop))
-            if data is None or len(data) != info.size:
-                raise CorruptChunkError(f"{self.src.url}[{start}:{stop}]", (
-                    f"read {0 if data is None else len(data)} of {info.size} bytes"))
-            self.src.range_bytes += len(data)
-            return data
-
-        def read() -> bytes:
-            _mask, data = plan.obj.h5.id.read_direct_chunk(info.chunk_offset)
-            return bytes(data)
-
-        return await loop.run_in_executor(self.reader, read)
-
-    # (in the h5py thread)
-    def _read_region(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
-        """One target chunk read through h5py (which undoes any filter it has a plugin
-        for), padded with the fill value at the edges; HDF5's own failures become one
-        SourceFileError naming the file and the dataset."""
-        try:
-            return self._read_region_h5py(plan, index)
-        except OSError as exc:
-            if isinstance(exc, H5DaskError):
-                raise
-            raise SourceFileError(f"{self.src.url}: dataset {plan.path}: h5py cannot read "
-                                  f"it ({exc})") from exc
-
-    def _read_region_h5py(self, plan: _Plan, index: tuple[int, ...]) -> np.ndarray:
-        assert plan.source is not None
-        dset = self._region_reader(plan)
-        values = H5Values(self.src.h5, self.refs)
-        if plan.scalar:
-            out = np.empty((1,), dtype=plan.dtype)
-            out[0] = values.array(np.asarray(dset[()]).reshape(()), plan.dtype)[()]
-            return out
-        assert plan.shape is not None
-        bounds = ChunkGrid(plan.shape, plan.chunks).chunk_bounds(index)
-        data = values.array(dset[bounds], plan.dtype)
-        out = np.empty(plan.chunks, dtype=plan.dtype)
-        if data.shape != plan.chunks:
-            fill_array(out, plan.source.fill_value)
-        out[tuple(slice(0, b.stop - b.start) for b in bounds)] = data
-        return out
-
-    def _region_reader(self, plan: _Plan) -> Any:
-        import h5py
-
-        if plan.reader is None:
-            if plan.src_chunks is None or plan.scalar:
-                plan.reader = plan.obj.h5
-            else:
-                # a chunk cache holding the source chunks of one slab of target chunks,
-                # so that rechunking reads each source chunk about once
-                assert plan.shape is not None
-                src_bytes = plan.obj.h5.dtype.itemsize * math.prod(plan.src_chunks)
-                per_slab = math.ceil(plan.chunks[0] / plan.src_chunks[0]) + 1
-                per_slab *= math.prod(math.ceil(s / c) for s, c in zip(
-                    plan.shape[1:], plan.src_chunks[1:]))
-                nbytes = int(min(512 * 2**20, max(2**20, src_bytes * per_slab)))
-                dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-                dapl.set_chunk_cache(100003, nbytes, 1.0)
-                dsid = h5py.h5d.open(self.src.h5.id, plan.path.encode("utf-8"), dapl)
-                plan.reader = h5py.Dataset(dsid)
-        return plan.reader
-
-    @staticmethod
-    def _close_reader(plan: _Plan) -> None:
-        plan.reader = None  # the last reference: the dataset and its chunk cache close
-
-    # -- progress -------------------------------------------------------------------
     def open_bar(self, total_bytes: int) -> None:
         if not self.progress:
             return
-        from tqdm import tqdm
-
-        name = os.path.basename(self.src.url.rstrip("/")) or self.src.url
-        linked = self.summary.logical_bytes if self.link else 0
-        self.chunks_done = self.summary.chunks_linked if self.link else 0
-        self.chunks_total += self.chunks_done
-        self.bar = tqdm(total=total_bytes + linked, unit="B", unit_scale=True,
-                        unit_divisor=1024, desc=f"{'link' if self.link else 'load'} {name}",
-                        file=sys.stderr, dynamic_ncols=True, mininterval=0.2)
-        self.bar.set_postfix_str(f"chunks {self.chunks_done}/{self.chunks_total}",
-                                 refresh=False)
-        if linked:
-            self.bar.update(linked)
+        assert self.copier is not None
+        link = self.options.link
+        self.copier.open_bar(total_bytes, "link" if link else "load",
+                             self.summary.logical_bytes if link else 0,
+                             self.summary.chunks_linked if link else 0)
 
 
 def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None,
@@ -900,8 +410,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
         raise ValueError(f"max_workers must be >= 1, not {max_workers}")
     if inline_chunk_limit < 0:
         raise ValueError("inline_chunk_limit must be >= 0")
-    chunk_spec = _ChunkSpec(chunks)
-    compression_req = _compression_request(compression, compression_opts)
+    chunk_spec = ChunkSpec.parse(chunks)
+    compression_req = Compression.parse(compression, compression_opts)
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
             urlsplit(str(url)).scheme in ("s3", "s3a"):
         src_storage_options = storage_options
@@ -916,21 +426,22 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
             raise DomainExistsError(
                 f"domain {location.url!r} already exists: pass overwrite=True (h5dask load "
                 "--overwrite) to replace it, or remove it first with h5dask rm") from exc
-        store = _CountingStore(session.store)
-        session.store = store  # metadata writes are counted too
+        store = _WriteCounter(session.store)
+        session.store = store  # type: ignore[assignment]  # (metadata writes count too)
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
-        workers = max_workers or min(8, store.max_concurrency)
-        loader = _Loader(source, session, store, summary, link, chunk_spec, compression_req,
-                         inline_chunk_limit, workers, progress)
+        workers = max_workers or min(8, store.inner.max_concurrency)
+        options = PlanOptions(link, source.file_uri, chunk_spec, compression_req,
+                              inline_chunk_limit)
+        loader = _Loader(source, session, store, summary, options, workers, progress)
         try:
             _run(_load(loader))
         except BaseException:
             session.discard()
             raise
         finally:
-            loader.reader.shutdown(wait=True)
-            if loader.bar is not None:
-                loader.bar.close()
+            loader.h5py_thread.shutdown(wait=True)
+            if loader.copier is not None:
+                loader.copier.close_bar()
         summary.bytes_read = source.bytes_read
         summary.chunks_written = store.objects["chunk"]
         summary.chunk_bytes_written = store.written["chunk"]
@@ -947,9 +458,11 @@ async def _load(loader: _Loader) -> None:
     domain; on any failure, nothing is published and what was written is removed."""
     loop = asyncio.get_running_loop()
     try:
-        total_bytes = await loop.run_in_executor(loader.reader, _prepare, loader)
+        total_bytes = await loop.run_in_executor(loader.h5py_thread, _prepare, loader)
         loader.open_bar(total_bytes)
-        await loader.run()
+        assert loader.copier is not None
+        await loader.copier.run()
+        loader.summary.logical_bytes += loader.copier.logical_bytes
         await loader.session.flush_async()
     except BaseException:
         loader.session.discard()
@@ -958,11 +471,11 @@ async def _load(loader: _Loader) -> None:
 
 
 def _prepare(loader: _Loader) -> int:
+    """The metadata phase and the checks; returns the bytes of values to copy."""
     loader.build()
     loader.check_offsets()
-    chunks, nbytes = loader.count_jobs()
-    loader.chunks_total = chunks
-    return nbytes
+    loader.copier = loader.make_copier()
+    return loader.copier.count()
 
 
 async def _remove_new_objects(loader: _Loader) -> None:

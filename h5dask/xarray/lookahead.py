@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import private_api
 from ..chunkio import ArraySource
+from ..format.chunks import slice_origin
 from ..readahead import get_readahead
 
 #: ready tasks looked at, at most, each time a task starts
@@ -51,27 +52,13 @@ def unwrap_h5cloud(obj: Any) -> tuple[Any, tuple[int, ...]] | None:
         if isinstance(obj, adapter.LazilyIndexedArray):
             if origin is not None:
                 return None  # a slice of a slice: leave it to the task
-            origin = _slice_origin(obj.key.tuple, obj.array.shape)
+            origin = slice_origin(obj.key.tuple, obj.array.shape)
             if origin is None:
                 return None
         elif not isinstance(obj, adapter.elementwise_wrappers):
             return None
         obj = obj.array
     return None
-
-
-def _slice_origin(key: tuple, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    if len(key) != len(shape):
-        return None
-    origin = []
-    for k, n in zip(key, shape):
-        if not isinstance(k, slice):
-            return None
-        start, _stop, step = k.indices(n)
-        if step != 1:
-            return None
-        origin.append(start)
-    return tuple(origin)
 
 
 def task_chunks(task: Any, value_of: Callable[[Any], Any]) -> list[tuple[Any, tuple]]:

@@ -12,16 +12,8 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,27 +21,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from servers.active import free_port, start_active_server, stop_process
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ACTIVE_BUCKET = "active-test"
 MAX_OBJECT_SIZE = 1 << 20
 MAX_IN_FLIGHT = 4
 SLOW_SECONDS = 1.5
-
-
-def free_port() -> int:
-    """A free loopback TCP port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Ask Linux to SIGTERM the child if pytest dies without cleaning up."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 # -- SeaweedFS --------------------------------------------------------------------------
@@ -218,65 +195,15 @@ class ActiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"active server exited at start:\n{log_path.read_text()}")
-        try:
-            with opener.open(url + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"active server not healthy after 30 s:\n{log_path.read_text()}")
-        time.sleep(0.1)
-
-
 def start_server(
     log_path: Path, allowed: list[str], extra: list[str] | None = None
 ) -> tuple[subprocess.Popen[bytes], ActiveServer]:
     """Start the server subprocess on a free port and wait for /healthz."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "h5dask.active.server", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--log-level", "INFO"]
+    args = ["--log-level", "INFO"]
     for origin in allowed:
-        cmd += ["--allow-upstream", origin]
-    cmd += extra or []
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-    server = ActiveServer(f"http://127.0.0.1:{port}", proc.pid, log_path, allowed)
-    try:
-        _wait_healthy(server.url, proc, log_path)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return proc, server
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM the process by its pid, SIGKILL it if it does not exit in time."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        args += ["--allow-upstream", origin]
+    proc, url = start_active_server(log_path, args + (extra or []))
+    return proc, ActiveServer(url, proc.pid, log_path, allowed)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from h5dask.format.chunks import ChunkGrid, choose_chunks, normalize_selection
+from h5dask.format.chunks import ChunkGrid, choose_chunks, normalize_selection, slice_origin
 
 
 def _assemble(arr: np.ndarray, chunks: tuple[int, ...], key: object) -> tuple[np.ndarray, set]:
@@ -148,3 +148,15 @@ def test_choose_chunks_guess_aims_at_2_mib(shape: tuple, dtype: str,
     assert choose_chunks(shape, np.dtype(dtype), True, None) == expected
     assert math.prod(expected) * max(np.dtype(dtype).itemsize, 16 if dtype == "O" else 0
                                      ) <= 2 * 2**20
+
+
+@pytest.mark.parametrize(("key", "shape", "origin"), [
+    ((slice(2, 5), slice(None)), (10, 4), (2, 0)),
+    ((slice(-3, None),), (10,), (7,)),
+    ((slice(None),), (0,), (0,)),
+    ((slice(0, 10, 2),), (10,), None),  # a step: not a plain slice
+    ((3, slice(None)), (10, 4), None),  # an integer drops a dimension
+    ((slice(None),), (10, 4), None),  # too short a key: no origin rather than a wrong one
+])
+def test_slice_origin(key: tuple, shape: tuple[int, ...], origin: tuple | None) -> None:
+    assert slice_origin(key, shape) == origin

@@ -76,6 +76,13 @@ def test_fill_values() -> None:
                                                 {"name": "b", "type": F4}]}
     fv = parse_dataset(KEY, dataset(type=cmpd, creationProperties={"fillValue": [3, 0.5]}))
     assert fv.fill_value().tolist() == (3, 0.5)
+    vlen_str = {"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII", "strPad": "H5T_STR_NULLTERM",
+                "length": "H5T_VARIABLE"}
+    cmpd_vlen = {"class": "H5T_COMPOUND", "fields": [
+        {"name": "a", "type": "H5T_STD_I16BE"},
+        {"name": "s", "type": {"class": "H5T_ARRAY", "dims": [2], "base": vlen_str}}]}
+    unset = parse_dataset(KEY, dataset(type=cmpd_vlen, creationProperties={})).fill_value()
+    assert unset["a"] == 0 and unset["s"].tolist() == [b"", b""]  # as h5py, not None
     bad = parse_dataset(KEY, dataset(creationProperties={"fillValue": "lots"}))
     with pytest.raises(MetadataError, match="fillValue") as err:
         bad.fill_value()
@@ -177,6 +184,19 @@ def test_attribute_value_errors_name_key_and_attribute() -> None:
         meta.attributes["a"].value(GKEY)
     assert err.value.key == GKEY
     assert meta.attributes["n"].value(GKEY) is None
+
+
+def test_vlen_ascii_string_attributes_read_as_str() -> None:
+    """h5py reads every variable-length string attribute as str, ASCII ones too
+    (pyfive's dim_scales.hdf5 has DIMENSION_LABELS of three)."""
+    ascii_ = {"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
+              "strPad": "H5T_STR_NULLTERM", "length": "H5T_VARIABLE"}
+    meta = parse_group(GKEY, {"id": ROOT, "attributes": {
+        "labels": {"type": ascii_, "shape": {"class": "H5S_SIMPLE", "dims": [3]},
+                   "value": ["z", "y", "x"]},
+        "one": {"type": ascii_, "shape": {"class": "H5S_SCALAR"}, "value": "t"}}})
+    assert meta.attributes["labels"].value(GKEY).tolist() == ["z", "y", "x"]
+    assert meta.attributes["one"].value(GKEY) == "t"
 
 
 def test_domain_and_datatype() -> None:

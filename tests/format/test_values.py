@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import h5dask
-from h5dask.format.values import array_from_json, json_from_array
+from h5dask.format.values import array_from_json, json_from_array, text_as_str, unwritten_value
 
 CMPD = np.dtype([("a", "<i4"), ("b", ">f8", (2,)), ("s", "S3"),
                  ("n", [("x", "u1"), ("y", "<f2")])])
@@ -100,3 +100,32 @@ def test_bad_values(value: object, dtype: object, shape: tuple, problem: str) ->
 def test_null_space_has_no_values() -> None:
     with pytest.raises(ValueError, match="null"):
         array_from_json(None, np.dtype("<i4"), None)
+
+
+def test_vlen_sequences_read_in_native_byte_order() -> None:
+    """h5py reads the elements of a sequence of big-endian numbers (pyfive's
+    attr_datatypes.hdf5 has one) as native numbers of the same value."""
+    seq = array_from_json([[1, 2], [3]], h5dask.vlen_dtype(">u8"), (2,))
+    assert [s.dtype for s in seq] == [np.dtype("=u8")] * 2
+    assert [s.tolist() for s in seq] == [[1, 2], [3]]
+
+
+def test_unwritten_value_has_empty_vlen_parts() -> None:
+    """What h5py reads where nothing was written and no fill value was set: 0, and for
+    variable-length parts the empty value, never None (hdf5-json's
+    compound_array_vlen_string.h5 has a compound with an array of vlen strings)."""
+    dt = np.dtype([("n", ">u8"), ("s", h5dask.string_dtype("ascii"), (3,)),
+                   ("u", h5dask.string_dtype()), ("q", h5dask.vlen_dtype(">i4"))])
+    value = unwritten_value(dt)
+    assert value["n"] == 0
+    assert value["s"].tolist() == [b"", b"", b""]
+    assert value["u"] == b""  # strings inside compounds read as bytes, UTF-8 ones too
+    assert unwritten_value(h5dask.string_dtype()) == ""  # a UTF-8 dataset reads as str
+    assert value["q"].tolist() == [] and value["q"].dtype == np.dtype("=i4")
+    assert unwritten_value(h5dask.string_dtype("ascii")) == b""
+    assert unwritten_value(np.dtype(">f4")) == 0
+
+
+def test_text_as_str() -> None:
+    arr = np.array([b"z", "y", b"\xff"], dtype=object)
+    assert text_as_str(arr).tolist() == ["z", "y", "\udcff"]

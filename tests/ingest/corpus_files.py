@@ -173,6 +173,8 @@ def vlen_sequences(f: h5py.File) -> None:
     g = f.create_dataset("floats", shape=(2,), dtype=h5py.vlen_dtype(">f8"), chunks=(1,))
     g[0] = np.array([0.5, 1.5], dtype=">f8")
     g[1] = np.array([np.nan], dtype=">f8")
+    h = f.create_dataset("sparse", shape=(4,), dtype=h5py.vlen_dtype(">i2"), chunks=(2,))
+    h[0] = np.array([5, -5], dtype=">i2")  # the second chunk is never written
 
 
 # -- compounds, arrays, references ------------------------------------------------------
@@ -195,6 +197,7 @@ def compound_vlen_member(f: h5py.File) -> None:
                    ("tag", h5py.string_dtype("ascii"))])
     f.create_dataset("table", data=np.array([(1, "one", b"a"), (2, "tw\u00f6", b"")],
                                             dtype=dt))
+    f.create_dataset("unwritten", shape=(3,), dtype=dt, chunks=(2,))
 
 
 @corpus

@@ -12,12 +12,9 @@
 from __future__ import annotations
 
 import json
-import os
 import select
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -31,14 +28,8 @@ from typing import Any
 import cbor2
 import numpy as np
 import pytest
-from test_active_server import (
-    OPENER,
-    PROJECT_ROOT,
-    Server,
-    _wait_healthy,
-    basic,
-    free_port,
-)
+from servers.active import OPENER, start_active_server, stop_process
+from test_active_server import Server, basic
 from test_faults import record_figures
 
 H5DASK = shutil.which("h5dask", path=str(Path(sys.executable).parent)) or "h5dask"
@@ -69,31 +60,16 @@ def server(seaweedfs: Any, tmp_path_factory: Any) -> Iterator[Server]:
     s3.put_object(Bucket=BUCKET, Key="big.bin",
                   Body=np.arange(MAX_OBJECT // 4, dtype="<i4").tobytes())
     log_path = tmp_path_factory.mktemp("active-attacks") / "server.log"
-    port = free_port()
-    cmd = [H5DASK, "serve-active", "--host", "127.0.0.1", "--port", str(port),
-           "--allow-upstream", seaweedfs.endpoint, "--max-in-flight", str(MAX_IN_FLIGHT),
-           "--max-object-size", str(MAX_OBJECT), "--body-timeout", str(BODY_TIMEOUT),
-           "--log-level", "INFO"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT),
-                                                    env.get("PYTHONPATH", "")) if p)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", proc, log_path, seaweedfs.endpoint,
-                 seaweedfs.access_key, seaweedfs.secret_key,
-                 f"{seaweedfs.endpoint}/{BUCKET}/small.bin", small.size)
+    proc, url = start_active_server(log_path, [
+        "--allow-upstream", seaweedfs.endpoint, "--max-in-flight", str(MAX_IN_FLIGHT),
+        "--max-object-size", str(MAX_OBJECT), "--body-timeout", str(BODY_TIMEOUT),
+        "--log-level", "INFO"], command=[H5DASK, "serve-active"])
     try:
-        _wait_healthy(srv)
-        yield srv
+        yield Server(url, proc, log_path, seaweedfs.endpoint, seaweedfs.access_key,
+                     seaweedfs.secret_key, f"{seaweedfs.endpoint}/{BUCKET}/small.bin",
+                     small.size)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, timeout=10)
 
 
 def read_http_response(sock: socket.socket) -> tuple[int, bytes]:

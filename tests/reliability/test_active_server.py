@@ -21,13 +21,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -42,25 +39,18 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers.active import OPENER, free_port, start_active_server, stop_process
 from test_faults import record_figures
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "active-reliability"
 SECRET = "S3cr3t-Sentinel-0000"  # must never show up in a log or an answer
 CI_REQUESTS, SLOW_REQUESTS = 2000, 20000
 CI_FUZZ, SLOW_FUZZ = 150, 3000
 COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None}
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- a canary (must never be reached) and an allowed upstream that redirects to it ------
@@ -175,21 +165,6 @@ class Server:
         return self.access_key, self.secret_key
 
 
-def _wait_healthy(server: Server) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited:\n{server.log()}")
-        try:
-            with OPENER.open(server.url + "/healthz", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not healthy:\n{server.log()}")
-
-
 @pytest.fixture(scope="module")
 def server(seaweedfs: Any, stubs: Stubs, tmp_path_factory: Any) -> Iterator[Server]:
     seaweedfs.create_bucket(BUCKET)
@@ -197,30 +172,14 @@ def server(seaweedfs: Any, stubs: Stubs, tmp_path_factory: Any) -> Iterator[Serv
     seaweedfs.s3_client().put_object(Bucket=BUCKET, Key="load/data.bin",
                                      Body=np.arange(n, dtype="<i4").tobytes())
     log_path = tmp_path_factory.mktemp("active-reliability") / "server.log"
-    port = free_port()
-    cmd = [sys.executable, "-m", "h5dask.active.server", "--host", "127.0.0.1", "--port",
-           str(port), "--log-level", "DEBUG", "--max-in-flight", "32",
-           "--allow-upstream", seaweedfs.endpoint, "--allow-upstream", stubs.redirector]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT),
-                                                    env.get("PYTHONPATH", "")) if p)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
-    srv = Server(f"http://127.0.0.1:{port}", proc, log_path, seaweedfs.endpoint,
-                 seaweedfs.access_key, seaweedfs.secret_key,
-                 f"{seaweedfs.endpoint}/{BUCKET}/load/data.bin", n)
+    proc, url = start_active_server(log_path, [
+        "--log-level", "DEBUG", "--max-in-flight", "32", "--allow-upstream",
+        seaweedfs.endpoint, "--allow-upstream", stubs.redirector])
     try:
-        _wait_healthy(srv)
-        yield srv
+        yield Server(url, proc, log_path, seaweedfs.endpoint, seaweedfs.access_key,
+                     seaweedfs.secret_key, f"{seaweedfs.endpoint}/{BUCKET}/load/data.bin", n)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc, timeout=10)
 
 
 # -- load -------------------------------------------------------------------------------

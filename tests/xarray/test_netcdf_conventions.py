@@ -54,3 +54,22 @@ def test_scales_give_named_dimensions_and_hide_internal_attributes(tmp_path):
     with h5dask.File(url) as f:
         assert f["time"].attrs["CLASS"] == b"DIMENSION_SCALE"
         assert list(f["t"].attrs["DIMENSION_LIST"][0]) == [f["time"].id]
+
+
+def test_vlen_ascii_string_attribute_lists_are_str_as_in_h5netcdf(tmp_path):
+    """h5netcdf gives a variable-length ASCII string array attribute (h5py's dimension
+    labels, pyfive's dim_scales.hdf5) as a list of str; so must h5cloud."""
+    from h5dask.ingest import load_file
+
+    path = tmp_path / "labels.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("v", data=np.ones((2, 3), "i4"))
+        d.dims[0].label, d.dims[1].label = "z", "y"
+        d.attrs.create("names", ["a", "bc"], dtype=h5py.string_dtype("ascii"))
+    url = (tmp_path / "store" / "labels.h5").as_uri()
+    load_file(path, url, progress=False)
+    want = xr.open_dataset(path, engine="h5netcdf", phony_dims="sort")
+    got = xr.open_dataset(url, engine="h5cloud")
+    assert got["v"].attrs["DIMENSION_LABELS"] == ["z", "y"]
+    assert got["v"].attrs["names"] == ["a", "bc"]
+    xr.testing.assert_identical(got, want)
