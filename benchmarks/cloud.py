@@ -8,6 +8,9 @@ latencies, interleaved and repeated; opening 50 variables; pushed-down ``mean()`
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +39,9 @@ class CloudRun:
     mean_pushed: Series | None = None
     mean_bytes: tuple[int, int] = (0, 0)  # client bytes: local, pushed down
     readahead_peak: int = 0
+    readahead_budget: int = 0
+    #: reader -> median CPU seconds per round of (this client, the proxy, SeaweedFS)
+    cpu: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     memory: Any = None  # extras.MemoryResult of a fresh process reading through the proxy
 
 
@@ -74,7 +80,8 @@ def zarr_obstore_auto(services: Services, written: Written) -> Callable[[], floa
 
 
 def contenders(services: Services, w: Written, peers: set[str], active_url: str | None,
-               auto: bool = True) -> list[tuple[Series, Callable[[], Any], str]]:
+               auto: bool = True, floor: bool = False
+               ) -> list[tuple[Series, Callable[[], Any], str]]:
     """(series, runner, kind) of every reader, built while ``services`` points at the proxy."""
     out: list[tuple[Series, Callable[[], Any], str]] = []
 
@@ -103,6 +110,12 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
     if "hsds" in peers:
         add("HSDS + h5pyd", readers.hsds_read(services, w), "peer",
             "HSDS reading the same objects through the proxy")
+    if floor:
+        add("compute only, chunks={} (in memory)", compute_only(services, w, {}), "floor",
+            "the same sum() on the data already in memory: no I/O")
+        if auto:
+            add('compute only, chunks="auto" (in memory)', compute_only(services, w, "auto"),
+                "floor", "the same sum() on the data already in memory: no I/O")
     if active_url:
         add("h5dask pushdown (active storage)", _pushdown(services, w, active_url),
             "pushdown", "the server reads each chunk through the proxy and sums it")
@@ -132,6 +145,67 @@ def _checked(run: Callable[[], Any], kind: str, expected: float, name: str
         return got
 
     return checked
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (0 if unknown/gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process, every thread (obstore's runtime included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, int | None],
+                rounds: list[tuple[float, float, float]]) -> Callable[[], Any]:
+    """``run``, appending each call's CPU seconds (this client, proxy, store) to ``rounds``:
+    on 2 shared cores the CPU a reader costs, not only its time, says what is possible."""
+
+    def counted() -> Any:
+        before = (own_cpu(), *(process_cpu(p) for p in pids))
+        result = run()
+        after = (own_cpu(), *(process_cpu(p) for p in pids))
+        rounds.append(tuple(b - a for a, b in zip(before, after)))  # type: ignore[arg-type]
+        return result
+
+    return counted
+
+
+def compute_only(services: Services, written: Written, chunks: Any) -> Callable[[], float]:
+    """The same ``sum()`` on the variable already in memory (persisted once): the time
+    and CPU of xarray's and dask's own work, which no reader can hide behind its I/O for
+    the block read last."""
+    import xarray as xr
+
+    ds = xr.open_dataset(written.domain_url, engine="h5cloud", chunks=chunks,
+                         storage_options=services.storage_options)
+    in_memory = ds["v"].persist()
+
+    def run() -> float:
+        return float(in_memory.sum().compute())
+
+    return run
+
+
+def warm_up(runners: list[Callable[[], Any]]) -> None:
+    """Run every contender once, untimed: each then starts its timed rounds with its
+    imports done and its connections through the proxy open, as raw always did (a
+    contender's first round otherwise pays its imports and connection set-up, and with
+    few repeats that cold round moves its median). A failure shows in the timed rounds."""
+    for run in runners:
+        try:
+            run()
+        except Exception:  # noqa: BLE001, S112 - recorded by interleave() when timed
+            continue
 
 
 def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: Log
@@ -167,8 +241,8 @@ def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: L
 
 def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
               repeats: int, peers: set[str], pushdown: bool, log: Log,
-              open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True
-              ) -> list[CloudRun]:
+              open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True,
+              floor: bool = False) -> list[CloudRun]:
     """Every contender through a fresh proxy at each latency (seconds)."""
     from h5dask.readahead import get_readahead
 
@@ -185,14 +259,21 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
             try:
                 if "hsds" in peers:
                     hsds = services.restart_hsds(proxy.endpoint)
-                rows = contenders(services, w, peers, active.url if active else None, auto)
+                rows = contenders(services, w, peers, active.url if active else None, auto,
+                                  floor)
                 for s, _, _ in rows:
                     s.nbytes = data.nbytes
-                rows[0][1]()  # warm-up: connections through the proxy
+                warm_up([r for _, r, _ in rows])
                 get_readahead().peak_reserved = 0
+                pids = (proxy.proc.pid if proxy.proc else None, services.s3.pid)
+                cpu_rounds: dict[str, list[tuple[float, float, float]]] = {
+                    s.name: [] for s, _, _ in rows}
                 interleave([s for s, _, _ in rows],
-                           [_checked(r, k, expected, s.name) for s, r, k in rows], repeats, log)
+                           [cpu_counted(_checked(r, k, expected, s.name), pids,
+                                        cpu_rounds[s.name]) for s, r, k in rows], repeats, log)
+                result.cpu = {name: _median_each(got) for name, got in cpu_rounds.items() if got}
                 result.readahead_peak = get_readahead().peak_reserved
+                result.readahead_budget = get_readahead().budget
                 result.reads = [(s, k) for s, _, k in rows]
                 if open_fn is not None:
                     result.opens = open_fn(repeats)
@@ -211,6 +292,10 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
     return runs
 
 
+def _median_each(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    return tuple(statistics.median(column) for column in zip(*rounds))  # type: ignore[return-value]
+
+
 def summary(runs: list[CloudRun]) -> str:
     lines = []
     for r in runs:
@@ -218,7 +303,10 @@ def summary(runs: list[CloudRun]) -> str:
         lines.append(f"{r.latency_ms:.0f} ms:")
         for s, _ in r.reads:
             ratio = f"{raw.median / s.median:5.2f} x raw" if raw and s.seconds else ""
-            lines.append(f"  {s.name:<36} {s.mb_s:8.0f} MB/s  {ratio} {s.error}")
+            cpu = r.cpu.get(s.name)
+            used = (f"  CPU s: client {cpu[0]:.2f}, proxy {cpu[1]:.2f}, SeaweedFS {cpu[2]:.2f}"
+                    if cpu else "")
+            lines.append(f"  {s.name:<36} {s.mb_s:8.0f} MB/s  {ratio} {s.error}{used}")
         for s in r.opens:
             lines.append(f"  open: {s.name:<30} {s.median * 1000:7.0f} ms")
         if r.mean_local and r.mean_pushed:
@@ -252,6 +340,12 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
             ratio = f"{raw.median / s.median:.2f}" if raw else ""
             out.append(f"| {s.name} | {s.mb_s:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | {s.note} |")
         out.append("")
+        if r.cpu:
+            out += ["| reader | CPU s, this client | CPU s, proxy | CPU s, SeaweedFS |",
+                    "| --- | ---: | ---: | ---: |"]
+            out += [f"| {name} | {c:.2f} | {p:.2f} | {st:.2f} |"
+                    for name, (c, p, st) in r.cpu.items()]
+            out.append("")
         if r.opens:
             out += ["| open 50 variables | median ms | range ms |", "| --- | ---: | ---: |"]
             for s in r.opens:
@@ -265,7 +359,7 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
                     f"| pushed down | {r.mean_pushed.median:.2f} | {pushed:,} "
                     f"({100 * pushed / max(local, 1):.4f} %) |", ""]
         out += [f"Read-ahead held at most {r.readahead_peak / MiB:.0f} MiB "
-                "(bound: `H5DASK_READ_AHEAD_BYTES`, 64 MiB).", ""]
+                f"(bound: `H5DASK_READ_AHEAD_BYTES`, {r.readahead_budget / MiB:.0f} MiB).", ""]
         if r.memory is not None:
             m = r.memory
             out += [f"Client memory of a streaming `sum()` through the proxy (fresh process): "
@@ -286,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pushdown", action="store_true")
     parser.add_argument("--no-open", action="store_true")
     parser.add_argument("--no-auto", action="store_true", help='leave out chunks="auto"')
+    parser.add_argument("--floor", action="store_true",
+                        help="add the same sum() on data already in memory (no I/O)")
     parser.add_argument("--out", default=None, help="write the Markdown section here")
     args = parser.parse_args(argv)
     peers = {p for p in args.peers.split(",") if p}
@@ -305,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
                          args.repeats, peers, not args.no_pushdown, print, open_fn,
-                         auto=not args.no_auto)
+                         auto=not args.no_auto, floor=args.floor)
     print(summary(runs))
     if args.out:
         with open(args.out, "w") as f:

@@ -9,6 +9,8 @@ fill value. It is small and picklable, so dask tasks carry it cheaply to workers
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen
 from .readahead import get_readahead
 from .storage.base import ObjectStore
-from .storage.sync import sync
+from .storage.sync import Launch, launch, on_io_loop, sync
 
 #: A read of more chunks than this lists the stored chunks first (see read_async)
 LIST_FIRST_ABOVE = 1024
@@ -159,15 +161,8 @@ class ArraySource:
     def _read_piece_sync(self, piece: ChunkSelection, out: np.ndarray) -> None:
         """:meth:`_read_piece` in the calling thread: fetch, decode (GIL released) and
         place, with no trip through the I/O loop."""
-        target = out[(*piece.out_sel, Ellipsis)]
         data, key = self._fetch_sync(piece.index)
-        if data is None:
-            fill_array(target, self.fill_value)
-            return
-        if target.shape == self.chunks and self.codec.decode_into(data, key, target):
-            return
-        chunk = self._full(self.codec.decode(data, key, self._edge(piece.index)))
-        out[piece.out_sel] = chunk[piece.chunk_sel]
+        self._place(piece, data, key, out)
 
     async def read_async(self, selection: Any = ()) -> np.ndarray:
         """Read a basic selection, fetching the touched chunks concurrently.
@@ -206,10 +201,17 @@ class ArraySource:
 
     def read(self, selection: Any = ()) -> np.ndarray:
         """Synchronous :meth:`read_async`. A selection inside one chunk (a dask block of
-        a variable chunked as stored) is read in the calling thread."""
+        a variable chunked as stored) is read in the calling thread; one of several
+        chunks is fetched concurrently on the I/O loop and placed in the calling thread
+        (:meth:`_read_pieces_sync`)."""
         sel, out_shape = normalize_selection(selection, self.shape)
-        if self.grid.count(sel) != 1:
+        count = self.grid.count(sel)
+        if count > LIST_FIRST_ABOVE:
             return sync(self.read_async(sel))
+        if count != 1:  # several chunks, or none (an empty selection)
+            out = np.empty(out_shape, dtype=self.dtype)
+            self._read_pieces_sync(self.grid.plan(sel), out)
+            return out
         index = tuple((s if isinstance(s, int) else s.start) // c
                       for s, c in zip(sel, self.chunks))
         piece = self.grid.piece(index, sel)
@@ -217,6 +219,56 @@ class ArraySource:
         out = np.empty(out_shape, dtype=self.dtype)
         self._read_piece_sync(piece, out)
         return out
+
+    def _read_pieces_sync(self, plan: list[ChunkSelection], out: np.ndarray) -> None:
+        """Fetch the chunks of ``plan`` concurrently on the I/O loop (started with one
+        wake-up; those fetched ahead taken from :mod:`h5dask.readahead`) and place each in
+        ``out`` in the calling thread as it arrives. The copies and decodes of a dask
+        block then run in its task's thread, in parallel with the other tasks' and with
+        the loop receiving, instead of one after another on the loop."""
+        if on_io_loop():
+            raise RuntimeError("ArraySource.read() called from the I/O loop; await read_async")
+        ra = get_readahead()
+        pieces: dict[concurrent.futures.Future, ChunkSelection] = {}
+        ahead: set[concurrent.futures.Future] = set()
+        batch: list[Launch] = []
+        for piece in plan:
+            future = ra.claim(self, piece.index)
+            if future is not None:
+                ahead.add(future)
+            else:
+                future = concurrent.futures.Future()
+                batch.append((future, functools.partial(self._fetch, piece.index)))
+            pieces[future] = piece
+        launch(batch)
+        try:
+            for future in concurrent.futures.as_completed(pieces):
+                piece = pieces.pop(future)
+                try:
+                    data, key = future.result()
+                except Exception:
+                    if future not in ahead:
+                        raise
+                    data, key = self._fetch_sync(piece.index)  # its own read reports errors
+                else:
+                    if future in ahead:
+                        ra.count_used()
+                self._place(piece, data, key, out)
+        finally:
+            for future in pieces:  # after an error: nobody will wait for the rest
+                future.cancel()
+
+    def _place(self, piece: ChunkSelection, data: bytes | memoryview | None, key: str,
+               out: np.ndarray) -> None:
+        """Decode one chunk's stored bytes (None: never written) into its part of ``out``."""
+        target = out[(*piece.out_sel, Ellipsis)]
+        if data is None:
+            fill_array(target, self.fill_value)
+            return
+        if target.shape == self.chunks and self.codec.decode_into(data, key, target):
+            return
+        chunk = self._full(self.codec.decode(data, key, self._edge(piece.index)))
+        out[piece.out_sel] = chunk[piece.chunk_sel]
 
     # -- writing ------------------------------------------------------------------
     async def write_chunk_async(self, index: tuple[int, ...], chunk: np.ndarray) -> None:

@@ -37,11 +37,12 @@ import concurrent.futures
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .storage.base import add_write_listener
+from .storage.sync import Launch, launch
 
 DEFAULT_BUDGET = 64 * 2**20
 
@@ -71,6 +72,8 @@ class ReadAhead:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._reserved = 0
+        # GETs reserved but not yet handed to the I/O loop (see launch)
+        self._queued: list[Launch] = []
         self.started = 0  # GETs started ahead (for tests and benchmarks)
         self.used = 0  # of which a task used the bytes
         self.peak_reserved = 0
@@ -84,19 +87,19 @@ class ReadAhead:
         return self._reserved
 
     def start(self, source: Any, index: tuple[int, ...], owner: Any,
-              still_wanted: Callable[[], bool] | None = None) -> bool:
+              still_wanted: Callable[[], bool] | None = None, launch: bool = True) -> bool:
         """Start fetching one chunk unless already started; False when the budget is
         spent (the caller stops looking further ahead). ``still_wanted()``, if given, is
-        asked when a task claims the entry: False drops it (e.g. another task runs)."""
-        from .storage.sync import io_loop
-
+        asked when a task claims the entry: False drops it (e.g. another task runs).
+        ``launch=False`` only queues the GET: :meth:`launch` then starts every queued GET
+        with one wake-up of the I/O loop (a thread hand-off per GET costs more than the
+        GET's own client work when dozens are started at once)."""
         return self._start(object_name(source, index), _stored_size_bound(source, index),
-                           owner, still_wanted, lambda: asyncio.run_coroutine_threadsafe(
-                               source._fetch(index), io_loop()))
+                           owner, still_wanted, lambda: source._fetch(index), launch)
 
     def _start(self, name: str, size: int, owner: Any,
                still_wanted: Callable[[], bool] | None,
-               submit: Callable[[], concurrent.futures.Future]) -> bool:
+               fetch: Callable[[], Coroutine[Any, Any, Any]], launch: bool) -> bool:
         with self._lock:
             if name in self._entries:
                 return True
@@ -105,19 +108,27 @@ class ReadAhead:
             self._reserved += size
             self.peak_reserved = max(self.peak_reserved, self._reserved)
             self.started += 1
-            self._entries[name] = _Entry(submit(), size, owner, still_wanted)
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._entries[name] = _Entry(future, size, owner, still_wanted)
+            self._queued.append((future, fetch))
+        if launch:
+            self.launch()
         return True
+
+    def launch(self) -> None:
+        """Start the GETs queued by ``start(..., launch=False)``, in the order queued."""
+        with self._lock:
+            batch, self._queued = self._queued, []
+        launch(batch)
 
     def start_key(self, store: Any, key: str, size_bound: int, owner: Any) -> bool:
         """Start fetching a chunk object known by its key only (a coordinate's chunk
         named by a consolidated metadata object)."""
-        from .storage.sync import io_loop
 
         async def fetch() -> tuple[Any, str]:
             return await store.get_buffer(key, kind="chunk"), key
 
-        return self._start(f"{store.root_url}/{key}", size_bound, owner, None,
-                           lambda: asyncio.run_coroutine_threadsafe(fetch(), io_loop()))
+        return self._start(f"{store.root_url}/{key}", size_bound, owner, None, fetch, True)
 
     def claim(self, source: Any, index: tuple[int, ...]) -> concurrent.futures.Future | None:
         """The GET started ahead of the current task for this chunk (removed from the
@@ -146,7 +157,7 @@ class ReadAhead:
             data, _ = future.result()
         except Exception:  # noqa: BLE001 - the caller's own read reports the error
             return False, None
-        self._count_used()
+        self.count_used()
         return True, data
 
     async def take_async(self, source: Any, index: tuple[int, ...]) -> tuple[bool, Any]:
@@ -158,10 +169,11 @@ class ReadAhead:
             data, _ = await asyncio.wrap_future(future)
         except Exception:  # noqa: BLE001 - the caller's own read reports the error
             return False, None
-        self._count_used()
+        self.count_used()
         return True, data
 
-    def _count_used(self) -> None:
+    def count_used(self) -> None:
+        """Count one entry taken and used by a task."""
         with self._lock:
             self.used += 1
 
@@ -183,6 +195,7 @@ class ReadAhead:
             for entry in self._entries.values():
                 entry.future.cancel()
             self._entries.clear()
+            self._queued.clear()
             self._reserved = 0
             self.started = self.used = self.peak_reserved = 0
 

@@ -232,3 +232,12 @@ def test_unwritten_sequences_are_native_like_h5py() -> None:
     out = np.empty(2, dtype=h5dask.vlen_dtype(">i2"))
     fill_array(out, None)
     assert [a.dtype for a in out] == [np.dtype("=i2")] * 2 and out[0] is not out[1]
+
+
+def test_empty_and_multi_chunk_selections_read_in_the_calling_thread(
+        backend: Backend, dataset_url: str) -> None:
+    with h5dask.File(dataset_url, storage_options=backend.options) as f:
+        source = f["x"].source()
+        assert source.read((slice(3, 3),)).shape == (0, 30, 7)
+        np.testing.assert_array_equal(source.read((slice(5, 13), slice(7, 20))),
+                                      DATA[5:13, 7:20])

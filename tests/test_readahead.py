@@ -3,12 +3,15 @@ once, nothing read that no task asked for, never stale after a write, bounded me
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.readahead import get_readahead, set_budget
+from h5dask.readahead import get_readahead, object_name, set_budget
+from h5dask.storage.sync import sync
 
 NCHUNKS = 24
 CHUNK_BYTES = 4 * 4 * 50 * 40  # float32 chunks of (4, 50, 40)
@@ -141,3 +144,57 @@ def test_distributed_workers_read_each_chunk_once(cluster_client, variable, stor
     assert _chunk_reads() == 0
     # no chunk read twice: prefetches are only for tasks queued on the same worker
     assert sum(s["chunk"]["read_requests"] for s in worker_io.values()) == 2 * NCHUNKS
+
+
+def test_queued_gets_start_together_and_are_each_read_once(readahead, variable,
+                                                          storage_options):
+    url, data = variable
+    with h5dask.File(url, "r", storage_options=storage_options) as f:
+        source = f["v"].source()
+        owner = object()
+        h5dask.reset_stats()
+        for t in range(4):
+            assert readahead.start(source, (t, 0, 0), owner, launch=False)
+        assert _chunk_reads() == 0  # queued only: nothing asked of the store yet
+        readahead.launch()
+        for t in range(4):
+            found, stored = readahead.take(source, (t, 0, 0))
+            assert found
+            np.testing.assert_array_equal(
+                np.frombuffer(stored, dtype="f4").reshape(4, 50, 40), data[4 * t:4 * t + 4])
+        assert _chunk_reads() == 4
+        assert readahead.reserved == 0
+
+
+def test_a_queued_get_dropped_before_its_launch_is_never_sent(readahead):
+    fetched = []
+
+    async def fetch():
+        fetched.append(True)
+        return b"", "key"
+
+    owner = object()
+    assert readahead._start("s3://b/db/x/0", 10, owner, None, fetch, launch=False)
+    assert readahead._start("s3://b/db/x/1", 10, owner, None, fetch, launch=False)
+    readahead.forget(["s3://b/db/x/0"])
+    readahead.launch()
+    sync(asyncio.sleep(0.01))  # the launch, queued on the I/O loop before this, has run
+    assert fetched == [True]  # only the entry still wanted was fetched
+    assert readahead.reserved == 10
+
+
+def test_a_block_reads_again_a_chunk_whose_read_ahead_failed(readahead, variable,
+                                                             storage_options):
+    url, data = variable
+
+    async def fails():
+        raise OSError("connection reset")
+
+    with h5dask.File(url, "r", storage_options=storage_options) as f:
+        source = f["v"].source()
+        h5dask.reset_stats()
+        assert readahead._start(object_name(source, (1, 0, 0)), 10, object(), None, fails,
+                                launch=True)
+        np.testing.assert_array_equal(source.read((slice(0, 12),)), data[0:12])
+        assert _chunk_reads() == 3  # chunk 1 read by the block itself, once
+        assert readahead.reserved == 0

@@ -9,9 +9,11 @@ their own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import os
 import threading
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -67,3 +69,50 @@ def sync(coro: Coroutine[Any, Any, T] | Awaitable[T], timeout: float | None = No
         raise RuntimeError("h5dask.sync() called from the I/O loop itself; await instead")
     future = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
     return future.result(timeout)
+
+
+#: a coroutine to start on the I/O loop, and the future that receives its outcome
+Launch = tuple[concurrent.futures.Future, Callable[[], Coroutine[Any, Any, Any]]]
+
+
+def launch(batch: Sequence[Launch]) -> None:
+    """Start every ``(future, coroutine factory)`` of ``batch`` on the I/O loop, in order,
+    with one wake-up of the loop (a thread hand-off each costs more than a GET's own
+    client work when dozens start at once); each outcome goes to its future. A future
+    cancelled before its turn never runs its coroutine; one cancelled later cancels it.
+
+    >>> import asyncio, concurrent.futures
+    >>> async def two(): return 2
+    >>> f = concurrent.futures.Future(); launch([(f, two)]); f.result(5)
+    2
+    """
+    if batch:
+        io_loop().call_soon_threadsafe(_launch_on_loop, list(batch))
+
+
+def _launch_on_loop(batch: list[Launch]) -> None:
+    for future, make in batch:
+        if future.cancelled():  # left pending until done, so that it can be cancelled
+            continue
+        task = asyncio.ensure_future(make())
+        task.add_done_callback(functools.partial(_settle, future))
+        future.add_done_callback(functools.partial(_cancel_task, task))
+
+
+def _settle(future: concurrent.futures.Future, task: asyncio.Future) -> None:
+    if future.done():
+        return
+    try:
+        if task.cancelled():
+            future.cancel()
+        elif (exc := task.exception()) is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(task.result())
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled by another thread meanwhile: nobody wants the outcome
+
+
+def _cancel_task(task: asyncio.Future, future: concurrent.futures.Future) -> None:
+    if future.cancelled() and not task.done():
+        task.get_loop().call_soon_threadsafe(task.cancel)

@@ -156,6 +156,14 @@ def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any]
     """Start the GETs of the chunks the given (key, task) pairs will read, in order,
     until the budget is spent (then False)."""
     ra = get_readahead()
+    try:
+        return _queue_ahead(ra, tasks, value_of, owner, seen, distributed)
+    finally:
+        ra.launch()  # one hand-off to the I/O loop for all the GETs queued
+
+
+def _queue_ahead(ra: Any, tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
+                 owner: Any, seen: set | None, distributed: bool) -> bool:
     pushdown = None if distributed else sys.modules.get("h5dask.active.pushdown")
     for key, task in tasks:
         if seen is not None:
@@ -173,7 +181,7 @@ def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any]
             if source.linked is not None and source._linked_ref(index) is None:
                 continue  # not stored: nothing to fetch
             check = functools.partial(_is_current_task, key, owner) if distributed else None
-            if not ra.start(source, index, owner, check):
+            if not ra.start(source, index, owner, check, launch=False):
                 return False
         if seen is not None:
             seen.add(key)
