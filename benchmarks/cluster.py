@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,47 @@ class ClusterRun:
     client_chunk_bytes: int = 0
     worker_chunk_bytes: dict[str, int] = field(default_factory=dict)
     readahead_used: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds per round (median) of each process group: proxy, S3, scheduler,
+    #: each worker (nanny included), the client
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int, descendants: bool = True) -> tuple[float, float]:
+    """(CPU seconds, seconds spent runnable but waiting for a core) of a process and
+    (unless told not to) its descendants, all threads (Linux /proc, schedstat)."""
+    cpu = wait = 0.0
+    pending = [pid]
+    while pending:
+        p = pending.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/schedstat") as f:
+                    ran, waited, _ = f.read().split()
+                cpu += int(ran) / 1e9
+                wait += int(waited) / 1e9
+                if descendants:
+                    with open(f"/proc/{p}/task/{task}/children") as f:  # every thread's
+                        pending += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return cpu, wait
+
+
+def cpu_of(groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each named group of process trees, and under
+    ``"waiting for a core"`` the run-queue wait of them all."""
+    out: dict[str, float] = {}
+    waited = 0.0
+    for name, pids in groups.items():
+        # the client's children are the other groups
+        pairs = [cpu_seconds(p, descendants=name != "client") for p in pids]
+        out[name] = sum(c for c, _ in pairs)
+        waited += sum(w for _, w in pairs)
+    out["waiting for a core"] = waited
+    return out
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -65,8 +107,8 @@ def _readahead_used() -> int:
 
 
 def run_cluster(url: str, storage_options: dict[str, Any], nworkers: int, threads: int,
-                data: Synthetic, repeats: int, log: Any, scheduler_env: dict[str, str]
-                ) -> ClusterRun:
+                data: Synthetic, repeats: int, log: Any, scheduler_env: dict[str, str],
+                other_pids: dict[str, int] | None = None) -> ClusterRun:
     import xarray as xr
     from distributed import Client
 
@@ -105,15 +147,26 @@ def run_cluster(url: str, storage_options: dict[str, Any], nworkers: int, thread
             run()  # warm-up: imports and connections in the workers
             h5dask.reset_stats()
             client.run(h5dask.reset_stats)
+            groups = {name: [pid] for name, pid in (other_pids or {}).items()}
+            groups["scheduler"] = [procs[0].pid]
+            for i, p in enumerate(procs[1:]):
+                groups[f"worker {i + 1}"] = [p.pid]
+            rounds: list[dict[str, float]] = []
             for r in range(repeats):
+                before = cpu_of(groups | {"client": [os.getpid()]})
                 dt, got = timed(run)
+                after = cpu_of(groups | {"client": [os.getpid()]})
+                rounds.append({k: after[k] - before[k] for k in after})
                 if abs(got - expected) > 1e-4 * abs(expected):
                     raise AssertionError(f"cluster summed {got}, expected {expected}")
                 series.seconds.append(dt)
                 log(f"    round {r + 1}: {series.name:<28} {dt:7.2f} s "
-                    f"{data.nbytes / dt / 1e6:8.1f} MB/s")
+                    f"{data.nbytes / dt / 1e6:8.1f} MB/s  CPU s: " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in rounds[-1].items()))
             result = ClusterRun(nworkers, threads, series,
-                                h5dask.stats()["chunk"]["read_bytes"] // repeats)
+                                h5dask.stats()["chunk"]["read_bytes"] // repeats,
+                                cpu={k: statistics.median(r[k] for r in rounds)
+                                     for k in rounds[0]})
             for addr, st in client.run(h5dask.stats).items():
                 result.worker_chunk_bytes[addr] = st["chunk"]["read_bytes"] // repeats
             result.readahead_used = client.run(_readahead_used)
@@ -133,14 +186,22 @@ def markdown(runs: list[ClusterRun], latency_ms: float, size_mib: float,
            f"`AWS_*` variable; {size_mib:.0f} MiB, `chunks={{}}`, `sum()`, median of the "
            f"rounds; scheduler `worker-saturation` {saturation}. Bytes: chunk bytes read per "
            "round by each process, from `h5dask.stats()`.", "",
-           "| workers x threads | MB/s | client chunk bytes | chunk bytes per worker | "
-           "chunks taken from read-ahead per worker (all rounds) |",
-           "| --- | ---: | ---: | --- | --- |"]
+           "| workers x threads | MB/s | range (MB/s) | client chunk bytes | chunk bytes per "
+           "worker | chunks taken from read-ahead per worker (all rounds) | CPU s per round: "
+           "proxy, S3, scheduler, workers, client | CPU busy / waiting for a core |",
+           "| --- | ---: | ---: | ---: | --- | --- | --- | ---: |"]
     for r in runs:
         per = ", ".join(f"{b / MiB:.0f} MiB" for b in r.worker_chunk_bytes.values())
         used = ", ".join(str(u) for u in r.readahead_used.values())
-        out.append(f"| {r.workers} x {r.threads} | {r.series.mb_s:.0f} | "
-                   f"{r.client_chunk_bytes:,} | {per} | {used} |")
+        lo, hi = r.series.mb_s_range
+        workers = " + ".join(f"{v:.2f}" for k, v in r.cpu.items() if k.startswith("worker "))
+        cpu = ", ".join(f"{r.cpu.get(k, 0):.2f}" for k in ("proxy", "s3", "scheduler")) + \
+            f", {workers}, {r.cpu.get('client', 0):.2f}"
+        busy = sum(v for k, v in r.cpu.items() if k != "waiting for a core") / \
+            r.series.median / (os.cpu_count() or 1)
+        busy_and_wait = f"{busy:.0%} / {r.cpu.get('waiting for a core', 0):.2f} s"
+        out.append(f"| {r.workers} x {r.threads} | {r.series.mb_s:.0f} | {lo:.0f}-{hi:.0f} | "
+                   f"{r.client_chunk_bytes:,} | {per} | {used} | {cpu} | {busy_and_wait} |")
     out.append("")
     return "\n".join(out)
 
@@ -166,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             services.endpoint_override = proxy.endpoint
             for n in (int(x) for x in args.workers.split(",")):
                 print(f"## {n} worker(s)", flush=True)
+                pids = {"proxy": proxy.proc.pid, "s3": services.s3.pid}
                 runs.append(run_cluster(w.domain_url, services.storage_options, n,
-                                        args.threads, data, args.repeats, print, env))
+                                        args.threads, data, args.repeats, print, env, pids))
     text = markdown(runs, args.latency_ms, data.nbytes / MiB, args.worker_saturation)
+    text += (f"CPU busy: all these processes' CPU seconds per second of the run, over the "
+             f"{os.cpu_count()} cores; waiting for a core: the seconds their threads were "
+             "runnable but not running, per round (/proc schedstat), summed over threads.\n")
     print(text)
     if args.out:
         with open(args.out, "w") as f:

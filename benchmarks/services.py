@@ -32,8 +32,9 @@ class ActiveServer:
     """``python -m h5dask.active.server`` as a subprocess on a free loopback port."""
 
     def __init__(self, upstream: str, max_in_flight: int = 64,
-                 max_object_size: int = 64 * 2**20) -> None:
+                 max_object_size: int = 64 * 2**20, log_level: str = "WARNING") -> None:
         self.upstream = upstream
+        self.log_level = log_level
         self.max_in_flight = max_in_flight
         self.max_object_size = max_object_size
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,7 +46,7 @@ class ActiveServer:
         cmd = [sys.executable, "-m", "h5dask.active.server", "--host", "127.0.0.1",
                "--port", str(port), "--allow-upstream", self.upstream,
                "--max-object-size", str(self.max_object_size),
-               "--max-in-flight", str(self.max_in_flight), "--log-level", "WARNING"]
+               "--max-in-flight", str(self.max_in_flight), "--log-level", self.log_level]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         with open(self.log_path, "wb") as log:

@@ -50,6 +50,60 @@ class ChunkReply:
 
 
 _sessions: dict[int, Any] = {}
+#: requests in flight to one server, at most (the server may lower it: see _Slots)
+DEFAULT_CONNECTIONS = 64
+#: the longest wait before asking a busy server again
+MAX_BUSY_WAIT = 1.0
+
+
+def _max_connections() -> int:
+    try:
+        return max(1, int(os.environ.get("H5DASK_ACTIVE_CONNECTIONS", DEFAULT_CONNECTIONS)))
+    except ValueError:
+        return DEFAULT_CONNECTIONS
+
+
+class _Slots:
+    """How many requests this process keeps in flight to one server.
+
+    A server refuses requests beyond its own in-flight limit with 503 "server busy"
+    (it never queues them). Sending as many as read-ahead queues would then turn most
+    of them into 503s; instead, a 503 lowers this client's limit to the number it had
+    in flight minus one, and each answered request raises it again by 1/limit (so a
+    server shared by several clients is probed again, slowly). The refused request
+    waits and is sent again.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.ceiling = limit
+        self.limit = float(limit)
+        self.in_flight = 0
+        self._freed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._freed:
+            await self._freed.wait_for(lambda: self.in_flight < int(self.limit))
+            self.in_flight += 1
+
+    async def release(self, busy: bool) -> None:
+        async with self._freed:
+            if busy:
+                self.limit = max(1.0, min(self.limit, self.in_flight - 1.0))
+            else:
+                self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+            self.in_flight -= 1
+            self._freed.notify_all()
+
+
+_slots: dict[tuple[int, str], _Slots] = {}
+
+
+def _server_slots(server_url: str) -> _Slots:
+    key = (id(asyncio.get_running_loop()), server_url)
+    slots = _slots.get(key)
+    if slots is None:
+        slots = _slots[key] = _Slots(_max_connections())
+    return slots
 
 
 def _close_sessions() -> None:
@@ -75,8 +129,7 @@ def _session() -> Any:
     loop = asyncio.get_running_loop()
     session = _sessions.get(id(loop))
     if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=int(os.environ.get(
-            "H5DASK_ACTIVE_CONNECTIONS", "32")))
+        connector = aiohttp.TCPConnector(limit=_max_connections())
         session = aiohttp.ClientSession(connector=connector)
         _sessions[id(loop)] = session
     return session
@@ -101,24 +154,48 @@ async def reduce_remote(server_url: str, request: ChunkRequest,
 
     Raises :class:`ActiveStorageUnavailable` with the server's message otherwise.
     """
-    import aiohttp
 
     headers = {"Content-Type": "application/json"}
     if credentials is not None:
         token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     url = f"{server_url.rstrip('/')}/v2/{request.operation}/"
+    slots = _server_slots(server_url)
+    deadline = asyncio.get_running_loop().time() + timeout
+    wait = 0.01
+    while True:
+        await slots.acquire()
+        busy = False
+        try:
+            left = deadline - asyncio.get_running_loop().time()
+            status, payload = await _post(url, request.body, headers, max(left, 0.001),
+                                          server_url)
+            busy = status == 503 and b"busy" in payload
+        finally:
+            await slots.release(busy)
+        if not busy or asyncio.get_running_loop().time() + wait > deadline:
+            break
+        await asyncio.sleep(wait)  # a slot of the server frees up soon: ask again
+        wait = min(2 * wait, MAX_BUSY_WAIT)
+    if status == 200:
+        return decode_reply(payload)
+    if status == 404 and b"not found" in payload.lower():
+        return None
+    raise ActiveStorageUnavailable(_error_message(status, payload), status)
+
+
+async def _post(url: str, body: dict, headers: dict, timeout: float, server_url: str
+                ) -> tuple[int, bytes]:
+    """(status, body) of one request to the server."""
+    import aiohttp
+
     try:
-        async with _session().post(url, json=request.body, headers=headers,
+        async with _session().post(url, json=body, headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             payload = await resp.read()
             record("active", "read_requests")
             record("active", "read_bytes", len(payload))
-            if resp.status == 200:
-                return decode_reply(payload)
-            if resp.status == 404 and b"not found" in payload.lower():
-                return None
-            raise ActiveStorageUnavailable(_error_message(resp.status, payload), resp.status)
+            return resp.status, payload
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         record("active", "errors")
         raise ActiveStorageUnavailable(f"cannot reach {server_url}: {exc}") from exc

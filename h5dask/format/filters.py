@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilterError
 from . import codecs as registry
 from .codecs.plugin_frames import bitshuffle_hdf5_decode
-from .compression import OutputTooLarge, blosc_decompress
+from .compression import OutputTooLarge, blosc_decompress, unshuffle_into
 from .types import has_vlen
 from .vlen import decode_vlen, encode_vlen
 
@@ -246,7 +246,8 @@ class ChunkCodec:
                                          f"{'has' if self.shuffle else 'has no'} shuffle filter")
 
     def _decode_hdf5(self, data: bytes | memoryview, limit: int) -> bytes:
-        buf = bytes(data)
+        # a compressor reads the stored bytes in place; otherwise they are copied once
+        buf = data if self.compressor_codec is not None and not self.fletcher32 else bytes(data)
         if self.fletcher32:
             if len(buf) < 4:
                 raise ValueError("too short for its fletcher32 checksum")
@@ -263,9 +264,10 @@ class ChunkCodec:
             buf = self._unshuffle(buf)
         return buf
 
-    def _unshuffle(self, data: bytes | memoryview) -> bytes:
-        size = self.dtype.itemsize
-        return bytes(numcodecs.Shuffle(elementsize=size).decode(data)) if size > 1 else bytes(data)
+    def _unshuffle(self, data: bytes | memoryview) -> bytearray:
+        out = bytearray(len(data))
+        unshuffle_into(data, self.dtype.itemsize, np.frombuffer(out, np.uint8))
+        return out
 
     def _bitshuffle_decode(self, data: bytes | memoryview, key: str) -> bytes:
         # HSDS frame: 8-byte big-endian total size, 4-byte big-endian block bytes, LZ4 data

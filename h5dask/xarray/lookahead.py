@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -151,18 +152,18 @@ class _Session:
 
 
 def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
-                owner: Any, seen: set | None, distributed: bool) -> None:
+                owner: Any, seen: set | None, distributed: bool) -> bool:
     """Start the GETs of the chunks the given (key, task) pairs will read, in order,
-    until the budget is spent."""
+    until the budget is spent (then False)."""
     ra = get_readahead()
     try:
-        _queue_ahead(ra, tasks, value_of, owner, seen, distributed)
+        return _queue_ahead(ra, tasks, value_of, owner, seen, distributed)
     finally:
         ra.launch()  # one hand-off to the I/O loop for all the GETs queued
 
 
 def _queue_ahead(ra: Any, tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
-                 owner: Any, seen: set | None, distributed: bool) -> None:
+                 owner: Any, seen: set | None, distributed: bool) -> bool:
     pushdown = None if distributed else sys.modules.get("h5dask.active.pushdown")
     for key, task in tasks:
         if seen is not None:
@@ -173,7 +174,7 @@ def _queue_ahead(ra: Any, tasks: Iterable[tuple[Any, Any]], value_of: Callable[[
             # a reduction pushed down to active storage: its requests, sent ahead
             if pushdown is not None and not chunks and not pushdown.send_ahead(
                     task, value_of, owner):
-                return
+                return False
         except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
             chunks = []
         for source, index in chunks:
@@ -181,9 +182,10 @@ def _queue_ahead(ra: Any, tasks: Iterable[tuple[Any, Any]], value_of: Callable[[
                 continue  # not stored: nothing to fetch
             check = functools.partial(_is_current_task, key, owner) if distributed else None
             if not ra.start(source, index, owner, check, launch=False):
-                return
+                return False
         if seen is not None:
             seen.add(key)
+    return True
 
 
 def _local_callback() -> Any:
@@ -272,4 +274,15 @@ def _worker_look_ahead(worker: Any) -> None:
     except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
         return
     for key, ts in queued:
-        _look_ahead([(key, ts.run_spec)], value_of, ts, None, distributed=True)
+        if ts in _looked_at:
+            continue
+        if not _look_ahead([(key, ts.run_spec)], value_of, ts, None, distributed=True):
+            return  # the budget is spent: the tasks behind this one wait for the next look
+        _looked_at.add(ts)
+
+
+#: the queued tasks of this worker whose chunks were all started already: each task
+#: start looks at up to LOOK_AHEAD_TASKS queued tasks, and looking again at the same
+#: ones cost a worker a sixth of its CPU (profiled on the cluster benchmark). Weak: a
+#: task state is forgotten with the task; a recomputation has new task states.
+_looked_at: weakref.WeakSet = weakref.WeakSet()

@@ -236,3 +236,103 @@ def test_parse_size() -> None:
 def test_field_error_body() -> None:
     body = FieldError("axis", "out of range").body()
     assert json.loads(json.dumps(body))["error"]["caused_by"] == ["axis: out of range"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    a=hnp.arrays(
+        st.sampled_from(["f4", "f8"]),
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4),
+        elements=st.one_of(st.floats(-4, 4, width=32), st.just(float("nan")),
+                           st.just(float("inf")), st.just(float("-inf"))),
+    ),
+    op=st.sampled_from(["min", "max", "sum"]),
+    data=st.data(),
+)
+def test_skip_nan_equals_the_masked_reduction(a: np.ndarray, op: str, data: Any) -> None:
+    """skip_nan first tries the plain reduction and keeps it only when NaN-free: the
+    values and counts are those of the reduction with every NaN masked out."""
+    axes = data.draw(st.one_of(st.none(), st.sets(st.integers(0, a.ndim - 1), min_size=1)
+                               .map(lambda s: tuple(sorted(s)))))
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN on both sides
+        res = reduce_array(op, a, axis=axes, skip_nan=True)
+        expected = _masked_nan_reduction(op, a, axes)
+    keep = ~np.isnan(a)
+    np.testing.assert_allclose(res.values, np.asarray(expected).ravel(), rtol=1e-5)
+    assert res.counts.tolist() == np.asarray(keep.sum(axis=axes)).ravel().tolist()
+
+
+def _masked_nan_reduction(op: str, a: np.ndarray, axes: tuple | None) -> np.ndarray:
+    keep = ~np.isnan(a)
+    info = np.finfo(a.dtype)
+    start = {"sum": 0, "min": info.max, "max": info.min}[op]
+    filled = np.where(keep, a, a.dtype.type(start))
+    return {"sum": lambda: filled.sum(axis=axes, dtype=a.dtype),
+            "min": lambda: filled.min(axis=axes, initial=info.max),
+            "max": lambda: filled.max(axis=axes, initial=info.min)}[op]()
+
+
+def test_buffer_pool_reuses_within_its_budget() -> None:
+    from h5dask.active.memory import BufferPool
+
+    pool = BufferPool(budget=10)
+    a, b = pool.take(4), pool.take(4)
+    assert pool.held == 8 and a is not b
+    pool.give(a)
+    assert pool.take(4) is a  # reused, not allocated
+    pool.give(a)
+    pool.give(b)
+    assert pool.held == 8  # both idle
+    c = pool.take(6)  # a new size: idle buffers are dropped to stay within the budget
+    assert pool.held <= 10 and c.nbytes == 6
+    pool.forget(c)  # something may still use it: never handed out again
+    held = [pool.take(6), pool.take(6)]
+    assert all(d is not c for d in held)
+    pool.give(np.empty(3, np.uint8))  # not from the pool: ignored
+    pool.clear()
+    assert pool.held == 12  # the two size-6 buffers still in use
+
+
+def test_a_busy_server_is_asked_again_with_fewer_requests_in_flight() -> None:
+    """A server answers 503 "server busy" beyond its own limit (never queues): the
+    client then lowers its requests in flight to that server and sends the refused
+    request again, instead of falling back to a local reduction."""
+    import asyncio
+
+    from aiohttp import web
+
+    from h5dask.active import client
+
+    limit, seen = 3, {"now": 0, "max": 0, "busy": 0}
+    reply = encode_response(reduce_array("sum", np.arange(4, dtype="i8")),
+                            req(shape=[4]))
+
+    async def handler(request: web.Request) -> web.Response:
+        if seen["now"] >= limit:
+            seen["busy"] += 1
+            return web.json_response({"error": {"message": "server busy"}}, status=503)
+        seen["now"] += 1
+        seen["max"] = max(seen["max"], seen["now"])
+        await asyncio.sleep(0.02)
+        seen["now"] -= 1
+        return web.Response(body=reply, content_type="application/cbor")
+
+    async def scenario() -> list[Any]:
+        app = web.Application()
+        app.router.add_post("/v2/sum/", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        try:
+            request = client.ChunkRequest("sum", {"url": "x"})
+            return await asyncio.gather(*(client.reduce_remote(url, request, None)
+                                          for _ in range(20)))
+        finally:
+            await client._sessions.pop(id(asyncio.get_running_loop())).close()
+            await runner.cleanup()
+
+    replies = asyncio.run(scenario())
+    assert [r.values.tolist() for r in replies] == [6] * 20
+    assert seen["max"] <= limit and seen["busy"] < 20  # learnt the limit quickly

@@ -119,3 +119,58 @@ def test_a_variable_length_chunk_is_bounded_too(monkeypatch) -> None:
     monkeypatch.setattr(filters, "MAX_VLEN_CHUNK_BYTES", 1000)
     with pytest.raises(CorruptChunkError, match=filters.VLEN_LIMIT_VARIABLE):
         codec.decode(stored, "db/x/d/0")
+
+
+@pytest.mark.parametrize("element_size", [1, 2, 3, 4, 5, 8, 16])
+@pytest.mark.parametrize("count", [0, 1, 7, 1000])
+@pytest.mark.parametrize("tail", [0, 1])
+def test_unshuffle_into_matches_numcodecs(element_size: int, count: int, tail: int) -> None:
+    """Word arithmetic (element sizes 2, 4, 8) and the numcodecs fallback give HDF5's
+    unshuffle exactly, trailing bytes that fill no element copied as they are."""
+    raw = np.random.default_rng(count).integers(0, 256, count * element_size + tail,
+                                                dtype=np.uint8)
+    whole = count * element_size
+    expected = raw.copy()
+    if element_size > 1 and whole:
+        expected[:whole] = numcodecs.Shuffle(elementsize=element_size).decode(raw[:whole])
+    out = np.empty_like(raw)
+    compression.unshuffle_into(raw.tobytes(), element_size, out)
+    assert out.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["<i2", "<f4", ">f4", "<f8", "<c8"])
+def test_gzip_shuffle_chunks_decode_without_numcodecs_shuffle(dtype: str, monkeypatch) -> None:
+    """Blosc zlib frames and linked HDF5 chunks of 2-, 4- and 8-byte elements are
+    unshuffled by numpy word arithmetic (which releases the GIL), never by numcodecs'
+    Shuffle (which holds it while two dask threads could be decoding)."""
+    values = np.frombuffer(_payload("smooth", 1 << 18, np.random.default_rng(4)), "<f4")
+    values = values.view(np.uint8)[:(1 << 18) // 16 * 16].view(dtype)
+    blosc_codec = ChunkCodec.from_filters(["shuffle", "gzip"], values.dtype, values.shape)
+    native_codec = ChunkCodec.from_filters(["shuffle", "gzip"], values.dtype, values.shape,
+                                           hdf5_native=True)
+    stored = blosc_codec.encode(values)
+    linked = zlib.compress(numcodecs.Shuffle(elementsize=values.dtype.itemsize).encode(
+        values.view(np.uint8)).tobytes())
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("numcodecs.Shuffle used on the read path")
+
+    monkeypatch.setattr(numcodecs.Shuffle, "decode", refuse)
+    out = np.empty_like(values)
+    assert blosc_codec.decode_into(stored, "k", out)
+    assert out.tobytes() == values.tobytes()
+    assert blosc_codec.decode(stored, "k").tobytes() == values.tobytes()
+    assert native_codec.decode(linked, "k").tobytes() == values.tobytes()
+
+
+def test_a_split_block_that_is_no_multiple_of_its_streams_is_refused() -> None:
+    """A forged frame whose block cannot be split in ``typesize`` equal streams would
+    leave bytes of the output unwritten: a ValueError instead."""
+    size, typesize = 4099, 4  # split (>= 128 elements, flag unset) but not divisible
+    body = b"".join(len(part).to_bytes(4, "little") + part
+                    for part in [zlib.compress(bytes(size // typesize))] * typesize)
+    table = (16 + 4).to_bytes(4, "little")
+    header = bytes([2, 1, 0x01 | (3 << 5), typesize]) + b"".join(
+        n.to_bytes(4, "little") for n in (size, size, 16 + len(table) + len(body)))
+    with pytest.raises(ValueError, match="split in 4 streams"):
+        blosc_decompress(header + table + body, size)
