@@ -252,6 +252,11 @@ def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: t
     codec = source.codec
     if codec.bitshuffle or (codec.fletcher32 and codec.hdf5_native):
         raise ValueError("bitshuffle/fletcher32 chunks cannot be reduced remotely")
+    if codec.hdf5_native and codec.compressor_codec is not None \
+            and not codec.compressor_codec.linkable:
+        # HDF5's LZ4/Zstd/Blosc2 plugin framings are not what the server decodes
+        raise ValueError(f"{codec.compressor} chunks as HDF5 wrote them cannot be decoded "
+                         "by the server")
     body: dict[str, Any] = {
         "interface_type": "s3",
         "dtype": np.dtype(dtype.str.replace(">", "<")).name,

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilterError
 from . import codecs as registry
+from .codecs.plugin_frames import bitshuffle_hdf5_decode
 from .compression import OutputTooLarge, blosc_decompress, unshuffle_into
 from .types import has_vlen
 from .vlen import decode_vlen, encode_vlen
@@ -93,6 +94,24 @@ def fletcher32(data: bytes | memoryview) -> int:
     return (fold(sum2) << 16) | fold(sum1)
 
 
+#: HSDS stores object references in chunks as fixed strings of this size
+#: ("datasets/d-...", NUL-padded; a null reference is all NULs), h5dask as vlen ids
+HSDS_REF_SIZE = 48
+
+
+def _hsds_fixed_refs(raw: bytes, dt: np.dtype, count: int) -> np.ndarray | None:
+    """A chunk of object references as HSDS writes them, or None if it is not one."""
+    if "ref" not in (dt.metadata or {}) or len(raw) != count * HSDS_REF_SIZE:
+        return None
+    out = np.empty(count, dtype=dt)
+    for i, value in enumerate(np.frombuffer(raw, dtype=f"S{HSDS_REF_SIZE}")):
+        try:
+            out[i] = value.rstrip(b"\x00").decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    return out
+
+
 def _typed_view(arr: np.ndarray) -> np.ndarray:
     """A flat unsigned-int view with the element size, so Blosc shuffles by it."""
     size = arr.dtype.itemsize
@@ -118,6 +137,10 @@ class ChunkCodec:
     hdf5_native: bool = False
     #: the registry's codec for ``compressor`` (looked up once, here, not per chunk)
     compressor_codec: registry.Codec | None = field(default=None, compare=False, repr=False)
+    #: HDF5's bitshuffle filter in a linked chunk: its compression (lz4, zstd, none) and
+    #: the block size in elements of an uncompressed one (0: bitshuffle's default)
+    bitshuffle_cname: str = "lz4"
+    bitshuffle_block: int = 0
 
     def __post_init__(self) -> None:
         if self.compressor is not None and self.compressor_codec is None:
@@ -128,9 +151,12 @@ class ChunkCodec:
                      hdf5_native: bool = False) -> ChunkCodec:
         """Build from a ``creationProperties.filters`` list; raises UnsupportedFilterError."""
         comp, level, shuffle, bshuf, f32 = None, 4, False, False, False
+        bshuf_item: dict = {}
         for item in filters or []:
             codec = registry.lookup(item)
-            role = codec.role if codec.supported else None
+            # a filter h5dask does not write may still be read as HDF5 wrote it (Blosc2)
+            readable = codec.supported or (hdf5_native and codec.decodes_native)
+            role = codec.role if readable else None
             if role == "compressor":
                 if comp is not None:
                     raise UnsupportedFilterError(f"two compressors: {comp.name} and {codec.name}")
@@ -139,6 +165,7 @@ class ChunkCodec:
                 shuffle = True
             elif role == "bitshuffle":
                 bshuf = True
+                bshuf_item = item if isinstance(item, dict) else {}
             elif role == "checksum":
                 f32 = True
             elif codec.hsds_noop and not hdf5_native:
@@ -149,10 +176,14 @@ class ChunkCodec:
                     f"{', '.join(c.name for c in registry.all_codecs() if c.supported)})")
         if hdf5_native and comp is not None and not comp.decodes_native:
             raise UnsupportedFilterError(f"filter {comp.name!r} in a linked HDF5 file")
+        if hdf5_native and bshuf and (comp is not None or shuffle):
+            raise UnsupportedFilterError("HDF5's bitshuffle filter combined with another "
+                                         "shuffle or compressor in a linked HDF5 file")
         if bshuf and comp is not None and comp.blosc_cname is None:
             raise UnsupportedFilterError(f"bitshuffle with {comp.name!r} is not supported")
         return cls(np.dtype(dtype), tuple(chunk_shape), comp and comp.name, level, shuffle, bshuf,
-                   f32, hdf5_native, comp)
+                   f32, hdf5_native, comp, str(bshuf_item.get("cname", "lz4")),
+                   int(bshuf_item.get("blocksize", 0)))
 
     @property
     def is_identity(self) -> bool:
@@ -226,6 +257,9 @@ class ChunkCodec:
                 raise ValueError("fletcher32 checksum mismatch")
         if self.compressor_codec is not None:
             buf = self.compressor_codec.decode_native(buf, limit)
+        if self.bitshuffle:
+            buf = bitshuffle_hdf5_decode(buf, self.dtype.itemsize, limit, self.bitshuffle_cname,
+                                         self.bitshuffle_block)
         if self.shuffle:
             buf = self._unshuffle(buf)
         return buf
@@ -261,18 +295,25 @@ class ChunkCodec:
             try:
                 return decode_vlen(raw, self.dtype, count).reshape(full)
             except ValueError as exc:
-                raise CorruptChunkError(key, str(exc)) from exc
+                refs = _hsds_fixed_refs(raw, self.dtype, count)
+                if refs is None:
+                    raise CorruptChunkError(key, str(exc)) from exc
+                return refs.reshape(full)
         itemsize = self.dtype.itemsize
         want_full = int(np.prod(full)) * itemsize
         want_edge = int(np.prod(shape)) * itemsize if shape is not None else want_full
         raw = self.decode_bytes(data, key, want_full)
         if len(raw) == want_full:
-            return np.frombuffer(raw, dtype=self.dtype).reshape(full)
+            return self._elements(raw, full)
         if len(raw) == want_edge and shape is not None:
-            return np.frombuffer(raw, dtype=self.dtype).reshape(shape)
+            return self._elements(raw, shape)
         raise CorruptChunkError(
             key, f"decoded to {len(raw)} bytes, expected {want_full} for chunk shape {full} "
                  f"of {self.dtype} ({self._describe()})")
+
+    def _elements(self, raw: bytes | bytearray, shape: tuple[int, ...]) -> np.ndarray:
+        # an HDF5 array type (numpy subarray dtype) becomes trailing axes, as h5py reads it
+        return np.frombuffer(raw, dtype=self.dtype.base).reshape(shape + self.dtype.shape)
 
     def decode_into(self, data: bytes | memoryview, key: str, out: np.ndarray) -> bool:
         """Decode a whole chunk straight into ``out`` (C-contiguous, this dtype, the full

@@ -24,7 +24,7 @@ from ..errors import CorruptChunkError, H5DaskError, SourceFileError
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.filters import ChunkCodec
-from .hdf5 import H5Values
+from .hdf5 import H5Values, missing_filters
 from .plan import DatasetPlan, StoredChunk, chunk_logical_bytes, copy_jobs, native_filters_json
 from .source import Source
 
@@ -168,8 +168,11 @@ class ChunkCopier:
         except OSError as exc:
             if isinstance(exc, H5DaskError):
                 raise
+            missing = missing_filters([code for code, _ in copy.plan.source.filters])
+            why = (f"HDF5 has no decoder for its filter {', '.join(missing)} (install "
+                   "hdf5plugin, or a plugin in HDF5_PLUGIN_PATH)" if missing else str(exc))
             raise SourceFileError(f"{self.src.url}: dataset {copy.plan.path}: h5py cannot "
-                                  f"read it ({exc})") from exc
+                                  f"read it ({why})") from exc
 
     def _read_region_h5py(self, copy: DatasetCopy, index: tuple[int, ...]) -> np.ndarray:
         src, chunks = copy.plan.source, copy.plan.chunks

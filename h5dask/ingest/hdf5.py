@@ -87,6 +87,30 @@ def text(value: Any) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
+def filter_label(code: int) -> str:
+    """An HDF5 filter id with its name, e.g. ``"sz (32017)"``, or the id alone (names:
+    h5dask's codecs, then hdf5plugin's filter table)."""
+    from ..format import codecs
+
+    codec = codecs.by_hdf5_id(code)
+    if codec is not None:
+        return f"{codec.name} ({code})"
+    try:
+        import hdf5plugin
+
+        names = {fid: name for name, fid in hdf5plugin.FILTERS.items()}
+    except (ImportError, AttributeError):
+        names = {}
+    return f"{names[code]} ({code})" if code in names else str(code)
+
+
+def missing_filters(codes: list[int]) -> list[str]:
+    """The filters among ``codes`` that HDF5 (through h5py) cannot apply or undo."""
+    from h5py import h5z
+
+    return [filter_label(c) for c in codes if not h5z.filter_avail(c)]
+
+
 def same_layout(tid: Any, dt: np.dtype) -> bool:
     """True if the file's bytes of one element are the bytes of ``dt`` (fixed size, no
     references, no compound padding): chunks can then be copied or linked as bytes."""
@@ -260,4 +284,5 @@ def walk(f: Any, skipped: list[str]) -> list[SourceObject]:
     return list(objects.values())
 
 
-__all__ = ["H5Types", "H5Values", "SourceObject", "has_refs", "same_layout", "text", "walk"]
+__all__ = ["H5Types", "H5Values", "SourceObject", "filter_label", "has_refs", "missing_filters",
+           "same_layout", "text", "walk"]

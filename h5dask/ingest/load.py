@@ -45,7 +45,13 @@ import numpy as np
 
 from ..chunkio import ArraySource
 from ..domain import DomainSession
-from ..errors import CorruptChunkError, DomainExistsError, LocalLinkWarning, UnsupportedTypeError
+from ..errors import (
+    CorruptChunkError,
+    DomainExistsError,
+    HSDSUnreadableWarning,
+    LocalLinkWarning,
+    UnsupportedTypeError,
+)
 from ..format import ids
 from ..format.metadata import DatasetMeta, Link, attribute_json, datatype_json, group_json
 from ..format.types import dtype_from_json
@@ -55,7 +61,7 @@ from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .copy import ChunkCopier, DatasetCopy, TableWrite
 from .describe import describe_dataset
-from .hdf5 import H5Types, H5Values, SourceObject, walk
+from .hdf5 import H5Types, H5Values, SourceObject, filter_label, walk
 from .plan import INLINE_CHUNK_LIMIT, ChunkSpec, Compression, DatasetPlan, PlanOptions, plan_dataset
 from .source import Source, check_linkable, open_source
 
@@ -255,11 +261,28 @@ class _Loader:
         self.planned.append(planned)
         if plan.copied_instead:
             self.summary.copied.append(plan.path)
+        self._warn_filters(plan)
         for note in plan.notes:
             warnings.warn(f"{plan.path}: {note}", stacklevel=2)
         self.summary.chunks_linked += plan.linked_chunks
         self.summary.logical_bytes += plan.linked_bytes
         return planned
+
+    def _warn_filters(self, plan: DatasetPlan) -> None:
+        """Say which linked datasets only h5dask reads, and which filter made a dataset
+        a copy instead of a link."""
+        src = plan.source
+        if plan.mode == "link" and src.hsds_unreadable_filters:
+            warnings.warn(f"{self.src.url}: {plan.path}: linked with the "
+                          f"{', '.join(src.hsds_unreadable_filters)} filter as HDF5 wrote it, "
+                          "which an HSDS server cannot decode (h5dask can); load without "
+                          "--link for a copy HSDS can serve", HSDSUnreadableWarning,
+                          stacklevel=3)
+        if plan.copied_instead and src.layout == "chunked" and src.undecodable_filters:
+            names = ", ".join(filter_label(code) for code in src.undecodable_filters)
+            warnings.warn(f"{self.src.url}: {plan.path}: copied, not linked: h5dask cannot "
+                          f"decode filter {names} as HDF5 wrote it (the copy holds the "
+                          "values h5py reads)", stacklevel=3)
 
     def _meta(self, obj_id: str) -> DatasetMeta:
         meta = self.session.load(obj_id)

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsupportedFilterError
 from ..format import codecs, ids
 from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
-from ..format.filters import filter_json
+from ..format.filters import ChunkCodec, filter_json
 from ..format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
 from ..format.metadata import (
     CONTIGUOUS_REF_CHUNK_MAX,
@@ -43,7 +44,7 @@ from ..format.types import type_json_from_dtype
 INLINE_CHUNK_LIMIT = 1000
 
 #: HDF5 pipeline order of the roles a linked layout may hold (reorder, compress, checksum)
-_NATIVE_ORDER = ("shuffle", "compressor", "checksum")
+_NATIVE_ORDER = ("shuffle", "bitshuffle", "compressor", "checksum")
 
 
 # -- what planning is given ---------------------------------------------------------------
@@ -101,13 +102,35 @@ class SourceDataset:
 
     @property
     def native(self) -> bool:
-        """Only filters whose HDF5 output both HSDS and ChunkCodec(hdf5_native=True) undo
-        (shuffle, deflate, fletcher32), in HDF5's usual order."""
-        found = [codecs.by_hdf5_id(code) for code, _ in self.filters]
-        if any(c is None or not c.linkable for c in found):
+        """Only filters whose HDF5 output ChunkCodec(hdf5_native=True) undoes (shuffle,
+        deflate, fletcher32 and hdf5plugin's Blosc, LZ4, Zstd, Bitshuffle, Blosc2), in
+        HDF5's usual order."""
+        if self.undecodable_filters:
             return False
+        found = [codecs.by_hdf5_id(code) for code, _ in self.filters]
         pos = [_NATIVE_ORDER.index(c.role) for c in found if c is not None]
-        return pos == sorted(pos) and len(set(pos)) == len(pos)
+        if pos != sorted(pos) or len(set(pos)) != len(pos):
+            return False
+        try:
+            ChunkCodec.from_filters(native_filters_json(self.filters), self.dtype,
+                                    self.chunks or (1,), hdf5_native=True)
+        except UnsupportedFilterError:
+            return False
+        return True
+
+    @property
+    def undecodable_filters(self) -> tuple[int, ...]:
+        """The ids of the filters h5dask cannot decode as HDF5 wrote them."""
+        return tuple(code for code, cd in self.filters
+                     if (codec := codecs.by_hdf5_id(code)) is None
+                     or not codec.decodes_native_with(cd))
+
+    @property
+    def hsds_unreadable_filters(self) -> tuple[str, ...]:
+        """Names of the filters whose HDF5 output an HSDS server cannot decode in a
+        linked chunk (h5dask can)."""
+        found = [codecs.by_hdf5_id(code) for code, _ in self.filters]
+        return tuple(c.name for c in found if c is not None and not c.linkable)
 
 
 @dataclass(frozen=True)
@@ -286,7 +309,8 @@ def plan_dataset(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
         raise ValueError(f"chunks= gives {src.path} the chunk shape {request}, but it "
                          f"has {len(src.shape)} dimensions (shape {src.shape})")
     chunks = resolve_chunks(request, src.shape, src.dtype, src.maxshape, src.chunks)
-    comp, level, shuffle, f32, notes = mapped_filters(src.filters)
+    mapped = mapped_filters(src.filters)
+    comp, level = mapped.compressor, mapped.level
     if options.compression.change:
         comp, level = options.compression.compressor, options.compression.level
     if not src.allocated:
@@ -294,8 +318,9 @@ def plan_dataset(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
     direct = (src.layout == "chunked" and src.native and src.raw_ok
               and tuple(chunks) == src.chunks)
     return DatasetPlan(src, mode, chunked_layout(chunks),
-                       tuple(_filters_json(comp, level, shuffle, f32)), chunks, direct,
-                       chunks_key=key, copied_instead=copied_instead, notes=tuple(notes))
+                       tuple(_filters_json(comp, level, mapped)), chunks, direct,
+                       chunks_key=key, copied_instead=copied_instead,
+                       notes=tuple(mapped.notes))
 
 
 def resolve_chunks(request: Any, shape: tuple[int, ...], dt: np.dtype,
@@ -369,10 +394,9 @@ def _linked(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
 
 
 # -- filters ------------------------------------------------------------------------------
-def mapped_filters(filters: tuple[tuple[int, tuple], ...]
-                   ) -> tuple[str | None, int | None, bool, bool, list[str]]:
-    """(compressor, level, shuffle, fletcher32, notes) for a source filter pipeline,
-    mapped onto what HSDS stores (other compressors become the nearest HSDS one)."""
+def mapped_filters(filters: tuple[tuple[int, tuple], ...]) -> codecs.MappedFilters:
+    """A source filter pipeline mapped onto what HSDS stores (other compressors become
+    the nearest HSDS one; level clamped to 0-9)."""
     out = codecs.MappedFilters()
     for code, cd in filters:
         codec = codecs.by_hdf5_id(code)
@@ -381,29 +405,32 @@ def mapped_filters(filters: tuple[tuple[int, tuple], ...]
             out.notes.append(f"filter {code} -> gzip")
         else:
             codec.map_hdf5(cd, out)
-    level = None if out.level is None else max(0, min(9, out.level))
-    return out.compressor, level, out.shuffle, out.fletcher32, out.notes
+    out.level = None if out.level is None else max(0, min(9, out.level))
+    return out
 
 
-def _filters_json(comp: str | None, level: int | None, shuffle: bool, f32: bool) -> list:
+def _filters_json(comp: str | None, level: int | None, mapped: codecs.MappedFilters) -> list:
     out = []
-    if shuffle:
+    if mapped.shuffle:
         out.append(filter_json("shuffle"))
+    if mapped.bitshuffle:
+        out.append(filter_json("bitshuffle"))
     if comp:
         out.append(filter_json(comp, level))
-    if f32:
+    if mapped.fletcher32:
         out.append(filter_json("fletcher32"))
     return out
 
 
 def native_filters_json(filters: tuple[tuple[int, tuple], ...]) -> list:
-    """A native pipeline (:attr:`SourceDataset.native`) as HSDS filter JSON (level:
-    HDF5's first cd_value)."""
+    """A native pipeline (:attr:`SourceDataset.native`) as HSDS filter JSON: what
+    reading its chunks as HDF5 wrote them needs (:meth:`Codec.native_json`)."""
     out = []
     for code, cd in filters:
         codec = codecs.by_hdf5_id(code)
-        assert codec is not None  # SourceDataset.native checked it
-        out.append(codec.json(int(cd[0]) if cd and codec.levels else None))
+        if codec is None:
+            raise UnsupportedFilterError(f"HDF5 filter {code}")
+        out.append(codec.native_json(cd))
     return out
 
 

@@ -235,9 +235,15 @@ def test_unsupported_filters(filters: list, named: str) -> None:
         ChunkCodec.from_filters(filters, np.dtype("<f4"), (4,))
 
 
-def test_hdf5_native_refuses_blosc() -> None:
-    with pytest.raises(UnsupportedFilterError, match="lz4"):
-        ChunkCodec.from_filters([filter_json("lz4")], np.dtype("<f4"), (4,), hdf5_native=True)
+def test_hdf5_native_lz4_is_hdf5s_framing_not_a_blosc_frame() -> None:
+    """Linked lz4 chunks are HDF5's LZ4 plugin framing (tests/ingest/test_plugin_filters.py):
+    an HSDS-style Blosc frame there is a corrupt chunk, never decoded as if it fitted."""
+    codec = ChunkCodec.from_filters([filter_json("lz4")], np.dtype("<f4"), (4,),
+                                    hdf5_native=True)
+    frame = ChunkCodec.from_filters([filter_json("lz4")], np.dtype("<f4"), (4,)).encode(
+        np.arange(4, dtype="<f4"))
+    with pytest.raises(CorruptChunkError):
+        codec.decode(frame, "key")
 
 
 # -- corrupt chunks: an error naming the key, never wrong values --------------------------

@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import bitshuffle
+import blosc2
 import h5py
+import hdf5plugin
+import lz4.block
 import numcodecs
 import numpy as np
 import pytest
 import xarray as xr
+import zstandard
 
 import h5dask
 from h5dask.errors import MetadataError, SizeLimitError
@@ -60,6 +64,39 @@ def bomb_bytes(kind: str) -> bytes:
     if kind == "bitshuffle":  # HSDS's frame: 8-byte total, 4-byte block bytes, LZ4 blocks
         body = bitshuffle.compress_lz4(zeros, 8192).tobytes()
         return BOMB.to_bytes(8, "big") + (8192 * 4).to_bytes(4, "big") + body
+    if kind in LINKED_PLUGIN_KINDS:
+        return plugin_bomb(kind, zeros)
+    raise AssertionError(kind)
+
+
+#: HDF5 plugin filters (hdf5plugin) whose chunks stay linked: h5py options per kind
+LINKED_PLUGIN_KINDS = {
+    "linked_lz4": hdf5plugin.LZ4(), "linked_zstd": hdf5plugin.Zstd(),
+    "linked_bitshuffle_lz4": hdf5plugin.Bitshuffle(cname="lz4"),
+    "linked_bitshuffle_zstd": hdf5plugin.Bitshuffle(cname="zstd"),
+    "linked_blosc": hdf5plugin.Blosc(cname="zstd"), "linked_blosc2": hdf5plugin.Blosc2(),
+}
+
+
+def plugin_bomb(kind: str, zeros: np.ndarray) -> bytes:
+    """A chunk of an HDF5 plugin filter's own framing that decodes to LINKED_BOMB bytes.
+    Where that framing cannot hold it within a linked chunk's size bound (LZ4 blocks,
+    bitshuffle's per-block records), its header states LINKED_BOMB over fewer blocks."""
+    raw = zeros.tobytes()
+    header = LINKED_BOMB.to_bytes(8, "big")
+    if kind == "linked_zstd":
+        return zstandard.ZstdCompressor(level=19).compress(raw)
+    if kind == "linked_lz4":
+        block = lz4.block.compress(raw[:1 << 20], store_size=False)
+        return header + (1 << 20).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
+    if kind.startswith("linked_bitshuffle"):
+        block = lz4.block.compress(bytes(8192), store_size=False) if kind.endswith("lz4") \
+            else zstandard.ZstdCompressor().compress(bytes(8192))
+        return header + (8192).to_bytes(4, "big") + (len(block).to_bytes(4, "big") + block) * 4
+    if kind == "linked_blosc":
+        return bytes(numcodecs.Blosc(cname="zstd", clevel=9, shuffle=0).encode(zeros))
+    if kind == "linked_blosc2":
+        return bytes(blosc2.SChunk(chunksize=8 << 20, data=raw).to_cframe())
     raise AssertionError(kind)
 
 
@@ -97,6 +134,11 @@ def bombs(seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         for name in ("linked_gzip", "ok_linked_gzip"):
             h5.create_dataset(name, data=data, chunks=CHUNK, compression="gzip")
         h5["linked_gzip"].id.write_direct_chunk((0,), bomb_bytes("linked_gzip"))
+        for kind, plugin in LINKED_PLUGIN_KINDS.items():
+            for name in (kind, f"ok_{kind}"):
+                h5.create_dataset(name, data=data, chunks=CHUNK, **plugin)
+            h5[kind].id.write_direct_chunk((0,), bomb_bytes(kind))
+            keys[kind] = "linked.h5["
     h5_url = f"{prefix}/files/linked.h5"
     seaweedfs.s3_client().put_object(Bucket=BUCKET, Key=h5_url.split(f"{BUCKET}/", 1)[1],
                                      Body=path.read_bytes())
@@ -115,7 +157,7 @@ def read_in_child(url: str, options: dict, name: str, how: str) -> dict[str, Any
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-CASES = [(kind, "file") for kind in (*HSDS_KINDS, "linked_gzip")] + [
+CASES = [(kind, "file") for kind in (*HSDS_KINDS, "linked_gzip", *LINKED_PLUGIN_KINDS)] + [
     (kind, "xarray") for kind in ("gzip", "gzip_stream", "zstd", "linked_gzip")]
 
 
@@ -137,7 +179,8 @@ def test_healthy_chunks_of_every_codec_still_read(bombs: dict) -> None:
         for kind in HSDS_KINDS:
             np.testing.assert_array_equal(f[f"ok_{kind}"][...], np.arange(512, dtype="<f4"))
     with h5dask.File(bombs["linked_url"], storage_options=bombs["options"]) as f:
-        np.testing.assert_array_equal(f["ok_linked_gzip"][...], np.arange(512, dtype="<f4"))
+        for kind in ("linked_gzip", *LINKED_PLUGIN_KINDS):
+            np.testing.assert_array_equal(f[f"ok_{kind}"][...], np.arange(512, dtype="<f4"))
 
 
 # -- metadata that claims more than it holds ------------------------------------------------

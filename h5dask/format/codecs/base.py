@@ -28,6 +28,7 @@ class MappedFilters:
     compressor: str | None = None
     level: int | None = None
     shuffle: bool = False
+    bitshuffle: bool = False
     fletcher32: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -62,7 +63,8 @@ class Codec:
     hsds_decodes: ClassVar[bool] = True
     #: h5dask decodes this filter's own HDF5 output (chunks linked inside HDF5 files)
     decodes_native: ClassVar[bool] = False
-    #: chunks inside HDF5 files with this filter may stay linked (HSDS reads them too)
+    #: an HSDS server decodes this filter's own HDF5 output too, so a linked dataset
+    #: with it is served by HSDS (else ``load --link`` warns: only h5dask reads it)
     linkable: ClassVar[bool] = False
 
     # -- HSDS filter JSON and options ---------------------------------------------------
@@ -111,6 +113,15 @@ class Codec:
         """The active server's decompression: (bytes, whether a Blosc frame was decoded,
         so its shuffle is already undone)."""
         return self.decode(data, max_size), False
+
+    def decodes_native_with(self, cd_values: tuple) -> bool:
+        """True if h5dask decodes this filter's HDF5 output made with ``cd_values``."""
+        return self.decodes_native
+
+    def native_json(self, cd_values: tuple) -> dict:
+        """HSDS filter JSON for this HDF5 filter (with ``cd_values``) in a linked dataset:
+        what reading its chunks as HDF5 wrote them needs (level: the first cd_value)."""
+        return self.json(int(cd_values[0]) if cd_values and self.levels else None)
 
     # -- ingest ---------------------------------------------------------------------
     def map_hdf5(self, cd_values: tuple, out: MappedFilters) -> None:
