@@ -529,7 +529,10 @@ class Dataset(HLObject):
 
     @property
     def fillvalue(self) -> Any:
-        return self._meta.fill_value()
+        value = self._meta.fill_value()
+        if isinstance(value, str) and (self.dtype.metadata or {}).get("vlen") is str:
+            return value.encode("utf-8", "surrogateescape")  # bytes, as in h5py
+        return value
 
     @property
     def compression(self) -> str | None:
@@ -568,10 +571,26 @@ class Dataset(HLObject):
         if meta.space.is_scalar:
             if selection not in ((), Ellipsis):
                 raise IndexError("a scalar dataset takes [()] or [...]")
-            value = self.source().read((0,))
+            value = _utf8_as_bytes(self.source().read((0,)))
             return value[()] if selection == () else np.asarray(value)
-        out = self.source().read(selection)
+        out = _utf8_as_bytes(self.source().read(selection))
         return out[()] if out.ndim == 0 else out  # one element: a numpy scalar, as in h5py
+
+    def asstr(self, encoding: str | None = None, errors: str = "strict") -> AsStrWrapper:
+        """A view of a string dataset whose reads give ``str`` (as h5py's ``asstr()``):
+        bytes decoded with ``encoding`` (by default the dataset's: UTF-8 or ASCII).
+
+        >>> import h5dask
+        >>> with h5dask.File("memory://docs/home/asstr.h5", "w") as f:
+        ...     ds = f.create_dataset("s", data=["ä", "b"], dtype=h5dask.string_dtype())
+        ...     (ds[0], ds.asstr()[0], ds.asstr()[...].tolist(), len(ds.asstr()))
+        (b'\\xc3\\xa4', 'ä', ['ä', 'b'], 2)
+        """
+        string_encoding = _string_encoding(self.dtype)
+        if string_encoding is None:
+            raise TypeError("dset.asstr() can only be used on datasets with an HDF5 "
+                            "string datatype")
+        return AsStrWrapper(self, encoding or string_encoding, errors)
 
     def __setitem__(self, selection: Any, values: Any) -> None:
         self._session.check_writable()
@@ -613,6 +632,75 @@ class Dataset(HLObject):
 
     def __repr__(self) -> str:
         return f"<h5dask Dataset {self.name!r}: shape {self.shape}, {self.dtype}>"
+
+
+def _utf8_as_bytes(arr: np.ndarray) -> np.ndarray:
+    """Variable-length UTF-8 strings as bytes, as h5py reads datasets (str only through
+    ``asstr()``); the shared read path gives str, which the xarray engine keeps."""
+    dt = arr.dtype
+    if dt.kind != "O" or dt.names or (dt.metadata or {}).get("vlen") is not str:
+        return arr
+    out = np.empty(arr.shape, dtype=dt)
+    out.reshape(-1)[:] = [v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
+                          for v in arr.reshape(-1)]
+    return out
+
+
+def _string_encoding(dt: np.dtype) -> str | None:
+    """``"utf-8"`` or ``"ascii"`` for an HDF5 string dtype, else None (as
+    ``h5py.check_string_dtype``)."""
+    meta = dt.metadata or {}
+    if dt.kind == "O" and not dt.names:
+        vlen = meta.get("vlen")
+        return "utf-8" if vlen is str else "ascii" if vlen is bytes else None
+    if dt.kind == "S":
+        return "utf-8" if meta.get("h5py_encoding") == "utf-8" else "ascii"
+    return None
+
+
+class AsStrWrapper:
+    """Reads of a string dataset decoded to ``str`` (h5py's ``AsStrWrapper``)."""
+
+    def __init__(self, dset: Dataset, encoding: str, errors: str = "strict") -> None:
+        self._dset = dset
+        self.encoding = encoding
+        self.errors = errors
+
+    def __getitem__(self, selection: Any) -> Any:
+        raw = self._dset[selection]
+        if np.isscalar(raw):
+            return raw.decode(self.encoding, self.errors)
+        raw = np.asarray(raw)
+        return np.array([b.decode(self.encoding, self.errors) for b in raw.flat],
+                        dtype=object).reshape(raw.shape)
+
+    def __len__(self) -> int:
+        return len(self._dset)
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        return self._dset.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._dset.ndim
+
+    @property
+    def size(self) -> int:
+        return self._dset.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(object)  # what reads give, as h5py's
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("AsStrWrapper.__array__ received copy=False but memory "
+                             "allocation cannot be avoided on read")
+        return np.asarray(self[()], dtype=dtype or self.dtype)
+
+    def __repr__(self) -> str:
+        return f"<h5dask AsStrWrapper of {self._dset!r}>"
 
 
 class File(Group):

@@ -118,8 +118,18 @@ def _type_cases() -> dict[str, np.ndarray]:
 TYPE_CASES = _type_cases()
 
 
+def _bytes(arr: np.ndarray) -> np.ndarray:
+    """A UTF-8 string array as h5py reads a dataset of it: the same dtype, bytes."""
+    out = np.empty(arr.shape, dtype=arr.dtype)
+    out.reshape(-1)[:] = [s.encode() for s in arr.reshape(-1)]
+    return out
+
+
 def _as_read(name: str, arr: np.ndarray) -> np.ndarray:
-    """What reading gives back: string members of a compound as bytes (as in h5py)."""
+    """What reading gives back: variable-length strings of datasets, top-level and
+    members of a compound, as bytes (as in h5py)."""
+    if name == "vlen_utf8":
+        return _bytes(arr)
     if name != "compound_vlen_member":
         return arr
     out = arr.copy()
@@ -197,7 +207,8 @@ def test_dataspaces(backend: Backend) -> None:
         assert s.shape == () and s.ndim == 0 and s.chunks is None
         assert s[()] == 2.5 and isinstance(s[()], np.float64)
         assert s[...].shape == ()
-        assert f["scalar_str"][()] == "just text"
+        assert f["scalar_str"][()] == b"just text"  # bytes, as h5py reads a dataset
+        assert f["scalar_str"].asstr()[()] == "just text"
         assert f["scalar_cmpd"][()].tolist() == (1.5, -2.0)
         with pytest.raises(IndexError):
             s[0]
@@ -343,6 +354,8 @@ def test_filters_roundtrip(backend: Backend) -> None:
                     continue
                 ds = f[f"{fname}/{dname}"]
                 what = f"{fname}/{dname}"
+                if dname == "str":
+                    arr = _bytes(arr)  # read as bytes, as in h5py
                 assert_same(ds[...], arr, what)
                 assert_same(ds[3:7, 5:20] if arr.ndim == 2 else ds[3:7],
                             arr[3:7, 5:20] if arr.ndim == 2 else arr[3:7], what)
@@ -472,7 +485,7 @@ def test_fill_values_and_unwritten_chunks(backend: Backend) -> None:
         assert np.isnan(f["nan"][...]).all() and np.isnan(f["nan"].fillvalue)
         assert_same(f["zero"][...], np.zeros(5, dtype="<u2"))
         assert f["cmpd"][...].tolist() == [(1.0, -1.0)] * 3
-        assert f["vstr"][...].tolist() == ["", "", "", "set"]
+        assert f["vstr"][...].tolist() == [b"", b"", b"", b"set"]  # bytes, as in h5py
         seqs = f["vseq"][...]
         assert [s.tolist() for s in seqs] == [[0, 1, 2], [], [], []]
         assert all(s.dtype == np.dtype("<f4") for s in seqs)
@@ -727,3 +740,100 @@ def test_dataset_naming_a_committed_type_by_bare_id_opens_cold(tmp_path) -> None
     with h5dask.File(url) as f:
         f.visititems(lambda name, obj: None)  # loads every object through load_many
         assert_same(f["pts"][...], pts)
+
+
+def _string_cases(h5: h5py.File) -> None:
+    h5.create_dataset("utf8", data=["", "ascii", "héllo ✓", "日本"],
+                      dtype=h5py.string_dtype(), chunks=(2,))
+    h5.create_dataset("ascii", data=[b"a", b"", b"mid", b"xyz"],
+                      dtype=h5py.string_dtype("ascii"))
+    h5.create_dataset("utf8_2d", data=np.array([["a", "é"], ["", "✓"]], dtype=object),
+                      dtype=h5py.string_dtype())
+    h5.create_dataset("scalar", data="just text", dtype=h5py.string_dtype())
+    h5.create_dataset("unwritten", shape=(3,), chunks=(2,), dtype=h5py.string_dtype())
+    h5.create_dataset("fixed", data=np.array([b"ab", b"\xc3\xa9"], dtype="S2"))
+    h5.create_dataset("fixed_utf8", data=np.array([b"ab", b"\xc3\xa9"],
+                                                  dtype=h5py.string_dtype("utf-8", 2)))
+
+
+def _same_element_types(got: object, want: object, what: str) -> None:
+    g, w = np.asarray(got), np.asarray(want)
+    assert g.shape == w.shape, what
+    assert [type(v) for v in g.reshape(-1)] == [type(v) for v in w.reshape(-1)], what
+    assert g.reshape(-1).tolist() == w.reshape(-1).tolist(), what
+
+
+@pytest.mark.parametrize("writer", ["h5py+ingest", "h5dask"])
+def test_vlen_string_datasets_read_as_h5py_reads_them(writer: str, tmp_path) -> None:
+    """bytes by default (UTF-8 and ASCII), str through ``asstr()``, as in h5py."""
+    from h5dask.ingest import load_file
+    path = tmp_path / "strings.h5"
+    with h5py.File(path, "w") as h5:
+        _string_cases(h5)
+    (tmp_path / "bucket" / "db").mkdir(parents=True)
+    url = (tmp_path / "bucket" / "home" / "strings.h5").as_uri()
+    if writer == "h5dask":
+        with h5dask.File(url, "w") as f, h5py.File(path) as h5:
+            for name, d in h5.items():
+                ds = f.create_dataset(name, shape=d.shape, dtype=d.dtype, chunks=d.chunks)
+                if name != "unwritten":
+                    ds[...] = d.asstr()[...] if name == "utf8" else d[...]  # str or bytes
+    else:
+        load_file(str(path), url, progress=False)
+    with h5dask.File(url) as f, h5py.File(path) as h5:
+        for name, want in h5.items():
+            got = f[name]
+            assert got.dtype == want.dtype, name
+            assert h5py.check_string_dtype(got.dtype) == h5py.check_string_dtype(want.dtype)
+            _same_element_types(got[()], want[()], name)
+            _same_element_types(got[...], want[...], name)
+            if want.shape != ():
+                _same_element_types(got[1:], want[1:], name)
+                _same_element_types(got[1], want[1], name)
+                assert len(got.asstr()) == len(want.asstr()) == want.shape[0]
+            if name != "fixed":  # h5py: ASCII asstr() refuses the é bytes, as h5dask
+                _same_element_types(got.asstr()[()], want.asstr()[()], name)
+                _same_element_types(got.asstr()[...], want.asstr()[...], name)
+            with pytest.raises(UnicodeDecodeError):
+                h5["fixed"].asstr()[()]
+            with pytest.raises(UnicodeDecodeError):
+                f["fixed"].asstr()[()]
+            assert got.asstr().shape == want.asstr().shape
+            assert got.asstr().dtype == want.asstr().dtype
+        assert f["utf8"].asstr("latin-1")[2] == h5["utf8"].asstr("latin-1")[2]
+        assert f["ascii"].asstr(errors="replace")[...].tolist() == ["a", "", "mid", "xyz"]
+        assert f["utf8"][2] == "héllo ✓".encode() and isinstance(f["utf8"][2], bytes)
+        for name in ("utf8", "ascii", "unwritten"):  # b"", as h5py gives
+            assert type(f[name].fillvalue) is bytes and f[name].fillvalue == b"", name
+            assert h5[name].fillvalue == b"", name
+        assert np.asarray(f["utf8"].asstr()).tolist() == ["", "ascii", "héllo ✓", "日本"]
+
+
+def test_asstr_refuses_non_string_datasets(tmp_path) -> None:
+    url = (tmp_path / "bucket" / "home" / "n.h5").as_uri()
+    (tmp_path / "bucket" / "db").mkdir(parents=True)
+    with h5dask.File(url, "w") as f:
+        ds = f.create_dataset("x", data=np.arange(3))
+        with pytest.raises(TypeError, match="string datatype"):
+            ds.asstr()
+        mixed = f.create_dataset("mixed", shape=(3,), dtype=h5dask.string_dtype())
+        mixed[...] = np.array([b"a", "\u00e9", "z"], dtype=object)  # str and bytes written
+        mixed[2] = "\u00e9".encode()
+        f.attrs["s"] = "text"
+        f.attrs["a"] = np.array([b"x"], dtype=h5dask.string_dtype("ascii"))
+    with h5dask.File(url) as f:  # attributes stay str, as h5py reads them
+        assert f.attrs["s"] == "text" and isinstance(f.attrs["s"], str)
+        assert f.attrs["a"].tolist() == ["x"]
+        assert f["mixed"][...].tolist() == [b"a", "\u00e9".encode(), "\u00e9".encode()]
+
+
+def test_xarray_engine_still_reads_vlen_strings_as_str(tmp_path) -> None:
+    xr = pytest.importorskip("xarray")
+    url = (tmp_path / "bucket" / "home" / "x.h5").as_uri()
+    (tmp_path / "bucket" / "db").mkdir(parents=True)
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("s", data=["a", "é"], dtype=h5dask.string_dtype())
+    ds = xr.open_dataset(url, engine="h5cloud", phony_dims="sort")
+    assert ds["s"].values.tolist() == ["a", "é"]
+    with h5dask.File(url) as f:
+        assert f["s"][...].tolist() == [b"a", "é".encode()]

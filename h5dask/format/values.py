@@ -135,7 +135,8 @@ def array_from_json(value: Any, dtype: np.dtype, shape: tuple[int, ...] | None) 
 def unwritten_value(dt: np.dtype) -> Any:
     """The value of an element nobody wrote in a dataset without a fill value, as h5py
     reads it: 0, and for variable-length parts an empty sequence or the empty string:
-    ``""`` for a UTF-8 dataset (h5dask reads those as str), ``b""`` for ASCII and for
+    ``""`` for a UTF-8 dataset (this layer and the xarray engine read those as str;
+    ``h5dask.File`` gives bytes, as h5py), ``b""`` for ASCII and for
     every string inside a compound (h5py reads members as bytes); a null reference is
     None.
 

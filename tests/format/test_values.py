@@ -120,7 +120,7 @@ def test_unwritten_value_has_empty_vlen_parts() -> None:
     assert value["n"] == 0
     assert value["s"].tolist() == [b"", b"", b""]
     assert value["u"] == b""  # strings inside compounds read as bytes, UTF-8 ones too
-    assert unwritten_value(h5dask.string_dtype()) == ""  # a UTF-8 dataset reads as str
+    assert unwritten_value(h5dask.string_dtype()) == ""  # str in the format layer
     assert value["q"].tolist() == [] and value["q"].dtype == np.dtype("=i4")
     assert unwritten_value(h5dask.string_dtype("ascii")) == b""
     assert unwritten_value(np.dtype(">f4")) == 0

@@ -195,10 +195,9 @@ class Compare:
         vlen = h5py.check_vlen_dtype(dt)
         if vlen is str or vlen is bytes:
             # h5py reads vlen strings of datasets as bytes and of attributes as str, and
-            # so does h5dask, except that a UTF-8 dataset reads as str (h5py's .asstr());
-            # a null string pointer reads as None (HSDS's encoding has only the empty string)
-            if w is not None and not (vlen is str and isinstance(w, bytes) and not member
-                                      and isinstance(g, str) and " attribute " not in where):
+            # so does h5dask; a null string pointer reads as None (HSDS's encoding has
+            # only the empty string)
+            if w is not None:
                 assert type(g) is type(w), f"{where}: {g!r} where h5py reads {w!r}"
             w, g = ("" if w is None else w), ("" if g is None else g)
             w = w.decode("utf-8", "surrogateescape") if isinstance(w, bytes) else w

@@ -394,7 +394,7 @@ def check_chunk_outcome(domain: Domain, key: str, data: bytes | None, how: str) 
         expected = np.array(domain.expected[name]["values"], dtype=object)
         fill = _plain(facts["fill"]) if facts["fill"] is not None else 0
         region = chunk_region(domain, name, key) if facts["shape"] else ()
-        expected[region] = fill if name != "s" else ""
+        expected[region] = fill if name != "s" else b""  # bytes, as h5py
         assert same(expected.tolist(), got[name]["values"]), (name, key)
         return "fill value (chunk deleted)"
     # what the format cannot detect: a flip in raw bytes, or in an unchecksummed frame
