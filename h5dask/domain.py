@@ -54,14 +54,14 @@ Meta = GroupMeta | DatasetMeta | DatatypeMeta
 @dataclass(frozen=True)
 class _Remembered:
     """A domain's consolidated summary as last found true in this process, with the
-    objects it names as parsed then (see :class:`_OpenMemo`)."""
+    objects it names as parsed then (empty when not kept: see :class:`_OpenMemo`)."""
 
     summary: consolidated.Consolidated
     metas: dict[str, Meta]
 
 
 class _OpenMemo:
-    """The summaries of the domains opened in this process (the last few, small ones).
+    """The summaries of the last domains opened in this process.
 
     A re-open fetches ``.domain.json``, the consolidated object, the objects the
     remembered summary names and its coordinates' chunks all in its first round trip,
@@ -69,11 +69,16 @@ class _OpenMemo:
     against the consolidated object just fetched): a memo that is out of date costs
     wasted GETs, never a stale value. The parsed objects are reused only when the fresh
     summary is the remembered one and every object fetched has its bytes.
+
+    Bounded: ``domains`` summaries (of at most ``max_summary`` objects each, some 100
+    bytes per object) and ``max_parsed`` parsed objects in all (some 15 KB each: the
+    oldest domains' are dropped first, their summaries kept).
     """
 
-    def __init__(self, domains: int, max_objects: int) -> None:
+    def __init__(self, domains: int, max_summary: int, max_parsed: int) -> None:
         self.domains = domains
-        self.max_objects = max_objects
+        self.max_summary = max_summary
+        self.max_parsed = max_parsed
         self._lock = threading.Lock()
         self._entries: OrderedDict[Any, _Remembered] = OrderedDict()
 
@@ -81,12 +86,24 @@ class _OpenMemo:
         with self._lock:
             return self._entries.get(key)
 
-    def put(self, key: Any, value: _Remembered) -> None:
+    def put(self, key: Any, summary: consolidated.Consolidated, metas: dict[str, Meta]
+            ) -> None:
+        if len(summary.objects) > self.max_summary:
+            self.pop(key)
+            return
         with self._lock:
-            self._entries[key] = value
+            self._entries[key] = _Remembered(
+                summary, metas if len(metas) <= self.max_parsed else {})
             self._entries.move_to_end(key)
             while len(self._entries) > self.domains:
                 self._entries.popitem(last=False)
+            parsed = sum(len(e.metas) for e in self._entries.values())
+            for old_key, entry in list(self._entries.items()):
+                if parsed <= self.max_parsed:
+                    break
+                if entry.metas:
+                    parsed -= len(entry.metas)
+                    self._entries[old_key] = _Remembered(entry.summary, {})
 
     def pop(self, key: Any) -> None:
         with self._lock:
@@ -97,8 +114,8 @@ class _OpenMemo:
             self._entries.clear()
 
 
-#: re-opens of these many domains (of at most this many objects each) take one round trip
-_open_memo = _OpenMemo(domains=16, max_objects=4096)
+#: re-opens of the last 16 domains take one round trip (see README, "Opening")
+_open_memo = _OpenMemo(domains=16, max_summary=1 << 16, max_parsed=4096)
 
 
 def default_acls(owner: str) -> dict:
@@ -249,7 +266,8 @@ class DomainSession:
         blobs = [early[i] if i in early else fetched[i] for i in ids_]
         digests = [None if b is None else consolidated.digest(b) for b in blobs]
         stale = any(d is None or d != summary.objects[i] for i, d in zip(ids_, digests))
-        if not stale and memo is not None and memo.summary.objects == summary.objects:
+        if not stale and memo is not None and memo.metas and \
+                memo.summary.objects == summary.objects:
             # every object has the bytes it had when the memo's objects were parsed
             # (committed datatypes included): reuse them rather than parse again
             self._cache.update(memo.metas)
@@ -282,10 +300,8 @@ class DomainSession:
             _open_memo.pop(self._memo_key)
             return
         metas = {i: self._cache[i] for i in summary.objects if i in self._cache}
-        if len(metas) != len(summary.objects) or len(metas) > _open_memo.max_objects:
-            _open_memo.pop(self._memo_key)
-            return
-        _open_memo.put(self._memo_key, _Remembered(summary, metas))
+        _open_memo.put(self._memo_key, summary,
+                       metas if len(metas) == len(summary.objects) else {})
 
     def prefetch_coordinates(self, metas: Iterable[Meta]) -> None:
         """Start fetching the chunks of the small coordinates among ``metas`` (xarray

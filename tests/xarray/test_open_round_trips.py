@@ -293,3 +293,29 @@ def test_reused_attribute_values_are_the_callers_to_change(domain):
     first = _open(url)["v3"].attrs["valid_range"]
     first[0] = 99.0  # a caller changing its own copy
     np.testing.assert_array_equal(_open(url)["v3"].attrs["valid_range"], [0.0, 1.0])
+
+
+def test_the_memo_keeps_few_parsed_objects_and_reopens_without_them(domain, round_trips,
+                                                                    monkeypatch):
+    from h5dask import domain as domain_module
+
+    url, want = domain
+    nobjects = len(want.variables) + 1  # every variable and the root group
+    small = domain_module._OpenMemo(domains=2, max_summary=1000, max_parsed=nobjects)
+    monkeypatch.setattr(domain_module, "_open_memo", small)
+    _open(url)
+    (key,) = small._entries
+    assert len(small._entries[key].metas) == nobjects
+    other = f"{url}-other"
+    h5dask.to_h5cloud(want, other)
+    _open(other)  # the newest domain's parsed objects are kept, the older one's dropped
+    assert small._entries[key].metas == {} and small._entries[key].summary is not None
+    depths, reset = round_trips
+    reset()
+    got = _open(url)  # the summary alone still saves the round trip
+    assert max(depths) == 1, depths
+    xr.testing.assert_identical(got.load(), want)
+    h5dask.to_h5cloud(want, f"{url}-third")
+    _open(f"{url}-third")
+    # the least recently opened domain ("-other", re-opened before the first) is forgotten
+    assert [k[1].split("/")[0] for k in small._entries] == ["open.h5", "open.h5-third"]
