@@ -385,7 +385,10 @@ class DomainSession:
         return {i: (k, _load_json(k, b)) for i, k, b in zip(obj_ids, keys, blobs)}
 
     def load_many(self, obj_ids: Iterable[str]) -> list[Meta]:
-        return sync(self.load_many_async(list(obj_ids)))
+        obj_ids = list(obj_ids)
+        if all(i in self._cache for i in obj_ids):  # e.g. all fetched at open
+            return [self._cache[i] for i in obj_ids]
+        return sync(self.load_many_async(obj_ids))
 
     def load(self, obj_id: str) -> Meta:
         if obj_id in self._cache:

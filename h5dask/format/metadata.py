@@ -109,13 +109,23 @@ class AttributeMeta:
     #: the decoded value, kept when it depends on this object alone (no committed type):
     #: a parsed object reused by a re-open (see h5dask.domain) decodes it once
     _decoded: Any = field(default=None, init=False, repr=False, compare=False)
+    _dtype: np.dtype | None = field(default=None, init=False, repr=False, compare=False)
+
+    def dtype(self, key: str, resolve: Callable[[str], dict] | None = None) -> np.dtype:
+        """The attribute's numpy dtype (kept, like the value, unless a committed type)."""
+        if self._dtype is not None:
+            return self._dtype
+        dt = attribute_dtype(key, self.name, self.type_json, resolve)
+        if not _names_committed_type(self.type_json):
+            self._dtype = dt
+        return dt
 
     def value(self, key: str, resolve: Callable[[str], dict] | None = None) -> Any:
         """The attribute's value as numpy (scalars as numpy scalars, like h5py; every
         variable-length string as ``str``, ASCII ones too, as h5py reads attributes)."""
         if self._decoded is not None:
             return _fresh(self._decoded[0])
-        dt = attribute_dtype(key, self.name, self.type_json, resolve)
+        dt = self.dtype(key, resolve)
         if self.space.is_null:
             return None
         try:
