@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -113,9 +114,13 @@ class _OpenMemo:
         with self._lock:
             self._entries.clear()
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+
 
 #: re-opens of the last 16 domains take one round trip (see README, "Opening")
 _open_memo = _OpenMemo(domains=16, max_summary=1 << 16, max_parsed=4096)
+os.register_at_fork(after_in_child=_open_memo.after_fork)
 
 
 def forget_opened_domains() -> None:
