@@ -80,7 +80,7 @@ def zarr_obstore_auto(services: Services, written: Written) -> Callable[[], floa
 
 
 def contenders(services: Services, w: Written, peers: set[str], active_url: str | None,
-               auto: bool = True, floor: bool = False
+               auto: bool = True, floor: bool = False, budgets_mib: tuple[int, ...] = ()
                ) -> list[tuple[Series, Callable[[], Any], str]]:
     """(series, runner, kind) of every reader, built while ``services`` points at the proxy."""
     out: list[tuple[Series, Callable[[], Any], str]] = []
@@ -92,6 +92,10 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         "obstore get_async of every chunk object at once")
     add('h5dask, chunks={}', readers.h5dask_read(services, w), "h5dask",
         "one task per chunk object, read-ahead on")
+    for mib in budgets_mib:
+        add(f"h5dask, chunks={{}}, read-ahead {mib} MiB",
+            with_budget(readers.h5dask_read(services, w), mib * MiB), "h5dask",
+            "as above with another read-ahead budget (H5DASK_READ_AHEAD_BYTES)")
     if auto:
         add('h5dask, chunks="auto"', h5dask_auto(services, w), "h5dask-auto",
             "dask's automatic blocks (many chunk objects per task)")
@@ -111,6 +115,8 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         add("HSDS + h5pyd", readers.hsds_read(services, w), "peer",
             "HSDS reading the same objects through the proxy")
     if floor:
+        add("raw + sum: every GET at once, each chunk summed", readers.raw_sum(services, w),
+            "floor", "the ceiling of a reader that also computes the sum (2 threads)")
         add("compute only, chunks={} (in memory)", compute_only(services, w, {}), "floor",
             "the same sum() on the data already in memory: no I/O")
         if auto:
@@ -134,6 +140,21 @@ def _pushdown(services: Services, w: Written, url: str) -> Callable[[], float]:
             return float(ds["v"].sum().compute())
 
     return run
+
+
+def with_budget(run: Callable[[], Any], nbytes: int) -> Callable[[], Any]:
+    """``run`` with the process's read-ahead budget set to ``nbytes`` (restored after)."""
+    from h5dask.readahead import get_readahead, set_budget
+
+    def budgeted() -> Any:
+        before = get_readahead().budget
+        set_budget(nbytes)
+        try:
+            return run()
+        finally:
+            set_budget(before)
+
+    return budgeted
 
 
 def _checked(run: Callable[[], Any], kind: str, expected: float, name: str
@@ -242,7 +263,7 @@ def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: L
 def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
               repeats: int, peers: set[str], pushdown: bool, log: Log,
               open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True,
-              floor: bool = False) -> list[CloudRun]:
+              floor: bool = False, budgets_mib: tuple[int, ...] = ()) -> list[CloudRun]:
     """Every contender through a fresh proxy at each latency (seconds)."""
     from h5dask.readahead import get_readahead
 
@@ -260,7 +281,7 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                 if "hsds" in peers:
                     hsds = services.restart_hsds(proxy.endpoint)
                 rows = contenders(services, w, peers, active.url if active else None, auto,
-                                  floor)
+                                  floor, budgets_mib)
                 for s, _, _ in rows:
                     s.nbytes = data.nbytes
                 warm_up([r for _, r, _ in rows])
@@ -380,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pushdown", action="store_true")
     parser.add_argument("--no-open", action="store_true")
     parser.add_argument("--no-auto", action="store_true", help='leave out chunks="auto"')
+    parser.add_argument("--readahead-mib", default="",
+                        help="comma list: extra chunks={} rows with these read-ahead budgets")
     parser.add_argument("--floor", action="store_true",
-                        help="add the same sum() on data already in memory (no I/O)")
+                        help="add raw + sum and the same sum() on data already in memory (no I/O)")
     parser.add_argument("--out", default=None, help="write the Markdown section here")
     args = parser.parse_args(argv)
     peers = {p for p in args.peers.split(",") if p}
@@ -401,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
                          args.repeats, peers, not args.no_pushdown, print, open_fn,
-                         auto=not args.no_auto, floor=args.floor)
+                         auto=not args.no_auto, floor=args.floor,
+                         budgets_mib=tuple(int(x) for x in args.readahead_mib.split(",") if x))
     print(summary(runs))
     if args.out:
         with open(args.out, "w") as f:
