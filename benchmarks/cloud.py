@@ -33,6 +33,8 @@ class CloudRun:
     """The results at one latency."""
 
     latency_ms: float
+    #: the client on one core, the proxy and SeaweedFS on the other (--split-cores)
+    split_cores: bool = False
     reads: list[tuple[Series, str]] = field(default_factory=list)  # (series, kind)
     opens: list[Series] = field(default_factory=list)
     mean_local: Series | None = None
@@ -54,6 +56,37 @@ def through(services: Services, endpoint: str) -> Iterator[None]:
         yield
     finally:
         services.endpoint_override = before
+
+
+def pin(pid: int | None, cpus: set[int]) -> None:
+    """Run every thread of process ``pid`` (threads started later inherit it) on ``cpus``."""
+    if pid is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # the thread ended meanwhile
+
+
+@contextmanager
+def split_cores(store_pids: list[int | None], enabled: bool) -> Iterator[None]:
+    """With ``enabled`` and 2+ cores: this process on core 0, the store side (proxy,
+    SeaweedFS, active server) on the others, as when the object store is another
+    machine; restored afterwards."""
+    every = os.sched_getaffinity(0)
+    if not enabled or len(every) < 2:
+        yield
+        return
+    client = {min(every)}
+    for pid in store_pids:
+        pin(pid, every - client)
+    pin(os.getpid(), client)
+    try:
+        yield
+    finally:
+        for pid in [*store_pids, os.getpid()]:
+            pin(pid, every)
 
 
 def h5dask_auto(services: Services, written: Written) -> Callable[[], float]:
@@ -80,7 +113,7 @@ def zarr_obstore_auto(services: Services, written: Written) -> Callable[[], floa
 
 
 def contenders(services: Services, w: Written, peers: set[str], active_url: str | None,
-               auto: bool = True, floor: bool = False
+               auto: bool = True, floor: bool = False, budgets_mib: tuple[int, ...] = ()
                ) -> list[tuple[Series, Callable[[], Any], str]]:
     """(series, runner, kind) of every reader, built while ``services`` points at the proxy."""
     out: list[tuple[Series, Callable[[], Any], str]] = []
@@ -92,6 +125,10 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         "obstore get_async of every chunk object at once")
     add('h5dask, chunks={}', readers.h5dask_read(services, w), "h5dask",
         "one task per chunk object, read-ahead on")
+    for mib in budgets_mib:
+        add(f"h5dask, chunks={{}}, read-ahead {mib} MiB",
+            with_budget(readers.h5dask_read(services, w), mib * MiB), "h5dask",
+            "as above with another read-ahead budget (H5DASK_READ_AHEAD_BYTES)")
     if auto:
         add('h5dask, chunks="auto"', h5dask_auto(services, w), "h5dask-auto",
             "dask's automatic blocks (many chunk objects per task)")
@@ -111,6 +148,8 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         add("HSDS + h5pyd", readers.hsds_read(services, w), "peer",
             "HSDS reading the same objects through the proxy")
     if floor:
+        add("raw + sum: every GET at once, each chunk summed", readers.raw_sum(services, w),
+            "floor", "the ceiling of a reader that also computes the sum (2 threads)")
         add("compute only, chunks={} (in memory)", compute_only(services, w, {}), "floor",
             "the same sum() on the data already in memory: no I/O")
         if auto:
@@ -134,6 +173,21 @@ def _pushdown(services: Services, w: Written, url: str) -> Callable[[], float]:
             return float(ds["v"].sum().compute())
 
     return run
+
+
+def with_budget(run: Callable[[], Any], nbytes: int) -> Callable[[], Any]:
+    """``run`` with the process's read-ahead budget set to ``nbytes`` (restored after)."""
+    from h5dask.readahead import get_readahead, set_budget
+
+    def budgeted() -> Any:
+        before = get_readahead().budget
+        set_budget(nbytes)
+        try:
+            return run()
+        finally:
+            set_budget(before)
+
+    return budgeted
 
 
 def _checked(run: Callable[[], Any], kind: str, expected: float, name: str
@@ -242,7 +296,8 @@ def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: L
 def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
               repeats: int, peers: set[str], pushdown: bool, log: Log,
               open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True,
-              floor: bool = False) -> list[CloudRun]:
+              floor: bool = False, budgets_mib: tuple[int, ...] = (),
+              split: bool = False) -> list[CloudRun]:
     """Every contender through a fresh proxy at each latency (seconds)."""
     from h5dask.readahead import get_readahead
 
@@ -251,7 +306,7 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
     for latency in latencies:
         log(f"## cloud: {latency * 1000:.0f} ms first byte, "
             f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream")
-        result = CloudRun(latency * 1000)
+        result = CloudRun(latency * 1000, split_cores=split)
         with LatencyProxy(services.s3.endpoint, latency, STREAM_BYTES_PER_S) as proxy, \
                 through(services, proxy.endpoint):
             active = ActiveServer(proxy.endpoint).start() if pushdown else None
@@ -260,7 +315,7 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                 if "hsds" in peers:
                     hsds = services.restart_hsds(proxy.endpoint)
                 rows = contenders(services, w, peers, active.url if active else None, auto,
-                                  floor)
+                                  floor, budgets_mib)
                 for s, _, _ in rows:
                     s.nbytes = data.nbytes
                 warm_up([r for _, r, _ in rows])
@@ -268,9 +323,12 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                 pids = (proxy.proc.pid if proxy.proc else None, services.s3.pid)
                 cpu_rounds: dict[str, list[tuple[float, float, float]]] = {
                     s.name: [] for s, _, _ in rows}
-                interleave([s for s, _, _ in rows],
-                           [cpu_counted(_checked(r, k, expected, s.name), pids,
-                                        cpu_rounds[s.name]) for s, r, k in rows], repeats, log)
+                store_side = [*pids, active.proc.pid if active and active.proc else None]
+                with split_cores(store_side, split):
+                    interleave([s for s, _, _ in rows],
+                               [cpu_counted(_checked(r, k, expected, s.name), pids,
+                                            cpu_rounds[s.name]) for s, r, k in rows],
+                               repeats, log)
                 result.cpu = {name: _median_each(got) for name, got in cpu_rounds.items() if got}
                 result.readahead_peak = get_readahead().peak_reserved
                 result.readahead_budget = get_readahead().budget
@@ -300,7 +358,8 @@ def summary(runs: list[CloudRun]) -> str:
     lines = []
     for r in runs:
         raw = next((s for s, k in r.reads if k == "raw"), None)
-        lines.append(f"{r.latency_ms:.0f} ms:")
+        split = " (full reads: client on core 0, store side on the rest)" if r.split_cores else ""
+        lines.append(f"{r.latency_ms:.0f} ms{split}:")
         for s, _ in r.reads:
             ratio = f"{raw.median / s.median:5.2f} x raw" if raw and s.seconds else ""
             cpu = r.cpu.get(s.name)
@@ -329,7 +388,9 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
            ""]
     for r in runs:
         raw = next((s for s, k in r.reads if k == "raw" and s.seconds), None)
-        out += [f"### {r.latency_ms:.0f} ms to first byte", "",
+        split = (", client on one core, proxy + SeaweedFS on the other" if r.split_cores
+                 else "")
+        out += [f"### {r.latency_ms:.0f} ms to first byte{split}", "",
                 "| reader | MB/s | range (MB/s) | ratio to raw | what |",
                 "| --- | ---: | ---: | ---: | --- |"]
         for s, _ in r.reads:
@@ -380,8 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pushdown", action="store_true")
     parser.add_argument("--no-open", action="store_true")
     parser.add_argument("--no-auto", action="store_true", help='leave out chunks="auto"')
+    parser.add_argument("--split-cores", action="store_true",
+                        help="full reads with the client on core 0 and the proxy, SeaweedFS "
+                        "and active server on the other cores (the store as another machine)")
+    parser.add_argument("--readahead-mib", default="",
+                        help="comma list: extra chunks={} rows with these read-ahead budgets")
     parser.add_argument("--floor", action="store_true",
-                        help="add the same sum() on data already in memory (no I/O)")
+                        help="add raw + sum and the same sum() on data already in memory (no I/O)")
     parser.add_argument("--out", default=None, help="write the Markdown section here")
     args = parser.parse_args(argv)
     peers = {p for p in args.peers.split(",") if p}
@@ -401,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
                          args.repeats, peers, not args.no_pushdown, print, open_fn,
-                         auto=not args.no_auto, floor=args.floor)
+                         auto=not args.no_auto, floor=args.floor,
+                         budgets_mib=tuple(int(x) for x in args.readahead_mib.split(",") if x),
+                         split=args.split_cores)
     print(summary(runs))
     if args.out:
         with open(args.out, "w") as f:
