@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import re
 import struct
@@ -45,7 +46,7 @@ from aiohttp import web
 from h5dask.active import codecs, memory, operations
 from h5dask.active.errors import ActiveStorageError, printable
 from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
-from h5dask.active.upstream import AllowList, Credentials, Upstream
+from h5dask.active.upstream import AllowList, Credentials, Routes, Upstream
 
 __all__ = [
     "RequestTimeout",
@@ -81,7 +82,9 @@ class ServerConfig:
     ``max_in_flight``: operation requests handled at once (503 beyond);
     ``max_body_size``: bytes of JSON request body; ``body_timeout``: seconds a client
     has to send the whole body (400 ``RequestTimeout`` after that, before any request
-    slot is taken); ``upstream_timeout``: seconds.
+    slot is taken); ``upstream_timeout``: seconds; ``upstream_routes``:
+    ``NAMED=FETCHED`` origin pairs, the store that clients name ``NAMED`` is fetched at
+    ``FETCHED`` (which must be allowed; see :class:`~h5dask.active.upstream.Routes`).
 
     Example::
 
@@ -95,9 +98,11 @@ class ServerConfig:
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     upstream_timeout: float = 60.0
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    upstream_routes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_upstream", tuple(self.allow_upstream))
+        object.__setattr__(self, "upstream_routes", tuple(self.upstream_routes))
         for name in ("max_object_size", "max_in_flight", "max_body_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -113,6 +118,7 @@ RELEASE_AFTER_IDLE = 0.2
 class _State:
     config: ServerConfig
     allow: AllowList
+    routes: Routes
     upstream: Upstream
     pool: memory.BufferPool
     in_flight: int = 0
@@ -330,7 +336,10 @@ async def _operation(request: web.Request) -> web.StreamResponse:
     reusable = False
     try:
         req = ReductionRequest.from_json(body)
-        state.allow.check(req.url)
+        routed = state.routes.apply(req.url)
+        if routed != req.url:
+            req = dataclasses.replace(req, url=routed)
+        state.allow.check(req.url)  # the URL fetched: a route never widens the list
         credentials = Credentials.from_authorization(request.headers.get("Authorization"))
         data = await state.upstream.fetch(req, credentials)
         buffer = data.obj if isinstance(data, memoryview) else data
@@ -419,9 +428,11 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Ap
         config = ServerConfig(**config)
     # the fetched objects' buffers: at most max_in_flight x max_object_size, the bound
     pool = memory.BufferPool(config.max_in_flight * config.max_object_size)
+    allow = AllowList(config.allow_upstream)
     state = _State(
         config=config,
-        allow=AllowList(config.allow_upstream),
+        allow=allow,
+        routes=Routes(config.upstream_routes, allow),
         upstream=Upstream(config.max_object_size, timeout=config.upstream_timeout, pool=pool),
         pool=pool,
     )
@@ -481,6 +492,7 @@ def serve(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     upstream_timeout: float = 60.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    upstream_routes: Sequence[str] = (),
 ) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM). Blocks.
 
@@ -500,6 +512,7 @@ def serve(
         max_body_size=max_body_size,
         upstream_timeout=upstream_timeout,
         body_timeout=body_timeout,
+        upstream_routes=tuple(upstream_routes),
     )
     memory.tune_malloc()  # before the worker threads exist
     app = create_app(config)
@@ -566,10 +579,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="time a client has to send its whole request body (400 RequestTimeout after)",
     )
+    parser.add_argument(
+        "--upstream-route",
+        action="append",
+        default=[],
+        metavar="NAMED=FETCHED",
+        help="fetch objects whose URL names origin NAMED from origin FETCHED instead, e.g. "
+        "the store's internal address (FETCHED must be allowed; repeat for more)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
-        AllowList(args.allow_upstream)
+        Routes(args.upstream_route, AllowList(args.allow_upstream))
     except ValueError as exc:
         parser.error(str(exc))
     serve(
@@ -580,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_in_flight=args.max_in_flight,
         log_level=args.log_level,
         body_timeout=args.body_timeout,
+        upstream_routes=args.upstream_route,
     )
     return 0
 
