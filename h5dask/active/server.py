@@ -66,6 +66,7 @@ log = logging.getLogger("h5dask.active")
 
 DEFAULT_MAX_OBJECT_SIZE = 64 << 20
 DEFAULT_MAX_IN_FLIGHT = 8
+DEFAULT_MAX_OBJECT_READS = 8
 DEFAULT_MAX_BODY_SIZE = 1 << 20
 DEFAULT_BODY_TIMEOUT = 10.0
 #: the reply's data is written in slices of this size, so the transport never buffers a
@@ -84,7 +85,10 @@ class ServerConfig:
     has to send the whole body (400 ``RequestTimeout`` after that, before any request
     slot is taken); ``upstream_timeout``: seconds; ``upstream_routes``:
     ``NAMED=FETCHED`` origin pairs, the store that clients name ``NAMED`` is fetched at
-    ``FETCHED`` (which must be allowed; see :class:`~h5dask.active.upstream.Routes`).
+    ``FETCHED`` (which must be allowed; see :class:`~h5dask.active.upstream.Routes`);
+    ``max_object_reads``: objects read and reduced at once, each into a reused buffer;
+    the other requests in flight wait for one with their upstream answer started (see
+    :class:`~h5dask.active.memory.BufferPool`).
 
     Example::
 
@@ -99,11 +103,12 @@ class ServerConfig:
     upstream_timeout: float = 60.0
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     upstream_routes: tuple[str, ...] = ()
+    max_object_reads: int = DEFAULT_MAX_OBJECT_READS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_upstream", tuple(self.allow_upstream))
         object.__setattr__(self, "upstream_routes", tuple(self.upstream_routes))
-        for name in ("max_object_size", "max_in_flight", "max_body_size"):
+        for name in ("max_object_size", "max_in_flight", "max_body_size", "max_object_reads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not self.body_timeout > 0:
@@ -427,7 +432,8 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Ap
     elif isinstance(config, Mapping):
         config = ServerConfig(**config)
     # the fetched objects' buffers: at most max_in_flight x max_object_size, the bound
-    pool = memory.BufferPool(config.max_in_flight * config.max_object_size)
+    pool = memory.BufferPool(config.max_in_flight * config.max_object_size,
+                             max_in_use=config.max_object_reads)
     allow = AllowList(config.allow_upstream)
     state = _State(
         config=config,
@@ -493,6 +499,7 @@ def serve(
     upstream_timeout: float = 60.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     upstream_routes: Sequence[str] = (),
+    max_object_reads: int = DEFAULT_MAX_OBJECT_READS,
 ) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM). Blocks.
 
@@ -513,6 +520,7 @@ def serve(
         upstream_timeout=upstream_timeout,
         body_timeout=body_timeout,
         upstream_routes=tuple(upstream_routes),
+        max_object_reads=max_object_reads,
     )
     memory.tune_malloc()  # before the worker threads exist
     app = create_app(config)
@@ -573,6 +581,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
     parser.add_argument(
+        "--max-object-reads",
+        type=int,
+        default=DEFAULT_MAX_OBJECT_READS,
+        help="objects read and reduced at once, each into a reused buffer (the other "
+        "requests in flight wait for one)",
+    )
+    parser.add_argument(
         "--body-timeout",
         type=float,
         default=DEFAULT_BODY_TIMEOUT,
@@ -602,6 +617,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         body_timeout=args.body_timeout,
         upstream_routes=args.upstream_route,
+        max_object_reads=args.max_object_reads,
     )
     return 0
 

@@ -508,7 +508,9 @@ class Upstream:
             buf = bytearray(want_now)
             filled = await _read_into(resp, memoryview(buf), skip)
             return memoryview(buf)[:filled] if filled < want_now else buf
-        pooled = self.pool.take(want_now)
+        # waits while the pool's buffers are all in use; the upstream's answer stays in
+        # its socket meanwhile, and the connection's first-byte wait is already over
+        pooled = await self.pool.take_when_free(want_now)
         try:
             filled = await _read_into(resp, memoryview(pooled), skip)
         except BaseException:

@@ -1,8 +1,9 @@
 """The server next to its store: upstream routes (the store as clients name it, fetched at
-the address the server reaches it by)."""
+the address the server reaches it by) and object reads limited to a few reused buffers."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from servers.active import start_active_server, stop_process
 from test_active_safety import error_text, post
 
 import h5dask
+from h5dask.active.memory import BufferPool
 from h5dask.active.upstream import AllowList, Routes
 
 STORE = "http://127.0.0.1:9000"
@@ -53,14 +55,41 @@ def test_server_will_not_start_with_a_route_to_an_origin_it_may_not_read() -> No
     assert done.returncode != 0 and "not on the allow-list" in done.stderr
 
 
+def test_pool_hands_out_at_most_max_in_use_buffers_and_wakes_waiters() -> None:
+    async def scenario() -> list[str]:
+        pool = BufferPool(budget=1 << 20, max_in_use=2)
+        events: list[str] = []
+        a, b = await pool.take_when_free(8), await pool.take_when_free(8)
+
+        async def third() -> None:
+            c = await pool.take_when_free(8)
+            events.append(f"third got {'a' if c is a else 'another'}")
+            pool.give(c)
+
+        waiting = asyncio.create_task(third())
+        cancelled = asyncio.create_task(pool.take_when_free(8))
+        await asyncio.sleep(0.01)
+        assert not waiting.done() and pool.in_use == 2
+        cancelled.cancel()
+        events.append("a given back")
+        pool.give(a)
+        await asyncio.wait_for(waiting, 5)
+        pool.give(b)
+        assert pool.in_use == 0
+        return events
+
+    assert asyncio.run(scenario()) == ["a given back", "third got a"]  # reused, warm
+
+
 @pytest.fixture(scope="module")
 def routed_server(seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A server allowed only SeaweedFS, which clients name ``NAMED``."""
+    """A server allowed only SeaweedFS, which clients name ``NAMED``, reading one
+    object at a time."""
     log_path = tmp_path_factory.mktemp("routed-server") / "server.log"
     proc, url = start_active_server(log_path, [
         "--allow-upstream", seaweedfs.endpoint,
         "--upstream-route", f"{NAMED}={seaweedfs.endpoint}",
-        "--max-in-flight", "8"])
+        "--max-in-flight", "8", "--max-object-reads", "1"])
     try:
         yield type("Server", (), {"url": url, "log": log_path})
     finally:
@@ -75,6 +104,7 @@ def test_a_routed_request_is_fetched_from_the_allowed_store(
     auth = (active_store.access_key, active_store.secret_key)
     body = {"interface_type": "s3", "url": named, "dtype": "int64"}
 
+    # one object read at a time: 8 concurrent requests wait for the buffer, all answered
     with ThreadPoolExecutor(8) as pool:
         replies = list(pool.map(lambda _: post(routed_server, "sum", body, auth=auth),
                                 range(8)))
