@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -81,15 +82,20 @@ def test_pool_hands_out_at_most_max_in_use_buffers_and_wakes_waiters() -> None:
     assert asyncio.run(scenario()) == ["a given back", "third got a"]  # reused, warm
 
 
+def start_routed_server(log_path: Path, store: str, named: str, *extra: str
+                        ) -> tuple[subprocess.Popen[bytes], str]:
+    """A server allowed only ``store``, fetching there what clients name ``named``."""
+    return start_active_server(log_path, ["--allow-upstream", store,
+                                          "--upstream-route", f"{named}={store}", *extra])
+
+
 @pytest.fixture(scope="module")
 def routed_server(seaweedfs: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A server allowed only SeaweedFS, which clients name ``NAMED``, reading one
     object at a time."""
     log_path = tmp_path_factory.mktemp("routed-server") / "server.log"
-    proc, url = start_active_server(log_path, [
-        "--allow-upstream", seaweedfs.endpoint,
-        "--upstream-route", f"{NAMED}={seaweedfs.endpoint}",
-        "--max-in-flight", "8", "--max-object-reads", "1"])
+    proc, url = start_routed_server(log_path, seaweedfs.endpoint, NAMED,
+                                    "--max-in-flight", "8", "--max-object-reads", "1")
     try:
         yield type("Server", (), {"url": url, "log": log_path})
     finally:
@@ -133,10 +139,8 @@ def test_pushdown_through_latency_proxies_with_the_server_next_to_the_store(
                       encoding={"v": {"chunks": (4, 32, 32)}}, storage_options=storage_options)
     with LatencyProxy(seaweedfs.endpoint, 0.001) as storage_proxy:
         log_path = tmp_path_factory.mktemp("near-store") / "server.log"
-        proc, server_url = start_active_server(log_path, [
-            "--allow-upstream", seaweedfs.endpoint,
-            "--upstream-route", f"{storage_proxy.endpoint}={seaweedfs.endpoint}",
-            "--max-in-flight", "16", "--log-level", "INFO"])
+        proc, server_url = start_routed_server(log_path, seaweedfs.endpoint,
+                                               storage_proxy.endpoint, "--max-in-flight", "16")
         try:
             with LatencyProxy(server_url, 0.001) as server_proxy:
                 options = {**storage_options, "client_kwargs": {
