@@ -340,13 +340,17 @@ async def _operation(request: web.Request) -> web.StreamResponse:
     buffer: object = None
     reusable = False
     try:
-        req = ReductionRequest.from_json(body)
+        req = named = ReductionRequest.from_json(body)
         routed = state.routes.apply(req.url)
         if routed != req.url:
             req = dataclasses.replace(req, url=routed)
         state.allow.check(req.url)  # the URL fetched: a route never widens the list
         credentials = Credentials.from_authorization(request.headers.get("Authorization"))
-        data = await state.upstream.fetch(req, credentials)
+        try:
+            data = await state.upstream.fetch(req, credentials)
+        except ActiveStorageError as err:
+            # the client is told about the URL it sent, not the store's other address
+            raise state.routes.named_back(err, fetched=req.url, named=named.url) from None
         buffer = data.obj if isinstance(data, memoryview) else data
         size = len(data)
         parts = await asyncio.to_thread(

@@ -181,6 +181,26 @@ class Routes:
         return urlunsplit((target.scheme, str(target).split("://", 1)[1], parts.path,
                            parts.query, parts.fragment))
 
+    @staticmethod
+    def named_back(err: ActiveStorageError, fetched: str, named: str) -> ActiveStorageError:
+        """``err`` (about fetching ``fetched``) saying ``named``'s origin instead, as the
+        client sent it; the address a route fetches from is the operator's business.
+
+        Example::
+
+            >>> err = ActiveStorageError(404, "object not found: http://10.0.0.5:9000/b/k")
+            >>> Routes.named_back(err, "http://10.0.0.5:9000/b/k", "https://s3.example.org/b/k"
+            ...                   ).message
+            'object not found: https://s3.example.org/b/k'
+        """
+        if fetched == named:
+            return err
+        f, n = urlsplit(fetched), urlsplit(named)
+        was, now = f"{f.scheme}://{f.netloc}", f"{n.scheme}://{n.netloc}"
+        err.message = err.message.replace(was, now)
+        err.caused_by = [c.replace(was, now) for c in err.caused_by]
+        return err
+
     def __repr__(self) -> str:
         return f"Routes({ {str(k): str(v) for k, v in self.routes.items()} })"
 
