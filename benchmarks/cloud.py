@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,52 @@ Log = Callable[[str], None]
 STREAM_BYTES_PER_S = 100e6
 
 
+@dataclass(frozen=True)
+class Topology:
+    """Where the active-storage server sits relative to the latency."""
+
+    slug: str
+    label: str  # the row's name in the tables
+    what: str  # one sentence for the reader of BENCHMARKS.md
+
+
+#: as active storage is deployed (Reductionist next to the object store): the primary row
+NEAR_STORE = Topology(
+    "near-store", "pushed down, server next to the store",
+    "the server reads SeaweedFS directly on loopback; the client's requests to the server "
+    "go through a second latency proxy (same profile), as across a WAN")
+#: the opposite: the server next to the client, reading its store across the latency
+NEAR_CLIENT = Topology(
+    "near-client", "pushed down, server across the latency from its store",
+    "the client talks to the server on plain loopback; the server reads every chunk "
+    "object through the storage latency proxy")
+TOPOLOGIES = (NEAR_STORE, NEAR_CLIENT)
+
+
+@dataclass
+class ActiveSetup:
+    """An active-storage server in one topology: the URL the client uses, and the
+    processes whose CPU the pushed-down reductions cost."""
+
+    topology: Topology
+    url: str
+    server_pid: int | None
+    proxy_pid: int | None  # the latency proxy in front of the server, if any
+
+
+@dataclass
+class MeanRow:
+    """``mean()`` one way: locally, or pushed down in one topology."""
+
+    name: str
+    what: str
+    series: Series
+    client_bytes: int = 0
+    #: median CPU seconds per round: client, storage proxy, SeaweedFS, active server,
+    #: active-server proxy
+    cpu: tuple[float, ...] = ()
+
+
 @dataclass
 class CloudRun:
     """The results at one latency."""
@@ -37,13 +83,12 @@ class CloudRun:
     split_cores: bool = False
     reads: list[tuple[Series, str]] = field(default_factory=list)  # (series, kind)
     opens: list[Series] = field(default_factory=list)
-    mean_local: Series | None = None
-    mean_pushed: Series | None = None
-    mean_bytes: tuple[int, int] = (0, 0)  # client bytes: local, pushed down
+    #: mean() computed locally, then pushed down in each topology (NEAR_STORE first)
+    means: list[MeanRow] = field(default_factory=list)
     readahead_peak: int = 0
     readahead_budget: int = 0
     #: reader -> median CPU seconds per round of (this client, the proxy, SeaweedFS)
-    cpu: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    cpu: dict[str, tuple[float, ...]] = field(default_factory=dict)
     memory: Any = None  # extras.MemoryResult of a fresh process reading through the proxy
 
 
@@ -157,7 +202,7 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
                 "floor", "the same sum() on the data already in memory: no I/O")
     if active_url:
         add("h5dask pushdown (active storage)", _pushdown(services, w, active_url),
-            "pushdown", "the server reads each chunk through the proxy and sums it")
+            "pushdown", f"sum() pushed down, {NEAR_STORE.what}")
     return out
 
 
@@ -219,8 +264,8 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, int | None],
-                rounds: list[tuple[float, float, float]]) -> Callable[[], Any]:
+def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, ...],
+                rounds: list[tuple[float, ...]]) -> Callable[[], Any]:
     """``run``, appending each call's CPU seconds (this client, proxy, store) to ``rounds``:
     on 2 shared cores the CPU a reader costs, not only its time, says what is possible."""
 
@@ -228,7 +273,7 @@ def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, int | None],
         before = (own_cpu(), *(process_cpu(p) for p in pids))
         result = run()
         after = (own_cpu(), *(process_cpu(p) for p in pids))
-        rounds.append(tuple(b - a for a, b in zip(before, after)))  # type: ignore[arg-type]
+        rounds.append(tuple(b - a for a, b in zip(before, after)))
         return result
 
     return counted
@@ -262,9 +307,11 @@ def warm_up(runners: list[Callable[[], Any]]) -> None:
             continue
 
 
-def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: Log
-                  ) -> tuple[Series, Series, tuple[int, int]]:
-    """``mean()`` locally and pushed down, interleaved; client bytes of each."""
+def mean_pushdown(services: Services, w: Written, setups: list[ActiveSetup], repeats: int,
+                  log: Log, pids: tuple[int | None, int | None]) -> list[MeanRow]:
+    """``mean()`` locally and pushed down in each topology, interleaved; the client's
+    bytes and the CPU seconds of every process involved. ``pids``: the storage proxy's
+    and SeaweedFS's."""
     import dask
     import xarray as xr
 
@@ -276,21 +323,59 @@ def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: L
         ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={}, storage_options=so)
         return float(ds["v"].mean().compute())
 
-    def pushed() -> float:
-        with dask.config.set(array_optimize=None):
-            ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={}, storage_options=so,
-                                 active_storage_url=url, active_storage="require")
-            return float(ds["v"].mean().compute())
+    def pushed(url: str) -> Callable[[], float]:
+        def run() -> float:
+            with dask.config.set(array_optimize=None):
+                ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={},
+                                     storage_options=so, active_storage_url=url,
+                                     active_storage="require")
+                return float(ds["v"].mean().compute())
 
-    nbytes = []
-    for run in (local, pushed):
+        return run
+
+    rows = [MeanRow("computed locally", "the client reads every chunk object through the "
+                    "storage proxy", Series("mean(), computed locally", 0))]
+    runners: list[Callable[[], float]] = [local]
+    for setup in setups:
+        rows.append(MeanRow(setup.topology.label, setup.topology.what,
+                            Series(f"mean(), {setup.topology.label}", 0)))
+        runners.append(pushed(setup.url))
+    every_pid = (*pids, *(p for st in setups for p in (st.server_pid, st.proxy_pid)))
+    for row, run in zip(rows, runners):
         h5dask.reset_stats()
-        run()
-        nbytes.append(h5dask.stats()["total"]["read_bytes"])
-    s_local = Series("mean(), computed locally", 0)
-    s_pushed = Series("mean(), pushed down", 0)
-    interleave([s_local, s_pushed], [local, pushed], repeats, log)
-    return s_local, s_pushed, (nbytes[0], nbytes[1])
+        run()  # also the warm-up: imports, connections
+        row.client_bytes = h5dask.stats()["total"]["read_bytes"]
+    rounds: list[list[tuple[float, ...]]] = [[] for _ in rows]
+    interleave([r.series for r in rows],
+               [cpu_counted(run, every_pid, got) for run, got in zip(runners, rounds)],
+               repeats, log)
+    for i, (row, got) in enumerate(zip(rows, rounds)):
+        if not got:
+            continue
+        cpu = _median_each(got)
+        # client, storage proxy, SeaweedFS, then this row's own server and its proxy
+        own = cpu[3 + 2 * (i - 1): 5 + 2 * (i - 1)] if i else (0.0, 0.0)
+        row.cpu = (*cpu[:3], *own)
+    return rows
+
+
+def start_active_servers(stack: ExitStack, services: Services, storage_proxy: LatencyProxy,
+                         latency: float) -> list[ActiveSetup]:
+    """An active-storage server in each of :data:`TOPOLOGIES`, stopped by ``stack``.
+
+    Next to the store, the server is allowed only SeaweedFS itself; the client names
+    the chunk objects by the URL it reads them at (the storage proxy), so a server
+    route maps that origin to SeaweedFS (``--upstream-route``)."""
+    near_store = ActiveServer(services.s3.endpoint,
+                              routes={storage_proxy.endpoint: services.s3.endpoint}).start()
+    stack.callback(near_store.stop)
+    active_proxy = stack.enter_context(
+        LatencyProxy(near_store.url, latency, STREAM_BYTES_PER_S))
+    near_client = ActiveServer(storage_proxy.endpoint).start()
+    stack.callback(near_client.stop)
+    return [ActiveSetup(NEAR_STORE, active_proxy.endpoint, near_store.pid,
+                        active_proxy.proc.pid if active_proxy.proc else None),
+            ActiveSetup(NEAR_CLIENT, near_client.url, near_client.pid, None)]
 
 
 def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
@@ -308,22 +393,23 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
             f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream")
         result = CloudRun(latency * 1000, split_cores=split)
         with LatencyProxy(services.s3.endpoint, latency, STREAM_BYTES_PER_S) as proxy, \
-                through(services, proxy.endpoint):
-            active = ActiveServer(proxy.endpoint).start() if pushdown else None
+                through(services, proxy.endpoint), ExitStack() as servers:
+            setups = start_active_servers(servers, services, proxy, latency) if pushdown \
+                else []
             hsds = None
             try:
                 if "hsds" in peers:
                     hsds = services.restart_hsds(proxy.endpoint)
-                rows = contenders(services, w, peers, active.url if active else None, auto,
+                rows = contenders(services, w, peers, setups[0].url if setups else None, auto,
                                   floor, budgets_mib)
                 for s, _, _ in rows:
                     s.nbytes = data.nbytes
                 warm_up([r for _, r, _ in rows])
                 get_readahead().peak_reserved = 0
                 pids = (proxy.proc.pid if proxy.proc else None, services.s3.pid)
-                cpu_rounds: dict[str, list[tuple[float, float, float]]] = {
+                cpu_rounds: dict[str, list[tuple[float, ...]]] = {
                     s.name: [] for s, _, _ in rows}
-                store_side = [*pids, active.proc.pid if active and active.proc else None]
+                store_side = [*pids, *(p for a in setups for p in (a.server_pid, a.proxy_pid))]
                 with split_cores(store_side, split):
                     interleave([s for s, _, _ in rows],
                                [cpu_counted(_checked(r, k, expected, s.name), pids,
@@ -338,20 +424,25 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                     from .extras import memory  # a fresh process, through the proxy
 
                     result.memory = memory(services, w, data)
-                if active is not None:
-                    (result.mean_local, result.mean_pushed,
-                     result.mean_bytes) = mean_pushdown(services, w, active.url, repeats, log)
+                if setups:
+                    result.means = mean_pushdown(services, w, setups, repeats, log, pids)
             finally:
-                if active is not None:
-                    active.stop()
                 if hsds is not None:
                     services.restart_hsds(None)
         runs.append(result)
     return runs
 
 
-def _median_each(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    return tuple(statistics.median(column) for column in zip(*rounds))  # type: ignore[return-value]
+def _median_each(rounds: list[tuple[float, ...]]) -> tuple[float, ...]:
+    return tuple(statistics.median(column) for column in zip(*rounds))
+
+
+def _mean_cpu(row: MeanRow) -> str:
+    c = row.cpu
+    if not c:
+        return ""
+    return (f"CPU s: client {c[0]:.2f}, storage proxy {c[1]:.2f}, SeaweedFS {c[2]:.2f}, "
+            f"active server {c[3]:.2f}, its proxy {c[4]:.2f}")
 
 
 def summary(runs: list[CloudRun]) -> str:
@@ -368,9 +459,12 @@ def summary(runs: list[CloudRun]) -> str:
             lines.append(f"  {s.name:<36} {s.mb_s:8.0f} MB/s  {ratio} {s.error}{used}")
         for s in r.opens:
             lines.append(f"  open: {s.name:<30} {s.median * 1000:7.0f} ms")
-        if r.mean_local and r.mean_pushed:
-            lines.append(f"  mean local {r.mean_local.median:.2f} s, pushed "
-                         f"{r.mean_pushed.median:.2f} s; bytes {r.mean_bytes}")
+        local_bytes = r.means[0].client_bytes if r.means else 0
+        for m in r.means:
+            share = f" ({100 * m.client_bytes / max(local_bytes, 1):.4f} %)" if m is not \
+                r.means[0] else ""
+            lines.append(f"  mean() {m.name:<52} {m.series.median:6.2f} s  client bytes "
+                         f"{m.client_bytes:,}{share} {m.series.error}  {_mean_cpu(m)}")
         lines.append(f"  read-ahead peak reserved {r.readahead_peak / MiB:.0f} MiB")
     return "\n".join(lines)
 
@@ -383,8 +477,9 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
            f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream. {size_mib:.0f} MiB of float32 in "
            "4 MiB chunk objects, `sum()` on dask's threaded scheduler (2 threads), median of "
            f"{repeats} interleaved rounds; every reader, raw included, goes through the same "
-           "proxy (HSDS and the active-storage server read storage through it too). The proxy "
-           "shares the 2 cores with everything else: ratios to raw are the figures to read.",
+           "proxy (HSDS reads storage through it too; the pushdown rows say where the "
+           "active-storage server sits). The proxy shares the 2 cores with everything else: "
+           "ratios to raw are the figures to read.",
            ""]
     for r in runs:
         raw = next((s for s, k in r.reads if k == "raw" and s.seconds), None)
@@ -413,12 +508,22 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
                 lo, hi = s.spread
                 out.append(f"| {s.name} | {s.median * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} |")
             out.append("")
-        if r.mean_local and r.mean_pushed and r.mean_local.seconds and r.mean_pushed.seconds:
-            local, pushed = r.mean_bytes
-            out += ["| mean() | median s | client bytes |", "| --- | ---: | ---: |",
-                    f"| computed locally | {r.mean_local.median:.2f} | {local:,} |",
-                    f"| pushed down | {r.mean_pushed.median:.2f} | {pushed:,} "
-                    f"({100 * pushed / max(local, 1):.4f} %) |", ""]
+        if r.means:
+            local_bytes = r.means[0].client_bytes
+            out += ["| mean() | median s | range s | client bytes | CPU s: client, storage "
+                    "proxy, SeaweedFS, active server, its proxy | topology |",
+                    "| --- | ---: | ---: | ---: | ---: | --- |"]
+            for m in r.means:
+                if m.series.error or not m.series.seconds:
+                    out.append(f"| {m.name} | failed | | | | {m.series.error} |")
+                    continue
+                lo, hi = m.series.spread
+                share = "" if m is r.means[0] else \
+                    f" ({100 * m.client_bytes / max(local_bytes, 1):.4f} %)"
+                cpu = ", ".join(f"{c:.2f}" for c in m.cpu)
+                out.append(f"| {m.name} | {m.series.median:.2f} | {lo:.2f}-{hi:.2f} | "
+                           f"{m.client_bytes:,}{share} | {cpu} | {m.what} |")
+            out.append("")
         out += [f"Read-ahead held at most {r.readahead_peak / MiB:.0f} MiB "
                 f"(bound: `H5DASK_READ_AHEAD_BYTES`, {r.readahead_budget / MiB:.0f} MiB).", ""]
         if r.memory is not None:
