@@ -145,13 +145,16 @@ class Report:
                             f"{r:.2f} x the fastest peer ({name}, {best:.0f} MB/s)",
                             _ok(r >= 1.5, r)))
         if self.open_series:
-            h5 = self.open_series[0].median
-            zs = [s for s in self.open_series[1:] if s.seconds]
+            h5 = self.open_series[0].median  # a re-open, as in a notebook
+            zs = [s for s in self.open_series if s.name.startswith("zarr") and s.seconds]
+            first = [s.median for s in self.open_series if "first open" in s.name and s.seconds]
             if zs:
                 z = min(zs, key=lambda s: s.median)
+                also = f"; first open in a process {first[0] * 1e3:.0f} ms" if first else ""
                 out.append((f"open {self.open_nvars} variables: no slower than Zarr v3 "
                             "consolidated", f"{h5 * 1e3:.0f} ms vs {z.median * 1e3:.0f} ms "
-                            f"({z.name}): {h5 / z.median:.2f} x", _ok(h5 <= z.median, h5)))
+                            f"({z.name}): {h5 / z.median:.2f} x{also}",
+                            _ok(h5 <= z.median, h5)))
         if self.graph is not None:
             g = self.graph
             out.append((f"graph for {g.nchunks:,} chunks built in < 2 s (as a lazy dask "

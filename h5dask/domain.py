@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import (
@@ -46,6 +50,87 @@ from .storage.links import LinkPolicy
 from .storage.sync import sync
 
 Meta = GroupMeta | DatasetMeta | DatatypeMeta
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    """A domain's consolidated summary as last found true in this process, with the
+    objects it names as parsed then (empty when not kept: see :class:`_OpenMemo`)."""
+
+    summary: consolidated.Consolidated
+    metas: dict[str, Meta]
+
+
+class _OpenMemo:
+    """The summaries of the last domains opened in this process.
+
+    A re-open fetches ``.domain.json``, the consolidated object, the objects the
+    remembered summary names and its coordinates' chunks all in its first round trip,
+    then checks them exactly as a first open does (root, then each object's SHA-256
+    against the consolidated object just fetched): a memo that is out of date costs
+    wasted GETs, never a stale value. The parsed objects are reused only when the fresh
+    summary is the remembered one and every object fetched has its bytes.
+
+    Bounded: ``domains`` summaries (of at most ``max_summary`` objects each, some 100
+    bytes per object) and ``max_parsed`` parsed objects in all (some 15 KB each: the
+    oldest domains' are dropped first, their summaries kept).
+    """
+
+    def __init__(self, domains: int, max_summary: int, max_parsed: int) -> None:
+        self.domains = domains
+        self.max_summary = max_summary
+        self.max_parsed = max_parsed
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Any, _Remembered] = OrderedDict()
+
+    def get(self, key: Any) -> _Remembered | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: Any, summary: consolidated.Consolidated, metas: dict[str, Meta]
+            ) -> None:
+        if len(summary.objects) > self.max_summary:
+            self.pop(key)
+            return
+        with self._lock:
+            self._entries[key] = _Remembered(
+                summary, metas if len(metas) <= self.max_parsed else {})
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.domains:
+                self._entries.popitem(last=False)
+            parsed = sum(len(e.metas) for e in self._entries.values())
+            for old_key, entry in list(self._entries.items()):
+                if parsed <= self.max_parsed:
+                    break
+                if entry.metas:
+                    parsed -= len(entry.metas)
+                    self._entries[old_key] = _Remembered(entry.summary, {})
+
+    def pop(self, key: Any) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+
+
+#: re-opens of the last 16 domains take one round trip (see README, "Opening")
+_open_memo = _OpenMemo(domains=16, max_summary=1 << 16, max_parsed=4096)
+os.register_at_fork(after_in_child=_open_memo.after_fork)
+
+
+def forget_opened_domains() -> None:
+    """Forget the summaries of the domains opened in this process: the next open of each
+    costs two round trips again, as the first did (for measurements; never needed for
+    correctness, since every open checks what it fetched).
+
+    >>> forget_opened_domains()
+    """
+    _open_memo.clear()
 
 
 def default_acls(owner: str) -> dict:
@@ -83,15 +168,27 @@ class DomainSession:
         self.consolidated_state = "absent"
         self._use_consolidated = consolidated
         self.owner = owner or _default_owner()
-        self.root_id = self._open()
+        try:
+            self.root_id = self._open()
+        except BaseException:
+            _open_memo.pop(self._memo_key)
+            self.forget_prefetched()  # chunk GETs started for an open that failed
+            raise
 
     # -- opening --------------------------------------------------------------------
     def _open(self) -> str:
         key = self.location.domain_key
         summary_blob = None
+        early: dict[str, bytes | None] = {}  # objects fetched with .domain.json (see memo)
+        memo = None
         if self._use_consolidated and self.mode in ("r", "r+", "a"):
-            # one round trip for both: the summary is tried only if the domain exists
-            data, summary_blob = sync(self._get_both(key, self._consolidated_key))
+            memo = _open_memo.get(self._memo_key)
+            if memo is not None:
+                self._start_chunks(memo.summary.coordinate_chunks)
+            # one round trip for both (and, on a re-open, for the objects the summary
+            # named last time): the summary is tried only if the domain exists
+            data, summary_blob, early = sync(self._get_first(
+                key, self._consolidated_key, list(memo.summary.objects) if memo else []))
         else:
             data = sync(self.store.get(key, kind="metadata"))
         exists = data is not None
@@ -108,7 +205,9 @@ class DomainSession:
             self._domain_json = domain.raw
             summary = consolidated.parse(summary_blob, domain.root)
             if summary is not None:
-                sync(self._load_consolidated(summary))
+                sync(self._load_consolidated(summary, early, memo))
+            if self._use_consolidated:
+                self._remember(summary)
             self._prefetch_root(domain)
             return domain.root
         # a new domain (w, w-, x, or a on nothing): a fresh root; published on flush
@@ -147,30 +246,50 @@ class DomainSession:
                 f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
         return DomainNotFoundError(url)
 
-    async def _get_both(self, first: str, second: str) -> tuple[bytes | None, bytes | None]:
-        a, b = await asyncio.gather(self.store.get(first, kind="metadata"),
-                                    self.store.get(second, kind="metadata"))
-        return a, b
+    async def _get_first(self, domain_key: str, consolidated_key: str, obj_ids: list[str]
+                         ) -> tuple[bytes | None, bytes | None, dict[str, bytes | None]]:
+        """The first round trip: ``.domain.json``, the consolidated object and the
+        objects ``obj_ids`` (those a re-open expects), all at once."""
+        got = await asyncio.gather(self.store.get(domain_key, kind="metadata"),
+                                   self.store.get(consolidated_key, kind="metadata"),
+                                   self._fetch_objects(obj_ids))
+        return got[0], got[1], dict(zip(obj_ids, got[2]))
 
     @property
     def _consolidated_key(self) -> str:
         return f"{self.location.domain}/{consolidated.NAME}"
 
-    async def _load_consolidated(self, summary: consolidated.Consolidated) -> None:
-        """Fetch every object the summary names, and its coordinates' chunks, at once.
-        Only what was fetched is used; the summary is "stale" if any object is missing
-        or its bytes are not the ones summarised (then the usual walk fills the gaps)."""
-        from .readahead import get_readahead
+    @property
+    def _memo_key(self) -> tuple[Any, str]:
+        # the store instance (one per endpoint, bucket and credentials in a process; held
+        # by the key, so never mistaken for a later one) and the domain
+        return self.store, self.location.domain_key
 
-        ra = get_readahead()
-        for key, bound in summary.coordinate_chunks:
-            ra.start_key(self.store, key, bound, owner=self)  # dropped by forget_prefetched
+    async def _load_consolidated(self, summary: consolidated.Consolidated,
+                                 early: dict[str, bytes | None] | None = None,
+                                 memo: _Remembered | None = None) -> None:
+        """Fetch every object the summary names, and its coordinates' chunks, at once
+        (those in ``early``, fetched with ``.domain.json`` on a re-open, are not fetched
+        again). Only what was fetched is used; the summary is "stale" if any object is
+        missing or its bytes are not the ones summarised (then the usual walk fills the
+        gaps)."""
+        early = early or {}
+        self._start_chunks(summary.coordinate_chunks)  # dropped by forget_prefetched
         ids_ = sorted(summary.objects, key=lambda i: i[0] != "t")  # datatypes first
-        blobs = await self._fetch_objects(ids_)
-        stale = False
+        late = [i for i in ids_ if i not in early]
+        fetched = dict(zip(late, await self._fetch_objects(late)))
+        blobs = [early[i] if i in early else fetched[i] for i in ids_]
+        digests = [None if b is None else consolidated.digest(b) for b in blobs]
+        stale = any(d is None or d != summary.objects[i] for i, d in zip(ids_, digests))
+        if not stale and memo is not None and memo.metas and \
+                memo.summary.objects == summary.objects:
+            # every object has the bytes it had when the memo's objects were parsed
+            # (committed datatypes included): reuse them rather than parse again
+            self._cache.update(memo.metas)
+            self._hashes.update(summary.objects)
+            self.consolidated_state = "used"
+            return
         for obj_id, blob in zip(ids_, blobs):
-            if blob is None or consolidated.digest(blob) != summary.objects[obj_id]:
-                stale = True
             if blob is None:
                 continue
             try:  # what was fetched is the object as it is now: kept, whatever the summary
@@ -179,16 +298,31 @@ class DomainSession:
                 stale = True  # e.g. no longer linked and unreadable: the walk decides
         self.consolidated_state = "stale" if stale else "used"
 
-    def prefetch_coordinates(self, metas: Iterable[Meta]) -> None:
-        """Start fetching the chunks of the small coordinates among ``metas`` (xarray
-        reads them all at open), together rather than one round trip each."""
+    def _start_chunks(self, chunks: Iterable[tuple[str, int]]) -> None:
+        """Start the GETs of these chunk objects with one launch (their bytes are
+        taken by the reads at open, and dropped by :meth:`forget_prefetched`)."""
         from .readahead import get_readahead
 
         ra = get_readahead()
-        for meta in metas:
-            if isinstance(meta, DatasetMeta):
-                for key, bound in _coordinate_chunks_of(meta):
-                    ra.start_key(self.store, key, bound, owner=self)
+        for key, bound in chunks:
+            ra.start_key(self.store, key, bound, owner=self, launch=False)
+        ra.launch()
+
+    def _remember(self, summary: consolidated.Consolidated | None) -> None:
+        """Remember a summary found true, so that a re-open in this process fetches its
+        objects in the first round trip; forget the domain otherwise."""
+        if summary is None or self.consolidated_state != "used":
+            _open_memo.pop(self._memo_key)
+            return
+        metas = {i: self._cache[i] for i in summary.objects if i in self._cache}
+        _open_memo.put(self._memo_key, summary,
+                       metas if len(metas) == len(summary.objects) else {})
+
+    def prefetch_coordinates(self, metas: Iterable[Meta]) -> None:
+        """Start fetching the chunks of the small coordinates among ``metas`` (xarray
+        reads them all at open), together rather than one round trip each."""
+        self._start_chunks([chunk for meta in metas if isinstance(meta, DatasetMeta)
+                            for chunk in _coordinate_chunks_of(meta)])
 
     def forget_prefetched(self) -> None:
         """Drop chunk bytes fetched at open and not used by now (so none is read late)."""
@@ -266,7 +400,10 @@ class DomainSession:
         return {i: (k, _load_json(k, b)) for i, k, b in zip(obj_ids, keys, blobs)}
 
     def load_many(self, obj_ids: Iterable[str]) -> list[Meta]:
-        return sync(self.load_many_async(list(obj_ids)))
+        obj_ids = list(obj_ids)
+        if all(i in self._cache for i in obj_ids):  # e.g. all fetched at open
+            return [self._cache[i] for i in obj_ids]
+        return sync(self.load_many_async(obj_ids))
 
     def load(self, obj_id: str) -> Meta:
         if obj_id in self._cache:
@@ -326,6 +463,7 @@ class DomainSession:
         """Write pending metadata: datatypes, datasets, groups, root group, domain."""
         if not self._dirty and not self._domain_dirty:
             return
+        _open_memo.pop(self._memo_key)  # the next open learns the new summary afresh
         # New objects first (no published object can point at them yet), then changed
         # existing ones (which may now point at the new ones: an attribute, a link), then
         # the root group; by kind within each: types, datasets, groups. So a crash at any

@@ -121,14 +121,15 @@ class ReadAhead:
             batch, self._queued = self._queued, []
         launch(batch)
 
-    def start_key(self, store: Any, key: str, size_bound: int, owner: Any) -> bool:
+    def start_key(self, store: Any, key: str, size_bound: int, owner: Any,
+                  launch: bool = True) -> bool:
         """Start fetching a chunk object known by its key only (a coordinate's chunk
-        named by a consolidated metadata object)."""
+        named by a consolidated metadata object); ``launch`` as for :meth:`start`."""
 
         async def fetch() -> tuple[Any, str]:
             return await store.get_buffer(key, kind="chunk"), key
 
-        return self._start(f"{store.root_url}/{key}", size_bound, owner, None, fetch, True)
+        return self._start(f"{store.root_url}/{key}", size_bound, owner, None, fetch, launch)
 
     def claim(self, source: Any, index: tuple[int, ...]) -> concurrent.futures.Future | None:
         """The GET started ahead of the current task for this chunk (removed from the

@@ -14,6 +14,7 @@ Every parser takes the object's key, so errors say which object is wrong and how
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,11 +106,26 @@ class AttributeMeta:
     space: Dataspace
     value_json: Any
     created: float = 0.0
+    #: the decoded value, kept when it depends on this object alone (no committed type):
+    #: a parsed object reused by a re-open (see h5dask.domain) decodes it once
+    _decoded: Any = field(default=None, init=False, repr=False, compare=False)
+    _dtype: np.dtype | None = field(default=None, init=False, repr=False, compare=False)
+
+    def dtype(self, key: str, resolve: Callable[[str], dict] | None = None) -> np.dtype:
+        """The attribute's numpy dtype (kept, like the value, unless a committed type)."""
+        if self._dtype is not None:
+            return self._dtype
+        dt = attribute_dtype(key, self.name, self.type_json, resolve)
+        if not _names_committed_type(self.type_json):
+            self._dtype = dt
+        return dt
 
     def value(self, key: str, resolve: Callable[[str], dict] | None = None) -> Any:
         """The attribute's value as numpy (scalars as numpy scalars, like h5py; every
         variable-length string as ``str``, ASCII ones too, as h5py reads attributes)."""
-        dt = attribute_dtype(key, self.name, self.type_json, resolve)
+        if self._decoded is not None:
+            return _fresh(self._decoded[0])
+        dt = self.dtype(key, resolve)
         if self.space.is_null:
             return None
         try:
@@ -118,7 +134,29 @@ class AttributeMeta:
             raise MetadataError(key, f"attribute {self.name!r}: {exc}") from exc
         if (dt.metadata or {}).get("vlen") is bytes:
             arr = text_as_str(arr)
-        return arr[()] if arr.ndim == 0 else arr
+        value = arr[()] if arr.ndim == 0 else arr
+        if not _names_committed_type(self.type_json):
+            self._decoded = (value,)
+        return _fresh(value)
+
+
+def _fresh(value: Any) -> Any:
+    """A kept value as the caller may change it: arrays are copied (deeply when they
+    hold objects, e.g. sequences), scalars and strings are immutable."""
+    if isinstance(value, np.ndarray):
+        return copy.deepcopy(value) if value.dtype.kind == "O" else value.copy()
+    return copy.deepcopy(value) if isinstance(value, list | dict) else value
+
+
+def _names_committed_type(type_json: Any) -> bool:
+    """Whether a type names a committed datatype (an id resolved in another object)."""
+    if isinstance(type_json, str):
+        return type_json.startswith("t-")
+    if isinstance(type_json, dict):
+        return any(_names_committed_type(v) for v in type_json.values())
+    if isinstance(type_json, list):
+        return any(_names_committed_type(v) for v in type_json)
+    return False
 
 
 def attribute_dtype(key: str, name: str, type_json: Any,

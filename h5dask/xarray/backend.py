@@ -274,12 +274,10 @@ class H5CloudStore(AbstractDataStore):
     def _attr_triples(self, meta: Any, values: dict[str, Any]) -> dict[str, tuple]:
         """name -> (value, dtype, is_null); hidden attributes of unsupported types are
         skipped, since netCDF readers never show them."""
-        from ..format.metadata import attribute_dtype
-
         out = {}
         for name, a in meta.attributes.items():
             try:
-                dt = attribute_dtype(meta.key, name, a.type_json, self.session.resolve_type)
+                dt = a.dtype(meta.key, self.session.resolve_type)
             except UnsupportedTypeError:
                 if name in netcdf.HIDDEN_ATTRS:
                     continue

@@ -287,3 +287,32 @@ def test_group_datatype_attribute_and_domain_json() -> None:
         "type": "H5T_STD_I8LE", "shape": {"class": "H5S_SCALAR"}, "value": 5, "created": 1.0}
     assert "value" not in attribute_json("H5T_STD_I8LE", None, None, 1.0)
     assert parse_domain(KEY, domain_json(ROOT, "me", {"me": {}}, 1.0, 2.0)).root == ROOT
+
+
+def test_attribute_values_are_decoded_once_and_handed_out_as_copies():
+    from h5dask.format.metadata import parse_attributes
+
+    attrs = parse_attributes("k", {
+        "r": {"type": {"class": "H5T_FLOAT", "base": "H5T_IEEE_F32LE"},
+              "shape": {"class": "H5S_SIMPLE", "dims": [2]}, "value": [0.0, 1.0]},
+        "seq": {"type": {"class": "H5T_VLEN", "base": "H5T_STD_I32LE"},
+                "shape": {"class": "H5S_SIMPLE", "dims": [1]}, "value": [[1, 2]]},
+    })
+    first = attrs["r"].value("k")
+    first[0] = 99.0  # the caller's own copy
+    np.testing.assert_array_equal(attrs["r"].value("k"), [0.0, 1.0])
+    seq = attrs["seq"].value("k")
+    seq[0][0] = 99  # inside a sequence too
+    assert list(attrs["seq"].value("k")[0]) == [1, 2]
+
+
+def test_attribute_of_a_committed_type_is_decoded_with_the_current_type():
+    from h5dask.format.metadata import parse_attributes
+
+    attr = parse_attributes("k", {"a": {"type": "t-00000000-0000-0000-0000-000000000001",
+                                        "shape": {"class": "H5S_SCALAR"}, "value": 7}})["a"]
+    assert attr.value("k", lambda _: {"class": "H5T_INTEGER", "base": "H5T_STD_I8LE"}
+                      ).dtype == np.int8
+    # not kept: the committed type lives in another object, which may have changed
+    assert attr.value("k", lambda _: {"class": "H5T_INTEGER", "base": "H5T_STD_I64LE"}
+                      ).dtype == np.int64

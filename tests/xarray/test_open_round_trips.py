@@ -5,6 +5,8 @@ stale."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -158,3 +160,162 @@ def test_h5py_like_api_still_reads_lazily(domain):
     with h5dask.File(url) as f:
         assert h5dask.stats()["metadata"]["read_requests"] == 2
         assert f["v0"].shape == (5, 7, 9)
+
+
+# -- re-opening in the same process: the remembered summary --------------------------------
+def test_reopen_is_one_round_trip_with_the_same_requests(domain, round_trips):
+    url, want = domain
+    depths, reset = round_trips
+    reset()
+    h5dask.reset_stats()
+    got = _open(url)
+    first = h5dask.stats()["total"]["read_requests"]
+    assert max(depths) == 2, depths
+    xr.testing.assert_identical(got.load(), want)
+    reset()
+    h5dask.reset_stats()
+    got = _open(url)
+    # .domain.json, the consolidated object, every object it named last time and the
+    # coordinates' chunks all at once; checked, then used
+    assert max(depths) == 1, depths
+    assert h5dask.stats()["total"]["read_requests"] == first  # no GET twice, none extra
+    xr.testing.assert_identical(got.load(), want)
+    assert H5CloudStore.open(url).session.consolidated_state == "used"
+
+
+def _elsewhere(code: str) -> None:
+    """Run ``code`` (with ``h5dask``, ``np`` and ``url``) in another process: a writer
+    this process knows nothing of (its memo of the domain stays as it was)."""
+    subprocess.run([sys.executable, "-c", f"import h5dask, numpy as np\n{code}"],
+                   check=True, timeout=120)
+
+
+WRITE_ELSEWHERE = """
+with h5dask.File(url, "r+") as f:
+    f["v0"].attrs["units"] = "degC"
+    f["lat"][...] = np.arange(7.0)
+    f["v1"][0, 0, 0] = 42.0
+    f.create_dataset("added", data=np.arange(3.0))
+    del f["v5"]
+"""
+
+
+def _assert_written_elsewhere(got: xr.Dataset, want: xr.Dataset) -> None:
+    assert got["v0"].attrs["units"] == "degC"
+    np.testing.assert_array_equal(got["lat"].values, np.arange(7.0))
+    assert float(got["v1"][0, 0, 0]) == 42.0
+    np.testing.assert_array_equal(got["added"].values, np.arange(3.0))
+    assert "v5" not in got
+    np.testing.assert_array_equal(got["v2"].values, want["v2"].values)
+
+
+def test_reopen_after_another_h5dask_writer_reads_the_new_metadata_and_values(domain):
+    url, want = domain
+    _open(url).load()  # remembered
+    _elsewhere(f"url = {url!r}{WRITE_ELSEWHERE}")
+    got = _open(url)
+    assert H5CloudStore.open(url).session.consolidated_state == "used"  # its new summary
+    _assert_written_elsewhere(got, want)
+
+
+def test_reopen_after_an_h5dask_write_here_reads_the_new_metadata_and_values(domain):
+    url, want = domain
+    _open(url).load()
+    with h5dask.File(url, "r+") as f:
+        f["v0"].attrs["units"] = "degC"
+        f["lat"][...] = np.arange(7.0)
+        f["v1"][0, 0, 0] = 42.0
+        f.create_dataset("added", data=np.arange(3.0))
+    got = _open(url)
+    assert got["v0"].attrs["units"] == "degC"
+    np.testing.assert_array_equal(got["lat"].values, np.arange(7.0))
+    assert float(got["v1"][0, 0, 0]) == 42.0
+    np.testing.assert_array_equal(got["added"].values, np.arange(3.0))
+
+
+def test_reopen_after_an_unaware_writer_never_uses_the_remembered_objects(domain):
+    """HSDS (or an older h5dask) changes objects and leaves the summary as it was: the
+    re-open fetches the objects as they are now and finds the summary stale."""
+    url, want = domain
+    location = open_location(url)
+    key = f"{location.domain}/{consolidated.NAME}"
+    _open(url).load()  # remembered
+    _elsewhere(f"url = {url!r}\nfrom h5dask.storage import open_location\n"
+               f"from h5dask.storage.sync import sync\nloc = open_location(url)\n"
+               f"old = sync(loc.store.get({key!r}))\n{WRITE_ELSEWHERE}\n"
+               f"sync(loc.store.put({key!r}, old))")
+    got = _open(url)
+    _assert_written_elsewhere(got, want)
+    assert H5CloudStore.open(url).session.consolidated_state == "stale"
+
+
+def test_reopen_of_a_domain_deleted_and_recreated_reads_the_new_one(domain, round_trips):
+    url, want = domain
+    _open(url).load()  # remembered (the old root's objects)
+    recreate = ("import xarray as xr\n"
+                "replacement = xr.Dataset({'w': ('x', np.arange(4.0) * 3, {'units': 'm'})},"
+                " coords={'x': np.arange(4.0) + 0.5}, attrs={'title': 'recreated'})\n")
+    _elsewhere(f"url = {url!r}\n{recreate}h5dask.to_h5cloud(replacement, url, mode='w')")
+    scope: dict = {"np": np}
+    exec(recreate, scope)  # the same dataset here, to compare with
+    replacement = scope["replacement"]
+    depths, reset = round_trips
+    reset()
+    got = _open(url)
+    assert max(depths) == 2, depths  # the new summary's objects, fetched after it
+    xr.testing.assert_identical(got.load(), replacement)
+
+
+def test_reopen_after_the_consolidated_object_is_removed_walks_the_domain(domain, round_trips):
+    url, want = domain
+    location = open_location(url)
+    key = f"{location.domain}/{consolidated.NAME}"
+    _open(url).load()  # remembered
+    _elsewhere(f"url = {url!r}\nfrom h5dask.storage import open_location\n"
+               f"from h5dask.storage.sync import sync\n"
+               f"with h5dask.File(url, 'r+') as f:\n    f['v2'].attrs['units'] = 'm'\n"
+               f"sync(open_location(url).store.delete({key!r}))")
+    got = _open(url)
+    assert got["v2"].attrs["units"] == "m"
+    xr.testing.assert_identical(got.drop_vars("v2").load(), want.drop_vars("v2"))
+    depths, reset = round_trips
+    reset()
+    _open(url)
+    assert max(depths) == 4, depths  # nothing remembered: the walk, as without a memo
+    assert H5CloudStore.open(url).session.consolidated_state == "absent"
+
+
+def test_reused_attribute_values_are_the_callers_to_change(domain):
+    url, _ = domain
+    with h5dask.File(url, "r+") as f:
+        f["v3"].attrs["valid_range"] = np.array([0.0, 1.0], dtype="f4")
+    _open(url)
+    first = _open(url)["v3"].attrs["valid_range"]
+    first[0] = 99.0  # a caller changing its own copy
+    np.testing.assert_array_equal(_open(url)["v3"].attrs["valid_range"], [0.0, 1.0])
+
+
+def test_the_memo_keeps_few_parsed_objects_and_reopens_without_them(domain, round_trips,
+                                                                    monkeypatch):
+    from h5dask import domain as domain_module
+
+    url, want = domain
+    nobjects = len(want.variables) + 1  # every variable and the root group
+    small = domain_module._OpenMemo(domains=2, max_summary=1000, max_parsed=nobjects)
+    monkeypatch.setattr(domain_module, "_open_memo", small)
+    _open(url)
+    (key,) = small._entries
+    assert len(small._entries[key].metas) == nobjects
+    other = f"{url}-other"
+    h5dask.to_h5cloud(want, other)
+    _open(other)  # the newest domain's parsed objects are kept, the older one's dropped
+    assert small._entries[key].metas == {} and small._entries[key].summary is not None
+    depths, reset = round_trips
+    reset()
+    got = _open(url)  # the summary alone still saves the round trip
+    assert max(depths) == 1, depths
+    xr.testing.assert_identical(got.load(), want)
+    h5dask.to_h5cloud(want, f"{url}-third")
+    _open(f"{url}-third")
+    # the least recently opened domain ("-other", re-opened before the first) is forgotten
+    assert [k[1].split("/")[0] for k in small._entries] == ["open.h5", "open.h5-third"]
