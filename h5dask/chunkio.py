@@ -70,7 +70,11 @@ class ArraySource:
         return ChunkGrid(self.shape, self.chunks)
 
     def chunk_key(self, index: tuple[int, ...]) -> str:
-        return chunk_key(self.dataset_id, index)
+        prefix = self.__dict__.get("_key_prefix")
+        if prefix is None:  # the dataset id checked and formatted once per instance
+            prefix = chunk_key(self.dataset_id, index)[: -len(chunk_name(index))]
+            object.__setattr__(self, "_key_prefix", prefix)
+        return prefix + chunk_name(index)
 
     def _linked_ref(self, index: tuple[int, ...]) -> ChunkRef | None:
         assert self.linked is not None
@@ -82,7 +86,8 @@ class ArraySource:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_linked_table", None)  # rebuilt on demand; keeps the pickle small
+        for cached in ("_linked_table", "_key_prefix"):  # rebuilt on demand
+            state.pop(cached, None)
         return state
 
     def _fill_chunk(self) -> np.ndarray:
