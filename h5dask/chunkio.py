@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import functools
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +114,19 @@ class ArraySource:
                 ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
         if self.linked is not None:
             return None, key
-        return await self.store.get_buffer(key, kind="chunk"), key
+        bound = self._stored_bound()
+        if bound is None:
+            return await self.store.get_buffer(key, kind="chunk"), key
+        return await self.store.get_bounded(key, bound, kind="chunk"), key
+
+    def _stored_bound(self) -> int | None:
+        """Bytes one stored chunk of this dataset can hold at most, encoded as HSDS and
+        h5dask encode (the decoded size, plus what a compressor adds to data it cannot
+        shrink: well under 1 %, and headers); None for variable-length types."""
+        if has_vlen(self.dtype):
+            return None
+        nbytes = math.prod(self.chunks) * self.dtype.itemsize
+        return nbytes + nbytes // 64 + 4096
 
     def _fetch_sync(self, index: tuple[int, ...]) -> tuple[bytes | memoryview | None, str]:
         """:meth:`_fetch` in the calling thread (which blocks); a chunk fetched ahead
@@ -127,7 +140,10 @@ class ArraySource:
                 ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
         if self.linked is not None:
             return None, key
-        return self.store.get_buffer_sync(key, kind="chunk"), key
+        bound = self._stored_bound()
+        if bound is None:
+            return self.store.get_buffer_sync(key, kind="chunk"), key
+        return self.store.get_bounded_sync(key, bound, kind="chunk"), key
 
     def _edge(self, index: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(b.stop - b.start for b in self.grid.chunk_bounds(index))
