@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,20 +28,67 @@ Log = Callable[[str], None]
 STREAM_BYTES_PER_S = 100e6
 
 
+@dataclass(frozen=True)
+class Topology:
+    """Where the active-storage server sits relative to the latency."""
+
+    slug: str
+    label: str  # the row's name in the tables
+    what: str  # one sentence for the reader of BENCHMARKS.md
+
+
+#: as active storage is deployed (Reductionist next to the object store): the primary row
+NEAR_STORE = Topology(
+    "near-store", "pushed down, server next to the store",
+    "the server reads SeaweedFS directly on loopback; the client's requests to the server "
+    "go through a second latency proxy (same profile), as across a WAN")
+#: the opposite: the server next to the client, reading its store across the latency
+NEAR_CLIENT = Topology(
+    "near-client", "pushed down, server across the latency from its store",
+    "the client talks to the server on plain loopback; the server reads every chunk "
+    "object through the storage latency proxy")
+TOPOLOGIES = (NEAR_STORE, NEAR_CLIENT)
+
+
+@dataclass
+class ActiveSetup:
+    """An active-storage server in one topology: the URL the client uses, and the
+    processes whose CPU the pushed-down reductions cost."""
+
+    topology: Topology
+    url: str
+    server_pid: int | None
+    proxy_pid: int | None  # the latency proxy in front of the server, if any
+
+
+@dataclass
+class MeanRow:
+    """``mean()`` one way: locally, or pushed down in one topology."""
+
+    name: str
+    what: str
+    series: Series
+    client_bytes: int = 0
+    #: median CPU seconds per round: client, storage proxy, SeaweedFS, active server,
+    #: active-server proxy
+    cpu: tuple[float, ...] = ()
+
+
 @dataclass
 class CloudRun:
     """The results at one latency."""
 
     latency_ms: float
+    #: the client on one core, the proxy and SeaweedFS on the other (--split-cores)
+    split_cores: bool = False
     reads: list[tuple[Series, str]] = field(default_factory=list)  # (series, kind)
     opens: list[Series] = field(default_factory=list)
-    mean_local: Series | None = None
-    mean_pushed: Series | None = None
-    mean_bytes: tuple[int, int] = (0, 0)  # client bytes: local, pushed down
+    #: mean() computed locally, then pushed down in each topology (NEAR_STORE first)
+    means: list[MeanRow] = field(default_factory=list)
     readahead_peak: int = 0
     readahead_budget: int = 0
     #: reader -> median CPU seconds per round of (this client, the proxy, SeaweedFS)
-    cpu: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    cpu: dict[str, tuple[float, ...]] = field(default_factory=dict)
     memory: Any = None  # extras.MemoryResult of a fresh process reading through the proxy
 
 
@@ -54,6 +101,37 @@ def through(services: Services, endpoint: str) -> Iterator[None]:
         yield
     finally:
         services.endpoint_override = before
+
+
+def pin(pid: int | None, cpus: set[int]) -> None:
+    """Run every thread of process ``pid`` (threads started later inherit it) on ``cpus``."""
+    if pid is None:
+        return
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, FileNotFoundError):
+            pass  # the thread ended meanwhile
+
+
+@contextmanager
+def split_cores(store_pids: list[int | None], enabled: bool) -> Iterator[None]:
+    """With ``enabled`` and 2+ cores: this process on core 0, the store side (proxy,
+    SeaweedFS, active server) on the others, as when the object store is another
+    machine; restored afterwards."""
+    every = os.sched_getaffinity(0)
+    if not enabled or len(every) < 2:
+        yield
+        return
+    client = {min(every)}
+    for pid in store_pids:
+        pin(pid, every - client)
+    pin(os.getpid(), client)
+    try:
+        yield
+    finally:
+        for pid in [*store_pids, os.getpid()]:
+            pin(pid, every)
 
 
 def h5dask_auto(services: Services, written: Written) -> Callable[[], float]:
@@ -80,7 +158,7 @@ def zarr_obstore_auto(services: Services, written: Written) -> Callable[[], floa
 
 
 def contenders(services: Services, w: Written, peers: set[str], active_url: str | None,
-               auto: bool = True, floor: bool = False
+               auto: bool = True, floor: bool = False, budgets_mib: tuple[int, ...] = ()
                ) -> list[tuple[Series, Callable[[], Any], str]]:
     """(series, runner, kind) of every reader, built while ``services`` points at the proxy."""
     out: list[tuple[Series, Callable[[], Any], str]] = []
@@ -92,6 +170,10 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         "obstore get_async of every chunk object at once")
     add('h5dask, chunks={}', readers.h5dask_read(services, w), "h5dask",
         "one task per chunk object, read-ahead on")
+    for mib in budgets_mib:
+        add(f"h5dask, chunks={{}}, read-ahead {mib} MiB",
+            with_budget(readers.h5dask_read(services, w), mib * MiB), "h5dask",
+            "as above with another read-ahead budget (H5DASK_READ_AHEAD_BYTES)")
     if auto:
         add('h5dask, chunks="auto"', h5dask_auto(services, w), "h5dask-auto",
             "dask's automatic blocks (many chunk objects per task)")
@@ -111,6 +193,8 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         add("HSDS + h5pyd", readers.hsds_read(services, w), "peer",
             "HSDS reading the same objects through the proxy")
     if floor:
+        add("raw + sum: every GET at once, each chunk summed", readers.raw_sum(services, w),
+            "floor", "the ceiling of a reader that also computes the sum (2 threads)")
         add("compute only, chunks={} (in memory)", compute_only(services, w, {}), "floor",
             "the same sum() on the data already in memory: no I/O")
         if auto:
@@ -118,7 +202,7 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
                 "floor", "the same sum() on the data already in memory: no I/O")
     if active_url:
         add("h5dask pushdown (active storage)", _pushdown(services, w, active_url),
-            "pushdown", "the server reads each chunk through the proxy and sums it")
+            "pushdown", f"sum() pushed down, {NEAR_STORE.what}")
     return out
 
 
@@ -134,6 +218,21 @@ def _pushdown(services: Services, w: Written, url: str) -> Callable[[], float]:
             return float(ds["v"].sum().compute())
 
     return run
+
+
+def with_budget(run: Callable[[], Any], nbytes: int) -> Callable[[], Any]:
+    """``run`` with the process's read-ahead budget set to ``nbytes`` (restored after)."""
+    from h5dask.readahead import get_readahead, set_budget
+
+    def budgeted() -> Any:
+        before = get_readahead().budget
+        set_budget(nbytes)
+        try:
+            return run()
+        finally:
+            set_budget(before)
+
+    return budgeted
 
 
 def _checked(run: Callable[[], Any], kind: str, expected: float, name: str
@@ -165,8 +264,8 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, int | None],
-                rounds: list[tuple[float, float, float]]) -> Callable[[], Any]:
+def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, ...],
+                rounds: list[tuple[float, ...]]) -> Callable[[], Any]:
     """``run``, appending each call's CPU seconds (this client, proxy, store) to ``rounds``:
     on 2 shared cores the CPU a reader costs, not only its time, says what is possible."""
 
@@ -174,7 +273,7 @@ def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, int | None],
         before = (own_cpu(), *(process_cpu(p) for p in pids))
         result = run()
         after = (own_cpu(), *(process_cpu(p) for p in pids))
-        rounds.append(tuple(b - a for a, b in zip(before, after)))  # type: ignore[arg-type]
+        rounds.append(tuple(b - a for a, b in zip(before, after)))
         return result
 
     return counted
@@ -208,9 +307,11 @@ def warm_up(runners: list[Callable[[], Any]]) -> None:
             continue
 
 
-def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: Log
-                  ) -> tuple[Series, Series, tuple[int, int]]:
-    """``mean()`` locally and pushed down, interleaved; client bytes of each."""
+def mean_pushdown(services: Services, w: Written, setups: list[ActiveSetup], repeats: int,
+                  log: Log, pids: tuple[int | None, int | None]) -> list[MeanRow]:
+    """``mean()`` locally and pushed down in each topology, interleaved; the client's
+    bytes and the CPU seconds of every process involved. ``pids``: the storage proxy's
+    and SeaweedFS's."""
     import dask
     import xarray as xr
 
@@ -222,27 +323,66 @@ def mean_pushdown(services: Services, w: Written, url: str, repeats: int, log: L
         ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={}, storage_options=so)
         return float(ds["v"].mean().compute())
 
-    def pushed() -> float:
-        with dask.config.set(array_optimize=None):
-            ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={}, storage_options=so,
-                                 active_storage_url=url, active_storage="require")
-            return float(ds["v"].mean().compute())
+    def pushed(url: str) -> Callable[[], float]:
+        def run() -> float:
+            with dask.config.set(array_optimize=None):
+                ds = xr.open_dataset(w.domain_url, engine="h5cloud", chunks={},
+                                     storage_options=so, active_storage_url=url,
+                                     active_storage="require")
+                return float(ds["v"].mean().compute())
 
-    nbytes = []
-    for run in (local, pushed):
+        return run
+
+    rows = [MeanRow("computed locally", "the client reads every chunk object through the "
+                    "storage proxy", Series("mean(), computed locally", 0))]
+    runners: list[Callable[[], float]] = [local]
+    for setup in setups:
+        rows.append(MeanRow(setup.topology.label, setup.topology.what,
+                            Series(f"mean(), {setup.topology.label}", 0)))
+        runners.append(pushed(setup.url))
+    every_pid = (*pids, *(p for st in setups for p in (st.server_pid, st.proxy_pid)))
+    for row, run in zip(rows, runners):
         h5dask.reset_stats()
-        run()
-        nbytes.append(h5dask.stats()["total"]["read_bytes"])
-    s_local = Series("mean(), computed locally", 0)
-    s_pushed = Series("mean(), pushed down", 0)
-    interleave([s_local, s_pushed], [local, pushed], repeats, log)
-    return s_local, s_pushed, (nbytes[0], nbytes[1])
+        run()  # also the warm-up: imports, connections
+        row.client_bytes = h5dask.stats()["total"]["read_bytes"]
+    rounds: list[list[tuple[float, ...]]] = [[] for _ in rows]
+    interleave([r.series for r in rows],
+               [cpu_counted(run, every_pid, got) for run, got in zip(runners, rounds)],
+               repeats, log)
+    for i, (row, got) in enumerate(zip(rows, rounds)):
+        if not got:
+            continue
+        cpu = _median_each(got)
+        # client, storage proxy, SeaweedFS, then this row's own server and its proxy
+        own = cpu[3 + 2 * (i - 1): 5 + 2 * (i - 1)] if i else (0.0, 0.0)
+        row.cpu = (*cpu[:3], *own)
+    return rows
+
+
+def start_active_servers(stack: ExitStack, services: Services, storage_proxy: LatencyProxy,
+                         latency: float) -> list[ActiveSetup]:
+    """An active-storage server in each of :data:`TOPOLOGIES`, stopped by ``stack``.
+
+    Next to the store, the server is allowed only SeaweedFS itself; the client names
+    the chunk objects by the URL it reads them at (the storage proxy), so a server
+    route maps that origin to SeaweedFS (``--upstream-route``)."""
+    near_store = ActiveServer(services.s3.endpoint,
+                              routes={storage_proxy.endpoint: services.s3.endpoint}).start()
+    stack.callback(near_store.stop)
+    active_proxy = stack.enter_context(
+        LatencyProxy(near_store.url, latency, STREAM_BYTES_PER_S))
+    near_client = ActiveServer(storage_proxy.endpoint).start()
+    stack.callback(near_client.stop)
+    return [ActiveSetup(NEAR_STORE, active_proxy.endpoint, near_store.pid,
+                        active_proxy.proc.pid if active_proxy.proc else None),
+            ActiveSetup(NEAR_CLIENT, near_client.url, near_client.pid, None)]
 
 
 def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[float],
               repeats: int, peers: set[str], pushdown: bool, log: Log,
               open_fn: Callable[[int], list[Series]] | None = None, auto: bool = True,
-              floor: bool = False) -> list[CloudRun]:
+              floor: bool = False, budgets_mib: tuple[int, ...] = (),
+              split: bool = False) -> list[CloudRun]:
     """Every contender through a fresh proxy at each latency (seconds)."""
     from h5dask.readahead import get_readahead
 
@@ -251,26 +391,30 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
     for latency in latencies:
         log(f"## cloud: {latency * 1000:.0f} ms first byte, "
             f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream")
-        result = CloudRun(latency * 1000)
+        result = CloudRun(latency * 1000, split_cores=split)
         with LatencyProxy(services.s3.endpoint, latency, STREAM_BYTES_PER_S) as proxy, \
-                through(services, proxy.endpoint):
-            active = ActiveServer(proxy.endpoint).start() if pushdown else None
+                through(services, proxy.endpoint), ExitStack() as servers:
+            setups = start_active_servers(servers, services, proxy, latency) if pushdown \
+                else []
             hsds = None
             try:
                 if "hsds" in peers:
                     hsds = services.restart_hsds(proxy.endpoint)
-                rows = contenders(services, w, peers, active.url if active else None, auto,
-                                  floor)
+                rows = contenders(services, w, peers, setups[0].url if setups else None, auto,
+                                  floor, budgets_mib)
                 for s, _, _ in rows:
                     s.nbytes = data.nbytes
                 warm_up([r for _, r, _ in rows])
                 get_readahead().peak_reserved = 0
                 pids = (proxy.proc.pid if proxy.proc else None, services.s3.pid)
-                cpu_rounds: dict[str, list[tuple[float, float, float]]] = {
+                cpu_rounds: dict[str, list[tuple[float, ...]]] = {
                     s.name: [] for s, _, _ in rows}
-                interleave([s for s, _, _ in rows],
-                           [cpu_counted(_checked(r, k, expected, s.name), pids,
-                                        cpu_rounds[s.name]) for s, r, k in rows], repeats, log)
+                store_side = [*pids, *(p for a in setups for p in (a.server_pid, a.proxy_pid))]
+                with split_cores(store_side, split):
+                    interleave([s for s, _, _ in rows],
+                               [cpu_counted(_checked(r, k, expected, s.name), pids,
+                                            cpu_rounds[s.name]) for s, r, k in rows],
+                               repeats, log)
                 result.cpu = {name: _median_each(got) for name, got in cpu_rounds.items() if got}
                 result.readahead_peak = get_readahead().peak_reserved
                 result.readahead_budget = get_readahead().budget
@@ -280,27 +424,33 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                     from .extras import memory  # a fresh process, through the proxy
 
                     result.memory = memory(services, w, data)
-                if active is not None:
-                    (result.mean_local, result.mean_pushed,
-                     result.mean_bytes) = mean_pushdown(services, w, active.url, repeats, log)
+                if setups:
+                    result.means = mean_pushdown(services, w, setups, repeats, log, pids)
             finally:
-                if active is not None:
-                    active.stop()
                 if hsds is not None:
                     services.restart_hsds(None)
         runs.append(result)
     return runs
 
 
-def _median_each(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-    return tuple(statistics.median(column) for column in zip(*rounds))  # type: ignore[return-value]
+def _median_each(rounds: list[tuple[float, ...]]) -> tuple[float, ...]:
+    return tuple(statistics.median(column) for column in zip(*rounds))
+
+
+def _mean_cpu(row: MeanRow) -> str:
+    c = row.cpu
+    if not c:
+        return ""
+    return (f"CPU s: client {c[0]:.2f}, storage proxy {c[1]:.2f}, SeaweedFS {c[2]:.2f}, "
+            f"active server {c[3]:.2f}, its proxy {c[4]:.2f}")
 
 
 def summary(runs: list[CloudRun]) -> str:
     lines = []
     for r in runs:
         raw = next((s for s, k in r.reads if k == "raw"), None)
-        lines.append(f"{r.latency_ms:.0f} ms:")
+        split = " (full reads: client on core 0, store side on the rest)" if r.split_cores else ""
+        lines.append(f"{r.latency_ms:.0f} ms{split}:")
         for s, _ in r.reads:
             ratio = f"{raw.median / s.median:5.2f} x raw" if raw and s.seconds else ""
             cpu = r.cpu.get(s.name)
@@ -309,9 +459,12 @@ def summary(runs: list[CloudRun]) -> str:
             lines.append(f"  {s.name:<36} {s.mb_s:8.0f} MB/s  {ratio} {s.error}{used}")
         for s in r.opens:
             lines.append(f"  open: {s.name:<30} {s.median * 1000:7.0f} ms")
-        if r.mean_local and r.mean_pushed:
-            lines.append(f"  mean local {r.mean_local.median:.2f} s, pushed "
-                         f"{r.mean_pushed.median:.2f} s; bytes {r.mean_bytes}")
+        local_bytes = r.means[0].client_bytes if r.means else 0
+        for m in r.means:
+            share = f" ({100 * m.client_bytes / max(local_bytes, 1):.4f} %)" if m is not \
+                r.means[0] else ""
+            lines.append(f"  mean() {m.name:<52} {m.series.median:6.2f} s  client bytes "
+                         f"{m.client_bytes:,}{share} {m.series.error}  {_mean_cpu(m)}")
         lines.append(f"  read-ahead peak reserved {r.readahead_peak / MiB:.0f} MiB")
     return "\n".join(lines)
 
@@ -324,12 +477,15 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
            f"{STREAM_BYTES_PER_S / 1e6:.0f} MB/s per stream. {size_mib:.0f} MiB of float32 in "
            "4 MiB chunk objects, `sum()` on dask's threaded scheduler (2 threads), median of "
            f"{repeats} interleaved rounds; every reader, raw included, goes through the same "
-           "proxy (HSDS and the active-storage server read storage through it too). The proxy "
-           "shares the 2 cores with everything else: ratios to raw are the figures to read.",
+           "proxy (HSDS reads storage through it too; the pushdown rows say where the "
+           "active-storage server sits). The proxy shares the 2 cores with everything else: "
+           "ratios to raw are the figures to read.",
            ""]
     for r in runs:
         raw = next((s for s, k in r.reads if k == "raw" and s.seconds), None)
-        out += [f"### {r.latency_ms:.0f} ms to first byte", "",
+        split = (", client on one core, proxy + SeaweedFS on the other" if r.split_cores
+                 else "")
+        out += [f"### {r.latency_ms:.0f} ms to first byte{split}", "",
                 "| reader | MB/s | range (MB/s) | ratio to raw | what |",
                 "| --- | ---: | ---: | ---: | --- |"]
         for s, _ in r.reads:
@@ -352,12 +508,22 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
                 lo, hi = s.spread
                 out.append(f"| {s.name} | {s.median * 1e3:.0f} | {lo * 1e3:.0f}-{hi * 1e3:.0f} |")
             out.append("")
-        if r.mean_local and r.mean_pushed and r.mean_local.seconds and r.mean_pushed.seconds:
-            local, pushed = r.mean_bytes
-            out += ["| mean() | median s | client bytes |", "| --- | ---: | ---: |",
-                    f"| computed locally | {r.mean_local.median:.2f} | {local:,} |",
-                    f"| pushed down | {r.mean_pushed.median:.2f} | {pushed:,} "
-                    f"({100 * pushed / max(local, 1):.4f} %) |", ""]
+        if r.means:
+            local_bytes = r.means[0].client_bytes
+            out += ["| mean() | median s | range s | client bytes | CPU s: client, storage "
+                    "proxy, SeaweedFS, active server, its proxy | topology |",
+                    "| --- | ---: | ---: | ---: | ---: | --- |"]
+            for m in r.means:
+                if m.series.error or not m.series.seconds:
+                    out.append(f"| {m.name} | failed | | | | {m.series.error} |")
+                    continue
+                lo, hi = m.series.spread
+                share = "" if m is r.means[0] else \
+                    f" ({100 * m.client_bytes / max(local_bytes, 1):.4f} %)"
+                cpu = ", ".join(f"{c:.2f}" for c in m.cpu)
+                out.append(f"| {m.name} | {m.series.median:.2f} | {lo:.2f}-{hi:.2f} | "
+                           f"{m.client_bytes:,}{share} | {cpu} | {m.what} |")
+            out.append("")
         out += [f"Read-ahead held at most {r.readahead_peak / MiB:.0f} MiB "
                 f"(bound: `H5DASK_READ_AHEAD_BYTES`, {r.readahead_budget / MiB:.0f} MiB).", ""]
         if r.memory is not None:
@@ -380,8 +546,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pushdown", action="store_true")
     parser.add_argument("--no-open", action="store_true")
     parser.add_argument("--no-auto", action="store_true", help='leave out chunks="auto"')
+    parser.add_argument("--split-cores", action="store_true",
+                        help="full reads with the client on core 0 and the proxy, SeaweedFS "
+                        "and active server on the other cores (the store as another machine)")
+    parser.add_argument("--readahead-mib", default="",
+                        help="comma list: extra chunks={} rows with these read-ahead budgets")
     parser.add_argument("--floor", action="store_true",
-                        help="add the same sum() on data already in memory (no I/O)")
+                        help="add raw + sum and the same sum() on data already in memory (no I/O)")
     parser.add_argument("--out", default=None, help="write the Markdown section here")
     args = parser.parse_args(argv)
     peers = {p for p in args.peers.split(",") if p}
@@ -401,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = run_cloud(services, w, data, [float(x) / 1000 for x in args.latencies.split(",")],
                          args.repeats, peers, not args.no_pushdown, print, open_fn,
-                         auto=not args.no_auto, floor=args.floor)
+                         auto=not args.no_auto, floor=args.floor,
+                         budgets_mib=tuple(int(x) for x in args.readahead_mib.split(",") if x),
+                         split=args.split_cores)
     print(summary(runs))
     if args.out:
         with open(args.out, "w") as f:

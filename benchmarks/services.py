@@ -29,11 +29,15 @@ def _free_port() -> int:
 
 
 class ActiveServer:
-    """``python -m h5dask.active.server`` as a subprocess on a free loopback port."""
+    """``python -m h5dask.active.server`` as a subprocess on a free loopback port, allowed
+    to read ``upstream``; ``routes`` maps an origin clients name to the one fetched
+    (``--upstream-route``)."""
 
     def __init__(self, upstream: str, max_in_flight: int = 64,
-                 max_object_size: int = 64 * 2**20, log_level: str = "WARNING") -> None:
+                 max_object_size: int = 64 * 2**20, log_level: str = "WARNING",
+                 routes: dict[str, str] | None = None) -> None:
         self.upstream = upstream
+        self.routes = dict(routes or {})
         self.log_level = log_level
         self.max_in_flight = max_in_flight
         self.max_object_size = max_object_size
@@ -47,6 +51,8 @@ class ActiveServer:
                "--port", str(port), "--allow-upstream", self.upstream,
                "--max-object-size", str(self.max_object_size),
                "--max-in-flight", str(self.max_in_flight), "--log-level", self.log_level]
+        for named, fetched in self.routes.items():
+            cmd += ["--upstream-route", f"{named}={fetched}"]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         with open(self.log_path, "wb") as log:
@@ -68,6 +74,11 @@ class ActiveServer:
                 self.stop()
                 raise RuntimeError("active server not healthy after 30 s")
             time.sleep(0.1)
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (for its CPU seconds)."""
+        return self.proc.pid if self.proc is not None else None
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

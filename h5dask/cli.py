@@ -431,15 +431,28 @@ def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str,
 @click.option("--body-timeout", default=10.0, show_default=True, type=float, metavar="SECONDS",
               help="Time a client has to send its whole request body; after it the "
                    "answer is 400 RequestTimeout.")
+@click.option("--max-object-reads", default=8, show_default=True, type=int,
+              help="Objects read and reduced at once, each into a reused buffer; the "
+                   "other requests in flight wait for one.")
+@click.option("--upstream-route", multiple=True, metavar="NAMED=FETCHED",
+              help="Fetch objects whose URL names origin NAMED from origin FETCHED (an "
+                   "allowed one, e.g. the store's internal address) instead (repeatable).")
 @click.option("--log-level", default="INFO", show_default=True)
 @_guarded
 def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_object_size: int,
-                 max_in_flight: int, body_timeout: float, log_level: str) -> None:
+                 max_in_flight: int, body_timeout: float, max_object_reads: int,
+                 upstream_route: tuple[str, ...], log_level: str) -> None:
     """Run the active-storage server (Reductionist v2 API)."""
     from .active.server import serve
+    from .active.upstream import AllowList, Routes
 
+    try:
+        Routes(upstream_route, AllowList(allow_upstream))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level,
-          body_timeout=body_timeout)
+          body_timeout=body_timeout, upstream_routes=upstream_route,
+          max_object_reads=max_object_reads)
 
 
 @main.command()

@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -88,6 +90,12 @@ class BufferPool:
     idle buffers are dropped first when a new one is needed. A reused buffer is not
     cleared: callers must only use the part they filled.
 
+    With ``max_in_use``, :meth:`take_when_free` waits until fewer buffers than that are
+    handed out: a burst of requests then cycles through a few warm buffers instead of
+    faulting in a fresh one per request (on the cloud benchmark's 64 requests for 4 MiB
+    objects, a third of the server's CPU), and their objects are read and reduced a few
+    at a time, each at full speed, rather than all at once, each slowly.
+
     Not thread-safe: use it from the server's event loop only.
 
     Example::
@@ -98,8 +106,10 @@ class BufferPool:
         (True, 1024)
     """
 
-    def __init__(self, budget: int) -> None:
+    def __init__(self, budget: int, max_in_use: int | None = None) -> None:
         self.budget = budget
+        self.max_in_use = max_in_use
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle: dict[int, list[np.ndarray]] = {}
         self._idle_bytes = 0
         self._in_use: dict[int, int] = {}  # id(buffer) -> its size
@@ -125,6 +135,31 @@ class BufferPool:
         self._in_use_bytes += size
         return buf
 
+    @property
+    def in_use(self) -> int:
+        """How many buffers are handed out and not given back (or forgotten)."""
+        return len(self._in_use)
+
+    async def take_when_free(self, size: int) -> np.ndarray:
+        """:meth:`take`, once fewer than ``max_in_use`` buffers are handed out."""
+        while self.max_in_use is not None and len(self._in_use) >= self.max_in_use:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: pass the turn on
+                raise
+        return self.take(size)
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     def give(self, buf: object) -> None:
         """Give back a buffer from :meth:`take` (anything else is ignored); it is kept
         for reuse while the budget allows."""
@@ -132,6 +167,7 @@ class BufferPool:
         if size is None:
             return
         self._in_use_bytes -= size
+        self._wake_one()
         if self.held + size <= self.budget:
             self._idle.setdefault(size, []).append(buf)
             self._idle_bytes += size
@@ -142,6 +178,7 @@ class BufferPool:
         size = self._in_use.pop(id(buf), None)
         if size is not None:
             self._in_use_bytes -= size
+            self._wake_one()
 
     def clear(self) -> None:
         """Drop every idle buffer (call :func:`release_free_memory` after)."""

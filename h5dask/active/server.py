@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import re
 import struct
@@ -45,7 +46,7 @@ from aiohttp import web
 from h5dask.active import codecs, memory, operations
 from h5dask.active.errors import ActiveStorageError, printable
 from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
-from h5dask.active.upstream import AllowList, Credentials, Upstream
+from h5dask.active.upstream import AllowList, Credentials, Routes, Upstream
 
 __all__ = [
     "RequestTimeout",
@@ -65,6 +66,7 @@ log = logging.getLogger("h5dask.active")
 
 DEFAULT_MAX_OBJECT_SIZE = 64 << 20
 DEFAULT_MAX_IN_FLIGHT = 8
+DEFAULT_MAX_OBJECT_READS = 8
 DEFAULT_MAX_BODY_SIZE = 1 << 20
 DEFAULT_BODY_TIMEOUT = 10.0
 #: the reply's data is written in slices of this size, so the transport never buffers a
@@ -81,7 +83,12 @@ class ServerConfig:
     ``max_in_flight``: operation requests handled at once (503 beyond);
     ``max_body_size``: bytes of JSON request body; ``body_timeout``: seconds a client
     has to send the whole body (400 ``RequestTimeout`` after that, before any request
-    slot is taken); ``upstream_timeout``: seconds.
+    slot is taken); ``upstream_timeout``: seconds; ``upstream_routes``:
+    ``NAMED=FETCHED`` origin pairs, the store that clients name ``NAMED`` is fetched at
+    ``FETCHED`` (which must be allowed; see :class:`~h5dask.active.upstream.Routes`);
+    ``max_object_reads``: objects read and reduced at once, each into a reused buffer;
+    the other requests in flight wait for one with their upstream answer started (see
+    :class:`~h5dask.active.memory.BufferPool`).
 
     Example::
 
@@ -95,10 +102,13 @@ class ServerConfig:
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     upstream_timeout: float = 60.0
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    upstream_routes: tuple[str, ...] = ()
+    max_object_reads: int = DEFAULT_MAX_OBJECT_READS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_upstream", tuple(self.allow_upstream))
-        for name in ("max_object_size", "max_in_flight", "max_body_size"):
+        object.__setattr__(self, "upstream_routes", tuple(self.upstream_routes))
+        for name in ("max_object_size", "max_in_flight", "max_body_size", "max_object_reads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not self.body_timeout > 0:
@@ -113,6 +123,7 @@ RELEASE_AFTER_IDLE = 0.2
 class _State:
     config: ServerConfig
     allow: AllowList
+    routes: Routes
     upstream: Upstream
     pool: memory.BufferPool
     in_flight: int = 0
@@ -329,10 +340,17 @@ async def _operation(request: web.Request) -> web.StreamResponse:
     buffer: object = None
     reusable = False
     try:
-        req = ReductionRequest.from_json(body)
-        state.allow.check(req.url)
+        req = named = ReductionRequest.from_json(body)
+        routed = state.routes.apply(req.url)
+        if routed != req.url:
+            req = dataclasses.replace(req, url=routed)
+        state.allow.check(req.url)  # the URL fetched: a route never widens the list
         credentials = Credentials.from_authorization(request.headers.get("Authorization"))
-        data = await state.upstream.fetch(req, credentials)
+        try:
+            data = await state.upstream.fetch(req, credentials)
+        except ActiveStorageError as err:
+            # the client is told about the URL it sent, not the store's other address
+            raise state.routes.named_back(err, fetched=req.url, named=named.url) from None
         buffer = data.obj if isinstance(data, memoryview) else data
         size = len(data)
         parts = await asyncio.to_thread(
@@ -418,10 +436,13 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Ap
     elif isinstance(config, Mapping):
         config = ServerConfig(**config)
     # the fetched objects' buffers: at most max_in_flight x max_object_size, the bound
-    pool = memory.BufferPool(config.max_in_flight * config.max_object_size)
+    pool = memory.BufferPool(config.max_in_flight * config.max_object_size,
+                             max_in_use=config.max_object_reads)
+    allow = AllowList(config.allow_upstream)
     state = _State(
         config=config,
-        allow=AllowList(config.allow_upstream),
+        allow=allow,
+        routes=Routes(config.upstream_routes, allow),
         upstream=Upstream(config.max_object_size, timeout=config.upstream_timeout, pool=pool),
         pool=pool,
     )
@@ -481,6 +502,8 @@ def serve(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     upstream_timeout: float = 60.0,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    upstream_routes: Sequence[str] = (),
+    max_object_reads: int = DEFAULT_MAX_OBJECT_READS,
 ) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM). Blocks.
 
@@ -500,6 +523,8 @@ def serve(
         max_body_size=max_body_size,
         upstream_timeout=upstream_timeout,
         body_timeout=body_timeout,
+        upstream_routes=tuple(upstream_routes),
+        max_object_reads=max_object_reads,
     )
     memory.tune_malloc()  # before the worker threads exist
     app = create_app(config)
@@ -560,16 +585,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
     parser.add_argument(
+        "--max-object-reads",
+        type=int,
+        default=DEFAULT_MAX_OBJECT_READS,
+        help="objects read and reduced at once, each into a reused buffer (the other "
+        "requests in flight wait for one)",
+    )
+    parser.add_argument(
         "--body-timeout",
         type=float,
         default=DEFAULT_BODY_TIMEOUT,
         metavar="SECONDS",
         help="time a client has to send its whole request body (400 RequestTimeout after)",
     )
+    parser.add_argument(
+        "--upstream-route",
+        action="append",
+        default=[],
+        metavar="NAMED=FETCHED",
+        help="fetch objects whose URL names origin NAMED from origin FETCHED instead, e.g. "
+        "the store's internal address (FETCHED must be allowed; repeat for more)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
-        AllowList(args.allow_upstream)
+        Routes(args.upstream_route, AllowList(args.allow_upstream))
     except ValueError as exc:
         parser.error(str(exc))
     serve(
@@ -580,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_in_flight=args.max_in_flight,
         log_level=args.log_level,
         body_timeout=args.body_timeout,
+        upstream_routes=args.upstream_route,
+        max_object_reads=args.max_object_reads,
     )
     return 0
 

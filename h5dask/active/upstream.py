@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 import obstore
@@ -45,7 +45,7 @@ from h5dask.active.errors import ActiveStorageError, FieldError, redact_url
 from h5dask.active.memory import BufferPool
 from h5dask.active.request import ReductionRequest
 
-__all__ = ["AllowList", "Credentials", "Origin", "Upstream", "parse_s3_url"]
+__all__ = ["AllowList", "Credentials", "Origin", "Routes", "Upstream", "parse_s3_url"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _S3_AUTH_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
@@ -93,16 +93,17 @@ class AllowList:
         self.origins: frozenset[Origin] = frozenset(self.parse_entry(e) for e in entries)
 
     @staticmethod
-    def parse_entry(entry: str) -> Origin:
-        """Parse one ``scheme://host[:port]`` entry; ValueError for anything else."""
+    def parse_entry(entry: str, option: str = "--allow-upstream") -> Origin:
+        """Parse one ``scheme://host[:port]`` entry (of ``option``); ValueError for
+        anything else."""
         try:
             origin, parts = _origin(entry.strip())
         except ValueError as exc:
-            raise ValueError(f"bad --allow-upstream entry {entry!r}: {exc}") from None
+            raise ValueError(f"bad {option} entry {entry!r}: {exc}") from None
         if parts.username is not None or parts.password is not None:
-            raise ValueError(f"bad --allow-upstream entry {entry!r}: user info not allowed")
+            raise ValueError(f"bad {option} entry {entry!r}: user info not allowed")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"bad --allow-upstream entry {entry!r}: give scheme://host:port only")
+            raise ValueError(f"bad {option} entry {entry!r}: give scheme://host:port only")
         return origin
 
     def allows(self, url: str) -> bool:
@@ -128,6 +129,80 @@ class AllowList:
 
     def __repr__(self) -> str:
         return f"AllowList({sorted(str(o) for o in self.origins)})"
+
+
+class Routes:
+    """Where the server fetches an origin that clients name differently.
+
+    Active storage runs next to the object store, and may reach it at another address
+    than its clients do (an internal endpoint, or a benchmark's latency proxy in front
+    of the store). A route ``NAMED=FETCHED`` makes requests whose URL has the origin
+    ``NAMED`` fetch the same path from ``FETCHED`` instead. The operator sets routes,
+    never a client, and ``FETCHED`` must be on the allow-list, which is checked on the
+    URL actually fetched: a route adds no origin the server may read.
+
+    Example::
+
+        >>> allow = AllowList(["http://10.0.0.5:9000"])
+        >>> routes = Routes(["https://s3.example.org=http://10.0.0.5:9000"], allow)
+        >>> routes.apply("https://s3.example.org/bucket/key")
+        'http://10.0.0.5:9000/bucket/key'
+        >>> routes.apply("http://other:1/bucket/key")
+        'http://other:1/bucket/key'
+    """
+
+    def __init__(self, entries: Iterable[str], allow: AllowList) -> None:
+        self.routes: dict[Origin, Origin] = {}
+        for entry in entries:
+            named, sep, fetched = entry.partition("=")
+            if not sep:
+                raise ValueError(f"bad --upstream-route entry {entry!r}: give NAMED=FETCHED, "
+                                 "two scheme://host:port origins")
+            option = "--upstream-route"
+            source = AllowList.parse_entry(named, option)
+            target = AllowList.parse_entry(fetched, option)
+            if target not in allow.origins:
+                raise ValueError(f"bad --upstream-route entry {entry!r}: {target} is not on "
+                                 "the allow-list (add it with --allow-upstream)")
+            self.routes[source] = target
+
+    def apply(self, url: str) -> str:
+        """``url`` with its origin replaced when a route names it, else ``url`` itself
+        (also when it cannot be parsed, or has user info: the allow-list refuses it)."""
+        if not self.routes:
+            return url
+        try:
+            origin, parts = _origin(url)
+        except ValueError:
+            return url
+        target = self.routes.get(origin)
+        if target is None or "@" in parts.netloc:
+            return url
+        return urlunsplit((target.scheme, str(target).split("://", 1)[1], parts.path,
+                           parts.query, parts.fragment))
+
+    @staticmethod
+    def named_back(err: ActiveStorageError, fetched: str, named: str) -> ActiveStorageError:
+        """``err`` (about fetching ``fetched``) saying ``named``'s origin instead, as the
+        client sent it; the address a route fetches from is the operator's business.
+
+        Example::
+
+            >>> err = ActiveStorageError(404, "object not found: http://10.0.0.5:9000/b/k")
+            >>> Routes.named_back(err, "http://10.0.0.5:9000/b/k", "https://s3.example.org/b/k"
+            ...                   ).message
+            'object not found: https://s3.example.org/b/k'
+        """
+        if fetched == named:
+            return err
+        f, n = urlsplit(fetched), urlsplit(named)
+        was, now = f"{f.scheme}://{f.netloc}", f"{n.scheme}://{n.netloc}"
+        err.message = err.message.replace(was, now)
+        err.caused_by = [c.replace(was, now) for c in err.caused_by]
+        return err
+
+    def __repr__(self) -> str:
+        return f"Routes({ {str(k): str(v) for k, v in self.routes.items()} })"
 
 
 # -- credentials ----------------------------------------------------------------------
@@ -453,7 +528,9 @@ class Upstream:
             buf = bytearray(want_now)
             filled = await _read_into(resp, memoryview(buf), skip)
             return memoryview(buf)[:filled] if filled < want_now else buf
-        pooled = self.pool.take(want_now)
+        # waits while the pool's buffers are all in use; the upstream's answer stays in
+        # its socket meanwhile, and the connection's first-byte wait is already over
+        pooled = await self.pool.take_when_free(want_now)
         try:
             filled = await _read_into(resp, memoryview(pooled), skip)
         except BaseException:
