@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import functools
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +71,11 @@ class ArraySource:
         return ChunkGrid(self.shape, self.chunks)
 
     def chunk_key(self, index: tuple[int, ...]) -> str:
-        return chunk_key(self.dataset_id, index)
+        prefix = self.__dict__.get("_key_prefix")
+        if prefix is None:  # the dataset id checked and formatted once per instance
+            prefix = chunk_key(self.dataset_id, index)[: -len(chunk_name(index))]
+            object.__setattr__(self, "_key_prefix", prefix)
+        return prefix + chunk_name(index)
 
     def _linked_ref(self, index: tuple[int, ...]) -> ChunkRef | None:
         assert self.linked is not None
@@ -82,7 +87,8 @@ class ArraySource:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_linked_table", None)  # rebuilt on demand; keeps the pickle small
+        for cached in ("_linked_table", "_key_prefix"):  # rebuilt on demand
+            state.pop(cached, None)
         return state
 
     def _fill_chunk(self) -> np.ndarray:
@@ -108,7 +114,19 @@ class ArraySource:
                 ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
         if self.linked is not None:
             return None, key
-        return await self.store.get_buffer(key, kind="chunk"), key
+        bound = self._stored_bound()
+        if bound is None:
+            return await self.store.get_buffer(key, kind="chunk"), key
+        return await self.store.get_bounded(key, bound, kind="chunk"), key
+
+    def _stored_bound(self) -> int | None:
+        """Bytes one stored chunk of this dataset can hold at most, encoded as HSDS and
+        h5dask encode (the decoded size, plus what a compressor adds to data it cannot
+        shrink: well under 1 %, and headers); None for variable-length types."""
+        if has_vlen(self.dtype):
+            return None
+        nbytes = math.prod(self.chunks) * self.dtype.itemsize
+        return nbytes + nbytes // 64 + 4096
 
     def _fetch_sync(self, index: tuple[int, ...]) -> tuple[bytes | memoryview | None, str]:
         """:meth:`_fetch` in the calling thread (which blocks); a chunk fetched ahead
@@ -122,7 +140,10 @@ class ArraySource:
                 ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
         if self.linked is not None:
             return None, key
-        return self.store.get_buffer_sync(key, kind="chunk"), key
+        bound = self._stored_bound()
+        if bound is None:
+            return self.store.get_buffer_sync(key, kind="chunk"), key
+        return self.store.get_bounded_sync(key, bound, kind="chunk"), key
 
     def _edge(self, index: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(b.stop - b.start for b in self.grid.chunk_bounds(index))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import math
 import os
 import threading
@@ -94,8 +95,20 @@ class ReadAhead:
         ``launch=False`` only queues the GET: :meth:`launch` then starts every queued GET
         with one wake-up of the I/O loop (a thread hand-off per GET costs more than the
         GET's own client work when dozens are started at once)."""
-        return self._start(object_name(source, index), _stored_size_bound(source, index),
-                           owner, still_wanted, lambda: source._fetch(index), launch)
+        return self.start_planned(plan(source, index), owner, still_wanted, launch)
+
+    def start_planned(self, planned: Planned, owner: Any,
+                      still_wanted: Callable[[], bool] | None = None,
+                      launch: bool = True) -> bool:
+        """:meth:`start` for a chunk already described by :func:`plan` (a caller that
+        looks at the same queued task again and again keeps its plans)."""
+        name, size, fetch = planned
+        return self._start(name, size, owner, still_wanted, fetch, launch)
+
+    def fits(self, size: int) -> bool:
+        """Whether a chunk of ``size`` stored bytes fits in what is left of the budget
+        now (a quick test before looking at queued tasks at all)."""
+        return self._reserved + size <= self.budget
 
     def _start(self, name: str, size: int, owner: Any,
                still_wanted: Callable[[], bool] | None,
@@ -216,6 +229,17 @@ def set_budget(nbytes: int) -> None:
     33554432
     """
     _readahead.budget = max(0, int(nbytes))
+
+
+#: what starting one chunk's GET needs: its object name, its stored size bound and the
+#: coroutine factory that fetches it
+Planned = tuple[str, int, Callable[[], Coroutine[Any, Any, Any]]]
+
+
+def plan(source: Any, index: tuple[int, ...]) -> Planned:
+    """Name, stored size bound and fetch of one chunk, for :meth:`ReadAhead.start_planned`."""
+    return (object_name(source, index), _stored_size_bound(source, index),
+            functools.partial(source._fetch, index))
 
 
 def object_name(source: Any, index: tuple[int, ...]) -> str:

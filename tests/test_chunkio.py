@@ -241,3 +241,24 @@ def test_empty_and_multi_chunk_selections_read_in_the_calling_thread(
         assert source.read((slice(3, 3),)).shape == (0, 30, 7)
         np.testing.assert_array_equal(source.read((slice(5, 13), slice(7, 20))),
                                       DATA[5:13, 7:20])
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_a_chunk_object_larger_than_any_encoding_is_an_error_not_cut(
+        backend: Backend, compression: str | None) -> None:
+    """Chunks are read as one ranged GET past their largest encoded size on S3: an
+    object larger than that is read whole again, so its decode reports it (never data
+    cut to the bound), from the I/O loop (a block of chunks) and in the task's thread."""
+    url = backend.url(f"big-{compression}.h5")
+    with h5dask.File(url, "w", storage_options=backend.options) as f:
+        f.create_dataset("x", data=DATA, chunks=CHUNKS, compression=compression)
+        source = f["x"].source()
+        bound = source._stored_bound()
+        assert bound is not None
+        good = sync(source.store.get(source.chunk_key((1, 1, 0))))
+        sync(source.store.put(source.chunk_key((1, 1, 0)), good + bytes(bound)))
+        for selection in ((slice(6, 12), slice(8, 16)), (slice(0, 20),)):
+            with pytest.raises(h5dask.errors.CorruptChunkError, match="1_1_0"):
+                source.read(selection)
+        sync(source.store.put(source.chunk_key((1, 1, 0)), good))
+        np.testing.assert_array_equal(source.read((slice(0, 20),)), DATA)

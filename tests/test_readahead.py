@@ -10,8 +10,10 @@ import pytest
 import xarray as xr
 
 import h5dask
+from h5dask.format.chunks import ChunkGrid
 from h5dask.readahead import get_readahead, object_name, set_budget
 from h5dask.storage.sync import sync
+from h5dask.xarray import lookahead
 
 NCHUNKS = 24
 CHUNK_BYTES = 4 * 4 * 50 * 40  # float32 chunks of (4, 50, 40)
@@ -198,3 +200,41 @@ def test_a_block_reads_again_a_chunk_whose_read_ahead_failed(readahead, variable
         np.testing.assert_array_equal(source.read((slice(0, 12),)), data[0:12])
         assert _chunk_reads() == 3  # chunk 1 read by the block itself, once
         assert readahead.reserved == 0
+
+
+def test_a_task_waiting_for_room_is_planned_once(readahead, variable, storage_options,
+                                                 monkeypatch):
+    """A queued task the budget has no room for is looked at again at every task start:
+    its chunks are worked out once, and it is still read exactly once."""
+    url, data = variable
+    planned: dict = {}
+    plan_task = lookahead.task_chunks
+
+    def counting(task, value_of, unwrapped=None):
+        chunks = plan_task(task, value_of, unwrapped)
+        for chunk in chunks:
+            planned[chunk[1]] = planned.get(chunk[1], 0) + 1
+        return chunks
+
+    monkeypatch.setattr(lookahead, "task_chunks", counting)
+    set_budget(2 * CHUNK_BYTES + 2 * 64)  # room for two chunks ahead: most tasks wait
+    v = _open(url, storage_options)
+    h5dask.reset_stats()
+    got = v.sum(dtype="f8").compute(scheduler="threads")
+    assert float(got) == pytest.approx(float(data.astype("f8").sum()), rel=1e-12)
+    assert _chunk_reads() == NCHUNKS
+    assert readahead.used == readahead.started > 0
+    assert planned and max(planned.values()) == 1
+
+
+@pytest.mark.parametrize("region", [
+    (slice(0, 4), slice(0, 50), slice(0, 40)),
+    (slice(3, 9), slice(10, 50), slice(0, 1)),
+    (slice(0, 96), slice(0, 50), slice(0, 40)),
+    (slice(5, 5), slice(0, 50), slice(0, 40)),
+    (slice(95, 96), slice(49, 50), slice(39, 40)),
+])
+def test_task_chunk_indices_are_those_of_the_chunk_grid(region):
+    grid = ChunkGrid((NCHUNKS * 4, 50, 40), (4, 50, 40))
+    assert lookahead._chunk_indices(region, grid.chunks) == [
+        p.index for p in grid.plan(region)]

@@ -99,7 +99,7 @@ def object_key(obj_id: str) -> str:
 
 def chunk_name(index: tuple[int, ...]) -> str:
     """``(0, 1, 2) -> '0_1_2'``; a scalar dataset's one chunk is ``'0'``."""
-    return "_".join(str(int(i)) for i in index) if index else "0"
+    return "_".join([str(int(i)) for i in index]) if index else "0"
 
 
 def chunk_key(dataset_id: str, index: tuple[int, ...]) -> str:

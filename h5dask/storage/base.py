@@ -95,6 +95,10 @@ class ObjectStore(ABC):
 
     #: a URL-like name of the bucket root, for messages (never holds secrets)
     root_url: str
+    #: whether a ranged GET is cheaper than a whole one: obstore answers a whole GET
+    #: twice (the response, then its body; each a thread hand-off), a ranged one once
+    #: (see :meth:`get_bounded`)
+    bounded_reads_by_range = False
 
     def __init__(self, tuning: StoreTuning = DEFAULT_TUNING["fsspec"]) -> None:
         self.tuning = tuning
@@ -272,6 +276,35 @@ class ObjectStore(ABC):
         _check_get(key, byte_range)
         data = self._call_sync("GET", key, kind, lambda: blocking(key, byte_range))
         return _recorded_get(kind, data)
+
+    async def get_bounded(self, key: str, size_bound: int, *, kind: str = "chunk"
+                          ) -> bytes | memoryview | None:
+        """:meth:`get_buffer` of a whole object that should hold at most ``size_bound``
+        bytes (a chunk, whose encoded size its shape bounds). Where ranged GETs are
+        cheaper it is read as the range ``[0, size_bound + 1)``: one more byte than the
+        bound shows an object larger than expected, which is then read whole again.
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> from h5dask.storage.sync import sync
+        >>> sync(LocalObjectStore("/tmp/h5dask-doc-bounded").get_bounded("none", 10)) is None
+        True
+        """
+        if not self.bounded_reads_by_range or size_bound >= self.tuning.multipart_threshold:
+            return await self.get_buffer(key, kind=kind)
+        data = await self.get_buffer(key, kind=kind, byte_range=(0, size_bound + 1))
+        if data is not None and len(data) > size_bound:
+            data = await self.get_buffer(key, kind=kind)
+        return data
+
+    def get_bounded_sync(self, key: str, size_bound: int, *, kind: str = "chunk"
+                         ) -> bytes | memoryview | None:
+        """:meth:`get_bounded` for a caller that may block (see :meth:`get_buffer_sync`)."""
+        if not self.bounded_reads_by_range or size_bound >= self.tuning.multipart_threshold:
+            return self.get_buffer_sync(key, kind=kind)
+        data = self.get_buffer_sync(key, kind=kind, byte_range=(0, size_bound + 1))
+        if data is not None and len(data) > size_bound:
+            data = self.get_buffer_sync(key, kind=kind)
+        return data
 
     async def get_many(
         self, keys: Iterable[str], *, kind: str = "chunk"

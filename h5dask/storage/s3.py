@@ -86,6 +86,8 @@ class S3ObjectStore(ObjectStore):
     S3ObjectStore('s3://my-bucket')
     """
 
+    bounded_reads_by_range = True
+
     def __init__(self, bucket: str, settings: S3Settings,
                  tuning: StoreTuning = DEFAULT_TUNING["s3"]) -> None:
         super().__init__(tuning)

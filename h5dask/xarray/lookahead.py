@@ -11,6 +11,7 @@ xarray and distributed name used here comes from :mod:`h5dask.private_api`.
 from __future__ import annotations
 
 import functools
+import itertools
 import sys
 import threading
 import weakref
@@ -20,7 +21,7 @@ from typing import Any
 from .. import private_api
 from ..chunkio import ArraySource
 from ..format.chunks import slice_origin
-from ..readahead import get_readahead
+from ..readahead import Planned, get_readahead, plan
 
 #: ready tasks looked at, at most, each time a task starts
 LOOK_AHEAD_TASKS = 64
@@ -61,24 +62,44 @@ def unwrap_h5cloud(obj: Any) -> tuple[Any, tuple[int, ...]] | None:
     return None
 
 
-def task_chunks(task: Any, value_of: Callable[[Any], Any]) -> list[tuple[Any, tuple]]:
+def task_chunks(task: Any, value_of: Callable[[Any], Any],
+                unwrapped: dict[int, Any] | None = None) -> list[tuple[Any, tuple]]:
     """(ArraySource, chunk index) of every h5dask chunk the task's getters read.
 
     ``value_of(key)`` gives the value of a dependency of the task (the array object),
-    or raises KeyError if it is not known here.
+    or raises KeyError if it is not known here. ``unwrapped``, if given, keeps what
+    :func:`unwrap_h5cloud` found for each array object (every task of a variable reads
+    the same one), for callers that look at many tasks of one graph.
     """
     out: list[tuple[Any, tuple]] = []
     for array_obj, index in _getter_calls(task, value_of):
-        found = unwrap_h5cloud(array_obj)
-        if found is None or not isinstance(index, tuple):
+        if not isinstance(index, tuple):
+            continue
+        if unwrapped is None:
+            found = unwrap_h5cloud(array_obj)
+        else:
+            known = unwrapped.get(id(array_obj))
+            if known is None or known[0] is not array_obj:
+                # the object is kept with its result, so that its id is not reused
+                known = unwrapped[id(array_obj)] = (array_obj, unwrap_h5cloud(array_obj))
+            found = known[1]
+        if found is None:
             continue
         array, origin = found
         region = _shift(index, origin, array.shape)
         if region is None:
             continue
         source = array.source
-        out.extend((source, piece.index) for piece in source.grid.plan(region))
+        out.extend((source, chunk) for chunk in _chunk_indices(region, source.chunks))
     return out
+
+
+def _chunk_indices(region: tuple[slice, ...], chunks: tuple[int, ...]) -> list[tuple]:
+    """The indices of the chunks a region (unit-step slices inside the shape) touches."""
+    if any(s.start >= s.stop for s in region):
+        return []
+    return list(itertools.product(*(range(s.start // c, -(-s.stop // c))
+                                    for s, c in zip(region, chunks))))
 
 
 def _shift(index: tuple, origin: tuple[int, ...], shape: tuple[int, ...]
@@ -86,10 +107,13 @@ def _shift(index: tuple, origin: tuple[int, ...], shape: tuple[int, ...]
     if len(index) != len(shape) or not all(isinstance(s, slice) for s in index):
         return None
     out = []
-    for s, o in zip(index, origin):
+    for s, o, n in zip(index, origin, shape):
         if s.step not in (None, 1) or s.start is None or s.stop is None:
             return None
-        out.append(slice(s.start + o, s.stop + o))
+        start, stop = s.start + o, s.stop + o
+        if not (0 <= start and stop <= n):  # not a plain region of the array
+            return None
+        out.append(slice(start, stop))
     return tuple(out)
 
 
@@ -139,6 +163,21 @@ class _Session:
         self.dsk = dsk
         self.state = state
         self.seen: set = set()
+        # the chunks of queued tasks looked at but not all started yet (the budget was
+        # spent): a task waits on the ready stack while others start, and is looked at
+        # again at each of their starts
+        self.plans: dict[Any, list[Planned]] = {}
+        self.unwrapped: dict[int, Any] = {}  # see task_chunks
+        # the task the budget stopped at, and the stored bytes of its chunk that had no
+        # room: until that much is free (or that task runs), a task start looks at nothing
+        self.blocked_key: Any = None
+        self.blocked = 0
+
+    def unblock(self, key: Any) -> None:
+        """``key`` runs now, or all its chunks were started: nothing waits for it."""
+        self.plans.pop(key, None)
+        if key == self.blocked_key:
+            self.blocked_key, self.blocked = None, 0
 
     def value_of(self, key: Any) -> Any:
         DataNode = private_api.load().DataNode  # noqa: N806
@@ -152,39 +191,49 @@ class _Session:
 
 
 def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
-                owner: Any, seen: set | None, distributed: bool) -> bool:
+                owner: Any, session: _Session | None, distributed: bool) -> bool:
     """Start the GETs of the chunks the given (key, task) pairs will read, in order,
-    until the budget is spent (then False)."""
+    until the budget is spent (then False). ``session`` (local computations) remembers
+    the tasks done and the chunks of the task the budget stopped at."""
     ra = get_readahead()
     try:
-        return _queue_ahead(ra, tasks, value_of, owner, seen, distributed)
+        return _queue_ahead(ra, tasks, value_of, owner, session, distributed)
     finally:
         ra.launch()  # one hand-off to the I/O loop for all the GETs queued
 
 
 def _queue_ahead(ra: Any, tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
-                 owner: Any, seen: set | None, distributed: bool) -> bool:
+                 owner: Any, session: _Session | None, distributed: bool) -> bool:
     pushdown = None if distributed else sys.modules.get("h5dask.active.pushdown")
     for key, task in tasks:
-        if seen is not None:
-            if key in seen:
+        plans = None
+        if session is not None:
+            if key in session.seen:
                 continue
-        try:
-            chunks = task_chunks(task, value_of)
-            # a reduction pushed down to active storage: its requests, sent ahead
-            if pushdown is not None and not chunks and not pushdown.send_ahead(
-                    task, value_of, owner):
+            plans = session.plans.get(key)
+        if plans is None:
+            try:
+                chunks = task_chunks(task, value_of,
+                                     session.unwrapped if session is not None else None)
+                # a reduction pushed down to active storage: its requests, sent ahead
+                if pushdown is not None and not chunks and not pushdown.send_ahead(
+                        task, value_of, owner):
+                    return False
+            except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
+                chunks = []
+            plans = [plan(source, index) for source, index in chunks
+                     # a linked chunk that is not stored: nothing to fetch
+                     if source.linked is None or source._linked_ref(index) is not None]
+        check = functools.partial(_is_current_task, key, owner) if distributed else None
+        for planned in plans:
+            if not ra.start_planned(planned, owner, check, launch=False):
+                if session is not None:
+                    session.plans[key] = plans
+                    session.blocked_key, session.blocked = key, planned[1]
                 return False
-        except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
-            chunks = []
-        for source, index in chunks:
-            if source.linked is not None and source._linked_ref(index) is None:
-                continue  # not stored: nothing to fetch
-            check = functools.partial(_is_current_task, key, owner) if distributed else None
-            if not ra.start(source, index, owner, check, launch=False):
-                return False
-        if seen is not None:
-            seen.add(key)
+        if session is not None:
+            session.seen.add(key)
+            session.unblock(key)
     return True
 
 
@@ -206,10 +255,13 @@ def _local_callback() -> Any:
             session = self._sessions.get(id(state))
             if session is None:
                 return
+            session.unblock(key)
+            if not get_readahead().fits(session.blocked):
+                return  # the budget has no room yet for the task it stopped at
             ready = state["ready"]  # a stack: the next task is the last one
             keys = ready[: -LOOK_AHEAD_TASKS - 1: -1]
             _look_ahead(((k, dsk[k]) for k in keys), session.value_of, session,
-                        session.seen, distributed=False)
+                        session, distributed=False)
 
         def _finish(self, dsk: dict, state: dict, errored: bool) -> None:
             session = self._sessions.pop(id(state), None)

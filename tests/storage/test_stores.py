@@ -288,3 +288,24 @@ def test_list_dir_modified_and_prune(backend: Backend) -> None:
     assert sync(store.list(f"{p}/db/")) == [f"{p}/db/r2/.group.json"]
     if backend.kind != "s3":  # SeaweedFS may still list an emptied "directory"
         assert sync(store.list_dir(f"{p}/db/")) == ([], [f"{p}/db/r2/"])
+
+
+def test_bounded_reads_are_whole_objects(backend: Backend) -> None:
+    """get_bounded gives the whole object, even one larger than its bound (read again
+    whole) or empty; on S3 one ranged GET when the object is within the bound."""
+    store = backend.store()
+    p = backend.domain("bounded")
+    blob = bytes(range(256)) * 40  # 10240 bytes
+    sync(store.put(f"{p}/obj", blob))
+    sync(store.put(f"{p}/empty", b""))
+    for bound, requests in ((20000, 1), (10240, 1), (10239, 2), (100, 2)):
+        h5dask.reset_stats()
+        assert bytes(sync(store.get_bounded(f"{p}/obj", bound))) == blob
+        assert bytes(store.get_bounded_sync(f"{p}/obj", bound)) == blob
+        reads = h5dask.stats()["chunk"]["read_requests"]
+        assert reads == 2 * (requests if store.bounded_reads_by_range else 1)
+    assert bytes(sync(store.get_bounded(f"{p}/empty", 100))) == b""
+    assert bytes(store.get_bounded_sync(f"{p}/empty", 100)) == b""
+    assert sync(store.get_bounded(f"{p}/missing", 100)) is None
+    assert store.get_bounded_sync(f"{p}/missing", 100) is None
+    assert (backend.kind == "s3") == store.bounded_reads_by_range
