@@ -10,7 +10,6 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.format.chunks import ChunkGrid
 from h5dask.readahead import get_readahead, object_name, set_budget
 from h5dask.storage.sync import sync
 from h5dask.xarray import lookahead
@@ -225,16 +224,3 @@ def test_a_task_waiting_for_room_is_planned_once(readahead, variable, storage_op
     assert _chunk_reads() == NCHUNKS
     assert readahead.used == readahead.started > 0
     assert planned and max(planned.values()) == 1
-
-
-@pytest.mark.parametrize("region", [
-    (slice(0, 4), slice(0, 50), slice(0, 40)),
-    (slice(3, 9), slice(10, 50), slice(0, 1)),
-    (slice(0, 96), slice(0, 50), slice(0, 40)),
-    (slice(5, 5), slice(0, 50), slice(0, 40)),
-    (slice(95, 96), slice(49, 50), slice(39, 40)),
-])
-def test_task_chunk_indices_are_those_of_the_chunk_grid(region):
-    grid = ChunkGrid((NCHUNKS * 4, 50, 40), (4, 50, 40))
-    assert lookahead._chunk_indices(region, grid.chunks) == [
-        p.index for p in grid.plan(region)]

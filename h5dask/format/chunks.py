@@ -29,6 +29,19 @@ class ChunkSelection:
     out_sel: tuple[slice, ...]  # slices into the output array (ints dropped)
 
 
+def region_chunks(region: tuple[slice, ...], chunks: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The indices of the chunks a region of unit-step slices (inside the shape) touches,
+    in C order: the indices of :meth:`ChunkGrid.plan`, without where each piece goes.
+
+    >>> region_chunks((slice(3, 9), slice(0, 2)), (4, 2))
+    [(0, 0), (1, 0), (2, 0)]
+    """
+    if any(s.start >= s.stop for s in region):
+        return []
+    return list(itertools.product(*(range(s.start // c, -(-s.stop // c))
+                                    for s, c in zip(region, chunks))))
+
+
 def slice_origin(key: tuple, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """Where index 0 of ``array[key]`` lies in ``array`` (of ``shape``), if ``key`` is
     one slice of step 1 per dimension; None for any other key.

@@ -11,7 +11,6 @@ xarray and distributed name used here comes from :mod:`h5dask.private_api`.
 from __future__ import annotations
 
 import functools
-import itertools
 import sys
 import threading
 import weakref
@@ -20,7 +19,7 @@ from typing import Any
 
 from .. import private_api
 from ..chunkio import ArraySource
-from ..format.chunks import slice_origin
+from ..format.chunks import region_chunks, slice_origin
 from ..readahead import Planned, get_readahead, plan
 
 #: ready tasks looked at, at most, each time a task starts
@@ -90,16 +89,8 @@ def task_chunks(task: Any, value_of: Callable[[Any], Any],
         if region is None:
             continue
         source = array.source
-        out.extend((source, chunk) for chunk in _chunk_indices(region, source.chunks))
+        out.extend((source, chunk) for chunk in region_chunks(region, source.chunks))
     return out
-
-
-def _chunk_indices(region: tuple[slice, ...], chunks: tuple[int, ...]) -> list[tuple]:
-    """The indices of the chunks a region (unit-step slices inside the shape) touches."""
-    if any(s.start >= s.stop for s in region):
-        return []
-    return list(itertools.product(*(range(s.start // c, -(-s.stop // c))
-                                    for s, c in zip(region, chunks))))
 
 
 def _shift(index: tuple, origin: tuple[int, ...], shape: tuple[int, ...]

@@ -8,7 +8,13 @@ import random
 import numpy as np
 import pytest
 
-from h5dask.format.chunks import ChunkGrid, choose_chunks, normalize_selection, slice_origin
+from h5dask.format.chunks import (
+    ChunkGrid,
+    choose_chunks,
+    normalize_selection,
+    region_chunks,
+    slice_origin,
+)
 
 
 def _assemble(arr: np.ndarray, chunks: tuple[int, ...], key: object) -> tuple[np.ndarray, set]:
@@ -160,3 +166,16 @@ def test_choose_chunks_guess_aims_at_2_mib(shape: tuple, dtype: str,
 ])
 def test_slice_origin(key: tuple, shape: tuple[int, ...], origin: tuple | None) -> None:
     assert slice_origin(key, shape) == origin
+
+
+@pytest.mark.parametrize("region", [
+    (slice(0, 4), slice(0, 50), slice(0, 40)),
+    (slice(3, 9), slice(10, 50), slice(0, 1)),
+    (slice(0, 96), slice(0, 50), slice(0, 40)),
+    (slice(5, 5), slice(0, 50), slice(0, 40)),
+    (slice(95, 96), slice(49, 50), slice(39, 40)),
+])
+def test_region_chunks_are_those_of_the_chunk_grid(region):
+    grid = ChunkGrid((24 * 4, 50, 40), (4, 50, 40))
+    assert region_chunks(region, grid.chunks) == [
+        p.index for p in grid.plan(region)]
