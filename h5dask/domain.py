@@ -35,6 +35,7 @@ from .format.metadata import (
     DatatypeMeta,
     DomainMeta,
     GroupMeta,
+    committed_type_ids,
     domain_json,
     dump_json,
     group_json,
@@ -377,8 +378,10 @@ class DomainSession:
         fetched = await self._fetch_json([i for i in dict.fromkeys(obj_ids)
                                           if i not in self._cache])
         while True:  # a committed type may itself name another one
-            named = {t for i, (_key, obj) in fetched.items() if i[0] in "dt"
-                     for t in _committed_type_ids(obj)} - self._cache.keys() - fetched.keys()
+            named = {t for i, (_key, obj) in fetched.items()
+                     if i[0] in "dt" and isinstance(obj, dict)  # else refused when parsed
+                     for t in committed_type_ids(obj.get("type"))}
+            named -= self._cache.keys() | fetched.keys()
             if not named:
                 break
             fetched.update(await self._fetch_json(sorted(named)))
@@ -622,19 +625,3 @@ def _deep_copy(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_deep_copy(v) for v in obj]
     return obj
-
-
-def _committed_type_ids(obj: Any) -> set[str]:
-    """The ids of committed datatypes a dataset's type JSON names (also inside compounds,
-    arrays, enums and vlens)."""
-    found: set[str] = set()
-    pending = [obj.get("type") if isinstance(obj, dict) else None]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, str) and node.startswith("t-"):
-            found.add(node)
-        elif isinstance(node, dict):
-            pending.extend(node.get(k) for k in ("base", "type"))
-            pending.extend(f.get("type") for f in node.get("fields") or ()
-                           if isinstance(f, dict))
-    return found

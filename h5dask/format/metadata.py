@@ -116,7 +116,7 @@ class AttributeMeta:
         if self._dtype is not None:
             return self._dtype
         dt = attribute_dtype(key, self.name, self.type_json, resolve)
-        if not _names_committed_type(self.type_json):
+        if not committed_type_ids(self.type_json):
             self._dtype = dt
         return dt
 
@@ -135,7 +135,7 @@ class AttributeMeta:
         if (dt.metadata or {}).get("vlen") is bytes:
             arr = text_as_str(arr)
         value = arr[()] if arr.ndim == 0 else arr
-        if not _names_committed_type(self.type_json):
+        if not committed_type_ids(self.type_json):
             self._decoded = (value,)
         return _fresh(value)
 
@@ -148,15 +148,24 @@ def _fresh(value: Any) -> Any:
     return copy.deepcopy(value) if isinstance(value, list | dict) else value
 
 
-def _names_committed_type(type_json: Any) -> bool:
-    """Whether a type names a committed datatype (an id resolved in another object)."""
-    if isinstance(type_json, str):
-        return type_json.startswith("t-")
-    if isinstance(type_json, dict):
-        return any(_names_committed_type(v) for v in type_json.values())
-    if isinstance(type_json, list):
-        return any(_names_committed_type(v) for v in type_json)
-    return False
+def committed_type_ids(type_json: Any) -> set[str]:
+    """The ids of committed datatypes a type JSON names (also inside compounds, arrays,
+    enums and vlens).
+
+    >>> sorted(committed_type_ids({"class": "H5T_COMPOUND", "fields": [{"type": "t-1"}]}))
+    ['t-1']
+    """
+    found: set[str] = set()
+    pending = [type_json]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str) and node.startswith("t-"):
+            found.add(node)
+        elif isinstance(node, dict):
+            pending.extend(node.get(k) for k in ("base", "type"))
+            pending.extend(f.get("type") for f in node.get("fields") or ()
+                           if isinstance(f, dict))
+    return found
 
 
 def attribute_dtype(key: str, name: str, type_json: Any,
