@@ -253,9 +253,9 @@ def _stored_size_bound(source: Any, index: tuple[int, ...]) -> int:
     ref, _ = source._ref_key(index)
     if ref is not None:
         return ref.size
-    # HSDS compresses whole chunks; a compressed chunk is no larger than the decoded
-    # one, bar a few header bytes
-    return math.prod(source.chunks) * source.dtype.itemsize + 64
+    bound = source._stored_bound()  # what the chunk's GET reads at most
+    # variable-length chunks have no bound: reserve their decoded size
+    return bound if bound is not None else math.prod(source.chunks) * source.dtype.itemsize
 
 
 def _forget_written(url: str) -> None:
