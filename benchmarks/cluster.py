@@ -15,8 +15,9 @@ each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn
 which fixes glibc's mmap threshold at 128 KiB: every chunk-sized buffer (the GET's
 response, the decoded chunk, the temporaries of the computation) is then a fresh
 mmap whose pages fault in one at a time and are unmapped when freed. With 4 MiB chunks
-that was half of a worker's CPU on this benchmark; ``MALLOC_MMAP_THRESHOLD_=33554432``
-serves buffers under 32 MiB from malloc's heap again (distributed's trim threshold kept).
+that was ~40 % of a worker's CPU on this benchmark (1.8 -> 1.0 CPU s per 256 MiB, one
+worker); ``MALLOC_MMAP_THRESHOLD_=33554432`` serves buffers under 32 MiB from malloc's
+heap again (distributed's trim threshold kept).
 """
 
 from __future__ import annotations
