@@ -19,14 +19,24 @@ from h5dask.format.compression import OutputTooLarge, blosc_decompress, inflate
 from h5dask.format.filters import ChunkCodec
 
 
-@pytest.fixture(params=["libdeflate", "zlib"])
+@pytest.fixture(params=["libdeflate C API", "libdeflate", "zlib"])
 def inflater(request, monkeypatch) -> str:
-    """Run a test with libdeflate and with the pure-zlib fallback."""
-    if request.param == "libdeflate":
+    """Run a test with libdeflate's C API (inflating into place), with the ``deflate``
+    package's Python API, and with the pure-zlib fallback."""
+    if request.param != "zlib":
         pytest.importorskip("deflate")
-    else:
+    if request.param != "libdeflate C API":
+        monkeypatch.setattr(compression, "_libdeflate_c", None)
+    if request.param == "zlib":
         monkeypatch.setattr(compression, "_libdeflate", None)
     return request.param
+
+
+def test_libdeflate_c_api_is_found_in_the_deflate_package() -> None:
+    """The fast path inflates into place through the C functions the ``deflate``
+    package's library exports; a build of it without them would silently fall back."""
+    pytest.importorskip("deflate")
+    assert compression._libdeflate_c is not None
 
 
 def _payload(kind: str, nbytes: int, rng: np.random.Generator) -> bytes:
@@ -174,3 +184,53 @@ def test_a_split_block_that_is_no_multiple_of_its_streams_is_refused() -> None:
         n.to_bytes(4, "little") for n in (size, size, 16 + len(table) + len(body)))
     with pytest.raises(ValueError, match="split in 4 streams"):
         blosc_decompress(header + table + body, size)
+
+
+def _zlib_frame(streams: list[bytes], size: int, typesize: int = 4) -> bytes:
+    """A Blosc zlib frame of one split, shuffled block of ``size`` bytes made of
+    ``streams`` (stored as given: forged frames for the error paths)."""
+    body = b"".join(len(part).to_bytes(4, "little") + part for part in streams)
+    table = (16 + 4).to_bytes(4, "little")
+    header = bytes([2, 1, 0x01 | (3 << 5), typesize]) + b"".join(
+        n.to_bytes(4, "little") for n in (size, size, 16 + len(table) + len(body)))
+    return header + table + body
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_a_stream_longer_or_shorter_than_its_part_is_refused(inflater: str, into: bool) -> None:
+    """Each stream inflates into exactly its part of the block: one that holds more is
+    OutputTooLarge (nothing written past its part), one that holds less a ValueError."""
+    part = 1024
+    good = [zlib.compress(bytes([k]) * part) for k in range(4)]
+    out = np.empty(4 * part, np.uint8)
+    expected = np.repeat(np.arange(4, dtype=np.uint8)[None, :], part, axis=0).tobytes()
+    if into:
+        assert blosc_decompress(_zlib_frame(good, 4 * part), 4 * part, out) is None
+        assert out.tobytes() == expected
+    else:
+        assert bytes(blosc_decompress(_zlib_frame(good, 4 * part), 4 * part)) == expected
+    for bad, error in ((zlib.compress(bytes(part + 1)), OutputTooLarge),
+                       (zlib.compress(bytes(part - 1)), ValueError),
+                       (zlib.compress(bytes(part))[:-3], ValueError)):
+        frame = _zlib_frame([*good[:3], bad], 4 * part)
+        with pytest.raises(error):
+            blosc_decompress(frame, 4 * part, out if into else None)
+
+
+def test_two_threads_decode_frames_at_once() -> None:
+    """The frames decoded concurrently (two dask threads) come out exactly right: the
+    inflate and the unshuffle keep no state shared between calls."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(7)
+    values = [np.frombuffer(_payload("smooth", 1 << 20, rng), "<f4") for _ in range(8)]
+    codec = ChunkCodec.from_filters(["shuffle", "gzip"], np.dtype("<f4"), values[0].shape)
+    frames = [codec.encode(v) for v in values]
+
+    def decode(i: int) -> bool:
+        out = np.empty_like(values[i % 8])
+        return codec.decode_into(frames[i % 8], "k", out) and out.tobytes() == \
+            values[i % 8].tobytes()
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(decode, range(32)))
