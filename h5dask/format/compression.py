@@ -68,7 +68,7 @@ _libdeflate_c = _libdeflate_c_api(_libdeflate)
 _LIBDEFLATE_INSUFFICIENT_SPACE = 3  # enum libdeflate_result: the stream holds more
 
 __all__ = ["BloscHeader", "OutputTooLarge", "blosc_decompress", "blosc_header", "inflate",
-           "unshuffle_into"]
+           "inflate_into", "unshuffle_into"]
 
 
 class OutputTooLarge(ValueError):
@@ -99,11 +99,44 @@ def inflate(data: bytes | memoryview, limit: int) -> bytes | bytearray:
     return out
 
 
+def inflate_into(data: bytes | memoryview, out: np.ndarray, element_size: int = 1) -> None:
+    """Inflate one zlib stream into exactly ``out`` (C-contiguous uint8), undoing HDF5's
+    byte shuffle of ``element_size``-byte elements on the way when that is above 1 (what
+    a linked HDF5 file's gzip+shuffle chunk needs, with no buffer of the decoded size
+    in between when libdeflate's C API is there).
+
+    Raises :class:`OutputTooLarge` if the stream holds more, ``ValueError`` if it holds
+    less or is corrupt (``out`` may then be partly written).
+
+    >>> import zlib
+    >>> out = np.empty(4, np.uint8)
+    >>> inflate_into(zlib.compress(bytes([1, 3, 2, 4])), out, 2); out.tolist()
+    [1, 2, 3, 4]
+    """
+    src = np.frombuffer(data, np.uint8)
+    if element_size <= 1 or element_size > 255 or len(out) > _BLOSC_MAX_BYTES:
+        # (outside what a c-blosc frame describes: numpy unshuffles)
+        target = out if element_size <= 1 else np.empty_like(out)
+        with _Inflater(src, target) as inflater:
+            inflater.inflate(0, len(src), 0, len(out))
+        if element_size > 1:
+            unshuffle_into(target, element_size, out)
+        return
+    nbytes = len(out)
+    header = BloscHeader(2, 1, _SHUFFLE | _DONT_SPLIT, element_size, nbytes, max(nbytes, 1), 0)
+    raw = _raw_frame(header, 1)
+    with _Inflater(src, raw) as inflater:
+        inflater.inflate(0, len(src), _raw_block_at(1, nbytes, 0), nbytes)
+    if nbytes:
+        _blosc.decompress(raw, out)
+
+
 # -- Blosc ------------------------------------------------------------------------
 _HEADER = struct.Struct("<BBBBIII")
 _SHUFFLE, _MEMCPYED, _BITSHUFFLE, _DONT_SPLIT = 0x01, 0x02, 0x04, 0x10
 _ZLIB_FORMAT = 3  # the compressor code in the flags' top three bits
 _MAX_SPLITS, _MIN_BUFFERSIZE = 16, 128  # c-blosc 1.x: when a block is split in streams
+_BLOSC_MAX_BYTES = 2**31 - 1 - 16  # c-blosc 1.x: the largest buffer a frame holds
 
 
 @dataclass(frozen=True)

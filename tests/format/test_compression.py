@@ -234,3 +234,55 @@ def test_two_threads_decode_frames_at_once() -> None:
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         assert all(pool.map(decode, range(32)))
+
+
+@pytest.mark.parametrize("element_size", [1, 2, 3, 4, 8, 16, 300])
+@pytest.mark.parametrize("tail", [0, 3])
+def test_inflate_into_undoes_hdf5_shuffle_as_numcodecs_does(inflater: str, element_size: int,
+                                                            tail: int) -> None:
+    """A linked HDF5 chunk's zlib stream of shuffled bytes, inflated and unshuffled into
+    place (c-blosc's unshuffle up to 255-byte elements, numpy's beyond): exactly HDF5's
+    bytes, trailing bytes that fill no element as they are."""
+    raw = np.frombuffer(_payload("smooth", 1000 * element_size + tail,
+                                 np.random.default_rng(element_size)), np.uint8)
+    whole = len(raw) // element_size * element_size
+    shuffled = raw.copy()
+    if element_size > 1:
+        shuffled[:whole] = numcodecs.Shuffle(elementsize=element_size).encode(raw[:whole])
+    out = np.empty_like(raw)
+    compression.inflate_into(zlib.compress(shuffled.tobytes(), 4), out, element_size)
+    assert out.tobytes() == raw.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<i2", "u1"])
+def test_linked_gzip_chunks_decode_into_place(inflater: str, dtype: str) -> None:
+    """Linked HDF5 gzip chunks, shuffled or not, decode straight into the output
+    (decode_into) to exactly what the general decode gives."""
+    values = np.frombuffer(_payload("smooth", 1 << 16, np.random.default_rng(5)), "<f4")
+    values = values.view(np.uint8).view(dtype).reshape(16, -1)
+    for shuffle in (False, True):
+        filters_ = ["shuffle", "gzip"] if shuffle else ["gzip"]
+        codec = ChunkCodec.from_filters(filters_, values.dtype, values.shape, hdf5_native=True)
+        raw = values.tobytes()
+        if shuffle:
+            raw = numcodecs.Shuffle(elementsize=values.dtype.itemsize).encode(raw).tobytes()
+        stored = zlib.compress(raw, 4)
+        out = np.empty_like(values)
+        assert codec.decode_into(stored, "k", out)
+        assert out.tobytes() == values.tobytes() == codec.decode(stored, "k").tobytes()
+
+
+def test_a_linked_chunk_of_the_wrong_size_is_refused_naming_its_key(inflater: str) -> None:
+    """A linked zlib stream that inflates to more or less than the chunk: decode_into
+    leaves it to decode, which raises CorruptChunkError naming the chunk."""
+    codec = ChunkCodec.from_filters(["shuffle", "gzip"], np.dtype("<f4"), (256,),
+                                    hdf5_native=True)
+    out = np.empty(256, "<f4")
+    for nbytes, message in ((1025, "more than the chunk's 1024 bytes"),
+                            (1020, "decoded to 1020 bytes")):
+        stored = zlib.compress(bytes(nbytes))
+        assert not codec.decode_into(stored, "file.h5[0:9]", out)
+        with pytest.raises(CorruptChunkError, match=message) as caught:
+            codec.decode(stored, "file.h5[0:9]")
+        assert "file.h5[0:9]" in str(caught.value)
+    assert not codec.decode_into(zlib.compress(bytes(1024))[:-4], "k", out)  # truncated
