@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 
@@ -273,7 +274,7 @@ def _raw_frame(header: BloscHeader, nblocks: int) -> np.ndarray:
     plus 8 bytes a block and the header (an inflated block is that block's shuffled
     bytes whether or not it was split: the split streams are its consecutive parts)."""
     table_end = _HEADER.size + 4 * nblocks
-    frame = np.empty(table_end + 4 * nblocks + header.nbytes, np.uint8)
+    frame = _scratch(table_end + 4 * nblocks + header.nbytes)
     _HEADER.pack_into(frame, 0, 2, 1, _SHUFFLE | _DONT_SPLIT, header.typesize,
                       header.nbytes, header.blocksize, len(frame))
     starts = table_end + np.arange(nblocks, dtype="<u8") * (4 + header.blocksize)
@@ -283,6 +284,25 @@ def _raw_frame(header: BloscHeader, nblocks: int) -> np.ndarray:
     for start, size in zip(starts.tolist(), sizes.tolist()):
         frame[start:start + 4].view("<u4")[0] = size
     return frame
+
+
+_SCRATCH = threading.local()
+#: the largest scratch buffer a thread keeps between chunks (16 MiB chunks and smaller:
+#: what h5dask and HSDS write), so the memory held is at most this per decoding thread
+SCRATCH_KEPT_BYTES = 16 << 20
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """``nbytes`` of uint8 scratch memory of the calling thread, kept for its next chunk:
+    a 4 MiB buffer allocated afresh per chunk costs its page faults each time wherever
+    glibc hands freed memory straight back (a dask worker's nanny makes it do so), about
+    as much as the unshuffle itself."""
+    if nbytes > SCRATCH_KEPT_BYTES:
+        return np.empty(nbytes, np.uint8)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < nbytes:
+        buffer = _SCRATCH.buffer = np.empty(max(nbytes, 1 << 20), np.uint8)
+    return buffer[:nbytes]
 
 
 def _raw_block_at(nblocks: int, blocksize: int, block: int) -> int:

@@ -151,8 +151,8 @@ def test_unshuffle_into_matches_numcodecs(element_size: int, count: int, tail: i
 @pytest.mark.parametrize("dtype", ["<i2", "<f4", ">f4", "<f8", "<c8"])
 def test_gzip_shuffle_chunks_decode_without_numcodecs_shuffle(dtype: str, monkeypatch) -> None:
     """Blosc zlib frames and linked HDF5 chunks of 2-, 4- and 8-byte elements are
-    unshuffled by numpy word arithmetic (which releases the GIL), never by numcodecs'
-    Shuffle (which holds it while two dask threads could be decoding)."""
+    unshuffled by c-blosc or numpy word arithmetic (both release the GIL), never by
+    numcodecs' Shuffle (which holds it while two dask threads could be decoding)."""
     values = np.frombuffer(_payload("smooth", 1 << 18, np.random.default_rng(4)), "<f4")
     values = values.view(np.uint8)[:(1 << 18) // 16 * 16].view(dtype)
     blosc_codec = ChunkCodec.from_filters(["shuffle", "gzip"], values.dtype, values.shape)
@@ -286,3 +286,21 @@ def test_a_linked_chunk_of_the_wrong_size_is_refused_naming_its_key(inflater: st
             codec.decode(stored, "file.h5[0:9]")
         assert "file.h5[0:9]" in str(caught.value)
     assert not codec.decode_into(zlib.compress(bytes(1024))[:-4], "k", out)  # truncated
+
+
+def test_the_kept_scratch_buffer_never_leaks_into_another_chunk(monkeypatch) -> None:
+    """Shuffled frames are inflated into a thread's kept scratch buffer (or a fresh one
+    above SCRATCH_KEPT_BYTES): chunks of growing and shrinking sizes, one after the
+    other, each decode exactly, with the buffer kept or not."""
+    rng = np.random.default_rng(8)
+    for kept in (compression.SCRATCH_KEPT_BYTES, 1024):
+        monkeypatch.setattr(compression, "SCRATCH_KEPT_BYTES", kept)
+        for nbytes in (1 << 22, 4096, 1 << 21, 40, 1 << 22):
+            raw = _payload("smooth", nbytes, rng)
+            frame = bytes(numcodecs.Blosc(cname="zlib", clevel=4, shuffle=1).encode(
+                np.frombuffer(raw, "<f4")))
+            assert bytes(blosc_decompress(frame, nbytes)) == raw
+            out = np.empty(nbytes, np.uint8)
+            compression.inflate_into(zlib.compress(numcodecs.Shuffle(elementsize=4).encode(
+                raw).tobytes()), out, 4)
+            assert out.tobytes() == raw
