@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import readers
-from .common import MiB, Series, interleave
+from .common import ALLOCATOR_SLACK_MIB, MiB, Series, interleave
 from .data import VARIANTS, Synthetic, Written, nplanes_for, write_variant
 from .latencyproxy import LatencyProxy
 from .services import ActiveServer, Services
@@ -532,7 +532,8 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
                     f"+{m.increase_mib:.0f} MiB over the {m.baseline_mib:.0f} MiB constant; "
                     f"bound {m.bound_mib:.0f} MiB = 2 x {m.chunk_bytes / MiB:.0f} MiB x "
                     f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead "
-                    f"(which held at most {m.readahead_peak / MiB:.0f} MiB).", ""]
+                    f"(which held at most {m.readahead_peak / MiB:.0f} MiB) + "
+                    f"{ALLOCATOR_SLACK_MIB} MiB allocator slack.", ""]
     return "\n".join(out)
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 2**20
+#: what glibc's per-thread arenas keep of freed chunk buffers, beyond the live ones: part
+#: of the stated client-memory bound (README, H5DASK_READ_AHEAD_BYTES)
+ALLOCATOR_SLACK_MIB = 32
 
 
 @dataclass

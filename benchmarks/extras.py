@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import MiB, Series, interleave, timed
+from .common import ALLOCATOR_SLACK_MIB, MiB, Series, interleave, timed
 from .data import Synthetic, Written
 from .services import BUCKET, ROOT, Services
 
@@ -248,9 +248,10 @@ class MemoryResult:
 
     @property
     def bound_mib(self) -> float:
-        """2 chunks per dask thread (the block and xarray's temporaries) plus read-ahead's
-        budget (chunk bytes fetched for queued tasks)."""
-        return (2 * self.chunk_bytes * self.threads + self.readahead_budget) / MiB
+        """2 chunks per dask thread (the block and xarray's temporaries), read-ahead's
+        budget (chunk bytes fetched for queued tasks) and the allocator's slack."""
+        return (2 * self.chunk_bytes * self.threads + self.readahead_budget) / MiB \
+            + ALLOCATOR_SLACK_MIB
 
 
 def memory(services: Services, written: Written, data: Synthetic) -> MemoryResult:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .common import MiB, Series
+from .common import ALLOCATOR_SLACK_MIB, MiB, Series
 from .data import Variant
 from .extras import GraphResult, MemoryResult, PushdownResult
 
@@ -178,10 +178,11 @@ class Report:
         if self.memory is not None:
             m = self.memory
             out.append(("client memory of a streaming sum() < 2 chunks per thread + "
-                        "read-ahead budget + constant",
+                        "read-ahead budget + allocator slack + constant",
                         f"+{m.increase_mib:.0f} MiB over the {m.baseline_mib:.0f} MiB constant "
                         f"(bound {m.bound_mib:.0f} MiB = 2 x {m.chunk_bytes / MiB:.0f} MiB x "
-                        f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead; "
+                        f"{m.threads} threads + {m.readahead_budget / MiB:.0f} MiB read-ahead + "
+                        f"{ALLOCATOR_SLACK_MIB} MiB allocator slack; "
                         f"read-ahead held at most {m.readahead_peak / MiB:.0f} MiB)",
                         m.increase_mib < m.bound_mib))
         if self.pushdown is not None:
