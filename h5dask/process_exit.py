@@ -10,9 +10,12 @@ forced unwinding through Rust frames aborts the whole process: SIGABRT (134), so
 SIGBUS (135), after the command printed its correct output. A core dump shows exactly
 that (main thread in ``Py_FinalizeEx``, a tokio blocking thread in ``take_gil`` ->
 ``PyThread_exit_thread`` -> ``abort`` under ``pyo3_async_runtimes::generic::set_result``).
-The race cannot be closed from Python, so the command line does the orderly part of an
-exit itself (non-daemon threads joined, ``atexit`` handlers run, standard streams
-flushed) and then ends the process with :func:`os._exit`, skipping finalization.
+For a library user's program, h5dask's ``atexit`` handler (``h5dask.storage.sync``)
+stops its I/O loop and waits, boundedly, until no such thread holds a thread state. The
+command line, which owns its process, does the orderly part of an exit itself
+(non-daemon threads joined, ``atexit`` handlers run - that one included - standard
+streams flushed) and then ends the process with :func:`os._exit`, skipping
+finalization altogether.
 
 Example::
 

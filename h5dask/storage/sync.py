@@ -3,16 +3,20 @@
 Dask tasks and the h5py-like API are synchronous; the stores are async so that
 many objects are fetched concurrently. Every process (a client, each dask worker)
 lazily starts one daemon thread running an event loop; forked children start
-their own.
+their own. At interpreter exit the loop is stopped in order (see :func:`_shut_down`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import ctypes
 import functools
 import os
+import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -45,6 +49,8 @@ def io_loop() -> asyncio.AbstractEventLoop:
             thread = threading.Thread(target=loop.run_forever, name="h5dask-io", daemon=True)
             thread.start()
             _loop, _thread = loop, thread
+            atexit.unregister(_shut_down)  # one registration, also in a forked child
+            atexit.register(_shut_down)
     return _loop
 
 
@@ -116,3 +122,69 @@ def _settle(future: concurrent.futures.Future, task: asyncio.Future) -> None:
 def _cancel_task(task: asyncio.Future, future: concurrent.futures.Future) -> None:
     if future.cancelled() and not task.done():
         task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+#: bounds of the orderly shutdown at exit: joining the I/O thread, and waiting for
+#: foreign (Rust) threads to hand their last result over
+LOOP_JOIN_SECONDS = 2.0
+HANDOFF_WAIT_SECONDS = 2.0
+
+
+def _shut_down() -> None:
+    """At interpreter exit (an ``atexit`` handler, run before finalization begins): stop
+    the I/O loop and join its thread, then let any obstore (tokio) thread still handing
+    a result over to asyncio finish doing so.
+
+    Why: such a thread holds a Python thread state while it is inside
+    ``loop.call_soon_threadsafe``, whose self-pipe ``send`` releases the GIL; the
+    coroutine it woke can complete the program's last read before the thread takes the
+    GIL back. Were the interpreter finalizing by then, CPython (before 3.14) would end
+    the thread with ``pthread_exit``, whose forced unwind through Rust frames aborts the
+    process (SIGABRT, exit status 134) after a correct script. Waiting here, with the
+    GIL released, until no thread state but those of Python's own threads is left closes
+    that window (see ``tests/reliability/test_library_exit.py``).
+    """
+    loop, thread = _loop, _thread
+    if loop is None or thread is None:
+        return
+    if thread.is_alive() and not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(LOOP_JOIN_SECONDS)
+    if "obstore" in sys.modules:
+        _wait_for_foreign_thread_states(HANDOFF_WAIT_SECONDS)
+
+
+def _wait_for_foreign_thread_states(timeout: float) -> None:
+    """Release the GIL, in short sleeps and for at most ``timeout`` seconds, while some
+    thread that is not one of Python's own threads (a Rust thread inside
+    ``Python::with_gil``) holds a thread state of this interpreter."""
+    deadline = time.monotonic() + timeout
+    while _thread_state_count() > _python_thread_count() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def _python_thread_count() -> int:
+    # _DummyThread stands for a foreign thread that once asked for its Python identity
+    return sum(1 for t in threading.enumerate() if not isinstance(t, threading._DummyThread))
+
+
+def _thread_state_count() -> int:
+    """The number of thread states of this interpreter (one per Python thread, plus one
+    per foreign thread currently between ``PyGILState_Ensure`` and ``_Release``).
+    Walked under the GIL, which a thread state's deletion holds too."""
+    state = _thread_head(_interpreter())
+    count = 0
+    while state:
+        count += 1
+        state = _next_thread(state)
+    return count
+
+
+# CPython's C API for debuggers, as fresh function objects (ctypes.pythonapi's own are
+# shared with other code, whose types they must keep)
+_interpreter = ctypes.PYFUNCTYPE(ctypes.c_void_p)(("PyInterpreterState_Get", ctypes.pythonapi))
+_thread_head = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(
+    ("PyInterpreterState_ThreadHead", ctypes.pythonapi))
+_next_thread = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)(
+    ("PyThreadState_Next", ctypes.pythonapi))
+

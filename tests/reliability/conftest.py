@@ -11,6 +11,7 @@ points or mutated inputs); they are skipped unless slow tests are asked for::
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,3 +56,14 @@ def proxied(fault_proxy: FaultProxy) -> Iterator[FaultProxy]:
     reset()
     yield fault_proxy
     reset()
+
+
+@pytest.fixture
+def cpu_load() -> Iterator[None]:
+    """One process spinning on a core while the test runs (a busy machine)."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait(10)

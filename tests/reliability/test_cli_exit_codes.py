@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,17 +47,6 @@ def domain(seaweedfs: Any) -> str:
     with h5dask.File(url, "w", storage_options=seaweedfs.storage_options()) as f:
         f.create_dataset("grp/x", data=np.arange(100.0), chunks=(10,), compression="gzip")
     return url
-
-
-@pytest.fixture
-def cpu_load() -> Iterator[None]:
-    """One process spinning on a core while the command runs."""
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        yield
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def run_ls(url: str, endpoint: str, seaweedfs: Any) -> tuple[int, str, str]:
