@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..errors import H5DaskError
 from ..iostats import record
+from ..storage.sync import close_at_exit
 
 #: how long a server may take for one chunk before the chunk is reduced locally
 DEFAULT_TIMEOUT = 60.0
@@ -106,21 +106,15 @@ def _server_slots(server_url: str) -> _Slots:
     return slots
 
 
-def _close_sessions() -> None:
-    # at exit: close the HTTP sessions on the I/O loop, so aiohttp does not complain
-    from ..storage.sync import _loop, sync
-
-    if _loop is None or not _sessions:
-        return
-    for session in list(_sessions.values()):
-        try:
-            sync(session.close(), timeout=2)
-        except Exception:
-            pass
-    _sessions.clear()
+async def _close_sessions() -> None:
+    # at exit, on the I/O loop before it stops: close the HTTP sessions living on it,
+    # so that aiohttp does not complain about unclosed sessions
+    session = _sessions.pop(id(asyncio.get_running_loop()), None)
+    if session is not None:
+        await session.close()
 
 
-atexit.register(_close_sessions)
+close_at_exit(_close_sessions)
 
 
 def _session() -> Any:

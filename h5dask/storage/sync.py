@@ -144,14 +144,52 @@ def _shut_down() -> None:
     GIL released, until no thread state but those of Python's own threads is left closes
     that window (see ``tests/reliability/test_library_exit.py``).
     """
+    global _loop, _thread
     loop, thread = _loop, _thread
     if loop is None or thread is None:
         return
     if thread.is_alive() and not loop.is_closed():
+        _run_closers(loop)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(LOOP_JOIN_SECONDS)
+        if not thread.is_alive():
+            with _lock:  # an exit handler that runs after this one starts a fresh loop
+                if _loop is loop:
+                    _loop, _thread = None, None
     if "obstore" in sys.modules:
         _wait_for_foreign_thread_states(HANDOFF_WAIT_SECONDS)
+
+
+#: coroutine functions run on the I/O loop at exit, just before it stops (e.g. closing
+#: HTTP sessions that live on it), see :func:`close_at_exit`
+_closers: list[Callable[[], Awaitable[Any]]] = []
+
+
+def close_at_exit(closer: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``closer()`` on the I/O loop at interpreter exit, before the loop stops.
+
+    An ``atexit`` handler of its own would run only after the loop had stopped, when
+    its module was imported before the loop started (handlers run last-registered first).
+    Registering the same function twice runs it once.
+
+    Example::
+
+        async def close_my_sessions() -> None: ...
+        close_at_exit(close_my_sessions)
+    """
+    if closer not in _closers:
+        _closers.append(closer)
+
+
+def _run_closers(loop: asyncio.AbstractEventLoop) -> None:
+    async def run_all() -> None:
+        await asyncio.gather(*(closer() for closer in _closers), return_exceptions=True)
+
+    if _closers:
+        try:
+            asyncio.run_coroutine_threadsafe(run_all(), loop).result(LOOP_JOIN_SECONDS)
+        except Exception:  # noqa: BLE001 - at exit: a closer that fails or hangs is skipped
+            pass
 
 
 def _wait_for_foreign_thread_states(timeout: float) -> None:
