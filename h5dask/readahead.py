@@ -109,11 +109,6 @@ class ReadAhead:
         name, size, fetch = planned
         return self._start(name, size, owner, still_wanted, fetch, launch)
 
-    def fits(self, size: int) -> bool:
-        """Whether a chunk of ``size`` stored bytes fits in what is left of the budget
-        now (a quick test before looking at queued tasks at all)."""
-        return self._reserved + size <= self.budget
-
     def start_in_order(self, owner: Any, plans: Iterable[Planned]) -> None:
         """Start the GETs of ``plans`` (the chunks of a local computation's queued tasks,
         in the order the tasks will run) while they fit in the budget; the others wait,
@@ -165,6 +160,12 @@ class ReadAhead:
         if launch:
             self.launch()
         return True
+
+    def arrived(self, plans: Iterable[Planned]) -> bool:
+        """Whether the GET of every chunk in ``plans`` was started ahead and is done."""
+        with self._lock:
+            entries = [self._entries.get(name) for name, _, _ in plans]
+        return all(e is not None and e.future.done() for e in entries)
 
     def launch(self) -> None:
         """Start the GETs queued by ``start(..., launch=False)``, in the order queued."""
@@ -242,10 +243,9 @@ class ReadAhead:
             if owner is not None:
                 drop += [n for n, e in self._entries.items() if e.owner is owner]
                 self._waiting.pop(owner, None)
-            if names:  # written: a waiting GET would still read it afresh, but after
-                for waiting in self._waiting.values():  # the write its task may not want it
-                    for planned in [p for p in waiting if p[0] in names]:
-                        waiting.remove(planned)
+            for waiting in self._waiting.values():  # written: its task reads it itself
+                for planned in [p for p in waiting if p[0] in names]:
+                    waiting.remove(planned)
             for name in drop:
                 entry = self._entries.pop(name, None)
                 if entry is not None:

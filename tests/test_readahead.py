@@ -331,3 +331,32 @@ def test_an_errored_computation_returns_its_budget(readahead, variable, storage_
         v.data.map_blocks(fail_on_block_5, dtype="f4").sum().compute(scheduler="threads")
     assert readahead.reserved == 0
     assert not readahead._entries and not readahead._waiting
+
+
+def test_a_task_whose_chunk_arrived_runs_before_one_still_waiting(readahead):
+    """Local computations: the next task waiting on a GET still under way lets a task
+    just below it, whose chunk arrived, run first; a task that reads nothing ahead
+    keeps dask's order past it."""
+    never = asyncio.Event()
+
+    async def slow():
+        await never.wait()
+
+    async def fast():
+        return b"", "key"
+
+    slow_plan, fast_plan = ("s3://b/db/x/slow", 10, slow), ("s3://b/db/x/fast", 10, fast)
+    session = lookahead._Session({}, {})
+    readahead.start_in_order(session, [slow_plan, fast_plan])
+    sync(asyncio.sleep(0.05))
+    session.plans = {"slow": [slow_plan], "fast": [fast_plan]}
+    ready = ["other", "fast", "slow"]  # a stack: "slow" is next
+    lookahead._run_arrived_first(session, ready)
+    assert ready == ["other", "slow", "fast"]
+    lookahead._run_arrived_first(session, ready)  # the next task's chunk is here
+    assert ready == ["other", "slow", "fast"]
+    ready = ["fast", "other", "slow"]
+    lookahead._run_arrived_first(session, ready)
+    assert ready == ["fast", "other", "slow"]
+    readahead.forget(owner=session)
+    assert readahead.reserved == 0

@@ -4,7 +4,10 @@ read-ahead (:mod:`h5dask.readahead` holds the fetched bytes).
 With dask's local schedulers a callback looks at the running computation's ready stack
 when each task starts; on a ``distributed`` worker the getter of each h5dask task looks
 at that worker's own ready queue (on its event loop). Only tasks this process will run
-are looked at, so nothing is fetched for tasks of other workers. Every private dask,
+are looked at, so nothing is fetched for tasks of other workers. Locally, the chunks
+that have no room in the budget yet wait in the order their tasks will run and start
+the moment a running task takes its chunk, and a task whose chunks arrived may run
+before one of the next few still waiting for its own. Every private dask,
 xarray and distributed name used here comes from :mod:`h5dask.private_api`.
 """
 
@@ -24,6 +27,9 @@ from ..readahead import Planned, get_readahead, plan
 
 #: ready tasks looked at, at most, each time a task starts
 LOOK_AHEAD_TASKS = 64
+#: how far down a local computation's ready stack a task whose chunks arrived may be
+#: moved up from, past tasks still waiting for theirs (see _run_arrived_first)
+REORDER_TASKS = 16
 _GETTERS = ("getter", "getter_nofancy", "getter_inline")
 
 
@@ -226,6 +232,28 @@ def _local_look_ahead(session: _Session, keys: Iterable[Any]) -> None:
     get_readahead().start_in_order(session, ordered)
 
 
+def _run_arrived_first(session: _Session, ready: list) -> None:
+    """If the next task of a local computation would wait for a chunk still on its way
+    while one of the next few read-ahead tasks has all its chunks here, run that one
+    first: GETs finish in any order, and waiting on the slowest one in dask's order
+    left the threads idle and the arrived chunks holding the budget. Only read-ahead
+    tasks among the top :data:`REORDER_TASKS` of the ready stack swap places, so
+    dask's order (and the memory it keeps low) moves by at most that many tasks."""
+    if len(ready) < 2:
+        return
+    ra = get_readahead()
+    top = session.plans.get(ready[-1])
+    if top is None or ra.arrived(top):
+        return
+    for i in range(len(ready) - 2, max(-1, len(ready) - 1 - REORDER_TASKS), -1):
+        plans = session.plans.get(ready[i])
+        if plans is None:
+            return  # not a read-ahead task: dask's order stands beyond it
+        if ra.arrived(plans):
+            ready.append(ready.pop(i))
+            return
+
+
 def _local_callback() -> Any:
     from dask.callbacks import Callback
 
@@ -247,6 +275,12 @@ def _local_callback() -> Any:
             session.plans.pop(key, None)  # it runs now: it reads what was not fetched
             ready = state["ready"]  # a stack: the next task is the last one
             _local_look_ahead(session, ready[: -LOOK_AHEAD_TASKS - 1: -1])
+
+        def _posttask(self, key: Any, result: Any, dsk: dict, state: dict,
+                      worker_id: Any) -> None:
+            session = self._sessions.get(id(state))
+            if session is not None:
+                _run_arrived_first(session, state["ready"])
 
         def _finish(self, dsk: dict, state: dict, errored: bool) -> None:
             session = self._sessions.pop(id(state), None)
