@@ -4,15 +4,26 @@ workers in an environment without any ``AWS_*`` variable (the credentials travel
 graph's storage options), reading a variable through :mod:`benchmarks.latencyproxy`.
 
     python -m benchmarks.cluster [--size-mib 256] [--latency-ms 30] [--workers 1,2,4]
+        [--worker-env MALLOC_MMAP_THRESHOLD_=33554432]
 
 For each cluster size: the median throughput of ``sum()`` and the chunk bytes each
 process read (``h5dask.stats()`` gathered with ``client.run``): the workers read, the
 client reads metadata only.
+
+``--worker-env`` adds variables to the workers' environment. distributed's nanny starts
+each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``),
+which fixes glibc's mmap threshold at 128 KiB: every chunk-sized buffer (the GET's
+response, the decoded chunk, the temporaries of the computation) is then a fresh
+mmap whose pages fault in one at a time and are unmapped when freed. With 4 MiB chunks
+that was ~40 % of a worker's CPU on this benchmark (1.8 -> 1.0 CPU s per 256 MiB, one
+worker); ``MALLOC_MMAP_THRESHOLD_=33554432`` serves buffers under 32 MiB from malloc's
+heap again (distributed's trim threshold kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -20,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +93,21 @@ def cpu_of(groups: dict[str, list[int]]) -> dict[str, float]:
     return out
 
 
+def parse_env(assignments: list[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` as a dict (``--worker-env``).
+
+    >>> parse_env(["MALLOC_MMAP_THRESHOLD_=33554432"])
+    {'MALLOC_MMAP_THRESHOLD_': '33554432'}
+    """
+    env = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--worker-env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -100,6 +127,39 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+@contextlib.contextmanager
+def cli_cluster(nworkers: int, threads: int, scheduler_env: dict[str, str] | None = None,
+                worker_env: dict[str, str] | None = None
+                ) -> Iterator[tuple[Path, list[subprocess.Popen]]]:
+    """``dask scheduler`` and ``nworkers`` ``dask worker`` processes (each with its
+    nanny), the workers' environment without ``AWS_*`` and with ``worker_env`` added:
+    (scheduler file, [scheduler, workers...]), stopped on exit."""
+    bindir = Path(sys.executable).parent
+    tmp = Path(tempfile.mkdtemp(prefix="h5dask-bench-cluster-"))
+    sched_file = tmp / "scheduler.json"
+    with open(tmp / "log.txt", "wb") as logs:
+        procs = [subprocess.Popen(
+            [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(sched_file)],
+            env=_clean_env(scheduler_env), stdout=logs, stderr=subprocess.STDOUT, cwd=tmp)]
+        try:
+            deadline = time.monotonic() + 60
+            while not sched_file.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("dask scheduler did not start")
+                time.sleep(0.2)
+            for _ in range(nworkers):
+                procs.append(subprocess.Popen(
+                    [str(bindir / "dask"), "worker", "--scheduler-file", str(sched_file),
+                     "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
+                     "--memory-limit", "2GiB"],
+                    env=_clean_env(worker_env), stdout=logs, stderr=subprocess.STDOUT, cwd=tmp))
+            yield sched_file, procs
+        finally:
+            _stop(procs[1:])
+            _stop(procs[:1])
+
+
 def _readahead_used() -> int:
     from h5dask.readahead import get_readahead
 
@@ -108,84 +168,64 @@ def _readahead_used() -> int:
 
 def run_cluster(url: str, storage_options: dict[str, Any], nworkers: int, threads: int,
                 data: Synthetic, repeats: int, log: Any, scheduler_env: dict[str, str],
-                other_pids: dict[str, int] | None = None) -> ClusterRun:
+                other_pids: dict[str, int] | None = None,
+                worker_env: dict[str, str] | None = None) -> ClusterRun:
     import xarray as xr
     from distributed import Client
 
     import h5dask
 
-    bindir = Path(sys.executable).parent
-    tmp = Path(tempfile.mkdtemp(prefix="h5dask-bench-cluster-"))
-    sched_file = tmp / "scheduler.json"
-    logs = open(tmp / "log.txt", "wb")
-    procs = [subprocess.Popen(
-        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", str(sched_file)],
-        env=_clean_env(scheduler_env), stdout=logs, stderr=subprocess.STDOUT, cwd=tmp)]
-    try:
-        deadline = time.monotonic() + 60
-        while not sched_file.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("dask scheduler did not start")
-            time.sleep(0.2)
-        for _ in range(nworkers):
-            procs.append(subprocess.Popen(
-                [str(bindir / "dask"), "worker", "--scheduler-file", str(sched_file),
-                 "--nthreads", str(threads), "--nworkers", "1", "--no-dashboard",
-                 "--memory-limit", "2GiB"],
-                env=_clean_env(), stdout=logs, stderr=subprocess.STDOUT, cwd=tmp))
-        with Client(scheduler_file=str(sched_file), timeout=60) as client:
-            client.wait_for_workers(nworkers, timeout=120)
-            series = Series(f"{nworkers} worker(s) x {threads} threads", data.nbytes)
-            expected = data.expected_sum()
+    with cli_cluster(nworkers, threads, scheduler_env, worker_env) as (sched_file, procs), \
+            Client(scheduler_file=str(sched_file), timeout=60) as client:
+        client.wait_for_workers(nworkers, timeout=120)
+        series = Series(f"{nworkers} worker(s) x {threads} threads", data.nbytes)
+        expected = data.expected_sum()
 
-            def run() -> float:
-                ds = xr.open_dataset(url, engine="h5cloud", chunks={},
-                                     storage_options=storage_options)
-                return float(ds["v"].sum().compute())
+        def run() -> float:
+            ds = xr.open_dataset(url, engine="h5cloud", chunks={},
+                                 storage_options=storage_options)
+            return float(ds["v"].sum().compute())
 
-            run()  # warm-up: imports and connections in the workers
-            h5dask.reset_stats()
-            client.run(h5dask.reset_stats)
-            groups = {name: [pid] for name, pid in (other_pids or {}).items()}
-            groups["scheduler"] = [procs[0].pid]
-            for i, p in enumerate(procs[1:]):
-                groups[f"worker {i + 1}"] = [p.pid]
-            rounds: list[dict[str, float]] = []
-            for r in range(repeats):
-                before = cpu_of(groups | {"client": [os.getpid()]})
-                dt, got = timed(run)
-                after = cpu_of(groups | {"client": [os.getpid()]})
-                rounds.append({k: after[k] - before[k] for k in after})
-                if abs(got - expected) > 1e-4 * abs(expected):
-                    raise AssertionError(f"cluster summed {got}, expected {expected}")
-                series.seconds.append(dt)
-                log(f"    round {r + 1}: {series.name:<28} {dt:7.2f} s "
-                    f"{data.nbytes / dt / 1e6:8.1f} MB/s  CPU s: " + ", ".join(
-                        f"{k} {v:.2f}" for k, v in rounds[-1].items()))
-            result = ClusterRun(nworkers, threads, series,
-                                h5dask.stats()["chunk"]["read_bytes"] // repeats,
-                                cpu={k: statistics.median(r[k] for r in rounds)
-                                     for k in rounds[0]})
-            for addr, st in client.run(h5dask.stats).items():
-                result.worker_chunk_bytes[addr] = st["chunk"]["read_bytes"] // repeats
-            result.readahead_used = client.run(_readahead_used)
-            client.retire_workers()
-        return result
-    finally:
-        _stop(procs[1:])
-        _stop(procs[:1])
-        logs.close()
+        run()  # warm-up: imports and connections in the workers
+        h5dask.reset_stats()
+        client.run(h5dask.reset_stats)
+        groups = {name: [pid] for name, pid in (other_pids or {}).items()}
+        groups["scheduler"] = [procs[0].pid]
+        for i, p in enumerate(procs[1:]):
+            groups[f"worker {i + 1}"] = [p.pid]
+        rounds: list[dict[str, float]] = []
+        for r in range(repeats):
+            before = cpu_of(groups | {"client": [os.getpid()]})
+            dt, got = timed(run)
+            after = cpu_of(groups | {"client": [os.getpid()]})
+            rounds.append({k: after[k] - before[k] for k in after})
+            if abs(got - expected) > 1e-4 * abs(expected):
+                raise AssertionError(f"cluster summed {got}, expected {expected}")
+            series.seconds.append(dt)
+            log(f"    round {r + 1}: {series.name:<28} {dt:7.2f} s "
+                f"{data.nbytes / dt / 1e6:8.1f} MB/s  CPU s: " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in rounds[-1].items()))
+        result = ClusterRun(nworkers, threads, series,
+                            h5dask.stats()["chunk"]["read_bytes"] // repeats,
+                            cpu={k: statistics.median(r[k] for r in rounds)
+                                 for k in rounds[0]})
+        for addr, st in client.run(h5dask.stats).items():
+            result.worker_chunk_bytes[addr] = st["chunk"]["read_bytes"] // repeats
+        result.readahead_used = client.run(_readahead_used)
+        client.retire_workers()
+    return result
 
 
 def markdown(runs: list[ClusterRun], latency_ms: float, size_mib: float,
-             saturation: str) -> str:
+             saturation: str, worker_env: dict[str, str] | None = None) -> str:
+    env = " ".join(f"`{k}={v}`" for k, v in (worker_env or {}).items()) or \
+        "distributed's defaults"
     out = [f"### A dask cluster through the proxy ({latency_ms:.0f} ms, 100 MB/s per stream)",
            "",
            f"`dask scheduler` + `dask worker` processes (the CLIs), workers without any "
            f"`AWS_*` variable; {size_mib:.0f} MiB, `chunks={{}}`, `sum()`, median of the "
-           f"rounds; scheduler `worker-saturation` {saturation}. Bytes: chunk bytes read per "
-           "round by each process, from `h5dask.stats()`.", "",
+           f"rounds; scheduler `worker-saturation` {saturation}; worker environment: {env}. "
+           "Bytes: chunk bytes read per round by each process, from `h5dask.stats()`.", "",
            "| workers x threads | MB/s | range (MB/s) | client chunk bytes | chunk bytes per "
            "worker | chunks taken from read-ahead per worker (all rounds) | CPU s per round: "
            "proxy, S3, scheduler, workers, client | CPU busy / waiting for a core |",
@@ -215,8 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker-saturation", default="1.1",
                         help="distributed.scheduler.worker-saturation (inf: no queuing)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variable added to the workers' environment (repeatable), "
+                        "e.g. MALLOC_MMAP_THRESHOLD_=33554432")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    worker_env = parse_env(args.worker_env)
     data = Synthetic(nplanes_for(args.size_mib))
     variant = next(v for v in VARIANTS if v.slug == "plain")
     env = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": args.worker_saturation}
@@ -229,8 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"## {n} worker(s)", flush=True)
                 pids = {"proxy": proxy.proc.pid, "s3": services.s3.pid}
                 runs.append(run_cluster(w.domain_url, services.storage_options, n,
-                                        args.threads, data, args.repeats, print, env, pids))
-    text = markdown(runs, args.latency_ms, data.nbytes / MiB, args.worker_saturation)
+                                        args.threads, data, args.repeats, print, env, pids,
+                                        worker_env))
+    text = markdown(runs, args.latency_ms, data.nbytes / MiB, args.worker_saturation,
+                    worker_env)
     text += (f"CPU busy: all these processes' CPU seconds per second of the run, over the "
              f"{os.cpu_count()} cores; waiting for a core: the seconds their threads were "
              "runnable but not running, per round (/proc schedstat), summed over threads.\n")

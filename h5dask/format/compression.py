@@ -10,8 +10,10 @@ naming the object).
 zlib streams are inflated with libdeflate (PyPI ``deflate``) when it is installed: it is
 about twice as fast as zlib and takes the output size up front, which is what bounds it.
 Blosc frames with zlib inside (what HSDS stores for gzip) are decoded block by block
-here, with the same inflate; other Blosc compressors go to numcodecs' Blosc after the
-header's sizes were checked against the limit.
+here: each stream is inflated straight into its place (libdeflate's C API, which the
+``deflate`` package's library exports, writes into a given buffer), and a shuffled frame
+is then unshuffled by numcodecs' c-blosc in one GIL-free call. Other Blosc compressors
+go to numcodecs' Blosc after the header's sizes were checked against the limit.
 
 >>> import zlib
 >>> bytes(inflate(zlib.compress(b"abcd" * 4), 16))
@@ -24,7 +26,9 @@ h5dask.format.compression.OutputTooLarge: inflates to more than 999 bytes
 
 from __future__ import annotations
 
+import ctypes
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 
@@ -37,8 +41,35 @@ try:  # libdeflate: the fastest inflate measured here (see BENCHMARKS.md)
 except ImportError:  # pragma: no cover - the pure-zlib path below is the fallback
     _libdeflate = None
 
+
+def _libdeflate_c_api(package: object | None) -> ctypes.CDLL | None:
+    """libdeflate's own C functions, from the library the ``deflate`` package ships (its
+    extension exports libdeflate's public API), to inflate into a buffer given to it (the
+    package's Python functions always return a new bytearray); None when absent."""
+    path = getattr(getattr(package, "_deflate", None), "__file__", None)
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+        alloc, free = lib.libdeflate_alloc_decompressor, lib.libdeflate_free_decompressor
+        decompress = lib.libdeflate_zlib_decompress
+    except (OSError, AttributeError):  # pragma: no cover - a build that hides its symbols
+        return None
+    alloc.restype, alloc.argtypes = ctypes.c_void_p, []
+    free.restype, free.argtypes = None, [ctypes.c_void_p]
+    # (decompressor, in, in_nbytes, out, out_nbytes_avail, *actual_out_nbytes) -> result;
+    # ctypes releases the GIL for the call
+    decompress.restype = ctypes.c_int
+    decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                           ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    return lib
+
+
+_libdeflate_c = _libdeflate_c_api(_libdeflate)
+_LIBDEFLATE_INSUFFICIENT_SPACE = 3  # enum libdeflate_result: the stream holds more
+
 __all__ = ["BloscHeader", "OutputTooLarge", "blosc_decompress", "blosc_header", "inflate",
-           "unshuffle_into"]
+           "inflate_into", "unshuffle_into"]
 
 
 class OutputTooLarge(ValueError):
@@ -69,11 +100,44 @@ def inflate(data: bytes | memoryview, limit: int) -> bytes | bytearray:
     return out
 
 
+def inflate_into(data: bytes | memoryview, out: np.ndarray, element_size: int = 1) -> None:
+    """Inflate one zlib stream into exactly ``out`` (C-contiguous uint8), undoing HDF5's
+    byte shuffle of ``element_size``-byte elements on the way when that is above 1 (what
+    a linked HDF5 file's gzip+shuffle chunk needs, with no buffer of the decoded size
+    in between when libdeflate's C API is there).
+
+    Raises :class:`OutputTooLarge` if the stream holds more, ``ValueError`` if it holds
+    less or is corrupt (``out`` may then be partly written).
+
+    >>> import zlib
+    >>> out = np.empty(4, np.uint8)
+    >>> inflate_into(zlib.compress(bytes([1, 3, 2, 4])), out, 2); out.tolist()
+    [1, 2, 3, 4]
+    """
+    src = np.frombuffer(data, np.uint8)
+    if element_size <= 1 or element_size > 255 or len(out) > _BLOSC_MAX_BYTES:
+        # (outside what a c-blosc frame describes: numpy unshuffles)
+        target = out if element_size <= 1 else np.empty_like(out)
+        with _Inflater(src, target) as inflater:
+            inflater.inflate(0, len(src), 0, len(out))
+        if element_size > 1:
+            unshuffle_into(target, element_size, out)
+        return
+    nbytes = len(out)
+    header = BloscHeader(2, 1, _SHUFFLE | _DONT_SPLIT, element_size, nbytes, max(nbytes, 1), 0)
+    raw = _raw_frame(header, 1)
+    with _Inflater(src, raw) as inflater:
+        inflater.inflate(0, len(src), _raw_block_at(1, nbytes, 0), nbytes)
+    if nbytes:
+        _blosc.decompress(raw, out)
+
+
 # -- Blosc ------------------------------------------------------------------------
 _HEADER = struct.Struct("<BBBBIII")
 _SHUFFLE, _MEMCPYED, _BITSHUFFLE, _DONT_SPLIT = 0x01, 0x02, 0x04, 0x10
 _ZLIB_FORMAT = 3  # the compressor code in the flags' top three bits
 _MAX_SPLITS, _MIN_BUFFERSIZE = 16, 128  # c-blosc 1.x: when a block is split in streams
+_BLOSC_MAX_BYTES = 2**31 - 1 - 16  # c-blosc 1.x: the largest buffer a frame holds
 
 
 @dataclass(frozen=True)
@@ -165,10 +229,14 @@ def blosc_decompress(data: bytes | memoryview, limit: int,
 
 
 def _blosc_zlib_into(src: memoryview, header: BloscHeader, out: np.ndarray) -> None:
-    """The blocks of a Blosc zlib frame, inflated and unshuffled into ``out``
-    (c-blosc 1.x layout: a table of block offsets, then per block one zlib stream, or
-    ``typesize`` of them when the block was split; a stream exactly as long as its part
-    of the block was stored verbatim)."""
+    """The blocks of a Blosc zlib frame, inflated into ``out`` (c-blosc 1.x layout: a
+    table of block offsets, then per block one zlib stream, or ``typesize`` of them when
+    the block was split, each a consecutive part of the block; a stream exactly as long
+    as its part was stored verbatim).
+
+    A shuffled frame is inflated into a frame of raw blocks (:func:`_raw_frame`) that
+    c-blosc then unshuffles into ``out``, in C with the GIL released (a numpy unshuffle
+    took a tenth of the chunk's decode time)."""
     nbytes, blocksize, typesize = header.nbytes, header.blocksize, header.typesize
     if nbytes == 0:
         return
@@ -178,46 +246,157 @@ def _blosc_zlib_into(src: memoryview, header: BloscHeader, out: np.ndarray) -> N
         raise ValueError("Blosc: block table runs past the frame")
     starts = np.frombuffer(src[_HEADER.size:table_end], "<u4")
     shuffled = bool(header.flags & _SHUFFLE) and typesize > 1
-    for block, start in enumerate(starts.tolist()):
-        begin = block * blocksize
-        size = min(blocksize, nbytes - begin)
-        split = (not header.flags & _DONT_SPLIT and typesize <= _MAX_SPLITS
-                 and size // typesize >= _MIN_BUFFERSIZE and size == blocksize)
-        nstreams = typesize if split else 1
-        if size % nstreams:
-            raise ValueError(f"Blosc: a block of {size} bytes split in {nstreams} streams")
-        streams = _block_streams(src, start, nstreams, size // nstreams)
-        target = out[begin:begin + size]
-        if shuffled and split and typesize in _WORDS:
-            # shuffled, then split: stream k is byte plane k of the block's elements
-            _unshuffle_words(streams, target)
-        elif shuffled:
-            unshuffle_into(streams[0] if nstreams == 1 else np.concatenate(streams),
-                           typesize, target)
-        else:
-            np.concatenate(streams, out=target)
+    raw = _raw_frame(header, nblocks) if shuffled else None
+    with _Inflater(np.frombuffer(src, np.uint8), out if raw is None else raw) as inflater:
+        for block, start in enumerate(starts.tolist()):
+            begin = block * blocksize
+            size = min(blocksize, nbytes - begin)
+            split = (not header.flags & _DONT_SPLIT and typesize <= _MAX_SPLITS
+                     and size // typesize >= _MIN_BUFFERSIZE and size == blocksize)
+            nstreams = typesize if split else 1
+            if size % nstreams:
+                raise ValueError(f"Blosc: a block of {size} bytes split in {nstreams} streams")
+            at = begin if raw is None else _raw_block_at(nblocks, blocksize, block)
+            _inflate_block(inflater, start, nstreams, size // nstreams, at)
+    if raw is not None:
+        try:
+            _blosc.decompress(raw, out)
+        except Exception as exc:  # pragma: no cover - a raw frame built above is valid
+            raise ValueError(f"Blosc: unshuffle: {exc}") from None
 
 
-def _block_streams(src: memoryview, pos: int, nstreams: int,
-                   stream_size: int) -> list[np.ndarray]:
-    """The ``nstreams`` streams of one block starting at ``pos``, each inflated to
-    exactly ``stream_size`` bytes (or taken as stored when it is that long already)."""
-    streams = []
-    for _ in range(nstreams):
+def _raw_frame(header: BloscHeader, nblocks: int) -> np.ndarray:
+    """A Blosc frame of ``header``'s sizes, flagged shuffled, whose blocks are each one
+    stream stored verbatim (as long as the block), left for the caller to fill: what
+    c-blosc decodes by copying each block and unshuffling it, its SIMD unshuffle.
+
+    Block ``b``'s bytes start at :func:`_raw_block_at`; the frame holds the decoded size
+    plus 8 bytes a block and the header (an inflated block is that block's shuffled
+    bytes whether or not it was split: the split streams are its consecutive parts)."""
+    table_end = _HEADER.size + 4 * nblocks
+    frame = _scratch(table_end + 4 * nblocks + header.nbytes)
+    _HEADER.pack_into(frame, 0, 2, 1, _SHUFFLE | _DONT_SPLIT, header.typesize,
+                      header.nbytes, header.blocksize, len(frame))
+    starts = table_end + np.arange(nblocks, dtype="<u8") * (4 + header.blocksize)
+    frame[_HEADER.size:table_end].view("<u4")[:] = starts
+    sizes = np.full(nblocks, header.blocksize, "<u4")
+    sizes[-1] = header.nbytes - (nblocks - 1) * header.blocksize
+    for start, size in zip(starts.tolist(), sizes.tolist()):
+        frame[start:start + 4].view("<u4")[0] = size
+    return frame
+
+
+_SCRATCH = threading.local()
+#: the largest scratch buffer a thread keeps between chunks (16 MiB chunks and smaller:
+#: what h5dask and HSDS write), so the memory held is at most this per decoding thread
+SCRATCH_KEPT_BYTES = 16 << 20
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """``nbytes`` of uint8 scratch memory of the calling thread, kept for its next chunk:
+    a 4 MiB buffer allocated afresh per chunk costs its page faults each time wherever
+    glibc hands freed memory straight back (a dask worker's nanny makes it do so), about
+    as much as the unshuffle itself."""
+    if nbytes > SCRATCH_KEPT_BYTES:
+        return np.empty(nbytes, np.uint8)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < nbytes:
+        buffer = _SCRATCH.buffer = np.empty(max(nbytes, 1 << 20), np.uint8)
+    return buffer[:nbytes]
+
+
+def _raw_block_at(nblocks: int, blocksize: int, block: int) -> int:
+    """Where block ``block``'s bytes start in a :func:`_raw_frame`."""
+    return _HEADER.size + 4 * nblocks + block * (4 + blocksize) + 4
+
+
+_U32 = struct.Struct("<I")
+
+
+def _inflate_block(inflater: _Inflater, pos: int, nstreams: int, stream_size: int,
+                   at: int) -> None:
+    """The ``nstreams`` streams of one block starting at ``pos`` in the frame, each
+    inflated to exactly ``stream_size`` bytes (or copied when stored that long already),
+    one after the other into the output from ``at`` on."""
+    src = inflater.src
+    for k in range(nstreams):
         if pos + 4 > len(src):
             raise ValueError("Blosc: block runs past the frame")
-        cbytes = int.from_bytes(src[pos:pos + 4], "little")
+        cbytes = _U32.unpack_from(src, pos)[0]
         pos += 4
         if cbytes > len(src) - pos:
             raise ValueError("Blosc: block runs past the frame")
-        piece = src[pos:pos + cbytes]
+        if cbytes == stream_size:
+            inflater.copy(pos, cbytes, at + k * stream_size)
+        else:
+            inflater.inflate(pos, cbytes, at + k * stream_size, stream_size)
         pos += cbytes
-        if cbytes != stream_size:
-            piece = inflate(piece, stream_size)
-            if len(piece) != stream_size:
-                raise ValueError("Blosc: a block decodes to the wrong size")
-        streams.append(np.frombuffer(piece, np.uint8))
-    return streams
+
+
+class _Inflater:
+    """Inflates zlib streams that lie in ``src`` into given places of ``out`` (both
+    C-contiguous uint8 arrays), each to exactly the size it is given, never writing
+    outside it: straight into place with libdeflate's C API, else through
+    :func:`inflate` and a copy. A context manager (it holds a libdeflate decompressor).
+
+    >>> import zlib
+    >>> out = np.zeros(6, np.uint8)
+    >>> with _Inflater(np.frombuffer(zlib.compress(b"abcd"), np.uint8), out) as inflater:
+    ...     inflater.inflate(0, len(inflater.src), 1, 4)
+    >>> out.tobytes()
+    b'\\x00abcd\\x00'
+    """
+
+    def __init__(self, src: np.ndarray, out: np.ndarray) -> None:
+        self.src, self.out = src, out
+        self._lib = _libdeflate_c
+        self._decompressor = None
+        if self._lib is not None:
+            self._decompressor = self._lib.libdeflate_alloc_decompressor()
+            if not self._decompressor:  # pragma: no cover
+                raise MemoryError("libdeflate: cannot allocate a decompressor")
+            self._src_address, self._out_address = src.ctypes.data, out.ctypes.data
+            self._actual = ctypes.c_size_t()
+
+    def __enter__(self) -> _Inflater:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._decompressor is not None:
+            self._lib.libdeflate_free_decompressor(self._decompressor)
+            self._decompressor = None
+
+    def _check(self, pos: int, size: int, at: int, nbytes: int) -> None:
+        # the C call takes raw addresses: both ranges are checked here, whatever the caller
+        if pos < 0 or size < 0 or pos + size > len(self.src) or at < 0 \
+                or at + nbytes > len(self.out):
+            raise ValueError("Blosc: a stream or its place lies outside the frame")
+
+    def copy(self, pos: int, size: int, at: int) -> None:
+        """Copy ``size`` stored bytes from ``pos`` to ``at``."""
+        self._check(pos, size, at, size)
+        self.out[at:at + size] = self.src[pos:pos + size]
+
+    def inflate(self, pos: int, size: int, at: int, nbytes: int) -> None:
+        """Inflate the ``size``-byte zlib stream at ``pos`` into ``nbytes`` bytes at
+        ``at``: OutputTooLarge if it holds more, ValueError if less or corrupt."""
+        self._check(pos, size, at, nbytes)
+        if self._decompressor is None:
+            piece = inflate(self.src[pos:pos + size], nbytes)
+            if len(piece) != nbytes:
+                raise ValueError(f"zlib: a stream inflates to {len(piece)} bytes, not {nbytes}")
+            self.out[at:at + nbytes] = np.frombuffer(piece, np.uint8)
+            return
+        result = self._lib.libdeflate_zlib_decompress(
+            self._decompressor, self._src_address + pos, size, self._out_address + at,
+            nbytes, ctypes.byref(self._actual))
+        if result == _LIBDEFLATE_INSUFFICIENT_SPACE:
+            raise OutputTooLarge(f"a zlib stream inflates to more than {nbytes} bytes")
+        if result != 0:
+            raise ValueError("zlib: corrupt stream (or its adler32 checksum is wrong)")
+        if self._actual.value != nbytes:
+            raise ValueError(f"zlib: a stream inflates to {self._actual.value} bytes, "
+                             f"not {nbytes}")
 
 
 def unshuffle_into(src: np.ndarray | bytes | memoryview, element_size: int,

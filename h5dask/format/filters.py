@@ -264,6 +264,20 @@ class ChunkCodec:
             buf = self._unshuffle(buf)
         return buf
 
+    def _decode_hdf5_into(self, data: bytes | memoryview, out: np.ndarray) -> bool:
+        """A linked HDF5 chunk (gzip, with or without shuffle) decoded straight into
+        ``out``. A chunk that does not decode to exactly ``out`` returns False after all
+        (``out`` partly written): :meth:`decode` then decodes it again and says what is
+        wrong, or finds an edge chunk stored clipped."""
+        if self.fletcher32 or self.compressor_codec is None:
+            return False
+        element_size = self.dtype.itemsize if self.shuffle else 1
+        try:
+            return self.compressor_codec.decode_native_into(
+                data, out.reshape(-1).view(np.uint8), element_size)
+        except ValueError:  # OutputTooLarge included
+            return False
+
     def _unshuffle(self, data: bytes | memoryview) -> bytearray:
         out = bytearray(len(data))
         unshuffle_into(data, self.dtype.itemsize, np.frombuffer(out, np.uint8))
@@ -317,20 +331,23 @@ class ChunkCodec:
 
     def decode_into(self, data: bytes | memoryview, key: str, out: np.ndarray) -> bool:
         """Decode a whole chunk straight into ``out`` (C-contiguous, this dtype, the full
-        chunk shape), with no buffer in between, when the stored bytes are the raw elements
-        or one Blosc frame of exactly ``out.nbytes``. Returns False, leaving ``out``
-        untouched, when the chunk needs the general :meth:`decode` (other filters, a chunk
-        stored clipped at the edge, bytes of the wrong size: decode says what is wrong).
+        chunk shape), with no buffer in between, when the stored bytes are the raw elements,
+        one Blosc frame of exactly ``out.nbytes`` or (linked HDF5 chunks) one zlib stream
+        with or without HDF5's shuffle. Returns False when the chunk needs the general
+        :meth:`decode` (other filters, a chunk stored clipped at the edge, bytes of the
+        wrong size: decode says what is wrong); ``out`` is then untouched, but for a linked
+        zlib stream that did not inflate to exactly ``out``.
 
         >>> codec = ChunkCodec.from_filters(["gzip"], np.dtype("<f4"), (4,))
         >>> out = np.empty(4, "<f4")
         >>> codec.decode_into(codec.encode(np.arange(4, dtype="<f4")), "key", out), out
         (True, array([0., 1., 2., 3.], dtype=float32))
         """
-        if (self.hdf5_native or self.bitshuffle or out.dtype != self.dtype
-                or out.shape != self.chunk_shape or not out.flags.c_contiguous
-                or has_vlen(self.dtype)):
+        if (self.bitshuffle or out.dtype != self.dtype or out.shape != self.chunk_shape
+                or not out.flags.c_contiguous or has_vlen(self.dtype)):
             return False
+        if self.hdf5_native:
+            return self._decode_hdf5_into(data, out)
         if self.compressor_codec is not None:
             if self.compressor_codec.blosc_cname is None or not is_blosc_frame(data, out.nbytes):
                 return False

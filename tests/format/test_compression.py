@@ -19,14 +19,24 @@ from h5dask.format.compression import OutputTooLarge, blosc_decompress, inflate
 from h5dask.format.filters import ChunkCodec
 
 
-@pytest.fixture(params=["libdeflate", "zlib"])
+@pytest.fixture(params=["libdeflate C API", "libdeflate", "zlib"])
 def inflater(request, monkeypatch) -> str:
-    """Run a test with libdeflate and with the pure-zlib fallback."""
-    if request.param == "libdeflate":
+    """Run a test with libdeflate's C API (inflating into place), with the ``deflate``
+    package's Python API, and with the pure-zlib fallback."""
+    if request.param != "zlib":
         pytest.importorskip("deflate")
-    else:
+    if request.param != "libdeflate C API":
+        monkeypatch.setattr(compression, "_libdeflate_c", None)
+    if request.param == "zlib":
         monkeypatch.setattr(compression, "_libdeflate", None)
     return request.param
+
+
+def test_libdeflate_c_api_is_found_in_the_deflate_package() -> None:
+    """The fast path inflates into place through the C functions the ``deflate``
+    package's library exports; a build of it without them would silently fall back."""
+    pytest.importorskip("deflate")
+    assert compression._libdeflate_c is not None
 
 
 def _payload(kind: str, nbytes: int, rng: np.random.Generator) -> bytes:
@@ -141,8 +151,8 @@ def test_unshuffle_into_matches_numcodecs(element_size: int, count: int, tail: i
 @pytest.mark.parametrize("dtype", ["<i2", "<f4", ">f4", "<f8", "<c8"])
 def test_gzip_shuffle_chunks_decode_without_numcodecs_shuffle(dtype: str, monkeypatch) -> None:
     """Blosc zlib frames and linked HDF5 chunks of 2-, 4- and 8-byte elements are
-    unshuffled by numpy word arithmetic (which releases the GIL), never by numcodecs'
-    Shuffle (which holds it while two dask threads could be decoding)."""
+    unshuffled by c-blosc or numpy word arithmetic (both release the GIL), never by
+    numcodecs' Shuffle (which holds it while two dask threads could be decoding)."""
     values = np.frombuffer(_payload("smooth", 1 << 18, np.random.default_rng(4)), "<f4")
     values = values.view(np.uint8)[:(1 << 18) // 16 * 16].view(dtype)
     blosc_codec = ChunkCodec.from_filters(["shuffle", "gzip"], values.dtype, values.shape)
@@ -174,3 +184,123 @@ def test_a_split_block_that_is_no_multiple_of_its_streams_is_refused() -> None:
         n.to_bytes(4, "little") for n in (size, size, 16 + len(table) + len(body)))
     with pytest.raises(ValueError, match="split in 4 streams"):
         blosc_decompress(header + table + body, size)
+
+
+def _zlib_frame(streams: list[bytes], size: int, typesize: int = 4) -> bytes:
+    """A Blosc zlib frame of one split, shuffled block of ``size`` bytes made of
+    ``streams`` (stored as given: forged frames for the error paths)."""
+    body = b"".join(len(part).to_bytes(4, "little") + part for part in streams)
+    table = (16 + 4).to_bytes(4, "little")
+    header = bytes([2, 1, 0x01 | (3 << 5), typesize]) + b"".join(
+        n.to_bytes(4, "little") for n in (size, size, 16 + len(table) + len(body)))
+    return header + table + body
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_a_stream_longer_or_shorter_than_its_part_is_refused(inflater: str, into: bool) -> None:
+    """Each stream inflates into exactly its part of the block: one that holds more is
+    OutputTooLarge (nothing written past its part), one that holds less a ValueError."""
+    part = 1024
+    good = [zlib.compress(bytes([k]) * part) for k in range(4)]
+    out = np.empty(4 * part, np.uint8)
+    expected = np.repeat(np.arange(4, dtype=np.uint8)[None, :], part, axis=0).tobytes()
+    if into:
+        assert blosc_decompress(_zlib_frame(good, 4 * part), 4 * part, out) is None
+        assert out.tobytes() == expected
+    else:
+        assert bytes(blosc_decompress(_zlib_frame(good, 4 * part), 4 * part)) == expected
+    for bad, error in ((zlib.compress(bytes(part + 1)), OutputTooLarge),
+                       (zlib.compress(bytes(part - 1)), ValueError),
+                       (zlib.compress(bytes(part))[:-3], ValueError)):
+        frame = _zlib_frame([*good[:3], bad], 4 * part)
+        with pytest.raises(error):
+            blosc_decompress(frame, 4 * part, out if into else None)
+
+
+def test_two_threads_decode_frames_at_once() -> None:
+    """The frames decoded concurrently (two dask threads) come out exactly right: the
+    inflate and the unshuffle keep no state shared between calls."""
+    import concurrent.futures
+
+    rng = np.random.default_rng(7)
+    values = [np.frombuffer(_payload("smooth", 1 << 20, rng), "<f4") for _ in range(8)]
+    codec = ChunkCodec.from_filters(["shuffle", "gzip"], np.dtype("<f4"), values[0].shape)
+    frames = [codec.encode(v) for v in values]
+
+    def decode(i: int) -> bool:
+        out = np.empty_like(values[i % 8])
+        return codec.decode_into(frames[i % 8], "k", out) and out.tobytes() == \
+            values[i % 8].tobytes()
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(decode, range(32)))
+
+
+@pytest.mark.parametrize("element_size", [1, 2, 3, 4, 8, 16, 300])
+@pytest.mark.parametrize("tail", [0, 3])
+def test_inflate_into_undoes_hdf5_shuffle_as_numcodecs_does(inflater: str, element_size: int,
+                                                            tail: int) -> None:
+    """A linked HDF5 chunk's zlib stream of shuffled bytes, inflated and unshuffled into
+    place (c-blosc's unshuffle up to 255-byte elements, numpy's beyond): exactly HDF5's
+    bytes, trailing bytes that fill no element as they are."""
+    raw = np.frombuffer(_payload("smooth", 1000 * element_size + tail,
+                                 np.random.default_rng(element_size)), np.uint8)
+    whole = len(raw) // element_size * element_size
+    shuffled = raw.copy()
+    if element_size > 1:
+        shuffled[:whole] = numcodecs.Shuffle(elementsize=element_size).encode(raw[:whole])
+    out = np.empty_like(raw)
+    compression.inflate_into(zlib.compress(shuffled.tobytes(), 4), out, element_size)
+    assert out.tobytes() == raw.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<i2", "u1"])
+def test_linked_gzip_chunks_decode_into_place(inflater: str, dtype: str) -> None:
+    """Linked HDF5 gzip chunks, shuffled or not, decode straight into the output
+    (decode_into) to exactly what the general decode gives."""
+    values = np.frombuffer(_payload("smooth", 1 << 16, np.random.default_rng(5)), "<f4")
+    values = values.view(np.uint8).view(dtype).reshape(16, -1)
+    for shuffle in (False, True):
+        filters_ = ["shuffle", "gzip"] if shuffle else ["gzip"]
+        codec = ChunkCodec.from_filters(filters_, values.dtype, values.shape, hdf5_native=True)
+        raw = values.tobytes()
+        if shuffle:
+            raw = numcodecs.Shuffle(elementsize=values.dtype.itemsize).encode(raw).tobytes()
+        stored = zlib.compress(raw, 4)
+        out = np.empty_like(values)
+        assert codec.decode_into(stored, "k", out)
+        assert out.tobytes() == values.tobytes() == codec.decode(stored, "k").tobytes()
+
+
+def test_a_linked_chunk_of_the_wrong_size_is_refused_naming_its_key(inflater: str) -> None:
+    """A linked zlib stream that inflates to more or less than the chunk: decode_into
+    leaves it to decode, which raises CorruptChunkError naming the chunk."""
+    codec = ChunkCodec.from_filters(["shuffle", "gzip"], np.dtype("<f4"), (256,),
+                                    hdf5_native=True)
+    out = np.empty(256, "<f4")
+    for nbytes, message in ((1025, "more than the chunk's 1024 bytes"),
+                            (1020, "decoded to 1020 bytes")):
+        stored = zlib.compress(bytes(nbytes))
+        assert not codec.decode_into(stored, "file.h5[0:9]", out)
+        with pytest.raises(CorruptChunkError, match=message) as caught:
+            codec.decode(stored, "file.h5[0:9]")
+        assert "file.h5[0:9]" in str(caught.value)
+    assert not codec.decode_into(zlib.compress(bytes(1024))[:-4], "k", out)  # truncated
+
+
+def test_the_kept_scratch_buffer_never_leaks_into_another_chunk(monkeypatch) -> None:
+    """Shuffled frames are inflated into a thread's kept scratch buffer (or a fresh one
+    above SCRATCH_KEPT_BYTES): chunks of growing and shrinking sizes, one after the
+    other, each decode exactly, with the buffer kept or not."""
+    rng = np.random.default_rng(8)
+    for kept in (compression.SCRATCH_KEPT_BYTES, 1024):
+        monkeypatch.setattr(compression, "SCRATCH_KEPT_BYTES", kept)
+        for nbytes in (1 << 22, 4096, 1 << 21, 40, 1 << 22):
+            raw = _payload("smooth", nbytes, rng)
+            frame = bytes(numcodecs.Blosc(cname="zlib", clevel=4, shuffle=1).encode(
+                np.frombuffer(raw, "<f4")))
+            assert bytes(blosc_decompress(frame, nbytes)) == raw
+            out = np.empty(nbytes, np.uint8)
+            compression.inflate_into(zlib.compress(numcodecs.Shuffle(elementsize=4).encode(
+                raw).tobytes()), out, 4)
+            assert out.tobytes() == raw

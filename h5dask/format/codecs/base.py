@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ...errors import UnsupportedFilterError
 
 __all__ = ["Codec", "MappedFilters", "all_codecs", "by_hdf5_id", "by_reductionist", "compressor",
@@ -107,6 +109,14 @@ class Codec:
     def decode_native(self, data: bytes | memoryview, limit: int) -> bytes | bytearray:
         """Undo the HDF5 filter's own output (chunks inside HDF5 files)."""
         return self.decode(data, limit)
+
+    def decode_native_into(self, data: bytes | memoryview, out: np.ndarray,
+                           element_size: int) -> bool:
+        """Undo the HDF5 filter's own output straight into ``out`` (C-contiguous uint8
+        of the decoded size), then HDF5's byte shuffle of ``element_size``-byte elements
+        when that is above 1; False (nothing written) when this codec cannot, ValueError
+        or OutputTooLarge when the data does not decode to exactly ``out``."""
+        return False
 
     def reductionist_decode(self, data: bytes | memoryview,
                             max_size: int) -> tuple[bytes | bytearray, bool]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import zlib
 
-from ..compression import OutputTooLarge, blosc_decompress, blosc_header, inflate
+import numpy as np
+
+from ..compression import OutputTooLarge, blosc_decompress, blosc_header, inflate, inflate_into
 from .base import COMPRESSOR, Codec, register
 
 _INFLATE_STEP = 1 << 20
@@ -34,6 +36,11 @@ class Deflate(Codec):
 
     def decode(self, data: bytes | memoryview, limit: int) -> bytes | bytearray:
         return inflate(data, limit)
+
+    def decode_native_into(self, data: bytes | memoryview, out: np.ndarray,
+                           element_size: int) -> bool:
+        inflate_into(data, out, element_size)
+        return True
 
     def reductionist_decode(self, data: bytes | memoryview,
                             max_size: int) -> tuple[bytes | bytearray, bool]:
