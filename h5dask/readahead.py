@@ -33,6 +33,7 @@ False
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import math
@@ -75,6 +76,9 @@ class ReadAhead:
         self._reserved = 0
         # GETs reserved but not yet handed to the I/O loop (see launch)
         self._queued: list[Launch] = []
+        # per local computation: the chunks of its queued tasks that had no room in the
+        # budget, in the order the tasks will run (see start_in_order)
+        self._waiting: dict[Any, collections.deque[Planned]] = {}
         self.started = 0  # GETs started ahead (for tests and benchmarks)
         self.used = 0  # of which a task used the bytes
         self.peak_reserved = 0
@@ -105,10 +109,44 @@ class ReadAhead:
         name, size, fetch = planned
         return self._start(name, size, owner, still_wanted, fetch, launch)
 
-    def fits(self, size: int) -> bool:
-        """Whether a chunk of ``size`` stored bytes fits in what is left of the budget
-        now (a quick test before looking at queued tasks at all)."""
-        return self._reserved + size <= self.budget
+    def start_in_order(self, owner: Any, plans: Iterable[Planned]) -> None:
+        """Start the GETs of ``plans`` (the chunks of a local computation's queued tasks,
+        in the order the tasks will run) while they fit in the budget; the others wait,
+        in that order, for the budget a task frees when it claims its chunk, and start
+        then, from that task's thread, instead of at the next task start (at 100 ms to
+        the first byte that gap left the budget idle). ``plans`` replaces ``owner``'s
+        waiting chunks: the queue may have changed, and a task that runs now is not in
+        it any more, so its chunk is never fetched twice."""
+        with self._lock:
+            waiting = collections.deque(p for p in plans if p[0] not in self._entries)
+            if waiting:
+                self._waiting[owner] = waiting
+            else:
+                self._waiting.pop(owner, None)
+            self._start_waiting()
+        self.launch()
+
+    def _start_waiting(self) -> None:
+        """Reserve and queue the waiting chunks that fit, in order (lock held)."""
+        for owner, waiting in list(self._waiting.items()):
+            while waiting:
+                name, size, fetch = waiting[0]
+                if name not in self._entries:
+                    if self._reserved + size > self.budget:
+                        return  # full: the sooner a chunk is needed, the sooner it starts
+                    self._reserve(name, size, owner, None, fetch)
+                waiting.popleft()
+            del self._waiting[owner]
+
+    def _reserve(self, name: str, size: int, owner: Any,
+                 still_wanted: Callable[[], bool] | None,
+                 fetch: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self._reserved += size
+        self.peak_reserved = max(self.peak_reserved, self._reserved)
+        self.started += 1
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._entries[name] = _Entry(future, size, owner, still_wanted)
+        self._queued.append((future, fetch))
 
     def _start(self, name: str, size: int, owner: Any,
                still_wanted: Callable[[], bool] | None,
@@ -118,15 +156,16 @@ class ReadAhead:
                 return True
             if self._reserved + size > self.budget:
                 return False
-            self._reserved += size
-            self.peak_reserved = max(self.peak_reserved, self._reserved)
-            self.started += 1
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            self._entries[name] = _Entry(future, size, owner, still_wanted)
-            self._queued.append((future, fetch))
+            self._reserve(name, size, owner, still_wanted, fetch)
         if launch:
             self.launch()
         return True
+
+    def arrived(self, plans: Iterable[Planned]) -> bool:
+        """Whether the GET of every chunk in ``plans`` was started ahead and is done."""
+        with self._lock:
+            entries = [self._entries.get(name) for name, _, _ in plans]
+        return all(e is not None and e.future.done() for e in entries)
 
     def launch(self) -> None:
         """Start the GETs queued by ``start(..., launch=False)``, in the order queued."""
@@ -155,6 +194,11 @@ class ReadAhead:
             if entry is None:
                 return None
             self._reserved -= entry.reserved
+            refill = bool(self._waiting)
+            if refill:
+                self._start_waiting()
+        if refill:
+            self.launch()
         if entry.still_wanted is not None and not entry.still_wanted():
             entry.future.cancel()
             return None
@@ -194,9 +238,14 @@ class ReadAhead:
     def forget(self, names: Iterable[str] = (), owner: Any = None) -> None:
         """Drop entries by object name, and every entry of ``owner``."""
         with self._lock:
+            names = set(names)
             drop = [n for n in names if n in self._entries]
             if owner is not None:
                 drop += [n for n, e in self._entries.items() if e.owner is owner]
+                self._waiting.pop(owner, None)
+            for waiting in self._waiting.values():  # written: its task reads it itself
+                for planned in [p for p in waiting if p[0] in names]:
+                    waiting.remove(planned)
             for name in drop:
                 entry = self._entries.pop(name, None)
                 if entry is not None:
@@ -210,6 +259,7 @@ class ReadAhead:
                 entry.future.cancel()
             self._entries.clear()
             self._queued.clear()
+            self._waiting.clear()
             self._reserved = 0
             self.started = self.used = self.peak_reserved = 0
 

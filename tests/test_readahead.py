@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.readahead import get_readahead, object_name, set_budget
+from h5dask.readahead import get_readahead, object_name, plan, set_budget
 from h5dask.storage.sync import sync
 from h5dask.xarray import lookahead
 
@@ -224,3 +224,139 @@ def test_a_task_waiting_for_room_is_planned_once(readahead, variable, storage_op
     assert _chunk_reads() == NCHUNKS
     assert readahead.used == readahead.started > 0
     assert planned and max(planned.values()) == 1
+
+
+def _recorded_plans(source, indices, fetched):
+    """:func:`plan` of each chunk, its fetch noting the chunk's index in ``fetched``."""
+    out = []
+    for index in indices:
+        name, size, fetch = plan(source, index)
+
+        async def noted(index=index, fetch=fetch):
+            fetched.append(index)
+            return await fetch()
+
+        out.append((name, size, noted))
+    return out
+
+
+def test_a_claim_starts_the_next_waiting_get_at_once(readahead, variable, storage_options):
+    """Budget freed by a task taking its chunk starts the next waiting GET right away,
+    not at the next task start; each chunk is still fetched once, with exact bytes."""
+    url, data = variable
+    with h5dask.File(url, "r", storage_options=storage_options) as f:
+        source = f["v"].source()
+        fetched: list = []
+        plans = _recorded_plans(source, [(t, 0, 0) for t in range(4)], fetched)
+        set_budget(2 * plans[0][1])  # room for two chunks
+        owner = object()
+        readahead.start_in_order(owner, plans)
+        sync(asyncio.sleep(0.05))
+        assert fetched == [(0, 0, 0), (1, 0, 0)]
+        for t in range(4):  # no look-ahead call in between: the takes start the rest
+            found, stored = readahead.take(source, (t, 0, 0))
+            assert found
+            np.testing.assert_array_equal(
+                np.frombuffer(stored, dtype="f4").reshape(4, 50, 40), data[4 * t:4 * t + 4])
+        assert fetched == [(t, 0, 0) for t in range(4)]
+        assert readahead.reserved == 0 and not readahead._waiting
+
+
+def test_a_waiting_chunk_whose_task_runs_is_never_fetched(readahead, variable,
+                                                         storage_options):
+    """The look-ahead replaces a computation's waiting chunks with those of the tasks
+    still queued: a task that started meanwhile reads its chunk itself, only once."""
+    url, _ = variable
+    with h5dask.File(url, "r", storage_options=storage_options) as f:
+        source = f["v"].source()
+        fetched: list = []
+        a, b, c = _recorded_plans(source, [(0, 0, 0), (1, 0, 0), (2, 0, 0)], fetched)
+        set_budget(a[1])  # room for one chunk
+        owner = object()
+        readahead.start_in_order(owner, [a, b, c])
+        readahead.start_in_order(owner, [a, c])  # b's task runs now
+        assert readahead.claim(source, (1, 0, 0)) is None  # b reads it itself
+        assert readahead.take(source, (0, 0, 0))[0]  # frees room: c starts, never b
+        sync(asyncio.sleep(0.05))
+        assert fetched == [(0, 0, 0), (2, 0, 0)]
+        assert readahead.take(source, (2, 0, 0))[0]
+        assert readahead.reserved == 0
+
+
+def test_forgetting_a_computation_drops_its_waiting_gets(readahead, variable,
+                                                        storage_options):
+    url, _ = variable
+    with h5dask.File(url, "r", storage_options=storage_options) as f:
+        source = f["v"].source()
+        fetched: list = []
+        plans = _recorded_plans(source, [(t, 0, 0) for t in range(4)], fetched)
+        set_budget(plans[0][1])
+        owner = object()
+        readahead.start_in_order(owner, plans)
+        readahead.forget(owner=owner)
+        assert readahead.reserved == 0 and not readahead._waiting
+        assert readahead.claim(source, (1, 0, 0)) is None
+        sync(asyncio.sleep(0.05))
+        assert readahead.reserved == 0 and len(fetched) <= 1  # only the one started
+
+
+def test_a_written_chunk_leaves_the_waiting_list(readahead, variable, storage_options):
+    url, _ = variable
+    with h5dask.File(url, "r+", storage_options=storage_options) as f:
+        source = f["v"].source()
+        fetched: list = []
+        a, b = _recorded_plans(source, [(0, 0, 0), (3, 0, 0)], fetched)
+        set_budget(a[1])
+        owner = object()
+        readahead.start_in_order(owner, [a, b])
+        f["v"][12:16] = np.zeros((4, 50, 40), dtype="f4")  # chunk (3, 0, 0)
+        assert readahead.take(source, (0, 0, 0))[0]
+        sync(asyncio.sleep(0.05))
+        assert fetched == [(0, 0, 0)] and readahead.reserved == 0
+
+
+def test_an_errored_computation_returns_its_budget(readahead, variable, storage_options):
+    """A task that fails while others wait for room: the computation's entries and
+    waiting chunks are dropped, the budget is back to 0."""
+    url, _ = variable
+    set_budget(2 * CHUNK_BYTES)  # most chunks wait for room
+
+    def fail_on_block_5(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == 5:
+            raise ValueError("boom")
+        return block
+
+    v = _open(url, storage_options)
+    with pytest.raises(ValueError, match="boom"):
+        v.data.map_blocks(fail_on_block_5, dtype="f4").sum().compute(scheduler="threads")
+    assert readahead.reserved == 0
+    assert not readahead._entries and not readahead._waiting
+
+
+def test_a_task_whose_chunk_arrived_runs_before_one_still_waiting(readahead):
+    """Local computations: the next task waiting on a GET still under way lets a task
+    just below it, whose chunk arrived, run first; a task that reads nothing ahead
+    keeps dask's order past it."""
+    never = asyncio.Event()
+
+    async def slow():
+        await never.wait()
+
+    async def fast():
+        return b"", "key"
+
+    slow_plan, fast_plan = ("s3://b/db/x/slow", 10, slow), ("s3://b/db/x/fast", 10, fast)
+    session = lookahead._Session({}, {})
+    readahead.start_in_order(session, [slow_plan, fast_plan])
+    sync(asyncio.sleep(0.05))
+    session.plans = {"slow": [slow_plan], "fast": [fast_plan]}
+    ready = ["other", "fast", "slow"]  # a stack: "slow" is next
+    lookahead._run_arrived_first(session, ready)
+    assert ready == ["other", "slow", "fast"]
+    lookahead._run_arrived_first(session, ready)  # the next task's chunk is here
+    assert ready == ["other", "slow", "fast"]
+    ready = ["fast", "other", "slow"]
+    lookahead._run_arrived_first(session, ready)
+    assert ready == ["fast", "other", "slow"]
+    readahead.forget(owner=session)
+    assert readahead.reserved == 0

@@ -4,7 +4,10 @@ read-ahead (:mod:`h5dask.readahead` holds the fetched bytes).
 With dask's local schedulers a callback looks at the running computation's ready stack
 when each task starts; on a ``distributed`` worker the getter of each h5dask task looks
 at that worker's own ready queue (on its event loop). Only tasks this process will run
-are looked at, so nothing is fetched for tasks of other workers. Every private dask,
+are looked at, so nothing is fetched for tasks of other workers. Locally, the chunks
+that have no room in the budget yet wait in the order their tasks will run and start
+the moment a running task takes its chunk, and a task whose chunks arrived may run
+before one of the next few still waiting for its own. Every private dask,
 xarray and distributed name used here comes from :mod:`h5dask.private_api`.
 """
 
@@ -24,6 +27,9 @@ from ..readahead import Planned, get_readahead, plan
 
 #: ready tasks looked at, at most, each time a task starts
 LOOK_AHEAD_TASKS = 64
+#: how far down a local computation's ready stack a task whose chunks arrived may be
+#: moved up from, past tasks still waiting for theirs (see _run_arrived_first)
+REORDER_TASKS = 16
 _GETTERS = ("getter", "getter_nofancy", "getter_inline")
 
 
@@ -153,22 +159,11 @@ class _Session:
     def __init__(self, dsk: dict, state: dict) -> None:
         self.dsk = dsk
         self.state = state
-        self.seen: set = set()
-        # the chunks of queued tasks looked at but not all started yet (the budget was
-        # spent): a task waits on the ready stack while others start, and is looked at
-        # again at each of their starts
+        self.done: set = set()  # queued tasks with nothing to fetch (or sent ahead)
+        # the chunks of each queued task looked at: a task waits on the ready stack
+        # while others start, and is looked at again at each of their starts
         self.plans: dict[Any, list[Planned]] = {}
         self.unwrapped: dict[int, Any] = {}  # see task_chunks
-        # the task the budget stopped at, and the stored bytes of its chunk that had no
-        # room: until that much is free (or that task runs), a task start looks at nothing
-        self.blocked_key: Any = None
-        self.blocked = 0
-
-    def unblock(self, key: Any) -> None:
-        """``key`` runs now, or all its chunks were started: nothing waits for it."""
-        self.plans.pop(key, None)
-        if key == self.blocked_key:
-            self.blocked_key, self.blocked = None, 0
 
     def value_of(self, key: Any) -> Any:
         DataNode = private_api.load().DataNode  # noqa: N806
@@ -182,50 +177,81 @@ class _Session:
 
 
 def _look_ahead(tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
-                owner: Any, session: _Session | None, distributed: bool) -> bool:
-    """Start the GETs of the chunks the given (key, task) pairs will read, in order,
-    until the budget is spent (then False). ``session`` (local computations) remembers
-    the tasks done and the chunks of the task the budget stopped at."""
+                owner: Any) -> bool:
+    """On a distributed worker: start the GETs of the chunks the given (key, task state)
+    pairs will read, in order, until the budget is spent (then False)."""
     ra = get_readahead()
     try:
-        return _queue_ahead(ra, tasks, value_of, owner, session, distributed)
+        for key, task in tasks:
+            check = functools.partial(_is_current_task, key, owner)
+            for planned in _task_plans(task, value_of, None, None, owner) or ():
+                if not ra.start_planned(planned, owner, check, launch=False):
+                    return False
+        return True
     finally:
         ra.launch()  # one hand-off to the I/O loop for all the GETs queued
 
 
-def _queue_ahead(ra: Any, tasks: Iterable[tuple[Any, Any]], value_of: Callable[[Any], Any],
-                 owner: Any, session: _Session | None, distributed: bool) -> bool:
-    pushdown = None if distributed else sys.modules.get("h5dask.active.pushdown")
-    for key, task in tasks:
-        plans = None
-        if session is not None:
-            if key in session.seen:
-                continue
-            plans = session.plans.get(key)
+def _task_plans(task: Any, value_of: Callable[[Any], Any], unwrapped: dict | None,
+                pushdown: Any, owner: Any) -> list[Planned] | None:
+    """The chunks ``task`` will read, each as :func:`plan` describes it; for a reduction
+    pushed down to active storage (``pushdown``: that module, local computations only)
+    its request is sent ahead instead, and None says enough replies wait already."""
+    try:
+        chunks = task_chunks(task, value_of, unwrapped)
+        if pushdown is not None and not chunks and not pushdown.send_ahead(
+                task, value_of, owner):
+            return None
+    except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
+        chunks = []
+    return [plan(source, index) for source, index in chunks
+            # a linked chunk that is not stored: nothing to fetch
+            if source.linked is None or source._linked_ref(index) is not None]
+
+
+def _local_look_ahead(session: _Session, keys: Iterable[Any]) -> None:
+    """Hand the read-ahead the chunks of a local computation's queued tasks ``keys``,
+    in the order they will run: it starts what fits in its budget now, the rest as
+    running tasks free budget (:meth:`ReadAhead.start_in_order`)."""
+    pushdown = sys.modules.get("h5dask.active.pushdown")
+    ordered: list[Planned] = []
+    for key in keys:
+        if key in session.done:
+            continue
+        plans = session.plans.get(key)
         if plans is None:
-            try:
-                chunks = task_chunks(task, value_of,
-                                     session.unwrapped if session is not None else None)
-                # a reduction pushed down to active storage: its requests, sent ahead
-                if pushdown is not None and not chunks and not pushdown.send_ahead(
-                        task, value_of, owner):
-                    return False
-            except Exception:  # noqa: BLE001 - read-ahead is an optimisation only
-                chunks = []
-            plans = [plan(source, index) for source, index in chunks
-                     # a linked chunk that is not stored: nothing to fetch
-                     if source.linked is None or source._linked_ref(index) is not None]
-        check = functools.partial(_is_current_task, key, owner) if distributed else None
-        for planned in plans:
-            if not ra.start_planned(planned, owner, check, launch=False):
-                if session is not None:
-                    session.plans[key] = plans
-                    session.blocked_key, session.blocked = key, planned[1]
-                return False
-        if session is not None:
-            session.seen.add(key)
-            session.unblock(key)
-    return True
+            plans = _task_plans(session.dsk[key], session.value_of, session.unwrapped,
+                                pushdown, session)
+            if plans is None:
+                break  # enough pushed-down replies wait: look no further
+            if not plans:
+                session.done.add(key)
+                continue
+            session.plans[key] = plans
+        ordered.extend(plans)
+    get_readahead().start_in_order(session, ordered)
+
+
+def _run_arrived_first(session: _Session, ready: list) -> None:
+    """If the next task of a local computation would wait for a chunk still on its way
+    while one of the next few read-ahead tasks has all its chunks here, run that one
+    first: GETs finish in any order, and waiting on the slowest one in dask's order
+    left the threads idle and the arrived chunks holding the budget. Only read-ahead
+    tasks among the top :data:`REORDER_TASKS` of the ready stack swap places, so
+    dask's order (and the memory it keeps low) moves by at most that many tasks."""
+    if len(ready) < 2:
+        return
+    ra = get_readahead()
+    top = session.plans.get(ready[-1])
+    if top is None or ra.arrived(top):
+        return
+    for i in range(len(ready) - 2, max(-1, len(ready) - 1 - REORDER_TASKS), -1):
+        plans = session.plans.get(ready[i])
+        if plans is None:
+            return  # not a read-ahead task: dask's order stands beyond it
+        if ra.arrived(plans):
+            ready.append(ready.pop(i))
+            return
 
 
 def _local_callback() -> Any:
@@ -246,13 +272,15 @@ def _local_callback() -> Any:
             session = self._sessions.get(id(state))
             if session is None:
                 return
-            session.unblock(key)
-            if not get_readahead().fits(session.blocked):
-                return  # the budget has no room yet for the task it stopped at
+            session.plans.pop(key, None)  # it runs now: it reads what was not fetched
             ready = state["ready"]  # a stack: the next task is the last one
-            keys = ready[: -LOOK_AHEAD_TASKS - 1: -1]
-            _look_ahead(((k, dsk[k]) for k in keys), session.value_of, session,
-                        session, distributed=False)
+            _local_look_ahead(session, ready[: -LOOK_AHEAD_TASKS - 1: -1])
+
+        def _posttask(self, key: Any, result: Any, dsk: dict, state: dict,
+                      worker_id: Any) -> None:
+            session = self._sessions.get(id(state))
+            if session is not None:
+                _run_arrived_first(session, state["ready"])
 
         def _finish(self, dsk: dict, state: dict, errored: bool) -> None:
             session = self._sessions.pop(id(state), None)
@@ -319,7 +347,7 @@ def _worker_look_ahead(worker: Any) -> None:
     for key, ts in queued:
         if ts in _looked_at:
             continue
-        if not _look_ahead([(key, ts.run_spec)], value_of, ts, None, distributed=True):
+        if not _look_ahead([(key, ts.run_spec)], value_of, ts):
             return  # the budget is spent: the tasks behind this one wait for the next look
         _looked_at.add(ts)
 
