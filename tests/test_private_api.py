@@ -159,3 +159,22 @@ def test_read_ahead_unwraps_what_xarray_builds(tmp_path):
         found = lookahead.unwrap_h5cloud(_backend_array(opened[name]))
         assert found is not None, name
         assert found[0].variable_name == name
+
+
+def test_the_local_schedulers_ready_stack_is_a_list_popped_from_the_end():
+    """Read-ahead looks at, and may reorder, ``state["ready"]`` of dask's local scheduler
+    (a list whose last task runs next) from a Callback; a dask that changes that shape
+    makes the look-ahead stand aside, and this test says so."""
+    import dask
+    from dask.callbacks import Callback
+
+    seen: list = []
+
+    class Look(Callback):
+        def _pretask(self, key, dsk, state):
+            seen.append(type(state["ready"]))
+
+    graph = {("x", i): (int, i) for i in range(4)}
+    with Look():
+        dask.get(graph, list(graph))
+    assert seen and all(kind is list for kind in seen)

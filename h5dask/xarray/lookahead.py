@@ -239,8 +239,8 @@ def _run_arrived_first(session: _Session, ready: list) -> None:
     left the threads idle and the arrived chunks holding the budget. Only read-ahead
     tasks among the top :data:`REORDER_TASKS` of the ready stack swap places, so
     dask's order (and the memory it keeps low) moves by at most that many tasks."""
-    if len(ready) < 2:
-        return
+    if not isinstance(ready, list) or len(ready) < 2:
+        return  # (dask's local scheduler keeps a list; anything else is left in its order)
     ra = get_readahead()
     top = session.plans.get(ready[-1])
     if top is None or ra.arrived(top):
