@@ -309,12 +309,7 @@ class ArraySource:
         plan = self.grid.plan(selection)
 
         async def one(p: Any) -> None:
-            bounds = self.grid.chunk_bounds(p.index)
-            covers_all = all(
-                isinstance(cs, slice) and cs.step == 1 and cs.start == 0
-                and cs.stop >= b.stop - b.start
-                for cs, b in zip(p.chunk_sel, bounds)
-            )
+            covers_all = self._covers_chunk(p)
             piece = values[p.out_sel]
             if covers_all and piece.shape == self.chunks:
                 # a whole chunk, not clipped at the edge: encoded straight from the values
@@ -329,6 +324,26 @@ class ArraySource:
             await self.write_chunk_async(p.index, chunk)
 
         await asyncio.gather(*(one(p) for p in plan))
+
+    def _covers_chunk(self, piece: ChunkSelection) -> bool:
+        """Whether a write of ``piece`` covers its whole chunk (edge chunks: the part
+        inside the dataset), so that nothing stored there needs to be read first."""
+        return all(
+            isinstance(cs, slice) and cs.step == 1 and cs.start == 0
+            and cs.stop >= b.stop - b.start
+            for cs, b in zip(piece.chunk_sel, self.grid.chunk_bounds(piece.index)))
+
+    def merged_chunks(self, selection: Any) -> list[tuple[int, ...]]:
+        """The indices of the chunks a write of ``selection`` only partly covers: those
+        it reads, merges and rewrites (two such writes of one chunk at the same time
+        would lose one of them, see :mod:`h5dask.xarray.writer`).
+
+        >>> src = ArraySource(None, "d-0", (12,), (5,), np.dtype("<i4"),
+        ...                   ChunkCodec(np.dtype("<i4"), (5,)), 0)
+        >>> src.merged_chunks(slice(3, 12))  # chunk 1 whole, chunk 2 to the dataset's end
+        [(0,)]
+        """
+        return [p.index for p in self.grid.plan(selection) if not self._covers_chunk(p)]
 
     def write(self, selection: Any, values: Any) -> None:
         """Synchronous :meth:`write_async`."""

@@ -83,9 +83,12 @@ def test_demo_without_the_demo_extra_says_what_to_install(tmp_path):
 
 
 def test_demo_stops_everything_on_ctrl_c(tmp_path):
+    # SIGINT as at a terminal: a CI job started in the background by a shell without job
+    # control inherits SIGINT ignored, and so would the demo (it then ran to its end)
     proc = subprocess.Popen([H5DASK, "demo", "--size-mib", "16", "--output", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     parent = psutil.Process(proc.pid)
     try:
         deadline = time.monotonic() + 120

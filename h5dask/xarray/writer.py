@@ -10,7 +10,9 @@ netCDF-4 dimension scales, so h5netcdf, netCDF-C and h5dask see the same dimensi
 
 Dask-backed variables are written in parallel, one task per storage chunk, each task
 writing its chunk object straight to the store from wherever it runs (no lock:
-the dask blocks are aligned to the storage chunks, so no two tasks share a chunk).
+the dask blocks are aligned to the storage chunks, so no two tasks of a write share a
+chunk; separate region writes computed together lock the chunks their edges cut, see
+:func:`chunk_merge_locks`).
 The domain's metadata is written only after every chunk: a new domain becomes
 visible, and an append grows the datasets, only once all the data is there.
 
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
+import threading
 import warnings
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
@@ -59,6 +63,7 @@ from ..errors import H5DaskError
 from ..file import Dataset, File, Group
 from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR
+from ..readahead import object_name
 from ..storage.sync import sync
 from .netcdf import NON_COORD_PREFIX, NOT_A_VARIABLE
 
@@ -119,8 +124,56 @@ class ChunkTarget:
     def __setitem__(self, key: Any, value: Any) -> None:
         if self.scalar:
             self.source.write((0,), np.asarray(value).reshape(()))
-        else:
+            return
+        merged = [object_name(self.source, index) for index in self.source.merged_chunks(key)]
+        with chunk_merge_locks(merged):
             self.source.write(key, value)
+
+
+_local_locks: dict[str, threading.Lock] = {}
+_local_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def chunk_merge_locks(names: Iterable[str]) -> Iterator[None]:
+    """Hold a lock per chunk object in ``names`` (the chunks a write reads, merges and
+    rewrites) for the duration: on a ``distributed`` worker a cluster-wide
+    ``distributed.Lock``, else one of this process. The blocks of one write are aligned
+    to the chunks and never share one, but separate region writes computed together
+    share the chunks their regions' edges cut; without the lock one of two merges of a
+    chunk was lost. Locks are taken in sorted order, so two writes never wait on each
+    other in a circle; a write of whole chunks takes none.
+
+    >>> with chunk_merge_locks(["s3://bucket/home/a.h5/d-1/0_0"]):
+    ...     pass
+    """
+    ordered = sorted(set(names))
+    if not ordered:
+        yield
+        return
+    locks = [_merge_lock(name) for name in ordered]
+    taken: list[Any] = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            taken.append(lock)
+        yield
+    finally:
+        for lock in reversed(taken):
+            lock.release()
+
+
+def _merge_lock(name: str) -> Any:
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            distributed.get_worker()
+        except ValueError:  # not in a worker's task: this process's lock
+            pass
+        else:
+            return distributed.Lock(f"h5dask-chunk-merge:{name}")
+    with _local_locks_guard:
+        return _local_locks.setdefault(name, threading.Lock())
 
 
 def _aligned_chunks(dask_chunks: tuple[tuple[int, ...], ...], storage: tuple[int, ...],
