@@ -89,6 +89,8 @@ class CloudRun:
     readahead_budget: int = 0
     #: reader -> median CPU seconds per round of (this client, the proxy, SeaweedFS)
     cpu: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    #: reader -> median minor page faults of this client per round
+    faults: dict[str, float] = field(default_factory=dict)
     memory: Any = None  # extras.MemoryResult of a fresh process reading through the proxy
 
 
@@ -264,16 +266,27 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def own_minor_faults() -> int:
+    """Minor page faults of this process so far: each is a fresh page the kernel zeroed
+    (in a VM with free page reporting, often one the host must back again)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def cpu_counted(run: Callable[[], Any], pids: tuple[int | None, ...],
-                rounds: list[tuple[float, ...]]) -> Callable[[], Any]:
-    """``run``, appending each call's CPU seconds (this client, proxy, store) to ``rounds``:
-    on 2 shared cores the CPU a reader costs, not only its time, says what is possible."""
+                rounds: list[tuple[float, ...]], faults: list[int] | None = None
+                ) -> Callable[[], Any]:
+    """``run``, appending each call's CPU seconds (this client, proxy, store) to ``rounds``
+    (and this client's minor page faults to ``faults``): on 2 shared cores the CPU a
+    reader costs, not only its time, says what is possible."""
 
     def counted() -> Any:
+        faulted = own_minor_faults()
         before = (own_cpu(), *(process_cpu(p) for p in pids))
         result = run()
         after = (own_cpu(), *(process_cpu(p) for p in pids))
         rounds.append(tuple(b - a for a, b in zip(before, after)))
+        if faults is not None:
+            faults.append(own_minor_faults() - faulted)
         return result
 
     return counted
@@ -409,13 +422,17 @@ def run_cloud(services: Services, w: Written, data: Synthetic, latencies: list[f
                 pids = (proxy.proc.pid if proxy.proc else None, services.s3.pid)
                 cpu_rounds: dict[str, list[tuple[float, ...]]] = {
                     s.name: [] for s, _, _ in rows}
+                fault_rounds: dict[str, list[int]] = {s.name: [] for s, _, _ in rows}
                 store_side = [*pids, *(p for a in setups for p in (a.server_pid, a.proxy_pid))]
                 with split_cores(store_side, split):
                     interleave([s for s, _, _ in rows],
                                [cpu_counted(_checked(r, k, expected, s.name), pids,
-                                            cpu_rounds[s.name]) for s, r, k in rows],
+                                            cpu_rounds[s.name], fault_rounds[s.name])
+                                for s, r, k in rows],
                                repeats, log)
                 result.cpu = {name: _median_each(got) for name, got in cpu_rounds.items() if got}
+                result.faults = {name: statistics.median(got)
+                                 for name, got in fault_rounds.items() if got}
                 result.readahead_peak = get_readahead().peak_reserved
                 result.readahead_budget = get_readahead().budget
                 result.reads = [(s, k) for s, _, k in rows]
@@ -437,6 +454,13 @@ def _median_each(rounds: list[tuple[float, ...]]) -> tuple[float, ...]:
     return tuple(statistics.median(column) for column in zip(*rounds))
 
 
+def _fresh(faults: float | None) -> str:
+    """Minor faults and the memory they stand for, if each was one 4 KiB page."""
+    if faults is None:
+        return ""
+    return f"{faults:,.0f} ({faults * 4096 / MiB:.0f})"
+
+
 def _mean_cpu(row: MeanRow) -> str:
     c = row.cpu
     if not c:
@@ -455,7 +479,7 @@ def summary(runs: list[CloudRun]) -> str:
             ratio = f"{raw.median / s.median:5.2f} x raw" if raw and s.seconds else ""
             cpu = r.cpu.get(s.name)
             used = (f"  CPU s: client {cpu[0]:.2f}, proxy {cpu[1]:.2f}, SeaweedFS {cpu[2]:.2f}"
-                    if cpu else "")
+                    f", client page faults {_fresh(r.faults.get(s.name))}" if cpu else "")
             lines.append(f"  {s.name:<36} {s.mb_s:8.0f} MB/s  {ratio} {s.error}{used}")
         for s in r.opens:
             lines.append(f"  open: {s.name:<30} {s.median * 1000:7.0f} ms")
@@ -497,9 +521,10 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
             out.append(f"| {s.name} | {s.mb_s:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | {s.note} |")
         out.append("")
         if r.cpu:
-            out += ["| reader | CPU s, this client | CPU s, proxy | CPU s, SeaweedFS |",
-                    "| --- | ---: | ---: | ---: |"]
-            out += [f"| {name} | {c:.2f} | {p:.2f} | {st:.2f} |"
+            out += ["| reader | CPU s, this client | CPU s, proxy | CPU s, SeaweedFS "
+                    "| minor page faults, this client (MiB of fresh pages) |",
+                    "| --- | ---: | ---: | ---: | ---: |"]
+            out += [f"| {name} | {c:.2f} | {p:.2f} | {st:.2f} | {_fresh(r.faults.get(name))} |"
                     for name, (c, p, st) in r.cpu.items()]
             out.append("")
         if r.opens:

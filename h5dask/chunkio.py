@@ -9,6 +9,7 @@ fill value. It is small and picklable, so dask tasks carry it cheaply to workers
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import itertools
@@ -24,7 +25,7 @@ from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen
-from .readahead import get_readahead
+from .readahead import DEFAULT_BUDGET, get_readahead
 from .storage.base import ObjectStore
 from .storage.sync import Launch, launch, on_io_loop, sync
 
@@ -261,9 +262,13 @@ class ArraySource:
                 future = concurrent.futures.Future()
                 batch.append((future, functools.partial(self._fetch, piece.index)))
             pieces[future] = piece
-        launch(batch)
+        window = self._block_window()
+        queued = collections.deque(batch[window:])
+        launch(batch[:window])
         try:
             for future in concurrent.futures.as_completed(pieces):
+                if queued and future not in ahead:  # one of ours ended: start the next
+                    launch([queued.popleft()])
                 piece = pieces.pop(future)
                 try:
                     data, key = future.result()
@@ -278,6 +283,20 @@ class ArraySource:
         finally:
             for future in pieces:  # after an error: nobody will wait for the rest
                 future.cancel()
+
+    def _block_window(self) -> int:
+        """How many of a block's chunk GETs its task keeps in flight at once: half the
+        read-ahead budget's worth (the default threaded scheduler runs two tasks on two
+        cores), at least two.
+
+        A block of dozens of chunks fetched all at once holds all their buffers together
+        (dask's "auto" blocks: 32 chunks of 4 MiB per task), and freshly allocated memory
+        costs the kernel zeroing, every block; within a window the buffers are placed and
+        reused as they arrive, and with the window about the bandwidth-delay product the
+        GETs still cover the store's latency."""
+        budget = get_readahead().budget or DEFAULT_BUDGET
+        chunk_bytes = math.prod(self.chunks) * self.dtype.itemsize
+        return max(2, budget // 2 // max(chunk_bytes, 1))
 
     def _place(self, piece: ChunkSelection, data: bytes | memoryview | None, key: str,
                out: np.ndarray) -> None:

@@ -15,6 +15,7 @@ from storage_backends import Backend, make_backend
 import h5dask
 from h5dask.chunkio import LIST_FIRST_ABOVE, ArraySource
 from h5dask.format.filters import ChunkCodec, filter_json
+from h5dask.readahead import get_readahead, set_budget
 from h5dask.storage import StoreTuning, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
 
@@ -262,3 +263,60 @@ def test_a_chunk_object_larger_than_any_encoding_is_an_error_not_cut(
                 source.read(selection)
         sync(source.store.put(source.chunk_key((1, 1, 0)), good))
         np.testing.assert_array_equal(source.read((slice(0, 20),)), DATA)
+
+
+def test_a_block_keeps_a_window_of_gets_in_flight() -> None:
+    """A block of many chunks (dask's "auto" blocks) keeps half the read-ahead budget's
+    worth of GETs in flight, starting the next as each ends: its buffers are reused
+    instead of all allocated at once, and the values are exact."""
+    store = SlowMemoryStore()
+    dt = np.dtype("<i2")
+    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000002", (40, 40), (5, 5), dt,
+                      ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
+    data = np.arange(1600, dtype=dt).reshape(40, 40)
+    src.write(..., data)
+    before = get_readahead().budget
+    set_budget(2 * 6 * 50)  # half of it: six chunks of 50 bytes
+    try:
+        store.peak = 0
+        np.testing.assert_array_equal(src.read((slice(None), slice(None))), data)
+        assert store.peak == 6
+        set_budget(2 * 2 * 50 - 1)  # less than two chunks' worth: two all the same
+        store.peak = 0
+        np.testing.assert_array_equal(src.read((slice(3, 38), slice(None))), data[3:38])
+        assert store.peak == 2
+    finally:
+        set_budget(before)
+
+
+class FailingSlowStore(SlowMemoryStore):
+    """GETs of one chunk fail; every GET is recorded."""
+
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+        self.fetched: list[str] = []
+
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        self.fetched.append(key)
+        if key.endswith(self.failing):
+            raise h5dask.errors.StoragePermissionError(f"denied: {key}")
+        return await super()._get(key, byte_range)
+
+
+def test_a_failed_get_in_a_window_stops_the_block_and_names_the_key() -> None:
+    store = FailingSlowStore("/0_1")
+    dt = np.dtype("<i2")
+    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000003", (40, 40), (5, 5), dt,
+                      ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
+    src.write(..., np.ones((40, 40), dt))
+    before = get_readahead().budget
+    set_budget(2 * 4 * 50)  # four in flight
+    try:
+        store.fetched.clear()
+        with pytest.raises(h5dask.errors.StoragePermissionError, match="0_1"):
+            src.read((slice(None), slice(None)))
+        sync(asyncio.sleep(0.1))  # anything still started would have been fetched
+        assert len(store.fetched) < 64  # the chunks after the window were never fetched
+    finally:
+        set_budget(before)

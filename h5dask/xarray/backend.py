@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -157,11 +158,22 @@ class H5CloudStore(AbstractDataStore):
              allowed_link_prefixes: Iterable[str] | None = None,
              phony_dims: str = "sort") -> H5CloudStore:
         """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
-        as for :class:`h5dask.File`."""
+        as for :class:`h5dask.File`.
+
+        A re-open starts the GETs of the coordinates' chunks with the metadata; what the
+        reads of this open have not taken is dropped by :meth:`close` (or when the store
+        is collected), so that a chunk fetched now is never read after another process
+        rewrote it."""
         session = DomainSession(open_location(url, storage_options), "r",
                                 link_policy=LinkPolicy.from_option(allowed_link_prefixes),
                                 consolidated=True)
-        return cls(session, group, phony_dims=phony_dims)
+        try:
+            store = cls(session, group, phony_dims=phony_dims)
+        except BaseException:
+            session.forget_prefetched()
+            raise
+        weakref.finalize(store, session.forget_prefetched)
+        return store
 
     @property
     def node(self) -> GroupNode:
@@ -316,7 +328,8 @@ class H5CloudStore(AbstractDataStore):
         return {"unlimited_dims": unlimited}
 
     def close(self) -> None:
-        pass
+        """Drop the chunk GETs started at open that no read has taken."""
+        self.session.forget_prefetched()
 
 
 def _block_shape(name: str, shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
@@ -422,18 +435,22 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         bytes of a dimension coordinate loaded at open (None: no limit), see
         docs/reliability.md. ``phony_dims`` names axes without dimension scales as
         h5netcdf does: ``"sort"`` (numbered across the file) or ``"access"``."""
+        opened_here = not isinstance(filename_or_obj, H5CloudStore)
         store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes,
                             phony_dims)
-        lookahead.install()
-        store.active = _active_config(active_storage_url, active_storage)
-        store.max_coordinate_bytes = max_coordinate_bytes
-        ds = StoreBackendEntrypoint().open_dataset(
-            store, mask_and_scale=mask_and_scale, decode_times=decode_times,
-            concat_characters=concat_characters, decode_coords=decode_coords,
-            drop_variables=drop_variables, use_cftime=use_cftime,
-            decode_timedelta=decode_timedelta)
-        _load_dimension_coordinates(ds)
-        store.session.forget_prefetched()  # nothing fetched at open is read later
+        try:
+            lookahead.install()
+            store.active = _active_config(active_storage_url, active_storage)
+            store.max_coordinate_bytes = max_coordinate_bytes
+            ds = StoreBackendEntrypoint().open_dataset(
+                store, mask_and_scale=mask_and_scale, decode_times=decode_times,
+                concat_characters=concat_characters, decode_coords=decode_coords,
+                drop_variables=drop_variables, use_cftime=use_cftime,
+                decode_timedelta=decode_timedelta)
+            _load_dimension_coordinates(ds)
+        finally:
+            if opened_here:  # nothing fetched at open is read later (a store passed in:
+                store.close()  # its opener closes it, after its other groups)
         return ds
 
     def open_groups_as_dict(  # type: ignore[override]
@@ -442,7 +459,13 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
     ) -> dict[str, Any]:
         root = self._store(filename_or_obj, None, storage_options, allowed_link_prefixes)
-        base = _normalize_group(group)
+        try:
+            return self._open_groups(root, _normalize_group(group), **kwargs)
+        finally:
+            if not isinstance(filename_or_obj, H5CloudStore):
+                root.close()
+
+    def _open_groups(self, root: H5CloudStore, base: str, **kwargs: Any) -> dict[str, Any]:
         if base not in root.tree:
             raise ObjectNotFoundError(
                 f"group {base!r} not found in {root.session.location.url}; "

@@ -623,7 +623,10 @@ def _existing_encoding(url: str, group: str | None, storage_options: Mapping | N
     from .backend import H5CloudStore
 
     store = H5CloudStore.open(url, group, storage_options)
-    stored = store.get_variables()
+    try:
+        stored = store.get_variables()
+    finally:
+        store.close()  # nothing it fetched ahead is read later, perhaps stale
     out = {}
     for name in map(str, names):
         if name in stored:

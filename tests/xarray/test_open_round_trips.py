@@ -319,3 +319,39 @@ def test_the_memo_keeps_few_parsed_objects_and_reopens_without_them(domain, roun
     _open(f"{url}-third")
     # the least recently opened domain ("-other", re-opened before the first) is forgotten
     assert [k[1].split("/")[0] for k in small._entries] == ["open.h5", "open.h5-third"]
+
+
+def test_chunks_fetched_by_an_open_outside_xarray_are_never_read_stale(domain):
+    """``to_h5cloud(mode="a")`` opens the domain to read its encodings (H5CloudStore.open,
+    which starts the coordinates' GETs of a remembered domain): what it fetched is
+    dropped, so that an open after another process rewrote a coordinate reads the new
+    values, and the read-ahead budget is not held."""
+    from h5dask.readahead import get_readahead
+
+    url, want = domain
+    _open(url).load()  # remembered: a re-open fetches the coordinates with the metadata
+    h5dask.to_h5cloud((want[["v2"]].isel(time=[0]) * 0).drop_vars(["lat", "lon"]), url, mode="r+",
+                      region={"time": slice(0, 1)})  # reads the stored encodings first
+    assert get_readahead().reserved == 0
+    _elsewhere(f"url = {url!r}\n{WRITE_ELSEWHERE}")
+    got = _open(url)
+    np.testing.assert_array_equal(got["lat"].values, np.arange(7.0))
+    assert float(got["v1"][0, 0, 0]) == 42.0
+
+
+def test_h5cloudstore_open_drops_its_prefetches_when_closed_or_collected(domain):
+    import gc
+
+    from h5dask.readahead import get_readahead
+
+    url, _ = domain
+    _open(url).load()  # remembered
+    store = H5CloudStore.open(url)
+    assert get_readahead().reserved > 0  # the coordinates' GETs, started with the metadata
+    store.close()
+    assert get_readahead().reserved == 0
+    store = H5CloudStore.open(url)
+    assert get_readahead().reserved > 0
+    del store
+    gc.collect()
+    assert get_readahead().reserved == 0
