@@ -4,8 +4,8 @@ directory) must not make an h5dask writer touch files elsewhere (its home, say).
 
 Three kinds of attack: a symlink already in place (refused by the check of the key),
 one swapped in right after the check (deterministic: a store whose check swaps a
-directory for a symlink), and a thread swapping a directory and a symlink while the
-calls run. Each compares the outside directory before and after.
+directory for a symlink), and another process swapping a directory and a symlink
+while the calls run. Each compares the outside directory before and after.
 """
 
 from __future__ import annotations
@@ -82,8 +82,7 @@ OPERATIONS: dict[str, Callable[[LocalObjectStore], object]] = {
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
 def test_a_symlinked_directory_out_of_the_root_is_refused(bucket, operation) -> None:
     root, outside = bucket
-    os.rename(root / "db", root / "db.real")
-    (root / "db").symlink_to(outside, target_is_directory=True)
+    swap_for_symlink(root, outside)
     before = snapshot(outside)
     with pytest.raises(InvalidKeyError, match="'db/.*' resolves outside"):
         OPERATIONS[operation](LocalObjectStore(str(root)))
