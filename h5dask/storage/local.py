@@ -32,6 +32,7 @@ from .settings import DEFAULT_TUNING, StoreTuning
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _BENEATH = (_O_NOFOLLOW != 0 and os.scandir in os.supports_fd
             and {os.open, os.mkdir, os.rmdir, os.unlink, os.rename, os.stat}
             <= os.supports_dir_fd)
@@ -263,10 +264,19 @@ class LocalObjectStore(ObjectStore):
         with self._directory(key, path.parent) as directory:
             file, dir_fd = _in(directory, path.name)
             try:
-                return os.open(file, os.O_RDONLY | _O_NOFOLLOW | _O_BINARY, dir_fd=dir_fd)
+                # O_NONBLOCK: opening a FIFO put in the bucket must not wait for a writer
+                fd = os.open(file, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY,
+                             dir_fd=dir_fd)
             except OSError as exc:
                 self._refuse(key, directory, path.name, exc)
                 raise
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # (a directory reads as no object)
+            return fd
+        os.close(fd)
+        raise InvalidKeyError(f"object key {key!r} of {self.root_url} is not a regular "
+                              f"file (a FIFO, socket or device), so not an object: "
+                              f"remove it from the bucket directory")
 
     def locate(self, url: str) -> tuple[LocalObjectStore, str] | None:
         """This store and the key of a file inside the bucket root, named by

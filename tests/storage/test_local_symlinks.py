@@ -10,11 +10,13 @@ while the calls run. Each compares the outside directory before and after.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import subprocess
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -298,6 +300,23 @@ def test_a_write_whose_new_directory_is_pruned_meanwhile_makes_it_again(tmp_path
     store = PrunedMeanwhile(str(tmp_path))
     sync(store.put("db/r/x", b"x"))
     assert store.pruned == 1 and (tmp_path / "db" / "r" / "x").read_bytes() == b"x"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_the_bucket_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: one put where a chunk should be
+    would hang every reader."""
+    fifo = tmp_path / "db" / "chunk"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    store = LocalObjectStore(str(tmp_path))
+    try:
+        with pytest.raises(InvalidKeyError, match="'db/chunk' .* not a regular file"):
+            sync(asyncio.wait_for(store.get("db/chunk"), timeout=20))
+    finally:
+        with suppress(OSError):  # a reader stuck in open() (the bug) is let go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert sync(store.list("")) == []  # not listed either
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
