@@ -2,6 +2,12 @@
 
 Writes are atomic (a temporary file renamed into place), so a reader or a crash
 never sees half an object, as on S3.
+
+Someone who can write the bucket directory (a shared project directory) must not make
+h5dask read, write, delete or list anything outside it: every call goes through
+directory descriptors opened one path component at a time from the root, never
+following a symlink (``O_NOFOLLOW``), so a directory swapped for a symlink after a key
+was checked is refused (:class:`InvalidKeyError`) instead of followed.
 """
 
 from __future__ import annotations
@@ -9,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import tempfile
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -17,16 +26,136 @@ from ..errors import InvalidKeyError
 from .base import ObjectStore
 from .settings import DEFAULT_TUNING, StoreTuning
 
-# O_NOFOLLOW/O_DIRECTORY are POSIX; where they do not exist (Windows) the check of
-# _path is all there is
+# O_NOFOLLOW/O_DIRECTORY are POSIX; where they, or calls relative to a directory
+# descriptor, do not exist (Windows) the calls go by path names and the check of _path
+# is all there is
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_BENEATH = (_O_NOFOLLOW != 0 and os.scandir in os.supports_fd
+            and {os.open, os.mkdir, os.rmdir, os.unlink, os.rename, os.stat}
+            <= os.supports_dir_fd)
+_DIRECTORY = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW
 #: the longest file name most file systems allow (ext4, XFS, APFS, NTFS)
 _NAME_MAX = 255
+#: how the names of in-flight writes begin (listings skip them)
+_TEMPORARY = ".tmp-"
+
+#: an open directory: its descriptor, or (where calls take none: Windows) its path
+_Directory = int | str
+
+
+def _in(directory: _Directory, name: str) -> tuple[str, int | None]:
+    """``name`` inside ``directory`` as the (path, dir_fd) arguments of an ``os`` call."""
+    if isinstance(directory, int):
+        return name, directory
+    return os.path.join(directory, name), None
+
+
+def _close(directory: _Directory) -> None:
+    if isinstance(directory, int):
+        os.close(directory)
+
+
+def _subdirectory(directory: _Directory, name: str, *, create: bool = False
+                  ) -> _Directory:
+    """The directory ``name`` inside ``directory``, opened without following a symlink
+    (made first if it is missing and ``create``)."""
+    path, dir_fd = _in(directory, name)
+    if dir_fd is None:
+        if create:
+            os.makedirs(path, exist_ok=True)
+        return path
+    try:
+        return os.open(name, _DIRECTORY, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with suppress(FileExistsError):  # made meanwhile by another writer
+        os.mkdir(name, dir_fd=dir_fd)
+    return os.open(name, _DIRECTORY, dir_fd=dir_fd)
+
+
+def _is_symlink(directory: _Directory, name: str, exc: OSError) -> bool:
+    """Whether opening ``name`` with O_NOFOLLOW failed with ``exc`` because it is a
+    symlink: ELOOP (EMLINK on FreeBSD), or ENOTDIR when a directory was asked for."""
+    if exc.errno in (errno.ELOOP, errno.EMLINK):
+        return True
+    if exc.errno != errno.ENOTDIR:
+        return False
+    path, dir_fd = _in(directory, name)
+    try:
+        return stat.S_ISLNK(os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _create_temporary(directory: _Directory, name: str) -> tuple[str, int]:
+    """A new empty file in ``directory`` to write ``name``'s bytes to before renaming it
+    into place: its name (``.tmp-<random><name>``, within the longest name a file system
+    allows) and a descriptor open for writing; private (0600) as ``mkstemp`` makes it."""
+    suffix = name if len(os.fsencode(name)) <= _NAME_MAX - len(_TEMPORARY) - 16 else ""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY
+    for _attempt in range(10):
+        temporary = f"{_TEMPORARY}{secrets.token_hex(8)}{suffix}"
+        path, dir_fd = _in(directory, temporary)
+        with suppress(FileExistsError):
+            return temporary, os.open(path, flags, 0o600, dir_fd=dir_fd)
+    raise FileExistsError(errno.EEXIST, "no free temporary name", name)
+
+
+def _write_and_rename(directory: _Directory, temporary: str, fd: int, name: str,
+                      data: bytes) -> None:
+    """Write ``data`` to the new file ``temporary`` (open as ``fd``) and rename it to
+    ``name``, both in ``directory``; the temporary file is removed on failure."""
+    source, dir_fd = _in(directory, temporary)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        # rename(2) replaces a symlink named `name` itself, never its target
+        os.replace(source, _in(directory, name)[0], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(source, dir_fd=dir_fd)
+        raise
+
+
+def _contents(directory: _Directory, prefix: str, *, recursive: bool
+              ) -> Iterator[tuple[str, os.DirEntry, _Directory]]:
+    """(key, entry, the directory holding it) for every regular file (not an in-flight
+    write) and directory (its key ending in "/", after what it holds) in ``directory``,
+    with ``prefix`` before its name. Symlinks are skipped, never followed: a directory
+    swapped for one after it was listed fails to open and is skipped too. An entry's
+    ``stat`` works while the iteration is at it (it is relative to ``directory``)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                key = f"{prefix}{entry.name}/"
+                if recursive:
+                    try:
+                        child = _subdirectory(directory, entry.name)
+                    except OSError:  # removed, or swapped for a symlink, meanwhile
+                        continue
+                    try:
+                        yield from _contents(child, key, recursive=True)
+                    finally:
+                        _close(child)
+                yield key, entry, directory
+            elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(
+                    _TEMPORARY):
+                yield prefix + entry.name, entry, directory
 
 
 class LocalObjectStore(ObjectStore):
     """The objects under one directory; keys are relative paths inside it.
+
+    Symlinks: a key is resolved first, and one leading out of the root is refused
+    (:class:`InvalidKeyError`); symlinks inside the root are followed for the
+    directories holding an object and for reads, but a write replaces, and a delete
+    removes, a symlink named by the key itself (as a PUT or DELETE does a key), never
+    its target. A symlink swapped in after the check is refused, never followed.
+    Listings report regular files and directories only: symlinks are skipped.
 
     >>> LocalObjectStore("/tmp/root")
     LocalObjectStore('file:///tmp/root')
@@ -34,54 +163,120 @@ class LocalObjectStore(ObjectStore):
 
     def __init__(self, root: str, tuning: StoreTuning = DEFAULT_TUNING["file"]) -> None:
         super().__init__(tuning)
+        # resolved once: a root that is a symlink (or under one) means its real directory
         self.root = Path(root).resolve()
         self.root_url = self.root.as_uri()
 
     def _init_args(self) -> tuple:
         return (str(self.root), self.tuning)
 
-    def _path(self, key: str) -> Path:
+    def _resolved(self, path: Path, key: str) -> Path:
+        """``path`` (for ``key``) with symlinks resolved; refused if outside the root."""
         try:
-            path = (self.root / key).resolve()
+            real = path.resolve()
         except OSError as exc:  # e.g. a symlink swapped for a file while it was resolved
             raise InvalidKeyError(f"object key {key!r} of {self.root_url} cannot be "
                                   f"resolved: {exc}") from exc
         # check_key already refused '..'; symlinks pointing outside are refused here
-        if path != self.root and self.root not in path.parents:
+        if real != self.root and self.root not in real.parents:
             raise InvalidKeyError(f"object key {key!r} resolves outside {self.root_url}")
-        return path
+        return real
 
-    def _open_beneath(self, path: Path) -> int:
-        """A read-only descriptor of ``path`` (resolved, inside the root), opened one
-        component at a time without following symlinks: a symlink put in place after
-        :meth:`_path` checked the path (a race an attacker who can write the directory
-        can win) fails to open instead of being followed out of the root."""
-        if os.open not in os.supports_dir_fd:
-            return os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        parts = path.relative_to(self.root).parts
-        fd = os.open(self.root, os.O_RDONLY | _O_DIRECTORY)
-        try:
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                flags = os.O_RDONLY | _O_NOFOLLOW | (0 if last else _O_DIRECTORY)
-                try:
-                    child = os.open(part, flags, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
-                        raise InvalidKeyError(
-                            f"{path.as_uri()} became a symlink while it was being read; "
-                            f"h5dask does not follow it out of {self.root_url}") from exc
-                    if exc.errno == errno.ENAMETOOLONG:
-                        raise InvalidKeyError(
-                            f"{path.as_uri()}: a name longer than the file system allows"
-                        ) from exc
+    def _path(self, key: str) -> Path:
+        """The file ``key`` names, symlinks resolved; refused if outside the root."""
+        return self._resolved(self.root / key, key)
+
+    def _parent_path(self, key: str) -> tuple[Path, str]:
+        """The directory that holds ``key``'s object (resolved as :meth:`_path` does) and
+        the object's own name there, not resolved: a write replaces, and a delete
+        removes, whatever has that name, a symlink included."""
+        parent, _, name = key.rpartition("/")
+        return (self._resolved(self.root / parent, key) if parent else self.root), name
+
+    def _refuse(self, key: str, directory: _Directory, name: str, exc: OSError, *,
+                creating: bool = False) -> None:
+        """Raise the InvalidKeyError that ``exc``, from opening ``name`` in
+        ``directory`` for ``key``, means, if it means one."""
+        if _is_symlink(directory, name, exc):
+            raise InvalidKeyError(
+                f"object key {key!r} of {self.root_url}: {name!r} became a symlink after "
+                f"the key was checked; h5dask does not follow it (it could lead out of "
+                f"the root)") from exc
+        if exc.errno == errno.ENAMETOOLONG:
+            raise InvalidKeyError(f"object key {key[:100]!r} of {self.root_url}: a name "
+                                  f"longer than the file system allows") from exc
+        if creating and exc.errno == errno.ENOTDIR:
+            raise InvalidKeyError(
+                f"object key {key!r} cannot be stored in {self.root_url}: {name!r} is an "
+                f"object there, and on a file system it cannot also be a directory; "
+                f"delete it or choose another key") from exc
+
+    def _open_directory(self, key: str, path: Path, *, create: bool = False
+                        ) -> _Directory:
+        """The directory ``path`` (resolved, inside the root) for ``key``, opened one
+        component at a time from the root without following symlinks (made where
+        missing when ``create``): a symlink put in place after :meth:`_path` checked
+        the path (a race an attacker who can write the directory can win) is refused
+        instead of followed out of the root."""
+        handle: _Directory = str(self.root)
+        if _BENEATH:
+            try:
+                handle = os.open(self.root, _DIRECTORY)
+            except FileNotFoundError:
+                if not create:
                     raise
-                os.close(fd)
-                fd = child
-            return fd
+                os.makedirs(self.root, exist_ok=True)
+                handle = os.open(self.root, _DIRECTORY)
+        elif create:
+            os.makedirs(self.root, exist_ok=True)
+        try:
+            for part in path.relative_to(self.root).parts:
+                child = self._enter(key, handle, part, create=create)
+                _close(handle)
+                handle = child
+            return handle
         except BaseException:
-            os.close(fd)
+            _close(handle)
             raise
+
+    def _enter(self, key: str, directory: _Directory, name: str, *,
+               create: bool = False) -> _Directory:
+        try:
+            return _subdirectory(directory, name, create=create)
+        except OSError as exc:
+            self._refuse(key, directory, name, exc, creating=create)
+            raise
+
+    @contextmanager
+    def _directory(self, key: str, path: Path, *, create: bool = False
+                   ) -> Iterator[_Directory]:
+        handle = self._open_directory(key, path, create=create)
+        try:
+            yield handle
+        finally:
+            _close(handle)
+
+    def _open_beneath(self, key: str, path: Path) -> int:
+        """A read-only descriptor of the file ``path`` (resolved, inside the root),
+        reached as :meth:`_open_directory` reaches directories."""
+        if path == self.root:
+            raise IsADirectoryError(errno.EISDIR, "the bucket root", str(path))
+        with self._directory(key, path.parent) as directory:
+            file, dir_fd = _in(directory, path.name)
+            try:
+                # O_NONBLOCK: opening a FIFO put in the bucket must not wait for a writer
+                fd = os.open(file, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY,
+                             dir_fd=dir_fd)
+            except OSError as exc:
+                self._refuse(key, directory, path.name, exc)
+                raise
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):  # (a directory reads as no object)
+            return fd
+        os.close(fd)
+        raise InvalidKeyError(f"object key {key!r} of {self.root_url} is not a regular "
+                              f"file (a FIFO, socket or device), so not an object: "
+                              f"remove it from the bucket directory")
 
     def locate(self, url: str) -> tuple[LocalObjectStore, str] | None:
         """This store and the key of a file inside the bucket root, named by
@@ -117,7 +312,7 @@ class LocalObjectStore(ObjectStore):
     def _read(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
         path = self._path(key)
         try:
-            with open(self._open_beneath(path), "rb") as f:
+            with open(self._open_beneath(key, path), "rb") as f:
                 if byte_range is None:
                     return f.read()
                 f.seek(byte_range[0])
@@ -126,55 +321,64 @@ class LocalObjectStore(ObjectStore):
             return None
 
     def _write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        parent, name = self._parent_path(key)
+        if len(os.fsencode(name)) > _NAME_MAX:
+            raise InvalidKeyError(f"object key {key[:100]!r} of {self.root_url}: a name "
+                                  f"longer than the file system allows")
+        for attempt in range(3):
+            with self._directory(key, parent, create=True) as directory:
+                try:
+                    temporary, fd = _create_temporary(directory, name)
+                except FileNotFoundError:
+                    # the directory was removed (pruned: it was empty) since it was
+                    # opened; a new one will do
+                    if attempt == 2:
+                        raise
+                    continue
+                _write_and_rename(directory, temporary, fd, name, data)
+                return
 
     def _remove(self, key: str) -> None:
+        parent, name = self._parent_path(key)
         try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+            with self._directory(key, parent) as directory:
+                path, dir_fd = _in(directory, name)
+                os.unlink(path, dir_fd=dir_fd)  # a symlink itself, never its target
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing there to delete
+
+    def _listing(self, prefix: str, *, recursive: bool
+                 ) -> Iterator[tuple[str, os.DirEntry, _Directory]]:
+        """:func:`_contents` of the directory ``prefix`` names (resolved as
+        :meth:`_path` resolves a key; nothing if it is missing)."""
+        key = prefix.rstrip("/")
+        base = self._resolved(self.root / key, prefix) if key else self.root
+        try:
+            directory = self._open_directory(prefix, base)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            yield from _contents(directory, f"{key}/" if key else "", recursive=recursive)
+        finally:
+            _close(directory)
 
     def _walk(self, prefix: str) -> list[str]:
-        base = self._path(prefix.rstrip("/")) if prefix else self.root
-        if not base.is_dir():
-            return []
-        out = []
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
-                if name.startswith(".tmp-"):
-                    continue  # an in-flight atomic write
-                out.append(Path(dirpath, name).relative_to(self.root).as_posix())
-        return out
+        return [key for key, _, _ in self._listing(prefix, recursive=True)
+                if not key.endswith("/")]
 
     def _scan(self, prefix: str) -> tuple[list[str], list[str]]:
-        base = self._path(prefix.rstrip("/")) if prefix else self.root
         keys, dirs = [], []
-        try:
-            with os.scandir(base) as entries:
-                for entry in entries:
-                    if entry.name.startswith(".tmp-"):
-                        continue
-                    (dirs if entry.is_dir() else keys).append(
-                        prefix + entry.name + ("/" if entry.is_dir() else ""))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
+        for key, _, _ in self._listing(prefix, recursive=False):
+            (dirs if key.endswith("/") else keys).append(key)
         return keys, dirs
 
     def _walk_modified(self, prefix: str) -> dict[str, float]:
         out = {}
-        for key in self._walk(prefix):
+        for key, entry, _ in self._listing(prefix, recursive=True):
+            if key.endswith("/"):
+                continue
             try:
-                out[key] = (self.root / key).stat().st_mtime
+                out[key] = entry.stat(follow_symlinks=False).st_mtime
             except FileNotFoundError:
                 continue  # removed meanwhile
         return out
@@ -198,14 +402,26 @@ class LocalObjectStore(ObjectStore):
         return await asyncio.to_thread(self._walk_modified, prefix)
 
     def _prune(self, prefix: str) -> None:
-        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else None
-        if base is None or not base.is_dir():  # never the bucket root itself
+        key = prefix.rstrip("/")
+        base = self._resolved(self.root / key, prefix) if key else self.root
+        if base == self.root:  # never the bucket root itself
             return
-        for dirpath, _dirs, _files in os.walk(base, topdown=False):
-            try:
-                os.rmdir(dirpath)  # only if empty
-            except OSError:
-                pass
+        try:
+            with self._directory(prefix, base.parent) as parent:
+                directory = self._enter(prefix, parent, base.name)
+                try:  # its directories, deepest first (rmdir: only if empty)
+                    for _, entry, holder in _contents(directory, "", recursive=True):
+                        if entry.is_dir(follow_symlinks=False):
+                            with suppress(OSError):
+                                path, dir_fd = _in(holder, entry.name)
+                                os.rmdir(path, dir_fd=dir_fd)
+                finally:
+                    _close(directory)
+                with suppress(OSError):
+                    path, dir_fd = _in(parent, base.name)
+                    os.rmdir(path, dir_fd=dir_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing there to prune
 
     async def prune(self, prefix: str) -> None:
         await asyncio.to_thread(self._prune, prefix)

@@ -242,7 +242,9 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(root:
             (root.parent / "bucket-secret" / "data.bin").write_bytes(b"secret")
             return path
 
-    assert RacedDirectory(str(root))._read("files/data.bin", None) is None  # not followed
+    # not followed, and not "missing" either (a chunk would read as fill values)
+    with pytest.raises(InvalidKeyError, match="'files/data.bin'.*'files' became a symlink"):
+        RacedDirectory(str(root))._read("files/data.bin", None)
 
 
 def test_symlinks_inside_the_root_are_still_read(root: Path) -> None:
