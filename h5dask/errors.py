@@ -98,6 +98,11 @@ class HSDSUnreadableWarning(UserWarning):
     """Data written with a codec an HSDS server cannot decode (h5dask can), e.g. LZF."""
 
 
+class ReadAheadSettingWarning(UserWarning):
+    """``H5DASK_READ_AHEAD_BYTES`` holds a value that is not a size; the warning names the
+    variable and the default that applies instead."""
+
+
 class SourceFileError(H5DaskError, OSError):
     """A file given to ``h5dask load`` that h5py cannot read (not HDF5, truncated, or an
     object in it that HDF5 itself fails on); the message names the file and the object."""

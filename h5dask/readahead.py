@@ -16,9 +16,10 @@ runs, it takes its bytes from there instead of asking the store again.
   moves to another worker (work stealing) leaves at most its prefetched bytes unused.
 * **Pushed-down reductions** (:mod:`h5dask.active.pushdown`) of queued tasks send their
   requests ahead the same way (local schedulers; at most 64 waiting replies, small).
-* **Bounded memory.** At most ``H5DASK_READ_AHEAD_BYTES`` (default 64 MiB; ``0``
-  turns read-ahead off) of stored chunk bytes are reserved at once per process, in
-  flight or waiting; a GET is only started when its chunk fits in what is left.
+* **Bounded memory.** At most ``H5DASK_READ_AHEAD_BYTES`` (bytes or a size such as
+  ``128MiB``; default 64 MiB; ``0`` turns read-ahead off) of stored chunk bytes are
+  reserved at once per process, in flight or waiting; a GET is only started when its
+  chunk fits in what is left.
 * **Never stale.** A prefetched chunk is used once, only by a task of the same
   computation: the entries of a local computation are dropped when it finishes, an
   entry made for a distributed task is used only by that very task (the worker's task
@@ -39,22 +40,42 @@ import functools
 import math
 import os
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ReadAheadSettingWarning
 from .storage.base import add_write_listener
 from .storage.sync import Launch, launch
 
 DEFAULT_BUDGET = 64 * 2**20
 
 
+BUDGET_VARIABLE = "H5DASK_READ_AHEAD_BYTES"
+
+
 def _budget_from_env() -> int:
-    value = os.environ.get("H5DASK_READ_AHEAD_BYTES", "")
-    try:
-        return max(0, int(value)) if value else DEFAULT_BUDGET
-    except ValueError:
+    """``H5DASK_READ_AHEAD_BYTES``: bytes, or a size such as ``128MiB``; a value that is
+    neither warns, naming the variable, and the default applies (it is read at import,
+    where an exception would make h5dask unusable for a typo)."""
+    value = os.environ.get(BUDGET_VARIABLE, "").strip()
+    if not value:
         return DEFAULT_BUDGET
+    try:
+        if value.isdigit():
+            return int(value)
+        from dask.utils import parse_bytes  # (dask only when a unit is given)
+
+        nbytes = parse_bytes(value)
+        if nbytes >= 0:
+            return nbytes
+    except (ValueError, TypeError):
+        pass
+    warnings.warn(f"{BUDGET_VARIABLE}={value!r} is not a size (bytes, or e.g. '128MiB'): "
+                  f"using the default {DEFAULT_BUDGET // 2**20} MiB; set it to a valid size "
+                  f"or unset it", ReadAheadSettingWarning, stacklevel=2)
+    return DEFAULT_BUDGET
 
 
 @dataclass

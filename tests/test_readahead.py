@@ -360,3 +360,27 @@ def test_a_task_whose_chunk_arrived_runs_before_one_still_waiting(readahead):
     assert ready == ["fast", "other", "slow"]
     readahead.forget(owner=session)
     assert readahead.reserved == 0
+
+
+@pytest.mark.parametrize(("value", "nbytes"), [
+    ("", 64 * 2**20), ("0", 0), ("1048576", 2**20), ("128MiB", 128 * 2**20),
+    (" 2 MB ", 2_000_000)])
+def test_the_budget_from_the_environment(monkeypatch, value, nbytes):
+    import warnings
+
+    from h5dask.readahead import _budget_from_env
+
+    monkeypatch.setenv("H5DASK_READ_AHEAD_BYTES", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a valid value warns about nothing
+        assert _budget_from_env() == nbytes
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "12 parsecs"])
+def test_a_bad_budget_in_the_environment_warns_naming_the_variable(monkeypatch, value):
+    from h5dask.errors import ReadAheadSettingWarning
+    from h5dask.readahead import DEFAULT_BUDGET, _budget_from_env
+
+    monkeypatch.setenv("H5DASK_READ_AHEAD_BYTES", value)
+    with pytest.warns(ReadAheadSettingWarning, match=f"H5DASK_READ_AHEAD_BYTES='{value}'"):
+        assert _budget_from_env() == DEFAULT_BUDGET
