@@ -153,13 +153,19 @@ class SlowMemoryStore(FsspecObjectStore):
             self.active -= 1
 
 
-def test_chunks_fetched_concurrently() -> None:
-    store = SlowMemoryStore()
+def _grid_of_64(store: SlowMemoryStore, serial: int) -> tuple[ArraySource, np.ndarray]:
+    """A (40, 40) int16 dataset in 64 zstd chunks of (5, 5) on ``store``, written."""
     dt = np.dtype("<i2")
-    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000001", (40, 40), (5, 5), dt,
-                      ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
+    src = ArraySource(store, f"d-01234567-89abcdef-0000-000000-{serial:06d}", (40, 40),
+                      (5, 5), dt, ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
     data = np.arange(1600, dtype=dt).reshape(40, 40)
     src.write(..., data)
+    return src, data
+
+
+def test_chunks_fetched_concurrently() -> None:
+    store = SlowMemoryStore()
+    src, data = _grid_of_64(store, 1)
     store.peak = 0
     np.testing.assert_array_equal(src.read((slice(None), slice(None))), data)
     assert store.peak == 64  # all 64 chunk GETs in flight together
@@ -270,11 +276,7 @@ def test_a_block_keeps_a_window_of_gets_in_flight() -> None:
     worth of GETs in flight, starting the next as each ends: its buffers are reused
     instead of all allocated at once, and the values are exact."""
     store = SlowMemoryStore()
-    dt = np.dtype("<i2")
-    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000002", (40, 40), (5, 5), dt,
-                      ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
-    data = np.arange(1600, dtype=dt).reshape(40, 40)
-    src.write(..., data)
+    src, data = _grid_of_64(store, 2)
     before = get_readahead().budget
     set_budget(2 * 6 * 50)  # half of it: six chunks of 50 bytes
     try:
@@ -306,10 +308,7 @@ class FailingSlowStore(SlowMemoryStore):
 
 def test_a_failed_get_in_a_window_stops_the_block_and_names_the_key() -> None:
     store = FailingSlowStore("/0_1")
-    dt = np.dtype("<i2")
-    src = ArraySource(store, "d-01234567-89abcdef-0000-000000-000003", (40, 40), (5, 5), dt,
-                      ChunkCodec.from_filters([filter_json("zstd")], dt, (5, 5)), 0)
-    src.write(..., np.ones((40, 40), dt))
+    src, _ = _grid_of_64(store, 3)
     before = get_readahead().budget
     set_budget(2 * 4 * 50)  # four in flight
     try:
