@@ -110,13 +110,20 @@ class AttributeMeta:
     #: a parsed object reused by a re-open (see h5dask.domain) decodes it once
     _decoded: Any = field(default=None, init=False, repr=False, compare=False)
     _dtype: np.dtype | None = field(default=None, init=False, repr=False, compare=False)
+    _committed: bool | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def _names_committed_type(self) -> bool:
+        if self._committed is None:
+            self._committed = bool(committed_type_ids(self.type_json))
+        return self._committed
 
     def dtype(self, key: str, resolve: Callable[[str], dict] | None = None) -> np.dtype:
         """The attribute's numpy dtype (kept, like the value, unless a committed type)."""
         if self._dtype is not None:
             return self._dtype
         dt = attribute_dtype(key, self.name, self.type_json, resolve)
-        if not committed_type_ids(self.type_json):
+        if not self._names_committed_type:
             self._dtype = dt
         return dt
 
@@ -135,7 +142,7 @@ class AttributeMeta:
         if (dt.metadata or {}).get("vlen") is bytes:
             arr = text_as_str(arr)
         value = arr[()] if arr.ndim == 0 else arr
-        if not committed_type_ids(self.type_json):
+        if not self._names_committed_type:
             self._decoded = (value,)
         return _fresh(value)
 
