@@ -127,11 +127,15 @@ class AttributeMeta:
             self._dtype = dt
         return dt
 
-    def value(self, key: str, resolve: Callable[[str], dict] | None = None) -> Any:
+    def value(self, key: str, resolve: Callable[[str], dict] | None = None,
+              read_only: bool = False) -> Any:
         """The attribute's value as numpy (scalars as numpy scalars, like h5py; every
-        variable-length string as ``str``, ASCII ones too, as h5py reads attributes)."""
+        variable-length string as ``str``, ASCII ones too, as h5py reads attributes).
+        ``read_only=True``: the kept value itself, not a copy, for a caller that never
+        changes it nor hands it on (e.g. reading ``DIMENSION_LIST``)."""
+        keep = _kept if read_only else _fresh
         if self._decoded is not None:
-            return _fresh(self._decoded[0])
+            return keep(self._decoded[0])
         dt = self.dtype(key, resolve)
         if self.space.is_null:
             return None
@@ -144,7 +148,11 @@ class AttributeMeta:
         value = arr[()] if arr.ndim == 0 else arr
         if not self._names_committed_type:
             self._decoded = (value,)
-        return _fresh(value)
+        return keep(value)
+
+
+def _kept(value: Any) -> Any:
+    return value
 
 
 def _fresh(value: Any) -> Any:

@@ -73,8 +73,10 @@ class _RawAttributes(Mapping[str, Any]):
     def __getitem__(self, name: str) -> Any:
         if name not in self._values:
             a = self._meta.attributes[name]
-            self._values[name] = None if a.space.is_null else \
-                a.value(self._meta.key, self._session.resolve_type)
+            # the hidden ones are read by the netCDF conventions only, never shown
+            self._values[name] = None if a.space.is_null else a.value(
+                self._meta.key, self._session.resolve_type,
+                read_only=name in netcdf.HIDDEN_ATTRS)
         return self._values[name]
 
     def __contains__(self, name: object) -> bool:
