@@ -29,6 +29,8 @@ from .errors import (
     NotADomainError,
     ObjectNotFoundError,
     ReadOnlyError,
+    StorageError,
+    StoragePermissionError,
     malformed_metadata,
 )
 from .format import consolidated, ids
@@ -275,10 +277,19 @@ class DomainSession:
         return bool(summary.md5) and self.store.content_md5_listing
 
     async def _list_domain(self, root: str | None) -> _Listing | None:
-        """(root, key -> content MD5) of the first page of keys of a domain's objects."""
+        """(root, key -> content MD5) of the first page of keys of a domain's objects;
+        None if the store cannot list them (then the objects are fetched one by one)."""
         if root is None:
             return None
-        found = await self.store.list_md5(ids.object_prefix(root) + "/", consolidated.LIST_PAGE)
+        try:
+            found = await self.store.list_md5(ids.object_prefix(root) + "/",
+                                              consolidated.LIST_PAGE)
+        except StoragePermissionError:
+            # e.g. a public bucket that allows GetObject only: GETs still work
+            self.store.content_md5_listing = False  # (this store instance, this process)
+            return None
+        except StorageError:
+            return None  # failed after its retries: the GETs may fare better
         return None if found is None else (root, found)
 
     @property

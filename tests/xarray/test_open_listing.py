@@ -13,6 +13,7 @@ import xarray as xr
 
 import h5dask
 from h5dask.domain import forget_opened_domains
+from h5dask.errors import StorageError, StoragePermissionError
 from h5dask.format import consolidated
 from h5dask.storage import open_location
 from h5dask.storage.s3 import S3ObjectStore
@@ -36,7 +37,9 @@ def domain(s3_bucket_url, storage_options):
     ds = _dataset()
     h5dask.to_h5cloud(ds, url, storage_options=storage_options)
     forget_opened_domains()  # each test's first open is a first open
-    return url, ds, storage_options
+    yield url, ds, storage_options
+    # the store instance is the process's for this bucket: listing back on for the next
+    open_location(url, storage_options).store.__dict__.pop("content_md5_listing", None)
 
 
 def _open(url, so):
@@ -126,6 +129,24 @@ def test_etags_that_are_not_content_md5s_fall_back_to_fetching(domain, monkeypat
     forget_opened_domains()
     _open(url, so)
     assert h5dask.stats()["metadata"]["list_requests"] == 0
+
+
+@pytest.mark.parametrize("error", [StoragePermissionError("LIST refused: AccessDenied"),
+                                   StorageError("LIST failed after 3 attempts")])
+def test_a_listing_refused_or_failed_falls_back_to_fetching(domain, monkeypatch, error):
+    """A public bucket often allows GetObject and not ListBucket: the open still works."""
+    url, want, so = domain
+
+    async def refused(self, prefix, limit):
+        raise error
+
+    monkeypatch.setattr(S3ObjectStore, "_list_md5", refused)
+    h5dask.reset_stats()
+    got = _open(url, so)
+    assert h5dask.stats()["metadata"]["read_requests"] == 2 + NVARS + 4
+    xr.testing.assert_identical(got.load(), want)
+    listing = open_location(url, so).store.content_md5_listing
+    assert listing is not isinstance(error, StoragePermissionError)
 
 
 def test_a_domain_too_large_for_one_listing_has_no_bodies(s3_bucket_url, storage_options):
