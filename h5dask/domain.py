@@ -72,11 +72,13 @@ class _OpenMemo:
     """The summaries of the last domains opened in this process.
 
     A re-open fetches ``.domain.json``, the consolidated object, the objects the
-    remembered summary names and its coordinates' chunks all in its first round trip,
-    then checks them exactly as a first open does (root, then each object's SHA-256
-    against the consolidated object just fetched): a memo that is out of date costs
-    wasted GETs, never a stale value. The parsed objects are reused only when the fresh
-    summary is the remembered one and every object fetched has its bytes.
+    remembered summary names (or, where its bodies are checked by listing, the listing
+    of the domain's keys) and its coordinates' chunks all in its first round trip,
+    then checks them exactly as a first open does (root, then each object's SHA-256, or
+    listed MD5, against the consolidated object just fetched): a memo that is out of
+    date costs wasted requests, never a stale value. The parsed objects are reused
+    only when the fresh summary is the remembered one and every object fetched has its
+    bytes.
 
     Bounded: ``domains`` summaries (of at most ``max_summary`` objects each, some 100
     bytes per object) and ``max_parsed`` parsed objects in all (some 15 KB each: the
