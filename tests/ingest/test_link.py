@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from urllib.parse import urlsplit
 
 import h5py
@@ -16,7 +17,7 @@ import xarray as xr
 from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5py
 
 import h5dask
-from h5dask.errors import LinkedFileChangedError
+from h5dask.errors import CorruptChunkError, LinkedFileChangedError
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
 from h5dask.format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
@@ -338,3 +339,27 @@ def test_linked_file_rewritten_after_linking_is_refused(where, tmp_path, put_s3,
         put_s3(local, "f.h5")
     with h5dask.File(url, storage_options=opts) as f:
         assert f["chunked"][()].tolist() == list(np.arange(10.0) * 3)
+
+
+def test_linked_chunk_cut_short_by_a_truncated_file_is_an_error(tmp_path):
+    """A ranged GET into a truncated file returns fewer bytes than the chunk reference
+    says. Here exactly the bytes of the edge chunk's clipped shape: read as a clipped
+    chunk they were wrong values. A domain that recorded no file size (HSDS's hsload
+    --link, earlier h5dask) relies on this check alone."""
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    path = root / "files" / "t.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=np.arange(24.0).reshape(4, 6), chunks=(4, 4))
+        edge = f["v"].id.get_chunk_info(1)  # the chunk (0, 1): 4x4 stored, 4x2 inside
+    url = (root / "home" / "t.h5").as_uri()
+    load_file(path, url, link=True, progress=False)
+    for meta in root.rglob(".dataset.json"):  # as a domain without the recorded size
+        obj = json.loads(meta.read_text())
+        for layout in (obj["creationProperties"]["layout"], obj["layout"]):
+            layout.pop("h5dask_file_size")
+        meta.write_text(json.dumps(obj))
+    os.truncate(path, edge.byte_offset + 4 * 2 * 8)  # the clipped (4, 2) chunk's bytes
+    with h5dask.File(url) as f, pytest.raises(CorruptChunkError, match=r"t\.h5.*64 of"):
+        f["v"][()]
