@@ -181,9 +181,9 @@ def _check_file_size(session: Any, target: tuple[ObjectStore, str], uri: str,
     file is left to the reads, which say so."""
     fstore, key = target
     sizes = session.__dict__.setdefault(_SIZES_ATTR, {})
-    if (fstore.root_url, key) not in sizes:  # one HEAD per file and session
-        sizes[fstore.root_url, key] = sync(fstore.size(key))
-    size = sizes[fstore.root_url, key]
+    if (fstore, key) not in sizes:  # one HEAD per file and session
+        sizes[fstore, key] = sync(fstore.size(key))
+    size = sizes[fstore, key]
     if size is not None and size != linked_size:
         raise LinkedFileChangedError(
             f"{dataset} reads its chunks from {uri}, which is {size} bytes now but was "
