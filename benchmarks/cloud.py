@@ -200,7 +200,7 @@ def contenders(services: Services, w: Written, peers: set[str], active_url: str 
         add("compute only, chunks={} (in memory)", compute_only(services, w, {}), "floor",
             "the same sum() on the data already in memory: no I/O")
         if auto:
-            add('compute only, chunks="auto" (in memory)', compute_only(services, w, "auto"),
+            add(COMPUTE_ONLY_AUTO, compute_only(services, w, "auto"),
                 "floor", "the same sum() on the data already in memory: no I/O")
     if active_url:
         add("h5dask pushdown (active storage)", _pushdown(services, w, active_url),
@@ -454,6 +454,29 @@ def _median_each(rounds: list[tuple[float, ...]]) -> tuple[float, ...]:
     return tuple(statistics.median(column) for column in zip(*rounds))
 
 
+COMPUTE_ONLY_AUTO = 'compute only, chunks="auto" (in memory)'
+
+
+def auto_bound(r: CloudRun) -> float | None:
+    """The most ``chunks="auto"`` can reach, as a ratio to raw, for ANY reader: a task's
+    block is summed only after its last chunk arrived, so the sum of the block read last
+    follows the whole read; at best the read takes raw's time and that sum the in-memory
+    sum's time (both blocks summed at once on the two threads)."""
+    raw = next((s for s, k in r.reads if k == "raw" and s.seconds), None)
+    compute = next((s for s, _ in r.reads if s.name == COMPUTE_ONLY_AUTO and s.seconds), None)
+    if raw is None or compute is None:
+        return None
+    return raw.median / (raw.median + compute.median)
+
+
+def _auto_bound_line(r: CloudRun) -> str:
+    bound = auto_bound(r)
+    if bound is None:
+        return ""
+    return (f'Upper bound of `chunks="auto"` for any reader: raw / (raw + compute only "auto")'
+            f" = {bound:.2f} x raw (the sum of the block read last cannot overlap the read).")
+
+
 def _fresh(faults: float | None) -> str:
     """Minor faults and the memory they stand for, if each was one 4 KiB page."""
     if faults is None:
@@ -489,6 +512,8 @@ def summary(runs: list[CloudRun]) -> str:
                 r.means[0] else ""
             lines.append(f"  mean() {m.name:<52} {m.series.median:6.2f} s  client bytes "
                          f"{m.client_bytes:,}{share} {m.series.error}  {_mean_cpu(m)}")
+        if auto_bound(r) is not None:
+            lines.append(f"  {_auto_bound_line(r)}")
         lines.append(f"  read-ahead peak reserved {r.readahead_peak / MiB:.0f} MiB")
     return "\n".join(lines)
 
@@ -520,6 +545,8 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
             ratio = f"{raw.median / s.median:.2f}" if raw else ""
             out.append(f"| {s.name} | {s.mb_s:.0f} | {lo:.0f}-{hi:.0f} | {ratio} | {s.note} |")
         out.append("")
+        if auto_bound(r) is not None:
+            out += [_auto_bound_line(r), ""]
         if r.cpu:
             out += ["| reader | CPU s, this client | CPU s, proxy | CPU s, SeaweedFS "
                     "| minor page faults, this client (MiB of fresh pages) |",
