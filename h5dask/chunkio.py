@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StorageError, StoragePermissionError
+from .errors import CorruptChunkError, StorageError, StoragePermissionError
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
@@ -455,9 +455,16 @@ async def _decode_into(codec: ChunkCodec, data: bytes | memoryview, key: str,
 
 
 def _linked_bytes(ref: ChunkRef, data: bytes | memoryview | None) -> bytes | memoryview:
-    """A stored linked chunk's bytes; its file missing is an error, not the fill value."""
+    """A stored linked chunk's bytes; its file missing is an error, not the fill value,
+    and so is a range cut short by the file's end (a prefix of a stored chunk can have
+    the size of a clipped edge chunk, and would be read as one)."""
     if data is None:
         raise StorageError(
             f"{ref.store.root_url}/{ref.key}, the file a linked dataset's chunks are in, does "
             "not exist: restore it, or reload the domain", key=ref.key, attempts=1)
+    if len(data) != ref.size:
+        raise CorruptChunkError(
+            f"{ref.key}[{ref.offset}:{ref.offset + ref.size}]",
+            f"the file holds {len(data)} of the chunk's {ref.size} bytes there: it was "
+            "truncated or rewritten since it was linked; restore it, or link it again")
     return data

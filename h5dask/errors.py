@@ -187,3 +187,15 @@ class LinkedReferenceRefused(H5DaskError, PermissionError):
 
     def __str__(self) -> str:  # OSError would prefix an errno; keep the message
         return str(self.args[0]) if self.args else ""
+
+
+class LinkedFileChangedError(H5DaskError, ValueError):
+    """The HDF5 file a linked dataset reads its chunks from is not the file that was
+    linked: its size differs from the one ``h5dask load --link`` recorded, so the
+    layout's byte offsets may point at other data. ``.dataset`` names the dataset,
+    ``.uri`` the file; reload the domain with ``--link`` (or restore the file)."""
+
+    def __init__(self, message: str, dataset: str = "", uri: str = "") -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.uri = uri

@@ -27,15 +27,16 @@ from typing import Any
 import numpy as np
 
 from .chunkio import ArraySource, ChunkRef
-from .errors import MetadataError, UnsupportedTypeError
+from .errors import LinkedFileChangedError, MetadataError, UnsupportedTypeError
 from .format.chunks import ChunkGrid
 from .format.ids import chunk_name
-from .format.linked import contiguous_ranges
+from .format.linked import LINKED_FILE_SIZE_KEY, contiguous_ranges
 from .format.metadata import DatasetMeta
 from .storage.base import ObjectStore
 from .storage.sync import sync
 
 _CACHE_ATTR = "_h5dask_linked_refs"
+_SIZES_ATTR = "_h5dask_linked_file_sizes"
 
 
 def array_source(session: Any, meta: DatasetMeta, name: str | None = None,
@@ -64,7 +65,10 @@ def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
     file each ``file_uri`` names must pass the session's ``link_policy`` (else
     LinkedReferenceRefused, naming the dataset: ``name``, or its object key). The
     result is cached on the session (linked datasets are read-only); an
-    H5D_CHUNKED_REF_INDIRECT chunk table is read once."""
+    H5D_CHUNKED_REF_INDIRECT chunk table is read once. A layout that recorded the file's
+    size when it was linked (``h5dask load --link``) has the file's size checked, one
+    HEAD per file and session: a file of another size was rewritten, and its bytes at the
+    layout's offsets may be other data (LinkedFileChangedError)."""
     cache = session.__dict__.setdefault(_CACHE_ATTR, {})
     cached = cache.get(meta.id)
     if cached is not None:
@@ -114,13 +118,16 @@ def _check_ranges(refs: Iterable[tuple[str, ChunkRef]], meta: DatasetMeta,
 def _refs(session: Any, meta: DatasetMeta, dataset: str) -> tuple[tuple[str, ChunkRef], ...]:
     layout = meta.layout
     stores: dict[str, tuple[ObjectStore, str]] = {}
+    raw_layout = _raw_layout(meta)
+    linked_size = _linked_file_size(meta, raw_layout)
 
     def resolve(uri: str) -> tuple[ObjectStore, str]:
         if uri not in stores:
             stores[uri] = session.link_policy.resolve(uri, session.location.store, dataset)
+            if linked_size is not None and uri == layout.file_uri:
+                _check_file_size(session, stores[uri], uri, linked_size, dataset)
         return stores[uri]
 
-    raw_layout = _raw_layout(meta)
     shape = meta.shape or ()
     if layout.cls == "H5D_CHUNKED_REF":
         assert layout.file_uri is not None
@@ -154,6 +161,36 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str) -> tuple[tuple[str, Chu
         out.append((chunk_name(tuple(int(i) for i in index)),
                     ChunkRef(fstore, key, int(entry["offset"]), int(entry["size"]))))
     return tuple(sorted(out))
+
+
+def _linked_file_size(meta: DatasetMeta, raw_layout: dict) -> int | None:
+    """The size the layout recorded of its file when it was linked (None: not recorded,
+    as in domains HSDS or older h5dask versions linked)."""
+    size = raw_layout.get(LINKED_FILE_SIZE_KEY)
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise MetadataError(meta.key, f"layout {LINKED_FILE_SIZE_KEY} must be a byte count, "
+                                      f"not {size!r}")
+    return size
+
+
+def _check_file_size(session: Any, target: tuple[ObjectStore, str], uri: str,
+                     linked_size: int, dataset: str) -> None:
+    """Refuse a linked file whose size is not the one it had when it was linked. A missing
+    file is left to the reads, which say so."""
+    fstore, key = target
+    sizes = session.__dict__.setdefault(_SIZES_ATTR, {})
+    if (fstore, key) not in sizes:  # one HEAD per file and session
+        sizes[fstore, key] = sync(fstore.size(key))
+    size = sizes[fstore, key]
+    if size is not None and size != linked_size:
+        raise LinkedFileChangedError(
+            f"{dataset} reads its chunks from {uri}, which is {size} bytes now but was "
+            f"{linked_size} bytes when it was linked: the file was rewritten since, and "
+            "the byte offsets the domain holds may point at other data. Link the file "
+            "again (h5dask load --link) or restore the file that was linked",
+            dataset=dataset, uri=uri)
 
 
 def _raw_layout(meta: DatasetMeta) -> dict:

@@ -27,6 +27,10 @@ from .chunks import ChunkGrid
 
 #: the element type of an H5D_CHUNKED_REF_INDIRECT chunk table (HSDS, hsload --link)
 CHUNK_TABLE_DTYPE = np.dtype([("offset", "<i8"), ("size", "<i4")])
+#: h5dask's own layout key: the size in bytes of the layout's ``file_uri`` when it was
+#: linked. The offsets are only true of that file; a rewritten file (another size) may
+#: hold other data there. HSDS ignores the key; domains without it are not checked.
+LINKED_FILE_SIZE_KEY = "h5dask_file_size"
 
 
 def contiguous_ranges(shape: tuple[int, ...], itemsize: int, chunks: tuple[int, ...],
@@ -61,4 +65,4 @@ def contiguous_ranges(shape: tuple[int, ...], itemsize: int, chunks: tuple[int, 
     return out
 
 
-__all__ = ["CHUNK_TABLE_DTYPE", "contiguous_ranges"]
+__all__ = ["CHUNK_TABLE_DTYPE", "LINKED_FILE_SIZE_KEY", "contiguous_ranges"]

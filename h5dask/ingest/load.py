@@ -454,7 +454,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
         workers = max_workers or min(8, store.inner.max_concurrency)
         options = PlanOptions(link, source.file_uri, chunk_spec, compression_req,
-                              inline_chunk_limit)
+                              inline_chunk_limit, source.file_size)
         loader = _Loader(source, session, store, summary, options, workers, progress)
         try:
             _run(_load(loader))

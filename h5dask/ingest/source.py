@@ -77,6 +77,7 @@ class Source:
     file_uri: str | None  # as a linked layout names it
     range_bytes: int = 0
     ranges_ok: bool = True
+    file_size: int | None = None  # recorded in linked layouts (a rewrite changes it)
 
     @property
     def bytes_read(self) -> int:
@@ -139,6 +140,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             raise FileNotFoundError(f"source file {path!r} does not exist") from exc
         url = path
         file_uri: str | None = Path(path).as_uri()
+        size: int | None = os.fstat(raw.fileno()).st_size
     else:
         import fsspec
 
@@ -160,6 +162,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             raise StorageError(f"cannot open the source file {src!r}: {exc}") from exc
         url = src
         file_uri = f"s3://{parts.netloc}{parts.path}" if scheme in ("s3", "s3a") else None
+        size = getattr(raw, "size", None)
     fileobj = CountingFile(raw)
     register_filter_plugins()
     try:
@@ -175,7 +178,8 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
         raise
     ranged = open_source_store(src, options)
     store, key = ranged if ranged is not None else (None, None)
-    return Source(url, h5, fileobj, store, key, file_uri)
+    return Source(url, h5, fileobj, store, key, file_uri,
+                  file_size=int(size) if size is not None else None)
 
 
 def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:

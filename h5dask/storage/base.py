@@ -137,6 +137,9 @@ class ObjectStore(ABC):
     async def _list_modified(self, prefix: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
 
+    async def _size(self, key: str) -> int | None:
+        raise NotImplementedError(f"{type(self).__name__} cannot tell object sizes")
+
     @abstractmethod
     def _init_args(self) -> tuple:
         """Arguments that rebuild an equivalent store in another process."""
@@ -332,6 +335,13 @@ class ObjectStore(ABC):
         await self._call("DELETE", key, kind, lambda: self._delete(key))
         _written(self, key)
         record_io(kind, "delete_requests")
+
+    async def size(self, key: str, *, kind: str = "metadata") -> int | None:
+        """The object's size in bytes (a HEAD, not a GET), None if it does not exist."""
+        check_key(key)
+        found = await self._call("HEAD", key, kind, lambda: self._size(key))
+        record_io(kind, "read_requests")
+        return found
 
     async def list(self, prefix: str = "") -> list[str]:
         """All keys under ``prefix`` (recursively), sorted."""

@@ -95,6 +95,13 @@ class FsspecObjectStore(ObjectStore):
     async def _put(self, key: str, data: bytes) -> None:
         await self._run("pipe_file", self._full(key), data)
 
+    async def _size(self, key: str) -> int | None:
+        try:
+            info = await self._run("info", self._full(key))
+        except FileNotFoundError:
+            return None
+        return None if info.get("type") == "directory" else int(info["size"])
+
     async def _delete(self, key: str) -> None:
         try:
             await self._run("rm_file", self._full(key))

@@ -389,6 +389,20 @@ class LocalObjectStore(ObjectStore):
     async def _put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._write, key, data)
 
+    async def _size(self, key: str) -> int | None:
+        return await asyncio.to_thread(self._stat_size, key)
+
+    def _stat_size(self, key: str) -> int | None:
+        try:  # reached as a read reaches it (inside the root, no symlinks out)
+            fd = self._open_beneath(key, self._path(key))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            st = os.fstat(fd)
+            return None if stat.S_ISDIR(st.st_mode) else st.st_size
+        finally:
+            os.close(fd)
+
     async def _delete(self, key: str) -> None:
         await asyncio.to_thread(self._remove, key)
 

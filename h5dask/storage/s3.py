@@ -282,6 +282,14 @@ class S3ObjectStore(ObjectStore):
             raise TransientError(f"short multipart read: {len(data)} of {size} bytes")
         return data
 
+    async def _size(self, key: str) -> int | None:
+        try:
+            meta = await obstore.head_async(self._store, key)
+        except Exception as exc:
+            self._get_failed(exc, key, ranged=False)  # raises unless the object is missing
+            return None
+        return int(meta["size"])
+
     async def _put(self, key: str, data: bytes) -> None:
         try:
             await obstore.put_async(self._store, key, data)

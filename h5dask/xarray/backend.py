@@ -306,9 +306,13 @@ class H5CloudStore(AbstractDataStore):
         source = array_source(self.session, meta, meta.key)
         if (meta.dtype.metadata or {}).get("vlen") is bytes:
             # h5netcdf reads every variable-length string variable as str; the chunk
-            # bytes are the same whatever the character set
+            # bytes are the same whatever the character set. The fill value (what chunks
+            # never written read as) must be str too, not bytes among the str
+            fill = source.fill_value
+            if isinstance(fill, bytes):
+                fill = fill.decode("utf-8", "surrogateescape")
             source = dataclasses.replace(source, dtype=VLEN_STR, codec=dataclasses.replace(
-                source.codec, dtype=VLEN_STR))
+                source.codec, dtype=VLEN_STR), fill_value=fill)
         return source
 
     def _attr_triples(self, meta: Any, values: Mapping[str, Any]) -> dict[str, tuple]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from urllib.parse import urlsplit
 
 import h5py
@@ -16,6 +17,7 @@ import xarray as xr
 from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5py
 
 import h5dask
+from h5dask.errors import CorruptChunkError, LinkedFileChangedError
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
 from h5dask.format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
@@ -287,3 +289,77 @@ def test_hsds_serves_a_linked_domain(synthetic_h5, shared_data, put_s3, hsds_s3,
               progress=False)
     with h5pyd.File(domain, "r", **kwargs) as g, h5py.File(path) as h:
         assert assert_h5pyd_equals_h5py(g, h) > 7
+
+
+def _write_linkable(path, scale, pad=0):
+    with h5py.File(path, "w") as f:
+        if pad:  # a dataset first moves every other dataset's bytes along the file
+            f.create_dataset("pad", data=np.zeros(pad))
+        f.create_dataset("contig", data=np.arange(10.0) * scale)
+        f.create_dataset("chunked", data=np.arange(10.0) * scale, chunks=(4,))
+        f.create_dataset("many", data=np.arange(40.0) * scale, chunks=(1,))  # INDIRECT
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_linked_file_rewritten_after_linking_is_refused(where, tmp_path, put_s3,
+                                                        s3_bucket_url, storage_options):
+    """The layout's offsets are only true of the file as it was linked: after the file
+    was rewritten (another layout, other offsets) its bytes there are other data, so an
+    open refuses it instead of reading them as values (the file's size, recorded at
+    link time, no longer matches)."""
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)  # the bucket root, which the file is inside
+    (root / "files").mkdir()
+    local = root / "files" / "f.h5"
+    _write_linkable(local, 1.0)
+    if where == "file":
+        src, url, opts = local, (root / "home" / "d.h5").as_uri(), None
+    else:
+        src, url, opts = put_s3(local, "f.h5"), f"{s3_bucket_url}/d.h5", storage_options
+    load_file(src, url, link=True, inline_chunk_limit=8, storage_options=opts, progress=False)
+    with h5dask.File(url, storage_options=opts) as f:
+        assert f["contig"][()].tolist() == list(np.arange(10.0))
+        assert _layout(f, "many")["class"] == "H5D_CHUNKED_REF_INDIRECT"
+
+    _write_linkable(local, 2.0, pad=3)  # rewritten: the same datasets, moved along
+    if where == "s3":
+        put_s3(local, "f.h5")
+    for path in ("contig", "chunked", "many"):
+        with h5dask.File(url, storage_options=opts) as f:
+            with pytest.raises(LinkedFileChangedError, match=rf"'/{path}'.*f\.h5.*link"):
+                f[path][()]
+    with pytest.raises(LinkedFileChangedError, match="variable .*rewritten"):
+        xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=opts)
+
+    # values changed in place (h5py "r+"): the same offsets, so the new values are read
+    _write_linkable(local, 1.0)
+    with h5py.File(local, "r+") as h:
+        h["chunked"][:] = np.arange(10.0) * 3
+    if where == "s3":
+        put_s3(local, "f.h5")
+    with h5dask.File(url, storage_options=opts) as f:
+        assert f["chunked"][()].tolist() == list(np.arange(10.0) * 3)
+
+
+def test_linked_chunk_cut_short_by_a_truncated_file_is_an_error(tmp_path):
+    """A ranged GET into a truncated file returns fewer bytes than the chunk reference
+    says. Here exactly the bytes of the edge chunk's clipped shape: read as a clipped
+    chunk they were wrong values. A domain that recorded no file size (HSDS's hsload
+    --link, earlier h5dask) relies on this check alone."""
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    path = root / "files" / "t.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=np.arange(24.0).reshape(4, 6), chunks=(4, 4))
+        edge = f["v"].id.get_chunk_info(1)  # the chunk (0, 1): 4x4 stored, 4x2 inside
+    url = (root / "home" / "t.h5").as_uri()
+    load_file(path, url, link=True, progress=False)
+    for meta in root.rglob(".dataset.json"):  # as a domain without the recorded size
+        obj = json.loads(meta.read_text())
+        for layout in (obj["creationProperties"]["layout"], obj["layout"]):
+            layout.pop("h5dask_file_size")
+        meta.write_text(json.dumps(obj))
+    os.truncate(path, edge.byte_offset + 4 * 2 * 8)  # the clipped (4, 2) chunk's bytes
+    with h5dask.File(url) as f, pytest.raises(CorruptChunkError, match=r"t\.h5.*64 of"):
+        f["v"][()]

@@ -37,6 +37,9 @@ def test_store_contract(backend: Backend) -> None:
     assert sync(store.get(f"{p}/other/x")) == b"mv"
     assert sync(store.get(f"{p}/db/a/missing")) is None
     assert sync(store.get(f"{p}/db/a")) is None  # a "directory" is not an object
+    # sizes without reading (linked files are checked by their size)
+    assert [sync(store.size(f"{p}/{k}")) for k in ("db/a/b/obj", "db/a/c", "db/a/missing",
+                                                    "db/a")] == [len(blob), 0, None, None]
     assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(10, 20))) == blob[10:20]
     assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(700, 800))) == blob[700:]  # the end
     assert sync(store.get(f"{p}/db/a/b/obj", byte_range=(900, 910))) == b""  # past the end

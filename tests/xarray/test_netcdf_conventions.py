@@ -73,3 +73,22 @@ def test_vlen_ascii_string_attribute_lists_are_str_as_in_h5netcdf(tmp_path):
     assert got["v"].attrs["DIMENSION_LABELS"] == ["z", "y"]
     assert got["v"].attrs["names"] == ["a", "bc"]
     xr.testing.assert_identical(got, want)
+
+
+def test_vlen_ascii_strings_in_chunks_never_written_are_str_as_in_h5netcdf(tmp_path):
+    """A variable-length ASCII string variable reads as str (as h5netcdf reads it), also
+    where its chunks were never written: the empty string '', not b'' among the str."""
+    from h5dask.ingest import load_file
+
+    path = tmp_path / "sparse_strings.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("s", shape=(6,), chunks=(2,), dtype=h5py.string_dtype("ascii"))
+        f["s"][0] = b"x"  # chunk 0 stored (its element 1 unwritten), chunks 1 and 2 not
+    url = (tmp_path / "store" / "sparse_strings.h5").as_uri()
+    load_file(path, url, progress=False)
+    want = xr.open_dataset(path, engine="h5netcdf", phony_dims="sort")
+    for chunks in (None, {}):
+        got = xr.open_dataset(url, engine="h5cloud", chunks=chunks).load()
+        assert [type(v) for v in got["s"].values] == [str] * 6
+        assert got["s"].values.tolist() == ["x", "", "", "", "", ""]
+        xr.testing.assert_identical(got, want)
