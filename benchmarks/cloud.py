@@ -589,6 +589,21 @@ def markdown(runs: list[CloudRun], size_mib: float, repeats: int) -> str:
     return "\n".join(out)
 
 
+def open_only(latencies: list[float], repeats: int) -> int:
+    """The open of 50 variables (h5dask and zarr v3) through the proxy at each latency."""
+    from . import extras
+
+    with Services() as services:
+        for latency in latencies:
+            with LatencyProxy(services.s3.endpoint, latency, STREAM_BYTES_PER_S) as proxy, \
+                    through(services, proxy.endpoint):
+                for s in extras.open_time(services, repeats, 50, print):
+                    lo, hi = s.spread
+                    print(f"{latency * 1000:.0f} ms  open: {s.name:<30} {s.median * 1e3:6.0f} ms"
+                          f"  ({lo * 1e3:.0f}-{hi * 1e3:.0f})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cloud", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=256)
@@ -607,7 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor", action="store_true",
                         help="add raw + sum and the same sum() on data already in memory (no I/O)")
     parser.add_argument("--out", default=None, help="write the Markdown section here")
+    parser.add_argument("--open-only", action="store_true",
+                        help="only the open of 50 variables, at each latency (quick A/B)")
     args = parser.parse_args(argv)
+    if args.open_only:
+        return open_only([float(x) / 1000 for x in args.latencies.split(",")], args.repeats)
     peers = {p for p in args.peers.split(",") if p}
     data = Synthetic(nplanes_for(args.size_mib))
     variant = next(v for v in VARIANTS if v.slug == "plain")

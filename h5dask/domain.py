@@ -10,7 +10,9 @@ reference to an object that does not exist yet.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
+import math
 import os
 import threading
 import time
@@ -27,6 +29,8 @@ from .errors import (
     NotADomainError,
     ObjectNotFoundError,
     ReadOnlyError,
+    StorageError,
+    StoragePermissionError,
     malformed_metadata,
 )
 from .format import consolidated, ids
@@ -51,6 +55,8 @@ from .storage.links import LinkPolicy
 from .storage.sync import sync
 
 Meta = GroupMeta | DatasetMeta | DatatypeMeta
+#: (root id, key -> content MD5): one listing of a domain's keys
+_Listing = tuple[str, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,13 @@ class _OpenMemo:
     """The summaries of the last domains opened in this process.
 
     A re-open fetches ``.domain.json``, the consolidated object, the objects the
-    remembered summary names and its coordinates' chunks all in its first round trip,
-    then checks them exactly as a first open does (root, then each object's SHA-256
-    against the consolidated object just fetched): a memo that is out of date costs
-    wasted GETs, never a stale value. The parsed objects are reused only when the fresh
-    summary is the remembered one and every object fetched has its bytes.
+    remembered summary names (or, where its bodies are checked by listing, the listing
+    of the domain's keys) and its coordinates' chunks all in its first round trip,
+    then checks them exactly as a first open does (root, then each object's SHA-256, or
+    listed MD5, against the consolidated object just fetched): a memo that is out of
+    date costs wasted requests, never a stale value. The parsed objects are reused
+    only when the fresh summary is the remembered one and every object fetched has its
+    bytes.
 
     Bounded: ``domains`` summaries (of at most ``max_summary`` objects each, some 100
     bytes per object) and ``max_parsed`` parsed objects in all (some 15 KB each: the
@@ -165,6 +173,7 @@ class DomainSession:
         self._domain_json: dict | None = None
         self._domain_dirty = False
         self._hashes: dict[str, str] = {}  # id -> sha256 of its JSON as read or written
+        self._md5s: dict[str, str] = {}  # id -> MD5 of the same bytes (see consolidated)
         #: "absent", "used" or "stale" (then every object was checked, nothing trusted)
         self.consolidated_state = "absent"
         self._use_consolidated = consolidated
@@ -181,15 +190,20 @@ class DomainSession:
         key = self.location.domain_key
         summary_blob = None
         early: dict[str, bytes | None] = {}  # objects fetched with .domain.json (see memo)
+        listing: _Listing | None = None  # listed with .domain.json (see memo)
         memo = None
         if self._use_consolidated and self.mode in ("r", "r+", "a"):
             memo = _open_memo.get(self._memo_key)
             if memo is not None:
                 self._start_chunks(memo.summary.coordinate_chunks)
+            listed = memo is not None and self._listable(memo.summary)
             # one round trip for both (and, on a re-open, for the objects the summary
-            # named last time): the summary is tried only if the domain exists
-            data, summary_blob, early = sync(self._get_first(
-                key, self._consolidated_key, list(memo.summary.objects) if memo else []))
+            # named last time, or the listing that checks their bodies): the summary is
+            # tried only if the domain exists
+            data, summary_blob, early, listing = sync(self._get_first(
+                key, self._consolidated_key,
+                list(memo.summary.objects) if memo is not None and not listed else [],
+                memo.summary.root if listed else None))
         else:
             data = sync(self.store.get(key, kind="metadata"))
         exists = data is not None
@@ -206,7 +220,7 @@ class DomainSession:
             self._domain_json = domain.raw
             summary = consolidated.parse(summary_blob, domain.root)
             if summary is not None:
-                sync(self._load_consolidated(summary, early, memo))
+                sync(self._load_consolidated(summary, early, memo, listing))
             if self._use_consolidated:
                 self._remember(summary)
             self._prefetch_root(domain)
@@ -247,14 +261,38 @@ class DomainSession:
                 f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
         return DomainNotFoundError(url)
 
-    async def _get_first(self, domain_key: str, consolidated_key: str, obj_ids: list[str]
-                         ) -> tuple[bytes | None, bytes | None, dict[str, bytes | None]]:
+    async def _get_first(self, domain_key: str, consolidated_key: str, obj_ids: list[str],
+                         listed_root: str | None
+                         ) -> tuple[bytes | None, bytes | None, dict[str, bytes | None],
+                                    _Listing | None]:
         """The first round trip: ``.domain.json``, the consolidated object and the
-        objects ``obj_ids`` (those a re-open expects), all at once."""
+        objects ``obj_ids`` (those a re-open expects) or the listing of the domain
+        ``listed_root`` (a re-open's, where bodies are checked by listing), all at once."""
         got = await asyncio.gather(self.store.get(domain_key, kind="metadata"),
                                    self.store.get(consolidated_key, kind="metadata"),
-                                   self._fetch_objects(obj_ids))
-        return got[0], got[1], dict(zip(obj_ids, got[2]))
+                                   self._fetch_objects(obj_ids),
+                                   self._list_domain(listed_root))
+        return got[0], got[1], dict(zip(obj_ids, got[2])), got[3]
+
+    def _listable(self, summary: consolidated.Consolidated) -> bool:
+        """Whether one LIST can check this summary's bodies here (see consolidated)."""
+        return bool(summary.md5) and self.store.content_md5_listing
+
+    async def _list_domain(self, root: str | None) -> _Listing | None:
+        """(root, key -> content MD5) of the first page of keys of a domain's objects;
+        None if the store cannot list them (then the objects are fetched one by one)."""
+        if root is None:
+            return None
+        try:
+            found = await self.store.list_md5(ids.object_prefix(root) + "/",
+                                              consolidated.LIST_PAGE)
+        except StoragePermissionError:
+            # e.g. a public bucket that allows GetObject only: GETs still work
+            self.store.content_md5_listing = False  # (this store instance, this process)
+            return None
+        except StorageError:
+            return None  # failed after its retries: the GETs may fare better
+        return None if found is None else (root, found)
 
     @property
     def _consolidated_key(self) -> str:
@@ -268,27 +306,29 @@ class DomainSession:
 
     async def _load_consolidated(self, summary: consolidated.Consolidated,
                                  early: dict[str, bytes | None] | None = None,
-                                 memo: _Remembered | None = None) -> None:
+                                 memo: _Remembered | None = None,
+                                 listing: _Listing | None = None) -> None:
         """Fetch every object the summary names, and its coordinates' chunks, at once
         (those in ``early``, fetched with ``.domain.json`` on a re-open, are not fetched
-        again). Only what was fetched is used; the summary is "stale" if any object is
-        missing or its bytes are not the ones summarised (then the usual walk fills the
-        gaps)."""
+        again), or, where the summary's bodies can be checked by one listing (see
+        :mod:`h5dask.format.consolidated`), list the domain's keys instead. Only what was
+        fetched, or listed with the MD5 of its body, is used; the summary is "stale" if
+        any object is missing or its bytes are not the ones summarised (then the usual
+        walk fills the gaps)."""
         early = early or {}
         self._start_chunks(summary.coordinate_chunks)  # dropped by forget_prefetched
+        if self._listable(summary) and summary.bodies:
+            if listing is None or listing[0] != summary.root:
+                listing = await self._list_domain(summary.root)
+            if listing is not None and self._use_bodies(summary, listing[1], memo):
+                return
         ids_ = sorted(summary.objects, key=lambda i: i[0] != "t")  # datatypes first
         late = [i for i in ids_ if i not in early]
         fetched = dict(zip(late, await self._fetch_objects(late)))
         blobs = [early[i] if i in early else fetched[i] for i in ids_]
         digests = [None if b is None else consolidated.digest(b) for b in blobs]
         stale = any(d is None or d != summary.objects[i] for i, d in zip(ids_, digests))
-        if not stale and memo is not None and memo.metas and \
-                memo.summary.objects == summary.objects:
-            # every object has the bytes it had when the memo's objects were parsed
-            # (committed datatypes included): reuse them rather than parse again
-            self._cache.update(memo.metas)
-            self._hashes.update(summary.objects)
-            self.consolidated_state = "used"
+        if not stale and self._reuse_memo(summary, memo):
             return
         for obj_id, blob in zip(ids_, blobs):
             if blob is None:
@@ -298,6 +338,45 @@ class DomainSession:
             except (H5DaskError, RuntimeError):
                 stale = True  # e.g. no longer linked and unreadable: the walk decides
         self.consolidated_state = "stale" if stale else "used"
+
+    def _reuse_memo(self, summary: consolidated.Consolidated, memo: _Remembered | None
+                    ) -> bool:
+        """Take the memo's parsed objects if the summary, found true, is the remembered
+        one: every object has the bytes it had when they were parsed (committed
+        datatypes included)."""
+        if memo is None or not memo.metas or memo.summary.objects != summary.objects:
+            return False
+        self._cache.update(memo.metas)
+        self._hashes.update(summary.objects)
+        self._md5s.update(memo.summary.md5)
+        self.consolidated_state = "used"
+        return True
+
+    def _use_bodies(self, summary: consolidated.Consolidated, listed: dict[str, str],
+                    memo: _Remembered | None) -> bool:
+        """Use the bodies the listing ``listed`` (key -> content MD5) shows unchanged;
+        False if it shows none (then this store's ETags are not content MD5s, e.g. SSE-KMS,
+        and the objects are fetched instead, here and in later opens)."""
+        ids_ = sorted(summary.bodies, key=lambda i: i[0] != "t")  # datatypes first
+        verified = [i for i in ids_ if listed.get(ids.object_key(i)) == summary.md5[i]]
+        if not verified:
+            self.store.content_md5_listing = False  # (this store instance, this process)
+            return False
+        stale = len(verified) != len(summary.objects)
+        if not stale and self._reuse_memo(summary, memo):
+            return True
+        for obj_id in verified:
+            key = ids.object_key(obj_id)
+            try:  # the object as it is now (its MD5 says so), whatever the summary
+                self._cache[obj_id] = self._parse(obj_id, key, summary.bodies[obj_id])
+            except (H5DaskError, RuntimeError):
+                stale = True  # e.g. no longer linked and unreadable: the walk decides
+                continue
+            self._hashes[obj_id] = summary.objects[obj_id]
+            self._md5s[obj_id] = summary.md5[obj_id]
+        # the others (changed, or beyond the listing's page) are fetched by the walk
+        self.consolidated_state = "stale" if stale else "used"
+        return True
 
     def _start_chunks(self, chunks: Iterable[tuple[str, int]]) -> None:
         """Start the GETs of these chunk objects with one launch (their bytes are
@@ -316,7 +395,7 @@ class DomainSession:
             _open_memo.pop(self._memo_key)
             return
         metas = {i: self._cache[i] for i in summary.objects if i in self._cache}
-        _open_memo.put(self._memo_key, summary,
+        _open_memo.put(self._memo_key, dataclasses.replace(summary, bodies={}),  # (parsed)
                        metas if len(metas) == len(summary.objects) else {})
 
     def prefetch_coordinates(self, metas: Iterable[Meta]) -> None:
@@ -365,7 +444,7 @@ class DomainSession:
                 continue
             obj = _load_json(key, blobs[n])
             self._cache[obj_id] = self._parse(obj_id, key, obj)
-            self._hashes[obj_id] = consolidated.digest(blobs[n])
+            self._note_bytes(obj_id, blobs[n])
         return missing
 
     async def load_many_async(self, obj_ids: Iterable[str]) -> list[Meta]:
@@ -399,7 +478,7 @@ class DomainSession:
         if missing:
             raise MetadataError(missing[0], "object is linked from the domain but does not exist")
         for i, b in zip(obj_ids, blobs):
-            self._hashes[i] = consolidated.digest(b)
+            self._note_bytes(i, b)
         return {i: (k, _load_json(k, b)) for i, k, b in zip(obj_ids, keys, blobs)}
 
     def load_many(self, obj_ids: Iterable[str]) -> list[Meta]:
@@ -413,6 +492,12 @@ class DomainSession:
             return self._cache[obj_id]
         return self.load_many([obj_id])[0]
 
+    def _note_bytes(self, obj_id: str, blob: bytes) -> None:
+        """Remember the digests of an object's bytes as read or written (for the
+        consolidated object this session may write)."""
+        self._hashes[obj_id] = consolidated.digest(blob)
+        self._md5s[obj_id] = consolidated.md5(blob)
+
     def resolve_type(self, type_id: str) -> dict:
         """The type JSON of a committed datatype (loaded if needed)."""
         meta = self._cache.get(type_id)
@@ -423,7 +508,7 @@ class DomainSession:
                 raise MetadataError(key, "committed datatype does not exist")
             meta = self._parse(type_id, key, _load_json(key, data))
             self._cache[type_id] = meta
-            self._hashes[type_id] = consolidated.digest(data)
+            self._note_bytes(type_id, data)
         return meta.type_json
 
     def raw(self, obj_id: str) -> dict:
@@ -480,7 +565,7 @@ class DomainSession:
 
         blobs = {i: dump_json(o) for i, o in self._dirty.items()}
         for i, blob in blobs.items():  # the summary describes the state after this flush
-            self._hashes[i] = consolidated.digest(blob)
+            self._note_bytes(i, blob)
         levels = sorted({level(i) for i in self._dirty})
         for n, lvl in enumerate(levels):
             if n == len(levels) - 1:
@@ -507,12 +592,14 @@ class DomainSession:
         seen = {self.root_id}
         level = [self.root_id]
         coordinate_chunks: list[tuple[str, int]] = []
+        chunk_objects = 0  # at most, under the domain's prefix
         while level:
             metas = await self.load_many_async(level)
             level = []
             for meta in metas:
                 if isinstance(meta, DatasetMeta):
                     coordinate_chunks += _coordinate_chunks_of(meta)
+                    chunk_objects += _chunk_objects_at_most(meta)
                     continue
                 if not isinstance(meta, GroupMeta):
                     continue
@@ -524,8 +611,22 @@ class DomainSession:
         if len(hashes) != len(seen):  # an object known only as parsed: nothing to vouch for
             await self.store.delete(self._consolidated_key, kind="metadata")
             return
-        doc = consolidated.build(self.root_id, hashes, coordinate_chunks)
-        await self.store.put(self._consolidated_key, consolidated.dump(doc), kind="metadata")
+        blob = consolidated.dump(consolidated.build(self.root_id, hashes, coordinate_chunks,
+                                                    self._bodies(seen, chunk_objects)))
+        if len(blob) > consolidated.MAX_BODY_BYTES:  # a large domain: hashes only
+            blob = consolidated.dump(consolidated.build(self.root_id, hashes, coordinate_chunks))
+        await self.store.put(self._consolidated_key, blob, kind="metadata")
+
+    def _bodies(self, obj_ids: set[str], chunk_objects: int) -> dict[str, tuple[str, dict]]:
+        """(MD5, JSON) of every object, for a summary that one LIST can check: none if
+        the domain's keys may not fit in one listing page, or an MD5 is unknown."""
+        if len(obj_ids) + chunk_objects > consolidated.LIST_PAGE or \
+                not obj_ids <= self._md5s.keys():
+            return {}
+        # the JSON as written by this flush, or as read (parsed objects are never
+        # changed in place: update() works on a copy)
+        return {i: (self._md5s[i], self._dirty[i] if i in self._dirty else self._cache[i].raw)
+                for i in obj_ids}
 
     def flush(self) -> None:
         sync(self.flush_async())
@@ -591,6 +692,14 @@ def _coordinate_chunks_of(meta: DatasetMeta) -> list[tuple[str, int]]:
             bound > _COORDINATE_CHUNK_BYTES or meta.dtype.kind == "O":
         return []
     return [(ids.chunk_key(meta.id, (i,)), bound) for i in range(count)]
+
+
+def _chunk_objects_at_most(meta: DatasetMeta) -> int:
+    """How many chunk objects a dataset's grid may have (linked ones have none)."""
+    if meta.layout.is_linked:
+        return 0
+    shape, chunks = meta.shape or (), meta.chunk_shape or ()
+    return math.prod(-(-n // c) if c else 1 for n, c in zip(shape, chunks)) or 1
 
 
 def _text(value: Any) -> str:

@@ -110,21 +110,32 @@ class AttributeMeta:
     #: a parsed object reused by a re-open (see h5dask.domain) decodes it once
     _decoded: Any = field(default=None, init=False, repr=False, compare=False)
     _dtype: np.dtype | None = field(default=None, init=False, repr=False, compare=False)
+    _committed: bool | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def _names_committed_type(self) -> bool:
+        if self._committed is None:
+            self._committed = bool(committed_type_ids(self.type_json))
+        return self._committed
 
     def dtype(self, key: str, resolve: Callable[[str], dict] | None = None) -> np.dtype:
         """The attribute's numpy dtype (kept, like the value, unless a committed type)."""
         if self._dtype is not None:
             return self._dtype
         dt = attribute_dtype(key, self.name, self.type_json, resolve)
-        if not committed_type_ids(self.type_json):
+        if not self._names_committed_type:
             self._dtype = dt
         return dt
 
-    def value(self, key: str, resolve: Callable[[str], dict] | None = None) -> Any:
+    def value(self, key: str, resolve: Callable[[str], dict] | None = None,
+              read_only: bool = False) -> Any:
         """The attribute's value as numpy (scalars as numpy scalars, like h5py; every
-        variable-length string as ``str``, ASCII ones too, as h5py reads attributes)."""
+        variable-length string as ``str``, ASCII ones too, as h5py reads attributes).
+        ``read_only=True``: the kept value itself, not a copy, for a caller that never
+        changes it nor hands it on (e.g. reading ``DIMENSION_LIST``)."""
+        keep = _kept if read_only else _fresh
         if self._decoded is not None:
-            return _fresh(self._decoded[0])
+            return keep(self._decoded[0])
         dt = self.dtype(key, resolve)
         if self.space.is_null:
             return None
@@ -135,9 +146,13 @@ class AttributeMeta:
         if (dt.metadata or {}).get("vlen") is bytes:
             arr = text_as_str(arr)
         value = arr[()] if arr.ndim == 0 else arr
-        if not committed_type_ids(self.type_json):
+        if not self._names_committed_type:
             self._decoded = (value,)
-        return _fresh(value)
+        return keep(value)
+
+
+def _kept(value: Any) -> Any:
+    return value
 
 
 def _fresh(value: Any) -> Any:

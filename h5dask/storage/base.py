@@ -95,6 +95,9 @@ class ObjectStore(ABC):
 
     #: a URL-like name of the bucket root, for messages (never holds secrets)
     root_url: str
+    #: whether :meth:`list_md5` lists content MD5s (an instance turns it off for itself
+    #: when the ETags it listed were not the MD5s expected)
+    content_md5_listing = False
     #: whether a ranged GET is cheaper than a whole one: obstore answers a whole GET
     #: twice (the response, then its body; each a thread hand-off), a ranged one once
     #: (see :meth:`get_bounded`)
@@ -355,6 +358,25 @@ class ObjectStore(ABC):
         keys, dirs = await self._call("LIST", prefix, "other", lambda: self._list_dir(prefix))
         record_io("other", "list_requests")
         return sorted(keys), sorted(dirs)
+
+    async def list_md5(self, prefix: str, limit: int, *, kind: str = "metadata"
+                       ) -> dict[str, str] | None:
+        """Key -> MD5 hex of the object's bytes, for the first ``limit`` keys under
+        ``prefix`` in key order (one LIST request), from ETags shaped like a content MD5;
+        None where listings cannot show content MD5s (:attr:`content_md5_listing`).
+
+        An ETag is the MD5 of the bytes for an S3 object written by one PUT, unencrypted
+        or SSE-S3, not under SSE-KMS/SSE-C: callers compare it with the MD5 they expect,
+        and a mismatch only means "fetch the object"."""
+        if not self.content_md5_listing:
+            return None
+        check_prefix(prefix)
+        found = await self._call("LIST", prefix, kind, lambda: self._list_md5(prefix, limit))
+        record_io(kind, "list_requests")
+        return found
+
+    async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
+        raise NotImplementedError
 
     async def list_modified(self, prefix: str = "") -> dict[str, float]:
         """All keys under ``prefix`` with their last-modified times (seconds since the

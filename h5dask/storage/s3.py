@@ -42,6 +42,7 @@ _URL_RE = re.compile(r"\w+://\S+")
 #: bucket names S3-compatible stores accept (AWS's rules, plus the upper case and '_'
 #: of legacy and other stores): nothing that could change the host or the path
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_MD5_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def _status_of(text: str) -> int | None:
@@ -87,6 +88,7 @@ class S3ObjectStore(ObjectStore):
     """
 
     bounded_reads_by_range = True
+    content_md5_listing = True
 
     def __init__(self, bucket: str, settings: S3Settings,
                  tuning: StoreTuning = DEFAULT_TUNING["s3"]) -> None:
@@ -312,6 +314,19 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
 
+
+    async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
+        try:
+            stream = obstore.list(self._store, prefix=prefix, chunk_size=limit)
+            batch = await anext(stream, [])  # the first page only: one request
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+        found = {}
+        for meta in batch:
+            etag = (meta.get("e_tag") or "").strip('"').lower()
+            if _MD5_RE.fullmatch(etag):  # not "<md5>-<parts>" (multipart), "W/..."
+                found[meta["path"]] = etag
+        return found
 
     async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         try:

@@ -12,7 +12,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,12 +57,40 @@ class GroupNode:
     meta: GroupMeta
     datasets: dict[str, DatasetMeta]
     subgroups: dict[str, str]  # name -> id
-    attrs_of: dict[str, dict[str, Any]]  # dataset name -> raw attribute values
+    attrs_of: dict[str, Mapping[str, Any]]  # dataset name -> raw attribute values
 
 
-def _raw_attrs(session: DomainSession, meta: Any) -> dict[str, Any]:
-    return {name: a.value(meta.key, session.resolve_type) if not a.space.is_null else None
-            for name, a in meta.attributes.items()}
+class _RawAttributes(Mapping[str, Any]):
+    """An object's raw attribute values, each decoded when first asked for: an open
+    needs the few the netCDF conventions read and the visible ones, never the others
+    (e.g. a coordinate's ``REFERENCE_LIST``, a compound array naming every variable)."""
+
+    def __init__(self, session: DomainSession, meta: Any) -> None:
+        self._session = session
+        self._meta = meta
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._values:
+            a = self._meta.attributes[name]
+            # the hidden ones are read by the netCDF conventions only, never shown
+            self._values[name] = None if a.space.is_null else a.value(
+                self._meta.key, self._session.resolve_type,
+                read_only=name in netcdf.HIDDEN_ATTRS)
+        return self._values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._meta.attributes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._meta.attributes)
+
+    def __len__(self) -> int:
+        return len(self._meta.attributes)
+
+
+def _raw_attrs(session: DomainSession, meta: Any) -> Mapping[str, Any]:
+    return _RawAttributes(session, meta)
 
 
 def load_tree(session: DomainSession) -> dict[str, GroupNode]:
@@ -287,17 +315,14 @@ class H5CloudStore(AbstractDataStore):
                 source.codec, dtype=VLEN_STR), fill_value=fill)
         return source
 
-    def _attr_triples(self, meta: Any, values: dict[str, Any]) -> dict[str, tuple]:
-        """name -> (value, dtype, is_null); hidden attributes of unsupported types are
-        skipped, since netCDF readers never show them."""
+    def _attr_triples(self, meta: Any, values: Mapping[str, Any]) -> dict[str, tuple]:
+        """name -> (value, dtype, is_null) of the visible attributes (hidden ones, of
+        whatever type, are never shown by netCDF readers: not decoded)."""
         out = {}
         for name, a in meta.attributes.items():
-            try:
-                dt = a.dtype(meta.key, self.session.resolve_type)
-            except UnsupportedTypeError:
-                if name in netcdf.HIDDEN_ATTRS:
-                    continue
-                raise
+            if name in netcdf.HIDDEN_ATTRS:
+                continue
+            dt = a.dtype(meta.key, self.session.resolve_type)
             out[name] = (values.get(name), dt, a.space.is_null)
         return out
 

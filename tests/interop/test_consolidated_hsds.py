@@ -50,7 +50,9 @@ def test_hsds_serves_a_domain_with_a_consolidated_object_and_h5dask_sees_its_cha
                     coords={"time": np.arange(4.0), "x": [10.0, 20.0, 30.0]})
     h5dask.to_h5cloud(ds, url, storage_options=storage_options)
     location = open_location(url, storage_options)
-    assert sync(location.store.get(f"{location.domain}/{consolidated.NAME}")) is not None
+    blob = sync(location.store.get(f"{location.domain}/{consolidated.NAME}"))
+    # with the objects' JSON, checked by one LIST of their ETags (see test_open_listing)
+    assert blob is not None and json.loads(blob)["bodies"]
     assert H5CloudStore.open(url, storage_options=storage_options).session \
         .consolidated_state == "used"
 
@@ -68,7 +70,9 @@ def test_hsds_serves_a_domain_with_a_consolidated_object_and_h5dask_sees_its_cha
     _hsds_put_attribute(server, domain, dataset_id, "comment", "changed by HSDS")
     server.wait_for_keys(domain=domain, quiet=1.5)
 
+    h5dask.reset_stats()
     store = H5CloudStore.open(url, storage_options=storage_options)
+    assert h5dask.stats()["metadata"]["list_requests"] == 1  # HSDS's new ETag caught it
     assert store.session.consolidated_state == "stale"
     got = xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
     assert got["t"].attrs["comment"] == "changed by HSDS"  # as it is, not as summarised

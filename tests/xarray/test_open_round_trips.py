@@ -355,3 +355,25 @@ def test_h5cloudstore_open_drops_its_prefetches_when_closed_or_collected(domain)
     del store
     gc.collect()
     assert get_readahead().reserved == 0
+
+
+def test_an_open_decodes_no_attribute_it_does_not_need(domain, monkeypatch):
+    """A coordinate's REFERENCE_LIST names every variable using it (a compound array):
+    neither shown by netCDF readers nor needed for the dimensions, so never decoded."""
+    from h5dask.format.metadata import AttributeMeta
+
+    url, want = domain
+    decoded = []
+    real = AttributeMeta.value
+
+    def value(self, *args, **kwargs):
+        decoded.append(self.name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AttributeMeta, "value", value)
+    with h5dask.File(url) as f:
+        assert "REFERENCE_LIST" in f["lat"].attrs  # (the coordinates have one)
+    decoded.clear()
+    got = _open(url)
+    assert "REFERENCE_LIST" not in decoded and "DIMENSION_LIST" in decoded
+    xr.testing.assert_identical(got.load(), want)
