@@ -202,7 +202,7 @@ class ReadAhead:
         async def fetch() -> tuple[Any, str]:
             return await store.get_buffer(key, kind="chunk"), key
 
-        return self._start(f"{store.root_url}/{key}", size_bound, owner, None, fetch, launch)
+        return self._start(f"{store.identity}/{key}", size_bound, owner, None, fetch, launch)
 
     def claim(self, source: Any, index: tuple[int, ...]) -> concurrent.futures.Future | None:
         """The GET started ahead of the current task for this chunk (removed from the
@@ -314,10 +314,11 @@ def plan(source: Any, index: tuple[int, ...]) -> Planned:
 
 
 def object_name(source: Any, index: tuple[int, ...]) -> str:
-    """The object (or byte range) one chunk is read from, unique in this process."""
+    """The object (or byte range) one chunk is read from, unique in this process (the
+    store's :attr:`~h5dask.storage.base.ObjectStore.identity`, not its bucket name alone)."""
     ref, key = source._ref_key(index)
     store = ref.store if ref is not None else source.store
-    return f"{store.root_url}/{key}"
+    return f"{store.identity}/{key}"
 
 
 def _stored_size_bound(source: Any, index: tuple[int, ...]) -> int:

@@ -384,3 +384,37 @@ def test_a_bad_budget_in_the_environment_warns_naming_the_variable(monkeypatch, 
     monkeypatch.setenv("H5DASK_READ_AHEAD_BYTES", value)
     with pytest.warns(ReadAheadSettingWarning, match=f"H5DASK_READ_AHEAD_BYTES='{value}'"):
         assert _budget_from_env() == DEFAULT_BUDGET
+
+
+def test_same_bucket_and_keys_on_two_endpoints_are_never_confused(readahead, variable,
+                                                                    storage_options, seaweedfs):
+    """A domain copied key for key to another S3 endpoint (a mirror, a staging copy) and
+    changed there: reading both in one computation gives each its own values, never the
+    bytes fetched ahead from the other endpoint."""
+    import json
+
+    import dask
+
+    from h5dask.format.ids import object_prefix
+    from h5dask.services.seaweedfs import SeaweedFS
+
+    url, data = variable
+    bucket, key = url[len("s3://"):].split("/", 1)
+    with SeaweedFS() as other:
+        other.create_bucket(bucket)
+        source, mirror = seaweedfs.s3_client(), other.s3_client()
+        domain = json.loads(source.get_object(Bucket=bucket, Key=f"{key}/.domain.json")
+                            ["Body"].read())
+        for prefix in (key + "/", object_prefix(domain["root"]) + "/"):
+            listed = source.list_objects_v2(Bucket=bucket, Prefix=prefix)
+            for obj in listed["Contents"]:  # the domain's objects, key for key
+                body = source.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                mirror.put_object(Bucket=bucket, Key=obj["Key"], Body=body)
+        other_options = other.storage_options()
+        changed = data + 1
+        with h5dask.File(url, "r+", storage_options=other_options) as f:
+            f["v"][...] = changed
+        here, there = _open(url, storage_options), _open(url, other_options)
+        got_here, got_there = dask.compute(here, there)
+    np.testing.assert_array_equal(got_here.values, data)
+    np.testing.assert_array_equal(got_there.values, changed)

@@ -379,7 +379,7 @@ class _BlockRequest:
     op: str
 
     def key(self) -> tuple:
-        return (self.url, repr(self.source.store), self.source.dataset_id,
+        return (self.url, self.source.store.identity, self.source.dataset_id,
                 tuple((s.start, s.stop, s.step) for s in self.region), self.red, self.op,
                 repr(self.fills))
 

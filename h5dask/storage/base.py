@@ -76,14 +76,15 @@ _write_listeners: list[Callable[[str], None]] = []
 
 
 def add_write_listener(listener: Callable[[str], None]) -> None:
-    """Call ``listener(f"{root_url}/{key}")`` after each write or delete in this process
-    (read-ahead uses it: bytes fetched ahead are never used after their object changed)."""
+    """Call ``listener(f"{identity}/{key}")`` (see :attr:`ObjectStore.identity`) after each
+    write or delete in this process (read-ahead uses it: bytes fetched ahead are never
+    used after their object changed)."""
     _write_listeners.append(listener)
 
 
 def _written(store: ObjectStore, key: str) -> None:
     for listener in _write_listeners:
-        listener(f"{store.root_url}/{key}")
+        listener(f"{store.identity}/{key}")
 
 
 class ObjectStore(ABC):
@@ -95,6 +96,15 @@ class ObjectStore(ABC):
 
     #: a URL-like name of the bucket root, for messages (never holds secrets)
     root_url: str
+
+    @property
+    def identity(self) -> str:
+        """The bucket root's name, unique in this process: what bytes fetched ahead and
+        write notifications are keyed by. ``root_url`` where that already says which
+        objects these are (a local directory); stores that can reach the same bucket name
+        on several servers add the server (two S3 endpoints may hold other bytes under
+        the same ``s3://bucket/key``)."""
+        return self.root_url
     #: whether :meth:`list_md5` lists content MD5s (an instance turns it off for itself
     #: when the ETags it listed were not the MD5s expected)
     content_md5_listing = False

@@ -41,6 +41,12 @@ class FsspecObjectStore(ObjectStore):
     def _init_args(self) -> tuple:
         return (self.protocol, self.root, self.options, self.tuning)
 
+    @property
+    def identity(self) -> str:
+        """``root_url`` and the file system's fsspec token, which its options (endpoint,
+        credentials) determine: ``s3://bucket`` through two endpoints are two roots."""
+        return f"{self.root_url}#{self.fs._fs_token}"
+
     def locate(self, url: str) -> tuple[ObjectStore, str] | None:
         """This store and the key of an object under its root, named by a URL of its
         protocol.

@@ -103,6 +103,18 @@ class S3ObjectStore(ObjectStore):
     def _init_args(self) -> tuple:
         return (self.bucket, self.settings, self.tuning)
 
+    @property
+    def identity(self) -> str:
+        """``s3://bucket``, with the endpoint when one is set (a bucket name is unique
+        within AWS, not across S3-compatible servers).
+
+        >>> S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000/")).identity
+        's3://b@http://127.0.0.1:9000'
+        """
+        if not self.settings.endpoint:
+            return self.root_url
+        return f"{self.root_url}@{self.settings.endpoint.rstrip('/')}"
+
     def sibling(self, bucket: str) -> S3ObjectStore:
         """Another bucket of the same endpoint, with the same credentials and tuning.
 

@@ -312,3 +312,20 @@ def test_bounded_reads_are_whole_objects(backend: Backend) -> None:
     assert sync(store.get_bounded(f"{p}/missing", 100)) is None
     assert store.get_bounded_sync(f"{p}/missing", 100) is None
     assert (backend.kind == "s3") == store.bounded_reads_by_range
+
+
+def test_identity_tells_apart_one_bucket_name_on_two_servers():
+    """Bytes fetched ahead and write notifications are keyed by a store's identity: the
+    same bucket name on two S3 endpoints (obstore or fsspec) is two stores."""
+    from h5dask.storage.fsspec_store import FsspecObjectStore
+    from h5dask.storage.s3 import S3ObjectStore
+    from h5dask.storage.s3_options import S3Settings
+
+    a = S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000"))
+    b = S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9001"))
+    assert a.root_url == b.root_url and a.identity != b.identity
+    assert S3ObjectStore("b", S3Settings()).identity == "s3://b"  # AWS: names are global
+    pytest.importorskip("s3fs")
+    fa, fb = (FsspecObjectStore("s3", "b", (("client_kwargs", (("endpoint_url", url),)),))
+              for url in ("http://127.0.0.1:9000", "http://127.0.0.1:9001"))
+    assert fa.root_url == fb.root_url and fa.identity != fb.identity
