@@ -101,20 +101,24 @@ class ChunkCopier:
         for table in self.tables:
             await table.target.write_async((), table.values)
         jobs = self.jobs()
+        failures: list[Exception] = []
 
         async def worker() -> None:
             for copy, index, info in jobs:  # one shared generator: each chunk once
-                await self._copy(loop, copy, index, info)
+                if failures:
+                    return
+                try:
+                    await self._copy(loop, copy, index, info)
+                except Exception as exc:  # noqa: BLE001 - raised below, the first one
+                    failures.append(exc)
+                    return
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(self.workers):
-                    group.create_task(worker())
-        except BaseExceptionGroup as group_error:  # the first failure, as itself
-            first: BaseException = group_error
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            raise first from None
+        # after a failure the other workers take no new chunk but finish the one under
+        # way: a write cancelled mid-way would still land from its thread (or its request
+        # already sent), after the cleanup listed what to delete, and stay behind
+        await asyncio.gather(*(worker() for _ in range(self.workers)))
+        if failures:
+            raise failures[0]
 
     async def _copy(self, loop: asyncio.AbstractEventLoop, copy: DatasetCopy,
                     index: tuple[int, ...], info: StoredChunk | None) -> None:

@@ -207,6 +207,44 @@ def test_a_failed_load_leaves_no_domain_and_no_objects(tmp_path):
     load_file(src.with_name("good.h5"), url, progress=False, overwrite=True)
 
 
+def test_a_failed_load_waits_for_its_writes_under_way_before_cleaning_up(tmp_path,
+                                                                         monkeypatch):
+    """A chunk write still under way when another chunk fails must end before the cleanup
+    lists what to delete: cancelled instead, its thread would write the object after the
+    cleanup, and it would stay behind."""
+    import time
+
+    from h5dask.format.filters import ChunkCodec
+    from h5dask.storage.local import LocalObjectStore
+
+    src = tmp_path / "bad.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("x", data=np.arange(20 * 1000, dtype="<f8"), chunks=(1000,),
+                         compression="gzip")
+        info = f["x"].id.get_chunk_info(12)
+    with open(src, "r+b") as fh:  # break the zlib stream of chunk 12
+        fh.seek(info.byte_offset + 10)
+        fh.write(b"\xff" * 32)
+    write, decode = LocalObjectStore._write, ChunkCodec.decode
+
+    def slow_write(self, key, data):
+        if key.endswith("/11"):  # under way while chunk 12 fails
+            time.sleep(0.5)
+        write(self, key, data)
+
+    def late_decode(self, data, where, *args):
+        if where.endswith("[chunk 12]"):  # fails once chunk 11's write has begun
+            time.sleep(0.2)
+        return decode(self, data, where, *args)
+
+    monkeypatch.setattr(LocalObjectStore, "_write", slow_write)
+    monkeypatch.setattr(ChunkCodec, "decode", late_decode)
+    with pytest.raises(CorruptChunkError):
+        load_file(src, _domain(tmp_path), progress=False, max_workers=2)
+    time.sleep(0.6)  # a write left running would have landed by now
+    assert [p for p in (tmp_path / "bucket").rglob("*") if p.is_file()] == []
+
+
 def test_load_from_s3_source_url(shared_data, put_s3, s3_bucket_url, storage_options):
     path = shared_data / "daily_data.nc"
     src = put_s3(path, "daily_data.nc")
