@@ -177,7 +177,8 @@ def test_progress_bar_and_summary_numbers(shared_data, s3_bucket_url, storage_op
     assert 0 < summary.seconds < 60
 
 
-def test_a_failed_load_leaves_no_domain_and_no_objects(tmp_path):
+def _file_with_a_broken_chunk(tmp_path: Path) -> Path:
+    """An HDF5 file of 20 gzip chunks whose chunk 12 does not inflate."""
     src = tmp_path / "bad.h5"
     with h5py.File(src, "w") as f:
         f.create_dataset("x", data=np.arange(20 * 1000, dtype="<f8"), chunks=(1000,),
@@ -186,6 +187,11 @@ def test_a_failed_load_leaves_no_domain_and_no_objects(tmp_path):
     with open(src, "r+b") as fh:  # break the zlib stream of chunk 12
         fh.seek(info.byte_offset + 10)
         fh.write(b"\xff" * 32)
+    return src
+
+
+def test_a_failed_load_leaves_no_domain_and_no_objects(tmp_path):
+    src = _file_with_a_broken_chunk(tmp_path)
     url = _domain(tmp_path)
     with pytest.raises(CorruptChunkError):
         load_file(src, url, progress=False, max_workers=2)
@@ -217,14 +223,7 @@ def test_a_failed_load_waits_for_its_writes_under_way_before_cleaning_up(tmp_pat
     from h5dask.format.filters import ChunkCodec
     from h5dask.storage.local import LocalObjectStore
 
-    src = tmp_path / "bad.h5"
-    with h5py.File(src, "w") as f:
-        f.create_dataset("x", data=np.arange(20 * 1000, dtype="<f8"), chunks=(1000,),
-                         compression="gzip")
-        info = f["x"].id.get_chunk_info(12)
-    with open(src, "r+b") as fh:  # break the zlib stream of chunk 12
-        fh.seek(info.byte_offset + 10)
-        fh.write(b"\xff" * 32)
+    src = _file_with_a_broken_chunk(tmp_path)
     write, decode = LocalObjectStore._write, ChunkCodec.decode
 
     def slow_write(self, key, data):
