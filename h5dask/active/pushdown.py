@@ -320,11 +320,20 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
+        if op == "sum" and source.dtype.kind in "iu" and source.dtype.itemsize < 8:
+            body["sum_int64"] = True  # a chunk's sum in the stored dtype could wrap around
         requests.append(reduce_remote(server, ChunkRequest(op, body),
                                       chunk_credentials(source, piece.index)))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None
+    if op in ("min", "max") and source.dtype.kind == "f":
+        # Reductionist folds from the largest finite value (min) / the lowest (max): a
+        # chunk of infinities answers that bound, indistinguishable from a stored one
+        info = np.finfo(source.dtype)
+        bound = info.max if op == "min" else info.min
+        if any(np.any((r.counts > 0) & (r.values == bound)) for r in replies):
+            return None  # reduced locally, where an infinity stays one
     wide = np.float64 if source.dtype.kind == "f" else np.int64
     if op == "min":
         values = np.full(out_shape, np.inf)
@@ -578,9 +587,9 @@ def rewrite_graph(tasks: dict) -> dict:
         is_float = np.dtype(info.decoding.dtype or info.array.dtype).kind == "f"
         if red.kind in ("imin", "imax", "isum") and (is_float or info.decoding.fill_values):
             continue  # NaN/fill semantics of the plain functions differ: leave to dask
-        if red.kind == "isum" and info.array.dtype.kind in "iu" and \
-                info.array.dtype.itemsize < 8:
-            continue  # the server sums in the stored dtype and could overflow
+        if red.kind in ("mean", "nansum") and info.array.dtype.kind in "iu" and \
+                info.array.dtype.itemsize == 8:
+            continue  # the server's int64 sum could wrap where xarray sums decoded floats
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),

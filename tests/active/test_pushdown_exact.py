@@ -1,0 +1,86 @@
+"""Pushed-down answers equal the local ones exactly on inputs chosen to break them, or
+the reduction is computed locally (never a different number)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import h5dask
+from h5dask.active.pushdown import ActiveStorageWarning
+
+
+def _store(url, storage_options, data, chunks, attrs=None):
+    """``data`` as dataset ``v`` with raw ``attrs`` (as a netCDF writer left them)."""
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        d = f.create_dataset("v", data=data, chunks=chunks)
+        for name, value in (attrs or {}).items():
+            d.attrs[name] = value
+
+
+def _both(url, storage_options, server, op):
+    """(pushed down, local) answers of ``op`` over the whole of ``v``, and whether the
+    pushed-down one asked the server."""
+    def open_(**kw):
+        return xr.open_dataset(url, engine="h5cloud", chunks={},
+                               storage_options=storage_options, **kw)["v"]
+
+    local = getattr(open_(), op)().compute(scheduler="sync")
+    h5dask.reset_stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ActiveStorageWarning)
+        remote = getattr(open_(active_storage_url=server.url), op)().compute(
+            scheduler="sync")
+    return remote, local, h5dask.stats()["active"]["read_requests"] > 0
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+def test_sums_of_packed_int32_do_not_wrap_around(s3_bucket_url, storage_options,
+                                                 pushdown_server, op):
+    """A chunk of 500 int32 values of 2**30 sums to 2**39: the server summed it in int32
+    and answered 0 (sum 1000.0 instead of 5.4e11)."""
+    url = f"{s3_bucket_url}/packed.h5"
+    _store(url, storage_options, np.full(1000, 2**30, "i4"), (500,),
+           {"scale_factor": 0.5, "add_offset": 1.0, "_FillValue": np.int32(-1)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert pushed
+    assert float(local) == (2**29 + 1) * (1000 if op == "sum" else 1)
+    assert remote.dtype == local.dtype and float(remote) == float(local)
+
+
+@pytest.mark.parametrize("dtype", ["i4", "u4", ">i4"])
+def test_sums_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options,
+                                                 pushdown_server, dtype):
+    data = np.arange(1000).astype(dtype) + np.array(2**30 + 7, dtype)
+    url = f"{s3_bucket_url}/i4.h5"
+    _store(url, storage_options, data, (300,))
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "sum")
+    assert pushed
+    assert remote.dtype == local.dtype and int(remote) == int(local) == int(data.sum(
+        dtype="i8"))
+
+
+def test_sums_of_packed_int64_are_computed_locally(s3_bucket_url, storage_options,
+                                                   pushdown_server):
+    """xarray sums decoded floats; the server's int64 sum would wrap around at 2**63."""
+    url = f"{s3_bucket_url}/packed8.h5"
+    _store(url, storage_options, np.full(8, 2**62, "i8"), (4,), {"scale_factor": 2.0})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "sum")
+    assert not pushed
+    assert float(remote) == float(local) == 8 * 2.0**63
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+@pytest.mark.parametrize(("op", "inf"), [("max", -np.inf), ("min", np.inf)])
+def test_extremes_of_infinite_chunks_stay_infinite(s3_bucket_url, storage_options,
+                                                   pushdown_server, dtype, op, inf):
+    """The server's fold starts from the largest finite value: a chunk holding only
+    infinities answered that value, and max() of all -inf was -3.4e38, not -inf."""
+    url = f"{s3_bucket_url}/inf.h5"
+    _store(url, storage_options, np.full(8, inf, dtype), (4,))
+    remote, local, _ = _both(url, storage_options, pushdown_server, op)
+    assert float(local) == inf
+    assert remote.dtype == local.dtype and float(remote) == inf
