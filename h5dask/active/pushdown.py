@@ -110,7 +110,10 @@ def find_source(obj: Any) -> SourceInfo | None:
         kw = func.keywords
         if func.func is adapter.apply_mask and not decoding.fill_values \
                 and decoding.scale is None:
-            fills = tuple(v for v in np.asarray(list(kw.get("encoded_fill_values", ()))).ravel())
+            fills = stored_fill_values(list(kw.get("encoded_fill_values", ())), obj.dtype,
+                                       np.dtype(kw.get("dtype") or obj.dtype))
+            if fills is None:
+                return None
             decoding = Decoding(fills, None, None, kw.get("dtype"))
         elif func.func is adapter.scale_offset_decoding and decoding.scale is None:
             decoding = Decoding(decoding.fill_values, kw.get("scale_factor"),
@@ -118,6 +121,31 @@ def find_source(obj: Any) -> SourceInfo | None:
         else:
             return None
     return SourceInfo(obj, origin or (0,) * len(obj.shape), decoding)
+
+
+def stored_fill_values(fills: list, stored: np.dtype, decoded: np.dtype) -> tuple | None:
+    """The stored values xarray masks for ``fills``: it compares each value, converted to
+    ``decoded``, with each fill (NumPy promotion), so a fill no stored value equals that
+    way (a float64 0.1 on float32 data) masks nothing and is left out; None when values
+    other than the fill itself would match (64-bit integers beyond 2**53 as float64).
+
+    Example::
+
+        >>> stored_fill_values([np.float64(0.1), np.float32(2.5)], np.dtype("f4"),
+        ...                    np.dtype("f4"))
+        (np.float32(2.5),)
+    """
+    out = []
+    for fill in fills:
+        if stored.kind in "iu" and stored.itemsize == 8 and decoded.kind == "f" \
+                and abs(float(fill)) >= 2.0**53:
+            return None  # neighbours of the fill convert to the same float64
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            candidate = np.asarray(fill).astype(stored)
+        if candidate.astype(decoded) == fill:
+            out.append(candidate[()])
+    return tuple(out)
 
 
 # -- recognising per-block reductions ---------------------------------------------------

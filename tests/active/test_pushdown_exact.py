@@ -84,3 +84,31 @@ def test_extremes_of_infinite_chunks_stay_infinite(s3_bucket_url, storage_option
     remote, local, _ = _both(url, storage_options, pushdown_server, op)
     assert float(local) == inf
     assert remote.dtype == local.dtype and float(remote) == inf
+
+
+@pytest.mark.parametrize("op", ["sum", "min", "mean", "count"])
+def test_a_fill_value_no_stored_value_equals_masks_nothing(s3_bucket_url, storage_options,
+                                                           pushdown_server, op):
+    """xarray compares float32 data with a float64 _FillValue of 0.1 in float64: nothing
+    is masked. The server was sent 0.1, rounded it to float32 and masked the 0.1s
+    (count 15 instead of 20)."""
+    url = f"{s3_bucket_url}/fill.h5"
+    _store(url, storage_options, np.array([0.1, 1, 2, 3] * 5, "f4"), (4,),
+           {"_FillValue": np.float64(0.1)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert pushed
+    assert int(_both(url, storage_options, pushdown_server, "count")[1]) == 20
+    assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+@pytest.mark.parametrize("op", ["min", "max", "count"])
+def test_int64_fill_values_beyond_2_53_are_reduced_locally(s3_bucket_url, storage_options,
+                                                           pushdown_server, op):
+    """xarray masks int64 data as float64, where 2**60 + 1 equals a _FillValue of 2**60;
+    the server compared exactly and counted it (count 3 instead of 2)."""
+    url = f"{s3_bucket_url}/fill8.h5"
+    _store(url, storage_options, np.array([2**60, 2**60 + 1, 3, 4], "i8"), (2,),
+           {"_FillValue": np.int64(2**60)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert not pushed
+    assert remote.dtype == local.dtype and remote.item() == local.item()
