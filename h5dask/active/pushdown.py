@@ -399,7 +399,12 @@ def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: De
         return np.asarray(total, dtype=red.dtype or total.dtype)
     if red.kind == "count":
         return counts.astype(red.dtype or np.int64)
-    ext = values * scale + offset if decoded else values
+    ext = values.astype(out_dtype) if decoded else values
+    if decoded:  # as xarray decodes: convert, then scale and offset in the decoded dtype
+        if dec.scale is not None:
+            ext *= dec.scale
+        if dec.offset is not None:
+            ext += dec.offset
     ext = np.where(counts > 0, ext, np.nan)
     return ext.astype(out_dtype)
 
