@@ -176,7 +176,13 @@ def reduce_array(
     elif operation == "sum":
         if sum_int64 and arr.dtype.kind in "iu":
             out_dtype = np.dtype(np.int64 if arr.dtype.kind == "i" else np.uint64)
-        values = np.sum(arr, axis=axes, dtype=out_dtype, where=where)
+        if keep is not None and arr.dtype.kind == "f":
+            # zeros for the missing values, then NumPy's pairwise sum: numpy.nansum's
+            # order of additions (a masked sum adds in another order), so a chunk sums
+            # to the last bit as xarray's skipna sum of it does (one temporary copy)
+            values = np.sum(np.where(keep, arr, arr.dtype.type(0)), axis=axes, dtype=out_dtype)
+        else:
+            values = np.sum(arr, axis=axes, dtype=out_dtype, where=where)
     else:
         lo, hi = _bounds(arr.dtype)
         ufunc = np.minimum if operation == "min" else np.maximum
