@@ -114,15 +114,16 @@ def test_int64_fill_values_beyond_2_53_are_reduced_locally(s3_bucket_url, storag
     assert remote.dtype == local.dtype and remote.item() == local.item()
 
 
+@pytest.mark.parametrize("scale", [np.float32(0.1), np.float32(-0.1)])
 @pytest.mark.parametrize("fill", [False, True])
 @pytest.mark.parametrize("op", ["min", "max"])
 def test_extremes_of_float32_packed_int32_are_bit_exact(s3_bucket_url, storage_options,
-                                                        pushdown_server, op, fill):
+                                                        pushdown_server, op, fill, scale):
     """With a float32 scale_factor xarray decodes int32 to float32 and scales there; the
     pushed-down extreme was scaled in float64 and rounded once, a different last bit for
     about a quarter of the values."""
     data = np.random.default_rng(0).integers(2**24, 2**31, size=4000).astype("i4")
-    attrs = {"scale_factor": np.float32(0.1), **({"_FillValue": np.int32(-1)} if fill else {})}
+    attrs = {"scale_factor": scale, **({"_FillValue": np.int32(-1)} if fill else {})}
     url = f"{s3_bucket_url}/f4packed.h5"
     _store(url, storage_options, data, (100,), attrs)
     remote, local, pushed = _both(url, storage_options, pushdown_server, op)
