@@ -140,10 +140,14 @@ def stored_fill_values(fills: list, stored: np.dtype, decoded: np.dtype) -> tupl
         if stored.kind in "iu" and stored.itemsize == 8 and decoded.kind == "f" \
                 and abs(float(fill)) >= 2.0**53:
             return None  # neighbours of the fill convert to the same float64
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            candidate = np.asarray(fill).astype(stored)
-        if candidate.astype(decoded) == fill:
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                candidate = np.asarray(fill).astype(stored)
+                masked = bool(candidate.astype(decoded) == fill)
+        except (TypeError, ValueError):
+            return None  # not a number of that dtype: leave the masking to xarray
+        if masked:
             out.append(candidate[()])
     return tuple(out)
 

@@ -146,3 +146,16 @@ def test_float32_sums_with_missing_values_are_bit_exact(s3_bucket_url, storage_o
     remote, local, pushed = _both(url, storage_options, pushdown_server, op)
     assert pushed
     assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+def test_a_float_fill_value_on_int32_data_is_sent_as_an_integer(s3_bucket_url,
+                                                                 storage_options,
+                                                                 pushdown_server):
+    """A float64 _FillValue of -9999.0 on int32 data was sent as -9999.0, which the
+    server refuses for an integer dtype: every such reduction fell back locally."""
+    url = f"{s3_bucket_url}/ifill.h5"
+    _store(url, storage_options, np.array([1, -9999, 2, 3] * 5, "i4"), (4,),
+           {"_FillValue": np.float64(-9999.0)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "count")
+    assert pushed
+    assert remote.item() == local.item() == 15
