@@ -18,7 +18,9 @@ Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
 extension), and ``scale_factor``/``add_offset`` are applied to sums (``s * sum + o * n``)
-and extremes. A chunk object that does not exist is reduced locally (from its fill
+and extremes. Integer sums below 64 bits ask the server to accumulate in 64 bits (the
+``sum_int64`` extension): a strict Reductionist refuses it and the block is reduced
+locally, never wrapped around. A chunk object that does not exist is reduced locally (from its fill
 value); when the server cannot reduce a chunk (unreachable, unsupported compression or
 dtype), the block is reduced locally and one warning says why, or with
 ``active_storage="require"`` an error is raised instead.
