@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import threading
 import warnings
@@ -34,6 +35,7 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xarray.backends.common import ArrayWriter, WritableCFDataStore, _encode_variable_name
 from xarray.backends.netCDF4_ import (
@@ -71,7 +73,11 @@ MODES = ("w", "w-", "a", "r+")
 # CF keys an appended or region-written variable takes from the variable it extends, so
 # new values are encoded as the stored ones are (same time units, same packing)
 INHERITED_ENCODING = ("units", "calendar", "dtype", "_FillValue", "missing_value",
-                      "scale_factor", "add_offset")
+                      "scale_factor", "add_offset", "_Unsigned")
+# attributes that say how a variable's stored values read: a write into a stored variable
+# must leave them as they are, or every value it does not rewrite would read wrongly
+READ_AS_STORED = ("units", "calendar", "scale_factor", "add_offset", "_FillValue",
+                  "missing_value", "_Unsigned")
 _DIMLIST_DTYPE = np.dtype("O", metadata={"vlen": OBJ_REF})
 _REFLIST_DTYPE = np.dtype([("dataset", OBJ_REF), ("dimension", "<u4")])
 _extract_encoding = functools.partial(
@@ -360,6 +366,8 @@ class H5CloudWriteStore(WritableCFDataStore):
         if existing is not None and is_coordinate and _dimension_only(existing):
             del self.group[stored]  # a bare dimension becomes a coordinate variable
             existing = None
+        if existing is not None:
+            _check_read_as_stored(existing, storage_dtype, {**attrs, "_FillValue": fill})
         if existing is None:
             if self.mode == "r+" or self.region or (
                     self.append_dim is not None and self.append_dim in dims
@@ -582,6 +590,62 @@ def _write_attribute(obj: Any, key: str, value: Any) -> None:
     obj.attrs[str(key)] = value
 
 
+def _check_read_as_stored(ds_obj: Dataset, dtype: np.dtype, attrs: Mapping) -> None:
+    """Refuse a write into the stored ``ds_obj`` whose encoded form (``dtype``, the CF
+    attributes ``attrs``) differs from the stored one: the values it does not rewrite
+    would then read wrongly (days read as hours, another scale_factor)."""
+    if dtype != ds_obj.dtype:
+        raise ValueError(
+            f"the stored variable {ds_obj.name!r} has dtype {ds_obj.dtype}, but the values "
+            f"written are encoded as dtype {dtype}; drop encoding['dtype'] to write them "
+            "as stored, or rewrite the whole domain (mode='w')")
+    stored = ds_obj.attrs
+    for key in READ_AS_STORED:
+        old = stored.get(key)
+        new = attrs.get(key)
+        if key == "_FillValue" and dtype.kind in "fc":  # no fill and NaN read the same
+            old, new = (None if _is_nan(v) else v for v in (old, new))
+        if key == "units" and _same_time_units(_text(old), _text(new)):
+            continue  # "days since 2000-01-01" is "days since 2000-01-01 00:00:00"
+        if not _same_value(old, new):
+            raise ValueError(
+                f"the stored variable {ds_obj.name!r} has {key}={_text(old) or old!r}, but "
+                f"the values written would be encoded with {key}={_text(new) or new!r}, "
+                "so its stored values would read wrongly: write values the stored "
+                f"encoding can hold (for times: within its units; drop encoding[{key!r}]), "
+                "or rewrite the whole domain (mode='w')")
+
+
+def _same_time_units(a: str | None, b: str | None) -> bool:
+    """Whether two CF "UNIT since DATE" units are the same (dates spelt differently)."""
+    parsed = []
+    for units in (a, b):
+        match = re.fullmatch(r"\s*(\w+)\s+since\s+(.+?)\s*", units or "")
+        if match is None:
+            return False
+        try:
+            parsed.append((match[1].lower(), pd.Timestamp(match[2])))
+        except (ValueError, OverflowError):  # a date pandas cannot hold: compare the text
+            return False
+    return parsed[0] == parsed[1]
+
+
+def _is_nan(value: Any) -> bool:
+    arr = np.asarray(value) if value is not None else None
+    return arr is not None and arr.dtype.kind in "fc" and bool(np.isnan(arr).all())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = (np.asarray(_text(v) if _text(v) is not None else v) for v in (a, b))
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fciub" and b.dtype.kind in "fciub":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.all(a == b))
+
+
 def _storage_chunks(var: xr.Variable, chunks: Any, unlimited: set) -> Any:
     """The storage chunk shape: the encoding's, else regular dask chunks, else chosen."""
     if not var.ndim:
@@ -722,12 +786,12 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         _validate_dataset_names(ds)
         _validate_attrs(ds, "h5netcdf", invalid_netcdf)
     f = File(url, "r+" if mode == "r+" else mode, storage_options=storage_options)
-    writer = ArrayWriter(lock=False)
+    writer = _HeldArrayWriter()
     stores = []
     try:
         for ds, path, enc in parts:
             inherited = {}
-            if append_dim is not None or region is not None or mode == "r+":
+            if mode in ("a", "r+") and _has_members(f, path):
                 inherited = _existing_encoding(url, path, storage_options, ds.variables)
             target = f.require_group(path) if path not in (None, "", "/") else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
@@ -735,6 +799,7 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
             dump_to_store(ds, store, writer, encoding=enc,
                           unlimited_dims=_sanitize_unlimited_dims(ds, unlimited_dims))
             stores.append(store)
+        writer.write_held()  # every variable passed its checks: now the in-memory data
         writes = writer.sync(compute=False)
     except BaseException:
         _roll_back(f, stores)
@@ -751,6 +816,38 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         raise
     f.flush()
     return None
+
+
+class _HeldArrayWriter(ArrayWriter):
+    """xarray's ArrayWriter writes in-memory (numpy) variables as they are added, in
+    the middle of preparing the others: one refused later (a bad region, an encoding that
+    would change the stored values) had then already rewritten data. Held here until
+    every variable is prepared."""
+
+    def __init__(self) -> None:
+        super().__init__(lock=False)
+        self.held: list[tuple[Any, Any, Any]] = []
+
+    def add(self, source: Any, target: Any, region: Any = None) -> None:
+        if hasattr(source, "dask"):
+            super().add(source, target, region)
+        else:
+            self.held.append((source, target, region))
+
+    def write_held(self) -> None:
+        for source, target, region in self.held:
+            target[region if region else ...] = source
+        self.held = []
+
+
+def _has_members(f: File, path: str | None) -> bool:
+    """Whether the group ``path`` of ``f`` exists and holds something (to write into)."""
+    if path not in (None, "", "/"):
+        if path not in f:
+            return False
+        group = f[path]
+        return isinstance(group, Group) and len(group) > 0
+    return len(f) > 0
 
 
 def _settle(writes: Any) -> None:

@@ -1,0 +1,92 @@
+"""Writes into variables that are already stored (append_dim=, region=, mode "a"/"r+")
+must keep every stored value reading as it did: the new values are encoded as the stored
+ones (same time units, same packing), an encoding that would change how the stored values
+read is refused, and a write refused for bad input has written no data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import h5dask
+from h5dask.errors import H5DaskError
+
+
+def _open(url: str) -> xr.Dataset:
+    return xr.open_dataset(url, engine="h5cloud").load()
+
+
+def _packed(url: str) -> None:
+    """v = [0.5, 1, 1.5, 2] stored as int16 with scale_factor 0.5."""
+    h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.array([0.5, 1.0, 1.5, 2.0]))}), url,
+                      encoding={"v": {"dtype": "i2", "scale_factor": 0.5}})
+
+
+def test_append_of_times_the_stored_units_cannot_hold_is_refused(tmp_path):
+    # stored as int32 days: xarray would switch the appended times to "hours since",
+    # rewriting the units attribute under the stored day counts (day 1 read as hour 1)
+    url = (tmp_path / "times.h5").as_uri()
+    days = pd.date_range("2000-01-01", periods=3, freq="D")
+    h5dask.to_h5cloud(xr.Dataset({"v": ("time", np.arange(3.0))}, coords={"time": days}), url,
+                      unlimited_dims=["time"],
+                      encoding={"time": {"units": "days since 2000-01-01", "dtype": "i4"}})
+    quarter_days = pd.date_range("2000-01-04", periods=3, freq="6h")
+    with warnings.catch_warnings(), pytest.raises(H5DaskError, match="'time'.*units"):
+        warnings.simplefilter("ignore")  # xarray's own warning about the units it chose
+        h5dask.to_h5cloud(xr.Dataset({"v": ("time", np.arange(3.0))},
+                                     coords={"time": quarter_days}), url, append_dim="time")
+    back = _open(url)
+    np.testing.assert_array_equal(back["time"].values, days.values)
+    assert back.sizes["time"] == 3
+
+
+def test_region_write_with_another_scale_factor_is_refused(tmp_path):
+    url = (tmp_path / "packed.h5").as_uri()
+    _packed(url)
+    with pytest.raises(H5DaskError, match="'v'.*scale_factor"):
+        h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.array([7.5, 8.0]))}), url,
+                          region={"x": slice(1, 3)}, encoding={"v": {"scale_factor": 0.1}})
+    assert _open(url)["v"].values.tolist() == [0.5, 1.0, 1.5, 2.0]
+
+
+def test_mode_a_rewrite_of_a_packed_variable_keeps_its_packing(tmp_path):
+    url = (tmp_path / "repacked.h5").as_uri()
+    _packed(url)
+    h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.array([10.0, 20.0, 30.0, 40.0]))}), url,
+                      mode="a")
+    back = _open(url)
+    assert back["v"].values.tolist() == [10.0, 20.0, 30.0, 40.0]
+    assert back["v"].encoding["scale_factor"] == 0.5
+
+
+def test_mode_a_with_another_dtype_for_a_stored_variable_is_refused(tmp_path):
+    url = (tmp_path / "dtype.h5").as_uri()
+    _packed(url)
+    with pytest.raises(H5DaskError, match="'v'.*dtype"):
+        h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.array([1.25, 2.0, 3.0, 4.0]))}), url,
+                          mode="a", encoding={"v": {"dtype": "f4"}})
+    assert _open(url)["v"].values.tolist() == [0.5, 1.0, 1.5, 2.0]
+
+
+def test_mode_a_adds_variables_to_a_new_domain(tmp_path):
+    url = (tmp_path / "new.h5").as_uri()
+    h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.arange(3.0))}), url, mode="a")
+    assert _open(url)["v"].values.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_region_write_refused_for_a_later_variable_writes_no_data(tmp_path):
+    # "v" comes first and is fine; "y" lacks the region's dimension: the write is
+    # refused, and must not have rewritten v's rows on the way
+    url = (tmp_path / "refused.h5").as_uri()
+    h5dask.to_h5cloud(xr.Dataset({"v": (("x", "y"), np.zeros((4, 3)))},
+                                 coords={"y": [1, 2, 3]}), url)
+    part = xr.Dataset({"v": (("x", "y"), np.ones((2, 3)))}, coords={"y": [7, 8, 9]})
+    with pytest.raises(H5DaskError, match="'y'.*region"):
+        h5dask.to_h5cloud(part, url, region={"x": slice(1, 3)})
+    back = _open(url)
+    assert back["v"].values.tolist() == np.zeros((4, 3)).tolist()
+    assert back["y"].values.tolist() == [1, 2, 3]
