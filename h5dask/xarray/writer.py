@@ -214,9 +214,10 @@ class H5CloudWriteStore(WritableCFDataStore):
     def __init__(self, group: Group, mode: str, append_dim: Hashable | None = None,
                  region: Mapping[Hashable, slice] | None = None,
                  existing_encoding: Mapping[str, Mapping[str, Any]] | None = None,
-                 invalid_netcdf: bool = False) -> None:
+                 invalid_netcdf: bool = False, safe_chunks: bool = True) -> None:
         self.group = group
         self.invalid_netcdf = invalid_netcdf
+        self.safe_chunks = safe_chunks
         self.mode = mode
         self.append_dim = None if append_dim is None else str(append_dim)
         self.region = {str(k): v for k, v in (region or {}).items()}
@@ -444,6 +445,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                         f"region {dim}={sl} does not fit: it needs {size} elements "
                         f"within the stored length {old[axis]} (step 1)")
                 region.append(slice(start, stop))
+                self._check_safe_chunks(ds_obj, axis, dim, start, stop)
             else:
                 if size != old[axis]:
                     raise ValueError(
@@ -458,6 +460,26 @@ class H5CloudWriteStore(WritableCFDataStore):
             self.grown.append((ds_obj, old))
             ds_obj.resize(tuple(new_shape))
         return ds_obj, tuple(region) if region else None
+
+    def _check_safe_chunks(self, ds_obj: Dataset, axis: int, dim: str, start: int,
+                           stop: int) -> None:
+        """Refuse a region whose edge cuts a storage chunk (not at the array's end):
+        that chunk is read, merged and rewritten, and another process writing the
+        neighbouring region at the same time loses its rows, silently (locks hold only
+        within one process or one distributed cluster)."""
+        chunk = (ds_obj.chunks or ds_obj.shape)[axis]
+        length = ds_obj.shape[axis]
+        if not self.safe_chunks or chunk == 0 or (
+                start % chunk == 0 and (stop % chunk == 0 or stop == length)):
+            return
+        raise ValueError(
+            f"region {dim}={start}:{stop} cuts the stored chunks of {ds_obj.name!r} "
+            f"({chunk} along {dim!r}): a chunk shared with a neighbouring region is read, "
+            "merged and rewritten, and a writer of that region in another process at the "
+            "same time would lose its rows. Make region edges multiples of "
+            f"{chunk}, or pass safe_chunks=False if no other process writes these chunks "
+            "meanwhile (region writes computed together in one dask computation or on "
+            "one distributed cluster are safe: they lock the chunks they share)")
 
     def _target_and_source(self, ds_obj: Dataset, variable: xr.Variable, dtype: np.dtype,
                            region: tuple[slice, ...] | None) -> tuple[ChunkTarget, Any]:
@@ -742,7 +764,7 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                unlimited_dims: Iterable[Hashable] | None = None, invalid_netcdf: bool = False,
                append_dim: Hashable | None = None, region: Mapping[Hashable, slice] | None = None,
                format: str | None = None, engine: str | None = None,
-               auto_complex: bool | None = None) -> Any:
+               auto_complex: bool | None = None, safe_chunks: bool = True) -> Any:
     """Write a Dataset or DataTree to the domain at ``url``, as ``to_netcdf`` writes a file.
 
     - ``mode``: "w" (the default; "a" with ``append_dim``, "r+" with ``region``)
@@ -757,7 +779,12 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
     - ``append_dim``: append along this dimension to an existing domain; the
       variables that have it must be stored resizable along it (``unlimited_dims``).
     - ``region``: ``{dim: slice}``: write into that part of existing variables, so
-      that many writers can each fill their own part.
+      that many writers can each fill their own part. Region edges must fall on
+      storage-chunk edges (or the array's end), else a writer of the neighbouring
+      region in another process could lose its rows; ``safe_chunks=False`` allows
+      them when no other process writes those chunks meanwhile (region writes
+      computed together in one dask computation or one distributed cluster lock the
+      chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
       workers) and then the metadata.
 
@@ -795,7 +822,7 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                 inherited = _existing_encoding(url, path, storage_options, ds.variables)
             target = f.require_group(path) if path not in (None, "", "/") else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
-                                      invalid_netcdf)
+                                      invalid_netcdf, safe_chunks)
             dump_to_store(ds, store, writer, encoding=enc,
                           unlimited_dims=_sanitize_unlimited_dims(ds, unlimited_dims))
             stores.append(store)

@@ -49,7 +49,8 @@ def test_region_write_with_another_scale_factor_is_refused(tmp_path):
     _packed(url)
     with pytest.raises(H5DaskError, match="'v'.*scale_factor"):
         h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.array([7.5, 8.0]))}), url,
-                          region={"x": slice(1, 3)}, encoding={"v": {"scale_factor": 0.1}})
+                          region={"x": slice(1, 3)}, encoding={"v": {"scale_factor": 0.1}},
+                          safe_chunks=False)
     assert _open(url)["v"].values.tolist() == [0.5, 1.0, 1.5, 2.0]
 
 
@@ -86,7 +87,37 @@ def test_region_write_refused_for_a_later_variable_writes_no_data(tmp_path):
                                  coords={"y": [1, 2, 3]}), url)
     part = xr.Dataset({"v": (("x", "y"), np.ones((2, 3)))}, coords={"y": [7, 8, 9]})
     with pytest.raises(H5DaskError, match="'y'.*region"):
-        h5dask.to_h5cloud(part, url, region={"x": slice(1, 3)})
+        h5dask.to_h5cloud(part, url, region={"x": slice(1, 3)}, safe_chunks=False)
     back = _open(url)
     assert back["v"].values.tolist() == np.zeros((4, 3)).tolist()
     assert back["y"].values.tolist() == [1, 2, 3]
+
+
+def _zeros(url: str) -> None:
+    """v: 8 rows of zeros, stored in chunks of 6 rows."""
+    h5dask.to_h5cloud(xr.Dataset({"v": (("t", "x"), np.zeros((8, 3)))}), url,
+                      encoding={"v": {"chunksizes": (6, 3)}})
+
+
+def _rows(start: int, stop: int) -> xr.Dataset:
+    return xr.Dataset({"v": (("t", "x"), np.full((stop - start, 3), start + 1.0))})
+
+
+def test_region_cutting_a_chunk_is_refused_unless_safe_chunks_false(tmp_path):
+    # two processes writing rows 0:4 and 4:8 at once both read, merge and rewrite chunk
+    # 0 (rows 0:6): one of the merges was lost, silently (rows 4:6 read 0 afterwards)
+    url = (tmp_path / "cut.h5").as_uri()
+    _zeros(url)
+    with pytest.raises(H5DaskError, match=r"region t=4:8 cuts the stored chunks of '/v'"):
+        h5dask.to_h5cloud(_rows(4, 8), url, region={"t": slice(4, 8)})
+    assert _open(url)["v"].values[:, 0].tolist() == [0.0] * 8
+    h5dask.to_h5cloud(_rows(0, 4), url, region={"t": slice(0, 4)}, safe_chunks=False)
+    assert _open(url)["v"].values[:, 0].tolist() == [1.0] * 4 + [0.0] * 4
+
+
+def test_regions_on_chunk_edges_or_the_array_end_are_written(tmp_path):
+    url = (tmp_path / "aligned.h5").as_uri()
+    _zeros(url)
+    h5dask.to_h5cloud(_rows(0, 6), url, region={"t": slice(0, 6)})
+    h5dask.to_h5cloud(_rows(6, 8), url, region={"t": slice(6, None)})
+    assert _open(url)["v"].values[:, 0].tolist() == [1.0] * 6 + [7.0] * 2
