@@ -704,8 +704,12 @@ def _compression(enc: dict, check: bool) -> tuple[str | None, int | None]:
 
 
 def _existing_encoding(url: str, group: str | None, storage_options: Mapping | None,
-                       names: Iterable[Hashable]) -> dict[str, dict[str, Any]]:
-    """The CF encoding of stored variables (units, calendar, dtype, fill, packing)."""
+                       names: Iterable[Hashable], append_dim: Hashable | None = None
+                       ) -> dict[str, dict[str, Any]]:
+    """The CF encoding of stored variables (units, calendar, dtype, fill, packing).
+    With ``append_dim``, every stored variable along it must be among ``names``: one
+    left out would keep its length while the dimension grows, and the domain would no
+    longer open (conflicting sizes)."""
     from .backend import H5CloudStore
 
     store = H5CloudStore.open(url, group, storage_options)
@@ -713,8 +717,18 @@ def _existing_encoding(url: str, group: str | None, storage_options: Mapping | N
         stored = store.get_variables()
     finally:
         store.close()  # nothing it fetched ahead is read later, perhaps stale
+    names = set(map(str, names))
+    left_out = sorted(name for name, var in stored.items()
+                      if append_dim is not None and append_dim in var.dims and name not in names)
+    if left_out:
+        raise _invalid(
+            f"append_dim={append_dim!r}: the stored variables {left_out} of "
+            f"{url}{'' if group in (None, '') else '/' + group.strip('/')} have that dimension "
+            "but are not in the dataset: they would keep their length while the dimension "
+            "grows, and the domain would no longer open; add them to the dataset (with "
+            "their fill value where there is nothing to append)")
     out = {}
-    for name in map(str, names):
+    for name in names:
         if name in stored:
             decoded = xr.conventions.decode_cf_variable(name, stored[name])
             out[name] = {k: v for k, v in decoded.encoding.items() if k in INHERITED_ENCODING}
@@ -819,7 +833,8 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         for ds, path, enc in parts:
             inherited = {}
             if mode in ("a", "r+") and _has_members(f, path):
-                inherited = _existing_encoding(url, path, storage_options, ds.variables)
+                inherited = _existing_encoding(url, path, storage_options, ds.variables,
+                                               append_dim)
             target = f.require_group(path) if path not in (None, "", "/") else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
                                       invalid_netcdf, safe_chunks)

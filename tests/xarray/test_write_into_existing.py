@@ -121,3 +121,21 @@ def test_regions_on_chunk_edges_or_the_array_end_are_written(tmp_path):
     h5dask.to_h5cloud(_rows(0, 6), url, region={"t": slice(0, 6)})
     h5dask.to_h5cloud(_rows(6, 8), url, region={"t": slice(6, None)})
     assert _open(url)["v"].values[:, 0].tolist() == [1.0] * 6 + [7.0] * 2
+
+
+@pytest.mark.parametrize("left_out", ["w", "time"])
+def test_append_leaving_out_a_stored_variable_along_the_dimension_is_refused(tmp_path,
+                                                                             left_out):
+    # "w" (or the coordinate) would stay 3 long while time grew to 5: the domain then
+    # failed to open (conflicting sizes for dimension 'time')
+    url = (tmp_path / "partial.h5").as_uri()
+    ds = xr.Dataset({"v": ("time", np.arange(3.0)), "w": ("time", np.arange(3.0) * 10)},
+                    coords={"time": [0, 1, 2]})
+    h5dask.to_h5cloud(ds, url, unlimited_dims=["time"])
+    more = xr.Dataset({"v": ("time", [3.0, 4.0]), "w": ("time", [30.0, 40.0])},
+                      coords={"time": [3, 4]})
+    with pytest.raises(H5DaskError, match=rf"append_dim='time'.*\['{left_out}'\]"):
+        h5dask.to_h5cloud(more.drop_vars(left_out), url, append_dim="time")
+    xr.testing.assert_identical(_open(url), ds)
+    h5dask.to_h5cloud(more, url, append_dim="time")
+    assert _open(url)["w"].values.tolist() == [0.0, 10.0, 20.0, 30.0, 40.0]
