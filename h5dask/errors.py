@@ -112,6 +112,11 @@ class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 
 
+class IncompatibleDatasetError(H5DaskError, TypeError):
+    """An existing dataset required with a dtype its values would not fit (as h5py's
+    ``require_dataset`` TypeError)."""
+
+
 class ReadOnlyError(H5DaskError, PermissionError):
     """A write was attempted on a domain opened read-only."""
 

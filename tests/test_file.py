@@ -14,7 +14,7 @@ import pytest
 from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
-from h5dask.errors import ReadOnlyError
+from h5dask.errors import IncompatibleDatasetError, ReadOnlyError
 from h5dask.format.ids import is_root_id, object_prefix
 from h5dask.storage import sync
 
@@ -710,6 +710,12 @@ def test_group_api() -> None:
             f.require_dataset("a/arr", shape=(4,), dtype="<i8")
         with pytest.raises(TypeError):
             f.require_group("a/arr")
+        # as h5py: floats meant for it would be cut to the stored integers
+        assert f.require_dataset("a/arr", shape=3, dtype="<i2") == ds
+        with pytest.raises(IncompatibleDatasetError, match="'/a/arr' exists with dtype int64"):
+            f.require_dataset("a/arr", shape=(3,), dtype="<f8")
+        with pytest.raises(IncompatibleDatasetError, match="is not"):
+            f.require_dataset("a/arr", shape=(3,), dtype="<i2", exact=True)
         assert len(f["a"]) == 2 and sorted(f["a"]) == ["arr", "b"] and len(ds) == 3
         assert f["a"]["b"] == g and f["/a/b"] == g and g["/a/arr"] == ds
         assert f["a"].file.url == f.url and f.filename == f.url
