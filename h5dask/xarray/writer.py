@@ -762,6 +762,8 @@ def _check_arguments(mode: str | None, append_dim: Hashable | None,
     if append_dim is not None and region:
         raise _invalid("append_dim and region cannot be used together")
     if region is not None:
+        if not isinstance(region, Mapping):  # e.g. to_zarr's region="auto"
+            raise _invalid(f"region must be a mapping {{dim: slice}}, not {region!r}", TypeError)
         if mode not in ("a", "r+"):
             raise _invalid(f"region= writes into an existing domain: use mode='r+' or "
                            f"'a', not {mode!r}")

@@ -155,6 +155,7 @@ def test_mode_r_plus_touches_only_existing_variables(s3_bucket_url, storage_opti
     ({"mode": "x+"}, ValueError, "mode must be one of"),
     ({"mode": "w-", "region": {"time": slice(0, 2)}}, ValueError, "region= writes into"),
     ({"mode": "r+", "region": {"time": slice(0, 4, 2)}}, ValueError, "step 1"),
+    ({"mode": "r+", "region": "auto"}, TypeError, "mapping"),
     ({"append_dim": "time", "region": {"time": slice(0, 2)}}, ValueError, "together"),
 ])
 def test_bad_mode_arguments(s3_bucket_url, storage_options, kwargs, error, match):
