@@ -623,8 +623,10 @@ def _check_read_as_stored(ds_obj: Dataset, dtype: np.dtype, attrs: Mapping) -> N
             "as stored, or rewrite the whole domain (mode='w')")
     stored = ds_obj.attrs
     for key in READ_AS_STORED:
-        old = stored.get(key)
         new = attrs.get(key)
+        if new is None:  # not written: the stored attribute stays as it is
+            continue
+        old = stored.get(key)
         if key == "_FillValue" and dtype.kind in "fc":  # no fill and NaN read the same
             old, new = (None if _is_nan(v) else v for v in (old, new))
         if key == "units" and _same_time_units(_text(old), _text(new)):
@@ -661,6 +663,8 @@ def _same_value(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
     a, b = (np.asarray(_text(v) if _text(v) is not None else v) for v in (a, b))
+    if a.size == b.size == 1:  # netCDF-C writes a scalar attribute as a 1-element array
+        a, b = a.reshape(()), b.reshape(())
     if a.shape != b.shape:
         return False
     if a.dtype.kind in "fciub" and b.dtype.kind in "fciub":

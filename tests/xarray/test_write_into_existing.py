@@ -139,3 +139,18 @@ def test_append_leaving_out_a_stored_variable_along_the_dimension_is_refused(tmp
     xr.testing.assert_identical(_open(url), ds)
     h5dask.to_h5cloud(more, url, append_dim="time")
     assert _open(url)["w"].values.tolist() == [0.0, 10.0, 20.0, 30.0, 40.0]
+
+
+def test_region_values_without_the_stored_attributes_are_written(tmp_path):
+    # arithmetic drops attributes: the stored units and the packing stay, and apply
+    url = (tmp_path / "no-attrs.h5").as_uri()
+    ds = xr.Dataset({"v": ("x", np.arange(8.0), {"units": "K", "long_name": "v"})})
+    h5dask.to_h5cloud(ds, url, encoding={"v": {"dtype": "i2", "scale_factor": 0.5,
+                                              "_FillValue": -1, "chunksizes": (4,)}})
+    h5dask.to_h5cloud((ds.isel(x=slice(4, 8)) * 2).drop_attrs(), url, region={"x": slice(4, 8)})
+    back = _open(url)["v"]
+    assert back.values.tolist() == [0.0, 1.0, 2.0, 3.0, 8.0, 10.0, 12.0, 14.0]
+    assert back.attrs == {"units": "K", "long_name": "v"}
+    with pytest.raises(H5DaskError, match="units='K'.*units='degC'"):
+        h5dask.to_h5cloud(ds.isel(x=slice(0, 4)).assign(v=ds.v[:4].assign_attrs(units="degC")),
+                          url, region={"x": slice(0, 4)})
