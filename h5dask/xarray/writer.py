@@ -67,7 +67,7 @@ from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR
 from ..readahead import object_name
 from ..storage.sync import sync
-from .netcdf import NON_COORD_PREFIX, NOT_A_VARIABLE
+from .netcdf import HIDDEN_ATTRS, NON_COORD_PREFIX, NOT_A_VARIABLE
 
 MODES = ("w", "w-", "a", "r+")
 # CF keys an appended or region-written variable takes from the variable it extends, so
@@ -322,6 +322,10 @@ class H5CloudWriteStore(WritableCFDataStore):
             self._write_attribute(self.group, key, value)
 
     def _write_attribute(self, obj: Any, key: str, value: Any) -> None:
+        if key in HIDDEN_ATTRS:  # as h5netcdf: readers hide them, and they mean dimensions
+            raise _invalid(f"attribute {key!r} of {obj.name!r}: cannot write attribute with "
+                           f"reserved name {key!r} (netCDF-4 keeps it for dimension scales, "
+                           "and readers hide it); rename it", AttributeError)
         if isinstance(value, bool | np.bool_) or (
                 isinstance(value, np.ndarray) and value.dtype.kind == "b"):
             if not self.invalid_netcdf:
@@ -352,6 +356,9 @@ class H5CloudWriteStore(WritableCFDataStore):
     def _prepare(self, name: str, variable: xr.Variable, check: bool,
                  unlimited: set) -> tuple[Any, Any]:
         _ensure_no_forward_slash_in_name(name)
+        if name.startswith(NON_COORD_PREFIX):  # readers take it for netCDF-4's own prefix
+            raise ValueError(f"names starting with {NON_COORD_PREFIX!r} are netCDF-4's own: "
+                             "the variable would be hidden or renamed when read; rename it")
         attrs = dict(variable.attrs)
         dtype = _get_datatype(variable, raise_on_invalid_encoding=check)
         fill = attrs.pop("_FillValue", None)
