@@ -218,8 +218,10 @@ class ArraySource:
             prefix = object_prefix(self.dataset_id) + "/"
             names = [k[len(prefix):] for k in await self.store.list(prefix)]
         rank = len(self.chunks)
+        # ASCII digits only: int() also takes other scripts' digits ("١") and
+        # str.isdigit() superscripts it cannot parse ("²"); both are not chunk names.
         return [tuple(int(i) for i in n.split("_")) for n in names
-                if n.replace("_", "").isdigit() and n.count("_") == rank - 1]
+                if n.isascii() and n.replace("_", "").isdigit() and n.count("_") == rank - 1]
 
     def read(self, selection: Any = ()) -> np.ndarray:
         """Synchronous :meth:`read_async`. A selection inside one chunk (a dask block of

@@ -165,7 +165,7 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
     if spec is None:
         return None, None
     name, _, level = spec.partition(":")
-    if level and not level.isdigit():
+    if level and not (level.isascii() and level.isdigit()):
         raise click.BadParameter("use NAME or NAME:LEVEL, e.g. gzip:4",
                                  param_hint="--compression")
     return name, int(level) if level else None

@@ -53,7 +53,24 @@ SELECTIONS = [
 ]
 
 
-@pytest.mark.parametrize("key", SELECTIONS, ids=repr)
+def test_objects_in_a_dataset_prefix_that_are_not_chunk_names_are_ignored(
+        backend: Backend) -> None:
+    """A LIST-first read takes only ASCII ``i_j`` names as chunks: a stray object named
+    with other scripts' digits is neither read as a chunk nor a ValueError."""
+    n = 4 * (LIST_FIRST_ABOVE + 100)
+    url = backend.url("stray.h5")
+    with h5dask.File(url, "w", storage_options=backend.options) as f:
+        ds = f.create_dataset("v", shape=(n,), chunks=(4,), dtype="<i4", fillvalue=-3)
+        ds[0:4] = [1, 2, 3, 4]
+        src = ds.source()
+        prefix = src.chunk_key((0,))[:-1]
+        for name in ("\u0661", "\u00b2", "1\u00b2"):  # Arabic-Indic one, superscript two
+            sync(src.store.put(prefix + name, np.full(4, 9, "<i4").tobytes()))
+        expected = np.full(n, -3, "<i4")
+        expected[0:4] = [1, 2, 3, 4]
+        np.testing.assert_array_equal(ds[:], expected)
+
+
 def test_reads_only_touched_chunks(backend: Backend, dataset_url: str, key: object) -> None:
     with h5dask.File(dataset_url, storage_options=backend.options) as f:
         ds = f["x"]

@@ -100,6 +100,8 @@ def test_wrong_credentials_exit_code(domain, seaweedfs):
 def test_bad_usage_exit_code():
     assert run("ls", check=False).returncode == 2
     assert run("load", "a", "b", "--chunks", "x,y", check=False).returncode == 2
+    superscript = run("load", "a", "b", "--compression", "gzip:\u00b2", check=False)
+    assert superscript.returncode == 2 and "NAME:LEVEL" in superscript.stderr
 
 
 def test_serve_active_answers_and_stops(seaweedfs):
