@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - older xarray
     )
 
 from ..chunkio import ArraySource
-from ..errors import H5DaskError
+from ..errors import H5DaskError, ReadOnlyError
 from ..file import Dataset, File, Group
 from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR
@@ -375,6 +375,11 @@ class H5CloudWriteStore(WritableCFDataStore):
             del self.group[stored]  # a bare dimension becomes a coordinate variable
             existing = None
         if existing is not None:
+            if existing._meta.layout.is_linked:
+                raise ReadOnlyError(
+                    f"variable {name!r}: {existing.name!r} is linked to chunks inside an "
+                    "HDF5 file (h5dask load --link), which are read-only; load the file "
+                    "without --link to write into it")
             _check_read_as_stored(existing, storage_dtype, {**attrs, "_FillValue": fill})
         if existing is None:
             if self.mode == "r+" or self.region or (

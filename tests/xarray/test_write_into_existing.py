@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.errors import H5DaskError
+from h5dask.errors import H5DaskError, ReadOnlyError
 
 
 def _open(url: str) -> xr.Dataset:
@@ -154,3 +154,18 @@ def test_region_values_without_the_stored_attributes_are_written(tmp_path):
     with pytest.raises(H5DaskError, match="units='K'.*units='degC'"):
         h5dask.to_h5cloud(ds.isel(x=slice(0, 4)).assign(v=ds.v[:4].assign_attrs(units="degC")),
                           url, region={"x": slice(0, 4)})
+
+
+@pytest.mark.filterwarnings("ignore::h5dask.errors.LocalLinkWarning")
+def test_writing_into_a_linked_variable_is_refused_naming_it(tmp_path):
+    # its chunks are the HDF5 file's: a plain PermissionError from deep in the chunk
+    # writer said neither which variable nor what to do
+    (tmp_path / "home").mkdir()
+    source = tmp_path / "home" / "src.nc"
+    ds = xr.Dataset({"v": ("time", np.arange(8.0))})
+    ds.to_netcdf(source, engine="h5netcdf", encoding={"v": {"chunksizes": (4,)}})
+    url = (tmp_path / "home" / "linked.h5").as_uri()
+    h5dask.load(str(source), url, link=True, progress=False)
+    with pytest.raises(ReadOnlyError, match=r"variable 'v'.*--link"):
+        h5dask.to_h5cloud(ds + 1, url, region={"time": slice(0, 8)})
+    assert _open(url)["v"].values.tolist() == list(range(8))
