@@ -489,7 +489,8 @@ class H5CloudWriteStore(WritableCFDataStore):
             f"({chunk} along {dim!r}): a chunk shared with a neighbouring region is read, "
             "merged and rewritten, and a writer of that region in another process at the "
             "same time would lose its rows. Make region edges multiples of "
-            f"{chunk}, or pass safe_chunks=False if no other process writes these chunks "
+            f"{chunk}, drop {ds_obj.name.rsplit('/', 1)[-1]!r} from the dataset if it is "
+            "written already, or pass safe_chunks=False if no other process writes these chunks "
             "meanwhile (region writes computed together in one dask computation or on "
             "one distributed cluster are safe: they lock the chunks they share)")
 
