@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - older xarray
     )
 
 from ..chunkio import ArraySource
-from ..errors import H5DaskError, ReadOnlyError
+from ..errors import H5DaskError, ReadOnlyError, ValueOutOfRangeError
 from ..file import Dataset, File, Group
 from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR
@@ -292,6 +292,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                 var = var.copy(deep=False)
                 var.encoding = {**inherited, **var.encoding}
                 variables[name] = var
+            variables[name] = _range_checked(str(name), variables[name])
         return super().encode(variables, attributes)
 
     def encode_variable(self, variable: xr.Variable, name: Hashable = None) -> xr.Variable:
@@ -623,6 +624,51 @@ def _write_attribute(obj: Any, key: str, value: Any) -> None:
         arr[:] = value
         value = arr
     obj.attrs[str(key)] = value
+
+
+def _range_checked(name: str, var: xr.Variable) -> xr.Variable:
+    """``var``, whose numbers are checked (as its blocks are written, if dask) to fit the
+    integer dtype its encoding packs them into: xarray casts them, and 100000 in an
+    int16 variable (say stored so, and inherited by a region write) became -31072.
+
+    >>> _range_checked("v", xr.Variable("x", [1, 2], encoding={"dtype": "i1"})).values
+    array([1, 2])
+    """
+    enc = var.encoding
+    try:
+        target = np.dtype(enc.get("dtype"))
+    except TypeError:
+        return var
+    if (target.kind not in "iu" or var.dtype.kind not in "iuf" or "_Unsigned" in enc
+            or enc.get("dtype") is None):  # _Unsigned: a deliberate reinterpretation
+        return var
+    check = functools.partial(_check_fits, name, target, enc.get("scale_factor"),
+                              enc.get("add_offset"))
+    data = var.data
+    if hasattr(data, "dask"):
+        return var.copy(deep=False, data=data.map_blocks(check, dtype=data.dtype))
+    check(np.asarray(data))
+    return var
+
+
+def _check_fits(name: str, target: np.dtype, scale: Any, offset: Any,
+                block: np.ndarray) -> np.ndarray:
+    """``block``, if its values packed as CF packs them (minus ``offset``, over ``scale``,
+    rounded; NaN left to the fill value) fit ``target``; else ValueOutOfRangeError."""
+    kept = block[~np.isnan(block)] if block.dtype.kind == "f" else block.reshape(-1)
+    packed = kept
+    if scale is not None or offset is not None or kept.dtype.kind == "f":
+        packed = np.round((kept.astype(np.float64) - (offset or 0)) / (scale or 1))
+    info = np.iinfo(target)
+    bad = (packed < info.min) | (packed > info.max)
+    if bad.any():
+        raise ValueOutOfRangeError(
+            f"variable {name!r}: {int(bad.sum())} values (the first {kept[bad][0]}) do not "
+            f"fit its stored dtype {target}"
+            f"{' as packed' if scale is not None or offset is not None else ''} "
+            f"({info.min}..{info.max}): they would be stored wrapped around; write values "
+            "in range, or into a variable of a wider dtype")
+    return block
 
 
 def _check_read_as_stored(ds_obj: Dataset, dtype: np.dtype, attrs: Mapping) -> None:

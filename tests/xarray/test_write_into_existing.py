@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.errors import H5DaskError, ReadOnlyError
+from h5dask.errors import H5DaskError, ReadOnlyError, ValueOutOfRangeError
 
 
 def _open(url: str) -> xr.Dataset:
@@ -169,3 +169,26 @@ def test_writing_into_a_linked_variable_is_refused_naming_it(tmp_path):
     with pytest.raises(ReadOnlyError, match=r"variable 'v'.*--link"):
         h5dask.to_h5cloud(ds + 1, url, region={"time": slice(0, 8)})
     assert _open(url)["v"].values.tolist() == list(range(8))
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_values_that_do_not_fit_the_stored_integers_are_refused(tmp_path, lazy):
+    # the stored int16 is inherited: xarray's cast stored 100000 as -31072
+    url = (tmp_path / "int16.h5").as_uri()
+    h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.arange(8, dtype="i2"))}), url,
+                      encoding={"v": {"chunksizes": (4,)}})
+    part = xr.Dataset({"v": ("x", np.array([4, 5, 100000, 7]))})
+    with pytest.raises(ValueOutOfRangeError, match=r"'v'.*the first 100000.*int16"):
+        h5dask.to_h5cloud(part.chunk({"x": 2}) if lazy else part, url,
+                          region={"x": slice(4, 8)})
+    assert _open(url)["v"].values.tolist()[6] == 6
+
+
+def test_values_that_do_not_fit_the_packed_integers_are_refused(tmp_path):
+    url = (tmp_path / "packed-range.h5").as_uri()
+    ds = xr.Dataset({"v": ("x", np.array([0.5, 1.0, np.nan, 63.5]))})
+    enc = {"v": {"dtype": "i1", "scale_factor": 0.5, "_FillValue": -128}}
+    h5dask.to_h5cloud(ds, url, encoding=enc)  # 63.5 packs to 127: fits
+    with pytest.raises(ValueOutOfRangeError, match=r"the first 100\.0.*int8 as packed"):
+        h5dask.to_h5cloud(ds.assign(v=ds.v + [0, 0, 0, 36.5]), url, mode="a")
+    assert _open(url)["v"].values.tolist()[3] == 63.5
