@@ -14,7 +14,7 @@ import pytest
 from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
-from h5dask.errors import IncompatibleDatasetError, ReadOnlyError
+from h5dask.errors import DomainExistsError, IncompatibleDatasetError, ReadOnlyError
 from h5dask.format.ids import is_root_id, object_prefix
 from h5dask.storage import sync
 
@@ -564,7 +564,7 @@ def test_modes(backend: Backend) -> None:
     with h5dask.File(url, "x", storage_options=opts) as f:
         f.attrs["v"] = 1
     for mode in ("x", "w-"):
-        with pytest.raises(FileExistsError):
+        with pytest.raises(DomainExistsError, match="already exists.*mode 'w' to replace"):
             h5dask.File(url, mode, storage_options=opts)
     with h5dask.File(url, "r", storage_options=opts) as f:
         assert f.mode == "r" and f.attrs["v"] == 1
