@@ -293,7 +293,8 @@ class H5CloudWriteStore(WritableCFDataStore):
                 var.encoding = {**inherited, **var.encoding}
                 variables[name] = var
             variables[name] = _range_checked(str(name), variables[name])
-        return super().encode(variables, attributes)
+        with _about("encoding the dataset"):  # xarray's CF coders name the variable
+            return super().encode(variables, attributes)
 
     def encode_variable(self, variable: xr.Variable, name: Hashable = None) -> xr.Variable:
         with _about(f"variable {name!r}"):
