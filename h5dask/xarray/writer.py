@@ -643,8 +643,11 @@ def _range_checked(name: str, var: xr.Variable) -> xr.Variable:
     if (target.kind not in "iu" or var.dtype.kind not in "iuf" or "_Unsigned" in enc
             or enc.get("dtype") is None):  # _Unsigned: a deliberate reinterpretation
         return var
+    fill = enc.get("_FillValue", var.attrs.get("_FillValue"))
+    if fill is None:
+        fill = enc.get("missing_value", var.attrs.get("missing_value"))
     check = functools.partial(_check_fits, name, target, enc.get("scale_factor"),
-                              enc.get("add_offset"))
+                              enc.get("add_offset"), fill is not None)
     data = var.data
     if hasattr(data, "dask"):
         return var.copy(deep=False, data=data.map_blocks(check, dtype=data.dtype))
@@ -652,11 +655,17 @@ def _range_checked(name: str, var: xr.Variable) -> xr.Variable:
     return var
 
 
-def _check_fits(name: str, target: np.dtype, scale: Any, offset: Any,
+def _check_fits(name: str, target: np.dtype, scale: Any, offset: Any, has_fill: bool,
                 block: np.ndarray) -> np.ndarray:
     """``block``, if its values packed as CF packs them (minus ``offset``, over ``scale``,
-    rounded; NaN left to the fill value) fit ``target``; else ValueOutOfRangeError."""
+    rounded; NaN stored as the fill value, so only with one) fit ``target``; else
+    ValueOutOfRangeError."""
     kept = block[~np.isnan(block)] if block.dtype.kind == "f" else block.reshape(-1)
+    if kept.size != block.size and not has_fill:
+        raise ValueOutOfRangeError(
+            f"variable {name!r}: {block.size - kept.size} NaN values, but its stored "
+            f"dtype {target} has no _FillValue to store them as (xarray would store an "
+            "arbitrary integer); give it a _FillValue (encoding), or fill the NaNs")
     packed = kept
     if scale is not None or offset is not None or kept.dtype.kind == "f":
         packed = np.round((kept.astype(np.float64) - (offset or 0)) / (scale or 1))

@@ -192,3 +192,12 @@ def test_values_that_do_not_fit_the_packed_integers_are_refused(tmp_path):
     with pytest.raises(ValueOutOfRangeError, match=r"the first 100\.0.*int8 as packed"):
         h5dask.to_h5cloud(ds.assign(v=ds.v + [0, 0, 0, 36.5]), url, mode="a")
     assert _open(url)["v"].values.tolist()[3] == 63.5
+
+
+def test_nan_into_integers_without_a_fill_value_is_refused(tmp_path):
+    # xarray only warns, and stores an arbitrary integer (0 here) for each NaN
+    url = (tmp_path / "nan.h5").as_uri()
+    h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.arange(4, dtype="i2"))}), url)
+    with pytest.raises(ValueOutOfRangeError, match="'v': 1 NaN values.*no _FillValue"):
+        h5dask.to_h5cloud(xr.Dataset({"v": ("x", [0.0, np.nan, 2.0, 3.0])}), url, mode="r+")
+    assert _open(url)["v"].values.tolist() == [0, 1, 2, 3]
