@@ -26,6 +26,7 @@ from .errors import (
     IncompatibleDatasetError,
     ObjectNotFoundError,
     UnsupportedTypeError,
+    ValueOutOfRangeError,
     malformed_metadata,
 )
 from .format import codecs
@@ -617,10 +618,14 @@ class Dataset(HLObject):
     def __setitem__(self, selection: Any, values: Any) -> None:
         self._session.check_writable()
         meta = self._meta
-        if meta.space.is_scalar:
-            self.source().write((0,), np.asarray(values).reshape(()))
-            return
-        self.source().write(selection, values)
+        try:
+            if meta.space.is_scalar:
+                self.source().write((0,), np.asarray(values).reshape(()))
+                return
+            self.source().write(selection, values)
+        except ValueOutOfRangeError as exc:  # name the dataset as the user knows it
+            exc.args = (f"{self.name!r}: {exc}",)
+            raise
 
     def read_direct_chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
         """One decoded chunk (full chunk shape) or None if it was never written."""

@@ -14,7 +14,12 @@ import pytest
 from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
-from h5dask.errors import DomainExistsError, IncompatibleDatasetError, ReadOnlyError
+from h5dask.errors import (
+    DomainExistsError,
+    IncompatibleDatasetError,
+    ReadOnlyError,
+    ValueOutOfRangeError,
+)
 from h5dask.format.ids import is_root_id, object_prefix
 from h5dask.storage import sync
 
@@ -843,3 +848,15 @@ def test_xarray_engine_still_reads_vlen_strings_as_str(tmp_path) -> None:
     assert ds["s"].values.tolist() == ["a", "é"]
     with h5dask.File(url) as f:
         assert f["s"][...].tolist() == [b"a", "é".encode()]
+
+
+def test_values_an_integer_dataset_cannot_hold_are_refused() -> None:
+    # numpy's cast wrapped 300 to 44 in a uint8 dataset (h5py saturates to 255)
+    with h5dask.File(f"memory://{uuid.uuid4().hex}/range.h5", "w") as f:
+        ds = f.create_dataset("u8", data=np.zeros(3, "u1"))
+        for bad in (np.array([300, 1, 2]), np.array([1.0, np.nan, 2.0]), np.array([-1, 0, 1])):
+            with pytest.raises(ValueOutOfRangeError, match="'/u8'.*uint8"):
+                ds[...] = bad
+        assert ds[...].tolist() == [0, 0, 0]
+        ds[...] = np.array([255, 0, 7])  # in range: written as given
+        assert ds[...].tolist() == [255, 0, 7]
