@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptChunkError, StorageError, StoragePermissionError
+from .errors import CorruptChunkError, StorageError, StoragePermissionError, ValueOutOfRangeError
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
@@ -324,8 +324,8 @@ class ArraySource:
         """Write ``values`` into a basic selection; partial chunks are read, merged and
         rewritten (read-modify-write), whole chunks are written straight away."""
         sel, out_shape = normalize_selection(selection, self.shape)
-        values = np.asarray(values, dtype=self.dtype) if not has_vlen(self.dtype) else \
-            _object_array(values, self.dtype, out_shape)
+        values = _fitting(values, self.dtype, self.dataset_id) if not has_vlen(self.dtype) \
+            else _object_array(values, self.dtype, out_shape)
         values = np.broadcast_to(values, out_shape)
         plan = self.grid.plan(selection)
 
@@ -411,6 +411,23 @@ def fill_array(out: np.ndarray, value: Any) -> None:
             out[idx] = np.array([] if value is None else value, dtype=vlen.newbyteorder("="))
         return
     out[...] = (b"" if vlen is bytes else "") if value is None else value
+
+
+def _fitting(values: Any, dtype: np.dtype, dataset_id: str) -> np.ndarray:
+    """``values`` as ``dtype``; numbers an integer ``dtype`` cannot hold (out of range,
+    NaN, inf) raise ValueOutOfRangeError instead of wrapping around (300 as uint8 was
+    44; h5py saturates to 255: either way not the value written)."""
+    arr = np.asarray(values)
+    if dtype.kind in "iu" and arr.dtype.kind in "iuf" and arr.dtype != dtype and arr.size:
+        info = np.iinfo(dtype)
+        with np.errstate(invalid="ignore"):
+            bad = ~((arr >= info.min) & (arr <= info.max))
+        if bad.any():
+            raise ValueOutOfRangeError(
+                f"dataset {dataset_id}: {int(bad.sum())} values (the first "
+                f"{arr[bad].flat[0]}) do not fit its dtype {dtype} ({info.min}..{info.max}); "
+                "write values in range, or into a dataset of a wider dtype")
+    return np.asarray(arr, dtype=dtype)
 
 
 def _object_array(values: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import (
     AmbiguousBucketRootError,
+    DomainExistsError,
     DomainNotFoundError,
     H5DaskError,
     MetadataError,
@@ -208,8 +209,9 @@ class DomainSession:
             data = sync(self.store.get(key, kind="metadata"))
         exists = data is not None
         if self.mode in ("w-", "x") and exists:
-            raise FileExistsError(
-                f"domain {self.location.url!r} already exists (mode {self.mode!r})")
+            raise DomainExistsError(
+                f"domain {self.location.url!r} already exists (mode {self.mode!r}): open it "
+                "with mode 'w' to replace it, or 'a' to add to it")
         if self.mode in ("r", "r+") and not exists:
             raise self._not_found()
         if exists and self.mode in ("r", "r+", "a"):

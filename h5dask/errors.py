@@ -112,6 +112,16 @@ class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 
 
+class ValueOutOfRangeError(H5DaskError, ValueError):
+    """Values that do not fit the integer dtype they would be stored as (they would wrap
+    around), e.g. a region write into an int16 variable."""
+
+
+class IncompatibleDatasetError(H5DaskError, TypeError):
+    """An existing dataset required with a dtype its values would not fit (as h5py's
+    ``require_dataset`` TypeError)."""
+
+
 class ReadOnlyError(H5DaskError, PermissionError):
     """A write was attempted on a domain opened read-only."""
 

@@ -22,7 +22,13 @@ import numpy as np
 
 from .chunkio import ArraySource
 from .domain import DomainSession
-from .errors import ObjectNotFoundError, UnsupportedTypeError, malformed_metadata
+from .errors import (
+    IncompatibleDatasetError,
+    ObjectNotFoundError,
+    UnsupportedTypeError,
+    ValueOutOfRangeError,
+    malformed_metadata,
+)
 from .format import codecs
 from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
@@ -416,13 +422,30 @@ class Group(HLObject, Mapping):
             ds[...] = arr
         return ds
 
-    def require_dataset(self, name: str, shape: Any, dtype: Any, **kwargs: Any) -> Dataset:
-        if name in self:
-            ds = self[name]
-            if not isinstance(ds, Dataset) or ds.shape != tuple(shape):
-                raise TypeError(f"{name!r} exists with another shape or kind")
-            return ds
-        return self.create_dataset(name, shape=shape, dtype=dtype, **kwargs)
+    def require_dataset(self, name: str, shape: Any, dtype: Any, exact: bool = False,
+                        **kwargs: Any) -> Dataset:
+        """The dataset ``name``, created if missing; an existing one must have ``shape``
+        and a dtype ``dtype`` casts to safely (``exact``: the same dtype), as in h5py:
+        values meant for ``dtype`` must not be cut to fit another (floats into ints).
+
+        >>> with File("memory://docs/home/require.h5", "w") as f:
+        ...     a = f.require_dataset("a", (3,), "<i4")
+        ...     f.require_dataset("a", 3, "<i2") == a
+        True
+        """
+        if name not in self:
+            return self.create_dataset(name, shape=shape, dtype=dtype, **kwargs)
+        ds = self[name]
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not isinstance(ds, Dataset) or ds.shape != shape:
+            raise TypeError(f"{name!r} exists with another shape or kind")
+        wanted = np.dtype(dtype.dtype if isinstance(dtype, Datatype) else dtype)
+        if (wanted != ds.dtype) if exact else not np.can_cast(wanted, ds.dtype):
+            raise IncompatibleDatasetError(
+                f"{ds.name!r} exists with dtype {ds.dtype}, which {wanted} "
+                f"{'is not' if exact else 'does not cast to safely'}; require it with its "
+                "dtype, or create the dataset under another name")
+        return ds
 
     def __setitem__(self, name: str, value: Any) -> None:
         parent, leaf = self._parent_and_leaf(name, create=True)
@@ -595,10 +618,14 @@ class Dataset(HLObject):
     def __setitem__(self, selection: Any, values: Any) -> None:
         self._session.check_writable()
         meta = self._meta
-        if meta.space.is_scalar:
-            self.source().write((0,), np.asarray(values).reshape(()))
-            return
-        self.source().write(selection, values)
+        try:
+            if meta.space.is_scalar:
+                self.source().write((0,), np.asarray(values).reshape(()))
+                return
+            self.source().write(selection, values)
+        except ValueOutOfRangeError as exc:  # name the dataset as the user knows it
+            exc.args = (f"{self.name!r}: {exc}",)
+            raise
 
     def read_direct_chunk(self, index: tuple[int, ...]) -> np.ndarray | None:
         """One decoded chunk (full chunk shape) or None if it was never written."""

@@ -71,6 +71,7 @@ def test_objects_in_a_dataset_prefix_that_are_not_chunk_names_are_ignored(
         np.testing.assert_array_equal(ds[:], expected)
 
 
+@pytest.mark.parametrize("key", SELECTIONS, ids=repr)
 def test_reads_only_touched_chunks(backend: Backend, dataset_url: str, key: object) -> None:
     with h5dask.File(dataset_url, storage_options=backend.options) as f:
         ds = f["x"]

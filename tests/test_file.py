@@ -14,7 +14,12 @@ import pytest
 from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
-from h5dask.errors import ReadOnlyError
+from h5dask.errors import (
+    DomainExistsError,
+    IncompatibleDatasetError,
+    ReadOnlyError,
+    ValueOutOfRangeError,
+)
 from h5dask.format.ids import is_root_id, object_prefix
 from h5dask.storage import sync
 
@@ -564,7 +569,7 @@ def test_modes(backend: Backend) -> None:
     with h5dask.File(url, "x", storage_options=opts) as f:
         f.attrs["v"] = 1
     for mode in ("x", "w-"):
-        with pytest.raises(FileExistsError):
+        with pytest.raises(DomainExistsError, match="already exists.*mode 'w' to replace"):
             h5dask.File(url, mode, storage_options=opts)
     with h5dask.File(url, "r", storage_options=opts) as f:
         assert f.mode == "r" and f.attrs["v"] == 1
@@ -710,6 +715,12 @@ def test_group_api() -> None:
             f.require_dataset("a/arr", shape=(4,), dtype="<i8")
         with pytest.raises(TypeError):
             f.require_group("a/arr")
+        # as h5py: floats meant for it would be cut to the stored integers
+        assert f.require_dataset("a/arr", shape=3, dtype="<i2") == ds
+        with pytest.raises(IncompatibleDatasetError, match="'/a/arr' exists with dtype int64"):
+            f.require_dataset("a/arr", shape=(3,), dtype="<f8")
+        with pytest.raises(IncompatibleDatasetError, match="is not"):
+            f.require_dataset("a/arr", shape=(3,), dtype="<i2", exact=True)
         assert len(f["a"]) == 2 and sorted(f["a"]) == ["arr", "b"] and len(ds) == 3
         assert f["a"]["b"] == g and f["/a/b"] == g and g["/a/arr"] == ds
         assert f["a"].file.url == f.url and f.filename == f.url
@@ -837,3 +848,15 @@ def test_xarray_engine_still_reads_vlen_strings_as_str(tmp_path) -> None:
     assert ds["s"].values.tolist() == ["a", "é"]
     with h5dask.File(url) as f:
         assert f["s"][...].tolist() == [b"a", "é".encode()]
+
+
+def test_values_an_integer_dataset_cannot_hold_are_refused() -> None:
+    # numpy's cast wrapped 300 to 44 in a uint8 dataset (h5py saturates to 255)
+    with h5dask.File(f"memory://{uuid.uuid4().hex}/range.h5", "w") as f:
+        ds = f.create_dataset("u8", data=np.zeros(3, "u1"))
+        for bad in (np.array([300, 1, 2]), np.array([1.0, np.nan, 2.0]), np.array([-1, 0, 1])):
+            with pytest.raises(ValueOutOfRangeError, match="'/u8'.*uint8"):
+                ds[...] = bad
+        assert ds[...].tolist() == [0, 0, 0]
+        ds[...] = np.array([255, 0, 7])  # in range: written as given
+        assert ds[...].tolist() == [255, 0, 7]

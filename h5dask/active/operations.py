@@ -14,7 +14,9 @@
 * A result element with no non-missing input is the fold's start value: 0 for
   ``sum``, the dtype's largest finite value for ``min`` and its lowest for ``max``
   (with count 0).
-* ``sum`` accumulates in the request dtype (integers wrap around, as Reductionist).
+* ``sum`` accumulates in the request dtype (integers wrap around, as Reductionist);
+  with ``sum_int64`` (an h5dask extension) integer sums accumulate in int64 (uint64
+  for unsigned dtypes) and the reply has that dtype, so a chunk of int32 cannot wrap.
 * ``select`` returns the selected elements and ignores ``axis``; its count is a
   one-element list, the number of non-missing selected elements.
 * Reductions over at least one axis come out in C order. Element-wise results
@@ -113,6 +115,7 @@ def reduce_array(
     missing: Missing | None = None,
     order: str = "C",
     skip_nan: bool = False,
+    sum_int64: bool = False,
 ) -> Result:
     """Apply ``operation`` (count/min/max/sum/select) to ``arr`` as Reductionist defines it.
 
@@ -167,16 +170,25 @@ def reduce_array(
         counts = np.asarray(np.count_nonzero(keep, axis=axes), dtype=np.int64)
         where = keep
 
+    out_dtype = np.dtype(np.int64) if operation == "count" else arr.dtype
     if operation == "count":
         values = counts
     elif operation == "sum":
-        values = np.sum(arr, axis=axes, dtype=arr.dtype, where=where)
+        if sum_int64 and arr.dtype.kind in "iu":
+            out_dtype = np.dtype(np.int64 if arr.dtype.kind == "i" else np.uint64)
+        if keep is not None and arr.dtype.kind == "f":
+            # zeros for the missing values, then NumPy's pairwise sum: numpy.nansum's
+            # order of additions (a masked sum adds in another order), so a chunk sums
+            # to the last bit as xarray's skipna sum of it does (one temporary copy)
+            values = np.sum(np.where(keep, arr, arr.dtype.type(0)), axis=axes, dtype=out_dtype)
+        else:
+            values = np.sum(arr, axis=axes, dtype=out_dtype, where=where)
     else:
         lo, hi = _bounds(arr.dtype)
         ufunc = np.minimum if operation == "min" else np.maximum
         initial = hi if operation == "min" else lo
         values = ufunc.reduce(arr, axis=axes, initial=initial, where=where)
-    values = np.asarray(values, dtype=np.int64 if operation == "count" else arr.dtype)
+    values = np.asarray(values, dtype=out_dtype)
     return Result(np.ascontiguousarray(values).ravel(), values.shape, counts.ravel())
 
 
@@ -199,4 +211,4 @@ def run(
     if consume and not arr.dtype.isnative and arr.flags.writeable:
         arr = arr.byteswap(inplace=True).view(arr.dtype.newbyteorder("="))
     return reduce_array(operation, arr, axis=req.axis, missing=req.missing, order=req.order,
-                        skip_nan=req.skip_nan)
+                        skip_nan=req.skip_nan, sum_int64=req.sum_int64)

@@ -18,7 +18,9 @@ Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
 extension), and ``scale_factor``/``add_offset`` are applied to sums (``s * sum + o * n``)
-and extremes. A chunk object that does not exist is reduced locally (from its fill
+and extremes. Integer sums below 64 bits ask the server to accumulate in 64 bits (the
+``sum_int64`` extension): a strict Reductionist refuses it and the block is reduced
+locally, never wrapped around. A chunk object that does not exist is reduced locally (from its fill
 value); when the server cannot reduce a chunk (unreachable, unsupported compression or
 dtype), the block is reduced locally and one warning says why, or with
 ``active_storage="require"`` an error is raised instead.
@@ -110,7 +112,10 @@ def find_source(obj: Any) -> SourceInfo | None:
         kw = func.keywords
         if func.func is adapter.apply_mask and not decoding.fill_values \
                 and decoding.scale is None:
-            fills = tuple(v for v in np.asarray(list(kw.get("encoded_fill_values", ()))).ravel())
+            fills = stored_fill_values(list(kw.get("encoded_fill_values", ())), obj.dtype,
+                                       np.dtype(kw.get("dtype") or obj.dtype))
+            if fills is None:
+                return None
             decoding = Decoding(fills, None, None, kw.get("dtype"))
         elif func.func is adapter.scale_offset_decoding and decoding.scale is None:
             decoding = Decoding(decoding.fill_values, kw.get("scale_factor"),
@@ -118,6 +123,35 @@ def find_source(obj: Any) -> SourceInfo | None:
         else:
             return None
     return SourceInfo(obj, origin or (0,) * len(obj.shape), decoding)
+
+
+def stored_fill_values(fills: list, stored: np.dtype, decoded: np.dtype) -> tuple | None:
+    """The stored values xarray masks for ``fills``: it compares each value, converted to
+    ``decoded``, with each fill (NumPy promotion), so a fill no stored value equals that
+    way (a float64 0.1 on float32 data) masks nothing and is left out; None when values
+    other than the fill itself would match (64-bit integers beyond 2**53 as float64).
+
+    Example::
+
+        >>> stored_fill_values([np.float64(0.1), np.float32(2.5)], np.dtype("f4"),
+        ...                    np.dtype("f4"))
+        (np.float32(2.5),)
+    """
+    out = []
+    for fill in fills:
+        if stored.kind in "iu" and stored.itemsize == 8 and decoded.kind == "f" \
+                and abs(float(fill)) >= 2.0**53:
+            return None  # neighbours of the fill convert to the same float64
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                candidate = np.asarray(fill).astype(stored)
+                masked = bool(candidate.astype(decoded) == fill)
+        except (TypeError, ValueError):
+            return None  # not a number of that dtype: leave the masking to xarray
+        if masked:
+            out.append(candidate[()])
+    return tuple(out)
 
 
 # -- recognising per-block reductions ---------------------------------------------------
@@ -320,11 +354,20 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
+        if op == "sum" and source.dtype.kind in "iu" and source.dtype.itemsize < 8:
+            body["sum_int64"] = True  # a chunk's sum in the stored dtype could wrap around
         requests.append(reduce_remote(server, ChunkRequest(op, body),
                                       chunk_credentials(source, piece.index)))
     replies = await asyncio.gather(*requests)
     if any(r is None for r in replies):
         return None
+    if op in ("min", "max") and source.dtype.kind == "f":
+        # Reductionist folds from the largest finite value (min) / the lowest (max): a
+        # chunk of infinities answers that bound, indistinguishable from a stored one
+        info = np.finfo(source.dtype)
+        bound = info.max if op == "min" else info.min
+        if any(np.any((r.counts > 0) & (r.values == bound)) for r in replies):
+            return None  # reduced locally, where an infinity stays one
     wide = np.float64 if source.dtype.kind == "f" else np.int64
     if op == "min":
         values = np.full(out_shape, np.inf)
@@ -362,7 +405,12 @@ def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: De
         return np.asarray(total, dtype=red.dtype or total.dtype)
     if red.kind == "count":
         return counts.astype(red.dtype or np.int64)
-    ext = values * scale + offset if decoded else values
+    ext = values.astype(out_dtype) if decoded else values
+    if decoded:  # as xarray decodes: convert, then scale and offset in the decoded dtype
+        if dec.scale is not None:
+            ext *= dec.scale
+        if dec.offset is not None:
+            ext += dec.offset
     ext = np.where(counts > 0, ext, np.nan)
     return ext.astype(out_dtype)
 
@@ -578,9 +626,9 @@ def rewrite_graph(tasks: dict) -> dict:
         is_float = np.dtype(info.decoding.dtype or info.array.dtype).kind == "f"
         if red.kind in ("imin", "imax", "isum") and (is_float or info.decoding.fill_values):
             continue  # NaN/fill semantics of the plain functions differ: leave to dask
-        if red.kind == "isum" and info.array.dtype.kind in "iu" and \
-                info.array.dtype.itemsize < 8:
-            continue  # the server sums in the stored dtype and could overflow
+        if red.kind in ("mean", "nansum") and info.array.dtype.kind in "iu" and \
+                info.array.dtype.itemsize == 8:
+            continue  # the server's int64 sum could wrap where xarray sums decoded floats
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),

@@ -80,6 +80,9 @@ _OPTIONAL = (
     # h5dask extension: NaN elements of float data are missing too (xarray's skipna);
     # strict Reductionist servers reject the field, and h5dask then reduces locally
     "skip_nan",
+    # h5dask extension: sums of 8-, 16- and 32-bit integers accumulate in 64 bits (the
+    # reply's dtype is int64/uint64) instead of wrapping around in the stored dtype
+    "sum_int64",
 )
 _FIELDS = frozenset(_REQUIRED + _OPTIONAL)
 
@@ -142,6 +145,7 @@ class ReductionRequest:
     option_shape_as_bytes: bool = False
     option_count_as_bytes: bool = False
     skip_nan: bool = False
+    sum_int64: bool = False
 
     # -- derived ---------------------------------------------------------------------
 
@@ -229,6 +233,7 @@ class ReductionRequest:
                 "option_shape_as_bytes",
                 "option_count_as_bytes",
                 "skip_nan",
+                "sum_int64",
             )
         }
         req = cls(

@@ -223,6 +223,8 @@ def type_json_from_dtype(dt: np.dtype) -> dict:
         if vlen is bytes:
             return {"class": "H5T_STRING", "charSet": "H5T_CSET_ASCII",
                     "strPad": "H5T_STR_NULLTERM", "length": "H5T_VARIABLE"}
+        if vlen is not None and not isinstance(vlen, np.dtype):
+            vlen = np.dtype(vlen)  # h5py.vlen_dtype("i4") keeps the "i4" it was given
         if isinstance(vlen, np.dtype):
             return {"class": "H5T_VLEN", "size": "H5T_VARIABLE",
                     "base": type_json_from_dtype(vlen)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import threading
 import warnings
@@ -34,6 +35,7 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from xarray.backends.common import ArrayWriter, WritableCFDataStore, _encode_variable_name
 from xarray.backends.netCDF4_ import (
@@ -59,19 +61,23 @@ except ImportError:  # pragma: no cover - older xarray
     )
 
 from ..chunkio import ArraySource
-from ..errors import H5DaskError
+from ..errors import H5DaskError, ReadOnlyError, ValueOutOfRangeError
 from ..file import Dataset, File, Group
 from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR
 from ..readahead import object_name
 from ..storage.sync import sync
-from .netcdf import NON_COORD_PREFIX, NOT_A_VARIABLE
+from .netcdf import HIDDEN_ATTRS, NON_COORD_PREFIX, NOT_A_VARIABLE
 
 MODES = ("w", "w-", "a", "r+")
 # CF keys an appended or region-written variable takes from the variable it extends, so
 # new values are encoded as the stored ones are (same time units, same packing)
 INHERITED_ENCODING = ("units", "calendar", "dtype", "_FillValue", "missing_value",
-                      "scale_factor", "add_offset")
+                      "scale_factor", "add_offset", "_Unsigned")
+# attributes that say how a variable's stored values read: a write into a stored variable
+# must leave them as they are, or every value it does not rewrite would read wrongly
+READ_AS_STORED = ("units", "calendar", "scale_factor", "add_offset", "_FillValue",
+                  "missing_value", "_Unsigned")
 _DIMLIST_DTYPE = np.dtype("O", metadata={"vlen": OBJ_REF})
 _REFLIST_DTYPE = np.dtype([("dataset", OBJ_REF), ("dimension", "<u4")])
 _extract_encoding = functools.partial(
@@ -208,9 +214,10 @@ class H5CloudWriteStore(WritableCFDataStore):
     def __init__(self, group: Group, mode: str, append_dim: Hashable | None = None,
                  region: Mapping[Hashable, slice] | None = None,
                  existing_encoding: Mapping[str, Mapping[str, Any]] | None = None,
-                 invalid_netcdf: bool = False) -> None:
+                 invalid_netcdf: bool = False, safe_chunks: bool = True) -> None:
         self.group = group
         self.invalid_netcdf = invalid_netcdf
+        self.safe_chunks = safe_chunks
         self.mode = mode
         self.append_dim = None if append_dim is None else str(append_dim)
         self.region = {str(k): v for k, v in (region or {}).items()}
@@ -285,7 +292,9 @@ class H5CloudWriteStore(WritableCFDataStore):
                 var = var.copy(deep=False)
                 var.encoding = {**inherited, **var.encoding}
                 variables[name] = var
-        return super().encode(variables, attributes)
+            variables[name] = _range_checked(str(name), variables[name])
+        with _about("encoding the dataset"):  # xarray's CF coders name the variable
+            return super().encode(variables, attributes)
 
     def encode_variable(self, variable: xr.Variable, name: Hashable = None) -> xr.Variable:
         with _about(f"variable {name!r}"):
@@ -315,6 +324,10 @@ class H5CloudWriteStore(WritableCFDataStore):
             self._write_attribute(self.group, key, value)
 
     def _write_attribute(self, obj: Any, key: str, value: Any) -> None:
+        if key in HIDDEN_ATTRS:  # as h5netcdf: readers hide them, and they mean dimensions
+            raise _invalid(f"attribute {key!r} of {obj.name!r}: cannot write attribute with "
+                           f"reserved name {key!r} (netCDF-4 keeps it for dimension scales, "
+                           "and readers hide it); rename it", AttributeError)
         if isinstance(value, bool | np.bool_) or (
                 isinstance(value, np.ndarray) and value.dtype.kind == "b"):
             if not self.invalid_netcdf:
@@ -345,6 +358,9 @@ class H5CloudWriteStore(WritableCFDataStore):
     def _prepare(self, name: str, variable: xr.Variable, check: bool,
                  unlimited: set) -> tuple[Any, Any]:
         _ensure_no_forward_slash_in_name(name)
+        if name.startswith(NON_COORD_PREFIX):  # readers take it for netCDF-4's own prefix
+            raise ValueError(f"names starting with {NON_COORD_PREFIX!r} are netCDF-4's own: "
+                             "the variable would be hidden or renamed when read; rename it")
         attrs = dict(variable.attrs)
         dtype = _get_datatype(variable, raise_on_invalid_encoding=check)
         fill = attrs.pop("_FillValue", None)
@@ -360,6 +376,13 @@ class H5CloudWriteStore(WritableCFDataStore):
         if existing is not None and is_coordinate and _dimension_only(existing):
             del self.group[stored]  # a bare dimension becomes a coordinate variable
             existing = None
+        if existing is not None:
+            if existing._meta.layout.is_linked:
+                raise ReadOnlyError(
+                    f"variable {name!r}: {existing.name!r} is linked to chunks inside an "
+                    "HDF5 file (h5dask load --link), which are read-only; load the file "
+                    "without --link to write into it")
+            _check_read_as_stored(existing, storage_dtype, {**attrs, "_FillValue": fill})
         if existing is None:
             if self.mode == "r+" or self.region or (
                     self.append_dim is not None and self.append_dim in dims
@@ -436,6 +459,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                         f"region {dim}={sl} does not fit: it needs {size} elements "
                         f"within the stored length {old[axis]} (step 1)")
                 region.append(slice(start, stop))
+                self._check_safe_chunks(ds_obj, axis, dim, start, stop)
             else:
                 if size != old[axis]:
                     raise ValueError(
@@ -450,6 +474,27 @@ class H5CloudWriteStore(WritableCFDataStore):
             self.grown.append((ds_obj, old))
             ds_obj.resize(tuple(new_shape))
         return ds_obj, tuple(region) if region else None
+
+    def _check_safe_chunks(self, ds_obj: Dataset, axis: int, dim: str, start: int,
+                           stop: int) -> None:
+        """Refuse a region whose edge cuts a storage chunk (not at the array's end):
+        that chunk is read, merged and rewritten, and another process writing the
+        neighbouring region at the same time loses its rows, silently (locks hold only
+        within one process or one distributed cluster)."""
+        chunk = (ds_obj.chunks or ds_obj.shape)[axis]
+        length = ds_obj.shape[axis]
+        if not self.safe_chunks or chunk == 0 or (
+                start % chunk == 0 and (stop % chunk == 0 or stop == length)):
+            return
+        raise ValueError(
+            f"region {dim}={start}:{stop} cuts the stored chunks of {ds_obj.name!r} "
+            f"({chunk} along {dim!r}): a chunk shared with a neighbouring region is read, "
+            "merged and rewritten, and a writer of that region in another process at the "
+            "same time would lose its rows. Make region edges multiples of "
+            f"{chunk}, drop {ds_obj.name.rsplit('/', 1)[-1]!r} from the dataset if it is "
+            "written already, or pass safe_chunks=False if no other process writes these chunks "
+            "meanwhile (region writes computed together in one dask computation or on "
+            "one distributed cluster are safe: they lock the chunks they share)")
 
     def _target_and_source(self, ds_obj: Dataset, variable: xr.Variable, dtype: np.dtype,
                            region: tuple[slice, ...] | None) -> tuple[ChunkTarget, Any]:
@@ -582,6 +627,120 @@ def _write_attribute(obj: Any, key: str, value: Any) -> None:
     obj.attrs[str(key)] = value
 
 
+def _range_checked(name: str, var: xr.Variable) -> xr.Variable:
+    """``var``, whose numbers are checked (as its blocks are written, if dask) to fit the
+    integer dtype its encoding packs them into: xarray casts them, and 100000 in an
+    int16 variable (say stored so, and inherited by a region write) became -31072.
+
+    >>> _range_checked("v", xr.Variable("x", [1, 2], encoding={"dtype": "i1"})).values
+    array([1, 2])
+    """
+    enc = var.encoding
+    try:
+        target = np.dtype(enc.get("dtype"))
+    except TypeError:
+        return var
+    if (target.kind not in "iu" or var.dtype.kind not in "iuf" or "_Unsigned" in enc
+            or enc.get("dtype") is None):  # _Unsigned: a deliberate reinterpretation
+        return var
+    fill = enc.get("_FillValue", var.attrs.get("_FillValue"))
+    if fill is None:
+        fill = enc.get("missing_value", var.attrs.get("missing_value"))
+    check = functools.partial(_check_fits, name, target, enc.get("scale_factor"),
+                              enc.get("add_offset"), fill is not None)
+    data = var.data
+    if hasattr(data, "dask"):
+        return var.copy(deep=False, data=data.map_blocks(check, dtype=data.dtype))
+    check(np.asarray(data))
+    return var
+
+
+def _check_fits(name: str, target: np.dtype, scale: Any, offset: Any, has_fill: bool,
+                block: np.ndarray) -> np.ndarray:
+    """``block``, if its values packed as CF packs them (minus ``offset``, over ``scale``,
+    rounded; NaN stored as the fill value, so only with one) fit ``target``; else
+    ValueOutOfRangeError."""
+    kept = block[~np.isnan(block)] if block.dtype.kind == "f" else block.reshape(-1)
+    if kept.size != block.size and not has_fill:
+        raise ValueOutOfRangeError(
+            f"variable {name!r}: {block.size - kept.size} NaN values, but its stored "
+            f"dtype {target} has no _FillValue to store them as (xarray would store an "
+            "arbitrary integer); give it a _FillValue (encoding), or fill the NaNs")
+    packed = kept
+    if scale is not None or offset is not None or kept.dtype.kind == "f":
+        packed = np.round((kept.astype(np.float64) - (offset or 0)) / (scale or 1))
+    info = np.iinfo(target)
+    bad = (packed < info.min) | (packed > info.max)
+    if bad.any():
+        raise ValueOutOfRangeError(
+            f"variable {name!r}: {int(bad.sum())} values (the first {kept[bad][0]}) do not "
+            f"fit its stored dtype {target}"
+            f"{' as packed' if scale is not None or offset is not None else ''} "
+            f"({info.min}..{info.max}): they would be stored wrapped around; write values "
+            "in range, or into a variable of a wider dtype")
+    return block
+
+
+def _check_read_as_stored(ds_obj: Dataset, dtype: np.dtype, attrs: Mapping) -> None:
+    """Refuse a write into the stored ``ds_obj`` whose encoded form (``dtype``, the CF
+    attributes ``attrs``) differs from the stored one: the values it does not rewrite
+    would then read wrongly (days read as hours, another scale_factor)."""
+    if dtype != ds_obj.dtype:
+        raise ValueError(
+            f"the stored variable {ds_obj.name!r} has dtype {ds_obj.dtype}, but the values "
+            f"written are encoded as dtype {dtype}; drop encoding['dtype'] to write them "
+            "as stored, or rewrite the whole domain (mode='w')")
+    stored = ds_obj.attrs
+    for key in READ_AS_STORED:
+        new = attrs.get(key)
+        if new is None:  # not written: the stored attribute stays as it is
+            continue
+        old = stored.get(key)
+        if key == "_FillValue" and dtype.kind in "fc":  # no fill and NaN read the same
+            old, new = (None if _is_nan(v) else v for v in (old, new))
+        if key == "units" and _same_time_units(_text(old), _text(new)):
+            continue  # "days since 2000-01-01" is "days since 2000-01-01 00:00:00"
+        if not _same_value(old, new):
+            raise ValueError(
+                f"the stored variable {ds_obj.name!r} has {key}={_text(old) or old!r}, but "
+                f"the values written would be encoded with {key}={_text(new) or new!r}, "
+                "so its stored values would read wrongly: write values the stored "
+                f"encoding can hold (for times: within its units; drop encoding[{key!r}]), "
+                "or rewrite the whole domain (mode='w')")
+
+
+def _same_time_units(a: str | None, b: str | None) -> bool:
+    """Whether two CF "UNIT since DATE" units are the same (dates spelt differently)."""
+    parsed = []
+    for units in (a, b):
+        match = re.fullmatch(r"\s*(\w+)\s+since\s+(.+?)\s*", units or "")
+        if match is None:
+            return False
+        try:
+            parsed.append((match[1].lower(), pd.Timestamp(match[2])))
+        except (ValueError, OverflowError):  # a date pandas cannot hold: compare the text
+            return False
+    return parsed[0] == parsed[1]
+
+
+def _is_nan(value: Any) -> bool:
+    arr = np.asarray(value) if value is not None else None
+    return arr is not None and arr.dtype.kind in "fc" and bool(np.isnan(arr).all())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = (np.asarray(_text(v) if _text(v) is not None else v) for v in (a, b))
+    if a.size == b.size == 1:  # netCDF-C writes a scalar attribute as a 1-element array
+        a, b = a.reshape(()), b.reshape(())
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fciub" and b.dtype.kind in "fciub":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.all(a == b))
+
+
 def _storage_chunks(var: xr.Variable, chunks: Any, unlimited: set) -> Any:
     """The storage chunk shape: the encoding's, else regular dask chunks, else chosen."""
     if not var.ndim:
@@ -618,8 +777,12 @@ def _compression(enc: dict, check: bool) -> tuple[str | None, int | None]:
 
 
 def _existing_encoding(url: str, group: str | None, storage_options: Mapping | None,
-                       names: Iterable[Hashable]) -> dict[str, dict[str, Any]]:
-    """The CF encoding of stored variables (units, calendar, dtype, fill, packing)."""
+                       names: Iterable[Hashable], append_dim: Hashable | None = None
+                       ) -> dict[str, dict[str, Any]]:
+    """The CF encoding of stored variables (units, calendar, dtype, fill, packing).
+    With ``append_dim``, every stored variable along it must be among ``names``: one
+    left out would keep its length while the dimension grows, and the domain would no
+    longer open (conflicting sizes)."""
     from .backend import H5CloudStore
 
     store = H5CloudStore.open(url, group, storage_options)
@@ -627,8 +790,18 @@ def _existing_encoding(url: str, group: str | None, storage_options: Mapping | N
         stored = store.get_variables()
     finally:
         store.close()  # nothing it fetched ahead is read later, perhaps stale
+    names = set(map(str, names))
+    left_out = sorted(name for name, var in stored.items()
+                      if append_dim is not None and append_dim in var.dims and name not in names)
+    if left_out:
+        raise _invalid(
+            f"append_dim={append_dim!r}: the stored variables {left_out} of "
+            f"{url}{'' if group in (None, '') else '/' + group.strip('/')} have that dimension "
+            "but are not in the dataset: they would keep their length while the dimension "
+            "grows, and the domain would no longer open; add them to the dataset (with "
+            "their fill value where there is nothing to append)")
     out = {}
-    for name in map(str, names):
+    for name in names:
         if name in stored:
             decoded = xr.conventions.decode_cf_variable(name, stored[name])
             out[name] = {k: v for k, v in decoded.encoding.items() if k in INHERITED_ENCODING}
@@ -662,6 +835,8 @@ def _check_arguments(mode: str | None, append_dim: Hashable | None,
     if append_dim is not None and region:
         raise _invalid("append_dim and region cannot be used together")
     if region is not None:
+        if not isinstance(region, Mapping):  # e.g. to_zarr's region="auto"
+            raise _invalid(f"region must be a mapping {{dim: slice}}, not {region!r}", TypeError)
         if mode not in ("a", "r+"):
             raise _invalid(f"region= writes into an existing domain: use mode='r+' or "
                            f"'a', not {mode!r}")
@@ -678,7 +853,7 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                unlimited_dims: Iterable[Hashable] | None = None, invalid_netcdf: bool = False,
                append_dim: Hashable | None = None, region: Mapping[Hashable, slice] | None = None,
                format: str | None = None, engine: str | None = None,
-               auto_complex: bool | None = None) -> Any:
+               auto_complex: bool | None = None, safe_chunks: bool = True) -> Any:
     """Write a Dataset or DataTree to the domain at ``url``, as ``to_netcdf`` writes a file.
 
     - ``mode``: "w" (the default; "a" with ``append_dim``, "r+" with ``region``)
@@ -693,7 +868,12 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
     - ``append_dim``: append along this dimension to an existing domain; the
       variables that have it must be stored resizable along it (``unlimited_dims``).
     - ``region``: ``{dim: slice}``: write into that part of existing variables, so
-      that many writers can each fill their own part.
+      that many writers can each fill their own part. Region edges must fall on
+      storage-chunk edges (or the array's end), else a writer of the neighbouring
+      region in another process could lose its rows; ``safe_chunks=False`` allows
+      them when no other process writes those chunks meanwhile (region writes
+      computed together in one dask computation or one distributed cluster lock the
+      chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
       workers) and then the metadata.
 
@@ -722,19 +902,21 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         _validate_dataset_names(ds)
         _validate_attrs(ds, "h5netcdf", invalid_netcdf)
     f = File(url, "r+" if mode == "r+" else mode, storage_options=storage_options)
-    writer = ArrayWriter(lock=False)
+    writer = _HeldArrayWriter()
     stores = []
     try:
         for ds, path, enc in parts:
             inherited = {}
-            if append_dim is not None or region is not None or mode == "r+":
-                inherited = _existing_encoding(url, path, storage_options, ds.variables)
+            if mode in ("a", "r+") and _has_members(f, path):
+                inherited = _existing_encoding(url, path, storage_options, ds.variables,
+                                               append_dim)
             target = f.require_group(path) if path not in (None, "", "/") else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
-                                      invalid_netcdf)
+                                      invalid_netcdf, safe_chunks)
             dump_to_store(ds, store, writer, encoding=enc,
                           unlimited_dims=_sanitize_unlimited_dims(ds, unlimited_dims))
             stores.append(store)
+        writer.write_held()  # every variable passed its checks: now the in-memory data
         writes = writer.sync(compute=False)
     except BaseException:
         _roll_back(f, stores)
@@ -751,6 +933,38 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         raise
     f.flush()
     return None
+
+
+class _HeldArrayWriter(ArrayWriter):
+    """xarray's ArrayWriter writes in-memory (numpy) variables as they are added, in
+    the middle of preparing the others: one refused later (a bad region, an encoding that
+    would change the stored values) had then already rewritten data. Held here until
+    every variable is prepared."""
+
+    def __init__(self) -> None:
+        super().__init__(lock=False)
+        self.held: list[tuple[Any, Any, Any]] = []
+
+    def add(self, source: Any, target: Any, region: Any = None) -> None:
+        if hasattr(source, "dask"):
+            super().add(source, target, region)
+        else:
+            self.held.append((source, target, region))
+
+    def write_held(self) -> None:
+        for source, target, region in self.held:
+            target[region if region else ...] = source
+        self.held = []
+
+
+def _has_members(f: File, path: str | None) -> bool:
+    """Whether the group ``path`` of ``f`` exists and holds something (to write into)."""
+    if path not in (None, "", "/"):
+        if path not in f:
+            return False
+        group = f[path]
+        return isinstance(group, Group) and len(group) > 0
+    return len(f) > 0
 
 
 def _settle(writes: Any) -> None:

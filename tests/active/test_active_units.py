@@ -336,3 +336,20 @@ def test_a_busy_server_is_asked_again_with_fewer_requests_in_flight() -> None:
     replies = asyncio.run(scenario())
     assert [r.values.tolist() for r in replies] == [6] * 20
     assert seen["max"] <= limit and seen["busy"] < 20  # learnt the limit quickly
+
+
+@pytest.mark.parametrize("dtype", ["int32", "uint32", ">i4"])
+def test_sum_int64_accumulates_in_64_bits(dtype: str) -> None:
+    """The h5dask extension ``sum_int64``: a chunk's integer sum cannot wrap around."""
+    a = np.full((4, 500), 2**30, dtype=dtype)
+    wrapped = reduce_array("sum", a, axis=(1,))
+    wide = reduce_array("sum", a, axis=(1,), sum_int64=True)
+    assert wrapped.values.tolist() == [0] * 4  # Reductionist's (wrapping) sum
+    assert wide.dtype == ("uint64" if dtype == "uint32" else "int64")
+    assert wide.values.tolist() == [500 * 2**30] * 4
+    req = ReductionRequest.from_dict({"interface_type": "s3", "url": "http://h:1/b/k",
+                                      "dtype": "int32", "sum_int64": True})
+    assert req.sum_int64
+    with pytest.raises(FieldError, match="sum_int64"):
+        ReductionRequest.from_dict({"interface_type": "s3", "url": "http://h:1/b/k",
+                                    "dtype": "int32", "sum_int64": 1})

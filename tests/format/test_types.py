@@ -160,3 +160,10 @@ def test_complex_is_h5pys_real_imaginary_compound(dt: str) -> None:
     other = {**type_json, "fields": [{**f, "name": n} for f, n in zip(
         type_json["fields"], ("re", "im"))]}
     assert dtype_from_json(other).names == ("re", "im")
+
+
+def test_h5py_vlen_dtype_of_a_type_name() -> None:
+    # h5py.vlen_dtype("i4") keeps the string "i4" in the dtype's metadata
+    h5py = pytest.importorskip("h5py")
+    assert type_json_from_dtype(h5py.vlen_dtype("i4")) == type_json_from_dtype(
+        h5dask.vlen_dtype("<i4"))

@@ -265,7 +265,7 @@ def test_load_many_requests_slow(server: Server, tmp_path: Path) -> None:
 FIELDS = ["interface_type", "url", "dtype", "byte_order", "offset", "size", "shape", "axis",
           "order", "selection", "compression", "filters", "missing",
           "option_disable_chunk_cache", "option_shape_as_bytes", "option_count_as_bytes",
-          "skip_nan"]
+          "skip_nan", "sum_int64"]
 json_leaf = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()
              | st.text(max_size=16)
              | st.sampled_from(["int32", "float64", "uint64", "big", "little", "C", "F",

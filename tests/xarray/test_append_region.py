@@ -82,7 +82,8 @@ def test_region_writes_from_many_workers_at_once(cluster_client, hsds_domain,
     for start in range(0, 24, 8):  # regions not aligned to the chunks of 5
         part = full.isel(time=slice(start, start + 8)).drop_vars(["x"]).chunk({"time": 3})
         writes.append(h5dask.to_h5cloud(part, url, region={"time": slice(start, start + 8)},
-                                        storage_options=storage_options, compute=False))
+                                        storage_options=storage_options, compute=False,
+                                        safe_chunks=False))  # one computation: locked
     h5dask.reset_stats()
     cluster_client.run(h5dask.reset_stats)
     dask.compute(*writes)
@@ -154,6 +155,7 @@ def test_mode_r_plus_touches_only_existing_variables(s3_bucket_url, storage_opti
     ({"mode": "x+"}, ValueError, "mode must be one of"),
     ({"mode": "w-", "region": {"time": slice(0, 2)}}, ValueError, "region= writes into"),
     ({"mode": "r+", "region": {"time": slice(0, 4, 2)}}, ValueError, "step 1"),
+    ({"mode": "r+", "region": "auto"}, TypeError, "mapping"),
     ({"append_dim": "time", "region": {"time": slice(0, 2)}}, ValueError, "together"),
 ])
 def test_bad_mode_arguments(s3_bucket_url, storage_options, kwargs, error, match):

@@ -331,7 +331,8 @@ def test_chunks_fetched_by_an_open_outside_xarray_are_never_read_stale(domain):
     url, want = domain
     _open(url).load()  # remembered: a re-open fetches the coordinates with the metadata
     h5dask.to_h5cloud((want[["v2"]].isel(time=[0]) * 0).drop_vars(["lat", "lon"]), url, mode="r+",
-                      region={"time": slice(0, 1)})  # reads the stored encodings first
+                      region={"time": slice(0, 1)},  # reads the stored encodings first
+                      safe_chunks=False)
     assert get_readahead().reserved == 0
     _elsewhere(f"url = {url!r}\n{WRITE_ELSEWHERE}")
     got = _open(url)

@@ -29,6 +29,12 @@ CASES = {
     "boolean attribute": (lambda: _ds().assign_attrs(flag=True), {}, "flag"),
     "non-UTF-8 bytes attribute": (lambda: _ds().assign_attrs(raw=b"\xff\xfe"), {}, "raw"),
     "unknown mode": (_ds, {"mode": "q"}, "mode"),
+    "conflicting fill and missing values": (
+        _ds, {"encoding": {"temp": {"_FillValue": np.nan, "missing_value": -9.0}}}, "temp"),
+    # readers hide these (they are netCDF-4's dimension-scale attributes)
+    "reserved variable attribute": (
+        lambda: _ds().assign(temp=_ds().temp.assign_attrs(CLASS="x")), {}, "CLASS"),
+    "reserved group attribute": (lambda: _ds().assign_attrs(NAME="n"), {}, "NAME"),
 }
 
 
@@ -50,3 +56,15 @@ def test_errors_of_the_writer_are_h5dask_errors(tmp_path):
     with pytest.raises(H5DaskError, match="variable 'temp'.*bogus"):
         h5dask.to_h5cloud(_ds(), "memory://bad-input/h5dask.h5",
                           encoding={"temp": {"bogus": 1}})
+    with pytest.raises(H5DaskError, match="'temp' has conflicting _FillValue"):  # xarray's
+        h5dask.to_h5cloud(_ds(), "memory://bad-input/h5dask.h5",
+                          encoding={"temp": {"_FillValue": np.nan, "missing_value": -9.0}})
+
+
+def test_a_variable_named_with_netcdf4s_prefix_is_refused(tmp_path):
+    # to_netcdf writes it, and every reader then hides it (h5netcdf) or mistakes it
+    url = (tmp_path / "prefix.h5").as_uri()
+    with pytest.raises(H5DaskError, match="'_nc4_non_coord_t'.*_nc4_non_coord_"):
+        h5dask.to_h5cloud(_ds().rename({"temp": "_nc4_non_coord_t"}), url)
+    with pytest.raises(FileNotFoundError):
+        h5dask.File(url)

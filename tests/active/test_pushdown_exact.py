@@ -1,0 +1,161 @@
+"""Pushed-down answers equal the local ones exactly on inputs chosen to break them, or
+the reduction is computed locally (never a different number)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import h5dask
+from h5dask.active.pushdown import ActiveStorageWarning
+
+
+def _store(url, storage_options, data, chunks, attrs=None):
+    """``data`` as dataset ``v`` with raw ``attrs`` (as a netCDF writer left them)."""
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        d = f.create_dataset("v", data=data, chunks=chunks)
+        for name, value in (attrs or {}).items():
+            d.attrs[name] = value
+
+
+def _both(url, storage_options, server, op):
+    """(pushed down, local) answers of ``op`` over the whole of ``v``, and whether the
+    pushed-down one asked the server."""
+    def open_(**kw):
+        return xr.open_dataset(url, engine="h5cloud", chunks={},
+                               storage_options=storage_options, **kw)["v"]
+
+    local = getattr(open_(), op)().compute(scheduler="sync")
+    h5dask.reset_stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ActiveStorageWarning)
+        remote = getattr(open_(active_storage_url=server.url), op)().compute(
+            scheduler="sync")
+    return remote, local, h5dask.stats()["active"]["read_requests"] > 0
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+def test_sums_of_packed_int32_do_not_wrap_around(s3_bucket_url, storage_options,
+                                                 pushdown_server, op):
+    """A chunk of 500 int32 values of 2**30 sums to 2**39: the server summed it in int32
+    and answered 0 (sum 1000.0 instead of 5.4e11)."""
+    url = f"{s3_bucket_url}/packed.h5"
+    _store(url, storage_options, np.full(1000, 2**30, "i4"), (500,),
+           {"scale_factor": 0.5, "add_offset": 1.0, "_FillValue": np.int32(-1)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert pushed
+    assert float(local) == (2**29 + 1) * (1000 if op == "sum" else 1)
+    assert remote.dtype == local.dtype and float(remote) == float(local)
+
+
+@pytest.mark.parametrize("dtype", ["i4", "u4", ">i4"])
+def test_sums_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options,
+                                                 pushdown_server, dtype):
+    data = np.arange(1000).astype(dtype) + np.array(2**30 + 7, dtype)
+    url = f"{s3_bucket_url}/i4.h5"
+    _store(url, storage_options, data, (300,))
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "sum")
+    assert pushed
+    assert remote.dtype == local.dtype and int(remote) == int(local) == int(data.sum(
+        dtype="i8"))
+
+
+def test_sums_of_packed_int64_are_computed_locally(s3_bucket_url, storage_options,
+                                                   pushdown_server):
+    """xarray sums decoded floats; the server's int64 sum would wrap around at 2**63."""
+    url = f"{s3_bucket_url}/packed8.h5"
+    _store(url, storage_options, np.full(8, 2**62, "i8"), (4,), {"scale_factor": 2.0})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "sum")
+    assert not pushed
+    assert float(remote) == float(local) == 8 * 2.0**63
+
+
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+@pytest.mark.parametrize(("op", "inf"), [("max", -np.inf), ("min", np.inf)])
+def test_extremes_of_infinite_chunks_stay_infinite(s3_bucket_url, storage_options,
+                                                   pushdown_server, dtype, op, inf):
+    """The server's fold starts from the largest finite value: a chunk holding only
+    infinities answered that value, and max() of all -inf was -3.4e38, not -inf."""
+    url = f"{s3_bucket_url}/inf.h5"
+    _store(url, storage_options, np.full(8, inf, dtype), (4,))
+    remote, local, _ = _both(url, storage_options, pushdown_server, op)
+    assert float(local) == inf
+    assert remote.dtype == local.dtype and float(remote) == inf
+
+
+@pytest.mark.parametrize("op", ["sum", "min", "mean", "count"])
+def test_a_fill_value_no_stored_value_equals_masks_nothing(s3_bucket_url, storage_options,
+                                                           pushdown_server, op):
+    """xarray compares float32 data with a float64 _FillValue of 0.1 in float64: nothing
+    is masked. The server was sent 0.1, rounded it to float32 and masked the 0.1s
+    (count 15 instead of 20)."""
+    url = f"{s3_bucket_url}/fill.h5"
+    _store(url, storage_options, np.array([0.1, 1, 2, 3] * 5, "f4"), (4,),
+           {"_FillValue": np.float64(0.1)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert pushed
+    assert int(_both(url, storage_options, pushdown_server, "count")[1]) == 20
+    assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+@pytest.mark.parametrize("op", ["min", "max", "count"])
+def test_int64_fill_values_beyond_2_53_are_reduced_locally(s3_bucket_url, storage_options,
+                                                           pushdown_server, op):
+    """xarray masks int64 data as float64, where 2**60 + 1 equals a _FillValue of 2**60;
+    the server compared exactly and counted it (count 3 instead of 2)."""
+    url = f"{s3_bucket_url}/fill8.h5"
+    _store(url, storage_options, np.array([2**60, 2**60 + 1, 3, 4], "i8"), (2,),
+           {"_FillValue": np.int64(2**60)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert not pushed
+    assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+@pytest.mark.parametrize("scale", [np.float32(0.1), np.float32(-0.1)])
+@pytest.mark.parametrize("fill", [False, True])
+@pytest.mark.parametrize("op", ["min", "max"])
+def test_extremes_of_float32_packed_int32_are_bit_exact(s3_bucket_url, storage_options,
+                                                        pushdown_server, op, fill, scale):
+    """With a float32 scale_factor xarray decodes int32 to float32 and scales there; the
+    pushed-down extreme was scaled in float64 and rounded once, a different last bit for
+    about a quarter of the values."""
+    data = np.random.default_rng(0).integers(2**24, 2**31, size=4000).astype("i4")
+    attrs = {"scale_factor": scale, **({"_FillValue": np.int32(-1)} if fill else {})}
+    url = f"{s3_bucket_url}/f4packed.h5"
+    _store(url, storage_options, data, (100,), attrs)
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert pushed
+    assert local.dtype == np.float32
+    assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+@pytest.mark.parametrize("attrs", [{}, {"_FillValue": np.float32(-999.0)}])
+def test_float32_sums_with_missing_values_are_bit_exact(s3_bucket_url, storage_options,
+                                                        pushdown_server, op, attrs):
+    """xarray's skipna sum of a chunk is numpy.nansum's pairwise sum; the server summed
+    with a mask, in another order (-23.346237 vs -23.346214)."""
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=4000).astype("f4")
+    data[::7] = np.nan if not attrs else -999.0
+    url = f"{s3_bucket_url}/f4nan.h5"
+    _store(url, storage_options, data, (1000,), attrs)
+    remote, local, pushed = _both(url, storage_options, pushdown_server, op)
+    assert pushed
+    assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+def test_a_float_fill_value_on_int32_data_is_sent_as_an_integer(s3_bucket_url,
+                                                                 storage_options,
+                                                                 pushdown_server):
+    """A float64 _FillValue of -9999.0 on int32 data was sent as -9999.0, which the
+    server refuses for an integer dtype: every such reduction fell back locally."""
+    url = f"{s3_bucket_url}/ifill.h5"
+    _store(url, storage_options, np.array([1, -9999, 2, 3] * 5, "i4"), (4,),
+           {"_FillValue": np.float64(-9999.0)})
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "count")
+    assert pushed
+    assert remote.item() == local.item() == 15
