@@ -4,7 +4,7 @@ workers in an environment without any ``AWS_*`` variable (the credentials travel
 graph's storage options), reading a variable through :mod:`benchmarks.latencyproxy`.
 
     python -m benchmarks.cluster [--size-mib 256] [--latency-ms 30] [--workers 1,2,4]
-        [--worker-env MALLOC_MMAP_THRESHOLD_=33554432]
+        [--worker-env MALLOC_MMAP_THRESHOLD_=33554432] [--worker-read-ahead on,off]
 
 For each cluster size: the median throughput of ``sum()`` and the chunk bytes each
 process read (``h5dask.stats()`` gathered with ``client.run``): the workers read, the
@@ -17,7 +17,14 @@ response, the decoded chunk, the temporaries of the computation) is then a fresh
 mmap whose pages fault in one at a time and are unmapped when freed. With 4 MiB chunks
 that was ~40 % of a worker's CPU on this benchmark (1.8 -> 1.0 CPU s per 256 MiB, one
 worker); ``MALLOC_MMAP_THRESHOLD_=33554432`` serves buffers under 32 MiB from malloc's
-heap again (distributed's trim threshold kept).
+heap again (distributed's trim threshold kept). Buffers freed at the top of a heap are
+still trimmed (returned to the kernel) and fault in again on the next chunk;
+``MALLOC_TOP_PAD_=67108864`` keeps 64 MiB of each heap's top mapped, and with both the
+worker's chunk-reading thread costs what it costs in a local read.
+
+``--worker-read-ahead off`` starts the workers with ``H5DASK_READ_AHEAD_BYTES=0``: each
+worker then has only its threads' GETs in flight, so the table shows how throughput
+grows with workers from requests in flight alone (``on,off``: both tables, one run).
 """
 
 from __future__ import annotations
@@ -36,10 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from h5dask.readahead import BUDGET_VARIABLE
+
 from .common import MiB, Series, timed
 from .data import VARIANTS, Synthetic, nplanes_for, write_variant
 from .latencyproxy import LatencyProxy
 from .services import ROOT, Services
+
+#: ``--worker-read-ahead``: the workers' environment for each setting
+READ_AHEAD_ENV = {"on": {}, "off": {BUDGET_VARIABLE: "0"}}
 
 
 @dataclass
@@ -50,6 +62,8 @@ class ClusterRun:
     client_chunk_bytes: int = 0
     worker_chunk_bytes: dict[str, int] = field(default_factory=dict)
     readahead_used: dict[str, int] = field(default_factory=dict)
+    #: each worker's read-ahead budget (bytes; 0: off), as its process read it
+    readahead_budget: dict[str, int] = field(default_factory=dict)
     #: CPU seconds per round (median) of each process group: proxy, S3, scheduler,
     #: each worker (nanny included), the client
     cpu: dict[str, float] = field(default_factory=dict)
@@ -106,6 +120,18 @@ def parse_env(assignments: list[str]) -> dict[str, str]:
             raise SystemExit(f"--worker-env {item!r}: expected KEY=VALUE")
         env[key] = value
     return env
+
+
+def read_ahead_settings(value: str) -> list[str]:
+    """``--worker-read-ahead``: "on", "off" or both, comma-separated, in that order.
+
+    >>> read_ahead_settings("on,off")
+    ['on', 'off']
+    """
+    settings = [v.strip() for v in value.split(",") if v.strip()]
+    if not settings or any(v not in READ_AHEAD_ENV for v in settings):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected on, off or on,off")
+    return settings
 
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -166,6 +192,12 @@ def _readahead_used() -> int:
     return get_readahead().used
 
 
+def _readahead_budget() -> int:
+    from h5dask.readahead import get_readahead
+
+    return get_readahead().budget
+
+
 def run_cluster(url: str, storage_options: dict[str, Any], nworkers: int, threads: int,
                 data: Synthetic, repeats: int, log: Any, scheduler_env: dict[str, str],
                 other_pids: dict[str, int] | None = None,
@@ -212,16 +244,23 @@ def run_cluster(url: str, storage_options: dict[str, Any], nworkers: int, thread
         for addr, st in client.run(h5dask.stats).items():
             result.worker_chunk_bytes[addr] = st["chunk"]["read_bytes"] // repeats
         result.readahead_used = client.run(_readahead_used)
+        result.readahead_budget = client.run(_readahead_budget)
         client.retire_workers()
     return result
 
 
 def markdown(runs: list[ClusterRun], latency_ms: float, size_mib: float,
-             saturation: str, worker_env: dict[str, str] | None = None) -> str:
+             saturation: str, worker_env: dict[str, str] | None = None,
+             read_ahead: str = "on") -> str:
+    """The table of one cluster setting; ``read_ahead`` ("on"/"off") names the workers'
+    read-ahead in the title (its variable is then in ``worker_env`` too)."""
     env = " ".join(f"`{k}={v}`" for k, v in (worker_env or {}).items()) or \
         "distributed's defaults"
-    out = [f"### A dask cluster through the proxy ({latency_ms:.0f} ms, 100 MB/s per stream)",
-           "",
+    title = f"### A dask cluster through the proxy ({latency_ms:.0f} ms, 100 MB/s per stream)"
+    if read_ahead == "off":
+        title += (f", workers' read-ahead OFF (`{BUDGET_VARIABLE}=0`: each worker has only "
+                  "its threads' GETs in flight)")
+    out = [title, "",
            f"`dask scheduler` + `dask worker` processes (the CLIs), workers without any "
            f"`AWS_*` variable; {size_mib:.0f} MiB, `chunks={{}}`, `sum()`, median of the "
            f"rounds; scheduler `worker-saturation` {saturation}; worker environment: {env}. "
@@ -258,25 +297,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a variable added to the workers' environment (repeatable), "
                         "e.g. MALLOC_MMAP_THRESHOLD_=33554432")
+    parser.add_argument("--worker-read-ahead", default="on", type=read_ahead_settings,
+                        help="on, off (workers started with H5DASK_READ_AHEAD_BYTES=0) or "
+                        "on,off (a table for each)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     worker_env = parse_env(args.worker_env)
     data = Synthetic(nplanes_for(args.size_mib))
     variant = next(v for v in VARIANTS if v.slug == "plain")
     env = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": args.worker_saturation}
-    runs = []
+    tables = []
     with Services() as services:
         w = write_variant(services, data, variant, set())
         with LatencyProxy(services.s3.endpoint, args.latency_ms / 1000) as proxy:
             services.endpoint_override = proxy.endpoint
-            for n in (int(x) for x in args.workers.split(",")):
-                print(f"## {n} worker(s)", flush=True)
-                pids = {"proxy": proxy.proc.pid, "s3": services.s3.pid}
-                runs.append(run_cluster(w.domain_url, services.storage_options, n,
-                                        args.threads, data, args.repeats, print, env, pids,
-                                        worker_env))
-    text = markdown(runs, args.latency_ms, data.nbytes / MiB, args.worker_saturation,
-                    worker_env)
+            for setting in args.worker_read_ahead:
+                env_here = {**worker_env, **READ_AHEAD_ENV[setting]}
+                runs = []
+                for n in (int(x) for x in args.workers.split(",")):
+                    print(f"## {n} worker(s), read-ahead {setting}", flush=True)
+                    pids = {"proxy": proxy.proc.pid, "s3": services.s3.pid}
+                    runs.append(run_cluster(w.domain_url, services.storage_options, n,
+                                            args.threads, data, args.repeats, print, env,
+                                            pids, env_here))
+                tables.append(markdown(runs, args.latency_ms, data.nbytes / MiB,
+                                       args.worker_saturation, env_here, setting))
+    text = "\n".join(tables)
     text += (f"CPU busy: all these processes' CPU seconds per second of the run, over the "
              f"{os.cpu_count()} cores; waiting for a core: the seconds their threads were "
              "runnable but not running, per round (/proc schedstat), summed over threads.\n")

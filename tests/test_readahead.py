@@ -418,3 +418,68 @@ def test_same_bucket_and_keys_on_two_endpoints_are_never_confused(readahead, var
         got_here, got_there = dask.compute(here, there)
     np.testing.assert_array_equal(got_here.values, data)
     np.testing.assert_array_equal(got_there.values, changed)
+
+
+class _QueuedTask:
+    """A stand-in for a worker's TaskState in its ready heap (ordered by priority)."""
+
+    __slots__ = ("priority", "__weakref__")
+
+    def __init__(self, priority: int) -> None:
+        self.priority = priority
+
+
+class _Worker:
+    """A worker whose ready queue is distributed's HeapSet, counting its full sorts."""
+
+    def __init__(self, tasks: list) -> None:
+        from distributed.collections import HeapSet
+
+        worker = self
+
+        class CountingHeapSet(HeapSet):
+            def sorted(self):  # noqa: ANN202 - HeapSet's own
+                worker.sorts += 1
+                return super().sorted()
+
+        self.sorts = 0
+        self.state = type("State", (), {})()
+        self.state.ready = CountingHeapSet(key=lambda ts: ts.priority)
+        for ts in tasks:
+            self.state.ready.add(ts)
+
+
+def test_a_worker_sorts_its_ready_queue_once_per_snapshot_not_at_every_task_start():
+    """With 10^4 tasks queued on a worker, the look-ahead at each task start lists the
+    next LOOK_AHEAD_TASKS in order without sorting the whole queue again each time
+    (O(n log n) per task start made a big graph quadratic on the event loop); a task
+    that leaves the queue (stolen) is never listed, one added is listed after the next
+    snapshot."""
+    pytest.importorskip("distributed")
+    tasks = [_QueuedTask(p) for p in range(10_000)]
+    worker = _Worker(tasks)
+    ready = worker.state.ready
+    queue = list(tasks)  # in the order they run
+    starts = 1000
+    for step in range(starts):
+        if step == 500:
+            ready.discard(tasks[600])  # stolen by another worker
+            queue.remove(tasks[600])
+        assert lookahead._next_ready(worker) == queue[: lookahead.LOOK_AHEAD_TASKS]
+        assert ready.pop() is queue.pop(0)  # the task starts
+    per_snapshot = lookahead.SNAPSHOT_TASKS - lookahead.LOOK_AHEAD_TASKS
+    assert worker.sorts <= starts // per_snapshot + 2  # (was one per task start)
+    added = _QueuedTask(queue[100].priority - 0.5)  # runs after 100 more tasks
+    ready.add(added)
+    for p in range(lookahead.RESNAPSHOT_AFTER_ADDED - 1):  # and more, at the end
+        ready.add(_QueuedTask(20_000 + p))
+    for _ in range(100):
+        if added in lookahead._next_ready(worker):
+            break
+        assert ready.pop() is not added
+    else:
+        pytest.fail("a task added to the queue was never looked at")
+    small = _Worker(tasks[:3])  # a short queue is listed exactly, additions included
+    assert lookahead._next_ready(small) == tasks[:3]
+    small.state.ready.add(added)
+    assert lookahead._next_ready(small) == tasks[:3] + [added]
