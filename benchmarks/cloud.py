@@ -308,6 +308,17 @@ def compute_only(services: Services, written: Written, chunks: Any) -> Callable[
     return run
 
 
+def probe_arguments(prog: str, doc: str, argv: list[str] | None, *, latency_ms: float,
+                    rounds: int) -> argparse.Namespace:
+    """The options of a probe through the proxy (``--latency-ms``, ``--rounds``,
+    ``--size-mib``), its description the first paragraph of ``doc``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument("--latency-ms", type=float, default=latency_ms)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--size-mib", type=int, default=256)
+    return parser.parse_args(argv)
+
+
 def warm_up(runners: list[Callable[[], Any]]) -> None:
     """Run every contender once, untimed: each then starts its timed rounds with its
     imports done and its connections through the proxy open, as raw always did (a

@@ -14,7 +14,6 @@ seconds and the client's minor page faults.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import re
@@ -25,7 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from . import readers
-from .cloud import compute_only, own_cpu, own_minor_faults, process_cpu, through, warm_up
+from .cloud import (
+    compute_only,
+    own_cpu,
+    own_minor_faults,
+    probe_arguments,
+    process_cpu,
+    through,
+    warm_up,
+)
 from .data import VARIANTS, Synthetic, nplanes_for, write_variant
 from .latencyproxy import LatencyProxy
 from .services import Services
@@ -118,12 +125,8 @@ def table(medians: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_breakdown",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency-ms", type=float, default=30.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--size-mib", type=int, default=256)
-    args = parser.parse_args(argv)
+    args = probe_arguments("python -m benchmarks.cpu_breakdown", __doc__, argv, latency_ms=30.0,
+                           rounds=5)
     data = Synthetic(nplanes_for(args.size_mib))
     variant = next(v for v in VARIANTS if v.slug == "plain")
     with Services() as services:

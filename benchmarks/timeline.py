@@ -16,7 +16,6 @@ a reader: the wrapping costs microseconds per GET, the same for every reader).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import threading
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import readers
-from .cloud import own_cpu, process_cpu, through, warm_up
+from .cloud import own_cpu, probe_arguments, process_cpu, through, warm_up
 from .common import MiB
 from .data import VARIANTS, Synthetic, nplanes_for, write_variant
 from .latencyproxy import LatencyProxy
@@ -178,12 +177,8 @@ def h5dask_timed(services: Services, written: Any) -> Callable[[], Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.timeline",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency-ms", type=float, default=100.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--size-mib", type=int, default=256)
-    args = parser.parse_args(argv)
+    args = probe_arguments("python -m benchmarks.timeline", __doc__, argv, latency_ms=100.0,
+                           rounds=3)
     global _current
     from h5dask.readahead import get_readahead
 
