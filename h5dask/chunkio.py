@@ -24,7 +24,7 @@ from .errors import CorruptChunkError, StorageError, StoragePermissionError, Val
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
-from .format.types import has_vlen
+from .format.types import has_vlen, outside_integer_range
 from .readahead import DEFAULT_BUDGET, get_readahead
 from .storage.base import ObjectStore
 from .storage.sync import Launch, launch, on_io_loop, sync
@@ -419,10 +419,9 @@ def _fitting(values: Any, dtype: np.dtype, dataset_id: str) -> np.ndarray:
     44; h5py saturates to 255: either way not the value written)."""
     arr = np.asarray(values)
     if dtype.kind in "iu" and arr.dtype.kind in "iuf" and arr.dtype != dtype and arr.size:
-        info = np.iinfo(dtype)
-        with np.errstate(invalid="ignore"):
-            bad = ~((arr >= info.min) & (arr <= info.max))
+        bad = outside_integer_range(arr, dtype)
         if bad.any():
+            info = np.iinfo(dtype)
             raise ValueOutOfRangeError(
                 f"dataset {dataset_id}: {int(bad.sum())} values (the first "
                 f"{arr[bad].flat[0]}) do not fit its dtype {dtype} ({info.min}..{info.max}); "

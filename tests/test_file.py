@@ -860,3 +860,8 @@ def test_values_an_integer_dataset_cannot_hold_are_refused() -> None:
         assert ds[...].tolist() == [0, 0, 0]
         ds[...] = np.array([255, 0, 7])  # in range: written as given
         assert ds[...].tolist() == [255, 0, 7]
+        big = f.create_dataset("i8", data=np.zeros(2, "i8"))
+        with pytest.raises(ValueOutOfRangeError, match="'/i8'.*int64"):
+            big[...] = np.array([1.0, 2.0**63])  # float(2**63 - 1) is 2**63: no int64
+        big[...] = np.array([1.0, -2.0**63])
+        assert big[...].tolist() == [1, -2**63]

@@ -270,3 +270,23 @@ def enum_dtype(mapping: dict[str, int], basetype: Any = "i1") -> np.dtype:
 def vlen_dtype(base: Any) -> np.dtype:
     """A variable-length sequence dtype of ``base`` elements."""
     return np.dtype("O", metadata={"vlen": np.dtype(base)})
+
+
+def outside_integer_range(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Where integer or float ``values`` do not fit the integer ``dtype`` (out of range,
+    NaN, infinite). A float is compared with the largest float the dtype holds:
+    float(2**63 - 1) is 2**63, which int64 does not hold (the cast gave -2**63).
+
+    >>> outside_integer_range(np.array([2.0**63, -2.0**63, np.nan, 1e18]), np.dtype("i8"))
+    array([ True, False,  True, False])
+    >>> outside_integer_range(np.array([255, 256, -1]), np.dtype("u1"))
+    array([False,  True,  True])
+    """
+    info = np.iinfo(dtype)
+    if values.dtype.kind != "f":
+        return (values < info.min) | (values > info.max)
+    top = float(info.max)  # exact up to 53 bits; for 64-bit dtypes one past the maximum
+    with np.errstate(invalid="ignore"):
+        fits = (values >= float(info.min)) & (
+            (values <= top) if int(top) == info.max else (values < top))
+    return ~fits

@@ -64,7 +64,7 @@ from ..chunkio import ArraySource
 from ..errors import H5DaskError, ReadOnlyError, ValueOutOfRangeError
 from ..file import Dataset, File, Group
 from ..format import codecs
-from ..format.types import OBJ_REF, VLEN_STR
+from ..format.types import OBJ_REF, VLEN_STR, outside_integer_range
 from ..readahead import object_name
 from ..storage.sync import sync
 from .netcdf import HIDDEN_ATTRS, NON_COORD_PREFIX, NOT_A_VARIABLE
@@ -669,9 +669,9 @@ def _check_fits(name: str, target: np.dtype, scale: Any, offset: Any, has_fill: 
     packed = kept
     if scale is not None or offset is not None or kept.dtype.kind == "f":
         packed = np.round((kept.astype(np.float64) - (offset or 0)) / (scale or 1))
-    info = np.iinfo(target)
-    bad = (packed < info.min) | (packed > info.max)
+    bad = outside_integer_range(packed, target)
     if bad.any():
+        info = np.iinfo(target)
         raise ValueOutOfRangeError(
             f"variable {name!r}: {int(bad.sum())} values (the first {kept[bad][0]}) do not "
             f"fit its stored dtype {target}"

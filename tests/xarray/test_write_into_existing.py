@@ -184,6 +184,16 @@ def test_values_that_do_not_fit_the_stored_integers_are_refused(tmp_path, lazy):
     assert _open(url)["v"].values.tolist()[6] == 6
 
 
+def test_floats_one_past_the_int64_range_are_refused(tmp_path):
+    # float(2**63 - 1) is 2**63: compared as floats it passed, and was stored as -2**63
+    url = (tmp_path / "int64.h5").as_uri()
+    h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.arange(4, dtype="i8"))}), url)
+    with pytest.raises(ValueOutOfRangeError, match=r"'v'.*int64"):
+        h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.array([0.0, 1.0, 2.0**63, 3.0]))}),
+                          url, mode="a")
+    assert _open(url)["v"].values.tolist() == [0, 1, 2, 3]
+
+
 def test_values_that_do_not_fit_the_packed_integers_are_refused(tmp_path):
     url = (tmp_path / "packed-range.h5").as_uri()
     ds = xr.Dataset({"v": ("x", np.array([0.5, 1.0, np.nan, 63.5]))})
