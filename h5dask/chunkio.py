@@ -24,7 +24,7 @@ from .errors import CorruptChunkError, StorageError, StoragePermissionError, Val
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
-from .format.types import has_vlen, outside_integer_range
+from .format.types import has_vlen, integer_range_problem
 from .readahead import DEFAULT_BUDGET, get_readahead
 from .storage.base import ObjectStore
 from .storage.sync import Launch, launch, on_io_loop, sync
@@ -419,13 +419,10 @@ def _fitting(values: Any, dtype: np.dtype, dataset_id: str) -> np.ndarray:
     44; h5py saturates to 255: either way not the value written)."""
     arr = np.asarray(values)
     if dtype.kind in "iu" and arr.dtype.kind in "iuf" and arr.dtype != dtype and arr.size:
-        bad = outside_integer_range(arr, dtype)
-        if bad.any():
-            info = np.iinfo(dtype)
-            raise ValueOutOfRangeError(
-                f"dataset {dataset_id}: {int(bad.sum())} values (the first "
-                f"{arr[bad].flat[0]}) do not fit its dtype {dtype} ({info.min}..{info.max}); "
-                "write values in range, or into a dataset of a wider dtype")
+        problem = integer_range_problem(arr, dtype, f"its dtype {dtype}")
+        if problem:
+            raise ValueOutOfRangeError(f"dataset {dataset_id}: {problem}; write values in "
+                                       "range, or into a dataset of a wider dtype")
     return np.asarray(arr, dtype=dtype)
 
 

@@ -290,3 +290,21 @@ def outside_integer_range(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         fits = (values >= float(info.min)) & (
             (values <= top) if int(top) == info.max else (values < top))
     return ~fits
+
+
+def integer_range_problem(values: np.ndarray, dtype: np.dtype, described: str,
+                          shown: np.ndarray | None = None) -> str | None:
+    """None if ``values`` fit the integer ``dtype``, else what does not, for an error
+    message: how many, the first (taken from ``shown``, e.g. the values before packing)
+    and the range of ``described`` (the dtype as the caller names it).
+
+    >>> integer_range_problem(np.array([1, 300]), np.dtype("u1"), "its dtype uint8")
+    '1 values (the first 300) do not fit its dtype uint8 (0..255)'
+    """
+    bad = outside_integer_range(values, dtype)
+    if not bad.any():
+        return None
+    info = np.iinfo(dtype)
+    first = (values if shown is None else shown)[bad].flat[0]
+    return (f"{int(bad.sum())} values (the first {first}) do not fit {described} "
+            f"({info.min}..{info.max})")

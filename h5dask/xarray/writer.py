@@ -64,7 +64,7 @@ from ..chunkio import ArraySource
 from ..errors import H5DaskError, ReadOnlyError, ValueOutOfRangeError
 from ..file import Dataset, File, Group
 from ..format import codecs
-from ..format.types import OBJ_REF, VLEN_STR, outside_integer_range
+from ..format.types import OBJ_REF, VLEN_STR, integer_range_problem
 from ..readahead import object_name
 from ..storage.sync import sync
 from .netcdf import HIDDEN_ATTRS, NON_COORD_PREFIX, NOT_A_VARIABLE
@@ -669,15 +669,13 @@ def _check_fits(name: str, target: np.dtype, scale: Any, offset: Any, has_fill: 
     packed = kept
     if scale is not None or offset is not None or kept.dtype.kind == "f":
         packed = np.round((kept.astype(np.float64) - (offset or 0)) / (scale or 1))
-    bad = outside_integer_range(packed, target)
-    if bad.any():
-        info = np.iinfo(target)
+    packing = " as packed" if scale is not None or offset is not None else ""
+    problem = integer_range_problem(packed, target, f"its stored dtype {target}{packing}",
+                                    shown=kept)
+    if problem:
         raise ValueOutOfRangeError(
-            f"variable {name!r}: {int(bad.sum())} values (the first {kept[bad][0]}) do not "
-            f"fit its stored dtype {target}"
-            f"{' as packed' if scale is not None or offset is not None else ''} "
-            f"({info.min}..{info.max}): they would be stored wrapped around; write values "
-            "in range, or into a variable of a wider dtype")
+            f"variable {name!r}: {problem}: they would be stored wrapped around; write "
+            "values in range, or into a variable of a wider dtype")
     return block
 
 
