@@ -261,7 +261,11 @@ class DomainSession:
             return NotADomainError(url,
                 f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
                 f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
-        return DomainNotFoundError(url)
+        try:
+            hint = sync(_near_miss(self.store, self.location.domain))
+        except (H5DaskError, OSError):
+            hint = ""
+        return DomainNotFoundError(url, hint)
 
     async def _get_first(self, domain_key: str, consolidated_key: str, obj_ids: list[str],
                          listed_root: str | None
@@ -707,6 +711,49 @@ def _chunk_objects_at_most(meta: DatasetMeta) -> int:
 def _text(value: Any) -> str:
     value = value.item() if hasattr(value, "item") else value
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+_NEAR_MISS_CHILDREN = 20  # sub-prefixes checked for a domain when a URL names a folder
+
+
+async def _domain_roots(store: Any, paths: list[str]) -> dict[str, str | None]:
+    """The root id of each domain path's ``.domain.json`` (None: none, or a folder)."""
+
+    async def root(path: str) -> str | None:
+        data = await store.get(f"{path}/.domain.json", kind="metadata")
+        if data is None:
+            return None
+        try:
+            return parse_domain(path, _load_json(path, data)).root
+        except MetadataError:
+            return None
+
+    return dict(zip(paths, await asyncio.gather(*(root(p) for p in paths))))
+
+
+async def _near_miss(store: Any, domain: str) -> str:
+    """What a URL that names no domain names instead, said as what to do: a path inside
+    a domain (a group: pass ``group=``), or a folder with domains below it. Only run
+    when an open has failed, so its few GETs and one LIST cost nothing otherwise."""
+    parts = domain.split("/")
+    parents = ["/".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+    for parent, root in (await _domain_roots(store, parents)).items():
+        if root is not None:
+            inside = "/" + domain[len(parent) + 1:]
+            return (f"{store.root_url}/{parent} is the domain and {inside!r} a path inside "
+                    f"it: open the domain with group={inside!r} (xr.open_dataset(..., "
+                    f"group={inside!r}), h5dask.File(url)[{inside!r}])")
+    _, subdirs = await store.list_dir(domain + "/")
+    if not subdirs:
+        return ""
+    below = [d.rstrip("/") for d in subdirs[:_NEAR_MISS_CHILDREN]]
+    found = [p for p, root in (await _domain_roots(store, below)).items() if root]
+    listing = f"`h5dask ls {store.root_url}/{domain}/` lists the domains under it"
+    if not found:
+        return f"it is a folder or prefix: {listing}"
+    names = ", ".join(p.rsplit("/", 1)[-1] for p in found[:5])
+    more = ", ..." if len(found) > 5 else ""
+    return f"it is a folder holding domains ({names}{more}): open one of them; {listing}"
 
 
 def _previous_domain(key: str, data: bytes) -> dict:

@@ -146,6 +146,11 @@ class NotADomainError(DomainNotFoundError):
         self.url = url
 
 
+class DomainURLError(H5DaskError, ValueError):
+    """A URL that cannot name a domain: a bucket alone, or a folder (ending in "/") where
+    a new domain is to be written; the message shows a URL that would do."""
+
+
 class StorageOptionsError(H5DaskError, ValueError):
     """A ``storage_options`` name no back end knows, or a value it cannot use."""
 

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,7 @@ from ..domain import DomainSession
 from ..errors import (
     CorruptChunkError,
     DomainExistsError,
+    DomainURLError,
     HSDSUnreadableWarning,
     LocalLinkWarning,
     UnsupportedTypeError,
@@ -438,6 +440,11 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
             urlsplit(str(url)).scheme in ("s3", "s3a"):
         src_storage_options = storage_options
+    if str(url).endswith("/"):
+        name = PurePosixPath(urlsplit(src_text).path).stem or "data"
+        raise DomainURLError(
+            f"{url!r} names a folder, not a domain: give the new domain's name, e.g. "
+            f"{str(url) + name + '.h5'!r}")
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:

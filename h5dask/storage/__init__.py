@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import UnsupportedURLError
+from ..errors import DomainURLError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
 from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
@@ -83,7 +83,8 @@ def _fsspec_store(protocol: str, root: str, options: dict[str, Any], tuning: Sto
 def _clean_domain(path: str, url: str) -> str:
     domain = path.strip("/")
     if not domain:
-        raise ValueError(f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
+        raise DomainURLError(
+            f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
     try:
         check_key(domain)
     except Exception as exc:

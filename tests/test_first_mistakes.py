@@ -1,0 +1,78 @@
+"""The first mistakes a new user makes, each answered by an h5dask error that names what
+is wrong and says what to do (on real S3, SeaweedFS)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import h5dask
+from h5dask import list_domains, rm
+from h5dask.errors import DomainExistsError, DomainNotFoundError, DomainURLError
+
+
+@pytest.fixture
+def loaded(shared_data, s3_bucket_url, storage_options) -> str:
+    """The URL of the CMIP6 sample file loaded as ``<prefix>/home/me/tas.h5``."""
+    url = f"{s3_bucket_url}/home/me/tas.h5"
+    h5dask.load(shared_data / "CMIP6_IPSL-CM6A-LR_tas.nc", url,
+                storage_options=storage_options)
+    return url
+
+
+def test_a_url_inside_a_domain_says_which_domain_and_which_group(loaded, storage_options):
+    with pytest.raises(DomainNotFoundError) as err:
+        xr.open_dataset(f"{loaded}/tas", engine="h5cloud", storage_options=storage_options)
+    assert f"{loaded} is the domain" in str(err.value) and "group='/tas'" in str(err.value)
+
+
+def test_a_folder_url_names_the_domains_below_it(loaded, s3_bucket_url, storage_options):
+    for folder in (f"{s3_bucket_url}/home/me", f"{s3_bucket_url}/home/me/"):
+        with pytest.raises(DomainNotFoundError) as err:
+            xr.open_dataset(folder, engine="h5cloud", storage_options=storage_options)
+        message = str(err.value)
+        assert "holding domains (tas.h5)" in message
+        assert f"h5dask ls {s3_bucket_url}/home/me/" in message
+    with pytest.raises(DomainNotFoundError) as err:  # the domains are further down
+        h5dask.File(f"{s3_bucket_url}/home", storage_options=storage_options)
+    assert f"h5dask ls {s3_bucket_url}/home/" in str(err.value)
+
+
+def test_a_url_that_names_nothing_says_only_that(s3_bucket_url, storage_options):
+    with pytest.raises(DomainNotFoundError) as err:
+        h5dask.File(f"{s3_bucket_url}/home/none.h5", storage_options=storage_options)
+    assert str(err.value).endswith("its .domain.json does not exist")
+
+
+def test_load_into_a_folder_url_is_refused_with_a_domain_url_to_use(
+        shared_data, s3_bucket_url, storage_options):
+    folder = f"{s3_bucket_url}/home/me/"
+    with pytest.raises(DomainURLError, match=f"names a folder.*'{folder}daily_data.h5'"):
+        h5dask.load(shared_data / "daily_data.nc", folder, storage_options=storage_options)
+    with pytest.raises(DomainURLError, match="names no domain path"):
+        h5dask.load(shared_data / "daily_data.nc", "s3://h5dask-test",
+                    storage_options=storage_options)
+    assert list_domains(f"{s3_bucket_url}/", storage_options) == []  # nothing written
+
+
+def test_load_into_an_existing_domain_says_overwrite_or_rm(loaded, shared_data,
+                                                          storage_options):
+    with pytest.raises(DomainExistsError, match="overwrite=True.*h5dask rm"):
+        h5dask.load(shared_data / "daily_data.nc", loaded, storage_options=storage_options)
+    ds = xr.open_dataset(loaded, engine="h5cloud", storage_options=storage_options)
+    assert "tas" in ds  # the domain is untouched
+
+
+def test_rm_of_a_domain_leaves_the_domains_in_folders_below_it(s3_bucket_url,
+                                                               storage_options):
+    """A domain whose path is also a folder of other domains (as an older h5dask made of
+    ``h5dask load x.nc s3://bucket/home/me/``): rm removes only its own objects."""
+    outer, inner = f"{s3_bucket_url}/home/me", f"{s3_bucket_url}/home/me/run1.h5"
+    for url in (outer, inner):
+        with h5dask.File(url, "w", storage_options=storage_options) as f:
+            f.create_dataset("x", data=np.arange(4.0))
+    rm(outer, storage_options=storage_options)
+    assert list_domains(f"{s3_bucket_url}/", storage_options) == [inner]
+    with h5dask.File(inner, storage_options=storage_options) as f:
+        assert f["x"][...].tolist() == [0.0, 1.0, 2.0, 3.0]
