@@ -76,3 +76,14 @@ def test_rm_of_a_domain_leaves_the_domains_in_folders_below_it(s3_bucket_url,
     assert list_domains(f"{s3_bucket_url}/", storage_options) == [inner]
     with h5dask.File(inner, storage_options=storage_options) as f:
         assert f["x"][...].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_s3_options_with_a_url_missing_its_s3_scheme_say_so(tmp_path, monkeypatch,
+                                                            shared_data, storage_options):
+    from h5dask.errors import StorageOptionsError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StorageOptionsError, match="the URL is a local path.*s3://bucket/path"):
+        h5dask.load(shared_data / "daily_data.nc", "bucket/home/me/run1.h5",
+                    storage_options=storage_options)
+    assert list(tmp_path.iterdir()) == []
