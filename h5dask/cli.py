@@ -265,6 +265,7 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
     from .storage import names_bucket_root
 
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
+    hint = ""  # what a URL that names no domain names instead, if anything
     if not names_bucket_root(url):
         try:
             with File(url, "r", storage_options=options) as f:
@@ -273,11 +274,11 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
                 return
         except NotADomainError:
             raise
-        except DomainNotFoundError:
-            pass
+        except DomainNotFoundError as exc:
+            hint = f" ({exc.detail})" if exc.detail else ""
     domains = list_domains(url, options)
     if not domains:
-        raise FileNotFoundError(f"no domain at or under {url!r}")
+        raise FileNotFoundError(f"no domain at or under {url!r}{hint}")
     for d in domains:
         click.echo(d)
 

@@ -741,8 +741,9 @@ async def _near_miss(store: Any, domain: str) -> str:
         if root is not None:
             inside = "/" + domain[len(parent) + 1:]
             return (f"{store.root_url}/{parent} is the domain and {inside!r} a path inside "
-                    f"it: open the domain with group={inside!r} (xr.open_dataset(..., "
-                    f"group={inside!r}), h5dask.File(url)[{inside!r}])")
+                    f"it: open the domain and name the path apart, as in xr.open_dataset("
+                    f"domain, group={inside!r}), h5dask.File(domain)[{inside!r}] or "
+                    f"`h5dask info DOMAIN --path {inside}`")
     _, subdirs = await store.list_dir(domain + "/")
     if not subdirs:
         return ""

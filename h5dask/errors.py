@@ -23,6 +23,7 @@ class DomainNotFoundError(H5DaskError, FileNotFoundError):
             msg += f" ({detail})"
         super().__init__(msg)
         self.url = url
+        self.detail = detail
 
 
 class ObjectNotFoundError(H5DaskError, KeyError):

@@ -3,6 +3,11 @@ is wrong and says what to do (on real S3, SeaweedFS)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -25,6 +30,7 @@ def test_a_url_inside_a_domain_says_which_domain_and_which_group(loaded, storage
     with pytest.raises(DomainNotFoundError) as err:
         xr.open_dataset(f"{loaded}/tas", engine="h5cloud", storage_options=storage_options)
     assert f"{loaded} is the domain" in str(err.value) and "group='/tas'" in str(err.value)
+    assert err.value.detail.startswith(loaded)
 
 
 def test_a_folder_url_names_the_domains_below_it(loaded, s3_bucket_url, storage_options):
@@ -87,3 +93,19 @@ def test_s3_options_with_a_url_missing_its_s3_scheme_say_so(tmp_path, monkeypatc
         h5dask.load(shared_data / "daily_data.nc", "bucket/home/me/run1.h5",
                     storage_options=storage_options)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_gives_the_same_answers(loaded, shared_data, seaweedfs):
+    h5dask_cli = Path(sys.executable).parent / "h5dask"
+    env = {**os.environ, **seaweedfs.env()}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(h5dask_cli), *args], capture_output=True, text=True,
+                              timeout=120, env=env, stdin=subprocess.DEVNULL)
+
+    inside = run("ls", f"{loaded}/tas")
+    assert inside.returncode == 3 and "h5dask info DOMAIN --path /tas" in inside.stderr
+    folder = loaded.rsplit("/", 1)[0] + "/"
+    into_folder = run("load", str(shared_data / "daily_data.nc"), folder)
+    assert into_folder.returncode == 1 and f"{folder}daily_data.h5" in into_folder.stderr
+    assert "Traceback" not in into_folder.stderr + inside.stderr
