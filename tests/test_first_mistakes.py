@@ -109,3 +109,17 @@ def test_the_command_line_gives_the_same_answers(loaded, shared_data, seaweedfs)
     into_folder = run("load", str(shared_data / "daily_data.nc"), folder)
     assert into_folder.returncode == 1 and f"{folder}daily_data.h5" in into_folder.stderr
     assert "Traceback" not in into_folder.stderr + inside.stderr
+
+
+def test_an_hsds_server_url_says_where_the_domain_is_in_storage():
+    from h5dask.errors import UnsupportedURLError
+
+    for url in ("hdf5://home/me/run1.h5", "http://hsds.example:5101/home/me/run1.h5"):
+        with pytest.raises(UnsupportedURLError, match="s3://BUCKET/home/me/run1.h5") as err:
+            xr.open_dataset(url, engine="h5cloud")
+        assert "file:///ROOT/BUCKET/home/me/run1.h5" in str(err.value)
+
+
+def test_an_s3_url_without_a_bucket_is_a_domain_url_error():
+    with pytest.raises(DomainURLError, match="no bucket name.*s3://BUCKET/path"):
+        h5dask.File("s3:/bucket/home/me/run1.h5")
