@@ -143,7 +143,21 @@ def _guarded(func: Callable) -> Callable:
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """h5dask: HDF5 data in object storage (HSDS schema v2) for xarray and dask."""
+    """h5dask: HDF5 data in object storage (HSDS schema v2) for xarray and dask.
+
+    The store and credentials come from the AWS environment (AWS_ENDPOINT_URL_S3,
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...) or from each command's
+    --endpoint-url and -o options. Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found,
+    4 permission denied, 5 refused, 130 interrupted.
+
+    \b
+    Examples:
+      h5dask load tas.nc s3://bucket/home/me/tas.h5
+      h5dask ls s3://bucket/home/me/
+      h5dask info s3://bucket/home/me/tas.h5 --path /tas
+    Then in Python:
+      xr.open_dataset("s3://bucket/home/me/tas.h5", engine="h5cloud", chunks={})
+    """
     ctx.obj = Context(debug)
 
 
@@ -194,7 +208,20 @@ def load(src: str, url: str, link: bool, chunks: str | None, compression: str | 
          overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
          storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool,
          bucket_root: str | None) -> None:
-    """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link)."""
+    """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link).
+
+    URL names the new domain, not a folder: s3://bucket/home/me/tas.h5. An existing
+    domain is refused unless --overwrite is given. netCDF-3 files: convert them first
+    (nccopy -k nc4 in.nc out.nc).
+
+    \b
+    Examples:
+      h5dask load tas.nc s3://bucket/home/me/tas.h5
+      h5dask load --endpoint-url http://minio:9000 -o key=KEY -o secret=SECRET \\
+          tas.nc s3://bucket/home/me/tas.h5
+      for f in runs/*.nc; do \\
+          h5dask load "$f" "s3://bucket/home/me/runs/$(basename "$f" .nc).h5"; done
+    """
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
     src_options = parse_storage_options(src_storage_option, None, False) or None
     comp, level = _parse_compression(compression)
