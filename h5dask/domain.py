@@ -25,6 +25,7 @@ from .errors import (
     AmbiguousBucketRootError,
     DomainExistsError,
     DomainNotFoundError,
+    DomainURLError,
     H5DaskError,
     MetadataError,
     NotADomainError,
@@ -711,6 +712,19 @@ def _chunk_objects_at_most(meta: DatasetMeta) -> int:
 def _text(value: Any) -> str:
     value = value.item() if hasattr(value, "item") else value
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def refuse_folder_url(url: str, name: str = "NAME") -> None:
+    """Refuse ``url`` for a new domain when it ends in "/": it names a folder, and the
+    domain would take the folder's name (``s3://b/home/me/`` -> ``home/me``).
+
+    >>> refuse_folder_url("s3://b/home/me/", "tas")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    h5dask.errors.DomainURLError: 's3://b/home/me/' names a folder, ... 's3://b/home/me/tas.h5'
+    """
+    if url.endswith("/"):
+        raise DomainURLError(f"{url!r} names a folder, not a domain: give the new "
+                             f"domain's name, e.g. {url + name + '.h5'!r}")
 
 
 _NEAR_MISS_CHILDREN = 20  # sub-prefixes checked for a domain when a URL names a folder

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .chunkio import ArraySource
-from .domain import DomainSession
+from .domain import DomainSession, refuse_folder_url
 from .errors import (
     IncompatibleDatasetError,
     ObjectNotFoundError,
@@ -769,6 +769,8 @@ class File(Group):
         from .storage import Location
         from .storage.links import LinkPolicy
 
+        if mode in ("w", "w-", "x", "a") and not isinstance(url, Location):
+            refuse_folder_url(str(url))
         location = url if isinstance(url, Location) else open_location(str(url), storage_options)
         session = DomainSession(location, mode, owner,
                                 LinkPolicy.from_option(allowed_link_prefixes))

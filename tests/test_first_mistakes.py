@@ -51,7 +51,7 @@ def test_a_url_that_names_nothing_says_only_that(s3_bucket_url, storage_options)
     assert str(err.value).endswith("its .domain.json does not exist")
 
 
-def test_load_into_a_folder_url_is_refused_with_a_domain_url_to_use(
+def test_writing_to_a_folder_url_is_refused_with_a_domain_url_to_use(
         shared_data, s3_bucket_url, storage_options):
     folder = f"{s3_bucket_url}/home/me/"
     with pytest.raises(DomainURLError, match=f"names a folder.*'{folder}daily_data.h5'"):
@@ -59,6 +59,11 @@ def test_load_into_a_folder_url_is_refused_with_a_domain_url_to_use(
     with pytest.raises(DomainURLError, match="names no domain path"):
         h5dask.load(shared_data / "daily_data.nc", "s3://h5dask-test",
                     storage_options=storage_options)
+    ds = xr.Dataset({"v": ("x", np.arange(3.0))})
+    with pytest.raises(DomainURLError, match=f"names a folder.*'{folder}NAME.h5'"):
+        h5dask.to_h5cloud(ds, folder, storage_options=storage_options)
+    with pytest.raises(DomainURLError, match="names a folder"):
+        h5dask.File(folder, "w", storage_options=storage_options)
     assert list_domains(f"{s3_bucket_url}/", storage_options) == []  # nothing written
 
 

@@ -45,11 +45,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..chunkio import ArraySource
-from ..domain import DomainSession
+from ..domain import DomainSession, refuse_folder_url
 from ..errors import (
     CorruptChunkError,
     DomainExistsError,
-    DomainURLError,
     HSDSUnreadableWarning,
     LocalLinkWarning,
     UnsupportedTypeError,
@@ -440,11 +439,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
             urlsplit(str(url)).scheme in ("s3", "s3a"):
         src_storage_options = storage_options
-    if str(url).endswith("/"):
-        name = PurePosixPath(urlsplit(src_text).path).stem or "data"
-        raise DomainURLError(
-            f"{url!r} names a folder, not a domain: give the new domain's name, e.g. "
-            f"{str(url) + name + '.h5'!r}")
+    refuse_folder_url(str(url), PurePosixPath(urlsplit(src_text).path).stem or "data")
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:

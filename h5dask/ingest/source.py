@@ -195,7 +195,7 @@ def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:
         return None
     hint = ("h5dask imports HDF5 and netCDF-4 files only: convert it with "
             "`nccopy -k nc4 IN OUT`, or open it with xarray and write it with "
-            "ds.to_h5cloud(URL)" if kind == "netcdf3" else
+            "h5dask.to_h5cloud(ds, URL)" if kind == "netcdf3" else
             "h5dask imports HDF5 and netCDF-4 files only")
     return SourceFormatError(f"cannot import {url!r}: it is {describe(kind)}; {hint}")
 
