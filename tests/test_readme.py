@@ -80,3 +80,18 @@ def test_the_use_snippet_runs_as_written(tmp_path, monkeypatch, shared_data, s3_
     runs, ds = namespace["runs"], namespace["ds"]
     assert isinstance(runs.tas.data, da.Array) and runs.sizes["time"] == ds.sizes["time"]
     xr.testing.assert_identical(runs.tas.load(), ds.tas.load())
+
+
+def test_chunks_auto_makes_blocks_of_whole_chunk_objects_of_dasks_chunk_size():
+    import dask
+    import numpy as np
+
+    url = "memory://readme-auto/home/v.h5"
+    ds = xr.Dataset({"v": (("time", "y", "x"), np.zeros((400, 180, 360), "f4"))})
+    h5dask.to_h5cloud(ds, url, encoding={"v": {"chunks": (10, 180, 360)}})  # 2.5 MiB each
+    with dask.config.set({"array.chunk-size": "8MiB"}):
+        auto = xr.open_dataset(url, engine="h5cloud", chunks="auto").v.data
+    assert set(auto.chunks[0]) == {30, 10} and auto.chunksize == (30, 180, 360)
+    per_object = xr.open_dataset(url, engine="h5cloud", chunks={}).v.data
+    assert per_object.numblocks == (40, 1, 1)
+    assert '`chunks="auto"` for blocks of whole chunk objects' in README.replace("\n  ", " ")
