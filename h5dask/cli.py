@@ -185,8 +185,28 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
     return name, int(level) if level else None
 
 
+def _load_targets(sources: tuple[str, ...], url: str) -> list[tuple[str, str]]:
+    """(file, domain URL) pairs: one SRC into the domain URL, or each SRC into the folder
+    URL (ending in "/") as NAME.h5, as ``cp`` copies into a directory."""
+    from .ingest.load import domain_name_for
+
+    if not url.endswith("/"):
+        if len(sources) > 1:
+            raise click.UsageError(
+                f"{len(sources)} files need a folder URL ending in '/' (each becomes "
+                f"FOLDER/NAME.h5), not the domain URL {url!r}")
+        return [(sources[0], url)]
+    pairs = [(src, url + domain_name_for(src)) for src in sources]
+    names = [domain for _, domain in pairs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise click.UsageError(f"files of the same name would become the same domain: "
+                               f"{', '.join(clashes)}; load them into different folders")
+    return pairs
+
+
 @main.command()
-@click.argument("src")
+@click.argument("src", nargs=-1, required=True)
 @click.argument("url")
 @click.option("--link", is_flag=True,
               help="Write only metadata; datasets reference the chunks inside SRC "
@@ -204,23 +224,23 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
               help="A storage option for reading SRC, repeatable.")
 @_storage_params
 @_guarded
-def load(src: str, url: str, link: bool, chunks: str | None, compression: str | None,
+def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compression: str | None,
          overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
          storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool,
          bucket_root: str | None) -> None:
     """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link).
 
-    URL names the new domain, not a folder: s3://bucket/home/me/tas.h5. An existing
-    domain is refused unless --overwrite is given. netCDF-3 files: convert them first
-    (nccopy -k nc4 in.nc out.nc).
+    URL names the new domain (s3://bucket/home/me/tas.h5), or a folder ending in "/"
+    that receives each SRC as NAME.h5 (several SRC need one). An existing domain is
+    refused unless --overwrite is given. netCDF-3 files: convert them first (nccopy -k
+    nc4 in.nc out.nc).
 
     \b
     Examples:
       h5dask load tas.nc s3://bucket/home/me/tas.h5
       h5dask load --endpoint-url http://minio:9000 -o key=KEY -o secret=SECRET \\
           tas.nc s3://bucket/home/me/tas.h5
-      for f in runs/*.nc; do \\
-          h5dask load "$f" "s3://bucket/home/me/runs/$(basename "$f" .nc).h5"; done
+      h5dask load runs/*.nc s3://bucket/home/me/runs/
     """
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
     src_options = parse_storage_options(src_storage_option, None, False) or None
@@ -229,20 +249,21 @@ def load(src: str, url: str, link: bool, chunks: str | None, compression: str | 
     from .errors import LocalLinkWarning
     from .ingest.load import load_file
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LocalLinkWarning)
-        summary = load_file(src, url, link=link, chunks=chunk_spec, compression=comp,
-                            compression_opts=level, storage_options=options,
-                            src_storage_options=src_options, progress=not no_progress,
-                            overwrite=overwrite)
-    for warning in caught:
-        click.echo(f"h5dask: warning: {warning.message}", err=True)
-    click.echo(str(summary))
-    if not summary.url.startswith(("s3://", "s3a://")):  # a file system: say where it went
-        from .storage import open_location
+    for source, domain in _load_targets(src, url):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LocalLinkWarning)
+            summary = load_file(source, domain, link=link, chunks=chunk_spec,
+                                compression=comp, compression_opts=level,
+                                storage_options=options, src_storage_options=src_options,
+                                progress=not no_progress, overwrite=overwrite)
+        for warning in caught:
+            click.echo(f"h5dask: warning: {warning.message}", err=True)
+        click.echo(str(summary))
+        if not summary.url.startswith(("s3://", "s3a://")):  # a file system: say where
+            from .storage import open_location
 
-        root = open_location(url, options).store.root_url
-        click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
+            root = open_location(domain, options).store.root_url
+            click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
 
 
 # -- ls / info ----------------------------------------------------------------------------

@@ -714,17 +714,17 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def refuse_folder_url(url: str, name: str = "NAME") -> None:
+def refuse_folder_url(url: str, name: str = "NAME.h5") -> None:
     """Refuse ``url`` for a new domain when it ends in "/": it names a folder, and the
     domain would take the folder's name (``s3://b/home/me/`` -> ``home/me``).
 
-    >>> refuse_folder_url("s3://b/home/me/", "tas")  # doctest: +ELLIPSIS
+    >>> refuse_folder_url("s3://b/home/me/", "tas.h5")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     h5dask.errors.DomainURLError: 's3://b/home/me/' names a folder, ... 's3://b/home/me/tas.h5'
     """
     if url.endswith("/"):
         raise DomainURLError(f"{url!r} names a folder, not a domain: give the new "
-                             f"domain's name, e.g. {url + name + '.h5'!r}")
+                             f"domain's name, e.g. {url + name!r}")
 
 
 _NEAR_MISS_CHILDREN = 20  # sub-prefixes checked for a domain when a URL names a folder

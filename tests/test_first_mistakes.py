@@ -111,9 +111,18 @@ def test_the_command_line_gives_the_same_answers(loaded, shared_data, seaweedfs)
     inside = run("ls", f"{loaded}/tas")
     assert inside.returncode == 3 and "h5dask info DOMAIN --path /tas" in inside.stderr
     folder = loaded.rsplit("/", 1)[0] + "/"
-    into_folder = run("load", str(shared_data / "daily_data.nc"), folder)
-    assert into_folder.returncode == 1 and f"{folder}daily_data.h5" in into_folder.stderr
+    daily = str(shared_data / "daily_data.nc")
+    into_folder = run("load", daily, folder)  # as cp into a directory: FOLDER/NAME.h5
+    assert into_folder.returncode == 0 and f"-> {folder}daily_data.h5" in into_folder.stdout
+    two_into_a_domain = run("load", daily, str(shared_data / "CMIP6_IPSL-CM6A-LR_tas.nc"),
+                            f"{folder}x.h5")
+    assert two_into_a_domain.returncode == 2 and "folder URL ending in '/'" in \
+        two_into_a_domain.stderr
+    same_name = run("load", daily, daily, f"{folder}again/")
+    assert same_name.returncode == 2 and "daily_data.h5" in same_name.stderr
     assert "Traceback" not in into_folder.stderr + inside.stderr
+    assert sorted(h5dask.list_domains(folder, {**seaweedfs.storage_options()})) == \
+        [f"{folder}daily_data.h5", loaded]
 
 
 def test_an_hsds_server_url_says_where_the_domain_is_in_storage():

@@ -383,6 +383,17 @@ class _Loader:
                              self.summary.chunks_linked if link else 0)
 
 
+def domain_name_for(src: str) -> str:
+    """The name ``h5dask load`` gives the domain of ``src`` in a folder: its stem + .h5.
+
+    >>> domain_name_for("runs/tas_1850.nc"), domain_name_for("s3://b/x/run1.h5")
+    ('tas_1850.h5', 'run1.h5')
+    """
+    text = os.fspath(src)
+    path = urlsplit(text).path if "://" in text else text  # a path may hold '#' or '?'
+    return (PurePosixPath(path).stem or "data") + ".h5"
+
+
 def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None,
               compression_opts: int | None = None, storage_options: Mapping | None = None,
               src_storage_options: Mapping | None = None, progress: bool = True,
@@ -439,7 +450,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
             urlsplit(str(url)).scheme in ("s3", "s3a"):
         src_storage_options = storage_options
-    refuse_folder_url(str(url), PurePosixPath(urlsplit(src_text).path).stem or "data")
+    refuse_folder_url(str(url), domain_name_for(src_text))
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:
