@@ -190,12 +190,12 @@ def _load_targets(sources: tuple[str, ...], url: str) -> list[tuple[str, str]]:
     URL (ending in "/") as NAME.h5, as ``cp`` copies into a directory."""
     from .ingest.load import domain_name_for
 
+    if len(sources) == 1:
+        return [(sources[0], url)]  # load_file puts it into a folder URL itself
     if not url.endswith("/"):
-        if len(sources) > 1:
-            raise click.UsageError(
-                f"{len(sources)} files need a folder URL ending in '/' (each becomes "
-                f"FOLDER/NAME.h5), not the domain URL {url!r}")
-        return [(sources[0], url)]
+        raise click.UsageError(
+            f"{len(sources)} files need a folder URL ending in '/' (each becomes "
+            f"FOLDER/NAME.h5), not the domain URL {url!r}")
     pairs = [(src, url + domain_name_for(src)) for src in sources]
     names = [domain for _, domain in pairs]
     clashes = sorted({n for n in names if names.count(n) > 1})

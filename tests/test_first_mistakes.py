@@ -53,9 +53,8 @@ def test_a_url_that_names_nothing_says_only_that(s3_bucket_url, storage_options)
 
 def test_writing_to_a_folder_url_is_refused_with_a_domain_url_to_use(
         shared_data, s3_bucket_url, storage_options):
+    """Only load knows a name for the domain (the file's), and uses it: see below."""
     folder = f"{s3_bucket_url}/home/me/"
-    with pytest.raises(DomainURLError, match=f"names a folder.*'{folder}daily_data.h5'"):
-        h5dask.load(shared_data / "daily_data.nc", folder, storage_options=storage_options)
     with pytest.raises(DomainURLError, match="names no domain path"):
         h5dask.load(shared_data / "daily_data.nc", "s3://h5dask-test",
                     storage_options=storage_options)
@@ -65,6 +64,15 @@ def test_writing_to_a_folder_url_is_refused_with_a_domain_url_to_use(
     with pytest.raises(DomainURLError, match="names a folder"):
         h5dask.File(folder, "w", storage_options=storage_options)
     assert list_domains(f"{s3_bucket_url}/", storage_options) == []  # nothing written
+
+
+def test_load_into_a_folder_url_makes_the_domain_name_h5_in_it(shared_data, s3_bucket_url,
+                                                               storage_options):
+    folder = f"{s3_bucket_url}/home/me/"
+    summary = h5dask.load(shared_data / "daily_data.nc", folder,
+                          storage_options=storage_options)
+    assert summary.url == f"{folder}daily_data.h5"
+    assert list_domains(f"{s3_bucket_url}/", storage_options) == [summary.url]
 
 
 def test_load_into_an_existing_domain_says_overwrite_or_rm(loaded, shared_data,

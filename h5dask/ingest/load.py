@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..chunkio import ArraySource
-from ..domain import DomainSession, refuse_folder_url
+from ..domain import DomainSession
 from ..errors import (
     CorruptChunkError,
     DomainExistsError,
@@ -401,7 +401,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
               inline_chunk_limit: int = INLINE_CHUNK_LIMIT,
               allowed_link_prefixes: Iterable[str] | None = None) -> LoadSummary:
     """Import the HDF5/netCDF-4 file ``src`` (a local path or an fsspec URL) as the domain
-    at ``url`` (see the module doc) and return a :class:`LoadSummary`.
+    at ``url`` (see the module doc) and return a :class:`LoadSummary`. A ``url`` ending
+    in "/" names a folder: the domain is then FOLDER/NAME.h5 (:func:`domain_name_for`).
 
     - ``chunks``: None (keep the source's; contiguous datasets get chunks chosen as
       :meth:`h5dask.Group.create_dataset` chooses them), "auto" (choose for every
@@ -450,7 +451,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
             urlsplit(str(url)).scheme in ("s3", "s3a"):
         src_storage_options = storage_options
-    refuse_folder_url(str(url), domain_name_for(src_text))
+    if str(url).endswith("/"):  # a folder, as for cp: the domain is FOLDER/NAME.h5
+        url = str(url) + domain_name_for(src_text)
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:
