@@ -178,11 +178,12 @@ class FolderNotEmptyError(H5DaskError, IsADirectoryError):
 
 class MissingExtraError(H5DaskError, ImportError):
     """A feature needs packages of an extra that is not installed (``pip install
-    "h5dask[EXTRA]"``)."""
+    ".[EXTRA]"`` in the h5dask clone)."""
 
     def __init__(self, feature: str, extra: str, missing: str) -> None:
-        super().__init__(f"{feature} needs {missing}, which is not installed: "
-                         f'run pip install "h5dask[{extra}]"')
+        super().__init__(f"{feature} needs {missing}, which is not installed: install "
+                         f'h5dask\'s "{extra}" extra: pip install ".[{extra}]" in the '
+                         "h5dask clone")
         self.extra = extra
 
 
