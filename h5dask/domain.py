@@ -256,8 +256,10 @@ class DomainSession:
         if kind == "hdf5":
             return NotADomainError(url,
                 f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
-                f"xr.open_dataset(..., engine='h5netcdf'), or import it into object storage "
-                f"with `h5dask load {url} DOMAIN_URL` (or h5dask.load) and open that")
+                f"xr.open_dataset(..., engine='h5netcdf'), or make a domain of it with "
+                f"`h5dask load {url} DOMAIN_URL` (or h5dask.load; --link / link=True "
+                f"references its chunks where they are instead of copying them) and open "
+                f"that")
         if kind == "netcdf3":
             return NotADomainError(url,
                 f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "

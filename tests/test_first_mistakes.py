@@ -145,3 +145,18 @@ def test_an_hsds_server_url_says_where_the_domain_is_in_storage():
 def test_an_s3_url_without_a_bucket_is_a_domain_url_error():
     with pytest.raises(DomainURLError, match="no bucket name.*s3://BUCKET/path"):
         h5dask.File("s3:/bucket/home/me/run1.h5")
+
+
+def test_a_netcdf4_file_in_the_bucket_says_load_or_link_it(shared_data, s3_bucket_url,
+                                                           storage_options):
+    from h5dask.storage import open_location, sync
+
+    url = f"{s3_bucket_url}/files/daily.nc"
+    store = open_location(url, storage_options).store
+    sync(store.put(url.split("/", 3)[3], (shared_data / "daily_data.nc").read_bytes()))
+    with pytest.raises(DomainNotFoundError, match="not an h5dask/HSDS domain") as err:
+        xr.open_dataset(url, engine="h5cloud", storage_options=storage_options)
+    assert f"h5dask load {url} DOMAIN_URL" in str(err.value) and "--link" in str(err.value)
+    linked = h5dask.load(url, f"{s3_bucket_url}/home/me/", link=True,
+                         storage_options=storage_options)  # the advice, followed
+    assert linked.url == f"{s3_bucket_url}/home/me/daily.h5" and linked.chunks_linked > 0
