@@ -129,7 +129,7 @@ class _OpenMemo:
         self._lock = threading.Lock()  # another thread may have held it at the fork
 
 
-#: re-opens of the last 16 domains take one round trip (see README, "Opening")
+#: re-opens of the last 16 domains take one round trip (see docs/format.md, "Opening")
 _open_memo = _OpenMemo(domains=16, max_summary=1 << 16, max_parsed=4096)
 os.register_at_fork(after_in_child=_open_memo.after_fork)
 
