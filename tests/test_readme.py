@@ -95,3 +95,22 @@ def test_chunks_auto_makes_blocks_of_whole_chunk_objects_of_dasks_chunk_size():
     per_object = xr.open_dataset(url, engine="h5cloud", chunks={}).v.data
     assert per_object.numblocks == (40, 1, 1)
     assert '`chunks="auto"` for blocks of whole chunk objects' in README.replace("\n  ", " ")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_lead_to_files_and_headings_that_exist():
+    links = re.findall(r"\]\(([^)\s]+)\)", README)
+    assert links
+    for link in links:
+        if link.startswith("http"):
+            continue
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.is_file(), link
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", target.read_text(), re.M)
+            assert anchor in {_anchor(h) for h in headings}, link
