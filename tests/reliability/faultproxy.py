@@ -31,7 +31,8 @@ S3 clients send. Faults can be limited to some methods (``methods={"GET"}``) or 
 paths containing a string (``path_filter``). ``counts`` tells how many faults of
 each kind were injected; ``requests`` how many requests were seen, ``peak_in_flight``
 the most requests it held at once (received, answer not yet sent) and
-``connections_opened`` how many client connections were opened. ``latency`` delays
+``connections_opened`` how many client connections were opened; ``seen`` counts the
+requests by (method, path). ``latency`` delays
 every forwarded request, as a distant store does, so that concurrency shows.
 
 Example::
@@ -165,6 +166,7 @@ class FaultProxy:
         self.faults_by_method: Counter[tuple[str, str]] = Counter()
         self.in_flight = self.peak_in_flight = 0
         self.connections_opened = 0
+        self.seen: Counter[tuple[str, str]] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -190,6 +192,7 @@ class FaultProxy:
         self.requests = 0
         self.peak_in_flight = self.in_flight
         self.connections_opened = 0
+        self.seen.clear()
 
     @property
     def endpoint(self) -> str:
@@ -253,6 +256,7 @@ class FaultProxy:
     # -- the proxy ----------------------------------------------------------------------
     def _choose(self, method: str, target: str) -> str | None:
         self.requests += 1
+        self.seen[(method, target.split("?")[0])] += 1
         u = self._rng.random()  # drawn for every request, so the sequence stays seeded
         if self.methods is not None and method not in self.methods:
             return None

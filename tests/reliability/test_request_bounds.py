@@ -72,10 +72,14 @@ def test_many_dask_threads_keep_requests_in_flight_within_max_concurrency(
 
 def test_threaded_read_makes_the_requests_a_serial_read_makes(
         many_chunks: tuple[str, np.ndarray], seaweedfs: Any, proxied: Any) -> None:
-    """Row 1: threads add no requests (no repeated GETs, no per-thread metadata): one
-    GET per chunk object either way, the same count at the server."""
+    """Rows 1 and 7: threads add no requests (no repeated GETs, no per-thread metadata):
+    one GET per chunk object either way, the same count at the server."""
     url, data = many_chunks
     options = via_proxy(seaweedfs.storage_options(), proxied, max_concurrency=8)
+    with h5dask.File(url, storage_options=options) as f:
+        source = f["v"].source()
+        chunk_paths = {f"/h5dask-test/{source.chunk_key((i, j))}"
+                       for i in range(SHAPE[0] // CHUNKS[0]) for j in range(SHAPE[1] // CHUNKS[1])}
     counted = {}
     for scheduler, workers in (("synchronous", 1), ("threads", 32)):
         proxied.reset_counts()
@@ -83,6 +87,11 @@ def test_threaded_read_makes_the_requests_a_serial_read_makes(
         np.testing.assert_array_equal(_read_chunks(url, options, scheduler, workers), data)
         chunk = h5dask.stats()["chunk"]
         counted[scheduler] = (proxied.requests, chunk["read_requests"])
+        # user ask 7: at the server, one GET per chunk object, none ranged twice
+        # or repeated, and no other request for a chunk (no HEAD)
+        at_server = {p: n for (m, p), n in proxied.seen.items() if p in chunk_paths}
+        assert at_server == dict.fromkeys(chunk_paths, 1), scheduler
+        assert all(m == "GET" for (m, p) in proxied.seen if p in chunk_paths)
     assert counted["threads"] == counted["synchronous"], counted
     # every chunk object once; the rest is the open's metadata (the same both times)
     assert counted["threads"][1] == N_CHUNKS, counted
