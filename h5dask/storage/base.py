@@ -87,6 +87,9 @@ class RequestSlots:
                     waiter.set()
                     return
                 loop, future = waiter
+                if loop is _running_loop():  # no wake-up through the loop's self-pipe
+                    loop.call_soon(self._hand_over, future)
+                    return
                 try:
                     loop.call_soon_threadsafe(self._hand_over, future)
                     return
@@ -99,6 +102,13 @@ class RequestSlots:
             self.release()
         else:
             future.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _store_cache: dict[tuple, ObjectStore] = {}
