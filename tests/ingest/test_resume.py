@@ -16,8 +16,10 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import h5dask
+from h5dask.cli import main
 from h5dask.ingest import load_file
 from h5dask.storage import open_location, sync
 
@@ -138,6 +140,10 @@ def test_a_load_that_the_store_fails_keeps_its_chunks_for_the_next_run(
     with pytest.raises(h5dask.StorageError) as info:
         load_file(src, url, progress=False, max_workers=1)
     assert "run the same load again to resume" in "".join(info.value.__notes__)
+    done[:] = [""] * 30  # the command line says so too (its first new chunk fails)
+    run = CliRunner().invoke(main, ["load", "--no-progress", str(src), url])
+    assert run.exit_code != 0 and "run the same load again to resume" in run.output, \
+        run.output
     monkeypatch.setattr(ObjectStore, "put", put)
     summary = load_file(src, url, progress=False)
     assert summary.chunks_kept == 30 and summary.chunks_written == TOTAL_CHUNKS - 30
