@@ -1,18 +1,25 @@
 """The index of what users of neighbouring systems (h5pyd/HSDS, xarray, zarr, kerchunk,
-PyActiveStorage) hit, and the tests that prove h5dask does not (see
-/work/shared/notes/user-asks.md for the sources). Each row names the tests that fail if
-h5dask had the problem; the test below keeps the index true to the test files.
+PyActiveStorage) hit, as reported in their issue trackers, and the tests that prove
+h5dask does not. Each row names the tests that fail if h5dask had the problem; the test
+below keeps the index true to the test files.
 
 1. dask floods the server ("Connection pool is full"); threaded slower than serial
-2. walking the metadata tree costs one GET per object
+   (HDFGroup/h5pyd#31, h5pyd PR #167)
+2. walking the metadata tree costs one GET per object (h5pyd#25, h5pyd#259)
 3. ingest is slow, sequential and fragile; an interrupted upload starts over
-4. HSDS-layout data without a server; shared stores throttle (503, 429)
-5. a filter the reader lacks makes data unreadable
-6. opening cloud data without consolidated metadata is unusably slow
-7. too many requests per chunk read
-8. one task per chunk makes graphs too big
+   (h5pyd#258, hsds#329)
+4. HSDS-layout data without a server; shared stores throttle with 503 and 429
+   (NatLabRockies/rex#112, h5pyd#70, h5pyd#115, hsds#94)
+5. a filter the reader lacks makes data unreadable (hsds#76, h5pyd#128,
+   pangeo-data/benchmarking#6)
+6. opening cloud data without consolidated metadata is unusably slow (pydata/xarray#5251,
+   xarray#10122)
+7. too many requests per chunk read (zarr-python#1758, #3199, PR #3004)
+8. one task per chunk makes graphs too big (pydata/xarray#6036, pangeo-data/pangeo#266)
 9. remote HDF5 through fsspec cannot be pickled for distributed, needs cache tuning
+   (xarray#10712, xarray#4591, xarray PR #11216, s3fs#677)
 10. truncated reads surface as cryptic decompressor errors instead of being retried
+    (zarr-developers/numcodecs#810)
 """
 
 from __future__ import annotations
