@@ -109,6 +109,10 @@ class SourceFileError(H5DaskError, OSError):
     object in it that HDF5 itself fails on); the message names the file and the object."""
 
 
+class SourceNotFoundError(SourceFileError, FileNotFoundError):
+    """The file given to ``h5dask load`` does not exist (the message names it)."""
+
+
 class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 

@@ -160,3 +160,13 @@ def test_a_netcdf4_file_in_the_bucket_says_load_or_link_it(shared_data, s3_bucke
     linked = h5dask.load(url, f"{s3_bucket_url}/home/me/", link=True,
                          storage_options=storage_options)  # the advice, followed
     assert linked.url == f"{s3_bucket_url}/home/me/daily.h5" and linked.chunks_linked > 0
+
+
+def test_a_misspelt_source_file_is_an_h5dask_error_naming_it(tmp_path, s3_bucket_url,
+                                                             storage_options):
+    from h5dask.errors import SourceNotFoundError
+
+    missing = tmp_path / "run9.nc"
+    with pytest.raises(SourceNotFoundError, match=f"source file '{missing}' does not exist"):
+        h5dask.load(missing, f"{s3_bucket_url}/home/me/", storage_options=storage_options)
+    assert isinstance(SourceNotFoundError("x"), FileNotFoundError)  # CLI exit code 3 stays
