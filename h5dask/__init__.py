@@ -65,7 +65,8 @@ def load(src: str | os.PathLike[str], url: str, *, storage_options: Mapping[str,
     ``h5dask load``. Returns a summary (objects, chunks and bytes written, time taken).
 
     ``src`` is a local path or an fsspec URL; ``url`` the new domain
-    (``s3://bucket/path/name.h5``, ``file://...``). ``storage_options`` are the domain
+    (``s3://bucket/path/name.h5``, ``file://...``), or a folder ending in "/" that
+    receives it as NAME.h5 (``summary.url`` says where). ``storage_options`` are the domain
     store's (s3fs conventions); ``link=True`` references the file's chunks instead of
     copying them (the file must stay where it is); ``overwrite=True`` replaces an
     existing domain; ``progress=True`` shows a progress bar on stderr. Further options

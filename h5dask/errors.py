@@ -23,6 +23,7 @@ class DomainNotFoundError(H5DaskError, FileNotFoundError):
             msg += f" ({detail})"
         super().__init__(msg)
         self.url = url
+        self.detail = detail
 
 
 class ObjectNotFoundError(H5DaskError, KeyError):
@@ -108,6 +109,10 @@ class SourceFileError(H5DaskError, OSError):
     object in it that HDF5 itself fails on); the message names the file and the object."""
 
 
+class SourceNotFoundError(SourceFileError, FileNotFoundError):
+    """The file given to ``h5dask load`` does not exist (the message names it)."""
+
+
 class UnsupportedTypeError(H5DaskError, TypeError):
     """A datatype h5dask cannot represent."""
 
@@ -146,6 +151,11 @@ class NotADomainError(DomainNotFoundError):
         self.url = url
 
 
+class DomainURLError(H5DaskError, ValueError):
+    """A URL that cannot name a domain: a bucket alone, or a folder (ending in "/") where
+    a new domain is to be written; the message shows a URL that would do."""
+
+
 class StorageOptionsError(H5DaskError, ValueError):
     """A ``storage_options`` name no back end knows, or a value it cannot use."""
 
@@ -172,11 +182,12 @@ class FolderNotEmptyError(H5DaskError, IsADirectoryError):
 
 class MissingExtraError(H5DaskError, ImportError):
     """A feature needs packages of an extra that is not installed (``pip install
-    "h5dask[EXTRA]"``)."""
+    ".[EXTRA]"`` in the h5dask clone)."""
 
     def __init__(self, feature: str, extra: str, missing: str) -> None:
-        super().__init__(f"{feature} needs {missing}, which is not installed: "
-                         f'run pip install "h5dask[{extra}]"')
+        super().__init__(f"{feature} needs {missing}, which is not installed: install "
+                         f'h5dask\'s "{extra}" extra: pip install ".[{extra}]" in the '
+                         "h5dask clone")
         self.extra = extra
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .chunkio import ArraySource
-from .domain import DomainSession
+from .domain import DomainSession, refuse_folder_url
 from .errors import (
     IncompatibleDatasetError,
     ObjectNotFoundError,
@@ -234,7 +234,14 @@ class Datatype(HLObject):
 
 
 class Group(HLObject, Mapping):
-    """A group: a mapping of names to groups, datasets, committed types."""
+    """A group: a mapping of names to groups, datasets, committed types.
+
+    >>> import numpy as np, h5dask
+    >>> with h5dask.File("memory://docs/home/group.h5", "w") as f:
+    ...     _ = f.create_group("obs").create_dataset("t", data=np.arange(3.0))
+    ...     sorted(f["obs"]), f["obs/t"].name
+    (['t'], '/obs/t')
+    """
 
     @property
     def _meta(self) -> GroupMeta:
@@ -511,7 +518,15 @@ def _filters(compression: Any, opts: Any, shuffle: bool, fletcher32: bool) -> li
 
 
 class Dataset(HLObject):
-    """An n-dimensional array stored as chunk objects (like ``h5py.Dataset``)."""
+    """An n-dimensional array stored as chunk objects (like ``h5py.Dataset``): indexing
+    reads only the chunk objects the selection touches.
+
+    >>> import numpy as np, h5dask
+    >>> with h5dask.File("memory://docs/home/dataset.h5", "w") as f:
+    ...     d = f.create_dataset("x", data=np.arange(12.0).reshape(3, 4), chunks=(1, 4))
+    ...     d.shape, d.chunks, d[1, 1:3].tolist()
+    ((3, 4), (1, 4), [5.0, 6.0])
+    """
 
     @property
     def _meta(self) -> DatasetMeta:
@@ -756,6 +771,8 @@ class File(Group):
         from .storage import Location
         from .storage.links import LinkPolicy
 
+        if mode in ("w", "w-", "x", "a") and not isinstance(url, Location):
+            refuse_folder_url(str(url))
         location = url if isinstance(url, Location) else open_location(str(url), storage_options)
         session = DomainSession(location, mode, owner,
                                 LinkPolicy.from_option(allowed_link_prefixes))

@@ -53,6 +53,12 @@ def stats() -> dict[str, dict[str, int]]:
 
 
 def reset_stats() -> None:
-    """Set every counter of this process back to zero."""
+    """Set every counter of this process back to zero (on a dask cluster, each worker
+    keeps its own: ``client.run(h5dask.reset_stats)``).
+
+    >>> reset_stats()
+    >>> stats()["total"]["read_requests"]
+    0
+    """
     with _lock:
         _counts.clear()

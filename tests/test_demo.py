@@ -77,7 +77,7 @@ def test_demo_without_the_demo_extra_says_what_to_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, stdin=subprocess.DEVNULL)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert 'pip install "h5dask[demo]"' in proc.stderr
+    assert 'pip install ".[demo]" in the h5dask clone' in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
 

@@ -153,6 +153,22 @@ def test_a_failing_cell_leaves_nothing_behind(path, monkeypatch, tmp_path):
     assert _leftovers(tmpdir) == ([], [])
 
 
+def test_quickstart_uses_your_aws_bucket_without_an_endpoint(monkeypatch):
+    """On AWS itself no endpoint is set: a bucket named by H5DASK_NOTEBOOK_BUCKET is used
+    as it is, with no embedded SeaweedFS started in its place."""
+    import subprocess
+
+    nb = nbformat.read(NOTEBOOK_DIR / "quickstart.ipynb", as_version=4)
+    setup = next(c.source for c in nb.cells if c.cell_type == "code")
+    for name in AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("H5DASK_NOTEBOOK_BUCKET", "my-bucket")
+    probe = setup + "\nimport sys\nprint(BUCKET, 'h5dask.services.seaweedfs' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.splitlines() == ["S3 endpoint: AWS", "my-bucket False"]
+
+
 def test_servers_are_started_in_with_blocks_not_by_hand():
     """Context managers are used as such: a server entered by hand is never left."""
     for path in NOTEBOOKS:

@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -429,6 +430,17 @@ class _Loader:
                              self.summary.chunks_linked if link else 0)
 
 
+def domain_name_for(src: str) -> str:
+    """The name ``h5dask load`` gives the domain of ``src`` in a folder: its stem + .h5.
+
+    >>> domain_name_for("runs/tas_1850.nc"), domain_name_for("s3://b/x/run1.h5")
+    ('tas_1850.h5', 'run1.h5')
+    """
+    text = os.fspath(src)
+    path = urlsplit(text).path if "://" in text else text  # a path may hold '#' or '?'
+    return (PurePosixPath(path).stem or "data") + ".h5"
+
+
 def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None,
               compression_opts: int | None = None, storage_options: Mapping | None = None,
               src_storage_options: Mapping | None = None, progress: bool = True,
@@ -436,7 +448,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
               inline_chunk_limit: int = INLINE_CHUNK_LIMIT,
               allowed_link_prefixes: Iterable[str] | None = None) -> LoadSummary:
     """Import the HDF5/netCDF-4 file ``src`` (a local path or an fsspec URL) as the domain
-    at ``url`` (see the module doc) and return a :class:`LoadSummary`.
+    at ``url`` (see the module doc) and return a :class:`LoadSummary`. A ``url`` ending
+    in "/" names a folder: the domain is then FOLDER/NAME.h5 (:func:`domain_name_for`).
 
     - ``chunks``: None (keep the source's; contiguous datasets get chunks chosen as
       :meth:`h5dask.Group.create_dataset` chooses them), "auto" (choose for every
@@ -485,6 +498,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
             urlsplit(str(url)).scheme in ("s3", "s3a"):
         src_storage_options = storage_options
+    if str(url).endswith("/"):  # a folder, as for cp: the domain is FOLDER/NAME.h5
+        url = str(url) + domain_name_for(src_text)
     location = open_location(str(url), storage_options)
     source = open_source(src_text, src_storage_options)
     try:

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import LinkedReferenceRefused, SourceFileError, SourceFormatError, StorageError
+from ..errors import (
+    LinkedReferenceRefused,
+    SourceFileError,
+    SourceFormatError,
+    SourceNotFoundError,
+    StorageError,
+)
 from ..storage import Location, open_object
 from ..storage.base import ObjectStore
 from ..storage.links import ENV_VAR, LinkPolicy
@@ -137,7 +143,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
         try:
             raw: Any = open(path, "rb")  # closed by Source.close
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"source file {path!r} does not exist") from exc
+            raise SourceNotFoundError(f"source file {path!r} does not exist") from exc
         url = path
         file_uri: str | None = Path(path).as_uri()
         size: int | None = os.fstat(raw.fileno()).st_size
@@ -154,8 +160,8 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             raise ImportError(f"reading {src!r} needs the fsspec implementation of "
                               f"{scheme!r} ({exc}); for s3:// install s3fs") from exc
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"source file {src!r} does not exist (or its server "
-                                    "cannot be reached)") from exc
+            raise SourceNotFoundError(f"source file {src!r} does not exist (or its server "
+                                      "cannot be reached)") from exc
         except PermissionError:
             raise
         except OSError as exc:
@@ -195,7 +201,7 @@ def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:
         return None
     hint = ("h5dask imports HDF5 and netCDF-4 files only: convert it with "
             "`nccopy -k nc4 IN OUT`, or open it with xarray and write it with "
-            "ds.to_h5cloud(URL)" if kind == "netcdf3" else
+            "h5dask.to_h5cloud(ds, URL)" if kind == "netcdf3" else
             "h5dask imports HDF5 and netCDF-4 files only")
     return SourceFormatError(f"cannot import {url!r}: it is {describe(kind)}; {hint}")
 

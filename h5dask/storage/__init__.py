@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import UnsupportedURLError
+from ..errors import DomainURLError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
 from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
@@ -83,7 +83,8 @@ def _fsspec_store(protocol: str, root: str, options: dict[str, Any], tuning: Sto
 def _clean_domain(path: str, url: str) -> str:
     domain = path.strip("/")
     if not domain:
-        raise ValueError(f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
+        raise DomainURLError(
+            f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
     try:
         check_key(domain)
     except Exception as exc:
@@ -127,6 +128,21 @@ def _protocol(scheme: str) -> str:
     return "file" if scheme in ("", "local") else scheme
 
 
+def _unsupported_url_message(url: str, scheme: str) -> str:
+    """Why ``url`` cannot name a domain, and, for an HSDS server's URL, where to find the
+    same domain in the server's storage."""
+    parts = urlsplit(url)
+    path = (f"/{parts.netloc}" if scheme == "hdf5" else "") + parts.path
+    hsds = (f"; for a domain an HSDS server keeps, open it from the server's storage: "
+            f"s3://BUCKET{path} (the server's BUCKET_NAME) or file:///ROOT/BUCKET{path} "
+            "(its POSIX ROOT_DIR)")
+    if scheme == "hdf5":
+        return f"{url!r} is an HSDS server path (h5pyd), not a storage URL{hsds}"
+    return (f"{url!r}: a domain cannot live at a {scheme}:// URL (no object listing or "
+            f"writes there); h5dask reads domains from {SUPPORTED_SCHEMES}"
+            f"{hsds if scheme in ('http', 'https') else ''}")
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -136,28 +152,27 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     """
     if not url.isprintable():
         # urlsplit drops tabs and newlines: the URL would name another domain
-        raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
+        raise DomainURLError(f"invalid domain URL {url!r}: control characters are not allowed")
     parts = urlsplit(url)
     protocol = _protocol(parts.scheme)
-    if protocol in _UNSUPPORTED:
-        raise UnsupportedURLError(
-            f"{url!r}: a domain cannot live at a {protocol}:// URL (no object listing or "
-            f"writes there); h5dask reads domains from {SUPPORTED_SCHEMES}")
+    if protocol in _UNSUPPORTED or protocol == "hdf5":
+        raise UnsupportedURLError(_unsupported_url_message(url, parts.scheme.lower()))
     if parts.scheme and ("?" in url or "#" in url):
         # what follows '?' or '#' is a query or fragment to urlsplit, so the URL would
         # silently name another domain (s3://b/home/a?b.h5 -> home/a): refuse it
-        raise ValueError(f"invalid domain URL {url!r}: '?' and '#' cannot be part of a "
+        raise DomainURLError(f"invalid domain URL {url!r}: '?' and '#' cannot be part of a "
                          "domain path in a URL (give a plain local path to use them in "
                          "file names)")
     segments = f"{parts.netloc}/{parts.path}".split("/")
     if parts.scheme and any(seg in (".", "..") for seg in segments):
         # a URL names an object path, not a file-system walk: '..' could leave the bucket
         # root (plain local paths, without a scheme, are resolved as the OS does)
-        raise ValueError(f"invalid domain path in {url!r}: '.' and '..' segments are refused")
+        raise DomainURLError(
+            f"invalid domain path in {url!r}: '.' and '..' segments are refused")
     if protocol in ("s3", "s3a"):
         bucket = parts.netloc
         if not bucket:
-            raise ValueError(f"{url!r} has no bucket name")
+            raise DomainURLError(f"{url!r} has no bucket name (expected s3://BUCKET/path)")
         domain = _clean_domain(parts.path, url)
         return Location(_s3_store(bucket, storage_options), domain)
 

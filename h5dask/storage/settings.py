@@ -147,8 +147,13 @@ def refuse_unknown(options: Mapping[str, Any], backend: str) -> None:
     valid = known | set(TUNING_OPTIONS)
     unknown = set(options) - valid
     if unknown:
+        hint = ""
+        if backend == "file" and unknown & S3_OPTIONS:
+            # the usual cause: "bucket/home/run1.h5" written without its s3://
+            hint = ("; they are S3 options, but the URL is a local path: write the URL "
+                    "as s3://bucket/path for S3")
         raise StorageOptionsError(
-            f"unknown {label} storage_options {sorted(unknown)}; valid: {sorted(valid)}")
+            f"unknown {label} storage_options {sorted(unknown)}; valid: {sorted(valid)}{hint}")
 
 
 def resolve_storage_options(options: Mapping[str, Any] | None, backend: str

@@ -28,8 +28,28 @@ def _reader() -> BackendEntrypoint:
 class LazyH5CloudEntrypoint(BackendEntrypoint):
     """``engine="h5cloud"``: HSDS schema-v2 domains in object storage, read directly.
 
-    Every method hands over to :class:`h5dask.xarray.backend.H5CloudBackendEntrypoint`
-    (a subclass that implements them).
+    ``xr.open_dataset(url, engine="h5cloud", chunks={}, ...)`` takes xarray's decoding
+    keywords and these of its own:
+
+    - ``storage_options``: the store's settings and credentials (s3fs conventions;
+      README, "Configuration"); without them, the AWS environment's.
+    - ``group``: the path of a group inside the domain, e.g. ``"/obs"``.
+    - ``active_storage_url``, ``active_storage``: push reductions down to a
+      Reductionist-compatible server (``"require"``: fail instead of reducing locally;
+      ``False``: never).
+    - ``allowed_link_prefixes``: where linked datasets may read outside the domain's store.
+    - ``max_coordinate_bytes``, ``phony_dims``: see
+      :meth:`h5dask.xarray.backend.H5CloudBackendEntrypoint.open_dataset`.
+
+    ``chunks={}`` gives one dask task per chunk object; without ``chunks`` the
+    variables are lazily indexed numpy arrays. Every method hands over to
+    :class:`h5dask.xarray.backend.H5CloudBackendEntrypoint` (a subclass that implements
+    them).
+
+    >>> import numpy as np, xarray as xr, h5dask
+    >>> h5dask.to_h5cloud(xr.Dataset({"v": ("x", np.arange(4.0))}), "memory://ep/home/a.h5")
+    >>> xr.open_dataset("memory://ep/home/a.h5", engine="h5cloud", chunks={}).v.chunks
+    ((4,),)
     """
 
     description = "Open HSDS schema-v2 domains in object storage with h5dask (no server)"
