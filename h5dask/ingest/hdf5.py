@@ -127,6 +127,12 @@ def same_layout(tid: Any, dt: np.dtype) -> bool:
                    for i, n in enumerate(dt.names or ()))
     if cls == h5t.ARRAY:
         return same_layout(tid.get_super(), dt.subdtype[0]) if dt.subdtype else False
+    if cls == h5t.ENUM:
+        return same_layout(tid.get_super(), dt)
+    if cls in (h5t.INTEGER, h5t.BITFIELD):
+        # fewer significant bits, or shifted (e.g. 12 bits from bit 4): HDF5 converts
+        # them to whole integers on read, the bytes alone are other numbers
+        return tid.get_precision() == 8 * tid.get_size() and tid.get_offset() == 0
     return cls != h5t.REFERENCE
 
 
