@@ -14,6 +14,7 @@ import pytest
 from h5py import h5d, h5p, h5s, h5t, h5z
 
 import h5dask
+from h5dask.errors import CorruptChunkError
 from h5dask.ingest import load_file
 
 pytestmark = pytest.mark.timeout(120)
@@ -158,7 +159,6 @@ def dtypes(f: h5py.File) -> None:
     f.create_dataset("vlen_i2", shape=(3,), dtype=h5py.vlen_dtype("i2"))
     f["vlen_i2"][0] = [1, 2]
     f["vlen_i2"][2] = [3]
-    f.create_dataset("array_of_arrays", data=np.ones((4,), dtype=np.dtype(("i4", (2, 3)))))
     f.create_dataset("nested_compound", data=np.zeros(3, dtype=[
         ("x", [("p", "i2"), ("q", "f4")]), ("y", "u1")]), chunks=(2,))
     if np.dtype(np.longdouble).itemsize == 16:
@@ -218,3 +218,54 @@ def test_feature_reads_as_h5py(name: str, link: bool, store: Path) -> None:
             if want.dtype.kind != "O":  # h5py has no fill value of variable-length types
                 assert _as_list(np.asarray(got.fillvalue)) == _as_list(
                     np.asarray(want.fillvalue)), key
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["copy", "link"])
+def test_references_to_skipped_objects_are_skipped_not_nulled(link: bool, tmp_path: Path
+                                                              ) -> None:
+    # f128 cannot be loaded: a reference to it must not become a null reference
+    path = tmp_path / "store" / "refs.h5"
+    path.parent.mkdir()
+    with h5py.File(path, "w") as f:
+        f.create_dataset("vec3", shape=(2,), dtype=np.dtype(("<i4", (3,))))  # skipped
+        f.create_dataset("ok", data=np.arange(3))
+        refs = f.create_dataset("refs", shape=(2,), dtype=h5py.ref_dtype)
+        refs[0], refs[1] = f["ok"].ref, f["vec3"].ref
+        # refers to a dataset that is itself skipped for its reference
+        f.create_dataset("refs_to_refs", data=[f["refs"].ref], dtype=h5py.ref_dtype)
+        f.create_dataset("good_refs", data=[f["ok"].ref, h5py.Reference()],
+                         dtype=h5py.ref_dtype)
+        f.attrs["to_skipped"] = f["vec3"].ref
+        f.attrs["to_ok"] = f["ok"].ref
+    url = (tmp_path / "store" / "domain").as_uri()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = load_file(path, url, progress=False, link=link)
+    assert sorted(s.split(" ")[0].rstrip(":") for s in summary.skipped) == [
+        "/", "/refs", "/refs_to_refs", "/vec3"]
+    assert any("attribute 'to_skipped'" in s and "/vec3" in s for s in summary.skipped)
+    assert any(s.startswith("/refs:") and "reference to /vec3" in s for s in summary.skipped)
+    with h5dask.File(url) as f:
+        assert "refs" not in f and "refs_to_refs" not in f and "to_skipped" not in f.attrs
+        good = f["good_refs"][()]
+        assert good[1] in ("", b"") and good[0] not in ("", b"")
+        assert f.attrs["to_ok"] == good[0]
+
+
+def test_fletcher32_mismatch_in_linked_chunk_raises(tmp_path: Path) -> None:
+    path = tmp_path / "store" / "f32.h5"
+    path.parent.mkdir()
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(64, dtype="<i4"), chunks=(16,), fletcher32=True)
+    url = (tmp_path / "store" / "domain").as_uri()
+    summary = load_file(path, url, progress=False, link=True)
+    assert summary.copied == []
+    with h5py.File(path, "r") as f:
+        offset = f["x"].id.get_chunk_info(1).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 3] ^= 0xFF  # one byte of a value of the second chunk
+    path.write_bytes(bytes(data))
+    with h5dask.File(url) as f:
+        np.testing.assert_array_equal(f["x"][:16], np.arange(16))
+        with pytest.raises(CorruptChunkError, match="fletcher32"):
+            f["x"][()]
