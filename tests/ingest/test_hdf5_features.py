@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 from h5py import h5d, h5p, h5s, h5t, h5z
 
 import h5dask
@@ -279,3 +280,23 @@ def test_fletcher32_mismatch_in_linked_chunk_raises(tmp_path: Path) -> None:
         np.testing.assert_array_equal(f["x"][:16], np.arange(16))
         with pytest.raises(CorruptChunkError, match="fletcher32"):
             f["x"][()]
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["copy", "link"])
+@pytest.mark.parametrize("name", sorted(set(MAKERS) - {"dtypes"}))  # h5netcdf fails on f128
+def test_feature_opens_in_xarray_as_with_h5netcdf(name: str, link: bool, tmp_path: Path
+                                                  ) -> None:
+    path = tmp_path / "store" / f"{name}.h5"
+    path.parent.mkdir()
+    with h5py.File(path, "w") as f:
+        MAKERS[name](f)
+    url = (tmp_path / "store" / "domain").as_uri()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = load_file(path, url, progress=False, link=link)
+        skipped = [s.split(":")[0].lstrip("/") for s in summary.skipped]
+        want = xr.open_dataset(path, engine="h5netcdf", phony_dims="sort",
+                               decode_cf=False).drop_vars(skipped).load()
+        got = xr.open_dataset(url, engine="h5cloud", phony_dims="sort", chunks={},
+                              decode_cf=False).load()
+    xr.testing.assert_identical(got, want)
