@@ -111,6 +111,35 @@ def unfiltered_chunk(f: h5py.File) -> None:
 
 
 @maker
+def mask_resize_allocation(f: h5py.File) -> None:
+    # a chunk that skipped gzip but not fletcher32 (mask bit 0 only)
+    d = f.create_dataset("masked_f32", shape=(40,), dtype="<i4", chunks=(10,),
+                         compression="gzip", fletcher32=True)
+    d[:] = np.arange(40)
+    checksummed = f.create_dataset("tmp", data=np.arange(100, 110, dtype="<i4"), chunks=(10,),
+                                   fletcher32=True)
+    _mask, chunk = checksummed.id.read_direct_chunk((0,))
+    d.id.write_direct_chunk((10,), chunk, filter_mask=1)
+    del f["tmp"]
+    # shrunk and grown again: HDF5 fills the cut-off part of the edge chunks
+    d = f.create_dataset("shrunk", data=np.arange(100.0).reshape(10, 10), chunks=(4, 4),
+                         maxshape=(None, None), fillvalue=-2)
+    d.resize((5, 7))
+    d.resize((9, 9))
+    f.create_dataset("unwritten_contiguous", shape=(10,), dtype="i4", fillvalue=9)
+    early = h5p.create(h5p.DATASET_CREATE)
+    early.set_chunk((5,))
+    early.set_alloc_time(h5d.ALLOC_TIME_EARLY)
+    early.set_fill_value(np.array(4, "i2"))
+    h5d.create(f.id, b"early", h5t.STD_I16LE, h5s.create_simple((20,)), dcpl=early)
+    f["early"][3] = 1
+    f.create_dataset("be_shuffle_gzip", data=np.arange(100, dtype=">f8"), chunks=(30,),
+                     shuffle=True, compression="gzip")
+    f.create_dataset("scaleoffset_fill", data=np.linspace(0, 1, 100), chunks=(30,),
+                     scaleoffset=2, fillvalue=-9.5)
+
+
+@maker
 def layouts_and_links(f: h5py.File) -> None:
     f.create_dataset("base", data=np.arange(200.0), chunks=(64,))
     f.create_dataset("gz", data=np.arange(200.0) * 2, chunks=(64,), compression="gzip")
