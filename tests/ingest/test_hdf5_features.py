@@ -58,6 +58,11 @@ def int_bit_offset(f: h5py.File) -> None:
     h5d.create(f.id, b"int_off_contiguous", _int_with_bit_offset(20, 8),
                h5s.create_simple((30,)), dcpl=contiguous)
     f["int_off_contiguous"][...] = np.arange(30) * 1000 - 15000
+    record = h5t.create(h5t.COMPOUND, 12)
+    record.insert(b"a", 0, _int_with_bit_offset(12, 4))
+    record.insert(b"b", 4, h5t.STD_I64LE)
+    low_level(f, "compound_member_off", record, (4,), (2,), lambda d: None,
+              np.array([(-3, 5), (4, 6), (7, 8), (-9, 10)], dtype=[("a", "<i4"), ("b", "<i8")]))
 
 
 @maker
