@@ -79,6 +79,20 @@ def is_transient(text: str) -> bool:
     return any(m in head for m in _TRANSIENT_MARKERS)
 
 
+def virtual_hosted_endpoint(endpoint: str, bucket: str) -> str:
+    """The endpoint of one bucket under virtual-hosted addressing, the bucket in the host
+    name as boto3 and s3fs send it: object_store takes such an endpoint as the bucket's
+    own, and would send a bare one's first key segment as the bucket.
+
+    >>> virtual_hosted_endpoint("https://s3.example.org:8443/", "data")
+    'https://data.s3.example.org:8443'
+    """
+    parts = urlsplit(endpoint.rstrip("/"))
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    return parts._replace(netloc=f"{user}{at}{bucket}.{host}").geturl()
+
+
 class S3ObjectStore(ObjectStore):
     """The objects of one S3 bucket.
 
@@ -164,7 +178,8 @@ class S3ObjectStore(ObjectStore):
         config: dict[str, Any] = {"region": s.region,
                                   "virtual_hosted_style_request": s.addressing_style == "virtual"}
         if s.endpoint:
-            config["endpoint"] = s.endpoint
+            config["endpoint"] = (virtual_hosted_endpoint(s.endpoint, self.bucket)
+                                  if s.addressing_style == "virtual" else s.endpoint)
         if s.anon or not s.key:
             config["skip_signature"] = True
         else:

@@ -12,10 +12,14 @@ shared files, container and instance credentials) > defaults.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import StorageOptionsError
 
 from .settings import TUNING_OPTIONS, refuse_unknown
 
@@ -51,6 +55,14 @@ def _first(*values: Any) -> Any:
         if v not in (None, ""):
             return v
     return None
+
+
+def _is_ip_address(url: str) -> bool:
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+    return True
 
 
 Credentials = tuple[str | None, str | None, str | None, str | None]
@@ -115,6 +127,11 @@ def resolve_s3_settings(
         style = "path" if endpoint else "virtual"
     if style not in ("path", "virtual"):
         raise ValueError(f"addressing_style must be 'path', 'virtual' or 'auto', not {style!r}")
+    if style == "virtual" and endpoint is not None and _is_ip_address(endpoint):
+        raise StorageOptionsError(
+            f"addressing_style 'virtual' puts the bucket in the endpoint's host name, but "
+            f"endpoint_url {endpoint!r} is an IP address: use addressing_style 'path' "
+            "(config_kwargs={'s3': {'addressing_style': 'path'}}) or a host name")
     verify = _first(options.get("verify"), ck.get("verify"))
     ca_bundle = _first(options.get("ca_bundle"), verify if isinstance(verify, str) else None,
                        env.get("AWS_CA_BUNDLE"))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import h5dask
+from h5dask.errors import StorageOptionsError
 from h5dask.storage import open_location, resolve_s3_settings
 
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -208,7 +209,8 @@ def test_settings_reach_the_s3_client() -> None:
                                                "addressing_style": "virtual"}}}).store
     cfg = anon._store.config
     assert cfg["virtual_hosted_style_request"] == "true" and cfg["skip_signature"] == "true"
-    assert cfg["endpoint"] == "http://h:1" and "access_key_id" not in cfg
+    # virtual-hosted: the bucket is in the host name, as boto3 and s3fs address it
+    assert cfg["endpoint"] == "http://bkt.h:1" and "access_key_id" not in cfg
     keyed = open_location("s3://bkt/x.h5", {"key": "K", "secret": "S", "token": "T",
                                             "region": "eu-west-3",
                                             "endpoint_url": "http://h:1"}).store
@@ -217,3 +219,21 @@ def test_settings_reach_the_s3_client() -> None:
     assert (cfg["access_key_id"], cfg["secret_access_key"], cfg["session_token"],
             cfg["region"]) == ("K", "S", "T", "eu-west-3")
     assert "skip_signature" not in cfg
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("http://h:1", "http://bkt.h:1"), ("https://s3.example.org/", "https://bkt.s3.example.org"),
+    ("https://user@s3.example.org:8443/base", "https://user@bkt.s3.example.org:8443/base"),
+])
+def test_virtual_hosted_style_puts_the_bucket_in_the_endpoint_host(endpoint, expected) -> None:
+    """object_store takes a virtual-hosted endpoint as the bucket's own: given the bare
+    endpoint, a key's first segment was sent as the bucket (another bucket's objects)."""
+    store = open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": endpoint,
+                                            "addressing_style": "virtual"}).store
+    assert store._store.config["endpoint"] == expected
+
+
+def test_virtual_hosted_style_needs_a_host_name() -> None:
+    with pytest.raises(StorageOptionsError, match=r"127\.0\.0\.1.*addressing_style.*'path'"):
+        open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "http://127.0.0.1:9000",
+                                        "addressing_style": "virtual"})

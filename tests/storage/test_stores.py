@@ -269,6 +269,24 @@ def test_s3_missing_bucket(storage_options) -> None:
         h5dask.File("s3://no-such-bucket-here/x.h5", storage_options=storage_options)
 
 
+def test_s3_virtual_hosted_style_never_reads_another_bucket(seaweedfs, storage_options,
+                                                           s3_bucket_url) -> None:
+    """Virtual-hosted addressing sends the bucket in the host name: before, the key's
+    first segment became the bucket, so s3://h5dask-test/hsds-test/p.h5 read the domain
+    of s3://hsds-test/p.h5."""
+    name = f"{uuid.uuid4().hex}.h5"
+    with h5dask.File(f"s3://hsds-test/{name}", "w", storage_options=storage_options) as f:
+        f.attrs["bucket"] = "hsds-test"
+    with h5dask.File(f"s3://h5dask-test/hsds-test/{name}", "w",
+                     storage_options=storage_options) as f:
+        f.attrs["bucket"] = "h5dask-test"
+    local = seaweedfs.endpoint.replace("127.0.0.1", "localhost")
+    virtual = {**storage_options, "endpoint_url": local, "max_attempts": 1,
+               "config_kwargs": {"s3": {"addressing_style": "virtual"}}}
+    with pytest.raises(StorageError, match=f"h5dask-test.localhost"):
+        h5dask.File(f"s3://h5dask-test/hsds-test/{name}", storage_options=virtual)
+
+
 def test_list_dir_modified_and_prune(backend: Backend) -> None:
     """One-level listing (never descends), modification times, and pruning of emptied
     directories (file://) behave alike on every back end."""
