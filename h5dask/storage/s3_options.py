@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import StorageOptionsError
-
 from .settings import TUNING_OPTIONS, refuse_unknown
 
 __all__ = ["S3Settings", "TUNING_OPTIONS", "resolve_s3_settings"]

@@ -283,7 +283,7 @@ def test_s3_virtual_hosted_style_never_reads_another_bucket(seaweedfs, storage_o
     local = seaweedfs.endpoint.replace("127.0.0.1", "localhost")
     virtual = {**storage_options, "endpoint_url": local, "max_attempts": 1,
                "config_kwargs": {"s3": {"addressing_style": "virtual"}}}
-    with pytest.raises(StorageError, match=f"h5dask-test.localhost"):
+    with pytest.raises(StorageError, match="h5dask-test.localhost"):
         h5dask.File(f"s3://h5dask-test/hsds-test/{name}", storage_options=virtual)
 
 
