@@ -121,8 +121,64 @@ def test_env_keys_beat_aws_profile(monkeypatch, profiles) -> None:
 
 
 def test_unknown_profile_is_an_error(monkeypatch, profiles) -> None:
-    with pytest.raises(Exception, match="nosuch"):
+    """Named wherever it came from, with the profiles that do exist."""
+    with pytest.raises(StorageOptionsError, match=r"'nosuch' \(from storage_options profile\)"
+                       r".*\['default', 'team'\]"):
         resolve_s3_settings({"profile": "nosuch"})
+    monkeypatch.setenv("AWS_PROFILE", "typo")
+    with pytest.raises(StorageOptionsError, match=r"'typo' \(from AWS_PROFILE\).*AWS_CONFIG_FILE"):
+        resolve_s3_settings({"anon": True})
+
+
+@pytest.fixture
+def endpoint_profiles(monkeypatch, tmp_path):
+    """A profile with its own endpoint_url, one with a services section, one without."""
+    config = tmp_path / "endpoint-config"
+    config.write_text("[profile own]\nregion = eu-north-1\nendpoint_url = http://own:1\n\n"
+                      "[profile svc]\nendpoint_url = http://global:2\nservices = store\n\n"
+                      "[services store]\ns3 =\n  endpoint_url = http://service:3\n\n"
+                      "[profile plain]\nregion = eu-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+
+def test_endpoint_url_from_the_profile(monkeypatch, endpoint_profiles) -> None:
+    """The shared config file's endpoint_url (the s3 one of a services section first), as
+    the AWS SDKs read it; below the environment and storage_options."""
+    monkeypatch.setenv("AWS_PROFILE", "own")
+    s = resolve_s3_settings({"anon": True})
+    assert (s.endpoint, s.region, s.addressing_style) == ("http://own:1", "eu-north-1", "path")
+    assert resolve_s3_settings({"anon": True, "profile": "svc"}).endpoint == "http://service:3"
+    assert resolve_s3_settings({"anon": True, "profile": "plain"}).endpoint is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:4")
+    assert resolve_s3_settings({"anon": True}).endpoint == "http://env:4"
+    assert resolve_s3_settings({"anon": True, "endpoint_url": "http://opt:5"}).endpoint == \
+        "http://opt:5"
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert resolve_s3_settings({"anon": True}).endpoint is None
+
+
+def test_profile_region_applies_with_explicit_keys(monkeypatch, profiles) -> None:
+    """Keys from storage_options do not hide the profile's region (setting by setting)."""
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    s = resolve_s3_settings({"key": "K", "secret": "S"})
+    assert (s.key, s.region) == ("K", "ap-south-1")
+
+
+def test_seaweedfs_through_a_profile_only(monkeypatch, seaweedfs, storage_options,
+                                          s3_bucket_url, tmp_path) -> None:
+    """AWS_PROFILE alone (keys in the credentials file, endpoint_url in the config file)
+    reaches the server."""
+    url = f"{s3_bucket_url}/profile-only.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("x", data=np.arange(6), chunks=(3,))
+    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
+                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
+    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "conf"))
+    monkeypatch.setenv("AWS_PROFILE", "weed")
+    with h5dask.File(url) as f:
+        np.testing.assert_array_equal(f["x"][...], np.arange(6))
 
 
 def test_anonymous(monkeypatch, profiles) -> None:
