@@ -154,6 +154,11 @@ class UnsupportedURLError(H5DaskError, ValueError):
     """A URL scheme h5dask cannot use for this purpose (e.g. a domain at http://)."""
 
 
+class InvalidURLError(H5DaskError, ValueError):
+    """A domain URL that names no domain, or not the one it seems to (no bucket, a
+    ``..`` segment, a ``file://`` URL with a host); the message says what to write."""
+
+
 class AmbiguousBucketRootError(H5DaskError, ValueError):
     """A file:// domain path could belong to two buckets; ``bucket_root`` must say which."""
 

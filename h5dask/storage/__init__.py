@@ -16,12 +16,12 @@ A domain URL names a bucket root and a domain path inside it:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import UnsupportedURLError
+from ..errors import InvalidURLError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
 from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
@@ -83,11 +83,12 @@ def _fsspec_store(protocol: str, root: str, options: dict[str, Any], tuning: Sto
 def _clean_domain(path: str, url: str) -> str:
     domain = path.strip("/")
     if not domain:
-        raise ValueError(f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
+        raise InvalidURLError(
+            f"{url!r} names no domain path (expected e.g. s3://bucket/home/run1.h5)")
     try:
         check_key(domain)
     except Exception as exc:
-        raise ValueError(f"invalid domain path in {url!r}: {exc}") from exc
+        raise InvalidURLError(f"invalid domain path in {url!r}: {exc}") from exc
     return domain
 
 
@@ -127,6 +128,36 @@ def _protocol(scheme: str) -> str:
     return "file" if scheme in ("", "local") else scheme
 
 
+def _local_path(url: str, parts: SplitResult, decode: Callable[[str], str] = str) -> str:
+    """The absolute path a ``file://`` URL or a plain path names (``~`` expanded in a
+    plain path, as xarray does); a ``file://`` URL with a host is refused: its first
+    path segment is a host, so ``file://data/x.h5`` would name ``/x.h5``."""
+    if not parts.scheme:
+        return os.path.abspath(os.path.expanduser(url))
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidURLError(
+            f"{url!r} names host {parts.netloc!r}: a file:// URL needs an absolute path "
+            f"(file:///{parts.netloc}{parts.path} for /{parts.netloc}{parts.path}); for a "
+            "relative path give a plain path, without file://")
+    return os.path.abspath(decode(parts.path))
+
+
+def _check_fsspec_protocol(protocol: str, url: str) -> None:
+    """Refuse a scheme fsspec does not know, or whose package is not installed."""
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise UnsupportedURLError(
+            f"{url!r}: the {protocol}:// file system needs a package that is not "
+            f"installed ({exc})") from exc
+    except ValueError as exc:
+        raise UnsupportedURLError(
+            f"{url!r}: unknown URL scheme '{protocol}://'; h5dask reads domains from "
+            f"{SUPPORTED_SCHEMES}") from exc
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -136,7 +167,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     """
     if not url.isprintable():
         # urlsplit drops tabs and newlines: the URL would name another domain
-        raise ValueError(f"invalid domain URL {url!r}: control characters are not allowed")
+        raise InvalidURLError(f"invalid domain URL {url!r}: control characters are not allowed")
     parts = urlsplit(url)
     protocol = _protocol(parts.scheme)
     if protocol in _UNSUPPORTED:
@@ -146,25 +177,27 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     if parts.scheme and ("?" in url or "#" in url):
         # what follows '?' or '#' is a query or fragment to urlsplit, so the URL would
         # silently name another domain (s3://b/home/a?b.h5 -> home/a): refuse it
-        raise ValueError(f"invalid domain URL {url!r}: '?' and '#' cannot be part of a "
+        raise InvalidURLError(f"invalid domain URL {url!r}: '?' and '#' cannot be part of a "
                          "domain path in a URL (give a plain local path to use them in "
                          "file names)")
     segments = f"{parts.netloc}/{parts.path}".split("/")
     if parts.scheme and any(seg in (".", "..") for seg in segments):
         # a URL names an object path, not a file-system walk: '..' could leave the bucket
         # root (plain local paths, without a scheme, are resolved as the OS does)
-        raise ValueError(f"invalid domain path in {url!r}: '.' and '..' segments are refused")
+        raise InvalidURLError(
+            f"invalid domain path in {url!r}: '.' and '..' segments are refused")
     if protocol in ("s3", "s3a"):
         bucket = parts.netloc
         if not bucket:
-            raise ValueError(f"{url!r} has no bucket name")
+            raise InvalidURLError(f"{url!r} has no bucket name (expected e.g. "
+                                  "s3://bucket/home/run1.h5)")
         domain = _clean_domain(parts.path, url)
         return Location(_s3_store(bucket, storage_options), domain)
 
     ambiguity = None
     if protocol == "file":
         bucket_root = resolve_storage_options(storage_options, "file")[1].get("bucket_root")
-        path = os.path.abspath(parts.path if parts.scheme else url)
+        path = _local_path(url, parts)
         if bucket_root:
             root = os.path.abspath(bucket_root)
         else:
@@ -174,11 +207,12 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
                 ambiguity = ambiguity_message(url, root, found.ambiguous_with)
         rel = os.path.relpath(path, root)
         if rel.startswith(".."):
-            raise ValueError(f"domain {path!r} is not inside bucket_root {root!r}")
+            raise InvalidURLError(f"domain {path!r} is not inside bucket_root {root!r}")
         return Location(_local_store(root, storage_options), _clean_domain(rel, url), ambiguity)
 
     import fsspec
 
+    _check_fsspec_protocol(protocol, url)
     tuning, options = resolve_storage_options(storage_options, "fsspec")
     bucket_root = options.pop("bucket_root", None)
     full = f"{parts.netloc}{parts.path}"
@@ -245,12 +279,13 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":
-        path = os.path.abspath(unquote(parts.path) if parts.scheme else url)
+        path = _local_path(url, parts, unquote)
         return _local_store(os.path.dirname(path), storage_options), \
             check_key(os.path.basename(path))
 
     import fsspec
 
+    _check_fsspec_protocol(protocol, url)
     tuning, options = resolve_storage_options(storage_options, "fsspec")
     path = fsspec.get_filesystem_class(protocol)._strip_protocol(url)
     directory, _, key = path.rpartition("/")
