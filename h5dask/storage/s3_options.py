@@ -46,8 +46,36 @@ class S3Settings:
     credential_source: str = "none"
 
 
+#: the botocore client arguments and config names (s3fs's ``client_kwargs`` and
+#: ``config_kwargs``) h5dask's S3 client uses; any other would be silently ignored
+CLIENT_KWARGS = frozenset({"endpoint_url", "region_name", "aws_access_key_id",
+                           "aws_secret_access_key", "aws_session_token", "verify"})
+CONFIG_KWARGS_S3 = frozenset({"addressing_style"})
+
+
 def _client_kwargs(options: Mapping[str, Any]) -> Mapping[str, Any]:
     return options.get("client_kwargs") or {}
+
+
+def _refuse_unknown_nested(options: Mapping[str, Any]) -> None:
+    """Refuse the ``client_kwargs``/``config_kwargs`` names h5dask's S3 client (obstore,
+    not botocore) would ignore, naming them and what to use."""
+    def unknown(where: str, given: Any, valid: frozenset[str], instead: str = "") -> None:
+        if not isinstance(given, Mapping):
+            raise StorageOptionsError(f"storage_options {where} must be a dict, not "
+                                      f"{type(given).__name__}")
+        names = sorted(set(given) - valid)
+        if names:
+            raise StorageOptionsError(
+                f"storage_options {where} {names} are not used by h5dask's S3 client; "
+                f"valid: {sorted(valid)}{instead}")
+
+    unknown("client_kwargs", options.get("client_kwargs") or {}, CLIENT_KWARGS)
+    config = options.get("config_kwargs") or {}
+    unknown("config_kwargs", config, frozenset({"s3"}),
+            "; timeouts and retries are the storage_options timeout, connect_timeout, "
+            "max_attempts and retry_base_delay")
+    unknown("config_kwargs.s3", config.get("s3") or {}, CONFIG_KWARGS_S3)
 
 
 def _first(*values: Any) -> Any:
@@ -126,6 +154,7 @@ def resolve_s3_settings(
     """
     options = dict(options or {})
     refuse_unknown(options, "s3")  # the tuning ones are the store's: ignored here
+    _refuse_unknown_nested(options)
     env = os.environ if environ is None else environ
     ck = _client_kwargs(options)
     s3_config = ((options.get("config_kwargs") or {}).get("s3") or {})

@@ -293,3 +293,18 @@ def test_virtual_hosted_style_needs_a_host_name() -> None:
     with pytest.raises(StorageOptionsError, match=r"127\.0\.0\.1.*addressing_style.*'path'"):
         open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "http://127.0.0.1:9000",
                                         "addressing_style": "virtual"})
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"client_kwargs": {"endpoint_url": "http://h:1", "use_ssl": False}},
+     r"client_kwargs \['use_ssl'\].*valid: \['aws_access_key_id'.*'verify'\]"),
+    ({"config_kwargs": {"connect_timeout": 3, "retries": {"max_attempts": 2}}},
+     r"config_kwargs \['connect_timeout', 'retries'\].*timeout, connect_timeout, max_attempts"),
+    ({"config_kwargs": {"s3": {"addressing_style": "path", "use_accelerate_endpoint": True}}},
+     r"config_kwargs\.s3 \['use_accelerate_endpoint'\].*valid: \['addressing_style'\]"),
+])
+def test_unknown_nested_options_are_refused_by_name(options, match) -> None:
+    """s3fs passes client_kwargs/config_kwargs on to botocore; h5dask's S3 client uses a
+    few of them, and a name it would ignore is refused rather than silently dropped."""
+    with pytest.raises(StorageOptionsError, match=match):
+        resolve_s3_settings(options)
