@@ -308,3 +308,35 @@ def test_unknown_nested_options_are_refused_by_name(options, match) -> None:
     few of them, and a name it would ignore is refused rather than silently dropped."""
     with pytest.raises(StorageOptionsError, match=match):
         resolve_s3_settings(options)
+
+
+def test_profile_settings_travel_to_workers_without_the_profile(
+        monkeypatch, seaweedfs, storage_options, s3_bucket_url, tmp_path) -> None:
+    """What the client resolved from AWS_PROFILE (endpoint and keys) is pickled with the
+    tasks: a worker process with no AWS environment and no profile files reads the chunks."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    xr = pytest.importorskip("xarray")
+    url = f"{s3_bucket_url}/to-workers.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("x", data=np.arange(8.0), chunks=(3,))
+    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
+                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
+    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "conf"))
+    monkeypatch.setenv("AWS_PROFILE", "weed")
+    data = xr.open_dataset(url, engine="h5cloud", chunks={})["x"].data
+    (tmp_path / "graph.pkl").write_bytes(pickle.dumps(data))
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    worker_env.update(HOME=str(tmp_path / "nohome"), AWS_EC2_METADATA_DISABLED="true",
+                      AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    code = ("import pickle, sys; a = pickle.load(open(sys.argv[1], 'rb'));"
+            "print(a.compute(scheduler='sync').tolist())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "graph.pkl")],
+                         env=worker_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(np.arange(8.0).tolist())
