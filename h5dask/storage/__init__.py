@@ -16,10 +16,10 @@ A domain URL names a bucket root and a domain path inside it:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ..errors import InvalidURLError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
@@ -54,6 +54,10 @@ class Location:
 
     @property
     def url(self) -> str:
+        """The domain's URL; a file:// one percent-encoded, as its store's root_url is
+        (RFC 8089), so that it opens the same domain again."""
+        if isinstance(self.store, LocalObjectStore):
+            return f"{self.store.root_url}/{quote(self.domain)}"
         return f"{self.store.root_url}/{self.domain}"
 
     @property
@@ -128,10 +132,11 @@ def _protocol(scheme: str) -> str:
     return "file" if scheme in ("", "local") else scheme
 
 
-def _local_path(url: str, parts: SplitResult, decode: Callable[[str], str] = str) -> str:
-    """The absolute path a ``file://`` URL or a plain path names (``~`` expanded in a
-    plain path, as xarray does); a ``file://`` URL with a host is refused: its first
-    path segment is a host, so ``file://data/x.h5`` would name ``/x.h5``."""
+def _local_path(url: str, parts: SplitResult) -> str:
+    """The absolute path a ``file://`` URL (percent-encoded, RFC 8089, as
+    ``Path.as_uri()`` writes it and h5dask reports it) or a plain path names (``~``
+    expanded in a plain path, as xarray does); a ``file://`` URL with a host is refused:
+    its first path segment is a host, so ``file://data/x.h5`` would name ``/x.h5``."""
     if not parts.scheme:
         return os.path.abspath(os.path.expanduser(url))
     if parts.netloc not in ("", "localhost"):
@@ -139,7 +144,7 @@ def _local_path(url: str, parts: SplitResult, decode: Callable[[str], str] = str
             f"{url!r} names host {parts.netloc!r}: a file:// URL needs an absolute path "
             f"(file:///{parts.netloc}{parts.path} for /{parts.netloc}{parts.path}); for a "
             "relative path give a plain path, without file://")
-    return os.path.abspath(decode(parts.path))
+    return os.path.abspath(unquote(parts.path))
 
 
 def _check_fsspec_protocol(protocol: str, url: str) -> None:
@@ -279,7 +284,7 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":
-        path = _local_path(url, parts, unquote)
+        path = _local_path(url, parts)
         return _local_store(os.path.dirname(path), storage_options), \
             check_key(os.path.basename(path))
 

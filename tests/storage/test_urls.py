@@ -62,3 +62,20 @@ def test_plain_path_expands_the_home_directory(monkeypatch, tmp_path) -> None:
     with h5dask.File(str(tmp_path / "bucket" / "run.h5")) as f:
         np.testing.assert_array_equal(f["x"][...], np.arange(3))
 
+
+
+def test_file_urls_are_percent_encoded_both_ways(tmp_path) -> None:
+    """A file:// URL is percent-encoded (RFC 8089), as h5dask writes it (File.url, the
+    xarray encoding's "source", linked file_uri): the URL h5dask reports reopens the same
+    domain, in directories whose names hold ' ', '%' or '#'."""
+    xr = pytest.importorskip("xarray")
+    path = tmp_path / "my data %41 #1" / "bucket" / "run 1%.h5"
+    with h5dask.File(str(path), "w") as f:
+        f["x"] = np.arange(4)
+        url = f.url
+    assert url.startswith("file://") and " " not in url and "#" not in url
+    with h5dask.File(url) as f:
+        np.testing.assert_array_equal(f["x"][...], np.arange(4))
+    source = xr.open_dataset(str(path), engine="h5cloud").encoding["source"]
+    np.testing.assert_array_equal(xr.open_dataset(source, engine="h5cloud")["x"], np.arange(4))
+    assert open_location(path.as_uri()).url == url
