@@ -9,7 +9,7 @@ import pytest
 
 import h5dask
 from h5dask.errors import InvalidURLError, UnsupportedURLError
-from h5dask.storage import open_location, open_object
+from h5dask.storage import open_location, open_object, sync
 
 
 @pytest.mark.parametrize("url, match", [
@@ -79,3 +79,22 @@ def test_file_urls_are_percent_encoded_both_ways(tmp_path) -> None:
     source = xr.open_dataset(str(path), engine="h5cloud").encoding["source"]
     np.testing.assert_array_equal(xr.open_dataset(source, engine="h5cloud")["x"], np.arange(4))
     assert open_location(path.as_uri()).url == url
+
+
+def test_s3_domain_names_are_keys_verbatim(storage_options, s3_bucket_url) -> None:
+    """On real S3 a domain path is the object key as written (the s3fs convention): ' ',
+    unicode, '+', '%', '=', '&', ';' reach the server URL-encoded and come back the same,
+    and 'a%20b' is not 'a b'."""
+    xr = pytest.importorskip("xarray")
+    names = ["a b.h5", "a%20b.h5", "ünï 漢.h5", "p+q.h5", "100%.h5", "k=v&w;x.h5"]
+    for i, name in enumerate(names):
+        with h5dask.File(f"{s3_bucket_url}/{name}", "w", storage_options=storage_options) as f:
+            f["x"] = np.full(3, i)
+    for i, name in enumerate(names):
+        ds = xr.open_dataset(f"{s3_bucket_url}/{name}", engine="h5cloud", chunks={},
+                             storage_options=storage_options)
+        np.testing.assert_array_equal(ds["x"], np.full(3, i))
+    store = open_location(f"{s3_bucket_url}/any.h5", storage_options).store
+    prefix = s3_bucket_url.split("/", 3)[3]
+    keys = [k for k in sync(store.list(f"{prefix}/")) if k.endswith("/.domain.json")]
+    assert sorted(k[len(prefix) + 1:-len("/.domain.json")] for k in keys) == sorted(names)
