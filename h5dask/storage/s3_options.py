@@ -85,6 +85,16 @@ def _first(*values: Any) -> Any:
     return None
 
 
+def _check_endpoint(endpoint: Any, origin: str) -> None:
+    """An endpoint is an http(s) URL with a host (obstore panics on one without a
+    scheme)."""
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StorageOptionsError(
+            f"S3 endpoint {endpoint!r} (from {origin}) is not an http(s) URL with a host: "
+            "give e.g. http://127.0.0.1:9000 or https://s3.example.org")
+
+
 def _is_ip_address(url: str) -> bool:
     try:
         ipaddress.ip_address(urlsplit(url).hostname or "")
@@ -190,9 +200,13 @@ def resolve_s3_settings(
     if key and not secret and not anon:
         raise ValueError(f"an S3 access key was given ({source}) without its secret")
 
-    endpoint = explicit_endpoint
+    endpoint, endpoint_origin = explicit_endpoint, "storage_options"
     if endpoint is None and not profile.ignore_configured_endpoints:
         endpoint = _first(env_endpoint, profile.endpoint)
+        endpoint_origin = next((name for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+                                if env.get(name)), "the AWS profile")
+    if endpoint is not None:
+        _check_endpoint(endpoint, endpoint_origin)
     if endpoint is not None and options.get("use_ssl") is False and endpoint.startswith("https:"):
         endpoint = "http:" + endpoint[len("https:"):]
     region = _first(explicit_region, profile.region, "us-east-1")

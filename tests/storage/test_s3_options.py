@@ -340,3 +340,19 @@ def test_profile_settings_travel_to_workers_without_the_profile(
                          env=worker_env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(np.arange(8.0).tolist())
+
+
+@pytest.mark.parametrize("endpoint, origin", [
+    ("127.0.0.1:9000", "storage_options"), ("ftp://h:1", "storage_options"),
+    ("http://", "storage_options"), ("localhost:9000", "AWS_ENDPOINT_URL"),
+])
+def test_endpoint_without_http_scheme_is_refused(monkeypatch, endpoint, origin) -> None:
+    """obstore panics on an endpoint without a scheme ("rust future panicked: unknown
+    error"); the endpoint and where it came from are named instead."""
+    options = {"anon": True}
+    if origin == "storage_options":
+        options["endpoint_url"] = endpoint
+    else:
+        monkeypatch.setenv(origin, endpoint)
+    with pytest.raises(StorageOptionsError, match=rf"{endpoint!r} \(from {origin}\).*http://"):
+        open_location("s3://bkt/x.h5", options)
