@@ -283,9 +283,11 @@ def test_s3_refusals_say_why_and_what_to_do(monkeypatch, storage_options, s3_buc
 @pytest.mark.parametrize("endpoint, cause", [
     ("http://127.0.0.1:9", r"connection refused by 127\.0\.0\.1:9"),
     ("http://no-such-host.invalid:9000", r"host name no-such-host\.invalid not found \(DNS\)"),
+    ("https://SEAWEEDFS", r"does not speak https; give it as http://"),
 ])
-def test_s3_unreachable_endpoint_says_why(storage_options, endpoint, cause) -> None:
+def test_s3_unreachable_endpoint_says_why(seaweedfs, storage_options, endpoint, cause) -> None:
     """Quick, and naming the cause, the endpoint and the attempts made."""
+    endpoint = endpoint.replace("https://SEAWEEDFS", seaweedfs.endpoint.replace("http:", "https:"))
     opts = {**storage_options, "endpoint_url": endpoint, "max_attempts": 2,
             "retry_base_delay": 0.0, "connect_timeout": 2}
     with pytest.raises(StorageError, match=cause + r".*failed after 2 attempts|"
