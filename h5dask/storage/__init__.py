@@ -32,8 +32,8 @@ from .sync import sync
 
 __all__ = [
     "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
-    "names_bucket_root", "open_location", "open_object", "open_prefix", "resolve_s3_settings",
-    "resolve_storage_options", "sync",
+    "local_path", "names_bucket_root", "open_location", "open_object", "open_prefix",
+    "resolve_s3_settings", "resolve_storage_options", "sync",
 ]
 
 _BUCKET_PROTOCOLS = {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
@@ -132,11 +132,16 @@ def _protocol(scheme: str) -> str:
     return "file" if scheme in ("", "local") else scheme
 
 
-def _local_path(url: str, parts: SplitResult) -> str:
+def local_path(url: str, parts: SplitResult | None = None) -> str:
     """The absolute path a ``file://`` URL (percent-encoded, RFC 8089, as
     ``Path.as_uri()`` writes it and h5dask reports it) or a plain path names (``~``
     expanded in a plain path, as xarray does); a ``file://`` URL with a host is refused:
-    its first path segment is a host, so ``file://data/x.h5`` would name ``/x.h5``."""
+    its first path segment is a host, so ``file://data/x.h5`` would name ``/x.h5``.
+
+    >>> local_path("file:///data/run%201/x.h5")
+    '/data/run 1/x.h5'
+    """
+    parts = urlsplit(url) if parts is None else parts
     if not parts.scheme:
         return os.path.abspath(os.path.expanduser(url))
     if parts.netloc not in ("", "localhost"):
@@ -202,7 +207,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     ambiguity = None
     if protocol == "file":
         bucket_root = resolve_storage_options(storage_options, "file")[1].get("bucket_root")
-        path = _local_path(url, parts)
+        path = local_path(url, parts)
         if bucket_root:
             root = os.path.abspath(bucket_root)
         else:
@@ -284,7 +289,7 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":
-        path = _local_path(url, parts)
+        path = local_path(url, parts)
         return _local_store(os.path.dirname(path), storage_options), \
             check_key(os.path.basename(path))
 
