@@ -63,6 +63,9 @@ def connection_failure(text: str) -> str | None:
         url = _URL_RE.search(text)
         host = urlsplit(url.group(0)).hostname if url else None
         return f"host name {host} not found (DNS): check the endpoint URL"
+    if _http_kind_of(text) == "Timeout":
+        return ("no answer in time: check that the endpoint is an S3 server and healthy "
+                "(waits are storage_options timeout and connect_timeout, in seconds)")
     if "InvalidContentType" in text and "https://" in text:
         return ("the TLS handshake failed: the endpoint does not speak https; give it as "
                 "http:// (or storage_options use_ssl=False)")

@@ -297,6 +297,21 @@ def test_s3_unreachable_endpoint_says_why(seaweedfs, storage_options, endpoint, 
     assert "max_attempts" in str(err.value)
 
 
+def test_s3_endpoint_that_never_answers_says_so(storage_options) -> None:
+    """A server that accepts connections and never answers: each attempt ends at the
+    timeout, and the error says that was the cause and which options set the waits."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        opts = {**storage_options, "timeout": 1, "max_attempts": 2, "retry_base_delay": 0.0,
+                "endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        with pytest.raises(StorageError, match=r"after 2 attempts.*no answer in time.*"
+                                               r"timeout and connect_timeout"):
+            h5dask.File("s3://h5dask-test/silent.h5", storage_options=opts)
+
+
 def test_s3_missing_bucket(storage_options) -> None:
     """A missing bucket is said to be missing (never read as absent chunks: fill values)."""
     store = open_location("s3://no-such-bucket-here/x.h5", storage_options).store
