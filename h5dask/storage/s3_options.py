@@ -95,6 +95,22 @@ def _check_endpoint(endpoint: Any, origin: str) -> None:
             "give e.g. http://127.0.0.1:9000 or https://s3.example.org")
 
 
+_YES, _NO = ("true", "yes", "on", "1"), ("false", "no", "off", "0", "")
+
+
+def _flag(options: Mapping[str, Any], name: str) -> bool:
+    """A yes/no option, also as a config file writes it ("false" is false)."""
+    value = options.get(name)
+    if value is None:
+        return False
+    if isinstance(value, bool | int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _YES + _NO:
+        return value.strip().lower() in _YES
+    raise StorageOptionsError(f"storage_options {name}={value!r} is not a yes/no value: "
+                              "give true or false")
+
+
 def _is_ip_address(url: str) -> bool:
     try:
         ipaddress.ip_address(urlsplit(url).hostname or "")
@@ -171,7 +187,7 @@ def resolve_s3_settings(
 
     explicit_endpoint = _first(options.get("endpoint_url"), ck.get("endpoint_url"))
     env_endpoint = _first(env.get("AWS_ENDPOINT_URL_S3"), env.get("AWS_ENDPOINT_URL"))
-    anon = bool(options.get("anon", False))
+    anon = _flag(options, "anon")
     key = _first(options.get("key"), ck.get("aws_access_key_id"))
     secret = _first(options.get("secret"), ck.get("aws_secret_access_key"))
     token = _first(options.get("token"), ck.get("aws_session_token"))
@@ -225,5 +241,5 @@ def resolve_s3_settings(
     return S3Settings(
         endpoint=endpoint, region=region, key=key, secret=secret, token=token, anon=anon,
         addressing_style=style, ca_bundle=ca_bundle, verify=verify is not False,
-        requester_pays=bool(options.get("requester_pays", False)), credential_source=source,
+        requester_pays=_flag(options, "requester_pays"), credential_source=source,
     )

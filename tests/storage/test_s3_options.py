@@ -356,3 +356,16 @@ def test_endpoint_without_http_scheme_is_refused(monkeypatch, endpoint, origin) 
         monkeypatch.setenv(origin, endpoint)
     with pytest.raises(StorageOptionsError, match=rf"{endpoint!r} \(from {origin}\).*http://"):
         open_location("s3://bkt/x.h5", options)
+
+
+def test_flags_read_as_booleans() -> None:
+    """anon and requester_pays as written in a config file ("false") mean false, and a
+    value that is no yes/no is refused by name (bool("false") was True: unsigned requests)."""
+    for text, value in (("false", False), ("True", True), ("0", False), (1, True)):
+        s = resolve_s3_settings({"anon": text, "requester_pays": text})
+        assert (s.anon, s.requester_pays) == (value, value)
+    with pytest.raises(StorageOptionsError, match=r"anon='maybe'.*true or false"):
+        resolve_s3_settings({"anon": "maybe"})
+    store = open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "http://h:1",
+                                            "requester_pays": True}).store
+    assert store._store.config["request_payer"] == "true"
