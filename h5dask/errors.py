@@ -152,8 +152,9 @@ class NotADomainError(DomainNotFoundError):
 
 
 class DomainURLError(H5DaskError, ValueError):
-    """A URL that cannot name a domain: a bucket alone, or a folder (ending in "/") where
-    a new domain is to be written; the message shows a URL that would do."""
+    """A URL that cannot name a domain, or not the one it seems to: a bucket alone, a
+    folder (ending in "/") where a new domain is to be written, a ``..`` segment, a
+    ``file://`` URL with a host; the message shows a URL that would do."""
 
 
 class StorageOptionsError(H5DaskError, ValueError):
