@@ -130,6 +130,11 @@ class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
 
 
+class InvalidGroupPathError(H5DaskError, ValueError):
+    """A ``group=`` that is not a path of group names ("/", "a" or "/a/b"): an empty
+    name ("a//b"), "." or "..", or not a string."""
+
+
 class DomainExistsError(H5DaskError, FileExistsError):
     """A new domain was to be created where one already exists."""
 
