@@ -227,6 +227,7 @@ class H5CloudWriteStore(WritableCFDataStore):
         self._new_dims: dict[str, tuple[int, bool]] = {}  # name -> (size, unlimited)
         self._written: dict[str, tuple[Dataset, tuple[str, ...]]] = {}
         self._regions: dict[str, tuple[slice, ...] | None] = {}
+        self._unlimited: set[str] = set()  # the unlimited dimensions asked for
         self.grown: list[tuple[Dataset, tuple[int, ...]]] = []  # (dataset, old shape)
 
     # -- reading what exists -------------------------------------------------------
@@ -256,7 +257,10 @@ class H5CloudWriteStore(WritableCFDataStore):
                 if name not in skip}
 
     def get_parent_dimensions(self) -> dict[str, int]:
-        return {name: (scale.shape or (0,))[0] for name, scale in self._ancestor_scales.items()}
+        """The enclosing groups' dimensions, those asked to be unlimited here excepted
+        where the enclosing one is not (this group then gets its own, resizable)."""
+        return {name: (scale.shape or (0,))[0] for name, scale in self._ancestor_scales.items()
+                if name not in self._unlimited or scale.maxshape[0] is None}
 
     @classmethod
     def open(cls, url: str, mode: str = "w", group: str | None = None,
@@ -320,6 +324,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                         f"variable {name!r}: Unable to update size for existing dimension "
                         f"{dim!r} ({size} != {existing[dim]}); to grow it, write with "
                         f"append_dim={dim!r}, or use region= to write part of it")
+        self._unlimited = {str(d) for d in unlimited_dims or ()}
         super().set_dimensions(variables, unlimited_dims)
 
     def set_dimension(self, name: Hashable, length: int, is_unlimited: bool = False) -> None:
@@ -327,6 +332,8 @@ class H5CloudWriteStore(WritableCFDataStore):
             _ensure_no_forward_slash_in_name(name)
         if name in self._scales:  # an existing dimension being appended to / written into
             return
+        if name in {self.append_dim, *self.region} and name in self._ancestor_scales:
+            return  # ... which is an enclosing group's (its size is the stored one's)
         self._new_dims[str(name)] = (int(length), bool(is_unlimited))
 
     def set_attribute(self, key: str, value: Any) -> None:
@@ -546,8 +553,9 @@ class H5CloudWriteStore(WritableCFDataStore):
                 scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
                 next_dimid += 1
                 scales[dim] = scale
+        scales = {**self._ancestor_scales, **scales}
         self._grow_bare_dimension(scales)
-        self._attach({**self._ancestor_scales, **scales}, written_ids)
+        self._attach(scales, written_ids)
 
     def _grow_bare_dimension(self, scales: dict[str, Dataset]) -> None:
         dim = self.append_dim
