@@ -22,6 +22,7 @@ expects a different, deliberate behaviour are in ``RESTATED`` with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -37,7 +38,12 @@ from h5dask.errors import H5DaskError
 tdt = pytest.importorskip("xarray.tests.test_backends_datatree")
 pytest.importorskip("h5netcdf")
 nc4 = pytest.importorskip("netCDF4")
+tb = pytest.importorskip("xarray.tests.test_backends")
 xr_conftest = pytest.importorskip("xarray.tests.conftest")
+from test_xarray_backend_suite import _H5Cloud  # noqa: E402  (same folder)
+from test_xarray_backend_suite import _not_applicable as _dataset_suite_marks  # noqa: E402
+from xarray.tests.conftest import time_unit, use_dask  # noqa: E402,F401  (the suite's fixtures)
+
 # the fixtures the xarray classes use, as this module's
 create_test_datatree = xr_conftest.create_test_datatree
 simple_datatree = xr_conftest.simple_datatree
@@ -148,6 +154,24 @@ class TestH5CloudDatatreeIO(tdt.TestH5NetCDFDatatreeIO):
         with open_datatree(_ingested(filepath), engine=self.engine) as tree:
             assert tree.bar.dims == {"phony_dim_0": 5, "phony_dim_1": 5, "phony_dim_2": 5,
                                      "phony_dim_3": 25}
+
+
+class TestH5CloudDataTree(_H5Cloud, tb.TestH5NetCDFData):
+    """xarray's whole Dataset suite, each file read back through ``open_datatree``
+    (``.to_dataset()`` of its root), as xarray's ``TestNetCDF4DataTree`` does."""
+
+    @contextlib.contextmanager
+    def open(self, path, **kwargs):
+        with open_datatree(self.domain_of(path), engine=self.engine, **kwargs) as tree:
+            yield tree.to_dataset()
+
+    def test_child_group_with_inconsistent_dimensions(self) -> None:
+        with pytest.raises(ValueError,
+                           match=r"group '/child' is not aligned with its parents"):
+            super().test_child_group_with_inconsistent_dimensions()
+
+
+_dataset_suite_marks(TestH5CloudDataTree)
 
 
 def _unaligned_datatree_domain(path) -> str:
