@@ -947,6 +947,10 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
             if mode in ("a", "r+") and _has_members(f, path):
                 inherited = _existing_encoding(url, path, storage_options, ds.variables,
                                                append_dim)
+            if mode == "r+" and path not in f:
+                raise _invalid(f"group {path!r} does not exist in {url}, and mode='r+' writes "
+                               "only into existing groups and variables; write with mode='a' "
+                               "to add it", KeyError)
             target = f.require_group(path) if path != "/" else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
                                       invalid_netcdf, safe_chunks)

@@ -274,6 +274,15 @@ class TestH5CloudDatatreeSemantics:
         with open_datatree(url, engine=self.engine) as unchanged:
             assert_identical(unchanged, simple_datatree)
 
+    def test_rplus_mode_refuses_a_new_group(self, tmpdir, simple_datatree) -> None:
+        url = str(tmpdir / "test.h5")
+        h5dask.to_h5cloud(simple_datatree, url)
+        bigger = simple_datatree.copy()
+        bigger["set3/new"] = DataTree()
+        with pytest.raises(H5DaskError, match="group '/set3/new' does not exist in .*r\\+"):
+            h5dask.to_h5cloud(bigger, url, mode="r+")
+        assert "set3/new" not in h5dask.File(url, "r")
+
     def test_append_mode_adds_groups_and_variables(self, tmpdir, simple_datatree) -> None:
         url = str(tmpdir / "test.h5")
         h5dask.to_h5cloud(simple_datatree, url)
