@@ -167,6 +167,12 @@ class SourceFormatError(SourceFileError, ValueError):
     """A file to import is not HDF5/netCDF-4 (netCDF-3, or not HDF5 at all)."""
 
 
+class UnfollowedLinkWarning(UserWarning):
+    """``engine="h5cloud"`` met an external link (to an object of another file or
+    domain), which it does not follow: what the link leads to is not in the Dataset or
+    DataTree (h5py, so h5netcdf, would open the other file)."""
+
+
 class LocalLinkWarning(UserWarning):
     """A linked domain references a local file: readable only where that path exists."""
 

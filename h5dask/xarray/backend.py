@@ -32,6 +32,7 @@ from ..domain import DomainSession
 from ..errors import (
     H5DaskError,
     ObjectNotFoundError,
+    UnfollowedLinkWarning,
     UnsupportedFilterError,
     UnsupportedTypeError,
 )
@@ -118,6 +119,8 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
             for name, link in g.links.items():
+                if link.kind == "external":
+                    _warn_external(session, f"{path.rstrip('/')}/{name}", link)
                 target = link.id if link.kind == "hard" else _soft_dataset(session, _gid, link)
                 if target is not None and target[0] == "d" and link.kind == "soft":
                     meta = session.load(target)  # h5py, so h5netcdf, follows soft links
@@ -137,6 +140,14 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
             nodes[path] = GroupNode(path, g, datasets, subgroups, attrs_of)
         level = next_level
     return nodes
+
+
+def _warn_external(session: DomainSession, where: str, link: Any) -> None:
+    warnings.warn(
+        f"{session.location.url}: {where!r} is an external link (to {link.h5path!r} in "
+        f"{link.file!r}), which engine='h5cloud' does not follow: it is not in the "
+        "Dataset/DataTree; open what it leads to itself (h5dask.File follows it)",
+        UnfollowedLinkWarning, stacklevel=4)
 
 
 def _soft_dataset(session: DomainSession, group_id: str, link: Any) -> str | None:

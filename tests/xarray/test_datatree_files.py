@@ -11,8 +11,8 @@ Expected differences, each checked as such:
 - ``tall.h5``: ``/g1/g1.2`` holds an external link to a file that does not exist
   ("somefile"), and ``/g1/g1.2/g1.2.1`` a dangling soft link: h5py, so h5netcdf,
   cannot open those groups, nor the tree; h5cloud shows them as empty groups (neither
-  link leads to data) and every other group as h5netcdf's ``open_dataset(group=)``
-  shows it.
+  link leads to data; it warns that it does not follow the external link) and every
+  other group as h5netcdf's ``open_dataset(group=)`` shows it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from h5dask.errors import UnfollowedLinkWarning
 from h5dask.ingest import load_file
 
 pytest.importorskip("h5netcdf")
@@ -101,6 +102,9 @@ def test_tree_with_dangling_links(link: bool, tmp_path: Path) -> None:
         _open(REFERENCE / "tall.h5", "h5netcdf")
     # (phony_dims="sort" numbers the phony dimensions of every group, so h5netcdf cannot
     # open even the root with it: "access", group by group)
+    with pytest.warns(UnfollowedLinkWarning, match=r"'/g1/g1.2/extlink' is an external "
+                      r"link \(to 'somepath' in 'somefile'\).*not follow"):
+        xr.open_datatree(url, engine="h5cloud")
     got = _open(url, "h5cloud", phony_dims="access")
     assert sorted(got.groups) == ["/", "/g1", "/g1/g1.1", "/g1/g1.2", "/g1/g1.2/g1.2.1", "/g2"]
     for path in ("/g1/g1.2", "/g1/g1.2/g1.2.1"):
