@@ -167,3 +167,28 @@ def test_domain_hsds_wrote_opens_as_the_tree_h5netcdf_shows(hsds_posix, tmp_path
     assert got["obs/deep/u"].dims == ("y", "x")
     with xr.open_datatree(url, engine="h5cloud", chunks={}) as lazy:
         assert lazy["obs/deep/u"].data.numblocks == (2, 2)  # one block per chunk object
+
+
+@pytest.mark.hsds
+def test_tree_to_h5cloud_wrote_is_served_by_hsds_with_scoped_dimensions(hsds_posix) -> None:
+    """A child variable attached to its parent's dimension scale (netCDF-4 scoping):
+    HSDS serves the domain, and h5pyd resolves the child's dimension to the root's scale."""
+    import h5dask
+
+    h5pyd = pytest.importorskip("h5pyd")
+    server = hsds_posix
+    domain = f"/home/{server.username}/tree-{uuid.uuid4().hex[:12]}.h5"
+    url = f"file://{server.root_dir}/{server.bucket}{domain}"
+    tree = xr.DataTree.from_dict({
+        "/": xr.Dataset(coords={"x": [1.0, 2.0, 3.0]}),
+        "/obs": xr.Dataset({"w": ("x", np.array([4, 5, 6], "<i2"))}),
+        "/obs/deep": xr.Dataset({"u": (("y", "x"), np.ones((2, 3)))}, coords={"y": [0, 1]}),
+    })
+    h5dask.to_h5cloud(tree, url)
+    with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as f:
+        assert [s.name for s in f["obs/w"].dims[0].values()] == ["/x"]
+        assert [s.name for s in f["obs/deep/u"].dims[0].values()] == ["/obs/deep/y"]
+        assert [s.name for s in f["obs/deep/u"].dims[1].values()] == ["/x"]
+        np.testing.assert_array_equal(f["obs/w"][...], [4, 5, 6])
+    with xr.open_datatree(url, engine="h5cloud") as back:
+        xr.testing.assert_identical(back, tree)
