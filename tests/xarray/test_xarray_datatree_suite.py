@@ -40,7 +40,8 @@ pytest.importorskip("h5netcdf")
 nc4 = pytest.importorskip("netCDF4")
 tb = pytest.importorskip("xarray.tests.test_backends")
 xr_conftest = pytest.importorskip("xarray.tests.conftest")
-from test_xarray_backend_suite import _H5Cloud  # noqa: E402  (same folder)
+from test_task_graph import _getter_tasks  # noqa: E402  (same folder)
+from test_xarray_backend_suite import _H5Cloud  # noqa: E402
 from test_xarray_backend_suite import _not_applicable as _dataset_suite_marks  # noqa: E402
 from xarray.tests.conftest import time_unit, use_dask  # noqa: E402,F401  (the suite's fixtures)
 
@@ -481,10 +482,6 @@ class TestBadInput:
         url = _unaligned_datatree_domain(tmp_path / "unaligned.h5")
         with pytest.raises(ValueError, match="group '/Group2' is not aligned"):
             open_datatree(url, engine="h5cloud")
-
-
-def _getter_tasks(arr) -> list:
-    return [k for k in dict(arr.__dask_graph__()) if isinstance(k, tuple)]
 
 
 def test_chunks_empty_gives_one_task_per_chunk_object_in_every_group(tmp_path) -> None:
