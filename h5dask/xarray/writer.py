@@ -103,6 +103,34 @@ def _about(what: str) -> Iterator[None]:
         raise _error_class(type(exc))(f"{what}: {exc}") from exc
 
 
+def _unencodable(variables: Mapping, message: str) -> str:
+    """Which variable the CF encoding failed on (for its error), if the message does
+    not say: the first that fails on its own."""
+    if any(repr(str(name)) in message for name in variables):
+        return "encoding the dataset"  # the message names it
+    for name, var in variables.items():
+        try:
+            xr.conventions.encode_cf_variable(var, name=name)
+        except Exception:  # noqa: BLE001 - any failure points at this variable
+            return f"variable {name!r}"
+    return "encoding the dataset"
+
+
+@contextlib.contextmanager
+def _in_group(path: str) -> Iterator[None]:
+    """Name the group in what writing a tree's node raises: a variable's name alone is
+    ambiguous (every group of a tree may have an ``a``)."""
+    prefix = f"group {path!r}"
+    try:
+        with _about(prefix):
+            yield
+    except H5DaskError as exc:
+        message = str(exc.args[0]) if exc.args else ""
+        if not message.startswith(prefix):
+            exc.args = (f"{prefix}: {message}",)
+        raise
+
+
 def _compatibility_error() -> type[Exception]:
     """What h5netcdf raises for netCDF-invalid features (so callers catch the same)."""
     try:
@@ -307,8 +335,15 @@ class H5CloudWriteStore(WritableCFDataStore):
                 var.encoding = {**inherited, **var.encoding}
                 variables[name] = var
             variables[name] = _range_checked(str(name), variables[name])
-        with _about("encoding the dataset"):  # xarray's CF coders name the variable
+        try:
             return super().encode(variables, attributes)
+        except H5DaskError:
+            raise
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            # xarray's CF coders name the variable in most of their errors, not all (a
+            # stored integer dtype inherited by text fails in numpy): find it
+            raise _error_class(type(exc))(
+                f"{_unencodable(variables, str(exc))}: {exc}") from exc
 
     def encode_variable(self, variable: xr.Variable, name: Hashable = None) -> xr.Variable:
         with _about(f"variable {name!r}"):
@@ -954,8 +989,9 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
             target = f.require_group(path) if path != "/" else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
                                       invalid_netcdf, safe_chunks)
-            dump_to_store(ds, store, writer, encoding=enc,
-                          unlimited_dims=_sanitize_unlimited_dims(ds, unlimited))
+            with _in_group(path) if isinstance(obj, xr.DataTree) else contextlib.nullcontext():
+                dump_to_store(ds, store, writer, encoding=enc,
+                              unlimited_dims=_sanitize_unlimited_dims(ds, unlimited))
             stores.append(store)
         writer.write_held()  # every variable passed its checks: now the in-memory data
         writes = writer.sync(compute=False)

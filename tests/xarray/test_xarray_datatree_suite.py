@@ -453,6 +453,16 @@ class TestBadInput:
         with pytest.raises(H5DaskError, match=r"unlimited_dims \['time'\].*no group"):
             h5dask.to_h5cloud(simple_datatree, str(tmp_path / "t.h5"), unlimited_dims=["time"])
 
+    def test_a_refused_variable_is_named_with_its_group(self, tmp_path, simple_datatree):
+        url = str(tmp_path / "t.h5")
+        h5dask.to_h5cloud(simple_datatree, url)
+        changed = simple_datatree.copy()
+        changed["set1/a"] = xr.DataArray("text")  # stored as int64
+        with pytest.raises(H5DaskError, match="^group '/set1': variable 'a'"):
+            h5dask.to_h5cloud(changed, url, mode="a")
+        with open_datatree(url, engine="h5cloud") as unchanged:  # nothing written
+            assert_identical(unchanged, simple_datatree)
+
     def test_open_datatree_of_a_missing_group_names_it_and_the_domain(self, tmp_path,
                                                                      simple_datatree):
         url = str(tmp_path / "t.h5")
