@@ -169,8 +169,8 @@ class SourceFormatError(SourceFileError, ValueError):
 
 class UnfollowedLinkWarning(UserWarning):
     """``engine="h5cloud"`` met an external link (to an object of another file or
-    domain), which it does not follow: what the link leads to is not in the Dataset or
-    DataTree (h5py, so h5netcdf, would open the other file)."""
+    domain) or a soft link to a group, which it does not follow: what the link leads to
+    is not in the Dataset or DataTree there (h5py, so h5netcdf, would follow it)."""
 
 
 class LocalLinkWarning(UserWarning):

@@ -119,9 +119,9 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
         for (path, _gid), g in zip(level, groups):
             datasets, subgroups, attrs_of = {}, {}, {}
             for name, link in g.links.items():
-                if link.kind == "external":
-                    _warn_external(session, f"{path.rstrip('/')}/{name}", link)
                 target = link.id if link.kind == "hard" else _soft_dataset(session, _gid, link)
+                if link.kind == "external" or (link.kind == "soft" and (target or "d")[0] == "g"):
+                    _warn_unfollowed(session, f"{path.rstrip('/')}/{name}", link)
                 if target is not None and target[0] == "d" and link.kind == "soft":
                     meta = session.load(target)  # h5py, so h5netcdf, follows soft links
                     datasets[name] = meta
@@ -142,12 +142,15 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
     return nodes
 
 
-def _warn_external(session: DomainSession, where: str, link: Any) -> None:
+def _warn_unfollowed(session: DomainSession, where: str, link: Any) -> None:
+    """External links, and soft links to groups, are not followed (h5py, so h5netcdf,
+    would show what they lead to): say so, nothing is left out silently."""
+    what = (f"an external link (to {link.h5path!r} in {link.file!r})"
+            if link.kind == "external" else f"a soft link to the group {link.h5path!r}")
     warnings.warn(
-        f"{session.location.url}: {where!r} is an external link (to {link.h5path!r} in "
-        f"{link.file!r}), which engine='h5cloud' does not follow: it is not in the "
-        "Dataset/DataTree; open what it leads to itself (h5dask.File follows it)",
-        UnfollowedLinkWarning, stacklevel=4)
+        f"{session.location.url}: {where!r} is {what}, which engine='h5cloud' does not "
+        "follow: it is not in the Dataset/DataTree; open what it leads to itself "
+        "(h5dask.File follows it)", UnfollowedLinkWarning, stacklevel=4)
 
 
 def _soft_dataset(session: DomainSession, group_id: str, link: Any) -> str | None:

@@ -513,3 +513,15 @@ def test_chunks_empty_gives_one_task_per_chunk_object_in_every_group(tmp_path) -
             assert arr.numblocks == blocks, path
             assert len(_getter_tasks(arr)) == int(np.prod(blocks)), path
         assert_identical(opened.compute(), tree)
+
+
+def test_soft_link_to_a_group_is_not_followed_and_says_so(tmp_path) -> None:
+    from h5dask.errors import UnfollowedLinkWarning
+
+    url = str(tmp_path / "t.h5")
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("g/v", data=np.arange(3))
+        f["alias"] = h5dask.SoftLink("/g")
+    with pytest.warns(UnfollowedLinkWarning, match="'/alias' is a soft link to the group '/g'"):
+        tree = open_datatree(url, engine="h5cloud")
+    assert tree.groups == ("/", "/g")
