@@ -588,9 +588,23 @@ class H5CloudWriteStore(WritableCFDataStore):
                 scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
                 next_dimid += 1
                 scales[dim] = scale
-        scales = {**self._ancestor_scales, **scales}
         self._grow_bare_dimension(scales)
-        self._attach(scales, written_ids)
+        self._check_enclosing_lengths(scales)
+        self._attach({**self._ancestor_scales, **scales}, written_ids)
+
+    def _check_enclosing_lengths(self, scales: dict[str, Dataset]) -> None:
+        """A variable using an enclosing group's dimension must keep its length: an
+        append to this group alone would leave it longer than the dimension."""
+        for ds_obj, dims in self._written.values():
+            for axis, dim in enumerate(dims):
+                outer = self._ancestor_scales.get(dim) if dim not in scales else None
+                if outer is not None and ds_obj.shape[axis] != (outer.shape or (0,))[0]:
+                    raise _invalid(
+                        f"variable {ds_obj.name!r} would have {ds_obj.shape[axis]} elements "
+                        f"along {dim!r}, the dimension of the enclosing {outer.name!r} "
+                        f"({(outer.shape or (0,))[0]}): write the groups that dimension is "
+                        f"in together (a DataTree from {posixpath.dirname(outer.name)!r}), "
+                        "so that it grows with them")
 
     def _grow_bare_dimension(self, scales: dict[str, Dataset]) -> None:
         dim = self.append_dim

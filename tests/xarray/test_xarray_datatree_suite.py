@@ -406,6 +406,19 @@ def test_append_dim_grows_the_dimension_children_share(tmp_path, bare) -> None:
 
 
 @pytest.mark.parametrize("bare", [False, True], ids=["coordinate", "bare-dimension"])
+def test_appending_to_a_child_alone_is_refused(tmp_path, bare) -> None:
+    url = str(tmp_path / "t.h5")
+    tree = _time_tree([0, 1], [1.0, 2.0], bare)
+    h5dask.to_h5cloud(tree, url, unlimited_dims=["time"])
+    with pytest.raises(H5DaskError, match="'/a/v' would have 3 elements along 'time', the "
+                       "dimension of the enclosing '/time' \\(2\\)"):
+        h5dask.to_h5cloud(xr.Dataset({"v": ("time", [5.0])}), url, group="a",
+                          append_dim="time")
+    with open_datatree(url, engine="h5cloud") as unchanged:
+        assert_identical(unchanged, tree)
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["coordinate", "bare-dimension"])
 def test_region_writes_into_every_group(tmp_path, bare) -> None:
     url = str(tmp_path / "t.h5")
     h5dask.to_h5cloud(_time_tree([0, 1, 2], [1.0, 2.0, 3.0], bare), url)
