@@ -115,6 +115,8 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
     elif isinstance(exc, PermissionError | StoragePermissionError):
         code = EXIT_PERMISSION
     message = str(exc) or type(exc).__name__
+    for note in getattr(exc, "__notes__", ()):  # what to do next, added on the way up
+        message += f" {note}"
     click.echo(f"h5dask: error: {message}", err=True)
     click.echo("(run with --debug for a traceback)", err=True)
     sys.exit(code)

@@ -154,11 +154,17 @@ class DomainSession:
     """The open metadata of one domain (mode r, r+, w, a)."""
 
     def __init__(self, location: Location, mode: str = "r", owner: str | None = None,
-                 link_policy: LinkPolicy | None = None, consolidated: bool = False) -> None:
+                 link_policy: LinkPolicy | None = None, consolidated: bool = False,
+                 new_root_id: str | None = None) -> None:
         """``consolidated=True``: use the domain's consolidated object, if any, to fetch
         all its metadata and coordinate chunks at once (see
         :mod:`h5dask.format.consolidated`); the xarray backend does, the h5py-like API
-        reads lazily instead."""
+        reads lazily instead. ``new_root_id``: the root group's id if the domain is
+        created (default: a fresh one)."""
+        if new_root_id is not None and not ids.is_root_id(new_root_id):
+            raise ValueError(f"{new_root_id!r} is not a root group's id")
+        self._new_root_id = new_root_id
+        self._walked = False  # load_all() done
         if mode not in ("r", "r+", "w", "w-", "x", "a"):
             raise ValueError(f"mode must be one of r, r+, w, w-, x, a; got {mode!r}")
         self.location = location
@@ -231,7 +237,7 @@ class DomainSession:
         if self.location.ambiguity:
             raise AmbiguousBucketRootError(self.location.ambiguity)
         now = time.time()
-        root = ids.new_root_id()
+        root = self._new_root_id or ids.new_root_id()
         previous = _previous_domain(key, data) if exists else {}
         self._domain_json = domain_json(
             root, previous.get("owner", self.owner),
@@ -309,8 +315,8 @@ class DomainSession:
     async def _load_consolidated(self, summary: consolidated.Consolidated,
                                  early: dict[str, bytes | None] | None = None,
                                  memo: _Remembered | None = None,
-                                 listing: _Listing | None = None) -> None:
-        """Fetch every object the summary names, and its coordinates' chunks, at once
+                                 listing: _Listing | None = None, chunks: bool = True) -> None:
+        """Fetch every object the summary names, and (``chunks``) its coordinates' chunks, at once
         (those in ``early``, fetched with ``.domain.json`` on a re-open, are not fetched
         again), or, where the summary's bodies can be checked by one listing (see
         :mod:`h5dask.format.consolidated`), list the domain's keys instead. Only what was
@@ -318,7 +324,8 @@ class DomainSession:
         any object is missing or its bytes are not the ones summarised (then the usual
         walk fills the gaps)."""
         early = early or {}
-        self._start_chunks(summary.coordinate_chunks)  # dropped by forget_prefetched
+        if chunks:
+            self._start_chunks(summary.coordinate_chunks)  # dropped by forget_prefetched
         if self._listable(summary) and summary.bodies:
             if listing is None or listing[0] != summary.root:
                 listing = await self._list_domain(summary.root)
@@ -483,6 +490,20 @@ class DomainSession:
             self._note_bytes(i, b)
         return {i: (k, _load_json(k, b)) for i, k, b in zip(obj_ids, keys, blobs)}
 
+    def load_all(self) -> None:
+        """A read-only session about to walk the whole tree (``visititems``): fetch every
+        metadata object at once through the domain's consolidated object, if it has one
+        (one GET, then one LIST or one concurrent round trip), instead of a round trip
+        per group. Once per session; nothing else changes (objects are still checked
+        as :meth:`_load_consolidated` checks them, and missing ones loaded one by one)."""
+        if self.writable or self.consolidated_state != "absent" or self._walked:
+            return
+        self._walked = True
+        blob = sync(self.store.get(self._consolidated_key, kind="metadata"))
+        summary = consolidated.parse(blob, self.root_id)
+        if summary is not None:
+            sync(self._load_consolidated(summary, chunks=False))
+
     def load_many(self, obj_ids: Iterable[str]) -> list[Meta]:
         obj_ids = list(obj_ids)
         if all(i in self._cache for i in obj_ids):  # e.g. all fetched at open
@@ -529,10 +550,15 @@ class DomainSession:
         self._dirty[obj_id] = obj
         self._cache[obj_id] = self._parse(obj_id, ids.object_key(obj_id), obj)
 
-    def new_object(self, kind: str, body: dict) -> str:
-        """Create a group/dataset/datatype object (written on flush); returns its id."""
+    def new_object(self, kind: str, body: dict, obj_id: str | None = None) -> str:
+        """Create a group/dataset/datatype object (written on flush); returns its id
+        (``obj_id``, or a fresh one)."""
         self.check_writable()
-        obj_id = ids.new_object_id(kind, self.root_id)
+        if obj_id is None:
+            obj_id = ids.new_object_id(kind, self.root_id)
+        elif ids.kind_of(obj_id) != kind or ids.root_id_of(obj_id) != self.root_id \
+                or ids.is_root_id(obj_id):
+            raise ValueError(f"{obj_id!r} is no {kind} id of the domain {self.root_id}")
         self._new_object(obj_id, object_json(obj_id, self.root_id, time.time(), body))
         return obj_id
 

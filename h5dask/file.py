@@ -311,11 +311,13 @@ class Group(HLObject, Mapping):
         """Call ``func(relative_name, obj)`` for every object below, in h5py's order:
         depth-first, members by name, each object once (by its first hard link); soft
         and external links are not followed. Each group's members' metadata is fetched
-        concurrently. Stops at (and returns) the first non-None return.
+        concurrently, or all at once where the domain has a consolidated object (a
+        read-only file). Stops at (and returns) the first non-None return.
 
         >>> names = []; f.visititems(lambda n, o: names.append(n))  # doctest: +SKIP
         """
         seen = {self.id}
+        self._session.load_all()
 
         def walk(group: Group, prefix: str) -> Any:
             group.prefetch()

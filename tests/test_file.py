@@ -865,3 +865,37 @@ def test_values_an_integer_dataset_cannot_hold_are_refused() -> None:
             big[...] = np.array([1.0, 2.0**63])  # float(2**63 - 1) is 2**63: no int64
         big[...] = np.array([1.0, -2.0**63])
         assert big[...].tolist() == [1, -2**63]
+
+
+def _write_tree(url: str, options: dict, groups: int) -> None:
+    with h5dask.File(url, "w", storage_options=options) as f:
+        for g in range(groups):
+            grp = f.create_group(f"g{g}/sub")
+            for v in range(3):
+                grp.create_dataset(f"v{v}", data=np.arange(10.0) + g)
+            grp.attrs["n"] = g
+
+
+def test_walking_a_tree_costs_the_same_requests_for_2_or_24_groups(s3_bucket_url,
+                                                                   storage_options):
+    """User ask 2 (h5pyd: one GET per object, 20 s for a small tree): visititems of a
+    domain with a consolidated object fetches every object at once, so its cost does not
+    grow with the tree (before: a GET per object, a round trip per group)."""
+    from h5dask.domain import forget_opened_domains
+
+    requests = {}
+    for groups in (2, 24):
+        url = f"{s3_bucket_url}/tree{groups}.h5"
+        _write_tree(url, storage_options, groups)
+        forget_opened_domains()
+        h5dask.reset_stats()
+        with h5dask.File(url, storage_options=storage_options) as f:
+            names = []
+            f.visititems(lambda name, obj, names=names: names.append(name))
+            assert f[f"g{groups - 1}/sub"].attrs["n"] == groups - 1
+            np.testing.assert_array_equal(f["g1/sub/v2"][...], np.arange(10.0) + 1)
+        assert len(names) == groups * 5
+        meta = h5dask.stats()["metadata"]
+        requests[groups] = (meta["read_requests"], meta["list_requests"])
+    assert requests[2] == requests[24], requests
+    assert sum(requests[24]) <= 4, requests  # .domain.json, root, consolidated, one LIST

@@ -19,6 +19,7 @@ chunk ``(i, j, k)`` of a dataset at ``<dataset prefix>/i_j_k``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 
@@ -69,6 +70,40 @@ def new_object_id(kind: str, root_id: str) -> str:
         candidate = _format(kind, prefix + secrets.token_hex(8))
         if not (kind == "g" and is_root_id(candidate)):
             return candidate
+
+
+def derived_root_id(seed: str) -> str:
+    """The root-group id that ``seed`` stands for: the same seed, the same id (a load run
+    again after an interruption finds what it had written, see :mod:`h5dask.ingest`).
+
+    >>> derived_root_id("a") == derived_root_id("a") != derived_root_id("b")
+    True
+    >>> is_root_id(derived_root_id("a"))
+    True
+    """
+    first = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:16]
+    return _format("g", first + _rot(first))
+
+
+def derived_object_id(kind: str, root_id: str, name: str) -> str:
+    """The id of kind ``kind`` that ``name`` (say a source object's path) stands for in
+    the domain whose root group is ``root_id``; never a root group's id.
+
+    >>> root = derived_root_id("a")
+    >>> derived_object_id("d", root, "/x") == derived_object_id("d", root, "/x")
+    True
+    >>> root_id_of(derived_object_id("d", root, "/x")) == root
+    True
+    """
+    if kind not in _SUFFIX:
+        raise ValueError(f"object kind must be one of g, d, t, not {kind!r}")
+    prefix = _hex(root_id)[:16]
+    text = f"{root_id}\n{kind}\n{name}"
+    while True:
+        candidate = _format(kind, prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
+        if not (kind == "g" and is_root_id(candidate)):
+            return candidate
+        text += "\n"  # (one in 2**64: a group id shaped like a root's)
 
 
 def is_root_id(obj_id: str) -> bool:

@@ -4,11 +4,17 @@ on the I/O loop. A chunk stored as it is (a direct copy) is read with one ranged
 decoded by the source's own filters; any other (rechunked, filters only h5py undoes,
 converted values) is read through h5py, in the loader's one h5py thread. Either way it is
 written through :meth:`ArraySource.write_chunk_async`. A tqdm bar shows the progress.
+
+A load resumed after an interruption (see :mod:`.load`) tells the copier which chunk
+objects are stored already: a chunk whose stored bytes are the ones it would write is
+kept, not written again; chunk objects of the load's datasets it did not write are
+deleted at the end (:meth:`ChunkCopier.delete_unwritten`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import os
 import sys
@@ -78,6 +84,14 @@ class ChunkCopier:
         self.chunks_done = 0
         self.chunks_total = 0
         self.bar: Any = None
+        #: a resumed load: the domain's store, the chunk objects stored already -> their
+        #: MD5 if listed
+        self.store: Any = None
+        self.stored: dict[str, str | None] = {}
+        #: ...and the key prefixes of the load's datasets (whose other chunks go)
+        self.prefixes: set[str] = set()
+        self.chunks_kept = 0
+        self._written: set[str] = set()
 
     def jobs(self) -> Iterator[tuple[DatasetCopy, tuple[int, ...], StoredChunk | None]]:
         """(dataset, new chunk index, stored chunk for a direct copy or None) of every
@@ -130,7 +144,7 @@ class ChunkCopier:
         else:
             chunk = await loop.run_in_executor(self.h5py_thread, self._read_region, copy,
                                                index)
-        await copy.target.write_chunk_async(index, chunk)
+        await self._write(copy, index, chunk)
         copy.remaining -= 1
         if copy.remaining == 0 and copy.reader is not None:
             await loop.run_in_executor(self.h5py_thread, self._close_reader, copy)
@@ -141,6 +155,37 @@ class ChunkCopier:
             self.bar.set_postfix_str(f"chunks {self.chunks_done}/{self.chunks_total}",
                                      refresh=False)
             self.bar.update(logical)
+
+    async def _write(self, copy: DatasetCopy, index: tuple[int, ...],
+                     chunk: np.ndarray) -> None:
+        """Write one chunk, unless a resumed load finds exactly its bytes stored."""
+        target = copy.target
+        key = target.chunk_key(index)
+        if key not in self.stored:
+            await target.write_chunk_async(index, chunk)
+            return
+        self._written.add(key)
+        data = await asyncio.to_thread(target.codec.encode, chunk)
+        if await self._holds(key, data):
+            self.chunks_kept += 1
+            return
+        await self.store.put(key, data, kind="chunk")
+
+    async def _holds(self, key: str, data: bytes | memoryview) -> bool:
+        """Whether the stored object ``key`` holds ``data``: by the MD5 its listing
+        showed, else by its bytes."""
+        md5 = self.stored[key]
+        if md5 is not None:
+            return hashlib.md5(data).hexdigest() == md5
+        stored = await self.store.get(key, kind="chunk")
+        return stored is not None and stored == bytes(data)
+
+    async def delete_unwritten(self) -> None:
+        """A resumed load: delete the stored chunk objects of its datasets it did not
+        write (left by an earlier run; they would be read as values)."""
+        stale = [k for k in self.stored
+                 if k not in self._written and k.rsplit("/", 1)[0] in self.prefixes]
+        await asyncio.gather(*(self.store.delete(k, kind="chunk") for k in stale))
 
     async def _raw_chunk(self, loop: asyncio.AbstractEventLoop, copy: DatasetCopy,
                          info: StoredChunk) -> bytes:

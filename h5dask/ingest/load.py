@@ -15,6 +15,15 @@ anonymous chunk-table dataset) and ``H5D_CONTIGUOUS_REF``; see :mod:`.linked`.
 Either way the domain becomes visible (its ``.domain.json`` is written) only at the very
 end; a failed load leaves no visible domain and removes what it had written.
 
+Resuming: the ids of a new domain's objects are derived from the domain's URL, the
+source file (URL, size, modification time) and the options, so the same load run again
+after an interruption (a killed process, or a store that kept failing: then its objects
+are left for it) writes to the same keys. It then keeps every chunk object already
+stored whose bytes are the ones it would write (their MD5 as listed, else the bytes),
+writes the others, and deletes chunk objects of its datasets that it did not write,
+before it publishes the domain. A load over an existing domain (``overwrite``) starts
+afresh every time.
+
 The phases: each dataset is described (:mod:`.describe`, through h5py) and planned
 (:mod:`.plan`, pure: copy, link or metadata only, its layout and filters); this module
 writes the metadata objects, then :mod:`.copy` copies the planned chunks.
@@ -50,6 +59,7 @@ from ..errors import (
     DomainExistsError,
     HSDSUnreadableWarning,
     LocalLinkWarning,
+    StorageError,
     UnsupportedTypeError,
 )
 from ..format import ids
@@ -82,6 +92,7 @@ class LoadSummary:
     links: int = 0  # soft and external links
     attributes: int = 0
     chunks_written: int = 0
+    chunks_kept: int = 0  # already stored, as they would be written, by an interrupted run
     chunks_linked: int = 0
     bytes_read: int = 0
     bytes_written: int = 0
@@ -107,6 +118,9 @@ class LoadSummary:
             f"{_size(self.metadata_bytes_written)} metadata), "
             f"{_size(self.logical_bytes)} of values ({rate:.1f} MiB/s)",
         ]
+        if self.chunks_kept:
+            lines.append(f"  resumed: {self.chunks_kept} chunks stored by an interrupted "
+                         "run of this load were kept")
         if self.copied:
             lines.append(f"  copied instead of linked: {', '.join(self.copied)}")
         for item in self.skipped:
@@ -167,7 +181,9 @@ class _Loader:
 
     def __init__(self, source: Source, session: DomainSession, store: _WriteCounter,
                  summary: LoadSummary, options: PlanOptions, workers: int,
-                 progress: bool) -> None:
+                 progress: bool, resumable: bool = False) -> None:
+        #: the session's ids derive from the load (see the module doc): a run again resumes
+        self.resumable = resumable
         self.src = source
         self.session = session
         self.store = store
@@ -181,6 +197,13 @@ class _Loader:
         # file object under it is not safe for concurrent seek/read)
         self.h5py_thread = ThreadPoolExecutor(1, thread_name_prefix="h5dask-load-h5py")
         self.copier: ChunkCopier | None = None
+
+    def object_id(self, kind: str, name: str) -> str | None:
+        """The id of the object ``name`` (a source path) of a resumable load, else None
+        (a fresh one)."""
+        if not self.resumable:
+            return None
+        return ids.derived_object_id(kind, self.session.root_id, name)
 
     # -- metadata -----------------------------------------------------------------
     def build(self) -> None:
@@ -200,7 +223,8 @@ class _Loader:
                 except UnsupportedTypeError as exc:
                     summary.skipped.append(f"{obj.path}: datatype ({exc})")
                     continue
-                obj.new_id = session.new_object("t", datatype_json(tjson))
+                obj.new_id = session.new_object("t", datatype_json(tjson),
+                                                self.object_id("t", obj.path))
                 committed[obj.addr] = obj.new_id
                 summary.datatypes += 1
         refs = self.refs
@@ -219,7 +243,8 @@ class _Loader:
                 summary.datasets += 1
             elif obj.kind == "g":
                 if obj is not root:
-                    obj.new_id = session.new_object("g", group_json())
+                    obj.new_id = session.new_object("g", group_json(),
+                                                    self.object_id("g", obj.path))
                 summary.groups += 1
             if obj.new_id:
                 refs[obj.addr] = obj.new_id
@@ -255,8 +280,10 @@ class _Loader:
         plan = plan_dataset(describe_dataset(obj, types, values), self.options)
         table_id = None
         if plan.chunk_table is not None:
-            table_id = self.session.new_object("d", plan.chunk_table_json())
-        obj.new_id = self.session.new_object("d", plan.dataset_json(table_id))
+            table_id = self.session.new_object("d", plan.chunk_table_json(),
+                                               self.object_id("d", f"{obj.path}\nchunk table"))
+        obj.new_id = self.session.new_object("d", plan.dataset_json(table_id),
+                                             self.object_id("d", obj.path))
         planned = _Planned(obj, plan, table_id)
         self.planned.append(planned)
         if plan.copied_instead:
@@ -368,6 +395,26 @@ class _Loader:
                                              self._target(planned.obj.new_id)))
         return ChunkCopier(self.src, copies, tables, self.refs, self.h5py_thread, self.workers)
 
+    async def find_stored(self) -> None:
+        """A resumable load: tell the copier which chunk objects are stored already under
+        the domain's root (one LIST, and one more for their MD5s where listings show
+        them); nothing to find for a fresh root."""
+        assert self.copier is not None
+        if not self.resumable:
+            return
+        store = self.store.inner
+        prefix = ids.object_prefix(self.session.root_id) + "/"
+        keys = [k for k in await store.list(prefix) if not k.endswith(".json")]
+        if not keys:
+            return
+        md5s = await store.list_md5(prefix, len(keys) + 1024, kind="chunk") or {}
+        self.copier.store = self.store
+        self.copier.stored = {k: md5s.get(k) for k in keys}
+        # chunk objects of this load's datasets that it does not write: deleted before
+        # the domain is published, as they would be read as the dataset's values
+        self.copier.prefixes = {ids.object_prefix(p.obj.new_id) for p in self.planned
+                                if p.plan.mode != "link"}
+
     def _target(self, obj_id: str) -> ArraySource:
         # the chunks are written through the counting wrapper
         return array_source(self.session, self._meta(obj_id), store=self.store)
@@ -443,8 +490,11 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     try:
         if link and source.file_uri is not None:
             check_linkable(source.file_uri, location, allowed_link_prefixes)
+        root_id = None if overwrite else ids.derived_root_id(_load_seed(
+            location.store.identity, location.domain, source, link, chunks, compression,
+            compression_opts, inline_chunk_limit))
         try:
-            session = DomainSession(location, "w" if overwrite else "w-")
+            session = DomainSession(location, "w" if overwrite else "w-", new_root_id=root_id)
         except FileExistsError as exc:
             raise DomainExistsError(
                 f"domain {location.url!r} already exists: pass overwrite=True (h5dask load "
@@ -455,7 +505,8 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
         workers = max_workers or min(8, store.inner.max_concurrency)
         options = PlanOptions(link, source.file_uri, chunk_spec, compression_req,
                               inline_chunk_limit, source.file_size)
-        loader = _Loader(source, session, store, summary, options, workers, progress)
+        loader = _Loader(source, session, store, summary, options, workers, progress,
+                         resumable=root_id is not None)
         try:
             _run(_load(loader))
         except BaseException:
@@ -467,6 +518,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
                 loader.copier.close_bar()
         summary.bytes_read = source.bytes_read
         summary.chunks_written = store.objects["chunk"]
+        summary.chunks_kept = loader.copier.chunks_kept if loader.copier is not None else 0
         summary.chunk_bytes_written = store.written["chunk"]
         summary.metadata_bytes_written = store.written["metadata"]
         summary.bytes_written = sum(store.written.values())
@@ -484,13 +536,33 @@ async def _load(loader: _Loader) -> None:
         total_bytes = await loop.run_in_executor(loader.h5py_thread, _prepare, loader)
         loader.open_bar(total_bytes)
         assert loader.copier is not None
+        await loader.find_stored()
         await loader.copier.run()
+        await loader.copier.delete_unwritten()
         loader.summary.logical_bytes += loader.copier.logical_bytes
         await loader.session.flush_async()
-    except BaseException:
+    except BaseException as exc:
         loader.session.discard()
+        if loader.resumable and isinstance(exc, StorageError):
+            exc.add_note("The chunks written so far are kept, unpublished: run the same "
+                         "load again to resume it, or remove them with `h5dask gc`.")
+            raise
         await _remove_new_objects(loader)
         raise
+
+
+def _load_seed(store: str, domain: str, source: Source, *options: Any) -> str:
+    """What a load's ids derive from: where the domain goes, the source file as it is now
+    (its URL, size and, for a local file, modification time) and the options that shape
+    what is written. Any change gives other ids: a load of a changed file never meets
+    the objects of an earlier one (and chunks kept are checked byte for byte anyway)."""
+    modified = None
+    local = source.url[len("file://"):] if source.url.startswith("file://") else source.url
+    if "://" not in local and os.path.exists(local):
+        modified = os.stat(local).st_mtime_ns
+    parts = [store, domain, source.url, str(source.file_size), str(modified),
+             *(repr(o) for o in options)]
+    return "h5dask load\n" + "\n".join(parts)
 
 
 def _prepare(loader: _Loader) -> int:

@@ -10,6 +10,7 @@ length checks, and the per-process I/O statistics.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +29,86 @@ T = TypeVar("T")
 class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
     short responses, timeouts)."""
+
+
+class RequestSlots:
+    """At most ``n`` requests of one store at once, whoever makes them: dask tasks
+    blocking in their own threads and coroutines on any event loop (the I/O loop
+    reading ahead) wait for the same slots, first come first served. Two separate
+    limits, one per kind of caller, let twice the limit reach the server.
+
+    >>> slots = RequestSlots(1)
+    >>> slots.acquire_sync(); slots.release(); slots.free
+    1
+    """
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._lock = threading.Lock()
+        # a blocked thread's Event, or a waiting coroutine's (loop, future)
+        self._waiters: collections.deque[Any] = collections.deque()
+
+    def acquire_sync(self) -> None:
+        """Take a slot, blocking the calling thread until one is free."""
+        with self._lock:
+            if self.free > 0 and not self._waiters:
+                self.free -= 1
+                return
+            handed = threading.Event()
+            self._waiters.append(handed)
+        handed.wait()  # release() hands its slot over directly
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting without blocking the event loop."""
+        with self._lock:
+            if self.free > 0 and not self._waiters:
+                self.free -= 1
+                return
+            loop = asyncio.get_running_loop()
+            waiter = (loop, loop.create_future())
+            self._waiters.append(waiter)
+        try:
+            await waiter[1]
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter in self._waiters:  # never handed a slot
+                    self._waiters.remove(waiter)
+                    raise
+            if waiter[1].done() and not waiter[1].cancelled():
+                self.release()  # handed over just before the cancel: give it on
+            raise  # (else _hand_over sees the cancelled future and gives it on)
+
+    def release(self) -> None:
+        """Give a slot back: to the longest waiting caller, if any."""
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if isinstance(waiter, threading.Event):
+                    waiter.set()
+                    return
+                loop, future = waiter
+                if loop is _running_loop():  # no wake-up through the loop's self-pipe
+                    loop.call_soon(self._hand_over, future)
+                    return
+                try:
+                    loop.call_soon_threadsafe(self._hand_over, future)
+                    return
+                except RuntimeError:  # its loop is closed: nobody waits there
+                    continue
+            self.free += 1
+
+    def _hand_over(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self.release()
+        else:
+            future.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _store_cache: dict[tuple, ObjectStore] = {}
@@ -117,8 +198,7 @@ class ObjectStore(ABC):
         self.tuning = tuning
         self.max_concurrency = tuning.max_concurrency
         self.retry: RetryPolicy = tuning.retry
-        self._semaphores: dict[int, asyncio.Semaphore] = {}
-        self._blocking_slots: threading.BoundedSemaphore | None = None
+        self._slots = RequestSlots(self.max_concurrency)
 
     # -- what subclasses implement -------------------------------------------------
     @abstractmethod
@@ -205,13 +285,6 @@ class ObjectStore(ABC):
         return f"{type(self).__name__}({self.root_url!r})"
 
     # -- the choke point -----------------------------------------------------------
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop_id = id(asyncio.get_running_loop())
-        sem = self._semaphores.get(loop_id)
-        if sem is None:
-            sem = self._semaphores[loop_id] = asyncio.Semaphore(self.max_concurrency)
-        return sem
-
     def _after_failure(self, what: str, key: str, kind: str, attempt: int,
                        exc: BaseException) -> None:
         """Count a retry, or give up with a StorageError naming the object and the tries."""
@@ -231,27 +304,27 @@ class ObjectStore(ABC):
         while True:
             attempt += 1
             try:
-                async with self._semaphore():
+                await self._slots.acquire()
+                try:
                     return await fn()
+                finally:
+                    self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
                 self._after_failure(what, key, kind, attempt, exc)
                 await asyncio.sleep(self.retry.delay(attempt))
 
     def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
         """:meth:`_call` for blocking calls made in the caller's thread: the same retries,
-        errors and statistics, at most ``max_concurrency`` calls at once."""
-        slots = self._blocking_slots
-        if slots is None:
-            with _store_cache_lock:
-                if self._blocking_slots is None:
-                    self._blocking_slots = threading.BoundedSemaphore(self.max_concurrency)
-                slots = self._blocking_slots
+        errors and statistics, within the same ``max_concurrency`` slots."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                with slots:
+                self._slots.acquire_sync()
+                try:
                     return fn()
+                finally:
+                    self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
                 self._after_failure(what, key, kind, attempt, exc)
                 time.sleep(self.retry.delay(attempt))

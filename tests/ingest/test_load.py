@@ -262,3 +262,31 @@ def test_summary_text_lists_what_was_skipped():
     text = str(s)
     assert re.search(r"loaded a\.h5 -> s3://b/a\.h5", text) and "skipped: /x" in text
     assert json.dumps(s.layouts) == "{}"
+
+
+def test_chunks_are_copied_with_max_workers_in_flight(tmp_path, monkeypatch):
+    """User ask 3 (ingest makes ~11 000 requests one after another): the chunk copies of a
+    load overlap, max_workers at a time, and each chunk is one PUT."""
+    import asyncio
+
+    from h5dask.storage.base import ObjectStore
+
+    src = tmp_path / "many.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("v", data=np.arange(4000.0), chunks=(100,), compression="gzip")
+    put = ObjectStore.put
+    active, peak, chunk_puts = [0], [0], []
+
+    async def slow_put(self, key, data, *, kind="chunk"):
+        if kind == "chunk":
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            chunk_puts.append(key)
+            await asyncio.sleep(0.01)  # a store some way off: the copies must overlap
+            active[0] -= 1
+        await put(self, key, data, kind=kind)
+
+    monkeypatch.setattr(ObjectStore, "put", slow_put)
+    summary = load_file(src, _domain(tmp_path), progress=False, max_workers=6)
+    assert summary.chunks_written == len(chunk_puts) == len(set(chunk_puts)) == 40
+    assert peak[0] == 6

@@ -21,12 +21,19 @@ drawn from a seeded random generator, injects one fault into the exchange:
     forward the request, send the response head (with its full ``Content-Length``)
     and only half of the body, then close the connection cleanly (FIN): a short
     body. A response without a body is cut in its head instead.
+``toomany``
+    answer ``429 Too Many Requests`` (a rate-limiting gateway in front of a shared
+    store) without forwarding. Not in :data:`KINDS`, the default mix; rates may name it.
 
 Requests are forwarded byte for byte (the ``Host`` header too, so SigV4 signatures
 stay valid). Only Content-Length and chunked bodies are supported, which is what
 S3 clients send. Faults can be limited to some methods (``methods={"GET"}``) or to
 paths containing a string (``path_filter``). ``counts`` tells how many faults of
-each kind were injected; ``requests`` how many requests were seen.
+each kind were injected; ``requests`` how many requests were seen, ``peak_in_flight``
+the most requests it held at once (received, answer not yet sent) and
+``connections_opened`` how many client connections were opened; ``seen`` counts the
+requests by (method, path). ``latency`` delays
+every forwarded request, as a distant store does, so that concurrency shows.
 
 Example::
 
@@ -48,6 +55,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 KINDS = ("drop", "delay", "slowdown", "error500", "truncate")
+#: kinds rates may name besides the default mix :data:`KINDS`
+EXTRA_KINDS = ("toomany",)
 _MAX_HEAD = 64 * 1024
 
 _XML = (
@@ -63,6 +72,8 @@ _CANNED = {
         "InternalError",
         "We encountered an internal error. Please try again.",
     ),
+    "toomany": (429, "Too Many Requests", "TooManyRequests",
+                "Request rate exceeded: please slow down."),
 }
 
 
@@ -128,6 +139,7 @@ class FaultProxy:
         delay: seconds of the ``delay`` fault.
         methods: if given, only requests with these methods get faults.
         path_filter: if given, only requests whose target contains it get faults.
+        latency: seconds every forwarded request waits before it is forwarded.
     """
 
     def __init__(
@@ -139,17 +151,22 @@ class FaultProxy:
         delay: float = 0.2,
         methods: Iterable[str] | None = None,
         path_filter: str | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.delay = delay
         self.methods = frozenset(m.upper() for m in methods) if methods else None
         self.path_filter = path_filter
+        self.latency = latency
         self.set_rates(rates or {}, seed)
         self.port: int | None = None
         self.counts: Counter[str] = Counter()
         self.requests = 0
         self.faults_by_method: Counter[tuple[str, str]] = Counter()
+        self.in_flight = self.peak_in_flight = 0
+        self.connections_opened = 0
+        self.seen: Counter[tuple[str, str]] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -159,12 +176,13 @@ class FaultProxy:
     # -- control ------------------------------------------------------------------------
     def set_rates(self, rates: Mapping[str, float], seed: int | None = None) -> None:
         """Change the fault rates (and reseed the generator when ``seed`` is given)."""
-        unknown = set(rates) - set(KINDS)
+        known = KINDS + EXTRA_KINDS
+        unknown = set(rates) - set(known)
         if unknown:
-            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {KINDS}")
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {known}")
         if any(r < 0 for r in rates.values()) or sum(rates.values()) > 1 + 1e-9:
             raise ValueError(f"fault rates must be >= 0 and add up to at most 1: {rates}")
-        self.rates = {k: float(rates.get(k, 0.0)) for k in KINDS}
+        self.rates = {k: float(rates.get(k, 0.0)) for k in known}
         if seed is not None:
             self._rng = random.Random(seed)
 
@@ -172,6 +190,9 @@ class FaultProxy:
         self.counts.clear()
         self.faults_by_method.clear()
         self.requests = 0
+        self.peak_in_flight = self.in_flight
+        self.connections_opened = 0
+        self.seen.clear()
 
     @property
     def endpoint(self) -> str:
@@ -235,13 +256,14 @@ class FaultProxy:
     # -- the proxy ----------------------------------------------------------------------
     def _choose(self, method: str, target: str) -> str | None:
         self.requests += 1
+        self.seen[(method, target.split("?")[0])] += 1
         u = self._rng.random()  # drawn for every request, so the sequence stays seeded
         if self.methods is not None and method not in self.methods:
             return None
         if self.path_filter is not None and self.path_filter not in target:
             return None
         total = 0.0
-        for kind in KINDS:
+        for kind in self.rates:
             total += self.rates[kind]
             if u < total:
                 self.counts[kind] += 1
@@ -255,12 +277,17 @@ class FaultProxy:
         if task is not None:
             self._tasks.add(task)
         up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connections_opened += 1
+        holding = False
         try:
             while True:
                 try:
                     head = await _read_head(reader)
                 except _Closed:
                     return
+                self.in_flight += 1
+                holding = True
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 request_line, fields = _headers(head)
                 method, _, rest = request_line.partition(" ")
                 target = rest.rpartition(" ")[0]
@@ -269,7 +296,11 @@ class FaultProxy:
                 if fault in _CANNED:
                     writer.write(self._canned(fault, target))
                     await writer.drain()
+                    self.in_flight -= 1
+                    holding = False
                     continue
+                if self.latency:
+                    await asyncio.sleep(self.latency)
                 if up is None:
                     up = await asyncio.open_connection(
                         self.upstream_host, self.upstream_port, limit=_MAX_HEAD
@@ -312,6 +343,8 @@ class FaultProxy:
                     writer.write(resp_head)
                 writer.write(resp_body)
                 await writer.drain()
+                self.in_flight -= 1
+                holding = False
                 if upstream_closes:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, OSError):
@@ -319,6 +352,8 @@ class FaultProxy:
         except asyncio.CancelledError:  # stop(): end quietly
             return
         finally:
+            if holding:
+                self.in_flight -= 1
             self._writers.discard(writer)
             if task is not None:
                 self._tasks.discard(task)
@@ -336,7 +371,7 @@ class FaultProxy:
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
             f"Content-Length: {len(data)}\r\nServer: faultproxy\r\n"
         )
-        if fault == "slowdown":
+        if fault in ("slowdown", "toomany"):
             head += "Retry-After: 0\r\n"
         return (head + "\r\n").encode() + data
 

@@ -4,8 +4,11 @@ bounded concurrency, parallel ranged GETs and the errors of the S3 path."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import pickle
+import threading
+import time
 import uuid
 
 import numpy as np
@@ -198,6 +201,61 @@ def test_get_many_is_concurrent_and_bounded() -> None:
     keys = [f"k{i}" for i in range(40)]
     assert sync(store.get_many(keys)) == [k.encode() for k in keys]
     assert store.peak == 8  # concurrent, up to the bound and no further
+
+
+class SlowBlockingStore(SlowStore):
+    """SlowStore with a blocking twin of its GET, as S3's (obstore) has."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.lock = threading.Lock()
+
+    def _count(self, step: int) -> None:
+        with self.lock:  # the loop's and the tasks' threads count together
+            self.active += step
+            self.peak = max(self.peak, self.active)
+
+    async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        self._count(1)
+        await asyncio.sleep(0.01)
+        self._count(-1)
+        return key.encode()
+
+    def _blocking_get(self):
+        def get(key: str, byte_range: tuple[int, int] | None) -> bytes:
+            self._count(1)
+            time.sleep(0.01)
+            self._count(-1)
+            return key.encode()
+        return get
+
+
+def test_blocking_and_async_gets_share_one_bound() -> None:
+    """Dask tasks reading in their own threads while the I/O loop reads ahead: together
+    never more than max_concurrency requests (before: the limit once for each path)."""
+    store = SlowBlockingStore(limit=4)
+    keys = [f"k{i}" for i in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        in_threads = [pool.submit(store.get_buffer_sync, k) for k in keys]
+        on_loop = sync(store.get_many(keys))
+        assert [bytes(f.result()) for f in in_threads] == [k.encode() for k in keys]
+    assert on_loop == [k.encode() for k in keys]
+    assert store.peak == 4
+
+
+def test_a_cancelled_wait_for_a_slot_gives_back_nothing_it_did_not_take() -> None:
+    store = SlowStore(limit=1)
+
+    async def run() -> None:
+        waiting = [asyncio.ensure_future(store.get(f"k{i}")) for i in range(6)]
+        await asyncio.sleep(0.005)
+        for task in waiting[1::2]:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert await store.get("after") == b"after"  # the slot is free again
+
+    sync(run())
+    assert store.peak == 1
 
 
 # -- S3 specifics: parallel ranged GETs, credentials, unreachable endpoints --------------

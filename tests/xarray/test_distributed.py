@@ -88,3 +88,22 @@ def test_reopen_after_a_rewrite_is_not_answered_from_persisted_blocks(
                       region={"x": slice(0, 8)}, storage_options=storage_options)
     new = xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=storage_options)
     assert new["v"].values.tolist() == [1.0] * 8
+
+
+def _sum_of_v(ds):
+    return float(ds["v"].sum().compute(scheduler="sync"))
+
+
+def test_an_opened_dataset_pickles_whole_and_reads_on_a_worker(cluster_client, big_variable,
+                                                                 storage_options):
+    """User ask 9 (remote HDF5 through fsspec cannot be pickled for distributed, and needs
+    block-cache tuning): the lazily opened Dataset itself travels to a worker process and
+    is read there with the options it was opened with, no cache settings anywhere."""
+    url, data = big_variable
+    ds = xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=storage_options)
+    assert len(pickle.dumps(ds)) < 64 * 1024  # settings and metadata, no values
+    cluster_client.run(h5dask.reset_stats)
+    total = cluster_client.submit(_sum_of_v, ds, pure=False).result(timeout=60)
+    assert total == pytest.approx(float(data.astype("f8").sum()), rel=1e-5)
+    worker_io = cluster_client.run(h5dask.stats)
+    assert sum(s["chunk"]["read_requests"] for s in worker_io.values()) == 32

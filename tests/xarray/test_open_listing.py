@@ -161,3 +161,24 @@ def test_a_domain_too_large_for_one_listing_has_no_bodies(s3_bucket_url, storage
     got = _open(url, storage_options)
     assert h5dask.stats()["metadata"]["list_requests"] == 0
     xr.testing.assert_identical(got.load(), ds)
+
+
+@pytest.mark.parametrize("groups", [2, 24])
+def test_opening_a_tree_costs_the_same_round_trips_for_2_or_24_groups(
+        s3_bucket_url, storage_options, groups):
+    """User asks 2 and 6 (a round trip per object; "unusably slow" without consolidated
+    metadata): open_datatree of a domain of many groups and variables is two GETs and
+    one LIST however many objects it has, and reads the values written."""
+    url = f"{s3_bucket_url}/tree.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        for g in range(groups):
+            for v in range(3):
+                f.create_dataset(f"g{g}/v{v}", data=np.arange(4.0) * g)
+    forget_opened_domains()
+    h5dask.reset_stats()
+    tree = xr.open_datatree(url, engine="h5cloud", chunks={}, storage_options=storage_options)
+    meta = h5dask.stats()["metadata"]
+    assert (meta["read_requests"], meta["list_requests"]) == (2, 1), meta
+    assert len(tree.children) == groups
+    np.testing.assert_array_equal(tree[f"g{groups - 1}"]["v2"].values,
+                                  np.arange(4.0) * (groups - 1))

@@ -104,3 +104,25 @@ def test_reduction_matches_numpy(grid_domain, storage_options):
     v = _open(url, storage_options, chunks={})["v"]
     assert float(v.sum().compute()) == pytest.approx(float(data.astype("f8").sum()), rel=1e-6)
     assert float(v.isel({v.dims[0]: slice(5, 55)}).max()) == data[5:55].max()
+
+
+def test_a_variable_of_10_to_the_5_chunks_costs_bytes_per_task(tmp_path):
+    """User ask 8 (one task per chunk makes graphs too big to build or ship): 10**5 chunk
+    objects give 10**5 getter tasks that each pickle to a key and a reference to one
+    shared array entry, some 70 bytes per task for the whole graph; and a read of a few
+    of them works as any other."""
+    import pickle
+
+    url = (tmp_path / "many.h5").as_uri()
+    with h5dask.File(url, "w") as f:  # metadata only: the graph is the point, not the I/O
+        f.create_dataset("v", shape=(400, 250), dtype="<f4", chunks=(1, 1), fillvalue=0.5)
+    arr = xr.open_dataset(url, engine="h5cloud", chunks={})["v"].data
+    assert arr.numblocks == (400, 250)
+    graph = dict(arr.__dask_graph__())
+    getters = {k: v for k, v in graph.items() if isinstance(k, tuple)}
+    shared = [v for k, v in graph.items() if not isinstance(k, tuple)]
+    assert len(getters) == 10**5 and len(shared) == 1
+    assert len(pickle.dumps(shared[0])) < 8192  # the dataset's source: settings and ids
+    assert max(len(pickle.dumps(t)) for t in list(getters.values())[:1000]) < 512
+    assert len(pickle.dumps(graph)) / len(getters) < 200  # 72 measured
+    assert float(arr[:2, :10].sum().compute()) == 10.0
