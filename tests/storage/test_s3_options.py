@@ -164,6 +164,17 @@ def test_profile_region_applies_with_explicit_keys(monkeypatch, profiles) -> Non
     assert (s.key, s.region) == ("K", "ap-south-1")
 
 
+def _use_a_profile_for(seaweedfs, monkeypatch, tmp_path) -> None:
+    """AWS_PROFILE names a profile with the server's keys (credentials file) and
+    endpoint_url (config file); nothing else is configured."""
+    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
+                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
+    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "conf"))
+    monkeypatch.setenv("AWS_PROFILE", "weed")
+
+
 def test_seaweedfs_through_a_profile_only(monkeypatch, seaweedfs, storage_options,
                                           s3_bucket_url, tmp_path) -> None:
     """AWS_PROFILE alone (keys in the credentials file, endpoint_url in the config file)
@@ -171,12 +182,7 @@ def test_seaweedfs_through_a_profile_only(monkeypatch, seaweedfs, storage_option
     url = f"{s3_bucket_url}/profile-only.h5"
     with h5dask.File(url, "w", storage_options=storage_options) as f:
         f.create_dataset("x", data=np.arange(6), chunks=(3,))
-    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
-                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
-    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "conf"))
-    monkeypatch.setenv("AWS_PROFILE", "weed")
+    _use_a_profile_for(seaweedfs, monkeypatch, tmp_path)
     with h5dask.File(url) as f:
         np.testing.assert_array_equal(f["x"][...], np.arange(6))
 
@@ -323,12 +329,7 @@ def test_profile_settings_travel_to_workers_without_the_profile(
     url = f"{s3_bucket_url}/to-workers.h5"
     with h5dask.File(url, "w", storage_options=storage_options) as f:
         f.create_dataset("x", data=np.arange(8.0), chunks=(3,))
-    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
-                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
-    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "conf"))
-    monkeypatch.setenv("AWS_PROFILE", "weed")
+    _use_a_profile_for(seaweedfs, monkeypatch, tmp_path)
     data = xr.open_dataset(url, engine="h5cloud", chunks={})["x"].data
     (tmp_path / "graph.pkl").write_bytes(pickle.dumps(data))
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

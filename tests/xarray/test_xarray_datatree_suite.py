@@ -265,24 +265,20 @@ class TestH5CloudDatatreeSemantics:
         with open_datatree(url, engine=self.engine) as written_dt:
             assert_identical(written_dt, original_dt)
 
-    def test_rplus_mode_refuses_a_new_group_variable(self, tmpdir, simple_datatree) -> None:
+    @pytest.mark.parametrize(("path", "added", "refusal"), [
+        ("set3", DataTree(xr.Dataset({"new": ("x", [1, 2])})), "'new'.*mode='r\\+'"),
+        ("set3/new", DataTree(), "group '/set3/new' does not exist in .*r\\+"),
+    ], ids=["new-variable", "new-group"])
+    def test_rplus_mode_refuses_what_the_domain_lacks(self, tmpdir, simple_datatree, path,
+                                                      added, refusal) -> None:
         url = str(tmpdir / "test.h5")
         h5dask.to_h5cloud(simple_datatree, url)
         bigger = simple_datatree.copy()
-        bigger["set3"] = DataTree(xr.Dataset({"new": ("x", [1, 2])}))
-        with pytest.raises(H5DaskError, match="'new'.*mode='r\\+'"):
+        bigger[path] = added
+        with pytest.raises(H5DaskError, match=refusal):
             h5dask.to_h5cloud(bigger, url, mode="r+")
         with open_datatree(url, engine=self.engine) as unchanged:
             assert_identical(unchanged, simple_datatree)
-
-    def test_rplus_mode_refuses_a_new_group(self, tmpdir, simple_datatree) -> None:
-        url = str(tmpdir / "test.h5")
-        h5dask.to_h5cloud(simple_datatree, url)
-        bigger = simple_datatree.copy()
-        bigger["set3/new"] = DataTree()
-        with pytest.raises(H5DaskError, match="group '/set3/new' does not exist in .*r\\+"):
-            h5dask.to_h5cloud(bigger, url, mode="r+")
-        assert "set3/new" not in h5dask.File(url, "r")
 
     def test_append_mode_adds_groups_and_variables(self, tmpdir, simple_datatree) -> None:
         url = str(tmpdir / "test.h5")
