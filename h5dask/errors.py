@@ -135,6 +135,11 @@ class InvalidKeyError(H5DaskError, ValueError):
     """An object key or domain path that would escape the bucket root."""
 
 
+class InvalidGroupPathError(H5DaskError, ValueError):
+    """A ``group=`` that is not a path of group names ("/", "a" or "/a/b"): an empty
+    name ("a//b"), "." or "..", or not a string."""
+
+
 class DomainExistsError(H5DaskError, FileExistsError):
     """A new domain was to be created where one already exists."""
 
@@ -152,8 +157,9 @@ class NotADomainError(DomainNotFoundError):
 
 
 class DomainURLError(H5DaskError, ValueError):
-    """A URL that cannot name a domain: a bucket alone, or a folder (ending in "/") where
-    a new domain is to be written; the message shows a URL that would do."""
+    """A URL that cannot name a domain, or not the one it seems to: a bucket alone, a
+    folder (ending in "/") where a new domain is to be written, a ``..`` segment, a
+    ``file://`` URL with a host; the message shows a URL that would do."""
 
 
 class StorageOptionsError(H5DaskError, ValueError):
@@ -170,6 +176,12 @@ class AmbiguousBucketRootError(H5DaskError, ValueError):
 
 class SourceFormatError(SourceFileError, ValueError):
     """A file to import is not HDF5/netCDF-4 (netCDF-3, or not HDF5 at all)."""
+
+
+class UnfollowedLinkWarning(UserWarning):
+    """``engine="h5cloud"`` met an external link (to an object of another file or
+    domain) or a soft link to a group, which it does not follow: what the link leads to
+    is not in the Dataset or DataTree there (h5py, so h5netcdf, would follow it)."""
 
 
 class LocalLinkWarning(UserWarning):

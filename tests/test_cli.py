@@ -97,6 +97,21 @@ def test_wrong_credentials_exit_code(domain, seaweedfs):
     assert "Traceback" in debug.stderr
 
 
+def test_aws_profile_alone_configures_the_cli(domain, seaweedfs, tmp_path):
+    """No option on the command line: AWS_PROFILE's keys and endpoint_url reach the
+    server; a profile that does not exist is a usage error naming it."""
+    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
+                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
+    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "creds"), AWS_PROFILE="weed",
+               AWS_CONFIG_FILE=str(tmp_path / "conf"), AWS_EC2_METADATA_DISABLED="true")
+    assert "x  float64 (100,)" in run("ls", domain, env=env).stdout
+    proc = run("ls", domain, check=False, env={**env, "AWS_PROFILE": "wheed"})
+    assert proc.returncode != 0 and "AWS profile 'wheed' (from AWS_PROFILE)" in proc.stderr
+    assert "['weed']" in proc.stderr
+
+
 def test_bad_usage_exit_code():
     assert run("ls", check=False).returncode == 2
     assert run("load", "a", "b", "--chunks", "x,y", check=False).returncode == 2

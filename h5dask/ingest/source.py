@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import (
     LinkedReferenceRefused,
@@ -22,7 +22,7 @@ from ..errors import (
     SourceNotFoundError,
     StorageError,
 )
-from ..storage import Location, open_object
+from ..storage import Location, local_path, open_object
 from ..storage.base import ObjectStore
 from ..storage.links import ENV_VAR, LinkPolicy
 from ..storage.s3_options import TUNING_OPTIONS
@@ -139,7 +139,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     parts = urlsplit(src)
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
-        path = os.path.abspath(unquote(parts.path) if scheme else src)
+        path = local_path(src)
         try:
             raw: Any = open(path, "rb")  # closed by Source.close
         except FileNotFoundError as exc:

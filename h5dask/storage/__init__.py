@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from ..errors import DomainURLError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
@@ -32,8 +32,8 @@ from .sync import sync
 
 __all__ = [
     "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
-    "names_bucket_root", "open_location", "open_object", "open_prefix", "resolve_s3_settings",
-    "resolve_storage_options", "sync",
+    "local_path", "names_bucket_root", "open_location", "open_object", "open_prefix",
+    "resolve_s3_settings", "resolve_storage_options", "sync",
 ]
 
 _BUCKET_PROTOCOLS = {"gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
@@ -54,6 +54,10 @@ class Location:
 
     @property
     def url(self) -> str:
+        """The domain's URL; a file:// one percent-encoded, as its store's root_url is
+        (RFC 8089), so that it opens the same domain again."""
+        if isinstance(self.store, LocalObjectStore):
+            return f"{self.store.root_url}/{quote(self.domain)}"
         return f"{self.store.root_url}/{self.domain}"
 
     @property
@@ -88,7 +92,7 @@ def _clean_domain(path: str, url: str) -> str:
     try:
         check_key(domain)
     except Exception as exc:
-        raise ValueError(f"invalid domain path in {url!r}: {exc}") from exc
+        raise DomainURLError(f"invalid domain path in {url!r}: {exc}") from exc
     return domain
 
 
@@ -143,6 +147,42 @@ def _unsupported_url_message(url: str, scheme: str) -> str:
             f"{hsds if scheme in ('http', 'https') else ''}")
 
 
+def local_path(url: str, parts: SplitResult | None = None) -> str:
+    """The absolute path a ``file://`` URL (percent-encoded, RFC 8089, as
+    ``Path.as_uri()`` writes it and h5dask reports it) or a plain path names (``~``
+    expanded in a plain path, as xarray does); a ``file://`` URL with a host is refused:
+    its first path segment is a host, so ``file://data/x.h5`` would name ``/x.h5``.
+
+    >>> local_path("file:///data/run%201/x.h5")
+    '/data/run 1/x.h5'
+    """
+    parts = urlsplit(url) if parts is None else parts
+    if not parts.scheme:
+        return os.path.abspath(os.path.expanduser(url))
+    if parts.netloc not in ("", "localhost"):
+        raise DomainURLError(
+            f"{url!r} names host {parts.netloc!r}: a file:// URL needs an absolute path "
+            f"(file:///{parts.netloc}{parts.path} for /{parts.netloc}{parts.path}); for a "
+            "relative path give a plain path, without file://")
+    return os.path.abspath(unquote(parts.path))
+
+
+def _check_fsspec_protocol(protocol: str, url: str) -> None:
+    """Refuse a scheme fsspec does not know, or whose package is not installed."""
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise UnsupportedURLError(
+            f"{url!r}: the {protocol}:// file system needs a package that is not "
+            f"installed ({exc})") from exc
+    except ValueError as exc:
+        raise UnsupportedURLError(
+            f"{url!r}: unknown URL scheme '{protocol}://'; h5dask reads domains from "
+            f"{SUPPORTED_SCHEMES}") from exc
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -179,7 +219,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
     ambiguity = None
     if protocol == "file":
         bucket_root = resolve_storage_options(storage_options, "file")[1].get("bucket_root")
-        path = os.path.abspath(parts.path if parts.scheme else url)
+        path = local_path(url, parts)
         if bucket_root:
             root = os.path.abspath(bucket_root)
         else:
@@ -189,11 +229,12 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
                 ambiguity = ambiguity_message(url, root, found.ambiguous_with)
         rel = os.path.relpath(path, root)
         if rel.startswith(".."):
-            raise ValueError(f"domain {path!r} is not inside bucket_root {root!r}")
+            raise DomainURLError(f"domain {path!r} is not inside bucket_root {root!r}")
         return Location(_local_store(root, storage_options), _clean_domain(rel, url), ambiguity)
 
     import fsspec
 
+    _check_fsspec_protocol(protocol, url)
     tuning, options = resolve_storage_options(storage_options, "fsspec")
     bucket_root = options.pop("bucket_root", None)
     full = f"{parts.netloc}{parts.path}"
@@ -260,12 +301,13 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])
     if protocol == "file":
-        path = os.path.abspath(unquote(parts.path) if parts.scheme else url)
+        path = local_path(url, parts)
         return _local_store(os.path.dirname(path), storage_options), \
             check_key(os.path.basename(path))
 
     import fsspec
 
+    _check_fsspec_protocol(protocol, url)
     tuning, options = resolve_storage_options(storage_options, "fsspec")
     path = fsspec.get_filesystem_class(protocol)._strip_protocol(url)
     directory, _, key = path.rpartition("/")

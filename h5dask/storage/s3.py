@@ -45,6 +45,43 @@ _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
 
 
+_S3_CODE_RE = re.compile(r"<Code>(\w+)</Code>")
+#: why a connection could not be made, from the debug dump of obstore's transport error
+_DNS_RE = re.compile(r'ConnectError\(\s*"dns error"')
+_REFUSED_RE = re.compile(r'ConnectError\(\s*"tcp connect error",\s*([^\s,]+),[^)]*?'
+                         r'ConnectionRefused')
+
+
+def connection_failure(text: str) -> str | None:
+    """Why obstore could not connect, in words saying what to check; None for other
+    errors.
+
+    >>> connection_failure('uri: Some(http://h.invalid:9/b/k) ConnectError("dns error", x')
+    'host name h.invalid not found (DNS): check the endpoint URL'
+    """
+    if _DNS_RE.search(text):
+        url = _URL_RE.search(text)
+        host = urlsplit(url.group(0)).hostname if url else None
+        return f"host name {host} not found (DNS): check the endpoint URL"
+    if _http_kind_of(text) == "Timeout":
+        return ("no answer in time: check that the endpoint is an S3 server and healthy "
+                "(waits are storage_options timeout and connect_timeout, in seconds)")
+    if "InvalidContentType" in text and "https://" in text:
+        return ("the TLS handshake failed: the endpoint does not speak https; give it as "
+                "http:// (or storage_options use_ssl=False)")
+    refused = _REFUSED_RE.search(text)
+    if refused:
+        return (f"connection refused by {refused.group(1)}: check the endpoint URL and that "
+                "the object store is running")
+    return None
+
+
+def _first_line(text: str) -> str:
+    """The first line of an obstore message, without the start of the XML body it
+    quotes."""
+    return text.splitlines()[0].split(": <?xml")[0] if text else ""
+
+
 def _status_of(text: str) -> int | None:
     """The HTTP status an obstore error reports, if it reports one."""
     m = _STATUS_RE.search(text)
@@ -77,6 +114,20 @@ def is_transient(text: str) -> bool:
         return kind in _TRANSIENT_HTTP_KINDS
     head = _URL_RE.sub("", text.split("\n\nDebug source")[0])
     return any(m in head for m in _TRANSIENT_MARKERS)
+
+
+def virtual_hosted_endpoint(endpoint: str, bucket: str) -> str:
+    """The endpoint of one bucket under virtual-hosted addressing, the bucket in the host
+    name as boto3 and s3fs send it: object_store takes such an endpoint as the bucket's
+    own, and would send a bare one's first key segment as the bucket.
+
+    >>> virtual_hosted_endpoint("https://s3.example.org:8443/", "data")
+    'https://data.s3.example.org:8443'
+    """
+    parts = urlsplit(endpoint.rstrip("/"))
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    return parts._replace(netloc=f"{user}{at}{bucket}.{host}").geturl()
 
 
 class S3ObjectStore(ObjectStore):
@@ -164,7 +215,8 @@ class S3ObjectStore(ObjectStore):
         config: dict[str, Any] = {"region": s.region,
                                   "virtual_hosted_style_request": s.addressing_style == "virtual"}
         if s.endpoint:
-            config["endpoint"] = s.endpoint
+            config["endpoint"] = (virtual_hosted_endpoint(s.endpoint, self.bucket)
+                                  if s.addressing_style == "virtual" else s.endpoint)
         if s.anon or not s.key:
             config["skip_signature"] = True
         else:
@@ -200,20 +252,34 @@ class S3ObjectStore(ObjectStore):
         if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or status in (
             401, 403) or (isinstance(exc, GenericError) and any(m in head for m in _AUTH_MARKERS)
         ):
-            hint = (" No credentials were found: pass storage_options key/secret, set "
-                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or anon=True for public data."
-                    if self.settings.credential_source == "none" and not self.settings.anon
-                    else f" (credentials from {self.settings.credential_source})")
+            code = _S3_CODE_RE.search(text)
             return StoragePermissionError(
-                f"{what} {self.root_url}/{key} was refused by the object store: "
-                f"{text.splitlines()[0] if text else type(exc).__name__}.{hint}"
-            )
+                f"{what} {self.root_url}/{key} was refused by the object store"
+                f"{f' ({code.group(1)})' if code else ''}: "
+                f"{_first_line(text) or type(exc).__name__}. {self._refusal_hint(what)}")
         if isinstance(exc, GenericError) and is_transient(text):
-            return TransientError(text.splitlines()[0] if text else "transient error")
+            first = text.splitlines()[0] if text else "transient error"
+            cause = connection_failure(text)
+            return TransientError(f"{first}: {cause}" if cause else first)
         if isinstance(exc, GenericError):  # permanent (4xx and the like): no retries
             return StorageError(f"{what} {self.root_url}/{key} failed: {text.splitlines()[0]}",
                                 key=key, attempts=1)
         return exc
+
+    def _refusal_hint(self, what: str) -> str:
+        """What to do about a refusal, by where the credentials came from."""
+        s = self.settings
+        if s.anon:
+            return ("The bucket does not allow anonymous access (anon=True): give credentials "
+                    "(storage_options key/secret, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                    "AWS_PROFILE) instead.")
+        if s.credential_source == "none":
+            return ("No credentials were found: pass storage_options key/secret, set "
+                    "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or anon=True for "
+                    "public data.")
+        return (f"Check the access key and secret (credentials from {s.credential_source}, "
+                f"key {s.key!r}) and that they are allowed to {what} in bucket "
+                f"{self.bucket!r}.")
 
     def _no_bucket(self) -> BucketNotFoundError:
         where = f" at {self.settings.endpoint}" if self.settings.endpoint else ""

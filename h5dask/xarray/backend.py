@@ -16,7 +16,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xarray.backends.common import AbstractDataStore, BackendEntrypoint
+from xarray.backends.common import (
+    AbstractDataStore,
+    BackendEntrypoint,
+    datatree_from_dict_with_io_cleanup,
+)
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 from xarray.core.utils import FrozenDict
@@ -28,6 +32,7 @@ from ..domain import DomainSession
 from ..errors import (
     H5DaskError,
     ObjectNotFoundError,
+    UnfollowedLinkWarning,
     UnsupportedFilterError,
     UnsupportedTypeError,
 )
@@ -115,6 +120,8 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
             datasets, subgroups, attrs_of = {}, {}, {}
             for name, link in g.links.items():
                 target = link.id if link.kind == "hard" else _soft_dataset(session, _gid, link)
+                if link.kind == "external" or (link.kind == "soft" and (target or "d")[0] == "g"):
+                    _warn_unfollowed(session, f"{path.rstrip('/')}/{name}", link)
                 if target is not None and target[0] == "d" and link.kind == "soft":
                     meta = session.load(target)  # h5py, so h5netcdf, follows soft links
                     datasets[name] = meta
@@ -133,6 +140,17 @@ def load_tree(session: DomainSession) -> dict[str, GroupNode]:
             nodes[path] = GroupNode(path, g, datasets, subgroups, attrs_of)
         level = next_level
     return nodes
+
+
+def _warn_unfollowed(session: DomainSession, where: str, link: Any) -> None:
+    """External links, and soft links to groups, are not followed (h5py, so h5netcdf,
+    would show what they lead to): say so, nothing is left out silently."""
+    what = (f"an external link (to {link.h5path!r} in {link.file!r})"
+            if link.kind == "external" else f"a soft link to the group {link.h5path!r}")
+    warnings.warn(
+        f"{session.location.url}: {where!r} is {what}, which engine='h5cloud' does not "
+        "follow: it is not in the Dataset/DataTree; open what it leads to itself "
+        "(h5dask.File follows it)", UnfollowedLinkWarning, stacklevel=4)
 
 
 def _soft_dataset(session: DomainSession, group_id: str, link: Any) -> str | None:
@@ -173,11 +191,9 @@ class H5CloudStore(AbstractDataStore):
         self.active = active
         self.max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES
         self.tree = tree if tree is not None else load_tree(session)
-        self.group = _normalize_group(group)
+        self.group = netcdf.group_path(group)
         if self.group not in self.tree:
-            raise ObjectNotFoundError(
-                f"group {self.group!r} not found in {session.location.url}; "
-                f"groups: {sorted(self.tree)}")
+            raise _missing_group(self.group, session, self.tree)
         self._dims_cache: dict[str, tuple[str, ...]] | None = None
 
     @classmethod
@@ -399,10 +415,11 @@ def _read_attributes(attrs: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _normalize_group(group: str | None) -> str:
-    if group in (None, "", "/"):
-        return "/"
-    return "/" + str(group).strip("/")
+def _missing_group(group: str, session: DomainSession,
+                   tree: Mapping[str, GroupNode]) -> ObjectNotFoundError:
+    return ObjectNotFoundError(
+        f"group {group!r} not found in {session.location.url}; its groups are "
+        f"{sorted(tree)}: pass one of them as group=")
 
 
 def _is_domain_url(path: str) -> bool:
@@ -489,16 +506,14 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     ) -> dict[str, Any]:
         root = self._store(filename_or_obj, None, storage_options, allowed_link_prefixes)
         try:
-            return self._open_groups(root, _normalize_group(group), **kwargs)
+            return self._open_groups(root, netcdf.group_path(group), **kwargs)
         finally:
             if not isinstance(filename_or_obj, H5CloudStore):
                 root.close()
 
     def _open_groups(self, root: H5CloudStore, base: str, **kwargs: Any) -> dict[str, Any]:
         if base not in root.tree:
-            raise ObjectNotFoundError(
-                f"group {base!r} not found in {root.session.location.url}; "
-                f"groups: {sorted(root.tree)}")
+            raise _missing_group(base, root.session, root.tree)
         out = {}
         for path in sorted(root.tree):
             if path != base and not path.startswith(base.rstrip("/") + "/"):
@@ -515,13 +530,13 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         storage_options: Mapping[str, Any] | None = None,
         allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
     ) -> Any:
-        from xarray import DataTree
-
         groups = self.open_groups_as_dict(filename_or_obj, group=group,
                                           storage_options=storage_options,
                                           allowed_link_prefixes=allowed_link_prefixes,
                                           **kwargs)
-        return DataTree.from_dict(groups)
+        # each node closes its group's store (as xarray's netCDF backends): what a
+        # group's open fetched ahead is dropped when the tree is closed
+        return datatree_from_dict_with_io_cleanup(groups)
 
 
 def _load_dimension_coordinates(ds: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidGroupPathError
 from ..format.metadata import DatasetMeta, GroupMeta
 
 NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable"
@@ -27,6 +28,28 @@ HIDDEN_ATTRS = frozenset({
     "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties",
 })
 NON_COORD_PREFIX = "_nc4_non_coord_"
+
+
+def group_path(group: Any) -> str:
+    """A ``group=`` argument as an absolute group path: None, "" and "/" are the root;
+    a leading or trailing "/" is optional; every name between must be a real name.
+
+    >>> group_path("a/b/"), group_path(None)
+    ('/a/b', '/')
+    """
+    if group is None:
+        return "/"
+    if not isinstance(group, str):
+        raise InvalidGroupPathError(
+            f"group={group!r}: a group is named by a path string such as '/a/b', not "
+            f"{type(group).__name__}")
+    names = group.strip("/").split("/") if group.strip("/") else []
+    bad = [name for name in names if name in ("", ".", "..")]
+    if bad:
+        raise InvalidGroupPathError(
+            f"group={group!r} is not a valid group path: it has the name {bad[0]!r} between "
+            "two '/'; name groups like '/a/b' (no empty names, no '.' or '..')")
+    return "/" + "/".join(names)
 
 
 def _as_text(value: Any) -> str | None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import posixpath
 import re
 import sys
 import threading
@@ -67,7 +68,7 @@ from ..format import codecs
 from ..format.types import OBJ_REF, VLEN_STR, integer_range_problem
 from ..readahead import object_name
 from ..storage.sync import sync
-from .netcdf import HIDDEN_ATTRS, NON_COORD_PREFIX, NOT_A_VARIABLE
+from .netcdf import HIDDEN_ATTRS, NON_COORD_PREFIX, NOT_A_VARIABLE, group_path
 
 MODES = ("w", "w-", "a", "r+")
 # CF keys an appended or region-written variable takes from the variable it extends, so
@@ -100,6 +101,34 @@ def _about(what: str) -> Iterator[None]:
         raise
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise _error_class(type(exc))(f"{what}: {exc}") from exc
+
+
+def _unencodable(variables: Mapping, message: str) -> str:
+    """Which variable the CF encoding failed on (for its error), if the message does
+    not say: the first that fails on its own."""
+    if any(repr(str(name)) in message for name in variables):
+        return "encoding the dataset"  # the message names it
+    for name, var in variables.items():
+        try:
+            xr.conventions.encode_cf_variable(var, name=name)
+        except Exception:  # noqa: BLE001 - any failure points at this variable
+            return f"variable {name!r}"
+    return "encoding the dataset"
+
+
+@contextlib.contextmanager
+def _in_group(path: str) -> Iterator[None]:
+    """Name the group in what writing a tree's node raises: a variable's name alone is
+    ambiguous (every group of a tree may have an ``a``)."""
+    prefix = f"group {path!r}"
+    try:
+        with _about(prefix):
+            yield
+    except H5DaskError as exc:
+        message = str(exc.args[0]) if exc.args else ""
+        if not message.startswith(prefix):
+            exc.args = (f"{prefix}: {message}",)
+        raise
 
 
 def _compatibility_error() -> type[Exception]:
@@ -226,17 +255,27 @@ class H5CloudWriteStore(WritableCFDataStore):
         self._new_dims: dict[str, tuple[int, bool]] = {}  # name -> (size, unlimited)
         self._written: dict[str, tuple[Dataset, tuple[str, ...]]] = {}
         self._regions: dict[str, tuple[slice, ...] | None] = {}
+        self._unlimited: set[str] = set()  # the unlimited dimensions asked for
         self.grown: list[tuple[Dataset, tuple[int, ...]]] = []  # (dataset, old shape)
 
     # -- reading what exists -------------------------------------------------------
     def _existing_scales(self) -> dict[str, Dataset]:
         if self.mode not in ("a", "r+"):
             return {}
-        out = {}
-        for name in self.group:
-            obj = self.group[name]
-            if isinstance(obj, Dataset) and _text(obj.attrs.get("CLASS")) == "DIMENSION_SCALE":
-                out[name] = obj
+        return _dimension_scales(self.group)
+
+    @functools.cached_property
+    def _ancestor_scales(self) -> dict[str, Dataset]:
+        """The dimension scales of the groups above this one, the nearest of each name:
+        netCDF-4 scoping, where a variable uses an enclosing group's dimension of its
+        size instead of defining its own (as netCDF4-python and h5netcdf write trees)."""
+        out: dict[str, Dataset] = {}
+        path = self.group.name
+        while path not in ("/", ""):
+            path = posixpath.dirname(path)
+            parent = self.group.file if path == "/" else self.group.file[path]
+            for dim, scale in _dimension_scales(parent).items():
+                out.setdefault(dim, scale)
         return out
 
     def get_dimensions(self) -> dict[str, int]:
@@ -246,7 +285,10 @@ class H5CloudWriteStore(WritableCFDataStore):
                 if name not in skip}
 
     def get_parent_dimensions(self) -> dict[str, int]:
-        return {}
+        """The enclosing groups' dimensions, those asked to be unlimited here excepted
+        where the enclosing one is not (this group then gets its own, resizable)."""
+        return {name: (scale.shape or (0,))[0] for name, scale in self._ancestor_scales.items()
+                if name not in self._unlimited or scale.maxshape[0] is None}
 
     @classmethod
     def open(cls, url: str, mode: str = "w", group: str | None = None,
@@ -293,8 +335,15 @@ class H5CloudWriteStore(WritableCFDataStore):
                 var.encoding = {**inherited, **var.encoding}
                 variables[name] = var
             variables[name] = _range_checked(str(name), variables[name])
-        with _about("encoding the dataset"):  # xarray's CF coders name the variable
+        try:
             return super().encode(variables, attributes)
+        except H5DaskError:
+            raise
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            # xarray's CF coders name the variable in most of their errors, not all (a
+            # stored integer dtype inherited by text fails in numpy): find it
+            raise _error_class(type(exc))(
+                f"{_unencodable(variables, str(exc))}: {exc}") from exc
 
     def encode_variable(self, variable: xr.Variable, name: Hashable = None) -> xr.Variable:
         with _about(f"variable {name!r}"):
@@ -310,6 +359,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                         f"variable {name!r}: Unable to update size for existing dimension "
                         f"{dim!r} ({size} != {existing[dim]}); to grow it, write with "
                         f"append_dim={dim!r}, or use region= to write part of it")
+        self._unlimited = {str(d) for d in unlimited_dims or ()}
         super().set_dimensions(variables, unlimited_dims)
 
     def set_dimension(self, name: Hashable, length: int, is_unlimited: bool = False) -> None:
@@ -317,6 +367,8 @@ class H5CloudWriteStore(WritableCFDataStore):
             _ensure_no_forward_slash_in_name(name)
         if name in self._scales:  # an existing dimension being appended to / written into
             return
+        if name in {self.append_dim, *self.region} and name in self._ancestor_scales:
+            return  # ... which is an enclosing group's (its size is the stored one's)
         self._new_dims[str(name)] = (int(length), bool(is_unlimited))
 
     def set_attribute(self, key: str, value: Any) -> None:
@@ -537,7 +589,22 @@ class H5CloudWriteStore(WritableCFDataStore):
                 next_dimid += 1
                 scales[dim] = scale
         self._grow_bare_dimension(scales)
-        self._attach(scales, written_ids)
+        self._check_enclosing_lengths(scales)
+        self._attach({**self._ancestor_scales, **scales}, written_ids)
+
+    def _check_enclosing_lengths(self, scales: dict[str, Dataset]) -> None:
+        """A variable using an enclosing group's dimension must keep its length: an
+        append to this group alone would leave it longer than the dimension."""
+        for ds_obj, dims in self._written.values():
+            for axis, dim in enumerate(dims):
+                outer = self._ancestor_scales.get(dim) if dim not in scales else None
+                if outer is not None and ds_obj.shape[axis] != (outer.shape or (0,))[0]:
+                    raise _invalid(
+                        f"variable {ds_obj.name!r} would have {ds_obj.shape[axis]} elements "
+                        f"along {dim!r}, the dimension of the enclosing {outer.name!r} "
+                        f"({(outer.shape or (0,))[0]}): write the groups that dimension is "
+                        f"in together (a DataTree from {posixpath.dirname(outer.name)!r}), "
+                        "so that it grows with them")
 
     def _grow_bare_dimension(self, scales: dict[str, Dataset]) -> None:
         dim = self.append_dim
@@ -585,6 +652,16 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bytes | np.bytes_):
         return bytes(value).decode("utf-8", "replace")
     return value if isinstance(value, str) else None
+
+
+def _dimension_scales(group: Group) -> dict[str, Dataset]:
+    """The group's netCDF-4 dimension scales by name."""
+    out = {}
+    for name in group:
+        obj = group[name]
+        if isinstance(obj, Dataset) and _text(obj.attrs.get("CLASS")) == "DIMENSION_SCALE":
+            out[name] = obj
+    return out
 
 
 def _ref_id(ref: str) -> str:
@@ -794,9 +871,9 @@ def _existing_encoding(url: str, group: str | None, storage_options: Mapping | N
     if left_out:
         raise _invalid(
             f"append_dim={append_dim!r}: the stored variables {left_out} of "
-            f"{url}{'' if group in (None, '') else '/' + group.strip('/')} have that dimension "
-            "but are not in the dataset: they would keep their length while the dimension "
-            "grows, and the domain would no longer open; add them to the dataset (with "
+            f"{url}{'' if group in (None, '', '/') else '/' + group.strip('/')} have that "
+            "dimension but are not in the dataset: they would keep their length while the "
+            "dimension grows, and the domain would no longer open; add them to the dataset (with "
             "their fill value where there is nothing to append)")
     out = {}
     for name in names:
@@ -851,7 +928,8 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                unlimited_dims: Iterable[Hashable] | None = None, invalid_netcdf: bool = False,
                append_dim: Hashable | None = None, region: Mapping[Hashable, slice] | None = None,
                format: str | None = None, engine: str | None = None,
-               auto_complex: bool | None = None, safe_chunks: bool = True) -> Any:
+               auto_complex: bool | None = None, safe_chunks: bool = True,
+               write_inherited_coords: bool = False) -> Any:
     """Write a Dataset or DataTree to the domain at ``url``, as ``to_netcdf`` writes a file.
 
     - ``mode``: "w" (the default; "a" with ``append_dim``, "r+" with ``region``)
@@ -874,6 +952,13 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
       chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
       workers) and then the metadata.
+    - ``group``: the group ("/a/b") the Dataset, or the DataTree's root, is written to.
+    - A DataTree is written as ``DataTree.to_netcdf`` writes it: one group per node,
+      at its path relative to the tree's root; a node uses the dimensions of the groups
+      above it (netCDF-4 scoping) and gets its inherited coordinates only with
+      ``write_inherited_coords=True``; ``encoding`` (and ``unlimited_dims``, or a list
+      for every group) are keyed by node path: ``{"/path": {"var": {...}}}``. Every
+      group is published together, once all their chunks are written.
 
     >>> import numpy as np, xarray as xr
     >>> ds = xr.Dataset({"v": ("time", np.arange(3.0))}, coords={"time": [0, 1, 2]})
@@ -882,17 +967,20 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
     ...            append_dim="time")
     >>> xr.open_dataset("memory://docs/home/grow.h5", engine="h5cloud").sizes["time"]
     6
+    >>> tree = xr.DataTree.from_dict({"/": ds, "/run2": xr.Dataset({"w": ("time", [1, 2, 3])})})
+    >>> to_h5cloud(tree, "memory://docs/home/tree.h5")
+    >>> xr.open_datatree("memory://docs/home/tree.h5", engine="h5cloud")["run2/w"].dims
+    ('time',)
     """
     if format not in (None, "NETCDF4"):
         raise _invalid(f"to_h5cloud writes netCDF-4 (HDF5) domains, not format={format!r}")
     mode = _check_arguments(mode, append_dim, region)
+    group = group_path(group)
     if isinstance(obj, xr.DataTree):
-        parts = [(node.to_dataset(inherit=False),
-                  node.path if group is None else f"/{group.strip('/')}{node.path}",
-                  _with_aliases((encoding or {}).get(node.path))) for node in obj.subtree]
+        parts = _tree_parts(obj, group, encoding, unlimited_dims, write_inherited_coords)
     else:
-        parts = [(obj, group, _with_aliases(encoding))]
-    for ds, _, enc in parts:
+        parts = [(obj, group, _with_aliases(encoding), unlimited_dims)]
+    for ds, _, enc, _ in parts:
         unknown = sorted(map(str, set(enc or ()) - set(ds.variables)))
         if unknown:  # to_netcdf fails with a bare KeyError: name the variables here
             raise _invalid(f"encoding given for {unknown}, which are not variables of the "
@@ -903,16 +991,21 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
     writer = _HeldArrayWriter()
     stores = []
     try:
-        for ds, path, enc in parts:
+        for ds, path, enc, unlimited in parts:
             inherited = {}
             if mode in ("a", "r+") and _has_members(f, path):
                 inherited = _existing_encoding(url, path, storage_options, ds.variables,
                                                append_dim)
-            target = f.require_group(path) if path not in (None, "", "/") else f
+            if mode == "r+" and path not in f:
+                raise _invalid(f"group {path!r} does not exist in {url}, and mode='r+' writes "
+                               "only into existing groups and variables; write with mode='a' "
+                               "to add it", KeyError)
+            target = f.require_group(path) if path != "/" else f
             store = H5CloudWriteStore(target, mode, append_dim, region, inherited,
                                       invalid_netcdf, safe_chunks)
-            dump_to_store(ds, store, writer, encoding=enc,
-                          unlimited_dims=_sanitize_unlimited_dims(ds, unlimited_dims))
+            with _in_group(path) if isinstance(obj, xr.DataTree) else contextlib.nullcontext():
+                dump_to_store(ds, store, writer, encoding=enc,
+                              unlimited_dims=_sanitize_unlimited_dims(ds, unlimited))
             stores.append(store)
         writer.write_held()  # every variable passed its checks: now the in-memory data
         writes = writer.sync(compute=False)
@@ -953,6 +1046,48 @@ class _HeldArrayWriter(ArrayWriter):
         for source, target, region in self.held:
             target[region if region else ...] = source
         self.held = []
+
+
+def _tree_parts(tree: xr.DataTree, group: str, encoding: Mapping | None,
+                unlimited_dims: Any, write_inherited_coords: bool) -> list[tuple]:
+    """(dataset, group path, encoding, unlimited dimensions) of each node of ``tree``, as
+    ``DataTree.to_netcdf`` writes them: at the node's path relative to the tree's root,
+    below ``group``; the root with the coordinates it inherits, the others without
+    (they read them from above, netCDF-4 dimension scoping) unless
+    ``write_inherited_coords``; ``encoding`` (and a mapping ``unlimited_dims``) keyed by
+    the nodes' paths (``tree.groups``); a list of ``unlimited_dims`` is for every node
+    that has the dimension."""
+    encoding = dict(encoding or {})
+    _check_group_keys("encoding", encoding, tree)
+    per_node = isinstance(unlimited_dims, Mapping)
+    if per_node:
+        _check_group_keys("unlimited_dims", unlimited_dims, tree)
+    elif unlimited_dims is not None:
+        unlimited_dims = [unlimited_dims] if isinstance(unlimited_dims, str) else list(
+            unlimited_dims)
+        missing = set(unlimited_dims) - {d for node in tree.subtree for d in node.dims}
+        if missing:
+            raise _invalid(f"unlimited_dims {sorted(map(str, missing))} are dimensions of no "
+                           f"group of the tree (groups: {list(tree.groups)})")
+    parts = []
+    for node in tree.subtree:
+        at_root = node is tree
+        ds = node.to_dataset(inherit=write_inherited_coords or at_root)
+        path = posixpath.normpath(posixpath.join(group, node.relative_to(tree)))
+        unlimited = (unlimited_dims.get(node.path) if per_node else
+                     None if unlimited_dims is None else
+                     [d for d in unlimited_dims if d in ds.dims])
+        parts.append((ds, path, _with_aliases(encoding.get(node.path)), unlimited))
+    return parts
+
+
+def _check_group_keys(what: str, mapping: Mapping, tree: xr.DataTree) -> None:
+    unknown = sorted(map(str, set(mapping) - set(tree.groups)))
+    if unknown:  # same words as DataTree.to_netcdf's ValueError
+        raise _invalid(
+            f"unexpected encoding group name(s) provided in {what}: {unknown}; for a "
+            f"DataTree, {what} is keyed by group path, one of {list(tree.groups)} "
+            f"(e.g. {{{tree.groups[-1]!r}: ...}})")
 
 
 def _has_members(f: File, path: str | None) -> bool:

@@ -264,6 +264,25 @@ def test_summary_text_lists_what_was_skipped():
     assert json.dumps(s.layouts) == "{}"
 
 
+def test_source_paths_as_domain_paths(tmp_path, monkeypatch):
+    """A source path reads as a domain path does: '~' is the home directory, a file://
+    URL is percent-encoded, and file://HOST/... is refused (it named /... silently)."""
+    from h5dask.errors import DomainURLError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "in dir").mkdir()
+    with h5py.File(tmp_path / "in dir" / "src.h5", "w") as f:
+        f["x"] = np.arange(5)
+    load_file("~/in dir/src.h5", _domain(tmp_path, "a.h5"), progress=False)
+    load_file((tmp_path / "in dir" / "src.h5").as_uri(), _domain(tmp_path, "b.h5"),
+              progress=False)
+    for name in ("a.h5", "b.h5"):
+        with h5dask.File(_domain(tmp_path, name)) as f:
+            np.testing.assert_array_equal(f["x"][...], np.arange(5))
+    with pytest.raises(DomainURLError, match="names host 'in dir'"):
+        load_file("file://in dir/src.h5", _domain(tmp_path, "c.h5"), progress=False)
+
+
 def test_chunks_are_copied_with_max_workers_in_flight(tmp_path, monkeypatch):
     """User ask 3 (ingest makes ~11 000 requests one after another): the chunk copies of a
     load overlap, max_workers at a time, and each chunk is one PUT."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import h5dask
+from h5dask.errors import StorageOptionsError
 from h5dask.storage import open_location, resolve_s3_settings
 
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
@@ -120,8 +121,70 @@ def test_env_keys_beat_aws_profile(monkeypatch, profiles) -> None:
 
 
 def test_unknown_profile_is_an_error(monkeypatch, profiles) -> None:
-    with pytest.raises(Exception, match="nosuch"):
+    """Named wherever it came from, with the profiles that do exist."""
+    with pytest.raises(StorageOptionsError, match=r"'nosuch' \(from storage_options profile\)"
+                       r".*\['default', 'team'\]"):
         resolve_s3_settings({"profile": "nosuch"})
+    monkeypatch.setenv("AWS_PROFILE", "typo")
+    with pytest.raises(StorageOptionsError, match=r"'typo' \(from AWS_PROFILE\).*AWS_CONFIG_FILE"):
+        resolve_s3_settings({"anon": True})
+
+
+@pytest.fixture
+def endpoint_profiles(monkeypatch, tmp_path):
+    """A profile with its own endpoint_url, one with a services section, one without."""
+    config = tmp_path / "endpoint-config"
+    config.write_text("[profile own]\nregion = eu-north-1\nendpoint_url = http://own:1\n\n"
+                      "[profile svc]\nendpoint_url = http://global:2\nservices = store\n\n"
+                      "[services store]\ns3 =\n  endpoint_url = http://service:3\n\n"
+                      "[profile plain]\nregion = eu-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+
+
+def test_endpoint_url_from_the_profile(monkeypatch, endpoint_profiles) -> None:
+    """The shared config file's endpoint_url (the s3 one of a services section first), as
+    the AWS SDKs read it; below the environment and storage_options."""
+    monkeypatch.setenv("AWS_PROFILE", "own")
+    s = resolve_s3_settings({"anon": True})
+    assert (s.endpoint, s.region, s.addressing_style) == ("http://own:1", "eu-north-1", "path")
+    assert resolve_s3_settings({"anon": True, "profile": "svc"}).endpoint == "http://service:3"
+    assert resolve_s3_settings({"anon": True, "profile": "plain"}).endpoint is None
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://env:4")
+    assert resolve_s3_settings({"anon": True}).endpoint == "http://env:4"
+    assert resolve_s3_settings({"anon": True, "endpoint_url": "http://opt:5"}).endpoint == \
+        "http://opt:5"
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert resolve_s3_settings({"anon": True}).endpoint is None
+
+
+def test_profile_region_applies_with_explicit_keys(monkeypatch, profiles) -> None:
+    """Keys from storage_options do not hide the profile's region (setting by setting)."""
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    s = resolve_s3_settings({"key": "K", "secret": "S"})
+    assert (s.key, s.region) == ("K", "ap-south-1")
+
+
+def _use_a_profile_for(seaweedfs, monkeypatch, tmp_path) -> None:
+    """AWS_PROFILE names a profile with the server's keys (credentials file) and
+    endpoint_url (config file); nothing else is configured."""
+    (tmp_path / "creds").write_text(f"[weed]\naws_access_key_id = {seaweedfs.access_key}\n"
+                                    f"aws_secret_access_key = {seaweedfs.secret_key}\n")
+    (tmp_path / "conf").write_text(f"[profile weed]\nendpoint_url = {seaweedfs.endpoint}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "creds"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "conf"))
+    monkeypatch.setenv("AWS_PROFILE", "weed")
+
+
+def test_seaweedfs_through_a_profile_only(monkeypatch, seaweedfs, storage_options,
+                                          s3_bucket_url, tmp_path) -> None:
+    """AWS_PROFILE alone (keys in the credentials file, endpoint_url in the config file)
+    reaches the server."""
+    url = f"{s3_bucket_url}/profile-only.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("x", data=np.arange(6), chunks=(3,))
+    _use_a_profile_for(seaweedfs, monkeypatch, tmp_path)
+    with h5dask.File(url) as f:
+        np.testing.assert_array_equal(f["x"][...], np.arange(6))
 
 
 def test_anonymous(monkeypatch, profiles) -> None:
@@ -208,7 +271,8 @@ def test_settings_reach_the_s3_client() -> None:
                                                "addressing_style": "virtual"}}}).store
     cfg = anon._store.config
     assert cfg["virtual_hosted_style_request"] == "true" and cfg["skip_signature"] == "true"
-    assert cfg["endpoint"] == "http://h:1" and "access_key_id" not in cfg
+    # virtual-hosted: the bucket is in the host name, as boto3 and s3fs address it
+    assert cfg["endpoint"] == "http://bkt.h:1" and "access_key_id" not in cfg
     keyed = open_location("s3://bkt/x.h5", {"key": "K", "secret": "S", "token": "T",
                                             "region": "eu-west-3",
                                             "endpoint_url": "http://h:1"}).store
@@ -217,3 +281,92 @@ def test_settings_reach_the_s3_client() -> None:
     assert (cfg["access_key_id"], cfg["secret_access_key"], cfg["session_token"],
             cfg["region"]) == ("K", "S", "T", "eu-west-3")
     assert "skip_signature" not in cfg
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("http://h:1", "http://bkt.h:1"), ("https://s3.example.org/", "https://bkt.s3.example.org"),
+    ("https://user@s3.example.org:8443/base", "https://user@bkt.s3.example.org:8443/base"),
+])
+def test_virtual_hosted_style_puts_the_bucket_in_the_endpoint_host(endpoint, expected) -> None:
+    """object_store takes a virtual-hosted endpoint as the bucket's own: given the bare
+    endpoint, a key's first segment was sent as the bucket (another bucket's objects)."""
+    store = open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": endpoint,
+                                            "addressing_style": "virtual"}).store
+    assert store._store.config["endpoint"] == expected
+
+
+def test_virtual_hosted_style_needs_a_host_name() -> None:
+    with pytest.raises(StorageOptionsError, match=r"127\.0\.0\.1.*addressing_style.*'path'"):
+        open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "http://127.0.0.1:9000",
+                                        "addressing_style": "virtual"})
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"client_kwargs": {"endpoint_url": "http://h:1", "use_ssl": False}},
+     r"client_kwargs \['use_ssl'\].*valid: \['aws_access_key_id'.*'verify'\]"),
+    ({"config_kwargs": {"connect_timeout": 3, "retries": {"max_attempts": 2}}},
+     r"config_kwargs \['connect_timeout', 'retries'\].*timeout, connect_timeout, max_attempts"),
+    ({"config_kwargs": {"s3": {"addressing_style": "path", "use_accelerate_endpoint": True}}},
+     r"config_kwargs\.s3 \['use_accelerate_endpoint'\].*valid: \['addressing_style'\]"),
+])
+def test_unknown_nested_options_are_refused_by_name(options, match) -> None:
+    """s3fs passes client_kwargs/config_kwargs on to botocore; h5dask's S3 client uses a
+    few of them, and a name it would ignore is refused rather than silently dropped."""
+    with pytest.raises(StorageOptionsError, match=match):
+        resolve_s3_settings(options)
+
+
+def test_profile_settings_travel_to_workers_without_the_profile(
+        monkeypatch, seaweedfs, storage_options, s3_bucket_url, tmp_path) -> None:
+    """What the client resolved from AWS_PROFILE (endpoint and keys) is pickled with the
+    tasks: a worker process with no AWS environment and no profile files reads the chunks."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    xr = pytest.importorskip("xarray")
+    url = f"{s3_bucket_url}/to-workers.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("x", data=np.arange(8.0), chunks=(3,))
+    _use_a_profile_for(seaweedfs, monkeypatch, tmp_path)
+    data = xr.open_dataset(url, engine="h5cloud", chunks={})["x"].data
+    (tmp_path / "graph.pkl").write_bytes(pickle.dumps(data))
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    worker_env.update(HOME=str(tmp_path / "nohome"), AWS_EC2_METADATA_DISABLED="true",
+                      AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    code = ("import pickle, sys; a = pickle.load(open(sys.argv[1], 'rb'));"
+            "print(a.compute(scheduler='sync').tolist())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "graph.pkl")],
+                         env=worker_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(np.arange(8.0).tolist())
+
+
+@pytest.mark.parametrize("endpoint, origin", [
+    ("127.0.0.1:9000", "storage_options"), ("ftp://h:1", "storage_options"),
+    ("http://", "storage_options"), ("localhost:9000", "AWS_ENDPOINT_URL"),
+])
+def test_endpoint_without_http_scheme_is_refused(monkeypatch, endpoint, origin) -> None:
+    """obstore panics on an endpoint without a scheme ("rust future panicked: unknown
+    error"); the endpoint and where it came from are named instead."""
+    options = {"anon": True}
+    if origin == "storage_options":
+        options["endpoint_url"] = endpoint
+    else:
+        monkeypatch.setenv(origin, endpoint)
+    with pytest.raises(StorageOptionsError, match=rf"{endpoint!r} \(from {origin}\).*http://"):
+        open_location("s3://bkt/x.h5", options)
+
+
+def test_flags_read_as_booleans() -> None:
+    """anon and requester_pays as written in a config file ("false") mean false, and a
+    value that is no yes/no is refused by name (bool("false") was True: unsigned requests)."""
+    for text, value in (("false", False), ("True", True), ("0", False), (1, True)):
+        s = resolve_s3_settings({"anon": text, "requester_pays": text})
+        assert (s.anon, s.requester_pays) == (value, value)
+    with pytest.raises(StorageOptionsError, match=r"anon='maybe'.*true or false"):
+        resolve_s3_settings({"anon": "maybe"})
+    store = open_location("s3://bkt/x.h5", {"anon": True, "endpoint_url": "http://h:1",
+                                            "requester_pays": True}).store
+    assert store._store.config["request_payer"] == "true"

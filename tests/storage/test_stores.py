@@ -317,6 +317,59 @@ def test_s3_unreachable_endpoint(storage_options) -> None:
     assert h5dask.stats()["chunk"]["retries"] == 2
 
 
+@pytest.mark.parametrize("change, match", [
+    ({"secret": "not-the-secret"},
+     r"SignatureDoesNotMatch.*Check the access key and secret \(credentials from storage_options"),
+    ({"key": "nobody"}, r"InvalidAccessKeyId.*Check the access key and secret"),
+    ({"anon": True}, r"AccessDenied.*anonymous access \(anon=True\).*give credentials"),
+    ({"key": None, "secret": None}, r"No credentials were found.*AWS_PROFILE"),
+])
+def test_s3_refusals_say_why_and_what_to_do(monkeypatch, storage_options, s3_bucket_url,
+                                            change, match) -> None:
+    """The S3 error code of a refusal and the fix for its cause; never the secret."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    opts = {k: v for k, v in {**storage_options, **change}.items() if v is not None}
+    with pytest.raises(StoragePermissionError, match=match) as err:
+        h5dask.File(f"{s3_bucket_url}/refused.h5", storage_options=opts)
+    assert f"{s3_bucket_url}/refused.h5/.domain.json" in str(err.value)
+    assert "not-the-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize("endpoint, cause", [
+    ("http://127.0.0.1:9", r"connection refused by 127\.0\.0\.1:9"),
+    ("http://no-such-host.invalid:9000", r"host name no-such-host\.invalid not found \(DNS\)"),
+    ("https://SEAWEEDFS", r"does not speak https; give it as http://"),
+])
+def test_s3_unreachable_endpoint_says_why(seaweedfs, storage_options, endpoint, cause) -> None:
+    """Quick, and naming the cause, the endpoint and the attempts made."""
+    endpoint = endpoint.replace("https://SEAWEEDFS", seaweedfs.endpoint.replace("http:", "https:"))
+    opts = {**storage_options, "endpoint_url": endpoint, "max_attempts": 2,
+            "retry_base_delay": 0.0, "connect_timeout": 2}
+    with pytest.raises(StorageError, match=cause + r".*failed after 2 attempts|"
+                       r"failed after 2 attempts.*" + cause) as err:
+        h5dask.File("s3://h5dask-test/unreachable.h5", storage_options=opts)
+    assert "s3://h5dask-test/unreachable.h5/.domain.json" in str(err.value)
+    assert "max_attempts" in str(err.value)
+
+
+def test_s3_endpoint_that_never_answers_says_so(storage_options) -> None:
+    """A server that accepts connections and never answers: each attempt ends at the
+    timeout, and the error says that was the cause and which options set the waits."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        opts = {**storage_options, "timeout": 1, "max_attempts": 2, "retry_base_delay": 0.0,
+                "endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        with pytest.raises(StorageError, match=r"after 2 attempts.*no answer in time.*"
+                                               r"timeout and connect_timeout"):
+            h5dask.File("s3://h5dask-test/silent.h5", storage_options=opts)
+
+
 def test_s3_missing_bucket(storage_options) -> None:
     """A missing bucket is said to be missing (never read as absent chunks: fill values)."""
     store = open_location("s3://no-such-bucket-here/x.h5", storage_options).store
@@ -325,6 +378,24 @@ def test_s3_missing_bucket(storage_options) -> None:
             sync(call)
     with pytest.raises(FileNotFoundError, match="no-such-bucket-here"):
         h5dask.File("s3://no-such-bucket-here/x.h5", storage_options=storage_options)
+
+
+def test_s3_virtual_hosted_style_never_reads_another_bucket(seaweedfs, storage_options,
+                                                           s3_bucket_url) -> None:
+    """Virtual-hosted addressing sends the bucket in the host name: before, the key's
+    first segment became the bucket, so s3://h5dask-test/hsds-test/p.h5 read the domain
+    of s3://hsds-test/p.h5."""
+    name = f"{uuid.uuid4().hex}.h5"
+    with h5dask.File(f"s3://hsds-test/{name}", "w", storage_options=storage_options) as f:
+        f.attrs["bucket"] = "hsds-test"
+    with h5dask.File(f"s3://h5dask-test/hsds-test/{name}", "w",
+                     storage_options=storage_options) as f:
+        f.attrs["bucket"] = "h5dask-test"
+    local = seaweedfs.endpoint.replace("127.0.0.1", "localhost")
+    virtual = {**storage_options, "endpoint_url": local, "max_attempts": 1,
+               "config_kwargs": {"s3": {"addressing_style": "virtual"}}}
+    with pytest.raises(StorageError, match="h5dask-test.localhost"):
+        h5dask.File(f"s3://h5dask-test/hsds-test/{name}", storage_options=virtual)
 
 
 def test_list_dir_modified_and_prune(backend: Backend) -> None:

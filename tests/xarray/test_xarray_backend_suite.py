@@ -49,16 +49,21 @@ class _H5Cloud:
         kwargs.pop("engine", None)
         return h5dask.to_h5cloud(dataset, path, **kwargs)
 
+    def domain_of(self, path) -> str:
+        """``path``, or for an HDF5 file another library wrote, the domain it is
+        ingested into."""
+        path = os.fspath(path)
+        if not _is_hdf5_file(path):
+            return path
+        from h5dask.ingest import load_file
+
+        domain = path + ".domain"
+        load_file(path, domain, progress=False, overwrite=True)
+        return domain
+
     @contextlib.contextmanager
     def open(self, path, **kwargs):
-        path = os.fspath(path)
-        if _is_hdf5_file(path):
-            from h5dask.ingest import load_file
-
-            domain = path + ".domain"
-            load_file(path, domain, progress=False, overwrite=True)
-            path = domain
-        with xr.open_dataset(path, engine="h5cloud", **kwargs) as ds:
+        with xr.open_dataset(self.domain_of(path), engine="h5cloud", **kwargs) as ds:
             yield ds
 
     @contextlib.contextmanager
