@@ -153,7 +153,7 @@ def layouts_and_links(f: h5py.File) -> None:
     h5d.create(f.id, b"compact", h5t.STD_I32BE, h5s.create_simple((10,)), dcpl=compact)
     f["compact"][...] = np.arange(10)
     raw = Path(f.filename).with_suffix(".raw")
-    f.create_dataset("external", shape=(100,), dtype="<i4", external=[(raw.name, 0, 400)])
+    f.create_dataset("external", shape=(100,), dtype="<i4", external=[(str(raw), 0, 400)])
     f["external"][...] = np.arange(100)
     f["hard"] = f["base"]
     f["soft"] = h5py.SoftLink("/gz")
