@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import UnsupportedTypeError
 from ..format.types import dtype_from_json, has_vlen
-from .hdf5 import H5Types, H5Values, SourceObject, same_layout
+from .hdf5 import H5Types, H5Values, SourceObject, same_layout, text
 from .plan import SourceDataset, StoredChunk
 
 
@@ -49,6 +49,8 @@ def describe_dataset(obj: SourceObject, types: H5Types, values: H5Values) -> Sou
         maxshape = tuple(None if m is None else int(m) for m in dset.maxshape)
     dcpl = dset.id.get_create_plist()
     layout = dcpl.get_layout()
+    if layout == h5d.VIRTUAL:
+        _check_virtual_sources(dcpl)
     filters = tuple((int(code), tuple(cd)) for code, _flags, cd, _name in
                     (dcpl.get_filter(i) for i in range(dcpl.get_nfilters())))
     fill_json = None
@@ -76,6 +78,18 @@ def describe_dataset(obj: SourceObject, types: H5Types, values: H5Values) -> Sou
         names.get(layout, "virtual"), tuple(dset.chunks) if layout == h5d.CHUNKED else None,
         filters, same_layout(tid, dt), fill_json, stored, allocated, external, data_offset,
         storage_size)
+
+
+def _check_virtual_sources(dcpl: Any) -> None:
+    """UnsupportedTypeError for a virtual dataset mapping other files: the source file is
+    read through a file object, and there HDF5 finds no other file by a relative name and
+    reads their parts as the fill value, silently."""
+    others = sorted({text(dcpl.get_virtual_filename(i)) for i in range(dcpl.get_virtual_count())}
+                    - {"."})
+    if others:
+        raise UnsupportedTypeError(
+            f"a virtual dataset with values in other files ({', '.join(others)}), which "
+            "load cannot open; load those files, or make a copy of the dataset in this file")
 
 
 def _stored_chunks(dset: Any) -> tuple[StoredChunk, ...]:

@@ -127,6 +127,12 @@ def same_layout(tid: Any, dt: np.dtype) -> bool:
                    for i, n in enumerate(dt.names or ()))
     if cls == h5t.ARRAY:
         return same_layout(tid.get_super(), dt.subdtype[0]) if dt.subdtype else False
+    if cls == h5t.ENUM:
+        return same_layout(tid.get_super(), dt)
+    if cls in (h5t.INTEGER, h5t.BITFIELD):
+        # fewer significant bits, or shifted (e.g. 12 bits from bit 4): HDF5 converts
+        # them to whole integers on read, the bytes alone are other numbers
+        return tid.get_precision() == 8 * tid.get_size() and tid.get_offset() == 0
     return cls != h5t.REFERENCE
 
 
@@ -138,7 +144,9 @@ class H5Values:
         self.refs = refs  # object address -> new id
 
     def ref(self, ref: Any) -> str:
-        """The new id of the referenced object; ``""`` for a null reference."""
+        """The new id of the referenced object; ``""`` for a null reference;
+        UnsupportedTypeError for an object that is not loaded (skipped, or not reachable
+        from the root)."""
         import h5py
 
         if not ref:
@@ -150,7 +158,14 @@ class H5Values:
                                        ) from exc
         if oid is None:
             return ""
-        return self.refs.get(h5py.h5o.get_info(oid).addr, "")
+        new_id = self.refs.get(h5py.h5o.get_info(oid).addr)
+        if new_id is None:
+            # a null reference in its place would be another value: the object is gone
+            name = h5py.h5r.get_name(ref, self.f.id)
+            raise UnsupportedTypeError(
+                f"an object reference to {text(name) if name else 'an unnamed object'}, "
+                "which is not loaded")
+        return new_id
 
     def nd(self, value: Any, dt: np.dtype, ndim: int) -> Any:
         """Nested lists of ``ndim`` levels (an array type's own axes stay inside)."""

@@ -72,8 +72,16 @@ from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .copy import ChunkCopier, DatasetCopy, TableWrite
 from .describe import describe_dataset
-from .hdf5 import H5Types, H5Values, SourceObject, filter_label, walk
-from .plan import INLINE_CHUNK_LIMIT, ChunkSpec, Compression, DatasetPlan, PlanOptions, plan_dataset
+from .hdf5 import H5Types, H5Values, SourceObject, filter_label, has_refs, walk
+from .plan import (
+    INLINE_CHUNK_LIMIT,
+    ChunkSpec,
+    Compression,
+    DatasetPlan,
+    PlanOptions,
+    SourceDataset,
+    plan_dataset,
+)
 from .source import Source, check_linkable, open_source
 
 
@@ -231,11 +239,14 @@ class _Loader:
         refs = self.refs
         refs.update({o.addr: o.new_id for o in objects if o.new_id})
         values = H5Values(f, refs)
+        described = self._describe_datasets(objects, types, values)
         used_chunk_keys: set[str] = set()
         for obj in objects:
             if obj.kind == "d":
+                if obj.addr not in described:
+                    continue
                 try:
-                    planned = self._create_dataset(obj, types, values)
+                    planned = self._create_dataset(obj, described[obj.addr])
                 except UnsupportedTypeError as exc:
                     summary.skipped.append(f"{obj.path}: dataset ({exc})")
                     continue
@@ -275,10 +286,39 @@ class _Loader:
             meta = self._meta(planned.obj.new_id)
             summary.layouts[meta.layout.cls] = summary.layouts.get(meta.layout.cls, 0) + 1
 
-    def _create_dataset(self, obj: SourceObject, types: H5Types, values: H5Values
-                        ) -> _Planned:
-        """Describe, plan and create one dataset (and its INDIRECT chunk table)."""
-        plan = plan_dataset(describe_dataset(obj, types, values), self.options)
+    def _describe_datasets(self, objects: list[SourceObject], types: H5Types,
+                           values: H5Values) -> dict[int, SourceDataset]:
+        """The datasets that can be loaded, by address; the others are listed as skipped:
+        types HSDS cannot hold, and references to objects not loaded (checked before any
+        object is created, so that no dataset holds null references in their place)."""
+        described: dict[int, SourceDataset] = {}
+        for obj in objects:
+            if obj.kind == "d":
+                try:
+                    described[obj.addr] = describe_dataset(obj, types, values)
+                except UnsupportedTypeError as exc:
+                    self.summary.skipped.append(f"{obj.path}: dataset ({exc})")
+        with_refs = [o for o in objects if o.addr in described
+                     and has_refs(described[o.addr].dtype) and not described[o.addr].empty]
+        dropped = True
+        while dropped:  # until no skip leaves another reference dangling
+            dropped = False
+            loaded = {o.addr for o in objects
+                      if o.kind == "g" or o.new_id or o.addr in described}
+            # every object to be loaded stands for its id: references to others raise
+            check = H5Values(values.f, dict.fromkeys(loaded, "-"))
+            for obj in [o for o in with_refs if o.addr in described]:
+                try:
+                    check.array(obj.h5[()], described[obj.addr].dtype)
+                except UnsupportedTypeError as exc:
+                    self.summary.skipped.append(f"{obj.path}: dataset ({exc})")
+                    del described[obj.addr]
+                    dropped = True
+        return described
+
+    def _create_dataset(self, obj: SourceObject, src: SourceDataset) -> _Planned:
+        """Plan and create one dataset (and its INDIRECT chunk table)."""
+        plan = plan_dataset(src, self.options)
         table_id = None
         if plan.chunk_table is not None:
             table_id = self.session.new_object("d", plan.chunk_table_json(),
