@@ -132,7 +132,40 @@ class _ProfileSettings:
     ignore_configured_endpoints: bool = False
 
 
+#: what the profile files said, for an open that needs no credentials from the chain:
+#: (profile, the AWS_* environment, the files' paths and mtimes) -> settings
+_profile_cache: dict[tuple, _ProfileSettings] = {}
+
+
+def _profile_files_state() -> tuple:
+    """The AWS_* environment and the shared files' modification times: what botocore's
+    region and endpoint_url depend on (an edit of a file is seen at the next open)."""
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    files = []
+    for var, default in (("AWS_CONFIG_FILE", "~/.aws/config"),
+                         ("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")):
+        path = os.path.expanduser(os.environ.get(var) or default)
+        try:
+            files.append((path, os.stat(path).st_mtime_ns))
+        except OSError:
+            files.append((path, None))
+    return env, tuple(files)
+
+
 def _profile_settings(profile: str | None, origin: str, credentials: bool) -> _ProfileSettings:
+    """:func:`_read_profile`, remembered while the files and environment stay the same
+    when no credentials are asked for (botocore takes about 10 ms per read, on every open
+    otherwise); the credential chain is asked every time (its keys may be temporary)."""
+    if credentials:
+        return _read_profile(profile, origin, credentials)
+    state = (profile, origin, _profile_files_state())
+    found = _profile_cache.get(state)
+    if found is None:
+        found = _profile_cache[state] = _read_profile(profile, origin, credentials)
+    return found
+
+
+def _read_profile(profile: str | None, origin: str, credentials: bool) -> _ProfileSettings:
     """Ask botocore for the profile's region and endpoint (its ``services`` section's s3
     ``endpoint_url``, else its own ``endpoint_url``) and, when
     ``credentials``, the credential chain's keys."""

@@ -3,6 +3,8 @@ defaults, and opening a SeaweedFS domain with credentials from the environment o
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -162,6 +164,30 @@ def test_profile_region_applies_with_explicit_keys(monkeypatch, profiles) -> Non
     monkeypatch.setenv("AWS_PROFILE", "team")
     s = resolve_s3_settings({"key": "K", "secret": "S"})
     assert (s.key, s.region) == ("K", "ap-south-1")
+
+
+def test_profile_files_are_read_once_until_they_change(monkeypatch, profiles,
+                                                     tmp_path) -> None:
+    """Keys and endpoint given, region left to the profile: botocore reads the files at the
+    first open only (about 10 ms each time otherwise), and an edit is seen at the next."""
+    from h5dask.storage import s3_options
+
+    reads = []
+    read_profile = s3_options._read_profile
+    monkeypatch.setattr(s3_options, "_read_profile",
+                        lambda *a: reads.append(a) or read_profile(*a))
+    options = {"key": "K", "secret": "S", "endpoint_url": "http://127.0.0.1:9000"}
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    assert [resolve_s3_settings(options).region for _ in range(3)] == ["ap-south-1"] * 3
+    assert len(reads) == 1
+    config = tmp_path / "config"
+    config.write_text("[profile team]\nregion = eu-north-1\n")
+    later = config.stat().st_mtime_ns + 2_000_000_000  # a coarse clock could repeat it
+    os.utime(config, ns=(later, later))
+    assert resolve_s3_settings(options).region == "eu-north-1"
+    monkeypatch.setenv("AWS_PROFILE", "default")
+    assert resolve_s3_settings(options).region == "us-east-1"  # no region for it now
+    assert len(reads) == 3
 
 
 def _use_a_profile_for(seaweedfs, monkeypatch, tmp_path) -> None:
