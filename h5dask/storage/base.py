@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -43,7 +45,14 @@ class RequestSlots:
     """
 
     def __init__(self, n: int) -> None:
-        self.free = n
+        self.size = n
+        self._reset()
+        _all_slots.add(self)
+
+    def _reset(self) -> None:
+        """Every slot free, nobody waiting: also in a forked child, where the parent's
+        requests in flight and waiters are not its own."""
+        self.free = self.size
         self._lock = threading.Lock()
         # a blocked thread's Event, or a waiting coroutine's (loop, future)
         self._waiters: collections.deque[Any] = collections.deque()
@@ -56,7 +65,16 @@ class RequestSlots:
                 return
             handed = threading.Event()
             self._waiters.append(handed)
-        handed.wait()  # release() hands its slot over directly
+        try:
+            handed.wait()  # release() hands its slot over directly
+        except BaseException:  # e.g. Ctrl-C in a notebook: neither keep nor lose a slot
+            with self._lock:
+                queued = handed in self._waiters
+                if queued:
+                    self._waiters.remove(handed)
+            if not queued:
+                self.release()  # it was handed one just before: give it on
+            raise
 
     async def acquire(self) -> None:
         """Take a slot, waiting without blocking the event loop."""
@@ -102,6 +120,17 @@ class RequestSlots:
             self.release()
         else:
             future.set_result(None)
+
+
+_all_slots: weakref.WeakSet[RequestSlots] = weakref.WeakSet()
+
+
+def _reset_slots_after_fork() -> None:
+    for slots in list(_all_slots):
+        slots._reset()
+
+
+os.register_at_fork(after_in_child=_reset_slots_after_fork)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
