@@ -17,13 +17,13 @@ domain's and is never removed.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .domain import domain_roots
 from .errors import DomainNotFoundError, FolderNotEmptyError
 from .format import ids
 from .storage import ObjectStore, open_location, open_prefix
@@ -94,21 +94,8 @@ async def _domain_files(store: ObjectStore, prefix: str) -> list[str]:
     return sorted(found)
 
 
-async def _roots(store: ObjectStore, keys: list[str]) -> dict[str, str | None]:
-    """``.domain.json`` key -> its root group id (None for a folder)."""
-    blobs = await asyncio.gather(*(store.get(k, kind="metadata") for k in keys))
-    out: dict[str, str | None] = {}
-    for key, blob in zip(keys, blobs):
-        try:
-            root = json.loads(blob).get("root") if blob else None
-        except (ValueError, AttributeError):
-            root = None
-        out[key] = root if ids.is_valid_id(root) else None
-    return out
-
-
 def _domain_url(store: ObjectStore, key: str) -> str:
-    return f"{store.root_url}/{key[:-len('/' + _DOMAIN_FILE)]}"
+    return store.url_of(key[:-len('/' + _DOMAIN_FILE)])
 
 
 def list_domains(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -120,7 +107,7 @@ def list_domains(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     store, prefix = open_prefix(url, storage_options)
 
     async def run() -> list[str]:
-        roots = await _roots(store, await _domain_files(store, prefix))
+        roots = await domain_roots(store, await _domain_files(store, prefix))
         return [_domain_url(store, k) for k, root in roots.items() if root]
 
     return sync(run())
@@ -134,7 +121,7 @@ def _open_domain(url: str, storage_options: Mapping[str, Any] | None
         location = open_location(url, storage_options)
     except ValueError:  # names no domain path (a bucket root)
         return None
-    root = sync(_roots(location.store, [location.domain_key]))[location.domain_key]
+    root = sync(domain_roots(location.store, [location.domain_key]))[location.domain_key]
     return (location.store, location.domain_key, root) if root else None
 
 
@@ -177,7 +164,7 @@ def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
 
     async def run() -> Removal:
         removal = Removal(dry_run=dry_run)
-        found = await _roots(store, await _domain_files(store, prefix))
+        found = await domain_roots(store, await _domain_files(store, prefix))
         domains = {k: r for k, r in found.items() if r}
         if not found:
             raise DomainNotFoundError(url)
@@ -220,7 +207,7 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
             f"every domain of a bucket, give {store.root_url}")
 
     async def run() -> Collection:
-        roots = await _roots(store, await _domain_files(store, ""))
+        roots = await domain_roots(store, await _domain_files(store, ""))
         referenced = {ids.object_prefix(r) + "/" for r in roots.values() if r}
         _, dirs = await store.list_dir("db/")
         candidates = [d for d in dirs if _ROOT_PREFIX.match(d) and d not in referenced]

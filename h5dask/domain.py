@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import getpass
+import json
 import math
 import os
 import threading
@@ -758,19 +759,25 @@ def refuse_folder_url(url: str, name: str = "NAME.h5") -> None:
 _NEAR_MISS_CHILDREN = 20  # sub-prefixes checked for a domain when a URL names a folder
 
 
-async def _domain_roots(store: Any, paths: list[str]) -> dict[str, str | None]:
-    """The root id of each domain path's ``.domain.json`` (None: none, or a folder)."""
-
-    async def root(path: str) -> str | None:
-        data = await store.get(f"{path}/.domain.json", kind="metadata")
-        if data is None:
-            return None
+async def domain_roots(store: Any, keys: list[str]) -> dict[str, str | None]:
+    """``.domain.json`` key -> the root group id it names (None: no such object, or not
+    a domain's JSON: a folder), fetched at once. Lenient on purpose: ``h5dask gc`` keeps
+    the objects of every root named here, even of a domain this version cannot open."""
+    blobs = await asyncio.gather(*(store.get(k, kind="metadata") for k in keys))
+    out: dict[str, str | None] = {}
+    for key, blob in zip(keys, blobs):
         try:
-            return parse_domain(path, _load_json(path, data)).root
-        except MetadataError:
-            return None
+            root = json.loads(blob).get("root") if blob else None
+        except (ValueError, AttributeError):
+            root = None
+        out[key] = root if ids.is_valid_id(root) else None
+    return out
 
-    return dict(zip(paths, await asyncio.gather(*(root(p) for p in paths))))
+
+async def _domain_roots(store: Any, paths: list[str]) -> dict[str, str | None]:
+    """Domain path -> its root id (None: not a domain)."""
+    roots = await domain_roots(store, [f"{p}/.domain.json" for p in paths])
+    return {p: roots[f"{p}/.domain.json"] for p in paths}
 
 
 async def _near_miss(store: Any, domain: str) -> str:
@@ -782,7 +789,7 @@ async def _near_miss(store: Any, domain: str) -> str:
     for parent, root in (await _domain_roots(store, parents)).items():
         if root is not None:
             inside = "/" + domain[len(parent) + 1:]
-            return (f"{store.root_url}/{parent} is the domain and {inside!r} a path inside "
+            return (f"{store.url_of(parent)} is the domain and {inside!r} a path inside "
                     f"it: open the domain and name the path apart, as in xr.open_dataset("
                     f"domain, group={inside!r}), h5dask.File(domain)[{inside!r}] or "
                     f"`h5dask info DOMAIN --path {inside}`")
@@ -791,7 +798,7 @@ async def _near_miss(store: Any, domain: str) -> str:
         return ""
     below = [d.rstrip("/") for d in subdirs[:_NEAR_MISS_CHILDREN]]
     found = [p for p, root in (await _domain_roots(store, below)).items() if root]
-    listing = f"`h5dask ls {store.root_url}/{domain}/` lists the domains under it"
+    listing = f"`h5dask ls {store.url_of(domain)}/` lists the domains under it"
     if not found:
         return f"it is a folder or prefix: {listing}"
     names = ", ".join(p.rsplit("/", 1)[-1] for p in found[:5])

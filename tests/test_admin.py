@@ -107,3 +107,21 @@ def test_folders_written_by_hsds_are_removed_with_recursive(tmp_path):
     assert removal.objects == 8  # 5 in db/, .domain.json, consolidated, the folder's
     assert not (bucket / "home" / ".domain.json").exists()
     assert list((bucket / "db").iterdir()) == []
+
+
+def test_listed_domain_urls_open_the_domains_listed(place):
+    """Names with '%' and spaces: every URL list_domains gives opens the domain it names
+    (a file:// URL is percent-encoded, as File.url is: 'a%41' read back as 'aA' before)."""
+    base, options = place
+    names = ["a%41.h5", "with space.h5", "plain.h5"]
+    for i, name in enumerate(names):
+        with h5dask.File(f"{base}/odd/{name}", "w", storage_options=options) as f:
+            f.attrs["n"] = i
+    listed = list_domains(f"{base}/odd/", options)
+    assert len(listed) == 3
+    seen = set()
+    for url in listed:
+        with h5dask.File(url, "r", storage_options=options) as f:
+            seen.add(int(f.attrs["n"]))
+            assert f.url == url
+    assert seen == {0, 1, 2}

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, quote, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import DomainURLError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
@@ -54,11 +54,8 @@ class Location:
 
     @property
     def url(self) -> str:
-        """The domain's URL; a file:// one percent-encoded, as its store's root_url is
-        (RFC 8089), so that it opens the same domain again."""
-        if isinstance(self.store, LocalObjectStore):
-            return f"{self.store.root_url}/{quote(self.domain)}"
-        return f"{self.store.root_url}/{self.domain}"
+        """The domain's URL, as it opens the same domain again."""
+        return self.store.url_of(self.domain)
 
     @property
     def domain_key(self) -> str:

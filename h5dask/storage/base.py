@@ -207,6 +207,11 @@ class ObjectStore(ABC):
     #: a URL-like name of the bucket root, for messages (never holds secrets)
     root_url: str
 
+    def url_of(self, path: str) -> str:
+        """The URL of ``path`` (a domain, folder or key) under the bucket root, as
+        :func:`h5dask.storage.open_location` reads it back."""
+        return f"{self.root_url}/{path}"
+
     @property
     def identity(self) -> str:
         """The bucket root's name, unique in this process: what bytes fetched ahead and

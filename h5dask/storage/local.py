@@ -20,7 +20,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import InvalidKeyError
 from .base import ObjectStore
@@ -169,6 +169,11 @@ class LocalObjectStore(ObjectStore):
 
     def _init_args(self) -> tuple:
         return (str(self.root), self.tuning)
+
+    def url_of(self, path: str) -> str:
+        """Percent-encoded, as ``root_url`` is (RFC 8089): a name holding ``%`` or
+        a space opens as itself again."""
+        return f"{self.root_url}/{quote(path)}"
 
     def _resolved(self, path: Path, key: str) -> Path:
         """``path`` (for ``key``) with symlinks resolved; refused if outside the root."""
