@@ -256,7 +256,8 @@ def resolve_s3_settings(
                                 if env.get(name)), "the AWS profile")
     if endpoint is not None:
         _check_endpoint(endpoint, endpoint_origin)
-    if endpoint is not None and options.get("use_ssl") is False and endpoint.startswith("https:"):
+    use_ssl = options.get("use_ssl") is None or _flag(options, "use_ssl")
+    if endpoint is not None and not use_ssl and endpoint.startswith("https:"):
         endpoint = "http:" + endpoint[len("https:"):]
     region = _first(explicit_region, profile.region, "us-east-1")
     if style in (None, "auto"):
@@ -269,6 +270,8 @@ def resolve_s3_settings(
             f"endpoint_url {endpoint!r} is an IP address: use addressing_style 'path' "
             "(config_kwargs={'s3': {'addressing_style': 'path'}}) or a host name")
     verify = _first(options.get("verify"), ck.get("verify"))
+    if isinstance(verify, str) and verify.strip().lower() in _YES + _NO:
+        verify = _flag({"verify": verify}, "verify")  # "false" from a config file; else a CA file
     ca_bundle = _first(options.get("ca_bundle"), verify if isinstance(verify, str) else None,
                        env.get("AWS_CA_BUNDLE"))
     return S3Settings(

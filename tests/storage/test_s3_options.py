@@ -385,6 +385,21 @@ def test_endpoint_without_http_scheme_is_refused(monkeypatch, endpoint, origin) 
         open_location("s3://bkt/x.h5", options)
 
 
+def test_use_ssl_and_verify_read_as_booleans_too() -> None:
+    """use_ssl and verify as a config file writes them: "false" is false (it kept https,
+    and verify="false" was taken for the path of a CA bundle); any other verify string
+    is a CA bundle."""
+    https = {"endpoint_url": "https://h:1", "key": "k", "secret": "s"}
+    assert resolve_s3_settings({**https, "use_ssl": "false"}).endpoint == "http://h:1"
+    assert resolve_s3_settings({**https, "use_ssl": "true"}).endpoint == "https://h:1"
+    s = resolve_s3_settings({**https, "verify": "false"})
+    assert (s.verify, s.ca_bundle) == (False, None)
+    s = resolve_s3_settings({**https, "client_kwargs": {"verify": "/etc/ca.pem"}})
+    assert (s.verify, s.ca_bundle) == (True, "/etc/ca.pem")
+    with pytest.raises(StorageOptionsError, match="use_ssl='maybe'"):
+        resolve_s3_settings({**https, "use_ssl": "maybe"})
+
+
 def test_flags_read_as_booleans() -> None:
     """anon and requester_pays as written in a config file ("false") mean false, and a
     value that is no yes/no is refused by name (bool("false") was True: unsigned requests)."""
