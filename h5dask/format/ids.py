@@ -55,44 +55,28 @@ def kind_of(obj_id: str) -> str:
     return obj_id[0]
 
 
-def new_root_id() -> str:
-    """A fresh root-group id (its last 16 hex digits rotate its first 16)."""
-    first = secrets.token_hex(8)
-    return _format("g", first + _rot(first))
+def new_root_id(seed: str | None = None) -> str:
+    """A root-group id (its last 16 hex digits rotate its first 16): a fresh one, or
+    the one ``seed`` stands for (the same seed, the same id: a load run again after an
+    interruption finds what it had written, see :mod:`h5dask.ingest`).
 
-
-def new_object_id(kind: str, root_id: str) -> str:
-    """A fresh id of ``kind`` (g, d, t) in the domain whose root group is ``root_id``."""
-    if kind not in _SUFFIX:
-        raise ValueError(f"object kind must be one of g, d, t, not {kind!r}")
-    prefix = _hex(root_id)[:16]
-    while True:
-        candidate = _format(kind, prefix + secrets.token_hex(8))
-        if not (kind == "g" and is_root_id(candidate)):
-            return candidate
-
-
-def derived_root_id(seed: str) -> str:
-    """The root-group id that ``seed`` stands for: the same seed, the same id (a load run
-    again after an interruption finds what it had written, see :mod:`h5dask.ingest`).
-
-    >>> derived_root_id("a") == derived_root_id("a") != derived_root_id("b")
+    >>> new_root_id("a") == new_root_id("a") != new_root_id("b")
     True
-    >>> is_root_id(derived_root_id("a"))
+    >>> is_root_id(new_root_id("a")) and new_root_id() != new_root_id()
     True
     """
-    first = hashlib.sha256(seed.encode("utf-8")).hexdigest()[:16]
+    first = secrets.token_hex(8) if seed is None else _digest(seed)
     return _format("g", first + _rot(first))
 
 
-def derived_object_id(kind: str, root_id: str, name: str) -> str:
-    """The id of kind ``kind`` that ``name`` (say a source object's path) stands for in
-    the domain whose root group is ``root_id``; never a root group's id.
+def new_object_id(kind: str, root_id: str, name: str | None = None) -> str:
+    """An id of ``kind`` (g, d, t) in the domain whose root group is ``root_id``, never a
+    root group's: a fresh one, or the one ``name`` (say a source object's path) stands for.
 
-    >>> root = derived_root_id("a")
-    >>> derived_object_id("d", root, "/x") == derived_object_id("d", root, "/x")
+    >>> root = new_root_id("a")
+    >>> new_object_id("d", root, "/x") == new_object_id("d", root, "/x")
     True
-    >>> root_id_of(derived_object_id("d", root, "/x")) == root
+    >>> root_id_of(new_object_id("d", root, "/x")) == root
     True
     """
     if kind not in _SUFFIX:
@@ -100,10 +84,15 @@ def derived_object_id(kind: str, root_id: str, name: str) -> str:
     prefix = _hex(root_id)[:16]
     text = f"{root_id}\n{kind}\n{name}"
     while True:
-        candidate = _format(kind, prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
+        candidate = _format(kind, prefix + (secrets.token_hex(8) if name is None
+                                            else _digest(text)))
         if not (kind == "g" and is_root_id(candidate)):
             return candidate
         text += "\n"  # (one in 2**64: a group id shaped like a root's)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def is_root_id(obj_id: str) -> bool:

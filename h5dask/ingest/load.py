@@ -212,7 +212,7 @@ class _Loader:
         (a fresh one)."""
         if not self.resumable:
             return None
-        return ids.derived_object_id(kind, self.session.root_id, name)
+        return ids.new_object_id(kind, self.session.root_id, name)
 
     # -- metadata -----------------------------------------------------------------
     def build(self) -> None:
@@ -545,7 +545,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     try:
         if link and source.file_uri is not None:
             check_linkable(source.file_uri, location, allowed_link_prefixes)
-        root_id = None if overwrite else ids.derived_root_id(_load_seed(
+        root_id = None if overwrite else ids.new_root_id(_load_seed(
             location.store.identity, location.domain, source, link, chunks, compression,
             compression_opts, inline_chunk_limit))
         try:
@@ -611,11 +611,7 @@ def _load_seed(store: str, domain: str, source: Source, *options: Any) -> str:
     (its URL, size and, for a local file, modification time) and the options that shape
     what is written. Any change gives other ids: a load of a changed file never meets
     the objects of an earlier one (and chunks kept are checked byte for byte anyway)."""
-    modified = None
-    local = source.url[len("file://"):] if source.url.startswith("file://") else source.url
-    if "://" not in local and os.path.exists(local):
-        modified = os.stat(local).st_mtime_ns
-    parts = [store, domain, source.url, str(source.file_size), str(modified),
+    parts = [store, domain, source.url, str(source.file_size), str(source.modified_ns),
              *(repr(o) for o in options)]
     return "h5dask load\n" + "\n".join(parts)
 

@@ -84,6 +84,7 @@ class Source:
     range_bytes: int = 0
     ranges_ok: bool = True
     file_size: int | None = None  # recorded in linked layouts (a rewrite changes it)
+    modified_ns: int | None = None  # a local file's modification time (resumable loads)
 
     @property
     def bytes_read(self) -> int:
@@ -146,7 +147,9 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             raise SourceNotFoundError(f"source file {path!r} does not exist") from exc
         url = path
         file_uri: str | None = Path(path).as_uri()
-        size: int | None = os.fstat(raw.fileno()).st_size
+        stat = os.fstat(raw.fileno())
+        size: int | None = stat.st_size
+        modified: int | None = stat.st_mtime_ns
     else:
         import fsspec
 
@@ -169,6 +172,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
         url = src
         file_uri = f"s3://{parts.netloc}{parts.path}" if scheme in ("s3", "s3a") else None
         size = getattr(raw, "size", None)
+        modified = None
     fileobj = CountingFile(raw)
     register_filter_plugins()
     try:
@@ -185,7 +189,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
     ranged = open_source_store(src, options)
     store, key = ranged if ranged is not None else (None, None)
     return Source(url, h5, fileobj, store, key, file_uri,
-                  file_size=int(size) if size is not None else None)
+                  file_size=int(size) if size is not None else None, modified_ns=modified)
 
 
 def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:
