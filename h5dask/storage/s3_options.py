@@ -247,7 +247,8 @@ def resolve_s3_settings(
         key, secret, token = profile.key, profile.secret, profile.token
         source = "credential chain" if key else "none"
     if key and not secret and not anon:
-        raise ValueError(f"an S3 access key was given ({source}) without its secret")
+        raise StorageOptionsError(f"an S3 access key was given ({source}) without its secret: "
+                                  "give both, or neither")
 
     endpoint, endpoint_origin = explicit_endpoint, "storage_options"
     if endpoint is None and not profile.ignore_configured_endpoints:
@@ -263,7 +264,8 @@ def resolve_s3_settings(
     if style in (None, "auto"):
         style = "path" if endpoint else "virtual"
     if style not in ("path", "virtual"):
-        raise ValueError(f"addressing_style must be 'path', 'virtual' or 'auto', not {style!r}")
+        raise StorageOptionsError(
+            f"addressing_style must be 'path', 'virtual' or 'auto', not {style!r}")
     if style == "virtual" and endpoint is not None and _is_ip_address(endpoint):
         raise StorageOptionsError(
             f"addressing_style 'virtual' puts the bucket in the endpoint's host name, but "

@@ -247,8 +247,10 @@ def test_addressing_style() -> None:
 def test_bad_options() -> None:
     with pytest.raises(ValueError, match="unknown S3 storage_options.*bogus"):
         resolve_s3_settings({"bogus": 1})
-    with pytest.raises(ValueError, match="without its secret"):
+    with pytest.raises(StorageOptionsError, match="without its secret"):
         resolve_s3_settings({"key": "K"})
+    with pytest.raises(StorageOptionsError, match="addressing_style must be"):
+        resolve_s3_settings({"config_kwargs": {"s3": {"addressing_style": "sideways"}}})
 
 
 def test_secrets_stay_out_of_repr() -> None:
