@@ -91,6 +91,7 @@ class ChunkCopier:
         #: ...and the key prefixes of the load's datasets (whose other chunks go)
         self.prefixes: set[str] = set()
         self.chunks_kept = 0
+        self.kept: set[str] = set()  # the keys of those chunks
         self._written: set[str] = set()
 
     def jobs(self) -> Iterator[tuple[DatasetCopy, tuple[int, ...], StoredChunk | None]]:
@@ -168,6 +169,7 @@ class ChunkCopier:
         data = await asyncio.to_thread(target.codec.encode, chunk)
         if await self._holds(key, data):
             self.chunks_kept += 1
+            self.kept.add(key)
             return
         await self.store.put(key, data, kind="chunk")
 

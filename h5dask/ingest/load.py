@@ -456,6 +456,23 @@ class _Loader:
         self.copier.prefixes = {ids.object_prefix(p.obj.new_id) for p in self.planned
                                 if p.plan.mode != "link"}
 
+    async def check_kept(self) -> None:
+        """A resumed load, just before it publishes: the chunk objects it kept are still
+        stored. ``h5dask gc --delete`` judges a prefix by its newest object's age, and kept
+        chunks may be older than its min_age while this run has written nothing new yet:
+        a domain published without them would read fill values there."""
+        assert self.copier is not None
+        if not self.copier.kept:
+            return
+        present = set(await self.store.inner.list(ids.object_prefix(self.session.root_id)
+                                                  + "/"))
+        gone = sorted(self.copier.kept - present)
+        if gone:
+            raise StorageError(
+                f"{len(gone)} chunk objects this load kept from an interrupted run were "
+                f"deleted while it ran (the first: {gone[0]}), for example by `h5dask gc "
+                "--delete`; nothing was published")
+
     def _target(self, obj_id: str) -> ArraySource:
         # the chunks are written through the counting wrapper
         return array_source(self.session, self._meta(obj_id), store=self.store)
@@ -594,6 +611,7 @@ async def _load(loader: _Loader) -> None:
         await loader.find_stored()
         await loader.copier.run()
         await loader.copier.delete_unwritten()
+        await loader.check_kept()
         loader.summary.logical_bytes += loader.copier.logical_bytes
         await loader.session.flush_async()
     except BaseException as exc:

@@ -148,3 +148,34 @@ def test_a_load_that_the_store_fails_keeps_its_chunks_for_the_next_run(
     summary = load_file(src, url, progress=False)
     assert summary.chunks_kept == 30 and summary.chunks_written == TOTAL_CHUNKS - 30
     assert_reads_as_h5py(url, {}, src)
+
+
+def test_kept_chunks_deleted_while_the_load_runs_stop_it_before_it_publishes(
+        tmp_path: Path, place: tuple[str, dict], monkeypatch) -> None:
+    """Kept chunks can be older than `h5dask gc`'s min_age, so a gc --delete during the
+    resumed run may remove them: the load then publishes nothing and says so (a domain
+    without them would read fill values), and the next run writes them anew."""
+    from h5dask.ingest.copy import ChunkCopier
+
+    url, options = place
+    src = tmp_path / "src.h5"
+    write_source(src, seed=3)
+    store = open_location(url, options).store
+    before = set(chunk_keys(store))
+    kill_a_load(src, url, options, after_chunks=20)
+    kept = sorted(set(chunk_keys(store)) - before)[0]
+    delete_unwritten = ChunkCopier.delete_unwritten
+
+    async def and_a_kept_chunk_goes(self: ChunkCopier) -> None:
+        await store.delete(kept)  # as a gc --delete would
+        await delete_unwritten(self)
+
+    monkeypatch.setattr(ChunkCopier, "delete_unwritten", and_a_kept_chunk_goes)
+    with pytest.raises(h5dask.errors.StorageError, match="deleted while it ran"):
+        load_file(src, url, storage_options=options, progress=False)
+    with pytest.raises(FileNotFoundError):  # nothing published
+        h5dask.File(url, storage_options=options)
+    monkeypatch.undo()
+    summary = load_file(src, url, storage_options=options, progress=False)
+    assert summary.chunks_kept >= 19
+    assert_reads_as_h5py(url, options, src)
