@@ -315,9 +315,16 @@ class ArraySource:
     # -- writing ------------------------------------------------------------------
     async def write_chunk_async(self, index: tuple[int, ...], chunk: np.ndarray) -> None:
         """Write one full chunk (already padded to the chunk shape)."""
+        await self.put_chunk_async(index, await self.encode_chunk_async(chunk))
+
+    async def encode_chunk_async(self, chunk: np.ndarray) -> bytes | memoryview:
+        """The stored bytes of one full chunk, encoded in a worker thread."""
         if self.linked is not None:
             raise PermissionError("datasets linked to chunks inside an HDF5 file are read-only")
-        data = await asyncio.to_thread(self.codec.encode, chunk)
+        return await asyncio.to_thread(self.codec.encode, chunk)
+
+    async def put_chunk_async(self, index: tuple[int, ...], data: bytes | memoryview) -> None:
+        """Store the encoded bytes of chunk ``index``."""
         await self.store.put(self.chunk_key(index), data, kind="chunk")
 
     async def write_async(self, selection: Any, values: Any) -> None:

@@ -166,12 +166,12 @@ class ChunkCopier:
             await target.write_chunk_async(index, chunk)
             return
         self._written.add(key)
-        data = await asyncio.to_thread(target.codec.encode, chunk)
+        data = await target.encode_chunk_async(chunk)
         if await self._holds(key, data):
             self.chunks_kept += 1
             self.kept.add(key)
             return
-        await self.store.put(key, data, kind="chunk")
+        await target.put_chunk_async(index, data)
 
     async def _holds(self, key: str, data: bytes | memoryview) -> bool:
         """Whether the stored object ``key`` holds ``data``: by the MD5 its listing
