@@ -61,6 +61,7 @@ from ..errors import (
     HSDSUnreadableWarning,
     LocalLinkWarning,
     StorageError,
+    UnsupportedFilterError,
     UnsupportedTypeError,
 )
 from ..format import ids
@@ -72,7 +73,16 @@ from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .copy import ChunkCopier, DatasetCopy, TableWrite
 from .describe import describe_dataset
-from .hdf5 import H5Types, H5Values, SourceObject, filter_label, has_refs, walk
+from .hdf5 import (
+    H5Types,
+    H5Values,
+    SourceObject,
+    filter_label,
+    has_refs,
+    missing_filters,
+    missing_plugin_advice,
+    walk,
+)
 from .plan import (
     INLINE_CHUNK_LIMIT,
     ChunkSpec,
@@ -247,7 +257,7 @@ class _Loader:
                     continue
                 try:
                     planned = self._create_dataset(obj, described[obj.addr])
-                except UnsupportedTypeError as exc:
+                except (UnsupportedTypeError, UnsupportedFilterError) as exc:
                     summary.skipped.append(f"{obj.path}: dataset ({exc})")
                     continue
                 if planned.plan.chunks_key is not None:
@@ -319,6 +329,7 @@ class _Loader:
     def _create_dataset(self, obj: SourceObject, src: SourceDataset) -> _Planned:
         """Plan and create one dataset (and its INDIRECT chunk table)."""
         plan = plan_dataset(src, self.options)
+        self._check_decodable(plan)
         table_id = None
         if plan.chunk_table is not None:
             table_id = self.session.new_object("d", plan.chunk_table_json(),
@@ -335,6 +346,27 @@ class _Loader:
         self.summary.chunks_linked += plan.linked_chunks
         self.summary.logical_bytes += plan.linked_bytes
         return planned
+
+    def _check_decodable(self, plan: DatasetPlan) -> None:
+        """UnsupportedFilterError (the dataset is then skipped) for a copy that h5py must
+        decode while HDF5 has no plugin for a filter one of its stored chunks went
+        through: its chunks would fail to read half-way through the load."""
+        src = plan.source
+        if plan.mode != "copy" or not src.filters:
+            return
+        codes = [code for code, _ in src.filters]
+        missing = [i for i, code in enumerate(codes) if missing_filters([code])]
+        # a chunk whose filter_mask has a filter's bit skipped it; a direct copy decodes
+        # the others itself (and h5py reads only the chunks that skipped a filter)
+        needed = [i for i in missing
+                  if any(not info.filter_mask >> i & 1 and (info.filter_mask or not plan.direct)
+                         for info in src.stored)]
+        if not needed:
+            return
+        names = ", ".join(filter_label(codes[i]) for i in needed)
+        raise UnsupportedFilterError(
+            f"{self.src.url}: HDF5 has no plugin here for its filter {names}, so h5py "
+            f"cannot decode its chunks: {missing_plugin_advice()}; then load the file again")
 
     def _warn_filters(self, plan: DatasetPlan) -> None:
         """Say which linked datasets only h5dask reads, and which filter made a dataset
