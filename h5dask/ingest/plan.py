@@ -90,6 +90,8 @@ class SourceDataset:
     external: bool = False
     data_offset: int | None = None
     storage_size: int = 0
+    #: H5D_FILL_TIME_NEVER: unwritten values read as zeros (``fill_json`` is then None)
+    fill_time_never: bool = False
 
     @property
     def scalar(self) -> bool:
@@ -281,8 +283,11 @@ class DatasetPlan:
     def dataset_json(self, table_id: str | None = None) -> dict:
         """The body of the new dataset (``table_id``: see :meth:`layout_json`)."""
         src = self.source
-        return dataset_json(src.type_json, Dataspace(src.shape, src.maxshape),
+        body = dataset_json(src.type_json, Dataspace(src.shape, src.maxshape),
                             self.layout_json(table_id), list(self.filters), src.fill_json)
+        if src.fill_time_never:  # as h5pyd records it (HSDS itself does not use it)
+            body["creationProperties"]["fillTime"] = "H5D_FILL_TIME_NEVER"
+        return body
 
     def chunk_table_json(self) -> dict:
         """The body of the chunk-table dataset of an INDIRECT layout."""
