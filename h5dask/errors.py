@@ -91,6 +91,12 @@ class SizeLimitError(H5DaskError, ValueError):
     says how to raise the limit."""
 
 
+class LoadOptionError(H5DaskError, ValueError):
+    """An option of :func:`h5dask.load` / ``h5dask load`` that cannot be used as given
+    (``chunks=``, ``compression=``, ``link=`` with them, ...); the message names the
+    option, the value and what to give instead. Raised before anything is written."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 

@@ -59,6 +59,7 @@ from ..errors import (
     CorruptChunkError,
     DomainExistsError,
     HSDSUnreadableWarning,
+    LoadOptionError,
     LocalLinkWarning,
     StorageError,
     UnsupportedFilterError,
@@ -272,7 +273,9 @@ class _Loader:
                 refs[obj.addr] = obj.new_id
         unused = self.options.chunks.unused(used_chunk_keys)
         if unused:
-            raise ValueError(f"chunks= names datasets that are not in the file: {unused}")
+            raise LoadOptionError(
+                f"chunks= names datasets that are not in {self.src.url}: {unused}; give "
+                "dataset paths (/group/name) or names that `h5dask info` lists for it")
         # links, then attributes (references resolve to the new ids)
         now = time.time()
         for obj in objects:
@@ -567,11 +570,13 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     src_text = os.fspath(src)
     src_scheme = urlsplit(src_text).scheme.lower()
     if link and (chunks is not None or compression is not None):
-        raise ValueError("link=True references the file's chunks as they are; chunks= and "
-                         "compression= cannot be combined with it")
+        raise LoadOptionError("link=True references the file's chunks as they are; chunks= "
+                              "and compression= cannot be combined with it: drop them, or "
+                              "load without link=True (--link) to rechunk or recompress")
     if link and src_scheme not in ("", "file", "s3", "s3a"):
-        raise ValueError(f"link=True needs the file on a file system or in S3 (a path, "
-                         f"file:// or s3:// URL), not {src_text!r}")
+        raise LoadOptionError(f"link=True needs the file on a file system or in S3 (a path, "
+                              f"file:// or s3:// URL), not {src_text!r}: copy it there "
+                              "first, or load it without link=True (--link)")
     if link and src_scheme in ("", "file"):
         warnings.warn(
             f"linking the local file {src_text!r}: the domain's chunks stay in that file, so "
@@ -579,9 +584,9 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
             "file system); copy the file to object storage first to share it",
             LocalLinkWarning, stacklevel=2)
     if max_workers is not None and max_workers < 1:
-        raise ValueError(f"max_workers must be >= 1, not {max_workers}")
+        raise LoadOptionError(f"max_workers must be >= 1 (chunks in flight), not {max_workers}")
     if inline_chunk_limit < 0:
-        raise ValueError("inline_chunk_limit must be >= 0")
+        raise LoadOptionError(f"inline_chunk_limit must be >= 0, not {inline_chunk_limit}")
     chunk_spec = ChunkSpec.parse(chunks)
     compression_req = Compression.parse(compression, compression_opts)
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
