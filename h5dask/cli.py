@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import FolderNotEmptyError, H5DaskError, StoragePermissionError
+from .errors import FolderNotEmptyError, H5DaskError, LoadInProgressError, StoragePermissionError
 from .process_exit import CleanExitGroup
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
@@ -111,7 +111,7 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     code = EXIT_ERROR
-    if isinstance(exc, FolderNotEmptyError):
+    if isinstance(exc, FolderNotEmptyError | LoadInProgressError):
         code = EXIT_REFUSED
     elif isinstance(exc, FileNotFoundError | KeyError):
         code = EXIT_NOT_FOUND

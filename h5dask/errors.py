@@ -97,6 +97,12 @@ class LoadOptionError(H5DaskError, ValueError):
     option, the value and what to give instead. Raised before anything is written."""
 
 
+class LoadInProgressError(H5DaskError, RuntimeError):
+    """Another run of the same load is writing the domain (its lease, see
+    :mod:`h5dask.ingest.lease`, is live): the message names that run (host, pid, when it
+    started) and when it can be taken over. ``h5dask load`` exits 5 (refused)."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 

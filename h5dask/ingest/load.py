@@ -59,6 +59,7 @@ from ..errors import (
     CorruptChunkError,
     DomainExistsError,
     HSDSUnreadableWarning,
+    LoadInProgressError,
     LoadOptionError,
     LocalLinkWarning,
     StorageError,
@@ -84,6 +85,7 @@ from .hdf5 import (
     missing_plugin_advice,
     walk,
 )
+from .lease import LoadLease
 from .plan import (
     INLINE_CHUNK_LIMIT,
     ChunkSpec,
@@ -638,10 +640,15 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
 
 
 async def _load(loader: _Loader) -> None:
-    """Metadata (in the h5py thread), chunks, then the metadata objects and, last, the
-    domain; on any failure, nothing is published and what was written is removed."""
+    """The lease (:mod:`.lease`), then metadata (in the h5py thread), chunks, the
+    metadata objects and, last, the domain; on any failure, nothing is published and
+    what was written is removed, unless another run of the same load holds the lease
+    (it writes the same keys) or the store failed (kept, for the next run to resume)."""
     loop = asyncio.get_running_loop()
+    lease = LoadLease(loader.store.inner, loader.session.root_id, loader.summary.url)
+    await lease.acquire()  # refused: nothing of this run written, nothing to remove
     try:
+        await _refuse_published(loader)
         total_bytes = await loop.run_in_executor(loader.h5py_thread, _prepare, loader)
         loader.open_bar(total_bytes)
         assert loader.copier is not None
@@ -650,6 +657,7 @@ async def _load(loader: _Loader) -> None:
         await loader.copier.delete_unwritten()
         await loader.check_kept()
         loader.summary.logical_bytes += loader.copier.logical_bytes
+        await lease.check_held()
         await loader.session.flush_async()
     except BaseException as exc:
         loader.session.discard()
@@ -657,8 +665,25 @@ async def _load(loader: _Loader) -> None:
             exc.add_note("The chunks written so far are kept, unpublished: run the same "
                          "load again to resume it, or remove them with `h5dask gc`.")
             raise
+        if loader.resumable and (isinstance(exc, LoadInProgressError | DomainExistsError)
+                                 or await lease.others_live()):
+            raise  # the keys are another run's too (or a published domain's)
         await _remove_new_objects(loader)
         raise
+    finally:
+        await lease.release()
+
+
+async def _refuse_published(loader: _Loader) -> None:
+    """DomainExistsError if another run of this load published the domain between this
+    run's open (which found none) and its lease: this run would write its keys again."""
+    location = loader.session.location
+    if loader.resumable and await location.store.get(location.domain_key,
+                                                     kind="metadata") is not None:
+        raise DomainExistsError(
+            f"domain {location.url!r} was published while this load started (by another "
+            "run of it, or another writer): pass overwrite=True (h5dask load --overwrite) "
+            "to replace it")
 
 
 def _load_seed(store: str, domain: str, source: Source, *options: Any) -> str:
