@@ -115,11 +115,16 @@ class LeaseHolder:
             return cls(key, key.rsplit("/", 1)[-1])
 
 
+def is_lease_key(key: str) -> bool:
+    """Whether ``key`` is a load's lease object."""
+    return _LEASE_NAME.search(key) is not None
+
+
 async def holders(store: ObjectStore, prefix: str) -> list[LeaseHolder]:
     """Every lease under ``prefix`` (a ``db/<root>/`` prefix): one delimited listing of
     its top level (never its chunks), then each lease object."""
     keys, _dirs = await store.list_dir(prefix)
-    leases = [k for k in keys if _LEASE_NAME.search(k)]
+    leases = [k for k in keys if is_lease_key(k)]
     blobs = await asyncio.gather(*(store.get(k, kind="metadata") for k in leases))
     return [LeaseHolder.parse(k, b) for k, b in zip(leases, blobs) if b is not None]
 
@@ -194,15 +199,17 @@ class LoadLease:
             self._refuse(others)
 
     def _refuse(self, others: list[LeaseHolder], lost: bool = False) -> None:
-        now = time.time()
-        running = others[0].describe(now) if others else "none (its lease is gone)"
-        what = ("lost its lease: another run of it may be writing" if lost else
-                "is running already")
+        if lost and not others:
+            raise LoadInProgressError(
+                f"the load into {self.domain!r} lost its lease: its lease object was "
+                "deleted while it ran (e.g. by `h5dask gc --delete`), so its objects may "
+                "be gone too; nothing was published: run the same load again")
+        what = "lost its lease to another run" if lost else "is running already"
         raise LoadInProgressError(
-            f"a load into {self.domain!r} {what}: {running}. Wait for it to finish (then "
-            f"this domain exists), or, if that run died, run again once its lease is "
-            f"stale ({STALE_AFTER:.0f} s after its last renewal; at once on its own "
-            "machine)")
+            f"a load into {self.domain!r} {what}: {others[0].describe(time.time())}. Wait "
+            "for it to finish (then this domain exists), or, if that run died, run again "
+            f"once its lease is stale ({STALE_AFTER:.0f} s after its last renewal; at once "
+            "on its own machine)")
 
     async def _write(self) -> None:
         body = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
@@ -218,4 +225,4 @@ class LoadLease:
 
 
 __all__ = ["RENEW_EVERY", "STALE_AFTER", "LeaseHolder", "LoadLease", "holders",
-           "live_holders"]
+           "is_lease_key", "live_holders"]

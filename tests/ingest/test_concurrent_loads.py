@@ -162,8 +162,31 @@ def test_a_run_whose_lease_was_taken_publishes_nothing_and_removes_nothing(
         await write_lease_async(store, prefix, os.getpid(), time.time())
 
     monkeypatch.setattr(ChunkCopier, "delete_unwritten", and_another_run_takes_over)
-    with pytest.raises(LoadInProgressError, match="lost its lease"):
+    with pytest.raises(LoadInProgressError, match="lost its lease to another run"):
         load_file(src, url, progress=False)
     assert len(chunk_keys(store)) > 0  # the other run's keys too: nothing removed
     with pytest.raises(FileNotFoundError):
         h5dask.File(url)
+
+
+def test_gc_delete_leaves_the_prefix_of_a_running_load_alone(tmp_path: Path) -> None:
+    """gc --delete with min_age 0 while a load writes: the load's lease keeps its prefix
+    (else its chunks went, and it published a domain reading fill values there)."""
+    from h5dask.admin import gc
+
+    url = local_domain(tmp_path, "busy.h5")
+    src = tmp_path / "src.h5"
+    write_source(src, seed=10)
+    store = open_location(url).store
+    running = start_load(src, url, {}, delay=0.05)
+    deadline = time.monotonic() + 60
+    while len(chunk_keys(store)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    result = gc(store.root_url, delete=True, min_age=0)
+    assert running.poll() is None, "the load ended before gc ran"
+    assert outcome(running) == "published"
+    assert_reads_as_h5py(url, {}, src)
+    assert [(o.collected, f"pid {running.pid}" in o.loading) for o in result.orphans] == [
+        (False, True)]
+    assert "kept: a load is writing it" in str(result)
+    assert gc(store.root_url, min_age=0).orphans == []
