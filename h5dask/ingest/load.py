@@ -22,7 +22,10 @@ are left for it) writes to the same keys. It then keeps every chunk object alrea
 stored whose bytes are the ones it would write (their MD5 as listed, else the bytes),
 writes the others, and deletes chunk objects of its datasets that it did not write,
 before it publishes the domain. A load over an existing domain (``overwrite``) starts
-afresh every time.
+afresh every time. Each run holds a lease (:mod:`.lease`) on the new root's prefix
+while it writes: a second run of the same load refuses (LoadInProgressError naming the
+first) instead of writing, removing or publishing the same keys, and ``h5dask gc``
+leaves the prefix alone.
 
 The phases: each dataset is described (:mod:`.describe`, through h5py) and planned
 (:mod:`.plan`, pure: copy, link or metadata only, its layout and filters); this module
