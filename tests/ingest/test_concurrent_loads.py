@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from test_resume import assert_reads_as_h5py, chunk_keys, local_domain, write_source
 
 import h5dask
+from h5dask.cli import main
 from h5dask.errors import LoadInProgressError
 from h5dask.format import ids
 from h5dask.ingest import lease, load_file
@@ -128,6 +130,8 @@ def test_a_live_lease_refuses_and_the_refused_run_removes_nothing(tmp_path: Path
     assert sorted(sync(store.list(prefix + "/"))) == sorted([other_chunk, held])
     with pytest.raises(FileNotFoundError):
         h5dask.File(url)
+    run = CliRunner().invoke(main, ["load", "--no-progress", str(src), url])
+    assert run.exit_code == 5 and "is running already" in run.output, run.output  # refused
 
 
 def test_stale_leases_of_dead_runs_are_taken_over(tmp_path: Path) -> None:
