@@ -48,6 +48,7 @@ import numpy as np
 from aiohttp import web
 
 from h5dask.active import codecs, memory, operations
+from h5dask.active.config import ServerConfigError
 from h5dask.active.errors import ActiveStorageError, printable
 from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
 from h5dask.active.upstream import AllowList, Credentials, Routes, Upstream
@@ -122,12 +123,12 @@ class ServerConfig:
         object.__setattr__(self, "upstream_routes", tuple(self.upstream_routes))
         for name in ("max_object_size", "max_in_flight", "max_body_size", "max_object_reads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise ServerConfigError(name, "must be at least 1", getattr(self, name))
         if self.max_queued < 0:
-            raise ValueError("max_queued must be at least 0")
+            raise ServerConfigError("max_queued", "must be at least 0", self.max_queued)
         for name in ("body_timeout", "queue_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
+                raise ServerConfigError(name, "must be positive", getattr(self, name))
 
 
 #: seconds without a request after a burst of large ones before their memory is given back
@@ -697,19 +698,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         Routes(args.upstream_route, AllowList(args.allow_upstream))
     except ValueError as exc:
         parser.error(str(exc))
-    serve(
-        host=args.host,
-        port=args.port,
-        allow_upstream=args.allow_upstream,
-        max_object_size=args.max_object_size,
-        max_in_flight=args.max_in_flight,
-        log_level=args.log_level,
-        body_timeout=args.body_timeout,
-        upstream_routes=args.upstream_route,
-        max_object_reads=args.max_object_reads,
-        max_queued=args.max_queued,
-        queue_timeout=args.queue_timeout,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            allow_upstream=args.allow_upstream,
+            max_object_size=args.max_object_size,
+            max_in_flight=args.max_in_flight,
+            log_level=args.log_level,
+            body_timeout=args.body_timeout,
+            upstream_routes=args.upstream_route,
+            max_object_reads=args.max_object_reads,
+            max_queued=args.max_queued,
+            queue_timeout=args.queue_timeout,
+        )
+    except ServerConfigError as exc:  # a bad option: one line, as argparse's own
+        parser.error(str(exc))
     return 0
 
 
