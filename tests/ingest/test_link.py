@@ -545,3 +545,28 @@ def test_a_file_linked_just_after_it_was_written_is_always_checked(tmp_path):
             assert f["a"][()].tolist() == [1.0] * 40
         requests.append(h5dask.stats()["metadata"]["read_requests"])
     assert requests[0] == requests[1] + 1  # the file's metadata: one 64 KiB block
+
+
+def test_a_domain_with_no_recorded_version_keeps_the_size_check(tmp_path):
+    """Domains linked by earlier h5dask versions recorded the size only: a file of
+    another size is refused, one rewritten to the same size is read as it is now
+    (documented as not detected), and nothing of the file's metadata is read."""
+    local, url = _local_pair(tmp_path)
+    for meta in local.parent.parent.rglob(".dataset.json"):  # as earlier h5dask wrote it
+        obj = json.loads(meta.read_text())
+        for layout in (obj["creationProperties"]["layout"], obj["layout"]):
+            layout.pop("h5dask_file_version")
+            layout.pop("h5dask_file_path")
+        meta.write_text(json.dumps(obj))
+    requests = []
+    for want in ([1.0] * 40, [2.0] * 40):
+        h5dask.reset_stats()
+        with h5dask.File(url) as f:
+            assert f["a"][()].tolist() == want  # then b's values: the documented gap
+        requests.append(h5dask.stats()["metadata"]["read_requests"])
+        _write_pair(local, "b", "a")
+    assert requests[0] == requests[1]  # nothing of the file's metadata is read
+    with h5py.File(local, "a") as h:
+        h.create_dataset("more", data=np.zeros(100))
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError, match="bytes now"):
+        f["a"][()]
