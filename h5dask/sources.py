@@ -42,7 +42,7 @@ from .storage.base import ObjectStore, ObjectVersion
 from .storage.sync import sync
 
 _CACHE_ATTR = "_h5dask_linked_refs"
-_SIZES_ATTR = "_h5dask_linked_file_sizes"
+_VERSIONS_ATTR = "_h5dask_linked_file_versions"
 
 
 def array_source(session: Any, meta: DatasetMeta, name: str | None = None,
@@ -212,7 +212,7 @@ def _check_file(session: Any, target: tuple[ObjectStore, str], uri: str, linked_
     checked (None: it is, or the file is missing, which the reads say). Without a
     recorded version, a file of another size than linked is refused."""
     fstore, key = target
-    versions = session.__dict__.setdefault(_SIZES_ATTR, {})
+    versions = session.__dict__.setdefault(_VERSIONS_ATTR, {})
     if (fstore, key) not in versions:  # one HEAD per file and session
         versions[fstore, key] = sync(fstore.stat(key))
     now: ObjectVersion | None = versions[fstore, key]
