@@ -28,6 +28,7 @@ without knowing.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from collections import OrderedDict
@@ -242,7 +243,9 @@ def check_layout(store: ObjectStore, key: str, now: ObjectVersion, path: str,
     """Why the layout ``claimed`` of the dataset at ``path`` in the file ``key`` of
     ``store`` (``now``: its version) no longer holds, in words; None when it holds. The
     answer is remembered in this process for that file version and claim."""
-    memo = (store.identity, key, now, path, claimed)
+    # a digest, not the claim: a claim lists every chunk, and answers are kept
+    memo = (store.identity, key, now, path,
+            hashlib.sha256(repr(claimed).encode()).hexdigest())
     with _lock:
         if memo in _results:
             _results.move_to_end(memo)
