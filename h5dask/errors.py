@@ -236,8 +236,10 @@ class LinkedReferenceRefused(H5DaskError, PermissionError):
 
 class LinkedFileChangedError(H5DaskError, ValueError):
     """The HDF5 file a linked dataset reads its chunks from is not the file that was
-    linked: its size differs from the one ``h5dask load --link`` recorded, so the
-    layout's byte offsets may point at other data. ``.dataset`` names the dataset,
+    linked: its size differs from the one ``h5dask load --link`` recorded, or it was
+    written since and its own metadata no longer places the dataset's chunks where the
+    layout says (:mod:`h5dask.linked_files`), so the layout's byte offsets may point at
+    other data. ``.dataset`` names the dataset,
     ``.uri`` the file; reload the domain with ``--link`` (or restore the file)."""
 
     def __init__(self, message: str, dataset: str = "", uri: str = "") -> None:

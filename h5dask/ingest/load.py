@@ -618,7 +618,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
         workers = max_workers or min(8, store.inner.max_concurrency)
         options = PlanOptions(link, source.file_uri, chunk_spec, compression_req,
-                              inline_chunk_limit, source.file_size)
+                              inline_chunk_limit, source.file_size, source.file_version)
         loader = _Loader(source, session, store, summary, options, workers, progress,
                          resumable=root_id is not None)
         try:

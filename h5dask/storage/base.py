@@ -17,6 +17,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import StorageError
@@ -197,6 +198,20 @@ def _written(store: ObjectStore, key: str) -> None:
         listener(f"{store.identity}/{key}")
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What a HEAD tells of an object: its size and a ``tag`` that changes whenever it
+    is written (an S3 ETag, a file's modification and change times and inode number);
+    ``tag`` is None where the store cannot tell.
+
+    >>> ObjectVersion(10, "etag=abc") == ObjectVersion(10, "etag=abc")
+    True
+    """
+
+    size: int
+    tag: str | None = None
+
+
 class ObjectStore(ABC):
     """Async access to the objects under one bucket root.
 
@@ -263,6 +278,11 @@ class ObjectStore(ABC):
 
     async def _size(self, key: str) -> int | None:
         raise NotImplementedError(f"{type(self).__name__} cannot tell object sizes")
+
+    async def _stat(self, key: str) -> ObjectVersion | None:
+        """Back ends that can tell an object's version override this (one HEAD)."""
+        size = await self._size(key)
+        return None if size is None else ObjectVersion(size)
 
     @abstractmethod
     def _init_args(self) -> tuple:
@@ -457,6 +477,14 @@ class ObjectStore(ABC):
         """The object's size in bytes (a HEAD, not a GET), None if it does not exist."""
         check_key(key)
         found = await self._call("HEAD", key, kind, lambda: self._size(key))
+        record_io(kind, "read_requests")
+        return found
+
+    async def stat(self, key: str, *, kind: str = "metadata") -> ObjectVersion | None:
+        """The object's size and version tag (one HEAD, as :meth:`size`), None if it
+        does not exist."""
+        check_key(key)
+        found = await self._call("HEAD", key, kind, lambda: self._stat(key))
         record_io(kind, "read_requests")
         return found
 

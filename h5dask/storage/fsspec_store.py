@@ -11,7 +11,7 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 
 from ..errors import H5DaskError, StorageError, StoragePermissionError
-from .base import ObjectStore, TransientError
+from .base import ObjectStore, ObjectVersion, TransientError
 from .keys import check_key
 from .settings import DEFAULT_TUNING, StoreTuning
 
@@ -102,11 +102,18 @@ class FsspecObjectStore(ObjectStore):
         await self._run("pipe_file", self._full(key), data)
 
     async def _size(self, key: str) -> int | None:
+        found = await self._stat(key)
+        return None if found is None else found.size
+
+    async def _stat(self, key: str) -> ObjectVersion | None:
         try:
             info = await self._run("info", self._full(key))
         except FileNotFoundError:
             return None
-        return None if info.get("type") == "directory" else int(info["size"])
+        if info.get("type") == "directory":
+            return None
+        tags = [f"{name}={info[name]}" for name in _VERSION_FIELDS if info.get(name) is not None]
+        return ObjectVersion(int(info["size"]), " ".join(tags) or None)
 
     async def _delete(self, key: str) -> None:
         try:
@@ -136,6 +143,12 @@ class FsspecObjectStore(ObjectStore):
         except FileNotFoundError:
             return {}
         return {self._key_of(p): _mtime(info) for p, info in found.items()}
+
+
+#: fields of fsspec info dicts that change when an object is written (each file system
+#: has its own: S3 and HTTP ETags, GCS generations and MD5s, modification times)
+_VERSION_FIELDS = ("ETag", "etag", "generation", "md5Hash", "version_id", "mtime",
+                   "LastModified", "last_modified", "updated", "created")
 
 
 def _mtime(info: dict) -> float:

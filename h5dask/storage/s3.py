@@ -18,7 +18,7 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
-from .base import ObjectStore, TransientError, cached_store
+from .base import ObjectStore, ObjectVersion, TransientError, cached_store
 from .keys import check_key
 from .s3_options import S3Settings
 from .settings import DEFAULT_TUNING, StoreTuning
@@ -361,12 +361,21 @@ class S3ObjectStore(ObjectStore):
         return data
 
     async def _size(self, key: str) -> int | None:
+        found = await self._stat(key)
+        return None if found is None else found.size
+
+    async def _stat(self, key: str) -> ObjectVersion | None:
         try:
             meta = await obstore.head_async(self._store, key)
         except Exception as exc:
             self._get_failed(exc, key, ranged=False)  # raises unless the object is missing
             return None
-        return int(meta["size"])
+        # every PUT gives the object a new ETag unless its bytes are the same (an MD5)
+        etag = meta.get("e_tag")
+        modified = meta.get("last_modified")
+        tag = (f"etag={etag.strip(chr(34))}" if etag else
+               f"modified={modified.isoformat()}" if modified is not None else None)
+        return ObjectVersion(int(meta["size"]), tag)
 
     async def _put(self, key: str, data: bytes) -> None:
         try:
