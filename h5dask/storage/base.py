@@ -172,6 +172,23 @@ def _check_get(key: str, byte_range: tuple[int, int] | None) -> None:
             raise ValueError(f"invalid byte range {byte_range} for {key!r}")
 
 
+def _checked_range(store: ObjectStore, key: str, byte_range: tuple[int, int] | None,
+                   data: bytes | memoryview | None) -> bytes | memoryview | None:
+    """A ranged GET's bytes, never more than asked: a server that ignores the Range
+    request answers with the whole object, whose first bytes are not the range's (a
+    linked chunk would be decoded from the wrong bytes). Fewer is the object's end,
+    which callers judge (a linked chunk's range must be whole)."""
+    if byte_range is None or data is None:
+        return data
+    start, stop = byte_range
+    if len(data) > stop - start:
+        raise StorageError(
+            f"GET of {store.root_url}/{key} bytes [{start}:{stop}) returned {len(data)} "
+            f"bytes, not {stop - start}: the server ignored the Range request; read the "
+            "file through a server (or proxy) that answers ranged GETs", key=key, attempts=1)
+    return data
+
+
 def _recorded_get(kind: str, data: T) -> T:
     record_io(kind, "read_requests")
     if data is None:
@@ -385,7 +402,7 @@ class ObjectStore(ABC):
         path decodes straight from it)."""
         _check_get(key, byte_range)
         data = await self._call("GET", key, kind, lambda: self._get(key, byte_range))
-        return _recorded_get(kind, data)
+        return _recorded_get(kind, _checked_range(self, key, byte_range, data))
 
     def get_buffer_sync(
         self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
@@ -398,7 +415,7 @@ class ObjectStore(ABC):
             return sync(self.get_buffer(key, kind=kind, byte_range=byte_range))
         _check_get(key, byte_range)
         data = self._call_sync("GET", key, kind, lambda: blocking(key, byte_range))
-        return _recorded_get(kind, data)
+        return _recorded_get(kind, _checked_range(self, key, byte_range, data))
 
     async def get_bounded(self, key: str, size_bound: int, *, kind: str = "chunk"
                           ) -> bytes | memoryview | None:

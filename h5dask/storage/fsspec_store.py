@@ -16,6 +16,19 @@ from .keys import check_key
 from .settings import DEFAULT_TUNING, StoreTuning
 
 
+def _dropped_response_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp's errors for a response cut short (http(s), gcs, abfs file systems use
+    it); none where it is not installed."""
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
+
+
+_DROPPED_RESPONSE = _dropped_response_errors()
+
+
 class FsspecObjectStore(ObjectStore):
     """The objects under ``root`` of an fsspec file system.
 
@@ -78,6 +91,10 @@ class FsspecObjectStore(ObjectStore):
             raise TransientError(str(exc)) from exc
         except H5DaskError:
             raise
+        except _DROPPED_RESPONSE as exc:
+            # a body cut short of its Content-Length (aiohttp checks it) or a connection
+            # dropped before the answer: never data, and another attempt can succeed
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             # the client's own errors (aiohttp's InvalidUrlClientError for a URL it cannot
             # fetch, an HTTP status, ...): retried only for a status worth retrying
