@@ -30,7 +30,15 @@ T = TypeVar("T")
 
 class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
-    short responses, timeouts)."""
+    short responses, timeouts); ``timed_out`` when no answer came in time."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or getattr(exc, "timed_out", False)
 
 
 class RequestSlots:
@@ -336,49 +344,70 @@ class ObjectStore(ABC):
         return f"{type(self).__name__}({self.root_url!r})"
 
     # -- the choke point -----------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """Where this store's requests go, for messages (never holds secrets)."""
+        return self.root_url
+
     def _after_failure(self, what: str, key: str, kind: str, attempt: int,
-                       exc: BaseException) -> None:
-        """Count a retry, or give up with a StorageError naming the object and the tries."""
-        if attempt >= self.retry.max_attempts:
-            record_io(kind, "errors")
+                       exc: BaseException, started: float) -> float:
+        """The wait before the next attempt; or, after the last attempt or past the
+        operation's deadline, a StorageError naming the object, the tries and the time."""
+        elapsed = time.monotonic() - started
+        delay = self.retry.delay(attempt)
+        past_deadline = elapsed + delay >= self.tuning.deadline
+        if attempt < self.retry.max_attempts and not past_deadline:
+            record_io(kind, "retries")
+            return delay
+        record_io(kind, "errors")
+        if _timed_out(exc):
+            t = self.tuning
             raise StorageError(
-                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
-                f"{exc}. Check that the object store is reachable and healthy; "
-                "retries can be raised with storage_options={'max_attempts': N}.",
-                key=key,
-                attempts=attempt,
-            ) from exc
-        record_io(kind, "retries")
+                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: no answer "
+                f"from {self.endpoint} in {elapsed:.1f} s ({exc}). Check that the endpoint is "
+                "reachable and healthy; the waits are storage_options={"
+                f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
+                f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
+                "(seconds per connection, per request, per operation).",
+                key=key, attempts=attempt) from exc
+        stopped = (f" (stopped at the operation's deadline, storage_options "
+                   f"{{'deadline': {self.tuning.deadline:g}}} seconds)" if past_deadline
+                   and attempt < self.retry.max_attempts else "")
+        raise StorageError(
+            f"{what} of {self.root_url}/{key} failed after {attempt} attempts in "
+            f"{elapsed:.1f} s{stopped}: {exc}. Check that the object store is reachable and "
+            "healthy; retries can be raised with storage_options={'max_attempts': N}.",
+            key=key, attempts=attempt) from exc
 
     async def _call(self, what: str, key: str, kind: str, fn: Callable[[], Awaitable[T]]) -> T:
-        attempt = 0
+        attempt, started = 0, 0.0
         while True:
             attempt += 1
             try:
                 await self._slots.acquire()
+                started = started or time.monotonic()  # the deadline counts from here
                 try:
                     return await fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                self._after_failure(what, key, kind, attempt, exc)
-                await asyncio.sleep(self.retry.delay(attempt))
+                await asyncio.sleep(self._after_failure(what, key, kind, attempt, exc, started))
 
     def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
         """:meth:`_call` for blocking calls made in the caller's thread: the same retries,
         errors and statistics, within the same ``max_concurrency`` slots."""
-        attempt = 0
+        attempt, started = 0, 0.0
         while True:
             attempt += 1
             try:
                 self._slots.acquire_sync()
+                started = started or time.monotonic()  # the deadline counts from here
                 try:
                     return fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                self._after_failure(what, key, kind, attempt, exc)
-                time.sleep(self.retry.delay(attempt))
+                time.sleep(self._after_failure(what, key, kind, attempt, exc, started))
 
     def _blocking_get(self) -> Callable[[str, tuple[int, int] | None],
                                         bytes | memoryview | None] | None:

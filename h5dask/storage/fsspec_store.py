@@ -27,6 +27,8 @@ def _dropped_response_errors() -> tuple[type[BaseException], ...]:
 
 
 _DROPPED_RESPONSE = _dropped_response_errors()
+#: calls that walk a tree, as long as it is large: not bounded by the request timeout
+_LISTINGS = frozenset({"find", "ls", "walk"})
 
 
 class FsspecObjectStore(ObjectStore):
@@ -80,14 +82,25 @@ class FsspecObjectStore(ObjectStore):
 
     async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            if isinstance(self.fs, AsyncFileSystem) and self.fs.asynchronous:
-                return await getattr(self.fs, "_" + name)(*args, **kwargs)
-            return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+            if not isinstance(self.fs, AsyncFileSystem):
+                return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+            call = getattr(self.fs, "_" + name)(*args, **kwargs)
+            if not self.fs.asynchronous:  # on the file system's own loop, as fsspec runs it
+                call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.fs.loop))
+            if name in _LISTINGS:  # as long as the tree is large
+                return await call
+            # the client's own waits may be long (aiohttp's: 5 minutes per request);
+            # cancelling the wait cancels the request
+            async with asyncio.timeout(self.tuning.timeout):
+                return await call
         except FileNotFoundError:
             raise
         except PermissionError as exc:
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise TransientError(f"{name}: no answer in {self.tuning.timeout:g} s "
+                                 f"{exc}".rstrip(), timed_out=True) from exc
+        except OSError as exc:
             raise TransientError(str(exc)) from exc
         except H5DaskError:
             raise

@@ -64,8 +64,7 @@ def connection_failure(text: str) -> str | None:
         host = urlsplit(url.group(0)).hostname if url else None
         return f"host name {host} not found (DNS): check the endpoint URL"
     if _http_kind_of(text) == "Timeout":
-        return ("no answer in time: check that the endpoint is an S3 server and healthy "
-                "(waits are storage_options timeout and connect_timeout, in seconds)")
+        return "no answer in time: check that the endpoint is an S3 server and healthy"
     if "InvalidContentType" in text and "https://" in text:
         return ("the TLS handshake failed: the endpoint does not speak https; give it as "
                 "http:// (or storage_options use_ssl=False)")
@@ -166,6 +165,17 @@ class S3ObjectStore(ObjectStore):
             return self.root_url
         return f"{self.root_url}@{self.settings.endpoint.rstrip('/')}"
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL, or AWS's for the region.
+
+        >>> S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000/")).endpoint
+        'http://127.0.0.1:9000'
+        """
+        if self.settings.endpoint:
+            return self.settings.endpoint.rstrip("/")
+        return f"https://s3.{self.settings.region}.amazonaws.com"
+
     def sibling(self, bucket: str) -> S3ObjectStore:
         """Another bucket of the same endpoint, with the same credentials and tuning.
 
@@ -260,7 +270,8 @@ class S3ObjectStore(ObjectStore):
         if isinstance(exc, GenericError) and is_transient(text):
             first = text.splitlines()[0] if text else "transient error"
             cause = connection_failure(text)
-            return TransientError(f"{first}: {cause}" if cause else first)
+            return TransientError(f"{first}: {cause}" if cause else first,
+                                  timed_out=_http_kind_of(text) == "Timeout")
         if isinstance(exc, GenericError):  # permanent (4xx and the like): no retries
             return StorageError(f"{what} {self.root_url}/{key} failed: {text.splitlines()[0]}",
                                 key=key, attempts=1)
