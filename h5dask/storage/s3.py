@@ -20,7 +20,7 @@ from obstore.store import S3Store
 from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
 from .base import ObjectStore, TransientError, cached_store
 from .keys import check_key
-from .s3_options import S3Settings
+from .s3_options import S3Settings, masked_key_id
 from .settings import DEFAULT_TUNING, StoreTuning
 from .sync import sync
 
@@ -289,8 +289,8 @@ class S3ObjectStore(ObjectStore):
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or anon=True for "
                     "public data.")
         return (f"Check the access key and secret (credentials from {s.credential_source}, "
-                f"key {s.key!r}) and that they are allowed to {what} in bucket "
-                f"{self.bucket!r}.")
+                f"key id {masked_key_id(s.key or '')}) and that they are allowed to {what} "
+                f"in bucket {self.bucket!r}.")
 
     def _no_bucket(self) -> BucketNotFoundError:
         where = f" at {self.settings.endpoint}" if self.settings.endpoint else ""
