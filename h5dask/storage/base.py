@@ -541,6 +541,25 @@ class ObjectStore(ABC):
     async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
         raise NotImplementedError
 
+    async def list_with_md5(self, prefix: str, *, kind: str = "chunk"
+                            ) -> dict[str, str | None]:
+        """Every key under ``prefix`` (recursively, as :meth:`list`), with the content MD5
+        its listing shows (see :meth:`list_md5`), else None: one listing, where keys and
+        then their MD5s would take two.
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> from h5dask.storage.sync import sync
+        >>> sync(LocalObjectStore("/tmp/h5dask-doc-md5").list_with_md5("db/"))
+        {}
+        """
+        check_prefix(prefix)
+        found = await self._call("LIST", prefix, kind, lambda: self._list_with_md5(prefix))
+        record_io(kind, "list_requests")
+        return dict(sorted(found.items()))
+
+    async def _list_with_md5(self, prefix: str) -> dict[str, str | None]:
+        return dict.fromkeys(await self._list(prefix))
+
     async def list_modified(self, prefix: str = "") -> dict[str, float]:
         """All keys under ``prefix`` with their last-modified times (seconds since the
         epoch)."""

@@ -410,12 +410,19 @@ class S3ObjectStore(ObjectStore):
             batch = await anext(stream, [])  # the first page only: one request
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
-        found = {}
-        for meta in batch:
-            etag = (meta.get("e_tag") or "").strip('"').lower()
-            if _MD5_RE.fullmatch(etag):  # not "<md5>-<parts>" (multipart), "W/..."
-                found[meta["path"]] = etag
-        return found
+        return {meta["path"]: md5 for meta in batch if (md5 := _content_md5(meta))}
+
+    async def _list_with_md5(self, prefix: str) -> dict[str, str | None]:
+        if not self.content_md5_listing:  # its ETags were found not to be MD5s
+            return await super()._list_with_md5(prefix)
+        try:
+            found: dict[str, str | None] = {}
+            stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
+            async for batch in stream:
+                found.update((meta["path"], _content_md5(meta)) for meta in batch)
+            return found
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
 
     async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         try:
@@ -434,6 +441,12 @@ class S3ObjectStore(ObjectStore):
             return found
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
+
+
+def _content_md5(meta: Any) -> str | None:
+    """A listed object's ETag if it is shaped like the MD5 of its bytes, else None."""
+    etag = (meta.get("e_tag") or "").strip('"').lower()
+    return etag if _MD5_RE.fullmatch(etag) else None  # not "<md5>-<parts>", "W/..."
 
 
 def _whole(data: memoryview, size: int) -> memoryview:

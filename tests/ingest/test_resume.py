@@ -179,3 +179,35 @@ def test_kept_chunks_deleted_while_the_load_runs_stop_it_before_it_publishes(
     summary = load_file(src, url, storage_options=options, progress=False)
     assert summary.chunks_kept >= 19
     assert_reads_as_h5py(url, options, src)
+
+
+def test_a_resumed_load_on_s3_lists_its_root_once_to_find_what_is_stored(
+        tmp_path: Path, storage_options: dict, s3_bucket_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys and their listed MD5s come from one listing of db/<root>/ (before: a LIST of
+    the keys, then another for the MD5s of at most one page); the only other LIST of the
+    root is the check, just before publishing, that the kept chunks are still there."""
+    from h5dask.storage.base import ObjectStore
+
+    url = f"{s3_bucket_url}/listed-once.h5"
+    src = tmp_path / "src.h5"
+    write_source(src, seed=1)
+    kill_a_load(src, url, storage_options, after_chunks=20)
+    listed: list[str] = []
+    got: list[str] = []
+    call = ObjectStore._call
+
+    async def counting_call(self: Any, what: str, key: str, kind: str, fn: Any) -> Any:
+        if what == "LIST":
+            listed.append(key)
+        elif what == "GET" and key.startswith("db/"):
+            got.append(key)
+        return await call(self, what, key, kind, fn)
+
+    monkeypatch.setattr(ObjectStore, "_call", counting_call)
+    summary = load_file(src, url, storage_options=storage_options, progress=False)
+    assert summary.chunks_kept >= 20
+    root_lists = [key for key in listed if key.startswith("db/") and key.count("/") == 2]
+    assert len(root_lists) == 2 and len(set(root_lists)) == 1, listed  # find, then check
+    assert got == []  # the kept chunks' MD5s were listed: none fetched to compare
+    assert_reads_as_h5py(url, storage_options, src)
