@@ -28,11 +28,14 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import FolderNotEmptyError, H5DaskError, StoragePermissionError
+from .errors import FolderNotEmptyError, H5DaskError, LoadInProgressError, StoragePermissionError
 from .process_exit import CleanExitGroup
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 EXIT_REFUSED = 5
+#: ``h5dask load`` published its domain(s) without some objects it could not import (each
+#: listed as "skipped:"), as rsync's 23 says a transfer was partial; --allow-skips: 0
+EXIT_SKIPPED = 6
 
 
 def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None,
@@ -108,7 +111,7 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     code = EXIT_ERROR
-    if isinstance(exc, FolderNotEmptyError):
+    if isinstance(exc, FolderNotEmptyError | LoadInProgressError):
         code = EXIT_REFUSED
     elif isinstance(exc, FileNotFoundError | KeyError):
         code = EXIT_NOT_FOUND
@@ -150,7 +153,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     The store and credentials come from the AWS environment (AWS_ENDPOINT_URL_S3,
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...) or from each command's
     --endpoint-url and -o options. Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found,
-    4 permission denied, 5 refused, 130 interrupted.
+    4 permission denied, 5 refused, 6 loaded with objects skipped (load), 130 interrupted.
 
     \b
     Examples:
@@ -224,18 +227,25 @@ def _load_targets(sources: tuple[str, ...], url: str) -> list[tuple[str, str]]:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--src-storage-option", multiple=True, metavar="KEY=VALUE",
               help="A storage option for reading SRC, repeatable.")
+@click.option("--allow-skips", is_flag=True,
+              help="Exit 0 even if some objects could not be imported and were skipped "
+                   "(listed as 'skipped:'); without it such a load exits 6.")
 @_storage_params
 @_guarded
 def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compression: str | None,
          overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
-         storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool,
-         bucket_root: str | None) -> None:
+         allow_skips: bool, storage_option: tuple[str, ...], endpoint_url: str | None,
+         anon: bool, bucket_root: str | None) -> None:
     """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link).
 
     URL names the new domain (s3://bucket/home/me/tas.h5), or a folder ending in "/"
     that receives each SRC as NAME.h5 (several SRC need one). An existing domain is
     refused unless --overwrite is given. netCDF-3 files: convert them first (nccopy -k
     nc4 in.nc out.nc).
+
+    Objects that cannot be imported (a type HSDS cannot hold, a filter without its
+    plugin, ...) are skipped and listed; the domain is published without them and the
+    exit status is 6, unless --allow-skips is given.
 
     \b
     Examples:
@@ -251,6 +261,7 @@ def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compres
     from .errors import LocalLinkWarning
     from .ingest.load import load_file
 
+    skipped: dict[str, int] = {}  # source -> objects skipped
     for source, domain in _load_targets(src, url):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LocalLinkWarning)
@@ -266,6 +277,14 @@ def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compres
 
             root = open_location(domain, options).store.root_url
             click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
+        if summary.skipped:
+            skipped[source] = len(summary.skipped)
+    if skipped and not allow_skips:
+        which = ", ".join(f"{n} of {name}" for name, n in skipped.items())
+        click.echo(f"h5dask: {sum(skipped.values())} object(s) skipped ({which}), listed "
+                   "above; the rest was loaded. Exit status 6: pass --allow-skips to "
+                   "accept skipped objects.", err=True)
+        sys.exit(EXIT_SKIPPED)
 
 
 # -- ls / info ----------------------------------------------------------------------------
@@ -452,7 +471,8 @@ def rm(url: str, recursive: bool, dry_run: bool, storage_option: tuple[str, ...]
 @click.option("--min-age", default=3600.0, show_default=True, type=float,  # admin's default
               metavar="SECONDS",
               help="Only objects whose prefix was last written longer ago than this "
-                   "(protects a load in progress).")
+                   "(protects a load in progress). A prefix a running load holds (its "
+                   "lease is live) is always kept.")
 @_storage_params
 @_guarded
 def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str, ...],

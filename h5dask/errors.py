@@ -112,6 +112,18 @@ class SizeLimitError(H5DaskError, ValueError):
     says how to raise the limit."""
 
 
+class LoadOptionError(H5DaskError, ValueError):
+    """An option of :func:`h5dask.load` / ``h5dask load`` that cannot be used as given
+    (``chunks=``, ``compression=``, ``link=`` with them, ...); the message names the
+    option, the value and what to give instead. Raised before anything is written."""
+
+
+class LoadInProgressError(H5DaskError, RuntimeError):
+    """Another run of the same load is writing the domain (its lease, see
+    :mod:`h5dask.ingest.lease`, is live): the message names that run (host, pid, when it
+    started) and when it can be taken over. ``h5dask load`` exits 5 (refused)."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedFilterError
+from ..errors import LoadOptionError, SizeLimitError, UnsupportedFilterError
 from ..format import codecs, ids
 from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
@@ -90,6 +90,8 @@ class SourceDataset:
     external: bool = False
     data_offset: int | None = None
     storage_size: int = 0
+    #: H5D_FILL_TIME_NEVER: unwritten values read as zeros (``fill_json`` is then None)
+    fill_time_never: bool = False
 
     @property
     def scalar(self) -> bool:
@@ -181,10 +183,12 @@ def _check_chunks(value: Any) -> Any:
     if isinstance(value, str) or not hasattr(value, "__iter__"):
         if isinstance(value, int):
             return (value,)
-        raise ValueError(f"chunks must be a shape, 'auto' or a dict, not {value!r}")
+        raise LoadOptionError(f"chunks must be a shape (e.g. (10, 180, 360)), 'auto' or a "
+                              f"dict of dataset -> shape, not {value!r}")
     shape = tuple(None if c is None or c == -1 else int(c) for c in value)
     if any(c is not None and c < 1 for c in shape):
-        raise ValueError(f"chunk dimensions must be positive: {value!r}")
+        raise LoadOptionError(f"chunk dimensions must be positive (None or -1 for a whole "
+                              f"dimension): {value!r}")
     return shape
 
 
@@ -205,7 +209,8 @@ class Compression:
     def parse(cls, compression: Any, opts: Any) -> Compression:
         if compression is None:
             if opts is not None:
-                raise ValueError("compression_opts needs compression=")
+                raise LoadOptionError("compression_opts needs compression= (e.g. "
+                                      "compression='gzip', compression_opts=4)")
             return cls()
         if compression is False or (isinstance(compression, str) and compression.lower() in (
                 "none", "")):
@@ -214,9 +219,10 @@ class Compression:
             compression, opts = "gzip", compression
         try:
             codec = codecs.compressor(compression)
+            level = codec.check_level(opts)
         except ValueError as exc:
-            raise ValueError(f"{exc} or 'none'") from None
-        return cls(True, codec.name, codec.check_level(opts))
+            raise LoadOptionError(f"compression: {exc} or 'none'") from None
+        return cls(True, codec.name, level)
 
 
 @dataclass(frozen=True)
@@ -281,8 +287,11 @@ class DatasetPlan:
     def dataset_json(self, table_id: str | None = None) -> dict:
         """The body of the new dataset (``table_id``: see :meth:`layout_json`)."""
         src = self.source
-        return dataset_json(src.type_json, Dataspace(src.shape, src.maxshape),
+        body = dataset_json(src.type_json, Dataspace(src.shape, src.maxshape),
                             self.layout_json(table_id), list(self.filters), src.fill_json)
+        if src.fill_time_never:  # as h5pyd records it (HSDS itself does not use it)
+            body["creationProperties"]["fillTime"] = "H5D_FILL_TIME_NEVER"
+        return body
 
     def chunk_table_json(self) -> dict:
         """The body of the chunk-table dataset of an INDIRECT layout."""
@@ -314,8 +323,9 @@ def plan_dataset(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
     key, request = options.chunks.request(src.path)
     if (isinstance(request, tuple) and len(request) != len(src.shape)
             and options.chunks.by_dataset):
-        raise ValueError(f"chunks= gives {src.path} the chunk shape {request}, but it "
-                         f"has {len(src.shape)} dimensions (shape {src.shape})")
+        raise LoadOptionError(f"chunks= gives {src.path} the chunk shape {request}, but it "
+                              f"has {len(src.shape)} dimensions (shape {src.shape}): give "
+                              f"it {len(src.shape)} chunk dimensions")
     chunks = resolve_chunks(request, src.shape, src.dtype, src.maxshape, src.chunks)
     mapped = mapped_filters(src.filters)
     comp, level = mapped.compressor, mapped.level
@@ -394,8 +404,9 @@ def _linked(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
     values = np.zeros(grid.grid_shape, dtype=CHUNK_TABLE_DTYPE)
     for i, info in zip(indices, src.stored):
         if info.size >= 2**31:
-            raise ValueError(f"{src.path}: a chunk of {info.size} bytes does not fit the "
-                             "int32 size field of an HSDS chunk table")
+            raise SizeLimitError(f"{src.path}: a chunk of {info.size} bytes does not fit the "
+                                 "int32 size field of an HSDS chunk table: load the file "
+                                 "without link=True (--link) to copy it in smaller chunks")
         values[i] = (info.byte_offset, info.size)
     values.flags.writeable = False
     return plan(None, len(indices), nbytes, chunk_table=values)

@@ -17,7 +17,7 @@ import xarray as xr
 from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5py
 
 import h5dask
-from h5dask.errors import CorruptChunkError, LinkedFileChangedError
+from h5dask.errors import CorruptChunkError, LinkedFileChangedError, LoadOptionError
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
 from h5dask.format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
@@ -192,10 +192,10 @@ def test_link_local_file_and_inline_limit(synthetic_h5, tmp_path):
 
 
 def test_link_needs_a_file_in_storage_or_on_disk(synthetic_h5, tmp_path):
-    with pytest.raises(ValueError, match="file system or in S3"):
+    with pytest.raises(LoadOptionError, match="file system or in S3.*copy it there first"):
         load_file("https://example.invalid/x.h5", (tmp_path / "d.h5").as_uri(), link=True,
                   progress=False)
-    with pytest.raises(ValueError, match="chunks= and compression="):
+    with pytest.raises(LoadOptionError, match="chunks= and compression="):
         load_file(synthetic_h5, (tmp_path / "d.h5").as_uri(), link=True, compression="gzip")
 
 
