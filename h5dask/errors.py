@@ -165,7 +165,9 @@ class ReadOnlyError(H5DaskError, PermissionError):
 
 
 class InvalidKeyError(H5DaskError, ValueError):
-    """An object key or domain path that would escape the bucket root."""
+    """An object key that would escape the bucket root (or alias another: an empty, '.'
+    or '..' segment). A URL a user gives with such a segment is a :class:`DomainURLError`
+    (see :func:`h5dask.storage.refuse_dot_segments`)."""
 
 
 class InvalidGroupPathError(H5DaskError, ValueError):
