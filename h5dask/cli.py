@@ -499,7 +499,11 @@ def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str,
 @click.option("--max-object-size", default=64 * 2**20, show_default=True, type=int,
               help="Largest object (and decompressed chunk) in bytes.")
 @click.option("--max-in-flight", default=8, show_default=True, type=int,
-              help="Requests reduced at once; more get 503.")
+              help="Requests reduced at once; more wait in a queue.")
+@click.option("--max-queued", default=128, show_default=True, type=int,
+              help="Requests that wait for an in-flight slot; more get 503.")
+@click.option("--queue-timeout", default=60.0, show_default=True, type=float,
+              metavar="SECONDS", help="Longest wait for an in-flight slot (503 after it).")
 @click.option("--body-timeout", default=10.0, show_default=True, type=float, metavar="SECONDS",
               help="Time a client has to send its whole request body; after it the "
                    "answer is 400 RequestTimeout.")
@@ -512,7 +516,8 @@ def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str,
 @click.option("--log-level", default="INFO", show_default=True)
 @_guarded
 def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_object_size: int,
-                 max_in_flight: int, body_timeout: float, max_object_reads: int,
+                 max_in_flight: int, max_queued: int, queue_timeout: float,
+                 body_timeout: float, max_object_reads: int,
                  upstream_route: tuple[str, ...], log_level: str) -> None:
     """Run the active-storage server (Reductionist v2 API)."""
     from .active.server import serve
@@ -524,7 +529,8 @@ def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_obje
         raise click.UsageError(str(exc)) from None
     serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level,
           body_timeout=body_timeout, upstream_routes=upstream_route,
-          max_object_reads=max_object_reads)
+          max_object_reads=max_object_reads, max_queued=max_queued,
+          queue_timeout=queue_timeout)
 
 
 @main.command()

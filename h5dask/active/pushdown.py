@@ -13,7 +13,9 @@ Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean
 ``count`` become for floating-point data with ``skipna``, and for integers):
 ``mean_chunk`` (nanmean), ``_nanmin_skip``/``_nanmax_skip``, ``sum`` of
 ``where(isnan(x), 0, x)`` (nansum), ``sum`` of ``~isnan(x)`` (count), and plain
-``sum``/``min``/``max`` of unmasked integers. Anything else is left to dask.
+``sum`` and ``chunk_min``/``chunk_max`` (min/max) of unmasked integers, whose extremes
+are combined in their own dtype, exactly. Anything else is left to dask (the ``mean``
+of unmasked integers among it).
 
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
@@ -193,7 +195,9 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
         return BlockReduction("mean", axis, True, dtype or np.float64), inner
     if name in ("_nanmax_skip", "_nanmin_skip", "nanmax", "nanmin"):
         return BlockReduction("max" if "max" in name else "min", axis, True, None), inner
-    if name in ("max", "min", "amax", "amin"):
+    if name in ("chunk_max", "chunk_min", "max", "min", "amax", "amin"):
+        # dask's min/max of integers run chunk_min/chunk_max on each block (np.min/np.max
+        # that skip empty blocks); older dask ran np.min/np.max themselves
         return BlockReduction("imax" if "max" in name else "imin", axis, True, None), inner
     if name == "sum":
         src = tasks.get(inner)
@@ -368,28 +372,45 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
         bound = info.max if op == "min" else info.min
         if any(np.any((r.counts > 0) & (r.values == bound)) for r in replies):
             return None  # reduced locally, where an infinity stays one
-    wide = np.float64 if source.dtype.kind == "f" else np.int64
-    if op == "min":
-        values = np.full(out_shape, np.inf)
-    elif op == "max":
-        values = np.full(out_shape, -np.inf)
+    if op in ("min", "max"):
+        # integers are combined in their own dtype: through float64 an int64 beyond 2**53
+        # would come back as a neighbour
+        acc, start = _extreme_accumulator(source.dtype, op)
     else:
-        values = np.zeros(out_shape, dtype=wide)
+        acc = np.dtype(np.float64 if source.dtype.kind == "f" else np.int64)
+        start = 0
+    values = np.full(out_shape, start, dtype=acc)
     counts = np.zeros(out_shape, dtype=np.int64)
     for piece, reply in zip(plan, replies):
         sel = tuple(slice(0, 1) if i in red.axis else s for i, s in enumerate(piece.out_sel))
         piece_shape = tuple(1 if i in red.axis else s.stop - s.start
                             for i, s in enumerate(piece.out_sel))
-        v = reply.values.astype(np.float64 if op in ("min", "max") else wide).reshape(piece_shape)
+        v = reply.values.astype(acc).reshape(piece_shape)
         c = reply.counts.reshape(piece_shape)
         if op in ("min", "max"):
-            v = np.where(c > 0, v, np.inf if op == "min" else -np.inf)
+            v = np.where(c > 0, v, start)
             combine = np.minimum if op == "min" else np.maximum
             values[sel] = combine(values[sel], v)
         elif op == "sum":
             values[sel] += v
         counts[sel] += c
     return values, counts
+
+
+def _extreme_accumulator(dtype: np.dtype, op: str) -> tuple[np.dtype, Any]:
+    """The dtype a block's min/max is combined in and the value it starts from: the
+    integer dtype itself and its largest/lowest value, else float64 and +/-inf.
+
+    Example::
+
+        >>> _extreme_accumulator(np.dtype(">i8"), "min")
+        (dtype('int64'), np.int64(9223372036854775807))
+    """
+    if dtype.kind in "iu":
+        native = dtype.newbyteorder("=")
+        info = np.iinfo(native)
+        return native, native.type(info.max if op == "min" else info.min)
+    return np.dtype(np.float64), np.float64(np.inf if op == "min" else -np.inf)
 
 
 def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: Decoding,
@@ -405,6 +426,8 @@ def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: De
         return np.asarray(total, dtype=red.dtype or total.dtype)
     if red.kind == "count":
         return counts.astype(red.dtype or np.int64)
+    if red.kind in ("imin", "imax"):  # undecoded integers, every count positive (run_block)
+        return values.astype(out_dtype)
     ext = values.astype(out_dtype) if decoded else values
     if decoded:  # as xarray decodes: convert, then scale and offset in the decoded dtype
         if dec.scale is not None:
@@ -525,7 +548,8 @@ def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockRed
                 f"variable {array.variable_name!r}: cannot reduce on {cfg.url}: {exc}") from exc
         warn_once(f"variable {array.variable_name!r}: {exc}")
         result = None
-    if result is None:
+    if result is None or (red.kind in ("imin", "imax") and not result[1].all()):
+        # an empty block: chunk_min/chunk_max answer an empty array there, not a number
         return local()
     return _finish(red, *result, dec, out_dtype)
 

@@ -18,7 +18,10 @@ import cbor2
 import numcodecs
 import numpy as np
 import pytest
+from servers.active import start_active_server, stop_process
 
+#: how long the upstream stub's /slow route takes to answer (conftest.py)
+SLOW_SECONDS = 1.5
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -141,13 +144,13 @@ def test_shape_must_match_size(
     [
         [[0, 2, 1], [0, 3, 1]],  # one dimension short
         [[0, 2, 1], [0, 3, 1], [0, 4, 0]],  # zero stride
-        [[0, 3, 1], [0, 3, 1], [0, 4, 1]],  # end past the length
-        [[0, 2, 1], [-4, 3, 1], [0, 4, 1]],  # start before -length
         [[0, 2, 1], [0, 3, 1], [0, 4.5, 1]],  # not an integer
         [[0, 2], [0, 3, 1], [0, 4, 1]],  # not a triple
+        [[0, 2, 1], [0, 3, 1], [0, 2**63, 1]],  # beyond 64 bits (Reductionist's isize)
+        # out-of-range starts and ends are clamped: see test_pyactivestorage.py
     ],
 )
-def test_selection_out_of_range(
+def test_bad_selection(
     active_server: Any, data_url: str, creds: Any, selection: Any
 ) -> None:
     fields = {"shape": [2, 3, 4], "selection": selection}
@@ -407,30 +410,78 @@ def test_corrupt_or_mis_sized_compressed_data(
     assert_field_error(status, reply, 400, "shape")
 
 
-def test_in_flight_limit(active_server: Any, upstream_stub: Any) -> None:
-    upstream_stub.objects["slow"] = np.arange(4, dtype="<i4").tobytes()
-    slow = json.dumps(body(upstream_stub.url("slow", "slow"), interface_type="http")).encode()
-
-    async def scenario() -> tuple[list[int], int, dict[str, Any]]:
-        url = active_server.url + "/v2/sum/"
+def _post_many(url: str, data: bytes, n: int, then: int = 0) -> tuple[list, list]:
+    """Post ``data`` ``n`` times at once, then, half a second later, ``then`` more:
+    the (status, seconds) of each, the first ``n`` and the later ones."""
+    async def scenario() -> tuple[list, list]:
         headers = {"Content-Type": "application/json"}
         async with aiohttp.ClientSession(trust_env=False) as s:
+            loop = asyncio.get_running_loop()
 
-            async def one() -> int:
-                async with s.post(url, data=slow, headers=headers) as r:
-                    await r.read()
-                    return r.status
+            async def one() -> tuple[int, float]:
+                start = loop.time()
+                async with s.post(url, data=data, headers=headers) as r:
+                    body = await r.read()
+                    assert r.status == 200 or b"server busy" in body, body
+                    return r.status, loop.time() - start
 
-            held = [asyncio.create_task(one()) for _ in range(active_server.max_in_flight)]
-            await asyncio.sleep(0.5)  # all four are now waiting on the slow upstream
-            async with s.post(url, data=slow, headers=headers) as r:
-                busy_status, busy_body = r.status, await r.json()
-            return list(await asyncio.gather(*held)), busy_status, busy_body
+            first = [asyncio.create_task(one()) for _ in range(n)]
+            await asyncio.sleep(0.5)  # the first n are in flight or waiting by now
+            later = await asyncio.gather(*(one() for _ in range(then)))
+            return list(await asyncio.gather(*first)), list(later)
 
-    held, busy_status, busy_body = asyncio.run(scenario())
-    assert busy_status == 503, busy_body
-    assert "busy" in busy_body["error"]["message"]
-    assert held == [200] * active_server.max_in_flight
+    return asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def small_server(upstream_stub: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server with 2 slots and 2 places in their queue, reading the stub."""
+    log_path = tmp_path_factory.mktemp("small-server") / "server.log"
+    proc, url = start_active_server(log_path, [
+        "--allow-upstream", upstream_stub.origin, "--max-in-flight", "2",
+        "--max-queued", "2", "--queue-timeout", str(SLOW_SECONDS * 4)])
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def _slow_body(upstream_stub: Any) -> bytes:
+    upstream_stub.objects["slow"] = np.arange(4, dtype="<i4").tobytes()
+    return json.dumps(body(upstream_stub.url("slow", "slow"), interface_type="http")).encode()
+
+
+def test_requests_beyond_the_slots_wait_for_one(small_server: str, upstream_stub: Any
+                                                ) -> None:
+    """Reductionist queues what it cannot start, and PyActiveStorage (30 threads) never
+    retries a 503: 4 requests on 2 slots all get 200, the last two after a wait."""
+    first, _ = _post_many(small_server + "/v2/sum/", _slow_body(upstream_stub), 4)
+    assert [status for status, _ in first] == [200] * 4
+    waited = sorted(seconds for _, seconds in first)[2:]
+    assert all(s >= SLOW_SECONDS * 2 * 0.9 for s in waited), first  # behind a slow one
+
+
+def test_a_full_queue_answers_busy(small_server: str, upstream_stub: Any) -> None:
+    first, later = _post_many(small_server + "/v2/sum/", _slow_body(upstream_stub), 4, 1)
+    assert [status for status, _ in first] == [200] * 4  # 2 in flight, 2 waiting
+    assert [status for status, _ in later] == [503]  # the queue was full
+    assert later[0][1] < SLOW_SECONDS  # at once, not after a wait
+
+
+def test_a_wait_longer_than_queue_timeout_answers_busy(
+    upstream_stub: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    log_path = tmp_path_factory.mktemp("impatient-server") / "server.log"
+    proc, url = start_active_server(log_path, [
+        "--allow-upstream", upstream_stub.origin, "--max-in-flight", "1",
+        "--queue-timeout", "0.2"])
+    try:
+        first, later = _post_many(url + "/v2/sum/", _slow_body(upstream_stub), 1, 1)
+    finally:
+        stop_process(proc)
+    assert [status for status, _ in first] == [200]
+    assert [status for status, _ in later] == [503]
+    assert later[0][1] < SLOW_SECONDS
 
 
 # -- logging ---------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ def test_buffer_pool_reuses_within_its_budget() -> None:
 
 
 def test_a_busy_server_is_asked_again_with_fewer_requests_in_flight() -> None:
-    """A server answers 503 "server busy" beyond its own limit (never queues): the
+    """A server answers 503 "server busy" beyond its own limit (and its queue): the
     client then lowers its requests in flight to that server and sends the refused
     request again, instead of falling back to a local reduction."""
     import asyncio

@@ -116,12 +116,17 @@ def load_root_prefix(src: Path, url: str, options: dict) -> str:
     return ids.object_prefix(ids.new_root_id(seed))
 
 
-def test_a_live_lease_refuses_and_the_refused_run_removes_nothing(tmp_path: Path) -> None:
-    url = local_domain(tmp_path, "held.h5")
+def domain_and_source(tmp_path: Path, name: str, seed: int) -> tuple[str, Path, Any, str]:
+    """A file:// domain URL, a source file for it, the domain's store and the db/ prefix
+    a load of that source into it writes."""
+    url = local_domain(tmp_path, name)
     src = tmp_path / "src.h5"
-    write_source(src, seed=7)
-    store = open_location(url).store
-    prefix = load_root_prefix(src, url, {})
+    write_source(src, seed=seed)
+    return url, src, open_location(url).store, load_root_prefix(src, url, {})
+
+
+def test_a_live_lease_refuses_and_the_refused_run_removes_nothing(tmp_path: Path) -> None:
+    url, src, store, prefix = domain_and_source(tmp_path, "held.h5", 7)
     other_chunk = f"{prefix}/d/0000-000000-000000/0_0"  # as the running load wrote it
     sync(store.put(other_chunk, b"written by the other run"))
     held = write_lease(store, prefix, os.getpid(), time.time())  # this process: alive
@@ -135,11 +140,7 @@ def test_a_live_lease_refuses_and_the_refused_run_removes_nothing(tmp_path: Path
 
 
 def test_stale_leases_of_dead_runs_are_taken_over(tmp_path: Path) -> None:
-    url = local_domain(tmp_path, "stale.h5")
-    src = tmp_path / "src.h5"
-    write_source(src, seed=8)
-    store = open_location(url).store
-    prefix = load_root_prefix(src, url, {})
+    url, src, store, prefix = domain_and_source(tmp_path, "stale.h5", 8)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, timeout=60)
     write_lease(store, prefix, int(dead.stdout), time.time())  # its process is gone
@@ -154,11 +155,7 @@ def test_a_run_whose_lease_was_taken_publishes_nothing_and_removes_nothing(
     """E.g. a machine paused past STALE_AFTER: another run took the prefix over."""
     from h5dask.ingest.copy import ChunkCopier
 
-    url = local_domain(tmp_path, "taken.h5")
-    src = tmp_path / "src.h5"
-    write_source(src, seed=9)
-    store = open_location(url).store
-    prefix = load_root_prefix(src, url, {})
+    url, src, store, prefix = domain_and_source(tmp_path, "taken.h5", 9)
     delete_unwritten = ChunkCopier.delete_unwritten
 
     async def and_another_run_takes_over(self: ChunkCopier) -> None:
