@@ -23,7 +23,7 @@ from ..errors import (
     SourceNotFoundError,
     StorageError,
 )
-from ..storage import Location, local_path, open_object
+from ..storage import Location, local_path, open_object, refuse_dot_segments
 from ..storage.base import ObjectStore
 from ..storage.links import ENV_VAR, LinkPolicy
 from ..storage.s3_options import TUNING_OPTIONS
@@ -141,6 +141,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
 
     src = os.fspath(src)
     parts = urlsplit(src)
+    refuse_dot_segments(src, parts)  # as for every URL (s3fs would walk up)
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
         path = local_path(src)

@@ -16,6 +16,21 @@ from .keys import check_key
 from .settings import DEFAULT_TUNING, StoreTuning
 
 
+def _dropped_response_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp's errors for a response cut short (http(s), gcs, abfs file systems use
+    it); none where it is not installed."""
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
+
+
+_DROPPED_RESPONSE = _dropped_response_errors()
+#: calls that walk a tree, as long as it is large: not bounded by the request timeout
+_LISTINGS = frozenset({"find", "ls", "walk"})
+
+
 class FsspecObjectStore(ObjectStore):
     """The objects under ``root`` of an fsspec file system.
 
@@ -67,17 +82,32 @@ class FsspecObjectStore(ObjectStore):
 
     async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            if isinstance(self.fs, AsyncFileSystem) and self.fs.asynchronous:
-                return await getattr(self.fs, "_" + name)(*args, **kwargs)
-            return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+            if not isinstance(self.fs, AsyncFileSystem):
+                return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+            call = getattr(self.fs, "_" + name)(*args, **kwargs)
+            if not self.fs.asynchronous:  # on the file system's own loop, as fsspec runs it
+                call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.fs.loop))
+            if name in _LISTINGS:  # as long as the tree is large
+                return await call
+            # the client's own waits may be long (aiohttp's: 5 minutes per request);
+            # cancelling the wait cancels the request
+            async with asyncio.timeout(self.tuning.timeout):
+                return await call
         except FileNotFoundError:
             raise
         except PermissionError as exc:
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise TransientError(f"{name}: no answer in {self.tuning.timeout:g} s "
+                                 f"{exc}".rstrip(), timed_out=True) from exc
+        except OSError as exc:
             raise TransientError(str(exc)) from exc
         except H5DaskError:
             raise
+        except _DROPPED_RESPONSE as exc:
+            # a body cut short of its Content-Length (aiohttp checks it) or a connection
+            # dropped before the answer: never data, and another attempt can succeed
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             # the client's own errors (aiohttp's InvalidUrlClientError for a URL it cannot
             # fetch, an HTTP status, ...): retried only for a status worth retrying
