@@ -42,6 +42,13 @@ def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or getattr(exc, "timed_out", False)
 
 
+def _silence(exc: BaseException, began: float) -> float:
+    """The seconds an attempt that began at ``began`` waited for an answer that never
+    came: all of it if it timed out, none if it was answered (an error status, a body
+    that progressed and then broke), which ``max_attempts`` bounds instead."""
+    return time.monotonic() - began if _timed_out(exc) else 0.0
+
+
 class RequestSlots:
     """At most ``n`` requests of one store at once, whoever makes them: dask tasks
     blocking in their own threads and coroutines on any event loop (the I/O loop
@@ -370,29 +377,32 @@ class ObjectStore(ABC):
         return self.root_url
 
     def _after_failure(self, what: str, key: str, kind: str, attempt: int,
-                       exc: BaseException, started: float) -> float:
-        """The wait before the next attempt; or, after the last attempt or past the
-        operation's deadline, a StorageError naming the object, the tries and the time."""
+                       exc: BaseException, started: float, unanswered: float) -> float:
+        """The wait before the next attempt; or, after the last attempt or once the
+        operation has waited ``deadline`` seconds in all for answers that never came
+        (``unanswered``: attempts that timed out), a StorageError naming the object, the
+        tries and the time. Slot waits, back-offs and attempts that were answered (a
+        503, a transfer that progressed and then broke) never count against the deadline:
+        they are bounded by ``max_attempts``."""
         elapsed = time.monotonic() - started
-        delay = self.retry.delay(attempt)
-        past_deadline = elapsed + delay >= self.tuning.deadline
+        past_deadline = unanswered >= self.tuning.deadline
         if attempt < self.retry.max_attempts and not past_deadline:
             record_io(kind, "retries")
-            return delay
+            return self.retry.delay(attempt)
         record_io(kind, "errors")
         if _timed_out(exc):
             t = self.tuning
             raise StorageError(
                 f"{what} of {self.root_url}/{key} failed after {attempt} attempts: no answer "
-                f"from {self.endpoint} in {elapsed:.1f} s ({exc}). Check that the endpoint is "
-                "reachable and healthy; the waits are storage_options={"
+                f"from {self.endpoint} in {unanswered:.1f} s ({exc}). Check that the endpoint "
+                "is reachable and healthy; the waits are storage_options={"
                 f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
                 f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
-                "(seconds per connection, per request, per operation).",
+                "(seconds per connection, per request, per operation without an answer).",
                 key=key, attempts=attempt) from exc
-        stopped = (f" (stopped at the operation's deadline, storage_options "
-                   f"{{'deadline': {self.tuning.deadline:g}}} seconds)" if past_deadline
-                   and attempt < self.retry.max_attempts else "")
+        stopped = (f" (stopped at the operation's deadline: {unanswered:.1f} s without an "
+                   f"answer, storage_options {{'deadline': {self.tuning.deadline:g}}} seconds)"
+                   if past_deadline and attempt < self.retry.max_attempts else "")
         raise StorageError(
             f"{what} of {self.root_url}/{key} failed after {attempt} attempts in "
             f"{elapsed:.1f} s{stopped}: {exc}. Check that the object store is reachable and "
@@ -400,34 +410,38 @@ class ObjectStore(ABC):
             key=key, attempts=attempt) from exc
 
     async def _call(self, what: str, key: str, kind: str, fn: Callable[[], Awaitable[T]]) -> T:
-        attempt, started = 0, 0.0
+        attempt, started, unanswered = 0, time.monotonic(), 0.0
         while True:
             attempt += 1
             try:
                 await self._slots.acquire()
-                started = started or time.monotonic()  # the deadline counts from here
+                began = time.monotonic()  # after the slot wait: never the server's silence
                 try:
                     return await fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                await asyncio.sleep(self._after_failure(what, key, kind, attempt, exc, started))
+                unanswered += _silence(exc, began)
+                await asyncio.sleep(self._after_failure(what, key, kind, attempt, exc, started,
+                                                        unanswered))
 
     def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
         """:meth:`_call` for blocking calls made in the caller's thread: the same retries,
         errors and statistics, within the same ``max_concurrency`` slots."""
-        attempt, started = 0, 0.0
+        attempt, started, unanswered = 0, time.monotonic(), 0.0
         while True:
             attempt += 1
             try:
                 self._slots.acquire_sync()
-                started = started or time.monotonic()  # the deadline counts from here
+                began = time.monotonic()  # after the slot wait: never the server's silence
                 try:
                     return fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                time.sleep(self._after_failure(what, key, kind, attempt, exc, started))
+                unanswered += _silence(exc, began)
+                time.sleep(self._after_failure(what, key, kind, attempt, exc, started,
+                                               unanswered))
 
     def _blocking_get(self) -> Callable[[str, tuple[int, int] | None],
                                         bytes | memoryview | None] | None:
