@@ -33,9 +33,12 @@ class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
     short responses, timeouts); ``timed_out`` when no answer came in time."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, stalled: bool = False
+                 ) -> None:
         super().__init__(message)
-        self.timed_out = timed_out
+        #: no answer, or no more of its body (``stalled``), came in time
+        self.timed_out = timed_out or stalled
+        self.stalled = stalled
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -193,16 +196,40 @@ def _checked_range(store: ObjectStore, key: str, byte_range: tuple[int, int] | N
     """A ranged GET's bytes, never more than asked: a server that ignores the Range
     request answers with the whole object, whose first bytes are not the range's (a
     linked chunk would be decoded from the wrong bytes). Fewer is the object's end,
-    which callers judge (a linked chunk's range must be whole)."""
+    which callers judge (a linked chunk's range must be whole). Back ends that see the
+    answer's status refuse a whole object even when it is not longer than the range
+    (:func:`whole_object_for_range`)."""
     if byte_range is None or data is None:
         return data
     start, stop = byte_range
     if len(data) > stop - start:
-        raise StorageError(
-            f"GET of {store.root_url}/{key} bytes [{start}:{stop}) returned {len(data)} "
-            f"bytes, not {stop - start}: the server ignored the Range request; read the "
-            "file through a server (or proxy) that answers ranged GETs", key=key, attempts=1)
+        raise whole_object_for_range(store, key, byte_range, len(data))
     return data
+
+
+def whole_object_for_range(store: ObjectStore, key: str, byte_range: tuple[int, int],
+                           size: int | None) -> StorageError:
+    """The error for a ranged GET answered with the whole object (``size`` bytes, None
+    if untold) where that is not the range's bytes."""
+    start, stop = byte_range
+    if size is not None and start >= size:
+        return range_past_the_end(store, key, byte_range, size)
+    got = "the whole object" if size is None else f"{size} bytes"
+    return StorageError(
+        f"GET of {store.root_url}/{key} bytes [{start}:{stop}) returned {got}, not "
+        f"{stop - start}: the server ignored the Range request; read the file through a "
+        "server (or proxy) that answers ranged GETs", key=key, attempts=1)
+
+
+def range_past_the_end(store: ObjectStore, key: str, byte_range: tuple[int, int],
+                       size: int | str | None) -> StorageError:
+    """The error for a ranged GET that starts at or beyond the object's end."""
+    start, stop = byte_range
+    return StorageError(
+        f"GET of {store.root_url}/{key} bytes [{start}:{stop}): the range starts beyond the "
+        f"object's end ({size or 'unknown'} bytes); the object is shorter than the metadata "
+        "that points into it expects: it was truncated or rewritten (reload it)",
+        key=key, attempts=1)
 
 
 def _recorded_get(kind: str, data: T) -> T:
@@ -392,9 +419,11 @@ class ObjectStore(ABC):
         record_io(kind, "errors")
         if _timed_out(exc):
             t = self.tuning
+            waited = "a body stalled mid-transfer" if getattr(exc, "stalled", False) else \
+                "no answer"
             raise StorageError(
-                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: no answer "
-                f"from {self.endpoint} in {unanswered:.1f} s ({exc}). Check that the endpoint "
+                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: {waited}"
+                f" from {self.endpoint} in {unanswered:.1f} s ({exc}). Check that the endpoint "
                 "is reachable and healthy; the waits are storage_options={"
                 f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
                 f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
