@@ -335,13 +335,14 @@ class ObjectStore(ABC):
     async def _list_modified(self, prefix: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
 
-    async def _size(self, key: str) -> int | None:
+    async def _stat(self, key: str) -> ObjectVersion | None:
+        """Back ends that can tell an object's size and version override this (one HEAD)."""
         raise NotImplementedError(f"{type(self).__name__} cannot tell object sizes")
 
-    async def _stat(self, key: str) -> ObjectVersion | None:
-        """Back ends that can tell an object's version override this (one HEAD)."""
-        size = await self._size(key)
-        return None if size is None else ObjectVersion(size)
+    async def _size(self, key: str) -> int | None:
+        """The object's size from :meth:`_stat`; back ends with a cheaper way override it."""
+        found = await self._stat(key)
+        return None if found is None else found.size
 
     @abstractmethod
     def _init_args(self) -> tuple:

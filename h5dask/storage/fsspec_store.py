@@ -198,10 +198,6 @@ class FsspecObjectStore(ObjectStore):
     async def _put(self, key: str, data: bytes) -> None:
         await self._run("pipe_file", self._full(key), data)
 
-    async def _size(self, key: str) -> int | None:
-        found = await self._stat(key)
-        return None if found is None else found.size
-
     async def _stat(self, key: str) -> ObjectVersion | None:
         try:
             info = await self._run("info", self._full(key))
