@@ -130,9 +130,9 @@ class FsspecObjectStore(ObjectStore):
             status = getattr(exc, "status", None)
             if isinstance(status, int) and (status in (408, 429) or status >= 500):
                 raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-            where = f"{where}" if where is not None else self.root_url
-            raise StorageError(f"{name} of {where} failed: {type(exc).__name__}: {exc}",
-                               key=where, attempts=1) from exc
+            raise StorageError(f"{name} of {self.root_url if where is None else where} "
+                               f"failed: {type(exc).__name__}: {exc}",
+                               key="" if where is None else str(where), attempts=1) from exc
 
     async def _http_get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
         """A GET through fsspec's http file system's session, bounded by ``timeout`` to
@@ -183,7 +183,7 @@ class FsspecObjectStore(ObjectStore):
         if self.protocol in _HTTP:
             try:
                 return await self._settle("GET", self._http_get(key, byte_range),
-                                          bounded=False, where=key)
+                                          bounded=False, where=self._full(key))
             except FileNotFoundError:
                 return None
         path = self._full(key)
