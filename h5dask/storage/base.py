@@ -264,6 +264,9 @@ class ObjectStore(ABC):
     async def _size(self, key: str) -> int | None:
         raise NotImplementedError(f"{type(self).__name__} cannot tell object sizes")
 
+    async def _modified(self, key: str) -> float | None:
+        raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
+
     @abstractmethod
     def _init_args(self) -> tuple:
         """Arguments that rebuild an equivalent store in another process."""
@@ -457,6 +460,15 @@ class ObjectStore(ABC):
         """The object's size in bytes (a HEAD, not a GET), None if it does not exist."""
         check_key(key)
         found = await self._call("HEAD", key, kind, lambda: self._size(key))
+        record_io(kind, "read_requests")
+        return found
+
+    async def modified(self, key: str, *, kind: str = "metadata") -> float | None:
+        """When the store last wrote the object, by the store's clock (seconds since the
+        epoch; a HEAD), None if it does not exist. Comparing two such times needs no
+        agreement between the clocks of the machines that wrote the objects."""
+        check_key(key)
+        found = await self._call("HEAD", key, kind, lambda: self._modified(key))
         record_io(kind, "read_requests")
         return found
 

@@ -101,12 +101,21 @@ class FsspecObjectStore(ObjectStore):
     async def _put(self, key: str, data: bytes) -> None:
         await self._run("pipe_file", self._full(key), data)
 
-    async def _size(self, key: str) -> int | None:
+    async def _file_info(self, key: str) -> dict | None:
+        """fsspec's info of the file at ``key``, None if it is missing or a directory."""
         try:
             info = await self._run("info", self._full(key))
         except FileNotFoundError:
             return None
-        return None if info.get("type") == "directory" else int(info["size"])
+        return None if info.get("type") == "directory" else info
+
+    async def _size(self, key: str) -> int | None:
+        info = await self._file_info(key)
+        return None if info is None else int(info["size"])
+
+    async def _modified(self, key: str) -> float | None:
+        info = await self._file_info(key)
+        return None if info is None else _mtime(info)
 
     async def _delete(self, key: str) -> None:
         try:

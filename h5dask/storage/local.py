@@ -395,16 +395,22 @@ class LocalObjectStore(ObjectStore):
         await asyncio.to_thread(self._write, key, data)
 
     async def _size(self, key: str) -> int | None:
-        return await asyncio.to_thread(self._stat_size, key)
+        found = await asyncio.to_thread(self._stat, key)
+        return None if found is None else found.st_size
 
-    def _stat_size(self, key: str) -> int | None:
+    async def _modified(self, key: str) -> float | None:
+        found = await asyncio.to_thread(self._stat, key)  # this machine's (or NFS server's) clock
+        return None if found is None else found.st_mtime
+
+    def _stat(self, key: str) -> os.stat_result | None:
+        """The file's stat, None if it is missing or a directory."""
         try:  # reached as a read reaches it (inside the root, no symlinks out)
             fd = self._open_beneath(key, self._path(key))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
             st = os.fstat(fd)
-            return None if stat.S_ISDIR(st.st_mode) else st.st_size
+            return None if stat.S_ISDIR(st.st_mode) else st
         finally:
             os.close(fd)
 

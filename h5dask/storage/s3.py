@@ -360,13 +360,20 @@ class S3ObjectStore(ObjectStore):
             raise TransientError(f"short multipart read: {len(data)} of {size} bytes")
         return data
 
-    async def _size(self, key: str) -> int | None:
+    async def _head(self, key: str) -> dict | None:
         try:
-            meta = await obstore.head_async(self._store, key)
+            return await obstore.head_async(self._store, key)
         except Exception as exc:
             self._get_failed(exc, key, ranged=False)  # raises unless the object is missing
             return None
-        return int(meta["size"])
+
+    async def _size(self, key: str) -> int | None:
+        meta = await self._head(key)
+        return None if meta is None else int(meta["size"])
+
+    async def _modified(self, key: str) -> float | None:
+        meta = await self._head(key)
+        return None if meta is None else meta["last_modified"].timestamp()
 
     async def _put(self, key: str, data: bytes) -> None:
         try:
