@@ -60,7 +60,8 @@ def test_a_second_run_while_one_writes_is_refused_naming_it(tmp_path: Path,
     src = tmp_path / "src.h5"
     write_source(src, seed=5)
     store = open_location(url, options).store
-    first = start_load(src, url, options, delay=0.05)  # about 1.5 s of chunks
+    first = start_load(src, url, options, delay=0.15)  # about 4 s of chunks: a busy
+    # machine may take seconds to start the second process
     deadline = time.monotonic() + 60
     while not [k for k in leases(store)] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -100,6 +101,13 @@ async def write_lease_async(store: Any, root_prefix: str, pid: int, renewed: flo
 def write_lease(store: Any, root_prefix: str, pid: int, renewed: float,
                 machine: str | None = None) -> str:
     return sync(write_lease_async(store, root_prefix, pid, renewed, machine))
+
+
+def backdate(store: Any, key: str, seconds: float) -> None:
+    """Make the store (a local directory) show ``key`` written ``seconds`` ago."""
+    path = Path(store.root) / key
+    then = time.time() - seconds
+    os.utime(path, (then, then))
 
 
 def load_root_prefix(src: Path, url: str, options: dict) -> str:
@@ -145,7 +153,8 @@ def test_stale_leases_of_dead_runs_are_taken_over(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, timeout=60)
     write_lease(store, prefix, int(dead.stdout), time.time())  # its process is gone
-    write_lease(store, prefix, 1, time.time() - lease.STALE_AFTER - 1, machine="elsewhere")
+    elsewhere = write_lease(store, prefix, 1, time.time(), machine="elsewhere")
+    backdate(store, elsewhere, lease.STALE_AFTER + 1)  # the store last wrote it then
     load_file(src, url, progress=False)
     assert_reads_as_h5py(url, {}, src)
     assert leases(store) == []
@@ -244,13 +253,6 @@ def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
     load_file(src, url, progress=False)
     assert_reads_as_h5py(url, {}, src)
     assert leases(store) == []
-
-
-def backdate(store: Any, key: str, seconds: float) -> None:
-    """Make the store (a local directory) show ``key`` written ``seconds`` ago."""
-    path = Path(store.root) / key
-    then = time.time() - seconds
-    os.utime(path, (then, then))
 
 
 def test_a_crashed_run_on_a_clock_ahead_is_stale_by_the_stores_clock(tmp_path: Path) -> None:
