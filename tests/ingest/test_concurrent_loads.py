@@ -297,3 +297,28 @@ def test_a_run_stops_renewing_once_its_lease_was_taken_over(
 
     assert sync(take_over_while_renewing())
     assert leases(store) == []
+
+
+def test_gc_leaves_a_prefix_a_load_published_after_gc_listed_the_domains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run that publishes between gc's listing of the domains and gc's lease: gc
+    lists the domains again under its lease and keeps the now referenced prefix."""
+    from test_resume import kill_a_load
+
+    from h5dask import admin
+
+    url = local_domain(tmp_path, "published.h5")
+    src = tmp_path / "src.h5"
+    write_source(src, seed=13)
+    store = open_location(url).store
+    kill_a_load(src, url, {}, after_chunks=20)
+    collect = admin._collect
+
+    async def a_rerun_publishes_first(store: Any, orphans: list) -> list:
+        await asyncio.to_thread(load_file, src, url, progress=False)
+        return await collect(store, orphans)
+
+    monkeypatch.setattr(admin, "_collect", a_rerun_publishes_first)
+    assert admin.gc(store.root_url, delete=True, min_age=0).orphans == []
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []
