@@ -334,7 +334,7 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
     from .storage import names_bucket_root
 
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
-    hint = ""  # what a URL that names no domain names instead, if anything
+    not_found = None  # says what a URL that names no domain names instead, if asked
     if not names_bucket_root(url):
         try:
             with File(url, "r", storage_options=options) as f:
@@ -344,9 +344,10 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
         except NotADomainError:
             raise
         except DomainNotFoundError as exc:
-            hint = f" ({exc.detail})" if exc.detail else ""
+            not_found = exc
     domains = list_domains(url, options)
-    if not domains:
+    if not domains:  # only now is the hint worth its requests
+        hint = f" ({not_found.detail})" if not_found is not None and not_found.detail else ""
         raise FileNotFoundError(f"no domain at or under {url!r}{hint}")
     for d in domains:
         click.echo(d)

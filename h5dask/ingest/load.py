@@ -478,19 +478,19 @@ class _Loader:
 
     async def find_stored(self) -> None:
         """A resumable load: tell the copier which chunk objects are stored already under
-        the domain's root (one LIST, and one more for their MD5s where listings show
-        them); nothing to find for a fresh root."""
+        the domain's root, with their MD5s where listings show them (one listing);
+        nothing to find for a fresh root."""
         assert self.copier is not None
         if not self.resumable:
             return
         store = self.store.inner
         prefix = ids.object_prefix(self.session.root_id) + "/"
-        keys = [k for k in await store.list(prefix) if not k.endswith(".json")]
-        if not keys:
+        listed = await store.list_with_md5(prefix, kind="other")
+        stored = {k: md5 for k, md5 in listed.items() if not k.endswith(".json")}
+        if not stored:
             return
-        md5s = await store.list_md5(prefix, len(keys) + 1024, kind="chunk") or {}
         self.copier.store = self.store
-        self.copier.stored = {k: md5s.get(k) for k in keys}
+        self.copier.stored = stored
         # chunk objects of this load's datasets that it does not write: deleted before
         # the domain is published, as they would be read as the dataset's values
         self.copier.prefixes = {ids.object_prefix(p.obj.new_id) for p in self.planned
@@ -618,7 +618,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
         workers = max_workers or min(8, store.inner.max_concurrency)
         options = PlanOptions(link, source.file_uri, chunk_spec, compression_req,
-                              inline_chunk_limit, source.file_size)
+                              inline_chunk_limit, source.file_size, source.file_version)
         loader = _Loader(source, session, store, summary, options, workers, progress,
                          resumable=root_id is not None)
         try:

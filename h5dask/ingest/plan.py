@@ -26,7 +26,13 @@ from ..format import codecs, ids
 from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
 from ..format.filters import ChunkCodec, filter_json
-from ..format.linked import CHUNK_TABLE_DTYPE, LINKED_FILE_SIZE_KEY, contiguous_ranges
+from ..format.linked import (
+    CHUNK_TABLE_DTYPE,
+    LINKED_FILE_PATH_KEY,
+    LINKED_FILE_SIZE_KEY,
+    LINKED_FILE_VERSION_KEY,
+    contiguous_ranges,
+)
 from ..format.metadata import (
     CONTIGUOUS_REF_CHUNK_MAX,
     _contiguous_chunks,
@@ -228,9 +234,9 @@ class Compression:
 @dataclass(frozen=True)
 class PlanOptions:
     """The load's options that decide plans. ``file_uri``: the source file as a linked
-    layout names it (None: it cannot be linked); ``file_size``: its size, recorded in
-    linked layouts so that readers can tell a rewritten file (see
-    :func:`h5dask.sources.linked_chunk_refs`)."""
+    layout names it (None: it cannot be linked); ``file_size`` and ``file_version``: its
+    size and version (as its store tells them), recorded in linked layouts so that
+    readers can tell a rewritten file (see :func:`h5dask.sources.linked_chunk_refs`)."""
 
     link: bool = False
     file_uri: str | None = None
@@ -238,6 +244,7 @@ class PlanOptions:
     compression: Compression = field(default_factory=Compression)
     inline_limit: int = INLINE_CHUNK_LIMIT
     file_size: int | None = None
+    file_version: str | None = None
 
 
 # -- what planning gives ------------------------------------------------------------------
@@ -268,6 +275,7 @@ class DatasetPlan:
     linked_chunks: int = 0
     linked_bytes: int = 0
     file_size: int | None = None  # of the linked file, recorded in its layout
+    file_version: str | None = None  # likewise
 
     @property
     def path(self) -> str:
@@ -275,13 +283,18 @@ class DatasetPlan:
 
     def layout_json(self, table_id: str | None = None) -> dict | None:
         """The new dataset's layout; an INDIRECT one names its chunk-table dataset. A
-        linked one records the linked file's size (:data:`LINKED_FILE_SIZE_KEY`)."""
+        linked one records the linked file's size and version and the dataset's path in
+        it (:data:`LINKED_FILE_SIZE_KEY`, :data:`LINKED_FILE_VERSION_KEY`,
+        :data:`LINKED_FILE_PATH_KEY`)."""
         layout = self.layout
         if self.chunk_table is not None:
             assert table_id is not None and self.source.chunks is not None
             layout = chunked_ref_indirect_layout(self.source.chunks, self.file_uri, table_id)
         if self.mode == "link" and self.file_size is not None and layout is not None:
             layout = {**layout, LINKED_FILE_SIZE_KEY: self.file_size}
+            if self.file_version is not None:
+                layout.update({LINKED_FILE_VERSION_KEY: self.file_version,
+                               LINKED_FILE_PATH_KEY: self.path})
         return layout
 
     def dataset_json(self, table_id: str | None = None) -> dict:
@@ -377,7 +390,8 @@ def _linked(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
 
     def plan(layout: dict | None, chunks: int, nbytes: int, **kw: Any) -> DatasetPlan:
         return DatasetPlan(src, "link", layout, filters, file_uri=uri, linked_chunks=chunks,
-                           linked_bytes=nbytes, file_size=options.file_size, **kw)
+                           linked_bytes=nbytes, file_size=options.file_size,
+                           file_version=options.file_version, **kw)
 
     if src.layout == "contiguous":
         offset = src.data_offset if src.allocated else None
