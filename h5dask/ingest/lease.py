@@ -52,7 +52,7 @@ from typing import Any
 
 from ..errors import LoadInProgressError
 from ..format import ids
-from ..storage.base import ObjectStore
+from ..storage.base import ObjectStore, ObjectVersion
 
 #: seconds after which a lease that was not renewed is stale (its run died)
 STALE_AFTER = 300.0
@@ -148,9 +148,15 @@ async def holders(store: ObjectStore, prefix: str) -> list[LeaseHolder]:
     keys, _dirs = await store.list_dir(prefix)
     leases = [k for k in keys if is_lease_key(k)]
     blobs = await asyncio.gather(*(store.get(k, kind="metadata") for k in leases))
-    times = await asyncio.gather(*(store.modified(k) for k in leases))
-    return [LeaseHolder.parse(k, b, t) for k, b, t in zip(leases, blobs, times)
-            if b is not None and t is not None]
+    versions = await asyncio.gather(*(store.stat(k) for k in leases))
+    return [LeaseHolder.parse(k, b, _written(v)) for k, b, v in zip(leases, blobs, versions)
+            if b is not None and v is not None]
+
+
+def _written(version: ObjectVersion) -> float:
+    """When the store wrote a lease; a store that cannot tell gets this machine's clock
+    (the file systems and object stores h5dask has all tell)."""
+    return time.time() if version.modified is None else version.modified
 
 
 async def live_holders(store: ObjectStore, prefix: str,
@@ -236,7 +242,7 @@ class PrefixLease:
         while True:
             await asyncio.sleep(RENEW_EVERY)
             try:
-                if await self.store.modified(self.key) is None:
+                if await self.store.stat(self.key) is None:
                     return  # the checks before publishing refuse
                 await self._write()
             except Exception:  # noqa: BLE001, S112 - the checks before publishing tell

@@ -65,17 +65,16 @@ def test_store_contract(backend: Backend) -> None:
         assert sync(store.list("")) == [f"{p}/db/a/b/obj", f"{p}/other/x"]
 
 
-def test_modified_is_the_stores_own_write_time(backend: Backend) -> None:
+def test_stat_tells_the_stores_own_write_time(backend: Backend) -> None:
     """What lease ages are judged by (h5dask.ingest.lease): the time the store gave the
     object, the same as its listing shows (HTTP dates: whole seconds)."""
     store = backend.store()
     p = backend.domain("modified")
     sync(store.put(f"{p}/db/r/.load-x.json", b"{}"))
-    written = sync(store.modified(f"{p}/db/r/.load-x.json"))
+    found = sync(store.stat(f"{p}/db/r/.load-x.json"))
     listed = sync(store.list_modified(f"{p}/db/"))[f"{p}/db/r/.load-x.json"]
-    assert written is not None and abs(written - listed) < 1.01
-    assert sync(store.modified(f"{p}/db/r/missing")) is None
-    assert sync(store.modified(f"{p}/db/r")) is None  # a "directory" is not an object
+    assert found is not None and found.modified is not None
+    assert abs(found.modified - listed) < 1.01
 
 
 def test_stats_count_requests_and_bytes(backend: Backend) -> None:
