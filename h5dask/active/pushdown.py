@@ -278,6 +278,30 @@ def _compose(shape: tuple[int, ...], first: tuple, rest: list[tuple]) -> tuple[s
     return tuple(current)
 
 
+def _ascending(region: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """``region`` with each negative-step slice (as :func:`_compose` gives it: a range,
+    whose stop may be -1) turned into the ascending slice over the same elements, and the
+    axes so turned. A reduction over a turned axis is the same; a kept one comes back
+    in ascending order, to be flipped.
+
+    Example::
+
+        >>> _ascending((slice(10, -1, -3), slice(0, 4, 1)))
+        ((slice(1, 11, 3), slice(0, 4, 1)), (0,))
+    """
+    out: list[slice] = []
+    turned: list[int] = []
+    for axis, s in enumerate(region):
+        if s.step > 0:
+            out.append(s)
+            continue
+        elements = range(s.start, s.stop, s.step)
+        out.append(slice(elements[-1], elements[0] + 1, -s.step) if elements
+                   else slice(0, 0, 1))
+        turned.append(axis)
+    return tuple(out), tuple(turned)
+
+
 def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: tuple,
                        axis: tuple[int, ...], fills: tuple, skip_nan: bool) -> dict | None:
     """The Reductionist request for one chunk object, or None when the chunk is not
@@ -448,6 +472,9 @@ class _BlockRequest:
     fills: tuple
     url: str
     op: str
+    #: axes the user's selection reverses: the server reduces their elements in
+    #: ascending order, and the answer is flipped along those of them that are kept
+    reversed_axes: tuple[int, ...] = ()
 
     def key(self) -> tuple:
         return (self.url, self.source.store.identity, self.source.dataset_id,
@@ -461,13 +488,14 @@ def _block_request(info: SourceInfo, getter_slices: tuple, getitems: list,
     shifted = tuple(slice(s.start + o if s.start is not None else o,
                           s.stop + o if s.stop is not None else None, s.step)
                     for s, o in zip(getter_slices, info.origin))
-    region = _compose(array.shape, shifted, getitems)
+    region, reversed_axes = _ascending(_compose(array.shape, shifted, getitems))
     dec = info.decoding
     op = {"mean": "sum", "nansum": "sum", "isum": "sum", "count": "count",
           "min": "min", "max": "max", "imin": "min", "imax": "max"}[red.kind]
     if dec.scale is not None and float(dec.scale) < 0 and op in ("min", "max"):
         op = "max" if op == "min" else "min"  # a negative scale swaps the extremes
-    return _BlockRequest(array.source, region, red, dec.fill_values, array.active.url, op)
+    return _BlockRequest(array.source, region, red, dec.fill_values, array.active.url, op,
+                         reversed_axes)
 
 
 # replies of queued tasks' requests, sent ahead (see h5dask.readahead): key -> (future, owner)
@@ -551,6 +579,9 @@ def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockRed
     if result is None or (red.kind in ("imin", "imax") and not result[1].all()):
         # an empty block: chunk_min/chunk_max answer an empty array there, not a number
         return local()
+    kept_reversed = tuple(a for a in req.reversed_axes if a not in red.axis)
+    if kept_reversed:  # the server answered those axes in ascending order
+        result = tuple(np.flip(part, axis=kept_reversed) for part in result)
     return _finish(red, *result, dec, out_dtype)
 
 

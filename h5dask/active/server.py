@@ -15,8 +15,9 @@ so a web page cannot post without a CORS preflight), JSON body limit (413), body
 deadline (400 ``RequestTimeout``; the body is read before an in-flight slot is taken,
 so slow clients cannot hold slots), object and decompressed size limit (413), in-flight
 request limit (requests beyond it wait in a bounded queue, as Reductionist's clients
-expect; 503 when it is full or the wait too long), reductions run in worker threads,
-memory about
+expect; 503 when it is full or the wait too long; a client that hangs up leaves it at
+once, logged as gone, not as a failure), reductions run in worker threads (a hung-up
+request keeps its slot until its thread ends), memory about
 in-flight x object size (one buffer per request, ``select`` answered from it, freed
 memory given back to the system), one log line per request without headers or
 credentials and with control characters escaped.
@@ -48,6 +49,7 @@ import numpy as np
 from aiohttp import web
 
 from h5dask.active import codecs, memory, operations
+from h5dask.active.config import ServerConfigError
 from h5dask.active.errors import ActiveStorageError, printable
 from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
 from h5dask.active.upstream import AllowList, Credentials, Routes, Upstream
@@ -122,12 +124,12 @@ class ServerConfig:
         object.__setattr__(self, "upstream_routes", tuple(self.upstream_routes))
         for name in ("max_object_size", "max_in_flight", "max_body_size", "max_object_reads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise ServerConfigError(name, "must be at least 1", getattr(self, name))
         if self.max_queued < 0:
-            raise ValueError("max_queued must be at least 0")
+            raise ServerConfigError("max_queued", "must be at least 0", self.max_queued)
         for name in ("body_timeout", "queue_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
+                raise ServerConfigError(name, "must be positive", getattr(self, name))
 
 
 #: seconds without a request after a burst of large ones before their memory is given back
@@ -367,19 +369,36 @@ def _check_json_content_type(request: web.Request) -> None:
 async def _write_reply(
     request: web.Request, parts: tuple[bytes, memoryview, bytes]
 ) -> web.StreamResponse:
-    """Send the CBOR reply piece by piece, waiting for the socket between slices."""
+    """Send the CBOR reply piece by piece, waiting for the socket between slices (a
+    client that went away meanwhile raises ConnectionResetError, logged as such)."""
     resp = web.StreamResponse(headers={"Content-Type": "application/cbor"})
     resp.content_length = sum(len(p) for p in parts)
     await resp.prepare(request)
-    try:
-        for part in parts:
-            view = memoryview(part)
-            for start in range(0, len(view), _WRITE_SLICE):
-                await resp.write(view[start : start + _WRITE_SLICE])
-        await resp.write_eof()
-    except ConnectionResetError:  # the client went away: nothing left to answer
-        pass
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(view), _WRITE_SLICE):
+            await resp.write(view[start : start + _WRITE_SLICE])
+    await resp.write_eof()
     return resp
+
+
+async def _in_thread_to_the_end(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a worker thread, awaited to its end even when the handler is
+    cancelled (its client went away): a thread cannot be stopped, and the request's slot
+    and buffer must stay taken while it uses them, or ``max_in_flight`` x object size
+    would no longer bound the memory. The cancellation is passed on once it has ended."""
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue  # cancelled again (the server stopping): the thread still runs
+        if not work.cancelled():
+            work.exception()  # its answer or error has nobody to go to
+        raise
 
 
 async def _operation(request: web.Request) -> web.StreamResponse:
@@ -413,13 +432,12 @@ async def _operation(request: web.Request) -> web.StreamResponse:
             raise state.routes.named_back(err, fetched=req.url, named=named.url) from None
         buffer = data.obj if isinstance(data, memoryview) else data
         size = len(data)
-        parts = await asyncio.to_thread(
+        parts = await _in_thread_to_the_end(
             compute_parts, operation, req, data, config.max_object_size
         )
         del data
-        # the computation is over (not merely cancelled: its thread would still use
-        # the buffer), and only a select's reply may be a view of the buffer, which the
-        # transport may still hold after the reply is written
+        # the computation is over, and only a select's reply may be a view of the
+        # buffer, which the transport may still hold after the reply is written
         reusable = operation != "select"
         size = max(size, len(parts[1]))
         return await _write_reply(request, parts)
@@ -448,12 +466,32 @@ def _error_response(err: ActiveStorageError) -> web.Response:
     return resp
 
 
+def _client_gone(request: web.Request) -> bool:
+    """Whether the request's client has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _log_client_gone(request: web.Request, start: float) -> None:
+    log.info(
+        "%s %s client went away after %.1fms",
+        printable(request.method),
+        printable(request.path),
+        (time.perf_counter() - start) * 1000.0,
+    )
+
+
 @web.middleware
 async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Turn every failure into a JSON error and log one line per request."""
+    """Turn every failure into a JSON error and log one line per request; a client that
+    hung up is logged as such (its handler cancelled, or its connection found closed)."""
     start = time.perf_counter()
     try:
         resp = await handler(request)
+    except asyncio.CancelledError:
+        if _client_gone(request):
+            _log_client_gone(request, start)
+        raise
     except ActiveStorageError as err:
         resp = _error_response(err)
     except web.HTTPException as exc:
@@ -464,6 +502,10 @@ async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamRespo
     except MemoryError:
         resp = _error_response(ActiveStorageError(503, "server out of memory for this request"))
     except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            _log_client_gone(request, start)
+            # never delivered; answered so that aiohttp does not log a failure of its own
+            return web.Response(status=499, reason="Client Closed Request")
         log.error(
             "internal error on %s %s: %s",
             printable(request.method),
@@ -613,7 +655,10 @@ def serve(
         config.queue_timeout,
         config.body_timeout,
     )
-    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=_event_loop())
+    # a client that hangs up cancels its handler: a request waiting for a slot leaves
+    # the queue instead of fetching and reducing for nobody
+    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=_event_loop(),
+                handler_cancellation=True)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -697,19 +742,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         Routes(args.upstream_route, AllowList(args.allow_upstream))
     except ValueError as exc:
         parser.error(str(exc))
-    serve(
-        host=args.host,
-        port=args.port,
-        allow_upstream=args.allow_upstream,
-        max_object_size=args.max_object_size,
-        max_in_flight=args.max_in_flight,
-        log_level=args.log_level,
-        body_timeout=args.body_timeout,
-        upstream_routes=args.upstream_route,
-        max_object_reads=args.max_object_reads,
-        max_queued=args.max_queued,
-        queue_timeout=args.queue_timeout,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            allow_upstream=args.allow_upstream,
+            max_object_size=args.max_object_size,
+            max_in_flight=args.max_in_flight,
+            log_level=args.log_level,
+            body_timeout=args.body_timeout,
+            upstream_routes=args.upstream_route,
+            max_object_reads=args.max_object_reads,
+            max_queued=args.max_queued,
+            queue_timeout=args.queue_timeout,
+        )
+    except ServerConfigError as exc:  # a bad option: one line, as argparse's own
+        parser.error(str(exc))
     return 0
 
 

@@ -225,9 +225,12 @@ class Compression:
             compression, opts = "gzip", compression
         try:
             codec = codecs.compressor(compression)
+        except ValueError as exc:  # 'none' is the other choice to an unknown codec
+            raise LoadOptionError(f"compression: {exc} or 'none'") from None
+        try:
             level = codec.check_level(opts)
         except ValueError as exc:
-            raise LoadOptionError(f"compression: {exc} or 'none'") from None
+            raise LoadOptionError(f"compression: {exc}") from None
         return cls(True, codec.name, level)
 
 
