@@ -30,9 +30,13 @@ from h5dask.storage import open_location, sync
 CONCURRENT_LOAD = Path(__file__).with_name("concurrent_load.py")
 
 
-def start_load(src: Path, url: str, options: dict, delay: float) -> subprocess.Popen:
+def start_load(src: Path, url: str, options: dict, delay: float,
+               gate: Path | None = None) -> subprocess.Popen:
+    """A load in its own process, each chunk PUT ``delay`` s slower and, given a ``gate``
+    file, held until that file exists."""
+    gated = [str(gate)] if gate is not None else []
     return subprocess.Popen([sys.executable, str(CONCURRENT_LOAD), str(src), url,
-                             json.dumps(options), str(delay)], stdout=subprocess.PIPE,
+                             json.dumps(options), str(delay), *gated], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
@@ -60,13 +64,14 @@ def test_a_second_run_while_one_writes_is_refused_naming_it(tmp_path: Path,
     src = tmp_path / "src.h5"
     write_source(src, seed=5)
     store = open_location(url, options).store
-    first = start_load(src, url, options, delay=0.15)  # about 4 s of chunks: a busy
-    # machine may take seconds to start the second process
+    gate = tmp_path / "go-on"
+    first = start_load(src, url, options, delay=0.0, gate=gate)  # holds until the gate
     deadline = time.monotonic() + 60
     while not [k for k in leases(store)] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert first.poll() is None, "the first load ended before the second started"
     second = outcome(start_load(src, url, options, delay=0.0))
+    gate.touch()
     assert second.startswith("refused") and f"pid {first.pid}" in second, second
     assert "is running already" in second and "Wait for it to finish" in second
     assert outcome(first) == "published"
