@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import requests
 from interop_compare import assert_values_equal, fresh_name
 
 import h5dask
+from h5dask.format.types import OBJ_REF
 
 h5pyd = pytest.importorskip("h5pyd")
 
@@ -150,3 +152,28 @@ def test_hsds_serves_sequences_of_records_h5dask_wrote(hsds_posix) -> None:
         assert want_f["with_empty"][0]["f1"][1]["a"].tolist() == [10, 11, 12, 13]
         assert_values_equal(want_f.attrs["nested"], _nested_values(h5pyd), "nested attribute")
         assert_values_equal(got_f.attrs["pairs"], want_f.attrs["pairs"], "pairs attribute")
+
+
+def test_hsds_serves_object_references_h5dask_wrote(hsds_posix) -> None:
+    """h5pyd's ``test_dataset_objref`` domains, copied by h5dask: HSDS reads reference
+    chunks only as fixed 48-byte ``collection/id`` fields; h5dask wrote length-prefixed
+    ids, and HSDS answered 500 ("buffer size must be a multiple of element size")."""
+    server = hsds_posix
+    domain = f"/home/{server.username}/{fresh_name('h5dask-refs')}"
+    url = _storage_url(server, domain)
+    with h5dask.File(url, "w") as f:
+        target_ids = [f.create_group("g1").id, f.create_dataset("ds", data=np.arange(4)).id]
+        refs = f.create_dataset("refs", shape=(4,), dtype=OBJ_REF, chunks=(2,))
+        refs[...] = np.array([*target_ids, None, target_ids[1]], dtype=object)
+        refs_id = refs.id
+    with h5dask.File(url) as f:
+        assert f["refs"][()].tolist() == [*target_ids, "", target_ids[1]]
+    # one request first, without h5pyd's minutes of retries of a 500
+    rsp = requests.get(f"{server.endpoint}/datasets/{refs_id}/value", params={"domain": domain},
+                       auth=(server.username, server.password), timeout=60)
+    assert rsp.status_code == 200, rsp.text
+    with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as f:
+        got = [v.decode() for v in f["refs"][()].tolist()]
+        assert got == [f"groups/{target_ids[0]}", f"datasets/{target_ids[1]}", "",
+                       f"datasets/{target_ids[1]}"]
+        assert f[f["refs"][1]].id.id == target_ids[1]  # h5pyd follows the reference
