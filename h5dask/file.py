@@ -86,11 +86,21 @@ def _external_domain(filename: str, linking_domain: str) -> str:
     ('home/me/other.h5', 'a/b.h5')
     >>> _external_domain("hdf5://home/you/c.h5", "home/me/run.h5")
     'home/you/c.h5'
+    >>> _external_domain("../../../etc/passwd", "home/me/run.h5")  # refused when opened
+    'home/me/../../../etc/passwd'
     """
     if filename.startswith("hdf5://"):
         filename = "/" + filename[len("hdf5://"):]
-    folder = posixpath.dirname("/" + linking_domain.strip("/"))
-    return posixpath.normpath(posixpath.join(folder, filename)).strip("/")
+    joined = posixpath.join(posixpath.dirname("/" + linking_domain.strip("/")), filename)
+    parts: list[str] = []
+    for part in joined.split("/"):
+        if part == "..":
+            if not parts:  # above the bucket's root: left as written, for the key
+                return joined.strip("/")  # check to refuse by its ".." (no clamping)
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
 
 
 # -- attributes -------------------------------------------------------------------------
