@@ -56,7 +56,9 @@ class Orphan:
     prefix: str  # e.g. "db/0123abcd-4567ef01/"
     objects: int
     age_seconds: float  # since its newest object was written
-    collected: bool = False  # False if kept because it is younger than min_age
+    collected: bool = False  # False if kept: younger than min_age, or a load writes it
+    #: the live lease of the load writing it (see h5dask.ingest.lease), "" if none
+    loading: str = ""
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Collection:
         lines = []
         for o in self.orphans:
             state = ("deleted" if self.deleted else "orphaned") if o.collected else (
+                f"kept: a load is writing it, {o.loading}" if o.loading else
                 "kept: younger than the minimum age (a load in progress?)")
             lines.append(f"{self.bucket}/{o.prefix}  {o.objects} objects, "
                          f"{o.age_seconds / 3600:.1f} h old  {state}")
@@ -187,11 +190,23 @@ def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
 
 
 # -- gc ------------------------------------------------------------------------------------
+async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, float]) -> str:
+    """The live lease of a load writing ``prefix`` (whose objects are ``keys``), as
+    text, or "": a resumed load may keep chunks older than any min_age."""
+    from .ingest.lease import is_lease_key, live_holders
+
+    if not any(is_lease_key(k) for k in keys):
+        return ""
+    running = await live_holders(store, prefix)
+    return running[0].describe(time.time()) if running else ""
+
+
 def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AGE,
        storage_options: Mapping[str, Any] | None = None) -> Collection:
     """Find the ``db/<root id>/`` prefixes of a bucket that no ``.domain.json`` references
     (left by an interrupted load, or by ``--overwrite`` replacing a domain) and, with
-    ``delete=True``, remove those whose newest object is older than ``min_age`` seconds.
+    ``delete=True``, remove those whose newest object is older than ``min_age`` seconds
+    and that no running load holds (a live lease, see :mod:`h5dask.ingest.lease`).
 
     ``bucket_url`` names the bucket root: ``s3://bucket`` or the directory holding ``db/``.
 
@@ -218,7 +233,9 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
             if not times:
                 continue  # an emptied "directory" some stores still list
             age = now - max(times.values())
-            orphan = Orphan(candidate, len(times), age, collected=age >= min_age)
+            loading = await _running_load(store, candidate, times)
+            orphan = Orphan(candidate, len(times), age, collected=age >= min_age and not loading,
+                            loading=loading)
             collection.orphans.append(orphan)
             if delete and orphan.collected:
                 await asyncio.gather(*(store.delete(k) for k in times))

@@ -28,11 +28,14 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import FolderNotEmptyError, H5DaskError, StoragePermissionError
+from .errors import FolderNotEmptyError, H5DaskError, LoadInProgressError, StoragePermissionError
 from .process_exit import CleanExitGroup
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PERMISSION, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 EXIT_REFUSED = 5
+#: ``h5dask load`` published its domain(s) without some objects it could not import (each
+#: listed as "skipped:"), as rsync's 23 says a transfer was partial; --allow-skips: 0
+EXIT_SKIPPED = 6
 
 
 def parse_storage_options(pairs: tuple[str, ...], endpoint_url: str | None,
@@ -108,7 +111,7 @@ def _fail(ctx: click.Context, exc: BaseException) -> None:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     code = EXIT_ERROR
-    if isinstance(exc, FolderNotEmptyError):
+    if isinstance(exc, FolderNotEmptyError | LoadInProgressError):
         code = EXIT_REFUSED
     elif isinstance(exc, FileNotFoundError | KeyError):
         code = EXIT_NOT_FOUND
@@ -150,7 +153,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     The store and credentials come from the AWS environment (AWS_ENDPOINT_URL_S3,
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...) or from each command's
     --endpoint-url and -o options. Exit codes: 0 ok, 1 error, 2 bad usage, 3 not found,
-    4 permission denied, 5 refused, 130 interrupted.
+    4 permission denied, 5 refused, 6 loaded with objects skipped (load), 130 interrupted.
 
     \b
     Examples:
@@ -224,18 +227,25 @@ def _load_targets(sources: tuple[str, ...], url: str) -> list[tuple[str, str]]:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--src-storage-option", multiple=True, metavar="KEY=VALUE",
               help="A storage option for reading SRC, repeatable.")
+@click.option("--allow-skips", is_flag=True,
+              help="Exit 0 even if some objects could not be imported and were skipped "
+                   "(listed as 'skipped:'); without it such a load exits 6.")
 @_storage_params
 @_guarded
 def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compression: str | None,
          overwrite: bool, no_progress: bool, src_storage_option: tuple[str, ...],
-         storage_option: tuple[str, ...], endpoint_url: str | None, anon: bool,
-         bucket_root: str | None) -> None:
+         allow_skips: bool, storage_option: tuple[str, ...], endpoint_url: str | None,
+         anon: bool, bucket_root: str | None) -> None:
     """Import the HDF5/netCDF-4 file SRC into the domain URL (or link it with --link).
 
     URL names the new domain (s3://bucket/home/me/tas.h5), or a folder ending in "/"
     that receives each SRC as NAME.h5 (several SRC need one). An existing domain is
     refused unless --overwrite is given. netCDF-3 files: convert them first (nccopy -k
     nc4 in.nc out.nc).
+
+    Objects that cannot be imported (a type HSDS cannot hold, a filter without its
+    plugin, ...) are skipped and listed; the domain is published without them and the
+    exit status is 6, unless --allow-skips is given.
 
     \b
     Examples:
@@ -251,6 +261,7 @@ def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compres
     from .errors import LocalLinkWarning
     from .ingest.load import load_file
 
+    skipped: dict[str, int] = {}  # source -> objects skipped
     for source, domain in _load_targets(src, url):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LocalLinkWarning)
@@ -266,6 +277,14 @@ def load(src: tuple[str, ...], url: str, link: bool, chunks: str | None, compres
 
             root = open_location(domain, options).store.root_url
             click.echo(f"  bucket root: {root} (the domain's objects are in its db/)")
+        if summary.skipped:
+            skipped[source] = len(summary.skipped)
+    if skipped and not allow_skips:
+        which = ", ".join(f"{n} of {name}" for name, n in skipped.items())
+        click.echo(f"h5dask: {sum(skipped.values())} object(s) skipped ({which}), listed "
+                   "above; the rest was loaded. Exit status 6: pass --allow-skips to "
+                   "accept skipped objects.", err=True)
+        sys.exit(EXIT_SKIPPED)
 
 
 # -- ls / info ----------------------------------------------------------------------------
@@ -315,7 +334,7 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
     from .storage import names_bucket_root
 
     options = parse_storage_options(storage_option, endpoint_url, anon, bucket_root)
-    hint = ""  # what a URL that names no domain names instead, if anything
+    not_found = None  # says what a URL that names no domain names instead, if asked
     if not names_bucket_root(url):
         try:
             with File(url, "r", storage_options=options) as f:
@@ -325,9 +344,10 @@ def ls_command(url: str, storage_option: tuple[str, ...], endpoint_url: str | No
         except NotADomainError:
             raise
         except DomainNotFoundError as exc:
-            hint = f" ({exc.detail})" if exc.detail else ""
+            not_found = exc
     domains = list_domains(url, options)
-    if not domains:
+    if not domains:  # only now is the hint worth its requests
+        hint = f" ({not_found.detail})" if not_found is not None and not_found.detail else ""
         raise FileNotFoundError(f"no domain at or under {url!r}{hint}")
     for d in domains:
         click.echo(d)
@@ -451,7 +471,8 @@ def rm(url: str, recursive: bool, dry_run: bool, storage_option: tuple[str, ...]
 @click.option("--min-age", default=3600.0, show_default=True, type=float,  # admin's default
               metavar="SECONDS",
               help="Only objects whose prefix was last written longer ago than this "
-                   "(protects a load in progress).")
+                   "(protects a load in progress). A prefix a running load holds (its "
+                   "lease is live) is always kept.")
 @_storage_params
 @_guarded
 def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str, ...],
@@ -478,7 +499,11 @@ def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str,
 @click.option("--max-object-size", default=64 * 2**20, show_default=True, type=int,
               help="Largest object (and decompressed chunk) in bytes.")
 @click.option("--max-in-flight", default=8, show_default=True, type=int,
-              help="Requests reduced at once; more get 503.")
+              help="Requests reduced at once; more wait in a queue.")
+@click.option("--max-queued", default=128, show_default=True, type=int,
+              help="Requests that wait for an in-flight slot; more get 503.")
+@click.option("--queue-timeout", default=60.0, show_default=True, type=float,
+              metavar="SECONDS", help="Longest wait for an in-flight slot (503 after it).")
 @click.option("--body-timeout", default=10.0, show_default=True, type=float, metavar="SECONDS",
               help="Time a client has to send its whole request body; after it the "
                    "answer is 400 RequestTimeout.")
@@ -491,7 +516,8 @@ def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str,
 @click.option("--log-level", default="INFO", show_default=True)
 @_guarded
 def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_object_size: int,
-                 max_in_flight: int, body_timeout: float, max_object_reads: int,
+                 max_in_flight: int, max_queued: int, queue_timeout: float,
+                 body_timeout: float, max_object_reads: int,
                  upstream_route: tuple[str, ...], log_level: str) -> None:
     """Run the active-storage server (Reductionist v2 API)."""
     from .active.server import serve
@@ -503,7 +529,8 @@ def serve_active(host: str, port: int, allow_upstream: tuple[str, ...], max_obje
         raise click.UsageError(str(exc)) from None
     serve(host, port, list(allow_upstream), max_object_size, max_in_flight, log_level,
           body_timeout=body_timeout, upstream_routes=upstream_route,
-          max_object_reads=max_object_reads)
+          max_object_reads=max_object_reads, max_queued=max_queued,
+          queue_timeout=queue_timeout)
 
 
 @main.command()

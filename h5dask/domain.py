@@ -55,7 +55,7 @@ from .format.metadata import (
 )
 from .storage import Location
 from .storage.links import LinkPolicy
-from .storage.sync import sync
+from .storage.sync import on_io_loop, sync
 
 Meta = GroupMeta | DatasetMeta | DatatypeMeta
 #: (root id, key -> content MD5): one listing of a domain's keys
@@ -271,11 +271,17 @@ class DomainSession:
             return NotADomainError(url,
                 f"{url!r} is {describe(kind)}, not an h5dask/HSDS domain: open it with "
                 f"xr.open_dataset(..., engine='scipy') or 'netcdf4'")
-        try:
-            hint = sync(_near_miss(self.store, self.location.domain))
-        except (H5DaskError, OSError):
-            hint = ""
-        return DomainNotFoundError(url, hint)
+        store, domain = self.store, self.location.domain
+
+        def near_miss() -> str:  # its requests are paid only when the error is shown
+            if on_io_loop():
+                return ""  # (a message formatted on the loop cannot wait for it)
+            try:
+                return sync(_near_miss(store, domain))
+            except (H5DaskError, OSError):
+                return ""
+
+        return DomainNotFoundError(url, near_miss)
 
     async def _get_first(self, domain_key: str, consolidated_key: str, obj_ids: list[str],
                          listed_root: str | None
@@ -757,6 +763,7 @@ def refuse_folder_url(url: str, name: str = "NAME.h5") -> None:
 
 
 _NEAR_MISS_CHILDREN = 20  # sub-prefixes checked for a domain when a URL names a folder
+_NEAR_MISS_PARENTS = 8  # nearest ancestors checked for a domain the URL is a path inside
 
 
 async def domain_roots(store: Any, keys: list[str]) -> dict[str, str | None]:
@@ -783,9 +790,11 @@ async def _domain_roots(store: Any, paths: list[str]) -> dict[str, str | None]:
 async def _near_miss(store: Any, domain: str) -> str:
     """What a URL that names no domain names instead, said as what to do: a path inside
     a domain (a group: pass ``group=``), or a folder with domains below it. Only run
-    when an open has failed, so its few GETs and one LIST cost nothing otherwise."""
+    when the error of a failed open is shown; at most _NEAR_MISS_PARENTS +
+    _NEAR_MISS_CHILDREN GETs and one LIST, whatever the path's depth or the folder's
+    size."""
     parts = domain.split("/")
-    parents = ["/".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+    parents = ["/".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)][:_NEAR_MISS_PARENTS]
     for parent, root in (await _domain_roots(store, parents)).items():
         if root is not None:
             inside = "/" + domain[len(parent) + 1:]

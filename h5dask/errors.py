@@ -6,7 +6,7 @@ friends keep working, and each names the object key or URL it is about.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -15,15 +15,36 @@ class H5DaskError(Exception):
 
 
 class DomainNotFoundError(H5DaskError, FileNotFoundError):
-    """No domain (no ``.domain.json``) at the URL."""
+    """No domain (no ``.domain.json``) at the URL.
 
-    def __init__(self, url: str, detail: str = "") -> None:
-        msg = f"no h5dask/HSDS domain at {url!r}: its .domain.json does not exist"
-        if detail:
-            msg += f" ({detail})"
-        super().__init__(msg)
+    ``detail`` may be given as a function: what the URL names instead (a near-miss
+    hint) costs requests, paid only when the message is shown (or ``.detail`` read),
+    never by a caller that catches the error and goes on.
+
+    >>> str(DomainNotFoundError("s3://b/x.h5", lambda: "it is a folder"))
+    "no h5dask/HSDS domain at 's3://b/x.h5': its .domain.json does not exist (it is a folder)"
+    """
+
+    def __init__(self, url: str, detail: str | Callable[[], str] = "") -> None:
+        super().__init__(url)
         self.url = url
-        self.detail = detail
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        if callable(self._detail):
+            try:
+                self._detail = self._detail()
+            except Exception:  # a hint that cannot be had is no hint
+                self._detail = ""
+        return self._detail
+
+    def __str__(self) -> str:
+        message = f"no h5dask/HSDS domain at {self.url!r}: its .domain.json does not exist"
+        return f"{message} ({self.detail})" if self.detail else message
+
+    def __reduce__(self) -> tuple:  # to another process with its hint, not the function
+        return (type(self), (self.url, self.detail))
 
 
 class ObjectNotFoundError(H5DaskError, KeyError):
@@ -91,6 +112,18 @@ class SizeLimitError(H5DaskError, ValueError):
     says how to raise the limit."""
 
 
+class LoadOptionError(H5DaskError, ValueError):
+    """An option of :func:`h5dask.load` / ``h5dask load`` that cannot be used as given
+    (``chunks=``, ``compression=``, ``link=`` with them, ...); the message names the
+    option, the value and what to give instead. Raised before anything is written."""
+
+
+class LoadInProgressError(H5DaskError, RuntimeError):
+    """Another run of the same load is writing the domain (its lease, see
+    :mod:`h5dask.ingest.lease`, is live): the message names that run (host, pid, when it
+    started) and when it can be taken over. ``h5dask load`` exits 5 (refused)."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 
@@ -132,7 +165,9 @@ class ReadOnlyError(H5DaskError, PermissionError):
 
 
 class InvalidKeyError(H5DaskError, ValueError):
-    """An object key or domain path that would escape the bucket root."""
+    """An object key that would escape the bucket root (or alias another: an empty, '.'
+    or '..' segment). A URL a user gives with such a segment is a :class:`DomainURLError`
+    (see :func:`h5dask.storage.refuse_dot_segments`)."""
 
 
 class InvalidGroupPathError(H5DaskError, ValueError):
@@ -154,6 +189,13 @@ class NotADomainError(DomainNotFoundError):
     def __init__(self, url: str, message: str) -> None:
         FileNotFoundError.__init__(self, message)
         self.url = url
+        self._detail = ""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.url, self.args[0]))
 
 
 class DomainURLError(H5DaskError, ValueError):
@@ -224,8 +266,10 @@ class LinkedReferenceRefused(H5DaskError, PermissionError):
 
 class LinkedFileChangedError(H5DaskError, ValueError):
     """The HDF5 file a linked dataset reads its chunks from is not the file that was
-    linked: its size differs from the one ``h5dask load --link`` recorded, so the
-    layout's byte offsets may point at other data. ``.dataset`` names the dataset,
+    linked: its size differs from the one ``h5dask load --link`` recorded, or it was
+    written since and its own metadata no longer places the dataset's chunks where the
+    layout says (:mod:`h5dask.linked_files`), so the layout's byte offsets may point at
+    other data. ``.dataset`` names the dataset,
     ``.uri`` the file; reload the domain with ``--link`` (or restore the file)."""
 
     def __init__(self, message: str, dataset: str = "", uri: str = "") -> None:

@@ -30,13 +30,19 @@ from .chunkio import ArraySource, ChunkRef
 from .errors import LinkedFileChangedError, MetadataError, UnsupportedTypeError
 from .format.chunks import ChunkGrid
 from .format.ids import chunk_name
-from .format.linked import LINKED_FILE_SIZE_KEY, contiguous_ranges
+from .format.linked import (
+    LINKED_FILE_PATH_KEY,
+    LINKED_FILE_SIZE_KEY,
+    LINKED_FILE_VERSION_KEY,
+    contiguous_ranges,
+)
 from .format.metadata import DatasetMeta
-from .storage.base import ObjectStore
+from .linked_files import changed_error, check_layout, domain_facts
+from .storage.base import ObjectStore, ObjectVersion
 from .storage.sync import sync
 
 _CACHE_ATTR = "_h5dask_linked_refs"
-_SIZES_ATTR = "_h5dask_linked_file_sizes"
+_VERSIONS_ATTR = "_h5dask_linked_file_versions"
 
 
 def array_source(session: Any, meta: DatasetMeta, name: str | None = None,
@@ -65,17 +71,26 @@ def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
     file each ``file_uri`` names must pass the session's ``link_policy`` (else
     LinkedReferenceRefused, naming the dataset: ``name``, or its object key). The
     result is cached on the session (linked datasets are read-only); an
-    H5D_CHUNKED_REF_INDIRECT chunk table is read once. A layout that recorded the file's
-    size when it was linked (``h5dask load --link``) has the file's size checked, one
-    HEAD per file and session: a file of another size was rewritten, and its bytes at the
-    layout's offsets may be other data (LinkedFileChangedError)."""
+    H5D_CHUNKED_REF_INDIRECT chunk table is read once.
+
+    A layout ``h5dask load --link`` wrote recorded the file's size and version: one HEAD
+    per file and session compares them with the file's now. The same: read. Another
+    version (or size): the file was written since, and the layout is checked against the
+    file's own metadata (:mod:`h5dask.linked_files`, once per file version and process):
+    values edited in place are read as they are now, a layout that no longer holds raises
+    LinkedFileChangedError. A layout with a size but no version (earlier h5dask) is
+    refused on another size only; one with neither (HSDS's hsload --link) is not
+    checked."""
     cache = session.__dict__.setdefault(_CACHE_ATTR, {})
     cached = cache.get(meta.id)
     if cached is not None:
         return cached
     dataset = f"dataset {name or meta.key!r}"
-    refs = _refs(session, meta, dataset)
+    files: list[tuple[ObjectStore, str, ObjectVersion]] = []
+    refs = _refs(session, meta, dataset, files)
     _check_ranges(refs, meta, dataset)
+    if files:
+        _check_layout(meta, refs, dataset, *files[0])
     cache[meta.id] = refs
     return refs
 
@@ -115,17 +130,25 @@ def _check_ranges(refs: Iterable[tuple[str, ChunkRef]], meta: DatasetMeta,
                 "stored; the layout is wrong (or hostile) and h5dask does not read it")
 
 
-def _refs(session: Any, meta: DatasetMeta, dataset: str) -> tuple[tuple[str, ChunkRef], ...]:
+def _refs(session: Any, meta: DatasetMeta, dataset: str,
+          changed: list[tuple[ObjectStore, str, ObjectVersion]]
+          ) -> tuple[tuple[str, ChunkRef], ...]:
+    """The dataset's chunk references; ``changed`` receives the layout's file, if it was
+    written since it was linked and its layout is to be checked."""
     layout = meta.layout
     stores: dict[str, tuple[ObjectStore, str]] = {}
     raw_layout = _raw_layout(meta)
     linked_size = _linked_file_size(meta, raw_layout)
+    linked_version = _linked_text(meta, raw_layout, LINKED_FILE_VERSION_KEY)
 
     def resolve(uri: str) -> tuple[ObjectStore, str]:
         if uri not in stores:
             stores[uri] = session.link_policy.resolve(uri, session.location.store, dataset)
             if linked_size is not None and uri == layout.file_uri:
-                _check_file_size(session, stores[uri], uri, linked_size, dataset)
+                now = _check_file(session, stores[uri], uri, linked_size, linked_version,
+                                  dataset)
+                if now is not None:
+                    changed.append((*stores[uri], now))
         return stores[uri]
 
     shape = meta.shape or ()
@@ -175,22 +198,65 @@ def _linked_file_size(meta: DatasetMeta, raw_layout: dict) -> int | None:
     return size
 
 
-def _check_file_size(session: Any, target: tuple[ObjectStore, str], uri: str,
-                     linked_size: int, dataset: str) -> None:
-    """Refuse a linked file whose size is not the one it had when it was linked. A missing
-    file is left to the reads, which say so."""
+def _linked_text(meta: DatasetMeta, raw_layout: dict, name: str) -> str | None:
+    """A text the layout recorded of its file when it was linked (None: not recorded)."""
+    value = raw_layout.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MetadataError(meta.key, f"layout {name} must be a string, not {value!r}")
+    return value
+
+
+def _check_file(session: Any, target: tuple[ObjectStore, str], uri: str, linked_size: int,
+                linked_version: str | None, dataset: str) -> ObjectVersion | None:
+    """The linked file's version now if it is not the one linked and the layout is to be
+    checked (None: it is, or the file is missing, which the reads say). Without a
+    recorded version, a file of another size than linked is refused."""
     fstore, key = target
-    sizes = session.__dict__.setdefault(_SIZES_ATTR, {})
-    if (fstore, key) not in sizes:  # one HEAD per file and session
-        sizes[fstore, key] = sync(fstore.size(key))
-    size = sizes[fstore, key]
-    if size is not None and size != linked_size:
+    versions = session.__dict__.setdefault(_VERSIONS_ATTR, {})
+    if (fstore, key) not in versions:  # one HEAD per file and session
+        versions[fstore, key] = sync(fstore.stat(key))
+    now: ObjectVersion | None = versions[fstore, key]
+    if now is None:
+        return None
+    if linked_version is not None:
+        same = now.tag == linked_version and now.size == linked_size
+        return None if same else now
+    size = now.size
+    if size != linked_size:
         raise LinkedFileChangedError(
             f"{dataset} reads its chunks from {uri}, which is {size} bytes now but was "
             f"{linked_size} bytes when it was linked: the file was rewritten since, and "
             "the byte offsets the domain holds may point at other data. Link the file "
             "again (h5dask load --link) or restore the file that was linked",
             dataset=dataset, uri=uri)
+    return None
+
+
+def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dataset: str,
+                  fstore: ObjectStore, key: str, now: ObjectVersion) -> None:
+    """Refuse a dataset whose file was written since it was linked, unless its layout
+    still holds there (:func:`h5dask.linked_files.check_layout`)."""
+    raw_layout = _raw_layout(meta)
+    path = _linked_text(meta, raw_layout, LINKED_FILE_PATH_KEY)
+    linked = raw_layout.get(LINKED_FILE_VERSION_KEY)
+    uri = str(meta.layout.file_uri)
+    if path is None:
+        raise MetadataError(meta.key, f"the layout records {LINKED_FILE_VERSION_KEY} "
+                                      f"without {LINKED_FILE_PATH_KEY}")
+    if meta.layout.cls == "H5D_CONTIGUOUS_REF":
+        size = meta.layout.size or 0
+        stored = (("contiguous", int(meta.layout.offset or 0), size),) if size else ()
+        chunks = None
+    else:
+        stored = tuple((name, ref.offset, ref.size) for name, ref in refs)
+        chunks = meta.chunk_shape if meta.shape else None  # a scalar: contiguous in the file
+        if chunks is None:
+            stored = tuple(("contiguous", ref.offset, ref.size) for _, ref in refs)
+    filters = tuple(int(f.get("id", -1)) for f in meta.filters if isinstance(f, dict))
+    claimed = domain_facts(meta.shape or (), meta.dtype, chunks, filters, stored)
+    why = check_layout(fstore, key, now, path, claimed)
+    if why is not None:
+        raise changed_error(dataset, uri, path, str(linked), now, why)
 
 
 def _raw_layout(meta: DatasetMeta) -> dict:

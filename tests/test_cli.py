@@ -180,6 +180,33 @@ def _empty_bucket(seaweedfs) -> str:
     return name
 
 
+def test_load_that_skipped_objects_exits_6_unless_allow_skips(tmp_path):
+    """A script can tell a load that left objects out: status 6, the skipped objects
+    listed; --allow-skips accepts them (status 0). Either way the rest is published."""
+    import h5py
+
+    src = tmp_path / "partial.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("pairs", shape=(3,), dtype=np.dtype(("<f4", (2,))))  # skipped
+        f["ok"] = np.arange(3)
+        f["ok2"] = np.arange(4)
+    partial = run("load", str(src), f"file://{tmp_path}/a.h5", "--no-progress", check=False)
+    assert partial.returncode == 6, partial.stderr
+    assert "skipped: /pairs: dataset" in partial.stdout
+    assert "1 object(s) skipped" in partial.stderr and "--allow-skips" in partial.stderr
+    accepted = run("load", str(src), f"file://{tmp_path}/b.h5", "--no-progress",
+                   "--allow-skips", check=False)
+    assert accepted.returncode == 0 and "skipped: /pairs: dataset" in accepted.stdout
+    for name in ("a.h5", "b.h5"):
+        with h5dask.File(f"file://{tmp_path}/{name}") as f:
+            assert sorted(f) == ["ok", "ok2"]
+    with h5py.File(tmp_path / "whole.h5", "w") as f:
+        f["x"] = np.arange(5)
+    whole = run("load", str(tmp_path / "whole.h5"), f"file://{tmp_path}/c.h5", "--no-progress",
+                check=False)
+    assert whole.returncode == 0 and "skipped:" not in whole.stdout and not whole.stderr
+
+
 def test_load_file_url_writes_only_inside_the_named_folder(shared_data, tmp_path):
     """issue 14 item 4: an ancestor's db/ is never used; the message says how to choose."""
     src = str(shared_data / "daily_data.nc")

@@ -170,3 +170,69 @@ def test_a_misspelt_source_file_is_an_h5dask_error_naming_it(tmp_path, s3_bucket
     with pytest.raises(SourceNotFoundError, match=f"source file '{missing}' does not exist"):
         h5dask.load(missing, f"{s3_bucket_url}/home/me/", storage_options=storage_options)
     assert isinstance(SourceNotFoundError("x"), FileNotFoundError)  # CLI exit code 3 stays
+
+
+def _requests() -> tuple[int, int]:
+    """(GETs and HEADs, LISTs) made so far in this process, of every kind."""
+    total = h5dask.stats()["total"]
+    return total["read_requests"], total["list_requests"]
+
+
+@pytest.fixture
+def folder(s3_bucket_url, storage_options) -> str:
+    """A folder holding two small domains: ``<prefix>/home/me/``."""
+    for name in ("a.h5", "b.h5"):
+        with h5dask.File(f"{s3_bucket_url}/home/me/{name}", "w",
+                         storage_options=storage_options) as f:
+            f["x"] = np.arange(3)
+    return f"{s3_bucket_url}/home/me/"
+
+
+def test_the_near_miss_hint_costs_requests_only_when_the_error_is_shown(
+        folder, s3_bucket_url, storage_options):
+    """Before, every failed open paid the hint's GETs and LIST at once, also for callers
+    that catch the error and go on (``h5dask ls FOLDER/``, code probing for a domain)."""
+    h5dask.reset_stats()
+    with pytest.raises(DomainNotFoundError) as err:
+        h5dask.File(folder, storage_options=storage_options)
+    caught = _requests()
+    assert caught[1] == 0 and caught[0] <= 3, caught  # .domain.json (+ summary), the sniff
+    assert "holding domains (a.h5, b.h5)" in str(err.value)  # shown: the hint, now
+    shown = _requests()
+    assert shown[1] == 1 and shown[0] > caught[0], shown
+    str(err.value)  # and once only
+    assert _requests() == shown
+
+
+def test_the_near_miss_hint_cost_is_bounded_by_depth(s3_bucket_url, storage_options):
+    from h5dask.domain import _NEAR_MISS_CHILDREN, _NEAR_MISS_PARENTS
+
+    deep = f"{s3_bucket_url}/" + "/".join(f"d{i}" for i in range(30)) + "/x.h5"
+    with pytest.raises(DomainNotFoundError) as err:
+        h5dask.File(deep, storage_options=storage_options)
+    before = _requests()
+    str(err.value)
+    reads, lists = (a - b for a, b in zip(_requests(), before))
+    assert reads <= _NEAR_MISS_PARENTS + _NEAR_MISS_CHILDREN and lists <= 1, (reads, lists)
+
+
+def test_ls_of_a_folder_pays_no_hint_before_listing(folder, seaweedfs, storage_options):
+    """`h5dask ls FOLDER/` tries the URL as a domain, then lists: the same requests as
+    that try and list_domains, nothing more."""
+    from click.testing import CliRunner
+
+    from h5dask.cli import main
+
+    h5dask.reset_stats()
+    assert len(list_domains(folder, storage_options)) == 2
+    listing = _requests()
+    h5dask.reset_stats()
+    env = {"AWS_ACCESS_KEY_ID": storage_options["key"],
+           "AWS_SECRET_ACCESS_KEY": storage_options["secret"],
+           "AWS_ENDPOINT_URL": seaweedfs.endpoint}
+    result = CliRunner(env=env).invoke(main, ["ls", folder])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [f"{folder}a.h5", f"{folder}b.h5"]
+    reads, lists = _requests()
+    assert lists == listing[1], (lists, listing)  # before: one more, the hint's
+    assert reads <= listing[0] + 3, (reads, listing)  # the try: .domain.json, summary, sniff

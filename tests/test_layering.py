@@ -22,6 +22,8 @@ ABOVE = {
     "h5dask.chunkio": ("h5dask.sources", "h5dask.domain", "h5dask.file", "h5dask.ingest",
                        "h5dask.xarray", "h5dask.active"),
     "h5dask.sources": ("h5dask.file", "h5dask.ingest", "h5dask.xarray", "h5dask.active"),
+    "h5dask.linked_files": ("h5dask.sources", "h5dask.file", "h5dask.ingest",
+                            "h5dask.xarray", "h5dask.active"),
     "h5dask.file": ("h5dask.ingest", "h5dask.xarray", "h5dask.active"),
     "h5dask.xarray": ("h5dask.ingest",),
     "h5dask.ingest": ("h5dask.xarray", "h5dask.active"),

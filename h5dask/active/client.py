@@ -66,9 +66,10 @@ def _max_connections() -> int:
 class _Slots:
     """How many requests this process keeps in flight to one server.
 
-    A server refuses requests beyond its own in-flight limit with 503 "server busy"
-    (it never queues them). Sending as many as read-ahead queues would then turn most
-    of them into 503s; instead, a 503 lowers this client's limit to the number it had
+    A server refuses requests beyond its own in-flight limit and its short queue with
+    503 "server busy" (a strict Reductionist queues them all). Sending as many as
+    read-ahead queues would then turn many of them into 503s, or leave them waiting
+    behind other clients' requests; instead, a 503 lowers this client's limit to the number it had
     in flight minus one, and each answered request raises it again by 1/limit (so a
     server shared by several clients is probed again, slowly). The refused request
     waits and is sent again.

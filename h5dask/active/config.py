@@ -28,6 +28,22 @@ class ActiveStorageConfigError(H5DaskError, ValueError):
     """``active_storage=`` / ``active_storage_url=`` have a value h5dask cannot use."""
 
 
+class ServerConfigError(ActiveStorageConfigError):
+    """A setting of the active-storage server (:class:`~h5dask.active.server.ServerConfig`,
+    ``h5dask serve-active``) is out of range; the message names the field and its option.
+
+    Example::
+
+        >>> str(ServerConfigError("max_queued", "must be at least 0", -1))
+        'max_queued (--max-queued) must be at least 0, not -1'
+    """
+
+    def __init__(self, field: str, requirement: str, value: object) -> None:
+        option = "--" + field.replace("_", "-")
+        super().__init__(f"{field} ({option}) {requirement}, not {value!r}")
+        self.field = field
+
+
 @dataclass(frozen=True)
 class ActiveConfig:
     """Where to push reductions down, and whether falling back locally is allowed."""
@@ -65,5 +81,5 @@ def resolve_active_config(url: str | None, mode: str | bool | None) -> ActiveCon
     return ActiveConfig(url, require=mode == "require")
 
 
-__all__ = ["ActiveConfig", "ActiveStorageConfigError", "MODES", "URL_ENV",
-           "resolve_active_config"]
+__all__ = ["ActiveConfig", "ActiveStorageConfigError", "MODES", "ServerConfigError",
+           "URL_ENV", "resolve_active_config"]

@@ -13,7 +13,9 @@ Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean
 ``count`` become for floating-point data with ``skipna``, and for integers):
 ``mean_chunk`` (nanmean), ``_nanmin_skip``/``_nanmax_skip``, ``sum`` of
 ``where(isnan(x), 0, x)`` (nansum), ``sum`` of ``~isnan(x)`` (count), and plain
-``sum``/``min``/``max`` of unmasked integers. Anything else is left to dask.
+``sum`` and ``chunk_min``/``chunk_max`` (min/max) of unmasked integers, whose extremes
+are combined in their own dtype, exactly. Anything else is left to dask (the ``mean``
+of unmasked integers among it).
 
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
@@ -193,7 +195,9 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
         return BlockReduction("mean", axis, True, dtype or np.float64), inner
     if name in ("_nanmax_skip", "_nanmin_skip", "nanmax", "nanmin"):
         return BlockReduction("max" if "max" in name else "min", axis, True, None), inner
-    if name in ("max", "min", "amax", "amin"):
+    if name in ("chunk_max", "chunk_min", "max", "min", "amax", "amin"):
+        # dask's min/max of integers run chunk_min/chunk_max on each block (np.min/np.max
+        # that skip empty blocks); older dask ran np.min/np.max themselves
         return BlockReduction("imax" if "max" in name else "imin", axis, True, None), inner
     if name == "sum":
         src = tasks.get(inner)
@@ -272,6 +276,30 @@ def _compose(shape: tuple[int, ...], first: tuple, rest: list[tuple]) -> tuple[s
                              cur.step * step))
         current = new
     return tuple(current)
+
+
+def _ascending(region: tuple[slice, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """``region`` with each negative-step slice (as :func:`_compose` gives it: a range,
+    whose stop may be -1) turned into the ascending slice over the same elements, and the
+    axes so turned. A reduction over a turned axis is the same; a kept one comes back
+    in ascending order, to be flipped.
+
+    Example::
+
+        >>> _ascending((slice(10, -1, -3), slice(0, 4, 1)))
+        ((slice(1, 11, 3), slice(0, 4, 1)), (0,))
+    """
+    out: list[slice] = []
+    turned: list[int] = []
+    for axis, s in enumerate(region):
+        if s.step > 0:
+            out.append(s)
+            continue
+        elements = range(s.start, s.stop, s.step)
+        out.append(slice(elements[-1], elements[0] + 1, -s.step) if elements
+                   else slice(0, 0, 1))
+        turned.append(axis)
+    return tuple(out), tuple(turned)
 
 
 def chunk_request_body(source: ArraySource, index: tuple[int, ...], chunk_sel: tuple,
@@ -368,28 +396,45 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
         bound = info.max if op == "min" else info.min
         if any(np.any((r.counts > 0) & (r.values == bound)) for r in replies):
             return None  # reduced locally, where an infinity stays one
-    wide = np.float64 if source.dtype.kind == "f" else np.int64
-    if op == "min":
-        values = np.full(out_shape, np.inf)
-    elif op == "max":
-        values = np.full(out_shape, -np.inf)
+    if op in ("min", "max"):
+        # integers are combined in their own dtype: through float64 an int64 beyond 2**53
+        # would come back as a neighbour
+        acc, start = _extreme_accumulator(source.dtype, op)
     else:
-        values = np.zeros(out_shape, dtype=wide)
+        acc = np.dtype(np.float64 if source.dtype.kind == "f" else np.int64)
+        start = 0
+    values = np.full(out_shape, start, dtype=acc)
     counts = np.zeros(out_shape, dtype=np.int64)
     for piece, reply in zip(plan, replies):
         sel = tuple(slice(0, 1) if i in red.axis else s for i, s in enumerate(piece.out_sel))
         piece_shape = tuple(1 if i in red.axis else s.stop - s.start
                             for i, s in enumerate(piece.out_sel))
-        v = reply.values.astype(np.float64 if op in ("min", "max") else wide).reshape(piece_shape)
+        v = reply.values.astype(acc).reshape(piece_shape)
         c = reply.counts.reshape(piece_shape)
         if op in ("min", "max"):
-            v = np.where(c > 0, v, np.inf if op == "min" else -np.inf)
+            v = np.where(c > 0, v, start)
             combine = np.minimum if op == "min" else np.maximum
             values[sel] = combine(values[sel], v)
         elif op == "sum":
             values[sel] += v
         counts[sel] += c
     return values, counts
+
+
+def _extreme_accumulator(dtype: np.dtype, op: str) -> tuple[np.dtype, Any]:
+    """The dtype a block's min/max is combined in and the value it starts from: the
+    integer dtype itself and its largest/lowest value, else float64 and +/-inf.
+
+    Example::
+
+        >>> _extreme_accumulator(np.dtype(">i8"), "min")
+        (dtype('int64'), np.int64(9223372036854775807))
+    """
+    if dtype.kind in "iu":
+        native = dtype.newbyteorder("=")
+        info = np.iinfo(native)
+        return native, native.type(info.max if op == "min" else info.min)
+    return np.dtype(np.float64), np.float64(np.inf if op == "min" else -np.inf)
 
 
 def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: Decoding,
@@ -405,6 +450,8 @@ def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: De
         return np.asarray(total, dtype=red.dtype or total.dtype)
     if red.kind == "count":
         return counts.astype(red.dtype or np.int64)
+    if red.kind in ("imin", "imax"):  # undecoded integers, every count positive (run_block)
+        return values.astype(out_dtype)
     ext = values.astype(out_dtype) if decoded else values
     if decoded:  # as xarray decodes: convert, then scale and offset in the decoded dtype
         if dec.scale is not None:
@@ -425,6 +472,9 @@ class _BlockRequest:
     fills: tuple
     url: str
     op: str
+    #: axes the user's selection reverses: the server reduces their elements in
+    #: ascending order, and the answer is flipped along those of them that are kept
+    reversed_axes: tuple[int, ...] = ()
 
     def key(self) -> tuple:
         return (self.url, self.source.store.identity, self.source.dataset_id,
@@ -438,13 +488,14 @@ def _block_request(info: SourceInfo, getter_slices: tuple, getitems: list,
     shifted = tuple(slice(s.start + o if s.start is not None else o,
                           s.stop + o if s.stop is not None else None, s.step)
                     for s, o in zip(getter_slices, info.origin))
-    region = _compose(array.shape, shifted, getitems)
+    region, reversed_axes = _ascending(_compose(array.shape, shifted, getitems))
     dec = info.decoding
     op = {"mean": "sum", "nansum": "sum", "isum": "sum", "count": "count",
           "min": "min", "max": "max", "imin": "min", "imax": "max"}[red.kind]
     if dec.scale is not None and float(dec.scale) < 0 and op in ("min", "max"):
         op = "max" if op == "min" else "min"  # a negative scale swaps the extremes
-    return _BlockRequest(array.source, region, red, dec.fill_values, array.active.url, op)
+    return _BlockRequest(array.source, region, red, dec.fill_values, array.active.url, op,
+                         reversed_axes)
 
 
 # replies of queued tasks' requests, sent ahead (see h5dask.readahead): key -> (future, owner)
@@ -525,8 +576,12 @@ def run_block(original: Any, getter_slices: tuple, getitems: list, red: BlockRed
                 f"variable {array.variable_name!r}: cannot reduce on {cfg.url}: {exc}") from exc
         warn_once(f"variable {array.variable_name!r}: {exc}")
         result = None
-    if result is None:
+    if result is None or (red.kind in ("imin", "imax") and not result[1].all()):
+        # an empty block: chunk_min/chunk_max answer an empty array there, not a number
         return local()
+    kept_reversed = tuple(a for a in req.reversed_axes if a not in red.axis)
+    if kept_reversed:  # the server answered those axes in ascending order
+        result = tuple(np.flip(part, axis=kept_reversed) for part in result)
     return _finish(red, *result, dec, out_dtype)
 
 

@@ -89,7 +89,8 @@ _FIELDS = frozenset(_REQUIRED + _OPTIONAL)
 
 @dataclass(frozen=True)
 class Slice:
-    """One ``[start, end, stride]`` of a selection, with NumPy slice semantics."""
+    """One ``[start, end, stride]`` of a selection, with NumPy slice semantics (negative
+    indices count from the end, out-of-range ones are clamped, as Reductionist does)."""
 
     start: int
     end: int
@@ -372,7 +373,7 @@ def _selection(value: Any, shape: tuple[int, ...] | None) -> tuple[Slice, ...] |
             "selection", f"must be a list of {len(shape)} [start, end, stride] (one per dimension)"
         )
     out = []
-    for dim, (item, n) in enumerate(zip(value, shape)):
+    for dim, item in enumerate(value):
         if isinstance(item, Mapping) and set(item) == {"start", "end", "stride"}:
             item = [item["start"], item["end"], item["stride"]]
         if not isinstance(item, list) or len(item) != 3 or not all(_is_int(v) for v in item):
@@ -382,15 +383,12 @@ def _selection(value: Any, shape: tuple[int, ...] | None) -> tuple[Slice, ...] |
         start, end, stride = item
         if stride == 0:
             raise FieldError("selection", f"dimension {dim}: stride must not be zero")
-        # NumPy semantics, but indices NumPy would have to clamp are rejected.
-        if stride > 0:
-            ok = -n <= start <= n and -n <= end <= n
-        else:
-            ok = -n <= start <= n - 1 and -n - 1 <= end <= n - 1
-        if not ok:
+        # Reductionist's indices are 64-bit (isize); within that, out-of-range starts and
+        # ends are clamped to the dimension as NumPy does (Reductionist's documented
+        # semantics: [0, 10, 1] of a length-4 dimension selects its 4 elements)
+        if not all(-(2**63) <= v < 2**63 for v in item):
             raise FieldError(
-                "selection",
-                f"dimension {dim}: [{start}, {end}, {stride}] is out of range for length {n}",
+                "selection", f"dimension {dim}: [{start}, {end}, {stride}] exceeds 64 bits"
             )
         out.append(Slice(start, end, stride))
     return tuple(out)

@@ -2,7 +2,8 @@
 
 Routes:
 
-* ``POST /v2/{count,min,max,sum,select}`` (with or without a trailing slash):
+* ``POST /v2/{count,min,max,sum,select}`` (extra leading or trailing slashes are
+  ignored, as Reductionist ignores them):
   JSON request (see :mod:`h5dask.active.request`), 200 CBOR reply
   ``{bytes, dtype, shape, shape_as_bytes, count, count_as_bytes, byte_order}``
   with the result in the server's native byte order, as Reductionist answers.
@@ -13,7 +14,10 @@ Safety: upstream allow-list (403), JSON bodies only (415 for any other Content-T
 so a web page cannot post without a CORS preflight), JSON body limit (413), body
 deadline (400 ``RequestTimeout``; the body is read before an in-flight slot is taken,
 so slow clients cannot hold slots), object and decompressed size limit (413), in-flight
-request limit (503, never queued), reductions run in worker threads, memory about
+request limit (requests beyond it wait in a bounded queue, as Reductionist's clients
+expect; 503 when it is full or the wait too long; a client that hangs up leaves it at
+once, logged as gone, not as a failure), reductions run in worker threads (a hung-up
+request keeps its slot until its thread ends), memory about
 in-flight x object size (one buffer per request, ``select`` answered from it, freed
 memory given back to the system), one log line per request without headers or
 credentials and with control characters escaped.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import dataclasses
 import logging
 import re
@@ -44,6 +49,7 @@ import numpy as np
 from aiohttp import web
 
 from h5dask.active import codecs, memory, operations
+from h5dask.active.config import ServerConfigError
 from h5dask.active.errors import ActiveStorageError, printable
 from h5dask.active.request import NATIVE_BYTE_ORDER, OPERATIONS, ReductionRequest
 from h5dask.active.upstream import AllowList, Credentials, Routes, Upstream
@@ -69,6 +75,10 @@ DEFAULT_MAX_IN_FLIGHT = 8
 DEFAULT_MAX_OBJECT_READS = 8
 DEFAULT_MAX_BODY_SIZE = 1 << 20
 DEFAULT_BODY_TIMEOUT = 10.0
+#: requests that wait for an in-flight slot (Reductionist queues them all: its clients,
+#: PyActiveStorage's 30 threads per variable among them, never retry a 503)
+DEFAULT_MAX_QUEUED = 128
+DEFAULT_QUEUE_TIMEOUT = 60.0
 #: the reply's data is written in slices of this size, so the transport never buffers a
 #: second copy of a large result
 _WRITE_SLICE = 1 << 20
@@ -80,7 +90,9 @@ class ServerConfig:
 
     ``allow_upstream``: ``scheme://host:port`` origins that may be fetched from;
     ``max_object_size``: bytes fetched or decompressed per request;
-    ``max_in_flight``: operation requests handled at once (503 beyond);
+    ``max_in_flight``: operation requests handled at once; ``max_queued``: requests
+    beyond them that wait (in arrival order) for a slot, at most ``queue_timeout``
+    seconds (503 "server busy" when the queue is full or the wait too long);
     ``max_body_size``: bytes of JSON request body; ``body_timeout``: seconds a client
     has to send the whole body (400 ``RequestTimeout`` after that, before any request
     slot is taken); ``upstream_timeout``: seconds; ``upstream_routes``:
@@ -104,15 +116,20 @@ class ServerConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     upstream_routes: tuple[str, ...] = ()
     max_object_reads: int = DEFAULT_MAX_OBJECT_READS
+    max_queued: int = DEFAULT_MAX_QUEUED
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_upstream", tuple(self.allow_upstream))
         object.__setattr__(self, "upstream_routes", tuple(self.upstream_routes))
         for name in ("max_object_size", "max_in_flight", "max_body_size", "max_object_reads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if not self.body_timeout > 0:
-            raise ValueError("body_timeout must be positive")
+                raise ServerConfigError(name, "must be at least 1", getattr(self, name))
+        if self.max_queued < 0:
+            raise ServerConfigError("max_queued", "must be at least 0", self.max_queued)
+        for name in ("body_timeout", "queue_timeout"):
+            if not getattr(self, name) > 0:
+                raise ServerConfigError(name, "must be positive", getattr(self, name))
 
 
 #: seconds without a request after a burst of large ones before their memory is given back
@@ -128,6 +145,57 @@ class _State:
     pool: memory.BufferPool
     in_flight: int = 0
     _release: asyncio.TimerHandle | None = None
+    #: requests waiting for a slot, in arrival order (each a future set when it gets one)
+    _waiting: collections.deque[asyncio.Future[None]] = dataclasses.field(
+        default_factory=collections.deque)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiting)
+
+    async def take_slot(self) -> None:
+        """Take one of the ``max_in_flight`` slots, waiting behind the requests already
+        waiting when all are taken; 503 "server busy" when ``max_queued`` requests are
+        waiting already or no slot comes within ``queue_timeout`` seconds."""
+        config = self.config
+        if self.in_flight < config.max_in_flight and not self._waiting:
+            self.in_flight += 1
+            return
+        if len(self._waiting) >= config.max_queued:
+            raise self._busy(f"{len(self._waiting)} requests are waiting, the limit is "
+                             f"{config.max_queued}")
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            async with asyncio.timeout(config.queue_timeout):
+                await turn
+        except TimeoutError:
+            if turn.done() and not turn.cancelled():
+                return  # the slot came as the time ran out: it is ours
+            raise self._busy(f"no slot came free within {config.queue_timeout:g} "
+                             "seconds") from None
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.give_slot()  # handed a slot while being cancelled: pass it on
+            raise
+        finally:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+
+    def give_slot(self) -> None:
+        """Give a slot back: straight to the first request still waiting, if any."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot passes on; in_flight is unchanged
+                return
+        self.in_flight -= 1
+
+    def _busy(self, why: str) -> ActiveStorageError:
+        return ActiveStorageError(503, "server busy", [
+            f"{self.in_flight} requests in flight, the limit is "
+            f"{self.config.max_in_flight}; {why}"])
 
     def release_soon(self) -> None:
         """After a burst of large requests, give their memory back unless another
@@ -301,19 +369,36 @@ def _check_json_content_type(request: web.Request) -> None:
 async def _write_reply(
     request: web.Request, parts: tuple[bytes, memoryview, bytes]
 ) -> web.StreamResponse:
-    """Send the CBOR reply piece by piece, waiting for the socket between slices."""
+    """Send the CBOR reply piece by piece, waiting for the socket between slices (a
+    client that went away meanwhile raises ConnectionResetError, logged as such)."""
     resp = web.StreamResponse(headers={"Content-Type": "application/cbor"})
     resp.content_length = sum(len(p) for p in parts)
     await resp.prepare(request)
-    try:
-        for part in parts:
-            view = memoryview(part)
-            for start in range(0, len(view), _WRITE_SLICE):
-                await resp.write(view[start : start + _WRITE_SLICE])
-        await resp.write_eof()
-    except ConnectionResetError:  # the client went away: nothing left to answer
-        pass
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(view), _WRITE_SLICE):
+            await resp.write(view[start : start + _WRITE_SLICE])
+    await resp.write_eof()
     return resp
+
+
+async def _in_thread_to_the_end(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a worker thread, awaited to its end even when the handler is
+    cancelled (its client went away): a thread cannot be stopped, and the request's slot
+    and buffer must stay taken while it uses them, or ``max_in_flight`` x object size
+    would no longer bound the memory. The cancellation is passed on once it has ended."""
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue  # cancelled again (the server stopping): the thread still runs
+        if not work.cancelled():
+            work.exception()  # its answer or error has nobody to go to
+        raise
 
 
 async def _operation(request: web.Request) -> web.StreamResponse:
@@ -326,15 +411,9 @@ async def _operation(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     config = state.config
     # The body is read before a slot is taken: a client trickling its body holds a
-    # connection, never one of the max_in_flight slots.
+    # connection, never one of the max_in_flight slots (nor a place in their queue).
     body = await _read_body(request, config.max_body_size, config.body_timeout)
-    if state.in_flight >= config.max_in_flight:
-        raise ActiveStorageError(
-            503,
-            "server busy",
-            [f"{state.in_flight} requests in flight, the limit is {config.max_in_flight}"],
-        )
-    state.in_flight += 1
+    await state.take_slot()
     state.cancel_release()
     size = 0
     buffer: object = None
@@ -353,13 +432,12 @@ async def _operation(request: web.Request) -> web.StreamResponse:
             raise state.routes.named_back(err, fetched=req.url, named=named.url) from None
         buffer = data.obj if isinstance(data, memoryview) else data
         size = len(data)
-        parts = await asyncio.to_thread(
+        parts = await _in_thread_to_the_end(
             compute_parts, operation, req, data, config.max_object_size
         )
         del data
-        # the computation is over (not merely cancelled: its thread would still use
-        # the buffer), and only a select's reply may be a view of the buffer, which the
-        # transport may still hold after the reply is written
+        # the computation is over, and only a select's reply may be a view of the
+        # buffer, which the transport may still hold after the reply is written
         reusable = operation != "select"
         size = max(size, len(parts[1]))
         return await _write_reply(request, parts)
@@ -368,14 +446,15 @@ async def _operation(request: web.Request) -> web.StreamResponse:
             state.pool.give(buffer)
         else:
             state.pool.forget(buffer)
-        state.in_flight -= 1
+        state.give_slot()
         if size >= memory.TRIM_AFTER_BYTES and state.in_flight == 0:
             state.release_soon()
 
 
 async def _healthz(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    return web.json_response({"status": "ok", "in_flight": state.in_flight})
+    return web.json_response({"status": "ok", "in_flight": state.in_flight,
+                              "queued": state.queued})
 
 
 def _error_response(err: ActiveStorageError) -> web.Response:
@@ -387,12 +466,32 @@ def _error_response(err: ActiveStorageError) -> web.Response:
     return resp
 
 
+def _client_gone(request: web.Request) -> bool:
+    """Whether the request's client has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _log_client_gone(request: web.Request, start: float) -> None:
+    log.info(
+        "%s %s client went away after %.1fms",
+        printable(request.method),
+        printable(request.path),
+        (time.perf_counter() - start) * 1000.0,
+    )
+
+
 @web.middleware
 async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Turn every failure into a JSON error and log one line per request."""
+    """Turn every failure into a JSON error and log one line per request; a client that
+    hung up is logged as such (its handler cancelled, or its connection found closed)."""
     start = time.perf_counter()
     try:
         resp = await handler(request)
+    except asyncio.CancelledError:
+        if _client_gone(request):
+            _log_client_gone(request, start)
+        raise
     except ActiveStorageError as err:
         resp = _error_response(err)
     except web.HTTPException as exc:
@@ -403,6 +502,10 @@ async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamRespo
     except MemoryError:
         resp = _error_response(ActiveStorageError(503, "server out of memory for this request"))
     except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            _log_client_gone(request, start)
+            # never delivered; answered so that aiohttp does not log a failure of its own
+            return web.Response(status=499, reason="Client Closed Request")
         log.error(
             "internal error on %s %s: %s",
             printable(request.method),
@@ -421,6 +524,12 @@ async def _errors_and_log(request: web.Request, handler: Any) -> web.StreamRespo
         nbytes,
     )
     return resp
+
+
+#: ``/v2/{operation}`` with any number of extra leading and trailing slashes, which
+#: Reductionist trims (tower-http's NormalizePath): PyActiveStorage joins a server URL
+#: given with a trailing slash (``https://reductionist.example/``) into ``//v2/min/``
+OPERATION_ROUTE = r"/{leading_slashes:/*}v2/{operation:[^{}/]+}{trailing_slashes:/*}"
 
 
 def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Application:
@@ -459,8 +568,7 @@ def create_app(config: ServerConfig | Mapping[str, Any] | None = None) -> web.Ap
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_route("*", "/v2/{operation}", _operation_any_method)
-    app.router.add_route("*", "/v2/{operation}/", _operation_any_method)
+    app.router.add_route("*", OPERATION_ROUTE, _operation_any_method)
     return app
 
 
@@ -504,6 +612,8 @@ def serve(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     upstream_routes: Sequence[str] = (),
     max_object_reads: int = DEFAULT_MAX_OBJECT_READS,
+    max_queued: int = DEFAULT_MAX_QUEUED,
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
 ) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM). Blocks.
 
@@ -525,6 +635,8 @@ def serve(
         body_timeout=body_timeout,
         upstream_routes=tuple(upstream_routes),
         max_object_reads=max_object_reads,
+        max_queued=max_queued,
+        queue_timeout=queue_timeout,
     )
     memory.tune_malloc()  # before the worker threads exist
     app = create_app(config)
@@ -532,16 +644,21 @@ def serve(
     if not allowed.origins:
         log.warning("no --allow-upstream given: every request will be refused (403)")
     log.info(
-        "active storage on http://%s:%d, upstreams %s, max object %d B, max in flight %d, "
-        "body timeout %gs",
+        "active storage on http://%s:%d, upstreams %s, max object %d B, max in flight %d "
+        "(%d more queued for up to %gs), body timeout %gs",
         host,
         port,
         ", ".join(sorted(str(o) for o in allowed.origins)) or "(none)",
         config.max_object_size,
         config.max_in_flight,
+        config.max_queued,
+        config.queue_timeout,
         config.body_timeout,
     )
-    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=_event_loop())
+    # a client that hangs up cancels its handler: a request waiting for a slot leaves
+    # the queue instead of fetching and reducing for nobody
+    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=_event_loop(),
+                handler_cancellation=True)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -585,6 +702,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
     parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=DEFAULT_MAX_QUEUED,
+        help="requests that wait for one of the --max-in-flight slots (503 beyond)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=DEFAULT_QUEUE_TIMEOUT,
+        metavar="SECONDS",
+        help="longest wait for a slot (503 after it)",
+    )
+    parser.add_argument(
         "--max-object-reads",
         type=int,
         default=DEFAULT_MAX_OBJECT_READS,
@@ -612,17 +742,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         Routes(args.upstream_route, AllowList(args.allow_upstream))
     except ValueError as exc:
         parser.error(str(exc))
-    serve(
-        host=args.host,
-        port=args.port,
-        allow_upstream=args.allow_upstream,
-        max_object_size=args.max_object_size,
-        max_in_flight=args.max_in_flight,
-        log_level=args.log_level,
-        body_timeout=args.body_timeout,
-        upstream_routes=args.upstream_route,
-        max_object_reads=args.max_object_reads,
-    )
+    try:
+        serve(
+            host=args.host,
+            port=args.port,
+            allow_upstream=args.allow_upstream,
+            max_object_size=args.max_object_size,
+            max_in_flight=args.max_in_flight,
+            log_level=args.log_level,
+            body_timeout=args.body_timeout,
+            upstream_routes=args.upstream_route,
+            max_object_reads=args.max_object_reads,
+            max_queued=args.max_queued,
+            queue_timeout=args.queue_timeout,
+        )
+    except ServerConfigError as exc:  # a bad option: one line, as argparse's own
+        parser.error(str(exc))
     return 0
 
 

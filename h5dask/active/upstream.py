@@ -44,6 +44,7 @@ from obstore.store import S3Store
 from h5dask.active.errors import ActiveStorageError, FieldError, redact_url
 from h5dask.active.memory import BufferPool
 from h5dask.active.request import ReductionRequest
+from h5dask.storage.s3_options import masked_key_id
 
 __all__ = ["AllowList", "Credentials", "Origin", "Routes", "Upstream", "parse_s3_url"]
 
@@ -212,8 +213,11 @@ class Routes:
 class Credentials:
     """S3 access key and secret from an HTTP Basic ``Authorization`` header."""
 
-    access_key: str
+    access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
+
+    def __repr__(self) -> str:  # the key id masked, as in h5dask's S3 refusals
+        return f"Credentials(access_key={masked_key_id(self.access_key)!r})"
 
     @classmethod
     def from_authorization(cls, header: str | None) -> Credentials | None:
@@ -222,7 +226,7 @@ class Credentials:
         Example::
 
             >>> Credentials.from_authorization("Basic dXNlcjpwYXNz")
-            Credentials(access_key='user')
+            Credentials(access_key='****')
         """
         if header is None:
             return None
@@ -258,7 +262,7 @@ class _StaticCredentials:
         }
 
     def __repr__(self) -> str:
-        return f"_StaticCredentials({self._credentials.access_key!r})"
+        return f"_StaticCredentials({self._credentials!r})"
 
 
 # -- URLs -----------------------------------------------------------------------------

@@ -31,6 +31,14 @@ CHUNK_TABLE_DTYPE = np.dtype([("offset", "<i8"), ("size", "<i4")])
 #: linked. The offsets are only true of that file; a rewritten file (another size) may
 #: hold other data there. HSDS ignores the key; domains without it are not checked.
 LINKED_FILE_SIZE_KEY = "h5dask_file_size"
+#: h5dask's own layout key: the version of the file when it was linked, as its store
+#: tells it (S3: the ETag; a local file: its modification and change times and inode).
+#: Another version means the file was written since: readers then check the layout
+#: against the file's own metadata before reading (:mod:`h5dask.linked_files`).
+LINKED_FILE_VERSION_KEY = "h5dask_file_version"
+#: h5dask's own layout key: the dataset's path inside the linked file, where that check
+#: finds it
+LINKED_FILE_PATH_KEY = "h5dask_file_path"
 
 
 def contiguous_ranges(shape: tuple[int, ...], itemsize: int, chunks: tuple[int, ...],
@@ -65,4 +73,5 @@ def contiguous_ranges(shape: tuple[int, ...], itemsize: int, chunks: tuple[int, 
     return out
 
 
-__all__ = ["CHUNK_TABLE_DTYPE", "LINKED_FILE_SIZE_KEY", "contiguous_ranges"]
+__all__ = ["CHUNK_TABLE_DTYPE", "LINKED_FILE_PATH_KEY", "LINKED_FILE_SIZE_KEY",
+           "LINKED_FILE_VERSION_KEY", "contiguous_ranges"]

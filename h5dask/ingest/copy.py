@@ -30,7 +30,7 @@ from ..errors import CorruptChunkError, H5DaskError, SourceFileError
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.filters import ChunkCodec
-from .hdf5 import H5Values, missing_filters
+from .hdf5 import H5Values, missing_filters, missing_plugin_advice
 from .plan import DatasetPlan, StoredChunk, chunk_logical_bytes, copy_jobs, native_filters_json
 from .source import Source
 
@@ -220,8 +220,8 @@ class ChunkCopier:
             if isinstance(exc, H5DaskError):
                 raise
             missing = missing_filters([code for code, _ in copy.plan.source.filters])
-            why = (f"HDF5 has no decoder for its filter {', '.join(missing)} (install "
-                   "hdf5plugin, or a plugin in HDF5_PLUGIN_PATH)" if missing else str(exc))
+            why = (f"HDF5 has no decoder for its filter {', '.join(missing)}: "
+                   f"{missing_plugin_advice()}" if missing else str(exc))
             raise SourceFileError(f"{self.src.url}: dataset {copy.plan.path}: h5py cannot "
                                   f"read it ({why})") from exc
 

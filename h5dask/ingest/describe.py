@@ -54,7 +54,12 @@ def describe_dataset(obj: SourceObject, types: H5Types, values: H5Values) -> Sou
     filters = tuple((int(code), tuple(cd)) for code, _flags, cd, _name in
                     (dcpl.get_filter(i) for i in range(dcpl.get_nfilters())))
     fill_json = None
-    if dcpl.fill_value_defined() == h5d.FILL_VALUE_USER_DEFINED and not has_vlen(dt):
+    # H5D_FILL_TIME_NEVER: HDF5 never writes the fill value, and leaves what it reads of
+    # unwritten storage as the caller's buffer was (h5py's: zeros). The domain then
+    # gets no fill value (HSDS and h5dask read zeros there, as h5py does)
+    fill_time_never = dcpl.get_fill_time() == h5d.FILL_TIME_NEVER
+    if (dcpl.fill_value_defined() == h5d.FILL_VALUE_USER_DEFINED and not has_vlen(dt)
+            and not fill_time_never):
         try:
             fill_json = values.one(dset.fillvalue, dt)
         except (UnsupportedTypeError, TypeError, ValueError):
@@ -77,7 +82,7 @@ def describe_dataset(obj: SourceObject, types: H5Types, values: H5Values) -> Sou
         obj.path, type_json, dt, dset.dtype.itemsize, shape, maxshape,
         names.get(layout, "virtual"), tuple(dset.chunks) if layout == h5d.CHUNKED else None,
         filters, same_layout(tid, dt), fill_json, stored, allocated, external, data_offset,
-        storage_size)
+        storage_size, fill_time_never)
 
 
 def _check_virtual_sources(dcpl: Any) -> None:

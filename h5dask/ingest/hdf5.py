@@ -111,6 +111,24 @@ def missing_filters(codes: list[int]) -> list[str]:
     return [filter_label(c) for c in codes if not h5z.filter_avail(c)]
 
 
+#: where HDF5 filter ids are registered, with links to their plugins
+REGISTERED_FILTERS_URL = ("https://github.com/HDFGroup/hdf5_plugins/blob/master/docs/"
+                          "RegisteredFilterPlugins.md")
+
+
+def missing_plugin_advice() -> str:
+    """What to install for a filter HDF5 has no plugin for (see :func:`missing_filters`)."""
+    try:
+        import hdf5plugin  # noqa: F401
+    except ImportError:
+        return ("install hdf5plugin (pip install hdf5plugin: bzip2, lz4, zstd, Blosc, "
+                "Blosc2, bitshuffle, zfp, sz, ...), or that filter's HDF5 plugin in the "
+                "directory HDF5_PLUGIN_PATH names")
+    return ("hdf5plugin (installed) does not provide it: install that filter's HDF5 plugin "
+            f"(the registered filters and their plugins: {REGISTERED_FILTERS_URL}) and set "
+            "HDF5_PLUGIN_PATH to its directory")
+
+
 def same_layout(tid: Any, dt: np.dtype) -> bool:
     """True if the file's bytes of one element are the bytes of ``dt`` (fixed size, no
     references, no compound padding): chunks can then be copied or linked as bytes."""

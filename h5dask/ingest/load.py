@@ -22,7 +22,10 @@ are left for it) writes to the same keys. It then keeps every chunk object alrea
 stored whose bytes are the ones it would write (their MD5 as listed, else the bytes),
 writes the others, and deletes chunk objects of its datasets that it did not write,
 before it publishes the domain. A load over an existing domain (``overwrite``) starts
-afresh every time.
+afresh every time. Each run holds a lease (:mod:`.lease`) on the new root's prefix
+while it writes: a second run of the same load refuses (LoadInProgressError naming the
+first) instead of writing, removing or publishing the same keys, and ``h5dask gc``
+leaves the prefix alone.
 
 The phases: each dataset is described (:mod:`.describe`, through h5py) and planned
 (:mod:`.plan`, pure: copy, link or metadata only, its layout and filters); this module
@@ -59,8 +62,11 @@ from ..errors import (
     CorruptChunkError,
     DomainExistsError,
     HSDSUnreadableWarning,
+    LoadInProgressError,
+    LoadOptionError,
     LocalLinkWarning,
     StorageError,
+    UnsupportedFilterError,
     UnsupportedTypeError,
 )
 from ..format import ids
@@ -72,7 +78,17 @@ from ..storage.base import ObjectStore
 from ..storage.sync import io_loop
 from .copy import ChunkCopier, DatasetCopy, TableWrite
 from .describe import describe_dataset
-from .hdf5 import H5Types, H5Values, SourceObject, filter_label, has_refs, walk
+from .hdf5 import (
+    H5Types,
+    H5Values,
+    SourceObject,
+    filter_label,
+    has_refs,
+    missing_filters,
+    missing_plugin_advice,
+    walk,
+)
+from .lease import LoadLease
 from .plan import (
     INLINE_CHUNK_LIMIT,
     ChunkSpec,
@@ -247,7 +263,7 @@ class _Loader:
                     continue
                 try:
                     planned = self._create_dataset(obj, described[obj.addr])
-                except UnsupportedTypeError as exc:
+                except (UnsupportedTypeError, UnsupportedFilterError) as exc:
                     summary.skipped.append(f"{obj.path}: dataset ({exc})")
                     continue
                 if planned.plan.chunks_key is not None:
@@ -262,7 +278,9 @@ class _Loader:
                 refs[obj.addr] = obj.new_id
         unused = self.options.chunks.unused(used_chunk_keys)
         if unused:
-            raise ValueError(f"chunks= names datasets that are not in the file: {unused}")
+            raise LoadOptionError(
+                f"chunks= names datasets that are not in {self.src.url}: {unused}; give "
+                "dataset paths (/group/name) or names that `h5dask info` lists for it")
         # links, then attributes (references resolve to the new ids)
         now = time.time()
         for obj in objects:
@@ -319,6 +337,7 @@ class _Loader:
     def _create_dataset(self, obj: SourceObject, src: SourceDataset) -> _Planned:
         """Plan and create one dataset (and its INDIRECT chunk table)."""
         plan = plan_dataset(src, self.options)
+        self._check_decodable(plan)
         table_id = None
         if plan.chunk_table is not None:
             table_id = self.session.new_object("d", plan.chunk_table_json(),
@@ -335,6 +354,27 @@ class _Loader:
         self.summary.chunks_linked += plan.linked_chunks
         self.summary.logical_bytes += plan.linked_bytes
         return planned
+
+    def _check_decodable(self, plan: DatasetPlan) -> None:
+        """UnsupportedFilterError (the dataset is then skipped) for a copy that h5py must
+        decode while HDF5 has no plugin for a filter one of its stored chunks went
+        through: its chunks would fail to read half-way through the load."""
+        src = plan.source
+        if plan.mode != "copy" or not src.filters:
+            return
+        codes = [code for code, _ in src.filters]
+        missing = [i for i, code in enumerate(codes) if missing_filters([code])]
+        # a chunk whose filter_mask has a filter's bit skipped it; a direct copy decodes
+        # the others itself (and h5py reads only the chunks that skipped a filter)
+        needed = [i for i in missing
+                  if any(not info.filter_mask >> i & 1 and (info.filter_mask or not plan.direct)
+                         for info in src.stored)]
+        if not needed:
+            return
+        names = ", ".join(filter_label(codes[i]) for i in needed)
+        raise UnsupportedFilterError(
+            f"{self.src.url}: HDF5 has no plugin here for its filter {names}, so h5py "
+            f"cannot decode its chunks: {missing_plugin_advice()}; then load the file again")
 
     def _warn_filters(self, plan: DatasetPlan) -> None:
         """Say which linked datasets only h5dask reads, and which filter made a dataset
@@ -438,19 +478,19 @@ class _Loader:
 
     async def find_stored(self) -> None:
         """A resumable load: tell the copier which chunk objects are stored already under
-        the domain's root (one LIST, and one more for their MD5s where listings show
-        them); nothing to find for a fresh root."""
+        the domain's root, with their MD5s where listings show them (one listing);
+        nothing to find for a fresh root."""
         assert self.copier is not None
         if not self.resumable:
             return
         store = self.store.inner
         prefix = ids.object_prefix(self.session.root_id) + "/"
-        keys = [k for k in await store.list(prefix) if not k.endswith(".json")]
-        if not keys:
+        listed = await store.list_with_md5(prefix, kind="other")
+        stored = {k: md5 for k, md5 in listed.items() if not k.endswith(".json")}
+        if not stored:
             return
-        md5s = await store.list_md5(prefix, len(keys) + 1024, kind="chunk") or {}
         self.copier.store = self.store
-        self.copier.stored = {k: md5s.get(k) for k in keys}
+        self.copier.stored = stored
         # chunk objects of this load's datasets that it does not write: deleted before
         # the domain is published, as they would be read as the dataset's values
         self.copier.prefixes = {ids.object_prefix(p.obj.new_id) for p in self.planned
@@ -535,11 +575,13 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
     src_text = os.fspath(src)
     src_scheme = urlsplit(src_text).scheme.lower()
     if link and (chunks is not None or compression is not None):
-        raise ValueError("link=True references the file's chunks as they are; chunks= and "
-                         "compression= cannot be combined with it")
+        raise LoadOptionError("link=True references the file's chunks as they are; chunks= "
+                              "and compression= cannot be combined with it: drop them, or "
+                              "load without link=True (--link) to rechunk or recompress")
     if link and src_scheme not in ("", "file", "s3", "s3a"):
-        raise ValueError(f"link=True needs the file on a file system or in S3 (a path, "
-                         f"file:// or s3:// URL), not {src_text!r}")
+        raise LoadOptionError(f"link=True needs the file on a file system or in S3 (a path, "
+                              f"file:// or s3:// URL), not {src_text!r}: copy it there "
+                              "first, or load it without link=True (--link)")
     if link and src_scheme in ("", "file"):
         warnings.warn(
             f"linking the local file {src_text!r}: the domain's chunks stay in that file, so "
@@ -547,9 +589,9 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
             "file system); copy the file to object storage first to share it",
             LocalLinkWarning, stacklevel=2)
     if max_workers is not None and max_workers < 1:
-        raise ValueError(f"max_workers must be >= 1, not {max_workers}")
+        raise LoadOptionError(f"max_workers must be >= 1 (chunks in flight), not {max_workers}")
     if inline_chunk_limit < 0:
-        raise ValueError("inline_chunk_limit must be >= 0")
+        raise LoadOptionError(f"inline_chunk_limit must be >= 0, not {inline_chunk_limit}")
     chunk_spec = ChunkSpec.parse(chunks)
     compression_req = Compression.parse(compression, compression_opts)
     if src_storage_options is None and src_scheme in ("s3", "s3a") and \
@@ -576,7 +618,7 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
         summary = LoadSummary(source=source.url, url=location.url, linked=link)
         workers = max_workers or min(8, store.inner.max_concurrency)
         options = PlanOptions(link, source.file_uri, chunk_spec, compression_req,
-                              inline_chunk_limit, source.file_size)
+                              inline_chunk_limit, source.file_size, source.file_version)
         loader = _Loader(source, session, store, summary, options, workers, progress,
                          resumable=root_id is not None)
         try:
@@ -601,10 +643,15 @@ def load_file(src: Any, url: str, *, chunks: Any = None, compression: Any = None
 
 
 async def _load(loader: _Loader) -> None:
-    """Metadata (in the h5py thread), chunks, then the metadata objects and, last, the
-    domain; on any failure, nothing is published and what was written is removed."""
+    """The lease (:mod:`.lease`), then metadata (in the h5py thread), chunks, the
+    metadata objects and, last, the domain; on any failure, nothing is published and
+    what was written is removed, unless another run of the same load holds the lease
+    (it writes the same keys) or the store failed (kept, for the next run to resume)."""
     loop = asyncio.get_running_loop()
+    lease = LoadLease(loader.store.inner, loader.session.root_id, loader.summary.url)
+    await lease.acquire()  # refused: nothing of this run written, nothing to remove
     try:
+        await _refuse_published(loader)
         total_bytes = await loop.run_in_executor(loader.h5py_thread, _prepare, loader)
         loader.open_bar(total_bytes)
         assert loader.copier is not None
@@ -613,6 +660,7 @@ async def _load(loader: _Loader) -> None:
         await loader.copier.delete_unwritten()
         await loader.check_kept()
         loader.summary.logical_bytes += loader.copier.logical_bytes
+        await lease.check_held()
         await loader.session.flush_async()
     except BaseException as exc:
         loader.session.discard()
@@ -620,8 +668,25 @@ async def _load(loader: _Loader) -> None:
             exc.add_note("The chunks written so far are kept, unpublished: run the same "
                          "load again to resume it, or remove them with `h5dask gc`.")
             raise
+        if loader.resumable and (isinstance(exc, LoadInProgressError | DomainExistsError)
+                                 or await lease.others_live()):
+            raise  # the keys are another run's too (or a published domain's)
         await _remove_new_objects(loader)
         raise
+    finally:
+        await lease.release()
+
+
+async def _refuse_published(loader: _Loader) -> None:
+    """DomainExistsError if another run of this load published the domain between this
+    run's open (which found none) and its lease: this run would write its keys again."""
+    location = loader.session.location
+    if loader.resumable and await location.store.get(location.domain_key,
+                                                     kind="metadata") is not None:
+        raise DomainExistsError(
+            f"domain {location.url!r} was published while this load started (by another "
+            "run of it, or another writer): pass overwrite=True (h5dask load --overwrite) "
+            "to replace it")
 
 
 def _load_seed(store: str, domain: str, source: Source, *options: Any) -> str:

@@ -21,12 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UnsupportedFilterError
+from ..errors import LoadOptionError, SizeLimitError, UnsupportedFilterError
 from ..format import codecs, ids
 from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
 from ..format.filters import ChunkCodec, filter_json
-from ..format.linked import CHUNK_TABLE_DTYPE, LINKED_FILE_SIZE_KEY, contiguous_ranges
+from ..format.linked import (
+    CHUNK_TABLE_DTYPE,
+    LINKED_FILE_PATH_KEY,
+    LINKED_FILE_SIZE_KEY,
+    LINKED_FILE_VERSION_KEY,
+    contiguous_ranges,
+)
 from ..format.metadata import (
     CONTIGUOUS_REF_CHUNK_MAX,
     _contiguous_chunks,
@@ -90,6 +96,8 @@ class SourceDataset:
     external: bool = False
     data_offset: int | None = None
     storage_size: int = 0
+    #: H5D_FILL_TIME_NEVER: unwritten values read as zeros (``fill_json`` is then None)
+    fill_time_never: bool = False
 
     @property
     def scalar(self) -> bool:
@@ -181,10 +189,12 @@ def _check_chunks(value: Any) -> Any:
     if isinstance(value, str) or not hasattr(value, "__iter__"):
         if isinstance(value, int):
             return (value,)
-        raise ValueError(f"chunks must be a shape, 'auto' or a dict, not {value!r}")
+        raise LoadOptionError(f"chunks must be a shape (e.g. (10, 180, 360)), 'auto' or a "
+                              f"dict of dataset -> shape, not {value!r}")
     shape = tuple(None if c is None or c == -1 else int(c) for c in value)
     if any(c is not None and c < 1 for c in shape):
-        raise ValueError(f"chunk dimensions must be positive: {value!r}")
+        raise LoadOptionError(f"chunk dimensions must be positive (None or -1 for a whole "
+                              f"dimension): {value!r}")
     return shape
 
 
@@ -205,7 +215,8 @@ class Compression:
     def parse(cls, compression: Any, opts: Any) -> Compression:
         if compression is None:
             if opts is not None:
-                raise ValueError("compression_opts needs compression=")
+                raise LoadOptionError("compression_opts needs compression= (e.g. "
+                                      "compression='gzip', compression_opts=4)")
             return cls()
         if compression is False or (isinstance(compression, str) and compression.lower() in (
                 "none", "")):
@@ -214,17 +225,21 @@ class Compression:
             compression, opts = "gzip", compression
         try:
             codec = codecs.compressor(compression)
+        except ValueError as exc:  # 'none' is the other choice to an unknown codec
+            raise LoadOptionError(f"compression: {exc} or 'none'") from None
+        try:
+            level = codec.check_level(opts)
         except ValueError as exc:
-            raise ValueError(f"{exc} or 'none'") from None
-        return cls(True, codec.name, codec.check_level(opts))
+            raise LoadOptionError(f"compression: {exc}") from None
+        return cls(True, codec.name, level)
 
 
 @dataclass(frozen=True)
 class PlanOptions:
     """The load's options that decide plans. ``file_uri``: the source file as a linked
-    layout names it (None: it cannot be linked); ``file_size``: its size, recorded in
-    linked layouts so that readers can tell a rewritten file (see
-    :func:`h5dask.sources.linked_chunk_refs`)."""
+    layout names it (None: it cannot be linked); ``file_size`` and ``file_version``: its
+    size and version (as its store tells them), recorded in linked layouts so that
+    readers can tell a rewritten file (see :func:`h5dask.sources.linked_chunk_refs`)."""
 
     link: bool = False
     file_uri: str | None = None
@@ -232,6 +247,7 @@ class PlanOptions:
     compression: Compression = field(default_factory=Compression)
     inline_limit: int = INLINE_CHUNK_LIMIT
     file_size: int | None = None
+    file_version: str | None = None
 
 
 # -- what planning gives ------------------------------------------------------------------
@@ -262,6 +278,7 @@ class DatasetPlan:
     linked_chunks: int = 0
     linked_bytes: int = 0
     file_size: int | None = None  # of the linked file, recorded in its layout
+    file_version: str | None = None  # likewise
 
     @property
     def path(self) -> str:
@@ -269,20 +286,28 @@ class DatasetPlan:
 
     def layout_json(self, table_id: str | None = None) -> dict | None:
         """The new dataset's layout; an INDIRECT one names its chunk-table dataset. A
-        linked one records the linked file's size (:data:`LINKED_FILE_SIZE_KEY`)."""
+        linked one records the linked file's size and version and the dataset's path in
+        it (:data:`LINKED_FILE_SIZE_KEY`, :data:`LINKED_FILE_VERSION_KEY`,
+        :data:`LINKED_FILE_PATH_KEY`)."""
         layout = self.layout
         if self.chunk_table is not None:
             assert table_id is not None and self.source.chunks is not None
             layout = chunked_ref_indirect_layout(self.source.chunks, self.file_uri, table_id)
         if self.mode == "link" and self.file_size is not None and layout is not None:
             layout = {**layout, LINKED_FILE_SIZE_KEY: self.file_size}
+            if self.file_version is not None:
+                layout.update({LINKED_FILE_VERSION_KEY: self.file_version,
+                               LINKED_FILE_PATH_KEY: self.path})
         return layout
 
     def dataset_json(self, table_id: str | None = None) -> dict:
         """The body of the new dataset (``table_id``: see :meth:`layout_json`)."""
         src = self.source
-        return dataset_json(src.type_json, Dataspace(src.shape, src.maxshape),
+        body = dataset_json(src.type_json, Dataspace(src.shape, src.maxshape),
                             self.layout_json(table_id), list(self.filters), src.fill_json)
+        if src.fill_time_never:  # as h5pyd records it (HSDS itself does not use it)
+            body["creationProperties"]["fillTime"] = "H5D_FILL_TIME_NEVER"
+        return body
 
     def chunk_table_json(self) -> dict:
         """The body of the chunk-table dataset of an INDIRECT layout."""
@@ -314,8 +339,9 @@ def plan_dataset(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
     key, request = options.chunks.request(src.path)
     if (isinstance(request, tuple) and len(request) != len(src.shape)
             and options.chunks.by_dataset):
-        raise ValueError(f"chunks= gives {src.path} the chunk shape {request}, but it "
-                         f"has {len(src.shape)} dimensions (shape {src.shape})")
+        raise LoadOptionError(f"chunks= gives {src.path} the chunk shape {request}, but it "
+                              f"has {len(src.shape)} dimensions (shape {src.shape}): give "
+                              f"it {len(src.shape)} chunk dimensions")
     chunks = resolve_chunks(request, src.shape, src.dtype, src.maxshape, src.chunks)
     mapped = mapped_filters(src.filters)
     comp, level = mapped.compressor, mapped.level
@@ -367,7 +393,8 @@ def _linked(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
 
     def plan(layout: dict | None, chunks: int, nbytes: int, **kw: Any) -> DatasetPlan:
         return DatasetPlan(src, "link", layout, filters, file_uri=uri, linked_chunks=chunks,
-                           linked_bytes=nbytes, file_size=options.file_size, **kw)
+                           linked_bytes=nbytes, file_size=options.file_size,
+                           file_version=options.file_version, **kw)
 
     if src.layout == "contiguous":
         offset = src.data_offset if src.allocated else None
@@ -394,8 +421,9 @@ def _linked(src: SourceDataset, options: PlanOptions) -> DatasetPlan:
     values = np.zeros(grid.grid_shape, dtype=CHUNK_TABLE_DTYPE)
     for i, info in zip(indices, src.stored):
         if info.size >= 2**31:
-            raise ValueError(f"{src.path}: a chunk of {info.size} bytes does not fit the "
-                             "int32 size field of an HSDS chunk table")
+            raise SizeLimitError(f"{src.path}: a chunk of {info.size} bytes does not fit the "
+                                 "int32 size field of an HSDS chunk table: load the file "
+                                 "without link=True (--link) to copy it in smaller chunks")
         values[i] = (info.byte_offset, info.size)
     values.flags.writeable = False
     return plan(None, len(indices), nbytes, chunk_table=values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,11 @@ from ..errors import (
     SourceNotFoundError,
     StorageError,
 )
-from ..storage import Location, local_path, open_object
+from ..storage import Location, local_path, open_object, refuse_dot_segments
 from ..storage.base import ObjectStore
 from ..storage.links import ENV_VAR, LinkPolicy
 from ..storage.s3_options import TUNING_OPTIONS
+from ..storage.sync import sync
 
 
 class CountingFile(io.RawIOBase):
@@ -84,6 +86,7 @@ class Source:
     range_bytes: int = 0
     ranges_ok: bool = True
     file_size: int | None = None  # recorded in linked layouts (a rewrite changes it)
+    file_version: str | None = None  # likewise, as the store tells it (ObjectVersion.tag)
     modified_ns: int | None = None  # a local file's modification time (resumable loads)
 
     @property
@@ -138,6 +141,7 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
 
     src = os.fspath(src)
     parts = urlsplit(src)
+    refuse_dot_segments(src, parts)  # as for every URL (s3fs would walk up)
     scheme = parts.scheme.lower()
     if scheme in ("", "file"):
         path = local_path(src)
@@ -174,6 +178,12 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
         size = getattr(raw, "size", None)
         modified = None
     fileobj = CountingFile(raw)
+    try:  # the version of the bytes h5py is about to read: taken before it reads them
+        ranged = open_source_store(src, options)
+        version = _version(ranged, url, size, modified)
+    except BaseException:
+        fileobj.close()
+        raise
     register_filter_plugins()
     try:
         h5 = h5py.File(fileobj, "r")
@@ -186,10 +196,34 @@ def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:
             raise SourceFileError(
                 f"{url}: h5py cannot open it as an HDF5/netCDF-4 file ({exc})") from exc
         raise
-    ranged = open_source_store(src, options)
     store, key = ranged if ranged is not None else (None, None)
     return Source(url, h5, fileobj, store, key, file_uri,
-                  file_size=int(size) if size is not None else None, modified_ns=modified)
+                  file_size=int(size) if size is not None else None,
+                  file_version=version, modified_ns=modified)
+
+
+#: a local file modified less than this before it is linked may be written again within
+#: the same tick of the file system's clock, leaving its times as they were
+RACY_NS = 2 * 10**9
+
+
+def _version(ranged: tuple[ObjectStore, str] | None, url: str, size: int | None,
+             modified_ns: int | None) -> str | None:
+    """The source's version as its store tells it (what readers of a linked layout
+    compare with), None where there is no store for ranged reads. A local file written
+    just now is recorded as a version no store tells ("racy", as git calls it): readers
+    then always check the layout against the file (once per process)."""
+    if ranged is None:
+        return None
+    store, key = ranged
+    found = sync(store.stat(key))
+    if found is None or (size is not None and found.size != size):
+        now = f"{found.size} bytes" if found is not None else "gone"
+        raise SourceFileError(f"{url} changed while it was being opened (it was {size} "
+                              f"bytes, now {now}): load it again once it is written")
+    if found.tag and modified_ns is not None and time.time_ns() - modified_ns < RACY_NS:
+        return f"{found.tag} racy"
+    return found.tag
 
 
 def _not_hdf5(fileobj: CountingFile, url: str) -> SourceFormatError | None:

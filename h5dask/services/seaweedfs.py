@@ -98,6 +98,8 @@ class SeaweedFS:
         data_dir: directory for the store and the log (``weed.log``); a temporary
             directory, removed by :meth:`stop`, when omitted.
         access_key, secret_key: the one S3 identity (admin rights) the gateway accepts.
+        public_buckets: buckets anyone may list and read without credentials (as a
+            public data set's bucket is), e.g. ``("open-data",)``.
         start_timeout: seconds to wait for the gateway to answer.
     """
 
@@ -109,10 +111,12 @@ class SeaweedFS:
         *,
         access_key: str = "h5dask",
         secret_key: str = "h5dask-secret",
+        public_buckets: tuple[str, ...] = (),
         start_timeout: float = 30.0,
     ) -> None:
         self.access_key = access_key
         self.secret_key = secret_key
+        self.public_buckets = tuple(public_buckets)
         self.start_timeout = start_timeout
         self.data_dir: Path | None = Path(data_dir) if data_dir is not None else None
         self._own_dir = data_dir is None
@@ -139,6 +143,11 @@ class SeaweedFS:
                 }
             ]
         }
+        if self.public_buckets:  # SeaweedFS's name for requests without credentials
+            identities["identities"].append({
+                "name": "anonymous",
+                "actions": [f"{a}:{b}" for b in self.public_buckets for a in ("Read", "List")],
+            })
         (self.data_dir / "s3-identities.json").write_text(json.dumps(identities))
         try:
             for _ in range(_START_ATTEMPTS):

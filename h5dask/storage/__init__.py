@@ -33,6 +33,7 @@ from .sync import sync
 __all__ = [
     "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
     "local_path", "names_bucket_root", "open_location", "open_object", "open_prefix",
+    "refuse_dot_segments",
     "resolve_s3_settings", "resolve_storage_options", "sync",
 ]
 
@@ -180,6 +181,29 @@ def _check_fsspec_protocol(protocol: str, url: str) -> None:
             f"{SUPPORTED_SCHEMES}") from exc
 
 
+def refuse_dot_segments(url: str, parts: SplitResult | None = None) -> None:
+    """Raise :class:`DomainURLError` for a URL with a '.' or '..' segment, also
+    percent-encoded (file:// and fsspec paths are decoded, so ``%2E%2E`` would walk up):
+    a URL names an object path, not a file-system walk, and '..' could leave the bucket
+    root. The one owner of this check for URLs a user gives (domains, folders, the files
+    of a load); :class:`InvalidKeyError` is for object keys. Plain local paths, without a
+    scheme, are resolved as the OS does.
+
+    >>> refuse_dot_segments("s3://bucket/home/%2e%2e/x.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    h5dask.errors.DomainURLError: invalid path in 's3://bucket/home/%2e%2e/x.h5': '.' and ...
+    """
+    parts = urlsplit(url) if parts is None else parts
+    if not parts.scheme:
+        return
+    segments = unquote(f"{parts.netloc}/{parts.path}").split("/")
+    if any(seg in (".", "..") for seg in segments):
+        raise DomainURLError(
+            f"invalid path in {url!r}: '.' and '..' segments are refused (also "
+            "percent-encoded); give the path without them")
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -200,12 +224,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         raise DomainURLError(f"invalid domain URL {url!r}: '?' and '#' cannot be part of a "
                          "domain path in a URL (give a plain local path to use them in "
                          "file names)")
-    segments = f"{parts.netloc}/{parts.path}".split("/")
-    if parts.scheme and any(seg in (".", "..") for seg in segments):
-        # a URL names an object path, not a file-system walk: '..' could leave the bucket
-        # root (plain local paths, without a scheme, are resolved as the OS does)
-        raise DomainURLError(
-            f"invalid domain path in {url!r}: '.' and '..' segments are refused")
+    refuse_dot_segments(url, parts)
     if protocol in ("s3", "s3a"):
         bucket = parts.netloc
         if not bucket:
@@ -274,6 +293,7 @@ def open_prefix(url: str, storage_options: Mapping[str, Any] | None = None
     >>> store.root_url, prefix
     ('s3://bucket', 'home/me/')
     """
+    refuse_dot_segments(url)  # named as given, not as the probe's URL
     probe = open_location(url.rstrip("/") + "/" + _PROBE, storage_options)
     prefix = probe.domain[:-len(_PROBE)]
     return probe.store, prefix
@@ -294,6 +314,7 @@ def open_object(url: str, storage_options: Mapping[str, Any] | None = None
     ('file:///data/run%201', 'x.h5', 4)
     """
     parts = urlsplit(url)
+    refuse_dot_segments(url, parts)
     protocol = _protocol(parts.scheme)
     if protocol in ("s3", "s3a"):
         return _s3_store(parts.netloc, storage_options), check_key(parts.path[1:])

@@ -17,6 +17,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import StorageError
@@ -30,7 +31,15 @@ T = TypeVar("T")
 
 class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
-    short responses, timeouts)."""
+    short responses, timeouts); ``timed_out`` when no answer came in time."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError) or getattr(exc, "timed_out", False)
 
 
 class RequestSlots:
@@ -172,6 +181,23 @@ def _check_get(key: str, byte_range: tuple[int, int] | None) -> None:
             raise ValueError(f"invalid byte range {byte_range} for {key!r}")
 
 
+def _checked_range(store: ObjectStore, key: str, byte_range: tuple[int, int] | None,
+                   data: bytes | memoryview | None) -> bytes | memoryview | None:
+    """A ranged GET's bytes, never more than asked: a server that ignores the Range
+    request answers with the whole object, whose first bytes are not the range's (a
+    linked chunk would be decoded from the wrong bytes). Fewer is the object's end,
+    which callers judge (a linked chunk's range must be whole)."""
+    if byte_range is None or data is None:
+        return data
+    start, stop = byte_range
+    if len(data) > stop - start:
+        raise StorageError(
+            f"GET of {store.root_url}/{key} bytes [{start}:{stop}) returned {len(data)} "
+            f"bytes, not {stop - start}: the server ignored the Range request; read the "
+            "file through a server (or proxy) that answers ranged GETs", key=key, attempts=1)
+    return data
+
+
 def _recorded_get(kind: str, data: T) -> T:
     record_io(kind, "read_requests")
     if data is None:
@@ -195,6 +221,20 @@ def add_write_listener(listener: Callable[[str], None]) -> None:
 def _written(store: ObjectStore, key: str) -> None:
     for listener in _write_listeners:
         listener(f"{store.identity}/{key}")
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """What a HEAD tells of an object: its size and a ``tag`` that changes whenever it
+    is written (an S3 ETag, a file's modification and change times and inode number);
+    ``tag`` is None where the store cannot tell.
+
+    >>> ObjectVersion(10, "etag=abc") == ObjectVersion(10, "etag=abc")
+    True
+    """
+
+    size: int
+    tag: str | None = None
 
 
 class ObjectStore(ABC):
@@ -264,6 +304,11 @@ class ObjectStore(ABC):
     async def _size(self, key: str) -> int | None:
         raise NotImplementedError(f"{type(self).__name__} cannot tell object sizes")
 
+    async def _stat(self, key: str) -> ObjectVersion | None:
+        """Back ends that can tell an object's version override this (one HEAD)."""
+        size = await self._size(key)
+        return None if size is None else ObjectVersion(size)
+
     @abstractmethod
     def _init_args(self) -> tuple:
         """Arguments that rebuild an equivalent store in another process."""
@@ -319,49 +364,70 @@ class ObjectStore(ABC):
         return f"{type(self).__name__}({self.root_url!r})"
 
     # -- the choke point -----------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """Where this store's requests go, for messages (never holds secrets)."""
+        return self.root_url
+
     def _after_failure(self, what: str, key: str, kind: str, attempt: int,
-                       exc: BaseException) -> None:
-        """Count a retry, or give up with a StorageError naming the object and the tries."""
-        if attempt >= self.retry.max_attempts:
-            record_io(kind, "errors")
+                       exc: BaseException, started: float) -> float:
+        """The wait before the next attempt; or, after the last attempt or past the
+        operation's deadline, a StorageError naming the object, the tries and the time."""
+        elapsed = time.monotonic() - started
+        delay = self.retry.delay(attempt)
+        past_deadline = elapsed + delay >= self.tuning.deadline
+        if attempt < self.retry.max_attempts and not past_deadline:
+            record_io(kind, "retries")
+            return delay
+        record_io(kind, "errors")
+        if _timed_out(exc):
+            t = self.tuning
             raise StorageError(
-                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: "
-                f"{exc}. Check that the object store is reachable and healthy; "
-                "retries can be raised with storage_options={'max_attempts': N}.",
-                key=key,
-                attempts=attempt,
-            ) from exc
-        record_io(kind, "retries")
+                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: no answer "
+                f"from {self.endpoint} in {elapsed:.1f} s ({exc}). Check that the endpoint is "
+                "reachable and healthy; the waits are storage_options={"
+                f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
+                f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
+                "(seconds per connection, per request, per operation).",
+                key=key, attempts=attempt) from exc
+        stopped = (f" (stopped at the operation's deadline, storage_options "
+                   f"{{'deadline': {self.tuning.deadline:g}}} seconds)" if past_deadline
+                   and attempt < self.retry.max_attempts else "")
+        raise StorageError(
+            f"{what} of {self.root_url}/{key} failed after {attempt} attempts in "
+            f"{elapsed:.1f} s{stopped}: {exc}. Check that the object store is reachable and "
+            "healthy; retries can be raised with storage_options={'max_attempts': N}.",
+            key=key, attempts=attempt) from exc
 
     async def _call(self, what: str, key: str, kind: str, fn: Callable[[], Awaitable[T]]) -> T:
-        attempt = 0
+        attempt, started = 0, 0.0
         while True:
             attempt += 1
             try:
                 await self._slots.acquire()
+                started = started or time.monotonic()  # the deadline counts from here
                 try:
                     return await fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                self._after_failure(what, key, kind, attempt, exc)
-                await asyncio.sleep(self.retry.delay(attempt))
+                await asyncio.sleep(self._after_failure(what, key, kind, attempt, exc, started))
 
     def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
         """:meth:`_call` for blocking calls made in the caller's thread: the same retries,
         errors and statistics, within the same ``max_concurrency`` slots."""
-        attempt = 0
+        attempt, started = 0, 0.0
         while True:
             attempt += 1
             try:
                 self._slots.acquire_sync()
+                started = started or time.monotonic()  # the deadline counts from here
                 try:
                     return fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                self._after_failure(what, key, kind, attempt, exc)
-                time.sleep(self.retry.delay(attempt))
+                time.sleep(self._after_failure(what, key, kind, attempt, exc, started))
 
     def _blocking_get(self) -> Callable[[str, tuple[int, int] | None],
                                         bytes | memoryview | None] | None:
@@ -385,7 +451,7 @@ class ObjectStore(ABC):
         path decodes straight from it)."""
         _check_get(key, byte_range)
         data = await self._call("GET", key, kind, lambda: self._get(key, byte_range))
-        return _recorded_get(kind, data)
+        return _recorded_get(kind, _checked_range(self, key, byte_range, data))
 
     def get_buffer_sync(
         self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
@@ -398,7 +464,7 @@ class ObjectStore(ABC):
             return sync(self.get_buffer(key, kind=kind, byte_range=byte_range))
         _check_get(key, byte_range)
         data = self._call_sync("GET", key, kind, lambda: blocking(key, byte_range))
-        return _recorded_get(kind, data)
+        return _recorded_get(kind, _checked_range(self, key, byte_range, data))
 
     async def get_bounded(self, key: str, size_bound: int, *, kind: str = "chunk"
                           ) -> bytes | memoryview | None:
@@ -460,6 +526,14 @@ class ObjectStore(ABC):
         record_io(kind, "read_requests")
         return found
 
+    async def stat(self, key: str, *, kind: str = "metadata") -> ObjectVersion | None:
+        """The object's size and version tag (one HEAD, as :meth:`size`), None if it
+        does not exist."""
+        check_key(key)
+        found = await self._call("HEAD", key, kind, lambda: self._stat(key))
+        record_io(kind, "read_requests")
+        return found
+
     async def list(self, prefix: str = "") -> list[str]:
         """All keys under ``prefix`` (recursively), sorted."""
         check_prefix(prefix)
@@ -494,6 +568,25 @@ class ObjectStore(ABC):
 
     async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
         raise NotImplementedError
+
+    async def list_with_md5(self, prefix: str, *, kind: str = "chunk"
+                            ) -> dict[str, str | None]:
+        """Every key under ``prefix`` (recursively, as :meth:`list`), with the content MD5
+        its listing shows (see :meth:`list_md5`), else None: one listing, where keys and
+        then their MD5s would take two.
+
+        >>> from h5dask.storage.local import LocalObjectStore
+        >>> from h5dask.storage.sync import sync
+        >>> sync(LocalObjectStore("/tmp/h5dask-doc-md5").list_with_md5("db/"))
+        {}
+        """
+        check_prefix(prefix)
+        found = await self._call("LIST", prefix, kind, lambda: self._list_with_md5(prefix))
+        record_io(kind, "list_requests")
+        return dict(sorted(found.items()))
+
+    async def _list_with_md5(self, prefix: str) -> dict[str, str | None]:
+        return dict.fromkeys(await self._list(prefix))
 
     async def list_modified(self, prefix: str = "") -> dict[str, float]:
         """All keys under ``prefix`` with their last-modified times (seconds since the

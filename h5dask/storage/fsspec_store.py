@@ -11,9 +11,24 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 
 from ..errors import H5DaskError, StorageError, StoragePermissionError
-from .base import ObjectStore, TransientError
+from .base import ObjectStore, ObjectVersion, TransientError
 from .keys import check_key
 from .settings import DEFAULT_TUNING, StoreTuning
+
+
+def _dropped_response_errors() -> tuple[type[BaseException], ...]:
+    """aiohttp's errors for a response cut short (http(s), gcs, abfs file systems use
+    it); none where it is not installed."""
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
+
+
+_DROPPED_RESPONSE = _dropped_response_errors()
+#: calls that walk a tree, as long as it is large: not bounded by the request timeout
+_LISTINGS = frozenset({"find", "ls", "walk"})
 
 
 class FsspecObjectStore(ObjectStore):
@@ -67,17 +82,32 @@ class FsspecObjectStore(ObjectStore):
 
     async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            if isinstance(self.fs, AsyncFileSystem) and self.fs.asynchronous:
-                return await getattr(self.fs, "_" + name)(*args, **kwargs)
-            return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+            if not isinstance(self.fs, AsyncFileSystem):
+                return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
+            call = getattr(self.fs, "_" + name)(*args, **kwargs)
+            if not self.fs.asynchronous:  # on the file system's own loop, as fsspec runs it
+                call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.fs.loop))
+            if name in _LISTINGS:  # as long as the tree is large
+                return await call
+            # the client's own waits may be long (aiohttp's: 5 minutes per request);
+            # cancelling the wait cancels the request
+            async with asyncio.timeout(self.tuning.timeout):
+                return await call
         except FileNotFoundError:
             raise
         except PermissionError as exc:
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise TransientError(f"{name}: no answer in {self.tuning.timeout:g} s "
+                                 f"{exc}".rstrip(), timed_out=True) from exc
+        except OSError as exc:
             raise TransientError(str(exc)) from exc
         except H5DaskError:
             raise
+        except _DROPPED_RESPONSE as exc:
+            # a body cut short of its Content-Length (aiohttp checks it) or a connection
+            # dropped before the answer: never data, and another attempt can succeed
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
         except Exception as exc:
             # the client's own errors (aiohttp's InvalidUrlClientError for a URL it cannot
             # fetch, an HTTP status, ...): retried only for a status worth retrying
@@ -102,11 +132,18 @@ class FsspecObjectStore(ObjectStore):
         await self._run("pipe_file", self._full(key), data)
 
     async def _size(self, key: str) -> int | None:
+        found = await self._stat(key)
+        return None if found is None else found.size
+
+    async def _stat(self, key: str) -> ObjectVersion | None:
         try:
             info = await self._run("info", self._full(key))
         except FileNotFoundError:
             return None
-        return None if info.get("type") == "directory" else int(info["size"])
+        if info.get("type") == "directory":
+            return None
+        tags = [f"{name}={info[name]}" for name in _VERSION_FIELDS if info.get(name) is not None]
+        return ObjectVersion(int(info["size"]), " ".join(tags) or None)
 
     async def _delete(self, key: str) -> None:
         try:
@@ -136,6 +173,12 @@ class FsspecObjectStore(ObjectStore):
         except FileNotFoundError:
             return {}
         return {self._key_of(p): _mtime(info) for p, info in found.items()}
+
+
+#: fields of fsspec info dicts that change when an object is written (each file system
+#: has its own: S3 and HTTP ETags, GCS generations and MD5s, modification times)
+_VERSION_FIELDS = ("ETag", "etag", "generation", "md5Hash", "version_id", "mtime",
+                   "LastModified", "last_modified", "updated", "created")
 
 
 def _mtime(info: dict) -> float:

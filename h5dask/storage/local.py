@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import InvalidKeyError
-from .base import ObjectStore
+from .base import ObjectStore, ObjectVersion
 from .settings import DEFAULT_TUNING, StoreTuning
 
 # O_NOFOLLOW/O_DIRECTORY are POSIX; where they, or calls relative to a directory
@@ -398,15 +398,27 @@ class LocalObjectStore(ObjectStore):
         return await asyncio.to_thread(self._stat_size, key)
 
     def _stat_size(self, key: str) -> int | None:
+        found = self._stat_file(key)
+        return None if found is None else found.size
+
+    async def _stat(self, key: str) -> ObjectVersion | None:
+        return await asyncio.to_thread(self._stat_file, key)
+
+    def _stat_file(self, key: str) -> ObjectVersion | None:
         try:  # reached as a read reaches it (inside the root, no symlinks out)
             fd = self._open_beneath(key, self._path(key))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
             st = os.fstat(fd)
-            return None if stat.S_ISDIR(st.st_mode) else st.st_size
         finally:
             os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        # any write moves mtime; ctime moves too, also when mtime is set back (touch -d,
+        # cp -p); a file replaced by rename has another inode
+        return ObjectVersion(st.st_size, f"mtime_ns={st.st_mtime_ns} ctime_ns="
+                                         f"{st.st_ctime_ns} ino={st.st_ino}")
 
     async def _delete(self, key: str) -> None:
         await asyncio.to_thread(self._remove, key)

@@ -18,9 +18,9 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
-from .base import ObjectStore, TransientError, cached_store
+from .base import ObjectStore, ObjectVersion, TransientError, cached_store
 from .keys import check_key
-from .s3_options import S3Settings
+from .s3_options import S3Settings, masked_key_id
 from .settings import DEFAULT_TUNING, StoreTuning
 from .sync import sync
 
@@ -64,8 +64,7 @@ def connection_failure(text: str) -> str | None:
         host = urlsplit(url.group(0)).hostname if url else None
         return f"host name {host} not found (DNS): check the endpoint URL"
     if _http_kind_of(text) == "Timeout":
-        return ("no answer in time: check that the endpoint is an S3 server and healthy "
-                "(waits are storage_options timeout and connect_timeout, in seconds)")
+        return "no answer in time: check that the endpoint is an S3 server and healthy"
     if "InvalidContentType" in text and "https://" in text:
         return ("the TLS handshake failed: the endpoint does not speak https; give it as "
                 "http:// (or storage_options use_ssl=False)")
@@ -166,6 +165,17 @@ class S3ObjectStore(ObjectStore):
             return self.root_url
         return f"{self.root_url}@{self.settings.endpoint.rstrip('/')}"
 
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL, or AWS's for the region.
+
+        >>> S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9000/")).endpoint
+        'http://127.0.0.1:9000'
+        """
+        if self.settings.endpoint:
+            return self.settings.endpoint.rstrip("/")
+        return f"https://s3.{self.settings.region}.amazonaws.com"
+
     def sibling(self, bucket: str) -> S3ObjectStore:
         """Another bucket of the same endpoint, with the same credentials and tuning.
 
@@ -260,7 +270,8 @@ class S3ObjectStore(ObjectStore):
         if isinstance(exc, GenericError) and is_transient(text):
             first = text.splitlines()[0] if text else "transient error"
             cause = connection_failure(text)
-            return TransientError(f"{first}: {cause}" if cause else first)
+            return TransientError(f"{first}: {cause}" if cause else first,
+                                  timed_out=_http_kind_of(text) == "Timeout")
         if isinstance(exc, GenericError):  # permanent (4xx and the like): no retries
             return StorageError(f"{what} {self.root_url}/{key} failed: {text.splitlines()[0]}",
                                 key=key, attempts=1)
@@ -278,8 +289,8 @@ class S3ObjectStore(ObjectStore):
                     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or anon=True for "
                     "public data.")
         return (f"Check the access key and secret (credentials from {s.credential_source}, "
-                f"key {s.key!r}) and that they are allowed to {what} in bucket "
-                f"{self.bucket!r}.")
+                f"key id {masked_key_id(s.key or '')}) and that they are allowed to {what} "
+                f"in bucket {self.bucket!r}.")
 
     def _no_bucket(self) -> BucketNotFoundError:
         where = f" at {self.settings.endpoint}" if self.settings.endpoint else ""
@@ -361,12 +372,21 @@ class S3ObjectStore(ObjectStore):
         return data
 
     async def _size(self, key: str) -> int | None:
+        found = await self._stat(key)
+        return None if found is None else found.size
+
+    async def _stat(self, key: str) -> ObjectVersion | None:
         try:
             meta = await obstore.head_async(self._store, key)
         except Exception as exc:
             self._get_failed(exc, key, ranged=False)  # raises unless the object is missing
             return None
-        return int(meta["size"])
+        # every PUT gives the object a new ETag unless its bytes are the same (an MD5)
+        etag = meta.get("e_tag")
+        modified = meta.get("last_modified")
+        tag = (f"etag={etag.strip(chr(34))}" if etag else
+               f"modified={modified.isoformat()}" if modified is not None else None)
+        return ObjectVersion(int(meta["size"]), tag)
 
     async def _put(self, key: str, data: bytes) -> None:
         try:
@@ -399,12 +419,19 @@ class S3ObjectStore(ObjectStore):
             batch = await anext(stream, [])  # the first page only: one request
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
-        found = {}
-        for meta in batch:
-            etag = (meta.get("e_tag") or "").strip('"').lower()
-            if _MD5_RE.fullmatch(etag):  # not "<md5>-<parts>" (multipart), "W/..."
-                found[meta["path"]] = etag
-        return found
+        return {meta["path"]: md5 for meta in batch if (md5 := _content_md5(meta))}
+
+    async def _list_with_md5(self, prefix: str) -> dict[str, str | None]:
+        if not self.content_md5_listing:  # its ETags were found not to be MD5s
+            return await super()._list_with_md5(prefix)
+        try:
+            found: dict[str, str | None] = {}
+            stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
+            async for batch in stream:
+                found.update((meta["path"], _content_md5(meta)) for meta in batch)
+            return found
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
 
     async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         try:
@@ -423,6 +450,12 @@ class S3ObjectStore(ObjectStore):
             return found
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
+
+
+def _content_md5(meta: Any) -> str | None:
+    """A listed object's ETag if it is shaped like the MD5 of its bytes, else None."""
+    etag = (meta.get("e_tag") or "").strip('"').lower()
+    return etag if _MD5_RE.fullmatch(etag) else None  # not "<md5>-<parts>", "W/..."
 
 
 def _whole(data: memoryview, size: int) -> memoryview:

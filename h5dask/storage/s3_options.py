@@ -23,19 +23,31 @@ from urllib.parse import urlsplit
 from ..errors import StorageOptionsError
 from .settings import TUNING_OPTIONS, refuse_unknown
 
-__all__ = ["S3Settings", "TUNING_OPTIONS", "resolve_s3_settings"]
+__all__ = ["S3Settings", "TUNING_OPTIONS", "masked_key_id", "resolve_s3_settings"]
+
+
+def masked_key_id(key: str) -> str:
+    """An access key id as the AWS CLI shows it, its last 4 characters only (none of a
+    short one): enough to tell two keys apart, never the key itself.
+
+    >>> masked_key_id("AKIAIOSFODNN7EXAMPLE")
+    '****************MPLE'
+    >>> masked_key_id("h5dask")
+    '****'
+    """
+    return "*" * (len(key) - 4) + key[-4:] if len(key) >= 12 else "****"
 
 
 @dataclass(frozen=True)
 class S3Settings:
     """Everything needed to talk to one S3 endpoint; picklable, hashable.
 
-    ``secret`` and ``token`` are left out of ``repr`` so they never reach logs.
+    ``key``, ``secret`` and ``token`` are left out of ``repr`` so they never reach logs.
     """
 
     endpoint: str | None = None
     region: str = "us-east-1"
-    key: str | None = None
+    key: str | None = field(default=None, repr=False)
     secret: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     anon: bool = False

@@ -61,9 +61,14 @@ class StoreTuning:
     #: objects larger than this are read as concurrent ranged GETs of ``part_size``
     multipart_threshold: int = 32 * MiB
     part_size: int = 8 * MiB
-    #: seconds for a whole request, and for connecting
+    #: seconds for a whole request, and for connecting (as obstore's and s3fs's, much
+    #: shorter: a connection is made in milliseconds or not at all)
     timeout: float = 60.0
-    connect_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    #: seconds one operation may take, all its attempts and the waits between them
+    #: together: no attempt starts after it (one under way ends within ``timeout``), so
+    #: an endpoint that never answers is reported after two attempts, not ``max_attempts``
+    deadline: float = 120.0
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1 or self.part_size < 1 \
@@ -72,9 +77,9 @@ class StoreTuning:
                 "storage_options need max_concurrency >= 1 and multipart_threshold >= "
                 f"part_size >= 1; got max_concurrency={self.max_concurrency}, "
                 f"multipart_threshold={self.multipart_threshold}, part_size={self.part_size}")
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise StorageOptionsError("storage_options timeout and connect_timeout must be "
-                                      "positive (seconds)")
+        if self.timeout <= 0 or self.connect_timeout <= 0 or self.deadline <= 0:
+            raise StorageOptionsError("storage_options timeout, connect_timeout and deadline "
+                                      "must be positive (seconds)")
 
     def with_options(self, options: Mapping[str, Any]) -> StoreTuning:
         """This tuning with the tuning names among ``options`` applied (others ignored)."""
@@ -91,12 +96,13 @@ class StoreTuning:
                 "max_attempts": self.retry.max_attempts,
                 "retry_base_delay": self.retry.base_delay,
                 "multipart_threshold": self.multipart_threshold, "part_size": self.part_size,
-                "timeout": self.timeout, "connect_timeout": self.connect_timeout}
+                "timeout": self.timeout, "connect_timeout": self.connect_timeout,
+                "deadline": self.deadline}
 
 
 #: h5dask's own options, accepted by every back end next to its own ones
 TUNING_OPTIONS = ("max_concurrency", "max_attempts", "retry_base_delay", "multipart_threshold",
-                  "part_size", "timeout", "connect_timeout")
+                  "part_size", "timeout", "connect_timeout", "deadline")
 _INTEGER_OPTIONS = {"max_concurrency", "max_attempts", "multipart_threshold", "part_size"}
 
 #: each back end's defaults: S3 latency is hidden by many requests in flight; a local

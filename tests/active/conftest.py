@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -76,6 +77,8 @@ class UpstreamStub:
     objects: dict[str, bytes] = field(default_factory=dict)
     redirect_to: str = ""
     auth: str = ""
+    #: GETs of /slow/{name} started, by name
+    slow_fetches: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
     def origin(self) -> str:
@@ -109,6 +112,7 @@ def _stub_app(stub: UpstreamStub) -> web.Application:
         return web.Response(body=stub.objects[request.match_info["name"]])
 
     async def slow(request: web.Request) -> web.Response:
+        stub.slow_fetches[request.match_info["name"]] += 1
         await asyncio.sleep(SLOW_SECONDS)
         return ranged(request, stub.objects[request.match_info["name"]])
 

@@ -9,6 +9,7 @@ import gzip
 import json
 import struct
 import sys
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -18,7 +19,10 @@ import cbor2
 import numcodecs
 import numpy as np
 import pytest
+from servers.active import start_active_server, stop_process
 
+#: how long the upstream stub's /slow route takes to answer (conftest.py)
+SLOW_SECONDS = 1.5
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -141,13 +145,13 @@ def test_shape_must_match_size(
     [
         [[0, 2, 1], [0, 3, 1]],  # one dimension short
         [[0, 2, 1], [0, 3, 1], [0, 4, 0]],  # zero stride
-        [[0, 3, 1], [0, 3, 1], [0, 4, 1]],  # end past the length
-        [[0, 2, 1], [-4, 3, 1], [0, 4, 1]],  # start before -length
         [[0, 2, 1], [0, 3, 1], [0, 4.5, 1]],  # not an integer
         [[0, 2], [0, 3, 1], [0, 4, 1]],  # not a triple
+        [[0, 2, 1], [0, 3, 1], [0, 2**63, 1]],  # beyond 64 bits (Reductionist's isize)
+        # out-of-range starts and ends are clamped: see test_pyactivestorage.py
     ],
 )
-def test_selection_out_of_range(
+def test_bad_selection(
     active_server: Any, data_url: str, creds: Any, selection: Any
 ) -> None:
     fields = {"shape": [2, 3, 4], "selection": selection}
@@ -407,30 +411,203 @@ def test_corrupt_or_mis_sized_compressed_data(
     assert_field_error(status, reply, 400, "shape")
 
 
-def test_in_flight_limit(active_server: Any, upstream_stub: Any) -> None:
-    upstream_stub.objects["slow"] = np.arange(4, dtype="<i4").tobytes()
-    slow = json.dumps(body(upstream_stub.url("slow", "slow"), interface_type="http")).encode()
-
-    async def scenario() -> tuple[list[int], int, dict[str, Any]]:
-        url = active_server.url + "/v2/sum/"
+def _post_many(url: str, data: bytes, n: int, then: int = 0) -> tuple[list, list]:
+    """Post ``data`` ``n`` times at once, then, half a second later, ``then`` more:
+    the (status, seconds) of each, the first ``n`` and the later ones."""
+    async def scenario() -> tuple[list, list]:
         headers = {"Content-Type": "application/json"}
         async with aiohttp.ClientSession(trust_env=False) as s:
+            loop = asyncio.get_running_loop()
 
-            async def one() -> int:
-                async with s.post(url, data=slow, headers=headers) as r:
-                    await r.read()
-                    return r.status
+            async def one() -> tuple[int, float]:
+                start = loop.time()
+                async with s.post(url, data=data, headers=headers) as r:
+                    body = await r.read()
+                    assert r.status == 200 or b"server busy" in body, body
+                    return r.status, loop.time() - start
 
-            held = [asyncio.create_task(one()) for _ in range(active_server.max_in_flight)]
-            await asyncio.sleep(0.5)  # all four are now waiting on the slow upstream
-            async with s.post(url, data=slow, headers=headers) as r:
-                busy_status, busy_body = r.status, await r.json()
-            return list(await asyncio.gather(*held)), busy_status, busy_body
+            first = [asyncio.create_task(one()) for _ in range(n)]
+            await asyncio.sleep(0.5)  # the first n are in flight or waiting by now
+            later = await asyncio.gather(*(one() for _ in range(then)))
+            return list(await asyncio.gather(*first)), list(later)
 
-    held, busy_status, busy_body = asyncio.run(scenario())
-    assert busy_status == 503, busy_body
-    assert "busy" in busy_body["error"]["message"]
-    assert held == [200] * active_server.max_in_flight
+    return asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def small_server(upstream_stub: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server with 2 slots and 2 places in their queue, reading the stub."""
+    log_path = tmp_path_factory.mktemp("small-server") / "server.log"
+    proc, url = start_active_server(log_path, [
+        "--allow-upstream", upstream_stub.origin, "--max-in-flight", "2",
+        "--max-queued", "2", "--queue-timeout", str(SLOW_SECONDS * 4)])
+    try:
+        yield url
+    finally:
+        stop_process(proc)
+
+
+def _slow_body(upstream_stub: Any) -> bytes:
+    upstream_stub.objects["slow"] = np.arange(4, dtype="<i4").tobytes()
+    return json.dumps(body(upstream_stub.url("slow", "slow"), interface_type="http")).encode()
+
+
+def test_requests_beyond_the_slots_wait_for_one(small_server: str, upstream_stub: Any
+                                                ) -> None:
+    """Reductionist queues what it cannot start, and PyActiveStorage (30 threads) never
+    retries a 503: 4 requests on 2 slots all get 200, the last two after a wait."""
+    first, _ = _post_many(small_server + "/v2/sum/", _slow_body(upstream_stub), 4)
+    assert [status for status, _ in first] == [200] * 4
+    waited = sorted(seconds for _, seconds in first)[2:]
+    assert all(s >= SLOW_SECONDS * 2 * 0.9 for s in waited), first  # behind a slow one
+
+
+def test_a_full_queue_answers_busy(small_server: str, upstream_stub: Any) -> None:
+    first, later = _post_many(small_server + "/v2/sum/", _slow_body(upstream_stub), 4, 1)
+    assert [status for status, _ in first] == [200] * 4  # 2 in flight, 2 waiting
+    assert [status for status, _ in later] == [503]  # the queue was full
+    assert later[0][1] < SLOW_SECONDS  # at once, not after a wait
+
+
+def test_a_wait_longer_than_queue_timeout_answers_busy(
+    upstream_stub: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    log_path = tmp_path_factory.mktemp("impatient-server") / "server.log"
+    proc, url = start_active_server(log_path, [
+        "--allow-upstream", upstream_stub.origin, "--max-in-flight", "1",
+        "--queue-timeout", "0.2"])
+    try:
+        first, later = _post_many(url + "/v2/sum/", _slow_body(upstream_stub), 1, 1)
+    finally:
+        stop_process(proc)
+    assert [status for status, _ in first] == [200]
+    assert [status for status, _ in later] == [503]
+    assert later[0][1] < SLOW_SECONDS
+
+
+def test_requests_of_clients_that_left_the_queue_are_dropped(
+    upstream_stub: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two clients wait behind a slow request and hang up: their places in the queue are
+    given up at once (a new client waits only for the slow one), their objects are never
+    fetched, and the log says they went away, not that the server failed (500)."""
+    upstream_stub.objects["gone"] = np.arange(4, dtype="<i4").tobytes()
+    data = json.dumps(body(upstream_stub.url("slow", "gone"), interface_type="http")).encode()
+    log_path = tmp_path_factory.mktemp("queue-gone") / "server.log"
+    proc, url = start_active_server(log_path, [
+        "--allow-upstream", upstream_stub.origin, "--max-in-flight", "1",
+        "--max-queued", "2", "--queue-timeout", "30"])
+    headers = {"Content-Type": "application/json"}
+
+    async def post_once(session: aiohttp.ClientSession) -> int:
+        async with session.post(url + "/v2/sum/", data=data, headers=headers) as r:
+            await r.read()
+            return r.status
+
+    async def queued_after_hang_up() -> tuple[int, bool, int]:
+        async with aiohttp.ClientSession(trust_env=False) as held:
+            slow = asyncio.create_task(post_once(held))
+            await asyncio.sleep(0.3)  # it holds the one slot for SLOW_SECONDS
+            async with aiohttp.ClientSession(trust_env=False) as leaving:
+                waiting = [asyncio.create_task(post_once(leaving)) for _ in range(2)]
+                await asyncio.sleep(0.3)  # both are in the queue now
+                for task in waiting:
+                    task.cancel()
+            # leaving the session closed their connections
+            async with aiohttp.ClientSession(trust_env=False) as s:
+                for _ in range(200):
+                    async with s.get(url + "/healthz") as r:
+                        queued = (await r.json())["queued"]
+                    if queued == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                slow_was_done = slow.done()
+                late = await post_once(s)
+            assert await slow == 200
+            return queued, slow_was_done, late
+
+    try:
+        queued, slow_was_done, late = asyncio.run(asyncio.wait_for(queued_after_hang_up(), 60))
+    finally:
+        stop_process(proc)
+    log_text = log_path.read_text()
+    assert queued == 0 and not slow_was_done  # emptied while the slow one held the slot
+    assert late == 200
+    assert upstream_stub.slow_fetches["gone"] == 2  # the slow one and the late one
+    assert "internal error" not in log_text and " 500 " not in log_text, log_text[-3000:]
+    assert log_text.count("client went away") == 2, log_text[-3000:]
+
+
+def test_a_hung_up_request_keeps_its_slot_until_its_thread_ends(
+    upstream_stub: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reduction's thread cannot be stopped when its client hangs up: the slot (and the
+    buffer it reads) is given back only when the thread ends, so max_in_flight x object
+    size still bounds the memory; meanwhile the next request waits for it."""
+    from aiohttp import web
+
+    from h5dask.active import server
+
+    upstream_stub.objects["held"] = np.arange(4, dtype="<i4").tobytes()
+    data = json.dumps(body(upstream_stub.url("obj", "held"), interface_type="http")).encode()
+    headers = {"Content-Type": "application/json"}
+    computing, finish = threading.Event(), threading.Event()
+    real_compute_parts = server.compute_parts
+
+    def held_compute_parts(*args: Any) -> Any:
+        computing.set()
+        finish.wait(30)
+        return real_compute_parts(*args)
+
+    monkeypatch.setattr(server, "compute_parts", held_compute_parts)
+
+    async def scenario() -> tuple[dict, dict, int, dict]:
+        app = server.create_app({"allow_upstream": [upstream_stub.origin], "max_in_flight": 1})
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        loop = asyncio.get_running_loop()
+
+        async def health(s: aiohttp.ClientSession) -> dict:
+            async with s.get(url + "/healthz") as r:
+                return await r.json()
+
+        async def post_once(s: aiohttp.ClientSession) -> int:
+            async with s.post(url + "/v2/sum/", data=data, headers=headers) as r:
+                await r.read()
+                return r.status
+
+        try:
+            async with aiohttp.ClientSession(trust_env=False) as leaving:
+                gone = asyncio.create_task(post_once(leaving))
+                assert await loop.run_in_executor(None, computing.wait, 10)
+                gone.cancel()
+            computing.clear()
+            async with aiohttp.ClientSession(trust_env=False) as s:
+                await asyncio.sleep(0.5)  # time enough for the hang-up to be seen
+                after_hang_up = await health(s)
+                waiting = asyncio.create_task(post_once(s))
+                for _ in range(100):
+                    behind = await health(s)
+                    if behind["queued"]:
+                        break
+                    await asyncio.sleep(0.05)
+                finish.set()
+                status = await asyncio.wait_for(waiting, 30)
+                return after_hang_up, behind, status, await health(s)
+        finally:
+            finish.set()
+            await runner.cleanup()
+
+    with caplog.at_level("INFO", logger="h5dask.active"):
+        after_hang_up, behind, status, idle = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert after_hang_up["in_flight"] == 1  # the thread still runs
+    assert behind == {"status": "ok", "in_flight": 1, "queued": 1}
+    assert status == 200 and idle["in_flight"] == 0
+    assert caplog.text.count("client went away") == 1, caplog.text
+    assert "internal error" not in caplog.text
 
 
 # -- logging ---------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import cbor2
@@ -11,12 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from servers.active import MODULE_COMMAND, PROJECT_ROOT
 
+from h5dask.active.config import ServerConfigError
 from h5dask.active.errors import FieldError, redact_url
 from h5dask.active.operations import build_array, reduce_array, run
 from h5dask.active.request import Missing, ReductionRequest
-from h5dask.active.server import compute, encode_response, parse_size
+from h5dask.active.server import ServerConfig, compute, encode_response, parse_size
 from h5dask.active.upstream import AllowList, Credentials, parse_s3_url
+from h5dask.errors import H5DaskError
 
 URL = "http://127.0.0.1:9000/bucket/key"
 
@@ -294,7 +300,7 @@ def test_buffer_pool_reuses_within_its_budget() -> None:
 
 
 def test_a_busy_server_is_asked_again_with_fewer_requests_in_flight() -> None:
-    """A server answers 503 "server busy" beyond its own limit (never queues): the
+    """A server answers 503 "server busy" beyond its own limit (and its queue): the
     client then lowers its requests in flight to that server and sends the refused
     request again, instead of falling back to a local reduction."""
     import asyncio
@@ -353,3 +359,35 @@ def test_sum_int64_accumulates_in_64_bits(dtype: str) -> None:
     with pytest.raises(FieldError, match="sum_int64"):
         ReductionRequest.from_dict({"interface_type": "s3", "url": "http://h:1/b/k",
                                     "dtype": "int32", "sum_int64": 1})
+
+
+# -- server settings ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("max_queued", -1, "max_queued (--max-queued) must be at least 0, not -1"),
+    ("queue_timeout", 0, "queue_timeout (--queue-timeout) must be positive, not 0"),
+    ("max_in_flight", 0, "max_in_flight (--max-in-flight) must be at least 1, not 0"),
+])
+def test_bad_server_settings_are_config_errors(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ServerConfigError) as info:
+        ServerConfig(**{field: value})
+    assert isinstance(info.value, H5DaskError)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("command", [MODULE_COMMAND, (sys.executable, "-m", "h5dask.cli",
+                                                      "serve-active")],
+                         ids=["python -m h5dask.active.server", "h5dask serve-active"])
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--max-queued", "-1", "--max-queued) must be at least 0, not -1"),
+    ("--queue-timeout", "0", "--queue-timeout) must be positive, not 0"),
+])
+def test_both_entry_points_refuse_bad_settings_cleanly(
+        command: tuple[str, ...], option: str, value: str, message: str) -> None:
+    """A bad setting is one line naming the option, never a traceback (nor a server)."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([*command, "--allow-upstream", "http://127.0.0.1:9", option, value],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert message in done.stderr

@@ -334,3 +334,32 @@ def test_feature_opens_in_xarray_as_with_h5netcdf(name: str, link: bool, tmp_pat
         got = xr.open_dataset(url, engine="h5cloud", phony_dims="sort", chunks={},
                               decode_cf=False).load()
     xr.testing.assert_identical(got, want)
+
+
+@pytest.mark.parametrize("link", [False, True], ids=["copy", "link"])
+def test_fill_time_never_reads_unwritten_values_as_h5py_does(link: bool, tmp_path: Path
+                                                            ) -> None:
+    """H5D_FILL_TIME_NEVER: HDF5 does not fill unwritten storage and h5py reads zeros
+    there, not the declared fill value; the domain reads the same (no fill value)."""
+    path = tmp_path / "never.h5"
+    with h5py.File(path, "w") as f:
+        chunked = f.create_dataset("chunked", shape=(12,), dtype="<i4", chunks=(4,),
+                                   fillvalue=5, fill_time="never")
+        chunked[1:3] = 7  # one chunk written (its other values: zeros), two never
+        f.create_dataset("contiguous", shape=(6,), dtype="<f8", fillvalue=-1.5,
+                         fill_time="never")
+        f.create_dataset("rechunked_2d", shape=(6, 6), dtype="<i2", chunks=(3, 3),
+                         fillvalue=9, fill_time="never")[0, 0] = 1
+        ifset = f.create_dataset("ifset", shape=(8,), dtype="<i4", chunks=(4,), fillvalue=5)
+        ifset[0] = 1
+    url = (tmp_path / f"never-{link}.h5").as_uri()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        load_file(path, url, progress=False, link=link)
+    with h5py.File(path) as want, h5dask.File(url) as got:
+        assert want["chunked"][4] == 0 and want["contiguous"][0] == 0  # as h5py reads
+        for name in want:
+            np.testing.assert_array_equal(got[name][...], want[name][...], err_msg=name)
+        assert got["ifset"].fillvalue == 5
+        assert got["chunked"]._meta.raw["creationProperties"]["fillTime"] == \
+            "H5D_FILL_TIME_NEVER"

@@ -17,7 +17,7 @@ import xarray as xr
 from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5py
 
 import h5dask
-from h5dask.errors import CorruptChunkError, LinkedFileChangedError
+from h5dask.errors import CorruptChunkError, LinkedFileChangedError, LoadOptionError
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
 from h5dask.format.linked import CHUNK_TABLE_DTYPE, contiguous_ranges
@@ -192,10 +192,10 @@ def test_link_local_file_and_inline_limit(synthetic_h5, tmp_path):
 
 
 def test_link_needs_a_file_in_storage_or_on_disk(synthetic_h5, tmp_path):
-    with pytest.raises(ValueError, match="file system or in S3"):
+    with pytest.raises(LoadOptionError, match="file system or in S3.*copy it there first"):
         load_file("https://example.invalid/x.h5", (tmp_path / "d.h5").as_uri(), link=True,
                   progress=False)
-    with pytest.raises(ValueError, match="chunks= and compression="):
+    with pytest.raises(LoadOptionError, match="chunks= and compression="):
         load_file(synthetic_h5, (tmp_path / "d.h5").as_uri(), link=True, compression="gzip")
 
 
@@ -363,3 +363,210 @@ def test_linked_chunk_cut_short_by_a_truncated_file_is_an_error(tmp_path):
     os.truncate(path, edge.byte_offset + 4 * 2 * 8)  # the clipped (4, 2) chunk's bytes
     with h5dask.File(url) as f, pytest.raises(CorruptChunkError, match=r"t\.h5.*64 of"):
         f["v"][()]
+
+
+# -- a file written since it was linked: its version, then its layout, is checked -------
+def _write_pair(path, first, second, scale=1.0):
+    """Two datasets of the same shape, type and chunks, written in the order given: the
+    file of ``("a", "b")`` and of ``("b", "a")`` has the same size, each name at the
+    other's offsets."""
+    with h5py.File(path, "w") as f:
+        for name in (first, second):
+            value = {"a": 1.0, "b": 2.0}[name] * scale
+            f.create_dataset(name, data=np.full(40, value), chunks=(8,))
+        f.create_dataset("contig", data=np.arange(10.0) * scale)
+
+
+def _age(path):
+    """Date the file's modification a minute back: a file written just before it is
+    linked is recorded as "racy" (it might be written again in the same clock tick) and
+    checked on every first open in a process."""
+    then = path.stat().st_mtime_ns - 60 * 10**9
+    os.utime(path, ns=(then, then))
+
+
+def _local_pair(tmp_path, link=True, age=True):
+    """The file of ``_write_pair`` in a bucket root, and the file:// URL of a domain
+    linking it (linked if ``link``)."""
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / "pair.h5"
+    _write_pair(local, "a", "b")
+    if age:
+        _age(local)
+    url = (root / "home" / "pair.h5").as_uri()
+    if link:
+        load_file(local, url, link=True, progress=False)
+    return local, url
+
+
+def _linked_pair(where, tmp_path, put_s3, s3_bucket_url, storage_options):
+    local, url = _local_pair(tmp_path, link=False)
+    if where == "file":
+        src, opts = local, None
+    else:
+        src, url, opts = put_s3(local, "pair.h5"), f"{s3_bucket_url}/pair.h5", storage_options
+
+    def publish():  # the local file's new bytes where the domain links them
+        if where == "s3":
+            put_s3(local, "pair.h5")
+
+    load_file(src, url, link=True, storage_options=opts, progress=False)
+    return local, url, opts, publish
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_same_size_rewrite_with_another_layout_is_refused(where, tmp_path, put_s3,
+                                                          s3_bucket_url, storage_options):
+    """The file regenerated with its variables in another order, to the byte the same
+    size: the size check cannot see it, and each offset now holds the other variable's
+    values. The version recorded at link time shows the file was written; its metadata
+    shows the layout moved: LinkedFileChangedError naming the dataset and the file, from
+    h5dask.File and engine="h5cloud" alike, instead of b's values read as a's."""
+    local, url, opts, publish = _linked_pair(where, tmp_path, put_s3, s3_bucket_url,
+                                             storage_options)
+    size = local.stat().st_size
+    with h5dask.File(url, storage_options=opts) as f:
+        assert f["a"][()].tolist() == [1.0] * 40
+
+    _write_pair(local, "b", "a")
+    assert local.stat().st_size == size
+    publish()
+    for name in ("a", "b"):
+        with h5dask.File(url, storage_options=opts) as f:
+            with pytest.raises(LinkedFileChangedError,
+                               match=rf"'/{name}'.*pair\.h5.*rewritten.*chunk 0.*--link"):
+                f[name][()]
+    with pytest.raises(LinkedFileChangedError, match=r"variable '[ab]'.*pair\.h5.*rewritten"):
+        xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=opts)
+    with h5dask.File(url, storage_options=opts) as f:  # what told it
+        assert _layout(f, "a")["h5dask_file_version"]
+        assert _layout(f, "a")["h5dask_file_path"] == "/a"
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_values_edited_in_place_are_read_and_checked_once(where, tmp_path, put_s3,
+                                                          s3_bucket_url, storage_options):
+    """h5py "r+" edits values where they are and appends a dataset (the file grows): the
+    layout still holds, so the new values are read, with no error; the check reads the
+    file's metadata once for that file version, not again on the next open. An unchanged
+    file costs no request beyond the one HEAD per file and session."""
+    local, url, opts, publish = _linked_pair(where, tmp_path, put_s3, s3_bucket_url,
+                                             storage_options)
+
+    def read_all() -> tuple[dict, list]:
+        h5dask.reset_stats()
+        with h5dask.File(url, storage_options=opts) as f:
+            values = [f[n][()].tolist() for n in ("a", "b", "contig")]
+        ds = xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=opts)
+        assert ds["b"].values.tolist() == values[1]
+        return h5dask.stats()["metadata"], values
+
+    unchanged, values = read_all()
+    assert values[0] == [1.0] * 40
+    assert read_all()[0] == unchanged  # the same requests every time
+
+    with h5py.File(local, "r+") as h:
+        h["a"][:] = np.arange(40.0)
+        h["contig"][3] = -1.0
+        h.create_dataset("new", data=np.zeros(1000))
+    publish()
+    checked, values = read_all()
+    assert values[0] == list(np.arange(40.0)) and values[2][3] == -1.0
+    assert values[1] == [2.0] * 40
+    # the metadata of the file read by blocks, on top of what an unchanged file costs
+    assert unchanged["read_requests"] < checked["read_requests"] <= \
+        unchanged["read_requests"] + 8
+    assert read_all()[0] == unchanged  # checked once for this version of the file
+
+
+def test_a_check_is_bounded_in_requests(tmp_path, monkeypatch):
+    """A check that would need more reads of the file's metadata than allowed stops and
+    refuses, saying so, rather than reading without knowing."""
+    from h5dask import linked_files
+
+    local, url = _local_pair(tmp_path)
+    with h5py.File(local, "r+") as h:
+        h["a"][0] = 5.0
+    monkeypatch.setattr(linked_files, "MAX_CHECK_REQUESTS", 0)
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match="more than 0 reads"):
+        f["a"][()]
+    monkeypatch.undo()
+    with h5dask.File(url) as f:  # not remembered as refused: the next check may succeed
+        assert f["a"][0] == 5.0
+
+
+def test_a_dataset_gone_from_the_rewritten_file_is_refused(tmp_path):
+    local, url = _local_pair(tmp_path)
+    with h5py.File(local, "r+") as h:
+        h.move("a", "renamed")
+    with h5dask.File(url) as f:
+        with pytest.raises(LinkedFileChangedError, match="no dataset '/a' any more"):
+            f["a"][()]
+        assert f["b"][()].tolist() == [2.0] * 40
+
+
+def test_linked_files_are_checked_in_the_client_not_per_task(cluster_client, tmp_path,
+                                                             put_s3, s3_bucket_url,
+                                                             storage_options):
+    """On a cluster the client resolves and checks the layout when it opens the dataset;
+    the workers' tasks read chunks only: no HEAD, no metadata read, whatever the number
+    of tasks."""
+    local, url, opts, publish = _linked_pair("s3", tmp_path, put_s3, s3_bucket_url,
+                                             storage_options)
+    with h5py.File(local, "r+") as h:
+        h["a"][:] = np.arange(40.0)
+        h.create_dataset("new", data=np.zeros(1000))  # the file grows: still checked
+    publish()
+    cluster_client.run(h5dask.reset_stats)
+    h5dask.reset_stats()
+    v = xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=opts)["a"]
+    assert v.data.npartitions == 5
+    assert float(v.sum().compute()) == float(np.arange(40.0).sum())
+    assert h5dask.stats()["metadata"]["read_requests"] > 0  # the client's open and check
+    workers = cluster_client.run(h5dask.stats)
+    assert sum(s["chunk"]["read_requests"] for s in workers.values()) == 5
+    assert sum(s["metadata"]["read_requests"] for s in workers.values()) == 0
+
+
+def test_a_file_linked_just_after_it_was_written_is_always_checked(tmp_path):
+    """A local file's times move by clock ticks: a file written again in the tick it was
+    linked in would keep its times. One modified just before it is linked is recorded
+    with a version no file has ("racy"), so readers check its layout even though its
+    times have not moved (once per process: the next open makes only the HEAD)."""
+    local, url = _local_pair(tmp_path, age=False)
+    requests = []
+    for _ in range(2):
+        h5dask.reset_stats()
+        with h5dask.File(url) as f:
+            assert _layout(f, "a")["h5dask_file_version"].endswith(" racy")
+            assert f["a"][()].tolist() == [1.0] * 40
+        requests.append(h5dask.stats()["metadata"]["read_requests"])
+    assert requests[0] == requests[1] + 1  # the file's metadata: one 64 KiB block
+
+
+def test_a_domain_with_no_recorded_version_keeps_the_size_check(tmp_path):
+    """Domains linked by earlier h5dask versions recorded the size only: a file of
+    another size is refused, one rewritten to the same size is read as it is now
+    (documented as not detected), and nothing of the file's metadata is read."""
+    local, url = _local_pair(tmp_path)
+    for meta in local.parent.parent.rglob(".dataset.json"):  # as earlier h5dask wrote it
+        obj = json.loads(meta.read_text())
+        for layout in (obj["creationProperties"]["layout"], obj["layout"]):
+            layout.pop("h5dask_file_version")
+            layout.pop("h5dask_file_path")
+        meta.write_text(json.dumps(obj))
+    requests = []
+    for want in ([1.0] * 40, [2.0] * 40):
+        h5dask.reset_stats()
+        with h5dask.File(url) as f:
+            assert f["a"][()].tolist() == want  # then b's values: the documented gap
+        requests.append(h5dask.stats()["metadata"]["read_requests"])
+        _write_pair(local, "b", "a")
+    assert requests[0] == requests[1]  # nothing of the file's metadata is read
+    with h5py.File(local, "a") as h:
+        h.create_dataset("more", data=np.zeros(100))
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError, match="bytes now"):
+        f["a"][()]

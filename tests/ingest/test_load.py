@@ -15,7 +15,7 @@ import pytest
 import xarray as xr
 
 import h5dask
-from h5dask.errors import CorruptChunkError
+from h5dask.errors import CorruptChunkError, H5DaskError, LoadOptionError
 from h5dask.ingest import LoadSummary, load_file
 
 DATASETS = ["many", "contig", "bigcontig", "f32", "gzf32", "shgz", "shgzf32", "sh", "be",
@@ -134,16 +134,21 @@ def test_rechunk_and_recompress(synthetic_h5, tmp_path):
 
 def test_bad_options_fail_before_anything_is_written(synthetic_h5, tmp_path):
     url = _domain(tmp_path)
-    with pytest.raises(ValueError, match="not in the file.*nope"):
-        load_file(synthetic_h5, url, chunks={"nope": (4,)}, progress=False)
-    with pytest.raises(ValueError, match="compression"):
-        load_file(synthetic_h5, url, compression="brotli", progress=False)
-    with pytest.raises(ValueError, match="many.*2 dimensions"):
-        load_file(synthetic_h5, url, chunks={"many": (4,)}, progress=False)
-    with pytest.raises(ValueError, match="positive"):
-        load_file(synthetic_h5, url, chunks=(0,), progress=False)
-    with pytest.raises(ValueError, match="link=True"):
-        load_file(synthetic_h5, url, link=True, chunks="auto", progress=False)
+    # each a LoadOptionError (an h5dask error, still a ValueError) naming what to give
+    bad = [({"chunks": {"nope": (4,)}}, "not in .*synthetic.h5.*nope.*h5dask info"),
+           ({"compression": "brotli"}, "compression.*or 'none'"),
+           ({"compression": "gzip", "compression_opts": 12}, "compression"),
+           ({"compression_opts": 4}, "needs compression="),
+           ({"chunks": {"many": (4,)}}, "many.*2 dimensions.*give it 2"),
+           ({"chunks": (0,)}, "positive"),
+           ({"chunks": 1.5}, "must be a shape"),
+           ({"link": True, "chunks": "auto"}, "link=True.*load without link=True"),
+           ({"max_workers": 0}, "max_workers must be >= 1"),
+           ({"inline_chunk_limit": -1}, "inline_chunk_limit must be >= 0")]
+    for kwargs, match in bad:
+        with pytest.raises(LoadOptionError, match=match) as info:
+            load_file(synthetic_h5, url, progress=False, **kwargs)
+        assert isinstance(info.value, H5DaskError) and isinstance(info.value, ValueError)
     assert not any((tmp_path / "bucket").rglob("*.json"))
 
 

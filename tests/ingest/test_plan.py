@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from h5dask.errors import LoadOptionError
 from h5dask.ingest.plan import (
     ChunkSpec,
     Compression,
@@ -107,6 +108,18 @@ def test_bad_compression_requests_are_refused() -> None:
         Compression.parse(None, 4)
     with pytest.raises(ValueError, match="or 'none'"):
         Compression.parse("nosuchcodec", None)
+
+
+@pytest.mark.parametrize(("compression", "opts", "message"), [
+    ("gzip", 12, "compression: compression level must be 0-9, not 12"),
+    (12, None, "compression: compression level must be 0-9, not 12"),
+    ("lzf", 3, "compression: compression 'lzf' takes no level (compression_opts), got 3"),
+])
+def test_level_errors_do_not_suggest_none(compression: Any, opts: Any, message: str) -> None:
+    """'none' is the alternative to an unknown codec, not to a bad level of a known one."""
+    with pytest.raises(LoadOptionError) as info:
+        Compression.parse(compression, opts)
+    assert str(info.value) == message
 
 
 def test_nothing_to_copy_is_metadata_only() -> None:

@@ -63,6 +63,24 @@ def test_two_instances_and_stop(tmp_path) -> None:
     assert dir_one is not None and not dir_one.exists()  # a temporary dir is removed
 
 
+def test_public_buckets_are_read_without_credentials() -> None:
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with SeaweedFS(public_buckets=("open",)) as server:
+        for bucket in ("open", "closed"):
+            server.create_bucket(bucket)
+            server.s3_client().put_object(Bucket=bucket, Key="k", Body=bucket.encode())
+        with opener.open(f"{server.endpoint}/open/k", timeout=10) as resp:
+            assert resp.read() == b"open"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            opener.open(f"{server.endpoint}/closed/k", timeout=10)
+        assert info.value.code == 403
+        got = server.s3_client().get_object(Bucket="closed", Key="k")["Body"].read()
+        assert got == b"closed"  # the keys still read everything
+
+
 def test_restart_same_object() -> None:
     server = SeaweedFS().start()
     first_pid = server.pid

@@ -98,3 +98,56 @@ def test_s3_domain_names_are_keys_verbatim(storage_options, s3_bucket_url) -> No
     prefix = s3_bucket_url.split("/", 3)[3]
     keys = [k for k in sync(store.list(f"{prefix}/")) if k.endswith("/.domain.json")]
     assert sorted(k[len(prefix) + 1:-len("/.domain.json")] for k in keys) == sorted(names)
+
+
+# '..' in a URL: DomainURLError is its one owner, whatever the entry point (before, a
+# load's source or a linked file at s3://b/a/../x.h5 got an InvalidKeyError about an
+# "object key", a folder's got one naming an internal probe URL, and a percent-encoded
+# '..' in a file:// or memory:// URL was decoded and walked up: another domain, silently)
+DOT_URLS = ["s3://bucket/home/../x.h5", "s3://bucket/home/%2E%2E/x.h5",
+            "memory://bucket/home/%2e%2e/x.h5", "file:///tmp/bucket/home/..%2Fx.h5",
+            "file:///tmp/bucket/./x.h5"]
+
+
+def _options(url: str) -> dict | None:
+    return {"anon": True} if url.startswith("s3") else None
+
+
+@pytest.mark.parametrize("url", DOT_URLS)
+def test_dot_segments_are_one_error_at_every_entry_point(url) -> None:
+    import xarray as xr
+
+    from h5dask.storage import open_prefix
+
+    dataset = xr.Dataset({"v": ("x", np.arange(3))})
+    calls = {
+        "xr.open_dataset": lambda: xr.open_dataset(url, engine="h5cloud",
+                                                   storage_options=_options(url)),
+        "h5dask.File": lambda: h5dask.File(url, storage_options=_options(url)),
+        "h5dask.File w": lambda: h5dask.File(url, "w", storage_options=_options(url)),
+        "to_h5cloud": lambda: h5dask.to_h5cloud(dataset, url, storage_options=_options(url)),
+        "list_domains": lambda: h5dask.list_domains(url + "/", storage_options=_options(url)),
+        "open_prefix": lambda: open_prefix(url + "/", _options(url)),
+        "open_object (a load's source)": lambda: open_object(url, _options(url)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(DomainURLError, match="'.' and '..' segments are refused") as err:
+            call()
+        assert repr(url)[1:-1] in str(err.value), name  # the URL as given
+        assert ".h5dask-probe" not in str(err.value), name
+
+
+@pytest.mark.parametrize("command", [["ls", "s3://bucket/home/../"],
+                                     ["load", "s3://bucket/a/../src.h5", "memory://b/x.h5"],
+                                     ["load", "/no/such/src.h5", "s3://bucket/%2E%2E/x.h5"],
+                                     ["rm", "s3://bucket/home/../x.h5"]])
+def test_dot_segments_in_the_cli_are_the_same_error(command) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "h5dask.cli", *command], capture_output=True,
+                         text=True, timeout=120,
+                         env={**__import__("os").environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert run.returncode != 0
+    assert "'.' and '..' segments are refused" in run.stderr, run.stderr
+    assert ".h5dask-probe" not in run.stderr

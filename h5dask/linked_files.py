@@ -1,0 +1,312 @@
+"""Whether the HDF5 file a linked dataset reads is still laid out as when it was linked.
+
+``h5dask load --link`` records, in each linked layout, the file's size and version as its
+store tells them (:class:`~h5dask.storage.base.ObjectVersion`: an S3 ETag, a local file's
+modification and change times and inode) and the dataset's path in the file. The HEAD an
+open makes anyway (:func:`h5dask.sources.linked_chunk_refs`) shows the version now:
+
+- the same version: the file was not written since; nothing more is done;
+- another version: the file was written since. Its values may have been edited in place
+  (h5py ``"r+"``: the same offsets, new values, to be read as they are now) or the file
+  regenerated (other chunking, other variable order: other offsets, even at the same
+  size). :func:`check_layout` tells them apart from the file's own metadata: h5py reads
+  it over ranged GETs of :data:`BLOCK_SIZE` bytes (never a chunk on purpose: a block
+  may hold some), re-derives the dataset's shape, type, filters and every chunk's offset
+  and size, and compares them with the domain's. The same: the dataset is read (and that
+  is remembered in this process for that file version, so it is checked once, not per
+  open or per chunk). Different: :class:`~h5dask.errors.LinkedFileChangedError` naming
+  the dataset, the file, what differs and what to do.
+
+A check makes at most ``MAX_CHECK_REQUESTS + chunks // 16`` GETs (the chunk index grows
+with the chunks); beyond that it gives up with LinkedFileChangedError rather than read
+without knowing.
+
+>>> facts = LayoutFacts((4,), "<f8", (2,), (), (("0", 100, 16), ("1", 116, 16)))
+>>> facts.difference(LayoutFacts((4,), "<f8", (2,), (), (("0", 100, 16), ("1", 132, 16))))
+'chunk 1 is 16 bytes at offset 116 in the domain, 16 bytes at offset 132 in the file'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import LinkedFileChangedError
+from .format.ids import chunk_name
+from .storage.base import ObjectStore, ObjectVersion
+from .storage.sync import sync
+
+#: bytes per ranged GET of the file's metadata: HDF5's metadata of one dataset (object
+#: header, chunk index nodes) are small records, mostly near each other
+BLOCK_SIZE = 64 * 1024
+#: GETs a check may make besides one per 16 chunks of the dataset (index nodes)
+MAX_CHECK_REQUESTS = 64
+_BLOCKS_KEPT = 64  # per file, the last read: bounded memory (4 MiB)
+_FILES_KEPT = 4  # files whose blocks are kept for the checks of their other datasets
+_RESULTS_KEPT = 4096  # layouts found to hold (or not), by file version
+
+
+@dataclass(frozen=True)
+class LayoutFacts:
+    """What decides whether a linked dataset's bytes mean what the domain says: its
+    shape, element type (``dtype.str``, or ``descr`` for compounds), chunk shape (``()``
+    for a contiguous dataset), HDF5 filter ids, and each stored chunk's ``(name, offset,
+    size)`` in the file (a contiguous dataset: one entry named "contiguous")."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    filters: tuple[int, ...]
+    stored: tuple[tuple[str, int, int], ...]
+
+    def difference(self, file: LayoutFacts) -> str | None:
+        """What differs between this layout (the domain's) and ``file``'s, in words;
+        None when they agree."""
+        for what, mine, theirs in (("shape", self.shape, file.shape),
+                                   ("element type", self.dtype, file.dtype),
+                                   ("chunk shape", self.chunks, file.chunks),
+                                   ("filters", self.filters, file.filters)):
+            if mine != theirs:
+                return f"its {what} is {mine} in the domain, {theirs} in the file"
+        if self.stored == file.stored:
+            return None
+        mine_by = {name: (off, n) for name, off, n in self.stored}
+        theirs_by = {name: (off, n) for name, off, n in file.stored}
+        for name in sorted(mine_by.keys() | theirs_by.keys()):
+            a, b = mine_by.get(name), theirs_by.get(name)
+            if a != b:
+                return (f"chunk {name} is {_where(a)} in the domain, {_where(b)} in the file")
+        return "its chunks are listed in another order"
+
+
+def _where(entry: tuple[int, int] | None) -> str:
+    return "not stored" if entry is None else f"{entry[1]} bytes at offset {entry[0]}"
+
+
+def file_facts(dset: Any) -> LayoutFacts | str:
+    """The :class:`LayoutFacts` of an h5py dataset as its file's metadata says them, or
+    why it cannot be linked at all now (compact or virtual storage, a chunk that skipped
+    a filter). Reads metadata only.
+
+    >>> import h5py, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.h5")
+    >>> with h5py.File(path, "w") as f:
+    ...     _ = f.create_dataset("x", data=np.arange(4.0), chunks=(2,))
+    >>> with h5py.File(path) as f:
+    ...     [name for name, _, _ in file_facts(f["x"]).stored]
+    ['0', '1']
+    """
+    from h5py import h5d
+
+    dcpl = dset.id.get_create_plist()
+    filters = tuple(int(dcpl.get_filter(i)[0]) for i in range(dcpl.get_nfilters()))
+    shape = tuple(int(s) for s in (dset.shape or ()))
+    dtype = _dtype_text(dset.dtype)
+    layout = dcpl.get_layout()
+    if layout == h5d.CONTIGUOUS:
+        size = int(dset.id.get_storage_size())
+        offset = dset.id.get_offset() if size else None
+        stored = (("contiguous", int(offset), size),) if offset is not None else ()
+        return LayoutFacts(shape, dtype, (), filters, stored)
+    if layout != h5d.CHUNKED:
+        return "it is no longer stored contiguous or chunked (compact or virtual now)"
+    chunks = tuple(int(c) for c in dset.chunks)
+    infos: list[Any] = []
+    if hasattr(dset.id, "chunk_iter"):
+        dset.id.chunk_iter(infos.append)
+    else:  # HDF5 older than 1.14
+        infos = [dset.id.get_chunk_info(i) for i in range(dset.id.get_num_chunks())]
+    if any(info.filter_mask for info in infos):
+        return "a chunk of it skipped a filter (HDF5 filter mask), which a link cannot say"
+    stored = tuple(sorted(
+        (chunk_name(tuple(int(o) // c for o, c in zip(info.chunk_offset, chunks))),
+         int(info.byte_offset), int(info.size)) for info in infos if info.size > 0))
+    return LayoutFacts(shape, dtype, chunks, filters, stored)
+
+
+def _dtype_text(dt: np.dtype) -> str:
+    """``dt``'s layout of bytes, without h5py's metadata (string encodings, enum names).
+
+    >>> _dtype_text(np.dtype([("a", "<i4"), ("s", "S3")]))
+    '{a:<i4@0,s:|S3@4}7'
+    """
+    if dt.names:
+        fields = ",".join(f"{n}:{_dtype_text(dt.fields[n][0])}@{dt.fields[n][1]}"
+                          for n in dt.names)
+        return f"{{{fields}}}{dt.itemsize}"
+    if dt.subdtype is not None:
+        return f"{_dtype_text(dt.subdtype[0])}{dt.subdtype[1]}"
+    return dt.str
+
+
+def domain_facts(shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
+                 filters: tuple[int, ...], stored: tuple[tuple[str, int, int], ...]
+                 ) -> LayoutFacts:
+    """The :class:`LayoutFacts` a linked layout claims (``chunks`` None: contiguous)."""
+    return LayoutFacts(tuple(shape), _dtype_text(dtype), tuple(chunks or ()), filters,
+                       tuple(sorted(stored)))
+
+
+class StoreFile(io.RawIOBase):
+    """A read-only file object over one object of a store, for h5py: reads are ranged
+    GETs (kind "metadata") of whole :data:`BLOCK_SIZE` blocks, the last few kept; more
+    than ``max_requests`` GETs raise :class:`CheckTooCostly`."""
+
+    def __init__(self, store: ObjectStore, key: str, size: int, max_requests: int,
+                 blocks: OrderedDict[int, bytes] | None = None) -> None:
+        super().__init__()
+        self.store, self.key, self.size = store, key, size
+        self.max_requests = max_requests
+        self.requests = 0
+        self.failure: BaseException | None = None
+        self._pos = 0
+        self._blocks = OrderedDict() if blocks is None else blocks
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        if self.failure is not None:
+            return 0
+        try:
+            return self._readinto(buffer)
+        except Exception as exc:
+            # raised through h5py, it leaves HDF5 a half-open file (a crash at exit):
+            # kept for the caller, which then trusts nothing h5py made of the reads,
+            # without the traceback, whose frames would keep h5py's file access alive
+            self.failure = exc.with_traceback(None)
+            return 0
+
+    def _readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        stop = min(self._pos + len(out), self.size)
+        done = 0
+        while self._pos + done < stop:
+            at = self._pos + done
+            block = self._block(at // BLOCK_SIZE)
+            piece = block[at % BLOCK_SIZE: at % BLOCK_SIZE + (stop - at)]
+            if not piece:  # the file is shorter than its HEAD said: it is being written
+                break
+            out[done: done + len(piece)] = piece
+            done += len(piece)
+        self._pos += done
+        return done
+
+    def _block(self, index: int) -> bytes:
+        block = self._blocks.get(index)
+        if block is not None:
+            self._blocks.move_to_end(index)
+            return block
+        if self.requests >= self.max_requests:
+            raise CheckTooCostly(self.requests)
+        self.requests += 1
+        start = index * BLOCK_SIZE
+        block = sync(self.store.get(self.key, kind="metadata",
+                                    byte_range=(start, min(start + BLOCK_SIZE, self.size))))
+        block = block or b""
+        self._blocks[index] = block
+        if len(self._blocks) > _BLOCKS_KEPT:
+            self._blocks.popitem(last=False)
+        return block
+
+
+class CheckTooCostly(Exception):
+    """A layout check would need more GETs than it may make."""
+
+
+_lock = threading.Lock()
+#: the blocks read of the last few files checked, by (store, key, version): the checks of
+#: a file's other datasets read its superblock and groups from here
+_blocks: OrderedDict[tuple, OrderedDict[int, bytes]] = OrderedDict()
+_results: OrderedDict[tuple, str | None] = OrderedDict()
+
+
+def check_layout(store: ObjectStore, key: str, now: ObjectVersion, path: str,
+                 claimed: LayoutFacts) -> str | None:
+    """Why the layout ``claimed`` of the dataset at ``path`` in the file ``key`` of
+    ``store`` (``now``: its version) no longer holds, in words; None when it holds. The
+    answer is remembered in this process for that file version and claim."""
+    # a digest, not the claim: a claim lists every chunk, and answers are kept
+    memo = (store.identity, key, now, path,
+            hashlib.sha256(repr(claimed).encode()).hexdigest())
+    with _lock:
+        if memo in _results:
+            _results.move_to_end(memo)
+            return _results[memo]
+    try:
+        answer = _check(store, key, now, path, claimed)
+    except CheckTooCostly as exc:  # not remembered: it says nothing of the file
+        return (f"checking it would take more than {exc.args[0]} reads of the file's "
+                "metadata, where h5dask stops")
+    with _lock:
+        _results[memo] = answer
+        while len(_results) > _RESULTS_KEPT:
+            _results.popitem(last=False)
+    return answer
+
+
+def _check(store: ObjectStore, key: str, now: ObjectVersion, path: str,
+           claimed: LayoutFacts) -> str | None:
+    import h5py
+
+    name = (store.identity, key, now)
+    with _lock:
+        blocks = _blocks.pop(name, None) or OrderedDict()
+        _blocks[name] = blocks
+        while len(_blocks) > _FILES_KEPT:
+            _blocks.popitem(last=False)
+    budget = MAX_CHECK_REQUESTS + len(claimed.stored) // 16
+    raw = StoreFile(store, key, now.size, budget, blocks)
+    try:
+        with h5py.File(raw, "r") as h5:
+            answer = _compare(h5, path, claimed)
+    except OSError as exc:
+        if raw.failure is None:
+            return f"h5py cannot read the file's metadata now ({exc})"
+        answer = None
+    finally:
+        raw.close()
+    failure, raw.failure = raw.failure, None
+    if failure is not None:  # too many reads, or the store's own error
+        raise failure
+    return answer
+
+
+def _compare(h5: Any, path: str, claimed: LayoutFacts) -> str | None:
+    found = h5.get(path)
+    if found is None or not hasattr(found, "dtype"):
+        return f"the file has no dataset {path!r} any more"
+    facts = file_facts(found)
+    return facts if isinstance(facts, str) else claimed.difference(facts)
+
+
+def changed_error(dataset: str, uri: str, path: str, linked: str, now: ObjectVersion,
+                  why: str) -> LinkedFileChangedError:
+    """The error of a layout that no longer holds in its file (``why``)."""
+    return LinkedFileChangedError(
+        f"{dataset} reads its chunks from {path!r} in {uri}, which was rewritten since it "
+        f"was linked (version {linked} then, {now.tag} and {now.size} bytes now), and the "
+        f"domain's layout cannot be confirmed there: {why}. Its byte offsets may read "
+        "other data as values: link the file again (h5dask load --link --overwrite) or "
+        "restore the file that was linked", dataset=dataset, uri=uri)
+
+
+__all__ = ["BLOCK_SIZE", "MAX_CHECK_REQUESTS", "LayoutFacts", "StoreFile", "check_layout",
+           "changed_error", "domain_facts", "file_facts"]

@@ -1,0 +1,193 @@
+"""Two runs of the same load at once share their object ids (resumable loads derive
+them from the URL, source and options): the lease of :mod:`h5dask.ingest.lease` lets
+one write, the other refuses naming it and removes nothing; a run that finds its lease
+taken publishes nothing and removes nothing; stale leases of dead runs are taken over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from test_resume import assert_reads_as_h5py, chunk_keys, local_domain, write_source
+
+import h5dask
+from h5dask.cli import main
+from h5dask.errors import LoadInProgressError
+from h5dask.format import ids
+from h5dask.ingest import lease, load_file
+from h5dask.storage import open_location, sync
+
+CONCURRENT_LOAD = Path(__file__).with_name("concurrent_load.py")
+
+
+def start_load(src: Path, url: str, options: dict, delay: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(CONCURRENT_LOAD), str(src), url,
+                             json.dumps(options), str(delay)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+
+
+def outcome(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    return out.strip()
+
+
+def leases(store: Any) -> list[str]:
+    return [k for k in sync(store.list("db/")) if "/.load-" in k]
+
+
+@pytest.fixture(params=["s3", "file"])
+def place(request: Any, tmp_path: Path) -> tuple[str, dict]:
+    if request.param == "s3":
+        options = request.getfixturevalue("storage_options")
+        return f"{request.getfixturevalue('s3_bucket_url')}/concurrent.h5", options
+    return local_domain(tmp_path, "concurrent.h5"), {}
+
+
+def test_a_second_run_while_one_writes_is_refused_naming_it(tmp_path: Path,
+                                                            place: tuple[str, dict]) -> None:
+    url, options = place
+    src = tmp_path / "src.h5"
+    write_source(src, seed=5)
+    store = open_location(url, options).store
+    first = start_load(src, url, options, delay=0.05)  # about 1.5 s of chunks
+    deadline = time.monotonic() + 60
+    while not [k for k in leases(store)] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert first.poll() is None, "the first load ended before the second started"
+    second = outcome(start_load(src, url, options, delay=0.0))
+    assert second.startswith("refused") and f"pid {first.pid}" in second, second
+    assert "is running already" in second and "Wait for it to finish" in second
+    assert outcome(first) == "published"
+    assert_reads_as_h5py(url, options, src)
+    assert leases(store) == []
+
+
+def test_two_runs_started_together_publish_once_with_the_right_data(
+        tmp_path: Path, place: tuple[str, dict]) -> None:
+    url, options = place
+    src = tmp_path / "src.h5"
+    write_source(src, seed=6)
+    runs = [start_load(src, url, options, delay=0.02) for _ in range(2)]
+    results = sorted(outcome(p).split()[0] for p in runs)
+    assert results in (["published", "refused"], ["exists", "published"]), results
+    assert_reads_as_h5py(url, options, src)
+    assert leases(open_location(url, options).store) == []
+
+
+async def write_lease_async(store: Any, root_prefix: str, pid: int, renewed: float,
+                            machine: str | None = None) -> str:
+    """A lease as another run would write it."""
+    run = os.urandom(16).hex()
+    key = f"{root_prefix}/.load-{run}.json"
+    body = {"run": run, "host": socket.gethostname(), "pid": pid,
+            "machine": lease.this_machine() if machine is None else machine,
+            "domain": "x", "started": renewed, "renewed": renewed}
+    await store.put(key, json.dumps(body).encode(), kind="metadata")
+    return key
+
+
+def write_lease(store: Any, root_prefix: str, pid: int, renewed: float,
+                machine: str | None = None) -> str:
+    return sync(write_lease_async(store, root_prefix, pid, renewed, machine))
+
+
+def load_root_prefix(src: Path, url: str, options: dict) -> str:
+    """The db/ prefix a load of src into url writes (its ids derive from them)."""
+    from h5dask.ingest.load import _load_seed
+    from h5dask.ingest.source import open_source
+
+    location = open_location(url, options)
+    source = open_source(str(src), None)
+    try:
+        seed = _load_seed(location.store.identity, location.domain, source, False, None,
+                          None, None, 1000)
+    finally:
+        source.close()
+    return ids.object_prefix(ids.new_root_id(seed))
+
+
+def domain_and_source(tmp_path: Path, name: str, seed: int) -> tuple[str, Path, Any, str]:
+    """A file:// domain URL, a source file for it, the domain's store and the db/ prefix
+    a load of that source into it writes."""
+    url = local_domain(tmp_path, name)
+    src = tmp_path / "src.h5"
+    write_source(src, seed=seed)
+    return url, src, open_location(url).store, load_root_prefix(src, url, {})
+
+
+def test_a_live_lease_refuses_and_the_refused_run_removes_nothing(tmp_path: Path) -> None:
+    url, src, store, prefix = domain_and_source(tmp_path, "held.h5", 7)
+    other_chunk = f"{prefix}/d/0000-000000-000000/0_0"  # as the running load wrote it
+    sync(store.put(other_chunk, b"written by the other run"))
+    held = write_lease(store, prefix, os.getpid(), time.time())  # this process: alive
+    with pytest.raises(LoadInProgressError, match=f"pid {os.getpid()}"):
+        load_file(src, url, progress=False)
+    assert sorted(sync(store.list(prefix + "/"))) == sorted([other_chunk, held])
+    with pytest.raises(FileNotFoundError):
+        h5dask.File(url)
+    run = CliRunner().invoke(main, ["load", "--no-progress", str(src), url])
+    assert run.exit_code == 5 and "is running already" in run.output, run.output  # refused
+
+
+def test_stale_leases_of_dead_runs_are_taken_over(tmp_path: Path) -> None:
+    url, src, store, prefix = domain_and_source(tmp_path, "stale.h5", 8)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)
+    write_lease(store, prefix, int(dead.stdout), time.time())  # its process is gone
+    write_lease(store, prefix, 1, time.time() - lease.STALE_AFTER - 1, machine="elsewhere")
+    load_file(src, url, progress=False)
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []
+
+
+def test_a_run_whose_lease_was_taken_publishes_nothing_and_removes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """E.g. a machine paused past STALE_AFTER: another run took the prefix over."""
+    from h5dask.ingest.copy import ChunkCopier
+
+    url, src, store, prefix = domain_and_source(tmp_path, "taken.h5", 9)
+    delete_unwritten = ChunkCopier.delete_unwritten
+
+    async def and_another_run_takes_over(self: ChunkCopier) -> None:
+        await delete_unwritten(self)
+        await write_lease_async(store, prefix, os.getpid(), time.time())
+
+    monkeypatch.setattr(ChunkCopier, "delete_unwritten", and_another_run_takes_over)
+    with pytest.raises(LoadInProgressError, match="lost its lease to another run"):
+        load_file(src, url, progress=False)
+    assert len(chunk_keys(store)) > 0  # the other run's keys too: nothing removed
+    with pytest.raises(FileNotFoundError):
+        h5dask.File(url)
+
+
+def test_gc_delete_leaves_the_prefix_of_a_running_load_alone(tmp_path: Path) -> None:
+    """gc --delete with min_age 0 while a load writes: the load's lease keeps its prefix
+    (else its chunks went, and it published a domain reading fill values there)."""
+    from h5dask.admin import gc
+
+    url = local_domain(tmp_path, "busy.h5")
+    src = tmp_path / "src.h5"
+    write_source(src, seed=10)
+    store = open_location(url).store
+    running = start_load(src, url, {}, delay=0.05)
+    deadline = time.monotonic() + 60
+    while len(chunk_keys(store)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    result = gc(store.root_url, delete=True, min_age=0)
+    assert running.poll() is None, "the load ended before gc ran"
+    assert outcome(running) == "published"
+    assert_reads_as_h5py(url, {}, src)
+    assert [(o.collected, f"pid {running.pid}" in o.loading) for o in result.orphans] == [
+        (False, True)]
+    assert "kept: a load is writing it" in str(result)
+    assert gc(store.root_url, min_age=0).orphans == []
