@@ -33,13 +33,23 @@ class TransientError(Exception):
     """Raised by a back end for a fault worth retrying (5xx, throttling, dropped or
     short responses, timeouts); ``timed_out`` when no answer came in time."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, stalled: bool = False
+                 ) -> None:
         super().__init__(message)
-        self.timed_out = timed_out
+        #: no answer, or no more of its body (``stalled``), came in time
+        self.timed_out = timed_out or stalled
+        self.stalled = stalled
 
 
 def _timed_out(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or getattr(exc, "timed_out", False)
+
+
+def _silence(exc: BaseException, began: float) -> float:
+    """The seconds an attempt that began at ``began`` waited for an answer that never
+    came: all of it if it timed out, none if it was answered (an error status, a body
+    that progressed and then broke), which ``max_attempts`` bounds instead."""
+    return time.monotonic() - began if _timed_out(exc) else 0.0
 
 
 class RequestSlots:
@@ -186,16 +196,40 @@ def _checked_range(store: ObjectStore, key: str, byte_range: tuple[int, int] | N
     """A ranged GET's bytes, never more than asked: a server that ignores the Range
     request answers with the whole object, whose first bytes are not the range's (a
     linked chunk would be decoded from the wrong bytes). Fewer is the object's end,
-    which callers judge (a linked chunk's range must be whole)."""
+    which callers judge (a linked chunk's range must be whole). Back ends that see the
+    answer's status refuse a whole object even when it is not longer than the range
+    (:func:`whole_object_for_range`)."""
     if byte_range is None or data is None:
         return data
     start, stop = byte_range
     if len(data) > stop - start:
-        raise StorageError(
-            f"GET of {store.root_url}/{key} bytes [{start}:{stop}) returned {len(data)} "
-            f"bytes, not {stop - start}: the server ignored the Range request; read the "
-            "file through a server (or proxy) that answers ranged GETs", key=key, attempts=1)
+        raise whole_object_for_range(store, key, byte_range, len(data))
     return data
+
+
+def whole_object_for_range(store: ObjectStore, key: str, byte_range: tuple[int, int],
+                           size: int | None) -> StorageError:
+    """The error for a ranged GET answered with the whole object (``size`` bytes, None
+    if untold) where that is not the range's bytes."""
+    start, stop = byte_range
+    if size is not None and start >= size:
+        return range_past_the_end(store, key, byte_range, size)
+    got = "the whole object" if size is None else f"{size} bytes"
+    return StorageError(
+        f"GET of {store.root_url}/{key} bytes [{start}:{stop}) returned {got}, not "
+        f"{stop - start}: the server ignored the Range request; read the file through a "
+        "server (or proxy) that answers ranged GETs", key=key, attempts=1)
+
+
+def range_past_the_end(store: ObjectStore, key: str, byte_range: tuple[int, int],
+                       size: int | str | None) -> StorageError:
+    """The error for a ranged GET that starts at or beyond the object's end."""
+    start, stop = byte_range
+    return StorageError(
+        f"GET of {store.root_url}/{key} bytes [{start}:{stop}): the range starts beyond the "
+        f"object's end ({size or 'unknown'} bytes); the object is shorter than the metadata "
+        "that points into it expects: it was truncated or rewritten (reload it)",
+        key=key, attempts=1)
 
 
 def _recorded_get(kind: str, data: T) -> T:
@@ -305,13 +339,14 @@ class ObjectStore(ABC):
     async def _list_modified(self, prefix: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} cannot tell modification times")
 
-    async def _size(self, key: str) -> int | None:
+    async def _stat(self, key: str) -> ObjectVersion | None:
+        """Back ends that can tell an object's size and version override this (one HEAD)."""
         raise NotImplementedError(f"{type(self).__name__} cannot tell object sizes")
 
-    async def _stat(self, key: str) -> ObjectVersion | None:
-        """Back ends that can tell an object's version override this (one HEAD)."""
-        size = await self._size(key)
-        return None if size is None else ObjectVersion(size)
+    async def _size(self, key: str) -> int | None:
+        """The object's size from :meth:`_stat`; back ends with a cheaper way override it."""
+        found = await self._stat(key)
+        return None if found is None else found.size
 
     @abstractmethod
     def _init_args(self) -> tuple:
@@ -374,29 +409,34 @@ class ObjectStore(ABC):
         return self.root_url
 
     def _after_failure(self, what: str, key: str, kind: str, attempt: int,
-                       exc: BaseException, started: float) -> float:
-        """The wait before the next attempt; or, after the last attempt or past the
-        operation's deadline, a StorageError naming the object, the tries and the time."""
+                       exc: BaseException, started: float, unanswered: float) -> float:
+        """The wait before the next attempt; or, after the last attempt or once the
+        operation has waited ``deadline`` seconds in all for answers that never came
+        (``unanswered``: attempts that timed out), a StorageError naming the object, the
+        tries and the time. Slot waits, back-offs and attempts that were answered (a
+        503, a transfer that progressed and then broke) never count against the deadline:
+        they are bounded by ``max_attempts``."""
         elapsed = time.monotonic() - started
-        delay = self.retry.delay(attempt)
-        past_deadline = elapsed + delay >= self.tuning.deadline
+        past_deadline = unanswered >= self.tuning.deadline
         if attempt < self.retry.max_attempts and not past_deadline:
             record_io(kind, "retries")
-            return delay
+            return self.retry.delay(attempt)
         record_io(kind, "errors")
         if _timed_out(exc):
             t = self.tuning
+            waited = "a body stalled mid-transfer" if getattr(exc, "stalled", False) else \
+                "no answer"
             raise StorageError(
-                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: no answer "
-                f"from {self.endpoint} in {elapsed:.1f} s ({exc}). Check that the endpoint is "
-                "reachable and healthy; the waits are storage_options={"
+                f"{what} of {self.root_url}/{key} failed after {attempt} attempts: {waited}"
+                f" from {self.endpoint} in {unanswered:.1f} s ({exc}). Check that the endpoint "
+                "is reachable and healthy; the waits are storage_options={"
                 f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
                 f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
-                "(seconds per connection, per request, per operation).",
+                "(seconds per connection, per request, per operation without an answer).",
                 key=key, attempts=attempt) from exc
-        stopped = (f" (stopped at the operation's deadline, storage_options "
-                   f"{{'deadline': {self.tuning.deadline:g}}} seconds)" if past_deadline
-                   and attempt < self.retry.max_attempts else "")
+        stopped = (f" (stopped at the operation's deadline: {unanswered:.1f} s without an "
+                   f"answer, storage_options {{'deadline': {self.tuning.deadline:g}}} seconds)"
+                   if past_deadline and attempt < self.retry.max_attempts else "")
         raise StorageError(
             f"{what} of {self.root_url}/{key} failed after {attempt} attempts in "
             f"{elapsed:.1f} s{stopped}: {exc}. Check that the object store is reachable and "
@@ -404,34 +444,38 @@ class ObjectStore(ABC):
             key=key, attempts=attempt) from exc
 
     async def _call(self, what: str, key: str, kind: str, fn: Callable[[], Awaitable[T]]) -> T:
-        attempt, started = 0, 0.0
+        attempt, started, unanswered = 0, time.monotonic(), 0.0
         while True:
             attempt += 1
             try:
                 await self._slots.acquire()
-                started = started or time.monotonic()  # the deadline counts from here
+                began = time.monotonic()  # after the slot wait: never the server's silence
                 try:
                     return await fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                await asyncio.sleep(self._after_failure(what, key, kind, attempt, exc, started))
+                unanswered += _silence(exc, began)
+                await asyncio.sleep(self._after_failure(what, key, kind, attempt, exc, started,
+                                                        unanswered))
 
     def _call_sync(self, what: str, key: str, kind: str, fn: Callable[[], T]) -> T:
         """:meth:`_call` for blocking calls made in the caller's thread: the same retries,
         errors and statistics, within the same ``max_concurrency`` slots."""
-        attempt, started = 0, 0.0
+        attempt, started, unanswered = 0, time.monotonic(), 0.0
         while True:
             attempt += 1
             try:
                 self._slots.acquire_sync()
-                started = started or time.monotonic()  # the deadline counts from here
+                began = time.monotonic()  # after the slot wait: never the server's silence
                 try:
                     return fn()
                 finally:
                     self._slots.release()
             except (TransientError, TimeoutError, ConnectionError) as exc:
-                time.sleep(self._after_failure(what, key, kind, attempt, exc, started))
+                unanswered += _silence(exc, began)
+                time.sleep(self._after_failure(what, key, kind, attempt, exc, started,
+                                               unanswered))
 
     def _blocking_get(self) -> Callable[[str, tuple[int, int] | None],
                                         bytes | memoryview | None] | None:

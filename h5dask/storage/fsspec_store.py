@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,7 +12,13 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 
 from ..errors import H5DaskError, StorageError, StoragePermissionError
-from .base import ObjectStore, ObjectVersion, TransientError
+from .base import (
+    ObjectStore,
+    ObjectVersion,
+    TransientError,
+    range_past_the_end,
+    whole_object_for_range,
+)
 from .keys import check_key
 from .settings import DEFAULT_TUNING, StoreTuning
 
@@ -29,6 +36,8 @@ def _dropped_response_errors() -> tuple[type[BaseException], ...]:
 _DROPPED_RESPONSE = _dropped_response_errors()
 #: calls that walk a tree, as long as it is large: not bounded by the request timeout
 _LISTINGS = frozenset({"find", "ls", "walk"})
+#: protocols whose GETs h5dask makes itself through fsspec's aiohttp session
+_HTTP = frozenset({"http", "https"})
 
 
 class FsspecObjectStore(ObjectStore):
@@ -81,29 +90,36 @@ class FsspecObjectStore(ObjectStore):
         return f"{self.root}/{key}" if self.root else key
 
     async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self.fs, AsyncFileSystem):
+            return await self._settle(name, asyncio.to_thread(getattr(self.fs, name), *args,
+                                                              **kwargs), bounded=False)
+        # listings are as long as the tree is large: not bounded by the request timeout
+        return await self._settle(name, getattr(self.fs, "_" + name)(*args, **kwargs),
+                                  bounded=name not in _LISTINGS, where=args[0] if args else None)
+
+    async def _settle(self, name: str, call: Awaitable[Any], *, bounded: bool,
+                      where: Any = None) -> Any:
+        """Await one call of the file system, on its own loop as fsspec runs it, within
+        ``timeout`` when ``bounded``; its failures as h5dask's (retried or not)."""
         try:
-            if not isinstance(self.fs, AsyncFileSystem):
-                return await asyncio.to_thread(getattr(self.fs, name), *args, **kwargs)
-            call = getattr(self.fs, "_" + name)(*args, **kwargs)
-            if not self.fs.asynchronous:  # on the file system's own loop, as fsspec runs it
-                call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.fs.loop))
-            if name in _LISTINGS:  # as long as the tree is large
+            if isinstance(self.fs, AsyncFileSystem) and not self.fs.asynchronous:
+                call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+                    call, self.fs.loop))  # type: ignore[arg-type]
+            if not bounded:
                 return await call
             # the client's own waits may be long (aiohttp's: 5 minutes per request);
             # cancelling the wait cancels the request
             async with asyncio.timeout(self.tuning.timeout):
                 return await call
-        except FileNotFoundError:
+        except (FileNotFoundError, TransientError, H5DaskError):
             raise
         except PermissionError as exc:
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
         except TimeoutError as exc:
-            raise TransientError(f"{name}: no answer in {self.tuning.timeout:g} s "
+            raise TransientError(f"{name}: no complete answer in {self.tuning.timeout:g} s "
                                  f"{exc}".rstrip(), timed_out=True) from exc
         except OSError as exc:
             raise TransientError(str(exc)) from exc
-        except H5DaskError:
-            raise
         except _DROPPED_RESPONSE as exc:
             # a body cut short of its Content-Length (aiohttp checks it) or a connection
             # dropped before the answer: never data, and another attempt can succeed
@@ -114,11 +130,62 @@ class FsspecObjectStore(ObjectStore):
             status = getattr(exc, "status", None)
             if isinstance(status, int) and (status in (408, 429) or status >= 500):
                 raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-            where = f"{args[0]}" if args else self.root_url
-            raise StorageError(f"{name} of {where} failed: {type(exc).__name__}: {exc}",
-                               key=str(args[0]) if args else "", attempts=1) from exc
+            raise StorageError(f"{name} of {self.root_url if where is None else where} "
+                               f"failed: {type(exc).__name__}: {exc}",
+                               key="" if where is None else str(where), attempts=1) from exc
+
+    async def _http_get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        """A GET through fsspec's http file system's session, bounded by ``timeout`` to
+        the answer and between pieces of its body, never for the whole body: a slow but
+        progressing transfer completes, a stalled one is named as such. Its status says
+        whether a ranged GET was answered with the range (206) or the whole object (200)."""
+        fs, url = self.fs, self._full(key)
+        kwargs = dict(fs.kwargs)
+        if byte_range is not None:
+            start, stop = byte_range
+            if start == stop:
+                return b""
+            kwargs["headers"] = {**(kwargs.get("headers") or {}),
+                                 "Range": f"bytes={start}-{stop - 1}"}
+        session = await fs.set_session()
+        try:
+            async with asyncio.timeout(self.tuning.timeout):
+                response = await session.get(fs.encode_url(url), **kwargs)
+        except TimeoutError as exc:
+            raise TransientError(f"GET: no answer in {self.tuning.timeout:g} s",
+                                 timed_out=True) from exc
+        async with response:
+            if response.status == 416 and byte_range is not None:
+                raise range_past_the_end(self, key, byte_range, response.headers.get(
+                    "Content-Range", "").rpartition("/")[2])
+            fs._raise_not_found_for_status(response, url)
+            size = response.content_length
+            if byte_range is not None and response.status == 200 and (
+                    byte_range[0] > 0 or (size or 0) > byte_range[1]):
+                # the server ignored Range: its body is the object, not the range (only
+                # a range from 0 covering the whole object is its body), and is not read
+                raise whole_object_for_range(self, key, byte_range, size)
+            body = bytearray()
+            while True:
+                try:
+                    async with asyncio.timeout(self.tuning.timeout):
+                        piece = await response.content.readany()
+                except TimeoutError as exc:
+                    raise TransientError(
+                        f"GET: the body stalled: no byte in {self.tuning.timeout:g} s after "
+                        f"{len(body)} of {'?' if size is None else size} bytes",
+                        stalled=True) from exc
+                if not piece:
+                    return bytes(body)
+                body += piece
 
     async def _get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+        if self.protocol in _HTTP:
+            try:
+                return await self._settle("GET", self._http_get(key, byte_range),
+                                          bounded=False, where=self._full(key))
+            except FileNotFoundError:
+                return None
         path = self._full(key)
         try:
             if byte_range is None:
@@ -130,10 +197,6 @@ class FsspecObjectStore(ObjectStore):
 
     async def _put(self, key: str, data: bytes) -> None:
         await self._run("pipe_file", self._full(key), data)
-
-    async def _size(self, key: str) -> int | None:
-        found = await self._stat(key)
-        return None if found is None else found.size
 
     async def _stat(self, key: str) -> ObjectVersion | None:
         try:

@@ -371,10 +371,6 @@ class S3ObjectStore(ObjectStore):
             raise TransientError(f"short multipart read: {len(data)} of {size} bytes")
         return data
 
-    async def _size(self, key: str) -> int | None:
-        found = await self._stat(key)
-        return None if found is None else found.size
-
     async def _stat(self, key: str) -> ObjectVersion | None:
         try:
             meta = await obstore.head_async(self._store, key)
@@ -403,15 +399,19 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             raise self._translate(exc, "DELETE", key) from exc
 
-    async def _list(self, prefix: str) -> list[str]:
+    async def _listing(self, prefix: str) -> list[dict]:
+        """Every object's listing entry under ``prefix`` (all pages)."""
         try:
-            keys: list[str] = []
+            found: list[dict] = []
             stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
             async for batch in stream:
-                keys.extend(meta["path"] for meta in batch)
-            return keys
+                found.extend(batch)
+            return found
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
+
+    async def _list(self, prefix: str) -> list[str]:
+        return [meta["path"] for meta in await self._listing(prefix)]
 
 
     async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
@@ -425,14 +425,7 @@ class S3ObjectStore(ObjectStore):
     async def _list_with_md5(self, prefix: str) -> dict[str, str | None]:
         if not self.content_md5_listing:  # its ETags were found not to be MD5s
             return await super()._list_with_md5(prefix)
-        try:
-            found: dict[str, str | None] = {}
-            stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
-            async for batch in stream:
-                found.update((meta["path"], _content_md5(meta)) for meta in batch)
-            return found
-        except Exception as exc:
-            raise self._translate(exc, "LIST", prefix) from exc
+        return {meta["path"]: _content_md5(meta) for meta in await self._listing(prefix)}
 
     async def _list_dir(self, prefix: str) -> tuple[list[str], list[str]]:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +38,7 @@ class BadBodies:
         server = self
         self.short_failures = 10**9
         self.requests = 0
+        self.stopped = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -46,6 +48,9 @@ class BadBodies:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(BODY)))
                 self.end_headers()
+                if self.path.endswith(("/slow", "/stall")):
+                    self._trickle(stall=self.path.endswith("/stall"))
+                    return
                 if self.path.endswith("/short") and server.short_failures > 0:
                     server.short_failures -= 1
                     self.wfile.write(BODY[:100])
@@ -54,6 +59,18 @@ class BadBodies:
                     self.close_connection = True
                     return
                 self.wfile.write(BODY)
+
+            def _trickle(self, stall: bool) -> None:
+                """/slow: BODY in 8 pieces 0.15 s apart; /stall: 100 bytes, then none
+                until the server stops."""
+                for offset in range(0, len(BODY), 128):
+                    self.wfile.write(BODY[offset:offset + 128])
+                    self.wfile.flush()
+                    if stall:
+                        server.stopped.wait(10)
+                        self.close_connection = True
+                        return
+                    time.sleep(0.15)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -69,6 +86,7 @@ def bad_bodies() -> Iterator[BadBodies]:
     try:
         yield server
     finally:
+        server.stopped.set()
         server.server.shutdown()
         server.server.server_close()
 
@@ -78,10 +96,12 @@ def _http_store(url: str, attempts: int = 3) -> FsspecObjectStore:
     return FsspecObjectStore("http", url, tuning=tuning)
 
 
-@pytest.mark.parametrize("byte_range", [None, (0, 10)])
+@pytest.mark.parametrize("byte_range", [None, (0, len(BODY))])
 def test_a_body_cut_short_is_retried_then_named(bad_bodies, byte_range) -> None:
     """aiohttp sees the body end before its Content-Length: before, a StorageError after
-    one attempt; now retried, and after the last attempt an error naming the object."""
+    one attempt; now retried, and after the last attempt an error naming the object.
+    (The range is the whole object: a 200 answer to it is its bytes; a 200 to a shorter
+    range is refused before its body is read.)"""
     store = _http_store(bad_bodies.url)
     h5dask.reset_stats()
     with pytest.raises(StorageError, match=r"GET of http://127\.0\.0\.1:\d+/short failed after "
@@ -109,6 +129,50 @@ def test_a_ranged_get_answered_with_the_whole_object_is_refused(bad_bodies, bloc
                                            r"not 10: the server ignored the Range") as err:
         read()
     assert err.value.key == "file.h5"
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_a_range_past_the_end_answered_with_the_whole_object_is_refused(bad_bodies,
+                                                                        blocking) -> None:
+    """A 200 answer to a ranged GET is the whole object (1024 bytes): before, a range
+    wholly past its end, or one that starts inside it and asks for more than the rest,
+    was returned as if it were the range's bytes."""
+    store = _http_store(bad_bodies.url)
+
+    def read(byte_range: tuple[int, int]) -> bytes | memoryview | None:
+        if blocking:
+            return store.get_buffer_sync("file.h5", byte_range=byte_range)
+        return sync(store.get("file.h5", byte_range=byte_range))
+
+    with pytest.raises(StorageError, match=r"file\.h5 bytes \[1100:3000\): the range starts "
+                                           r"beyond the object's end \(1024 bytes\)") as err:
+        read((1100, 3000))
+    assert err.value.key == "file.h5"
+    with pytest.raises(StorageError, match=r"bytes \[10:2000\) returned 1024 bytes, not 1990: "
+                                           "the server ignored the Range"):
+        read((10, 2000))
+    assert bytes(read((0, 2000))) == BODY  # from 0: the whole object is the range's bytes
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_but_progressing_http_body_is_read_whole(bad_bodies) -> None:
+    """1024 bytes in 8 pieces over about 1 s with timeout=0.5: before, the whole body had
+    to arrive within timeout, so every attempt failed as 'no answer'."""
+    tuning = StoreTuning(retry=RetryPolicy(max_attempts=1), timeout=0.5)
+    store = FsspecObjectStore("http", bad_bodies.url, tuning=tuning)
+    assert sync(store.get("slow")) == BODY
+    assert bytes(store.get_buffer_sync("slow", byte_range=(0, len(BODY)))) == BODY
+
+
+@pytest.mark.timeout(60)
+def test_a_body_that_stalls_is_named_as_stalled_not_unanswered(bad_bodies) -> None:
+    tuning = StoreTuning(retry=RetryPolicy(max_attempts=2, base_delay=0.0), timeout=0.3)
+    store = FsspecObjectStore("http", bad_bodies.url, tuning=tuning)
+    with pytest.raises(StorageError, match=r"failed after 2 attempts: a body stalled "
+                                           r"mid-transfer from .*the body stalled: no byte "
+                                           r"in 0\.3 s after 128 of 1024 bytes") as err:
+        sync(store.get("stall"))
+    assert err.value.key == "stall"
 
 
 class RangeIgnoringStore(FsspecObjectStore):

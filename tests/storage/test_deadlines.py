@@ -9,6 +9,7 @@ the proof the deadline worked is that fewer attempts than ``max_attempts`` were 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
@@ -19,6 +20,7 @@ import pytest
 import h5dask
 from h5dask.errors import StorageError
 from h5dask.storage import RetryPolicy, StoreTuning, open_location, sync
+from h5dask.storage.base import TransientError
 from h5dask.storage.fsspec_store import FsspecObjectStore
 
 WAITS = {"timeout": 0.5, "connect_timeout": 0.5, "deadline": 1.2, "max_attempts": 8,
@@ -123,3 +125,73 @@ def test_deadline_is_a_storage_option_and_the_defaults_are_a_short_connect() -> 
     tuned = open_location("s3://bucket/x.h5", {"anon": True, "deadline": "30"}).store
     assert tuned.tuning.deadline == 30.0
     assert tuned.tuning_options()["deadline"] == 30.0
+
+
+def _memory_store(name: str, **tuning: object) -> FsspecObjectStore:
+    store = FsspecObjectStore("memory", f"/deadline-{name}", tuning=StoreTuning(
+        retry=RetryPolicy(max_attempts=8, base_delay=0.0), timeout=10, **tuning))
+    sync(store.put("k", b"payload"))
+    return store
+
+
+@pytest.mark.timeout(60)
+def test_an_answered_but_slow_attempt_does_not_use_up_the_deadline() -> None:
+    """A transfer that progressed for longer than the deadline and then broke was
+    answered: the retry reads the object instead of stopping at the deadline."""
+    store = _memory_store("slow", deadline=0.2)
+    read, attempts = store._get, []
+
+    async def progresses_then_breaks(key: str, byte_range: object) -> bytes | None:
+        attempts.append(key)
+        if len(attempts) == 1:
+            await asyncio.sleep(0.5)
+            raise TransientError("connection reset after 0.5 s of progress")
+        return await read(key, byte_range)
+
+    store._get = progresses_then_breaks  # type: ignore[method-assign]
+    assert sync(store.get("k")) == b"payload"
+    assert len(attempts) == 2
+    attempts.clear()
+    assert store.get_buffer_sync("k") == b"payload"  # the blocking path too
+    assert len(attempts) == 2
+
+
+@pytest.mark.timeout(60)
+def test_waiting_for_a_request_slot_does_not_use_up_the_deadline() -> None:
+    """Throttled answers (503s, answered at once) under max_concurrency=1: the retries
+    queue behind other requests for longer than the deadline and still get their turn."""
+    store = _memory_store("slots", deadline=0.2, max_concurrency=1)
+    read, throttled = store._get, []
+
+    async def busy(key: str, byte_range: object) -> bytes | None:
+        if key == "throttled" and len(throttled) < 2:
+            throttled.append(key)
+            raise TransientError("503 SlowDown (answered at once)")
+        await asyncio.sleep(0.1)  # others' requests hold the only slot
+        return await read(key, byte_range)
+
+    store._get = busy  # type: ignore[method-assign]
+    sync(store.put("throttled", b"t"))
+
+    async def throttled_among_others() -> list:
+        others = [store.get("k") for _ in range(8)]  # 0.8 s of queued work
+        return await asyncio.gather(store.get("throttled"), *others)
+
+    assert sync(throttled_among_others())[0] == b"t"
+    assert len(throttled) == 2
+
+
+@pytest.mark.timeout(60)
+def test_attempts_that_timed_out_still_stop_at_the_deadline() -> None:
+    store = _memory_store("silent", deadline=0.3)
+    attempts = []
+
+    async def never_answers(key: str, byte_range: object) -> bytes | None:
+        attempts.append(key)
+        await asyncio.sleep(0.2)
+        raise TransientError("no answer in 0.2 s", timed_out=True)
+
+    store._get = never_answers  # type: ignore[method-assign]
+    with pytest.raises(StorageError, match=r"failed after 2 attempts: no answer from "):
+        sync(store.get("k"))
+    assert len(attempts) == 2
