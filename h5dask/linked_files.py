@@ -11,18 +11,20 @@ open makes anyway (:func:`h5dask.sources.linked_chunk_refs`) shows the version n
   regenerated (other chunking, other variable order: other offsets, even at the same
   size). :func:`check_layout` tells them apart from the file's own metadata: h5py reads
   it over ranged GETs of :data:`BLOCK_SIZE` bytes (never a chunk on purpose: a block
-  may hold some), re-derives the dataset's shape, type, filters and every chunk's offset
-  and size, and compares them with the domain's. The same: the dataset is read (and that
-  is remembered in this process for that file version, so it is checked once, not per
-  open or per chunk). Different: :class:`~h5dask.errors.LinkedFileChangedError` naming
-  the dataset, the file, what differs and what to do.
+  may hold some), re-derives the dataset's shape, type, filters with their options, fill
+  value and every chunk's offset and size, and compares them with the domain's. The
+  same: the dataset is read (and that is remembered in this process for that file
+  version, so it is checked once, not per open or per chunk). Different:
+  :class:`~h5dask.errors.LinkedFileChangedError` naming the dataset, the file, what
+  differs and what to do.
 
 A check makes at most ``MAX_CHECK_REQUESTS + chunks // 16`` GETs (the chunk index grows
 with the chunks); beyond that it gives up with LinkedFileChangedError rather than read
 without knowing.
 
->>> facts = LayoutFacts((4,), "<f8", (2,), (), (("0", 100, 16), ("1", 116, 16)))
->>> facts.difference(LayoutFacts((4,), "<f8", (2,), (), (("0", 100, 16), ("1", 132, 16))))
+>>> facts = LayoutFacts((4,), "<f8", (2,), (), "00" * 8, (("0", 100, 16), ("1", 116, 16)))
+>>> facts.difference(LayoutFacts((4,), "<f8", (2,), (), "00" * 8,
+...                              (("0", 100, 16), ("1", 132, 16))))
 'chunk 1 is 16 bytes at offset 116 in the domain, 16 bytes at offset 132 in the file'
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LinkedFileChangedError
+from .errors import LinkedFileChangedError, UnsupportedFilterError
 from .format.ids import chunk_name
+from .format.types import has_vlen
 from .storage.base import ObjectStore, ObjectVersion
 from .storage.sync import sync
 
@@ -56,13 +60,17 @@ _RESULTS_KEPT = 4096  # layouts found to hold (or not), by file version
 class LayoutFacts:
     """What decides whether a linked dataset's bytes mean what the domain says: its
     shape, element type (``dtype.str``, or ``descr`` for compounds), chunk shape (``()``
-    for a contiguous dataset), HDF5 filter ids, and each stored chunk's ``(name, offset,
-    size)`` in the file (a contiguous dataset: one entry named "contiguous")."""
+    for a contiguous dataset), filter pipeline (each filter's HSDS JSON, options
+    included: what decoding needs), the bytes (hex) of the value unwritten elements read
+    as (the fill value; ``""`` for variable-length types), and each stored chunk's
+    ``(name, offset, size)`` in the file (a contiguous dataset: one entry named
+    "contiguous"; a chunk with no entry reads as the fill value)."""
 
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[int, ...]
-    filters: tuple[int, ...]
+    filters: tuple[str, ...]
+    fill: str
     stored: tuple[tuple[str, int, int], ...]
 
     def difference(self, file: LayoutFacts) -> str | None:
@@ -71,7 +79,8 @@ class LayoutFacts:
         for what, mine, theirs in (("shape", self.shape, file.shape),
                                    ("element type", self.dtype, file.dtype),
                                    ("chunk shape", self.chunks, file.chunks),
-                                   ("filters", self.filters, file.filters)):
+                                   ("filters", self.filters, file.filters),
+                                   ("fill value (bytes)", self.fill, file.fill)):
             if mine != theirs:
                 return f"its {what} is {mine} in the domain, {theirs} in the file"
         if self.stored == file.stored:
@@ -104,16 +113,24 @@ def file_facts(dset: Any) -> LayoutFacts | str:
     """
     from h5py import h5d
 
+    from .ingest.plan import native_filters_json
+
     dcpl = dset.id.get_create_plist()
-    filters = tuple(int(dcpl.get_filter(i)[0]) for i in range(dcpl.get_nfilters()))
+    pipeline = tuple((int(code), tuple(cd)) for code, _flags, cd, _name in
+                     (dcpl.get_filter(i) for i in range(dcpl.get_nfilters())))
+    try:
+        filters = _filters_text(native_filters_json(pipeline))
+    except UnsupportedFilterError as exc:
+        return f"it has a filter h5dask cannot decode now ({exc})"
     shape = tuple(int(s) for s in (dset.shape or ()))
     dtype = _dtype_text(dset.dtype)
+    fill = _fill_text(_unwritten_reads_as(dset, dcpl), dset.dtype)
     layout = dcpl.get_layout()
     if layout == h5d.CONTIGUOUS:
         size = int(dset.id.get_storage_size())
         offset = dset.id.get_offset() if size else None
         stored = (("contiguous", int(offset), size),) if offset is not None else ()
-        return LayoutFacts(shape, dtype, (), filters, stored)
+        return LayoutFacts(shape, dtype, (), filters, fill, stored)
     if layout != h5d.CHUNKED:
         return "it is no longer stored contiguous or chunked (compact or virtual now)"
     chunks = tuple(int(c) for c in dset.chunks)
@@ -127,7 +144,41 @@ def file_facts(dset: Any) -> LayoutFacts | str:
     stored = tuple(sorted(
         (chunk_name(tuple(int(o) // c for o, c in zip(info.chunk_offset, chunks))),
          int(info.byte_offset), int(info.size)) for info in infos if info.size > 0))
-    return LayoutFacts(shape, dtype, chunks, filters, stored)
+    return LayoutFacts(shape, dtype, chunks, filters, fill, stored)
+
+
+def _unwritten_reads_as(dset: Any, dcpl: Any) -> Any:
+    """What h5py reads an unwritten element of ``dset`` as: its fill value, or zeros when
+    HDF5 never writes one (H5D_FILL_TIME_NEVER leaves h5py's zeroed buffer)."""
+    from h5py import h5d
+
+    if dcpl.get_fill_time() == h5d.FILL_TIME_NEVER:
+        return np.zeros((), dset.dtype)[()]
+    return dset.fillvalue
+
+
+def _fill_text(value: Any, dt: np.dtype) -> str:
+    """The bytes of ``value`` as a ``dt`` element, in hex; every NaN alike (a NaN's
+    payload is not kept by the domain's JSON); ``""`` for variable-length types, whose
+    fill is an empty sequence on both sides.
+
+    >>> _fill_text(-1.0, np.dtype("<f4")), _fill_text(float("nan"), np.dtype(">f8"))
+    ('000080bf', '7ff8000000000000')
+    """
+    if has_vlen(dt):
+        return ""
+    try:
+        one = np.array(value, dtype=dt)
+    except (TypeError, ValueError):  # an unreadable fill value: never equal to a real one
+        return f"unreadable {value!r}"
+    if dt.kind in "fc":
+        one = np.where(np.isnan(one), np.array(np.nan, dt), one).astype(dt)
+    return one.tobytes().hex()
+
+
+def _filters_text(filters: list) -> tuple[str, ...]:
+    """Each filter's HSDS JSON, canonical: comparable whatever the key order."""
+    return tuple(json.dumps(f, sort_keys=True) for f in filters)
 
 
 def _dtype_text(dt: np.dtype) -> str:
@@ -146,11 +197,13 @@ def _dtype_text(dt: np.dtype) -> str:
 
 
 def domain_facts(shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
-                 filters: tuple[int, ...], stored: tuple[tuple[str, int, int], ...]
+                 filters: list, fill: Any, stored: tuple[tuple[str, int, int], ...]
                  ) -> LayoutFacts:
-    """The :class:`LayoutFacts` a linked layout claims (``chunks`` None: contiguous)."""
-    return LayoutFacts(tuple(shape), _dtype_text(dtype), tuple(chunks or ()), filters,
-                       tuple(sorted(stored)))
+    """The :class:`LayoutFacts` a linked layout claims (``chunks`` None: contiguous;
+    ``filters``: the domain's filter JSON; ``fill``: the value it reads unwritten
+    elements as)."""
+    return LayoutFacts(tuple(shape), _dtype_text(dtype), tuple(chunks or ()),
+                       _filters_text(filters), _fill_text(fill, dtype), tuple(sorted(stored)))
 
 
 class StoreFile(io.RawIOBase):

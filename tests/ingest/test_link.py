@@ -17,6 +17,7 @@ import xarray as xr
 from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5py
 
 import h5dask
+from h5dask import linked_files
 from h5dask.errors import CorruptChunkError, LinkedFileChangedError, LoadOptionError
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
@@ -570,3 +571,114 @@ def test_a_domain_with_no_recorded_version_keeps_the_size_check(tmp_path):
         h.create_dataset("more", data=np.zeros(100))
     with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError, match="bytes now"):
         f["a"][()]
+
+
+def _write_sparse(path, fill=-1.0, gzip=None):
+    """32 values in chunks of 8, only 8:16 written: the rest reads as the fill value."""
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("sparse", shape=(32,), dtype="f8", chunks=(8,), fillvalue=fill,
+                             compression="gzip" if gzip else None, compression_opts=gzip,
+                             shuffle=bool(gzip))
+        d[8:16] = 1
+
+
+def _linked_sparse(tmp_path, **kwargs):
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / "sparse.h5"
+    _write_sparse(local, **kwargs)
+    _age(local)
+    url = (root / "home" / "sparse.h5").as_uri()
+    load_file(local, url, link=True, progress=False)
+    return local, url
+
+
+def test_same_size_rewrite_with_another_fill_value_is_refused(tmp_path):
+    """Regenerated at the same size with fill value -2 instead of -1: every offset holds,
+    but the unwritten values h5py reads are -2 and the domain's fill value says -1, so
+    the domain would read -1 where the file says -2: refused, naming the fill value."""
+    local, url = _linked_sparse(tmp_path, fill=-1.0)
+    size = local.stat().st_size
+    _write_sparse(local, fill=-2.0)
+    assert local.stat().st_size == size
+    with h5py.File(local) as g:
+        assert g["sparse"][0] == -2.0
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match=r"'/sparse'.*fill value"):
+        f["sparse"][()]
+
+
+def test_same_size_rewrite_with_other_filter_options_is_refused(tmp_path):
+    """The same filter ids with other options (here the shuffle filter of another
+    element size, as a regenerated file of another type would have) are refused: the
+    domain decodes with the options it recorded."""
+    local, url = _linked_sparse(tmp_path, gzip=4)
+    with h5py.File(local, "r+") as g:  # an in-place value edit still reads
+        g["sparse"][8:16] = 5
+    _age(local)
+    with h5dask.File(url) as f:
+        assert f["sparse"][8:16].tolist() == [5.0] * 8
+    from h5dask.linked_files import LayoutFacts
+    mine = LayoutFacts((32,), "<f8", (8,), ('{"id": 2, "elementSize": 8}',), "00", ())
+    theirs = LayoutFacts((32,), "<f8", (8,), ('{"id": 2, "elementSize": 4}',), "00", ())
+    assert "filters" in mine.difference(theirs)
+
+
+def test_a_chunk_written_since_linking_is_refused(tmp_path):
+    """A chunk the domain has no entry for reads as the fill value; stored in the file
+    now (written since, even where it fits the same size) it is refused, not read as
+    fill."""
+    local, url = _linked_sparse(tmp_path, fill=-1.0)
+    with h5py.File(local, "r+") as g:
+        g["sparse"][0:8] = 7
+    _age(local)
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match=r"chunk 0 is not stored in the domain"):
+        f["sparse"][()]
+
+
+@pytest.mark.parametrize("name", ["synthetic.h5", *FILES])
+def test_a_rewrite_of_the_same_bytes_passes_the_check(name, synthetic_h5, shared_data, tmp_path,
+                                                      monkeypatch):
+    """Every linked dataset of files with filters (gzip, shuffle, fletcher32), big-endian,
+    compound, enum and sparse datasets, fill values (netCDF's _FillValue, NaN): a file
+    written again with the same bytes (a new version) passes the check, fill value and
+    filter options included, and reads as h5py reads it: the check refuses changes,
+    never an unchanged file."""
+    source = synthetic_h5 if name == "synthetic.h5" else shared_data / name
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / name
+    local.write_bytes(source.read_bytes())
+    _age(local)
+    url = (root / "home" / name).as_uri()
+    load_file(local, url, link=True, progress=False)
+    local.write_bytes(source.read_bytes())  # a new version (mtime, ctime), the same bytes
+    checked = []
+    check = linked_files._check
+    monkeypatch.setattr(linked_files, "_check", lambda *a: checked.append(a[3]) or check(*a))
+    with h5dask.File(url) as f, h5py.File(source) as h:
+        paths = LINKED if name == "synthetic.h5" else [
+            k for k, v in h.items() if isinstance(v, h5py.Dataset) and v.shape]
+        for path in paths:
+            _same(f[path], h[path], path)
+    assert len(checked) == len(paths)  # each was checked, none refused
+
+
+def test_attributes_are_those_of_link_time(tmp_path):
+    """Attributes are copied at link time, not linked: an attribute edited in the file
+    since (a CF scale_factor) is not seen until the file is linked again, as
+    docs/reliability.md says; the values, edited in place, are read as they are now."""
+    local, url = _linked_sparse(tmp_path)
+    with h5py.File(local, "r+") as g:
+        g["sparse"].attrs["scale_factor"] = 10.0
+        g["sparse"][8:16] = 3
+    _age(local)
+    with h5dask.File(url) as f:
+        assert "scale_factor" not in f["sparse"].attrs
+        assert f["sparse"][8:16].tolist() == [3.0] * 8
+    load_file(local, url, link=True, overwrite=True, progress=False)
+    with h5dask.File(url) as f:
+        assert f["sparse"].attrs["scale_factor"] == 10.0
