@@ -20,7 +20,9 @@ open makes anyway (:func:`h5dask.sources.linked_chunk_refs`) shows the version n
 
 A check makes at most ``MAX_CHECK_REQUESTS + chunks // 16`` GETs (the chunk index grows
 with the chunks); beyond that it gives up with LinkedFileChangedError rather than read
-without knowing.
+without knowing. Its first :data:`MAX_REOPENS` GETs are made with h5py closed, not under
+h5py's process-wide lock (other threads' h5py calls go on meanwhile); only a bigger
+metadata walk holds that lock while it waits on the rest.
 
 >>> facts = LayoutFacts((4,), "<f8", (2,), (), "00" * 8, (("0", 100, 16), ("1", 116, 16)))
 >>> facts.difference(LayoutFacts((4,), "<f8", (2,), (), "00" * 8,
@@ -51,6 +53,12 @@ from .storage.sync import sync
 BLOCK_SIZE = 64 * 1024
 #: GETs a check may make besides one per 16 chunks of the dataset (index nodes)
 MAX_CHECK_REQUESTS = 64
+#: times a check opens the file again in h5py, each after one GET of a block h5py lacked
+#: (made outside h5py: h5py holds one lock for the whole process while it reads, so any
+#: other thread's h5py call would wait on the GET). Each pass walks the metadata read so
+#: far again, so a big chunk index (many blocks) would cost passes times its size: after
+#: these, the rest of its blocks are fetched as h5py reads, h5py's lock held.
+MAX_REOPENS = 16
 _BLOCKS_KEPT = 64  # per file, the last read: bounded memory (4 MiB)
 _FILES_KEPT = 4  # files whose blocks are kept for the checks of their other datasets
 _RESULTS_KEPT = 4096  # layouts found to hold (or not), by file version
@@ -207,9 +215,15 @@ def domain_facts(shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...
 
 
 class StoreFile(io.RawIOBase):
-    """A read-only file object over one object of a store, for h5py: reads are ranged
-    GETs (kind "metadata") of whole :data:`BLOCK_SIZE` blocks, the last few kept; more
-    than ``max_requests`` GETs raise :class:`CheckTooCostly`."""
+    """A read-only file object over one object of a store, for h5py: reads are served
+    from whole :data:`BLOCK_SIZE` blocks, the last few kept. A block not yet read is not
+    fetched here, inside h5py (which holds its process-wide lock around every read:
+    every other thread's h5py call would wait on the GET), but recorded as
+    :class:`BlockNeeded` in :attr:`failure`, the read failing; :meth:`fetch` then GETs
+    it (kind "metadata") outside h5py, and the caller opens the file again. With
+    :attr:`fetch_inside` set (after :data:`MAX_REOPENS`) a missing block is fetched at
+    once, h5py's lock held. More than ``max_requests`` GETs raise
+    :class:`CheckTooCostly`."""
 
     def __init__(self, store: ObjectStore, key: str, size: int, max_requests: int,
                  blocks: OrderedDict[int, bytes] | None = None) -> None:
@@ -218,6 +232,7 @@ class StoreFile(io.RawIOBase):
         self.max_requests = max_requests
         self.requests = 0
         self.failure: BaseException | None = None
+        self.fetch_inside = False
         self._pos = 0
         self._blocks = OrderedDict() if blocks is None else blocks
 
@@ -263,21 +278,28 @@ class StoreFile(io.RawIOBase):
         return done
 
     def _block(self, index: int) -> bytes:
-        block = self._blocks.get(index)
-        if block is not None:
-            self._blocks.move_to_end(index)
-            return block
+        if index not in self._blocks:
+            if not self.fetch_inside:
+                raise BlockNeeded(index)
+            self.fetch(index)
+        self._blocks.move_to_end(index)
+        return self._blocks[index]
+
+    def fetch(self, index: int) -> None:
+        """GET block ``index`` (not from inside h5py: see the class)."""
         if self.requests >= self.max_requests:
             raise CheckTooCostly(self.requests)
         self.requests += 1
         start = index * BLOCK_SIZE
         block = sync(self.store.get(self.key, kind="metadata",
                                     byte_range=(start, min(start + BLOCK_SIZE, self.size))))
-        block = block or b""
-        self._blocks[index] = block
+        self._blocks[index] = block or b""
         if len(self._blocks) > _BLOCKS_KEPT:
             self._blocks.popitem(last=False)
-        return block
+
+
+class BlockNeeded(Exception):
+    """h5py read a block of the file not fetched yet (``args[0]``: its index)."""
 
 
 class CheckTooCostly(Exception):
@@ -317,8 +339,6 @@ def check_layout(store: ObjectStore, key: str, now: ObjectVersion, path: str,
 
 def _check(store: ObjectStore, key: str, now: ObjectVersion, path: str,
            claimed: LayoutFacts) -> str | None:
-    import h5py
-
     name = (store.identity, key, now)
     with _lock:
         blocks = _blocks.pop(name, None) or OrderedDict()
@@ -328,18 +348,35 @@ def _check(store: ObjectStore, key: str, now: ObjectVersion, path: str,
     budget = MAX_CHECK_REQUESTS + len(claimed.stored) // 16
     raw = StoreFile(store, key, now.size, budget, blocks)
     try:
-        with h5py.File(raw, "r") as h5:
-            answer = _compare(h5, path, claimed)
-    except OSError as exc:
-        if raw.failure is None:
-            return f"h5py cannot read the file's metadata now ({exc})"
-        answer = None
+        for reopen in range(MAX_REOPENS + 1):  # h5py reads what blocks are here; the
+            raw.fetch_inside = reopen == MAX_REOPENS  # one it lacks is fetched, again
+            answer = _read_metadata(raw, path, claimed)
+            failure, raw.failure = raw.failure, None
+            if not isinstance(failure, BlockNeeded):
+                break
+            raw.fetch(failure.args[0])
     finally:
         raw.close()
-    failure, raw.failure = raw.failure, None
     if failure is not None:  # too many reads, or the store's own error
         raise failure
     return answer
+
+
+def _read_metadata(raw: StoreFile, path: str, claimed: LayoutFacts) -> str | None:
+    """One pass of h5py over ``raw``'s blocks: the answer, meaningless when a read
+    failed (``raw.failure``)."""
+    import h5py
+
+    raw.seek(0)
+    try:
+        with h5py.File(raw, "r") as h5:
+            return _compare(h5, path, claimed)
+    except Exception as exc:  # noqa: BLE001 - a failed read: whatever h5py made of it
+        if raw.failure is None:
+            if not isinstance(exc, OSError):
+                raise
+            return f"h5py cannot read the file's metadata now ({exc})"
+        return None
 
 
 def _compare(h5: Any, path: str, claimed: LayoutFacts) -> str | None:
@@ -361,5 +398,5 @@ def changed_error(dataset: str, uri: str, path: str, linked: str, now: ObjectVer
         "restore the file that was linked", dataset=dataset, uri=uri)
 
 
-__all__ = ["BLOCK_SIZE", "MAX_CHECK_REQUESTS", "LayoutFacts", "StoreFile", "check_layout",
-           "changed_error", "domain_facts", "file_facts"]
+__all__ = ["BLOCK_SIZE", "MAX_CHECK_REQUESTS", "MAX_REOPENS", "LayoutFacts", "StoreFile",
+           "check_layout", "changed_error", "domain_facts", "file_facts"]

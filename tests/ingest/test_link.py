@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from urllib.parse import urlsplit
 
 import h5py
@@ -682,3 +683,49 @@ def test_attributes_are_those_of_link_time(tmp_path):
     load_file(local, url, link=True, overwrite=True, progress=False)
     with h5dask.File(url) as f:
         assert f["sparse"].attrs["scale_factor"] == 10.0
+
+
+def test_a_check_waits_on_its_gets_without_h5pys_lock(tmp_path, monkeypatch):
+    """h5py serialises every h5py call of the process on one lock, held while HDF5 reads
+    through a Python file object. The check's GETs are made outside h5py: while each is
+    in flight, an unrelated h5py read of a local file in another thread completes (with
+    the lock held it could not start until the GET ended: the join below times out)."""
+    local, url = _local_pair(tmp_path)
+    _write_pair(local, "a", "b", scale=3.0)  # a new version, the same layout
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h:
+        h["x"] = np.arange(10)
+    events = []
+    real_sync = linked_files.sync
+
+    def get_with_a_read_meanwhile(coro, *args):
+        def unrelated():
+            with h5py.File(other) as h:
+                h["x"][()]
+            events.append("unrelated read done")
+
+        reader = threading.Thread(target=unrelated)
+        reader.start()
+        reader.join(30)  # a GET in flight: another thread's h5py read is not held up
+        events.append("get")
+        return real_sync(coro, *args)
+
+    monkeypatch.setattr(linked_files, "sync", get_with_a_read_meanwhile)
+    with h5dask.File(url) as f:
+        assert f["a"][()].tolist() == [3.0] * 40
+    assert events.count("get") >= 1
+    assert events == ["unrelated read done", "get"] * events.count("get")
+
+
+@pytest.mark.parametrize("reopens", [0, 1])
+def test_a_check_past_its_reopens_fetches_as_h5py_reads(reopens, tmp_path, monkeypatch):
+    """Past MAX_REOPENS, the blocks still missing are fetched as h5py reads them (its lock
+    held): the check gives the same answers, a value edit read, a layout change refused."""
+    monkeypatch.setattr(linked_files, "MAX_REOPENS", reopens)
+    local, url = _local_pair(tmp_path)
+    _write_pair(local, "a", "b", scale=3.0)
+    with h5dask.File(url) as f:
+        assert f["a"][()].tolist() == [3.0] * 40
+    _write_pair(local, "b", "a")
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError, match="chunk 0"):
+        f["a"][()]
