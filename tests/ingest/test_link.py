@@ -610,20 +610,36 @@ def test_same_size_rewrite_with_another_fill_value_is_refused(tmp_path):
         f["sparse"][()]
 
 
-def test_same_size_rewrite_with_other_filter_options_is_refused(tmp_path):
-    """The same filter ids with other options (here the shuffle filter of another
-    element size, as a regenerated file of another type would have) are refused: the
-    domain decodes with the options it recorded."""
-    local, url = _linked_sparse(tmp_path, gzip=4)
-    with h5py.File(local, "r+") as g:  # an in-place value edit still reads
-        g["sparse"][8:16] = 5
+def test_other_options_of_the_same_filter_are_refused(tmp_path):
+    """The same filter id with other options decodes otherwise: bitshuffle (32008) with
+    LZ4 or without compression. A domain that recorded one while the file, written
+    since, says the other (here the domain's JSON edited to stand for the file of link
+    time) is refused, naming the filters, instead of decoding LZ4 bytes as plain
+    bitshuffled ones."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / "bs.h5"
+    with h5py.File(local, "w") as f:
+        f.create_dataset("v", data=np.arange(64.0), chunks=(16,),
+                         **hdf5plugin.Bitshuffle(cname="lz4"))
     _age(local)
+    url = (root / "home" / "bs.h5").as_uri()
+    load_file(local, url, link=True, progress=False)
     with h5dask.File(url) as f:
-        assert f["sparse"][8:16].tolist() == [5.0] * 8
-    from h5dask.linked_files import LayoutFacts
-    mine = LayoutFacts((32,), "<f8", (8,), ('{"id": 2, "elementSize": 8}',), "00", ())
-    theirs = LayoutFacts((32,), "<f8", (8,), ('{"id": 2, "elementSize": 4}',), "00", ())
-    assert "filters" in mine.difference(theirs)
+        assert f["v"][()].tolist() == list(np.arange(64.0))
+    os.utime(local)  # a new version of the same bytes: the layout is checked
+    meta = next(m for m in root.rglob(".dataset.json")
+                if "32008" in m.read_text() or "bitshuffle" in m.read_text())
+    obj = json.loads(meta.read_text())
+    for flt in obj["creationProperties"]["filters"]:
+        if flt.get("id") == 32008:
+            flt["cname"] = "none"
+    meta.write_text(json.dumps(obj))
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match=r"'/v'.*its filters .*cname"):
+        f["v"][()]
 
 
 def test_a_chunk_written_since_linking_is_refused(tmp_path):
