@@ -192,13 +192,52 @@ def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
 # -- gc ------------------------------------------------------------------------------------
 async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, float]) -> str:
     """The live lease of a load writing ``prefix`` (whose objects are ``keys``), as
-    text, or "": a resumed load may keep chunks older than any min_age."""
+    text, or "": for the report of a dry run (judged by this machine's clock; deleting
+    judges under gc's own lease, by the store's clock, see :func:`_collect`)."""
     from .ingest.lease import is_lease_key, live_holders
 
     if not any(is_lease_key(k) for k in keys):
         return ""
-    running = await live_holders(store, prefix)
-    return running[0].describe(time.time()) if running else ""
+    now = time.time()
+    running = await live_holders(store, prefix, now)
+    return running[0].describe(now) if running else ""
+
+
+async def _referenced(store: ObjectStore) -> set[str]:
+    """The ``db/<root id>/`` prefixes some ``.domain.json`` of the bucket references."""
+    roots = await domain_roots(store, await _domain_files(store, ""))
+    return {ids.object_prefix(r) + "/" for r in roots.values() if r}
+
+
+async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
+    """Delete the orphans' objects, each under gc's lease on its prefix (see
+    :class:`~h5dask.ingest.lease.GcLease`): a load holding a live lease keeps its prefix,
+    a load starting meanwhile refuses. Returns the orphans that still are orphans: one a
+    load published before gc's lease (its domain listed again after every lease was
+    taken) is left out."""
+    from .ingest.lease import GcLease
+
+    held: list[tuple[Orphan, GcLease]] = []
+    for orphan in orphans:
+        gc_lease = GcLease(store, orphan.prefix)
+        found = await gc_lease.take()
+        if found.live:
+            orphan.collected, orphan.loading = False, found.live[0].describe(found.now)
+        else:
+            held.append((orphan, gc_lease))
+    try:
+        referenced = await _referenced(store) if held else set()
+        for orphan, gc_lease in held:
+            if orphan.prefix in referenced:
+                continue
+            keys = [k for k in await store.list(orphan.prefix) if k != gc_lease.key]
+            await asyncio.gather(*(store.delete(k) for k in keys))
+            orphan.objects = len(keys)
+            await gc_lease.release()  # last: until now, no load starts on the prefix
+            await store.prune(orphan.prefix)
+    finally:
+        await asyncio.gather(*(gc_lease.release() for _, gc_lease in held))
+    return [o for o in orphans if o.prefix not in referenced]
 
 
 def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AGE,
@@ -222,25 +261,24 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
             f"every domain of a bucket, give {store.root_url}")
 
     async def run() -> Collection:
-        roots = await domain_roots(store, await _domain_files(store, ""))
-        referenced = {ids.object_prefix(r) + "/" for r in roots.values() if r}
+        referenced = await _referenced(store)
         _, dirs = await store.list_dir("db/")
         candidates = [d for d in dirs if _ROOT_PREFIX.match(d) and d not in referenced]
-        collection = Collection(store.root_url)
+        collection = Collection(store.root_url, deleted=delete)
         now = time.time()
         for candidate in candidates:
             times = await store.list_modified(candidate)
             if not times:
                 continue  # an emptied "directory" some stores still list
             age = now - max(times.values())
-            loading = await _running_load(store, candidate, times)
-            orphan = Orphan(candidate, len(times), age, collected=age >= min_age and not loading,
-                            loading=loading)
-            collection.orphans.append(orphan)
-            if delete and orphan.collected:
-                await asyncio.gather(*(store.delete(k) for k in times))
-                await store.prune(candidate)
-        collection.deleted = delete
+            old = age >= min_age
+            loading = "" if delete and old else await _running_load(store, candidate, times)
+            collection.orphans.append(Orphan(candidate, len(times), age,
+                                             collected=old and not loading, loading=loading))
+        if delete:
+            kept = [o for o in collection.orphans if not o.collected]
+            collected = await _collect(store, [o for o in collection.orphans if o.collected])
+            collection.orphans = sorted(kept + collected, key=lambda o: o.prefix)
         return collection
 
     return sync(run())

@@ -77,6 +77,32 @@ class HardLink:
     """Returned by ``group.get(name, getlink=True)`` for hard links."""
 
 
+def _external_domain(filename: str, linking_domain: str) -> str:
+    """The domain (path in the bucket, no leading slash) an external link's file names,
+    as h5pyd resolves it: ``hdf5://`` and absolute paths from the bucket's root, a
+    relative path from the folder of the domain that holds the link.
+
+    >>> _external_domain("other.h5", "home/me/run.h5"), _external_domain("/a/b.h5", "home/x.h5")
+    ('home/me/other.h5', 'a/b.h5')
+    >>> _external_domain("hdf5://home/you/c.h5", "home/me/run.h5")
+    'home/you/c.h5'
+    >>> _external_domain("../../../etc/passwd", "home/me/run.h5")  # refused when opened
+    'home/me/../../../etc/passwd'
+    """
+    if filename.startswith("hdf5://"):
+        filename = "/" + filename[len("hdf5://"):]
+    joined = posixpath.join(posixpath.dirname("/" + linking_domain.strip("/")), filename)
+    parts: list[str] = []
+    for part in joined.split("/"):
+        if part == "..":
+            if not parts:  # above the bucket's root: left as written, for the key
+                return joined.strip("/")  # check to refuse by its ".." (no clamping)
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    return "/".join(parts)
+
+
 # -- attributes -------------------------------------------------------------------------
 class AttributeManager(MutableMapping):
     """The attributes of a group, dataset or committed datatype (like ``h5py.AttributeManager``).
@@ -275,7 +301,7 @@ class Group(HLObject, Mapping):
         from .storage import Location
 
         loc = self._session.location
-        target = Location(loc.store, link.file.strip("/"))
+        target = Location(loc.store, _external_domain(link.file, loc.domain))
         return File(target)[link.h5path]
 
     def get(self, name: str, default: Any = None, getlink: bool = False) -> Any:

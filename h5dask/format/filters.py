@@ -95,7 +95,8 @@ def fletcher32(data: bytes | memoryview) -> int:
 
 
 #: HSDS stores object references in chunks as fixed strings of this size
-#: ("datasets/d-...", NUL-padded; a null reference is all NULs), h5dask as vlen ids
+#: ("datasets/d-...", NUL-padded; a null reference is all NULs); h5dask writes them so
+#: too (it wrote length-prefixed ids before, which HSDS cannot read; it still reads them)
 HSDS_REF_SIZE = 48
 
 
@@ -106,10 +107,32 @@ def _hsds_fixed_refs(raw: bytes, dt: np.dtype, count: int) -> np.ndarray | None:
     out = np.empty(count, dtype=dt)
     for i, value in enumerate(np.frombuffer(raw, dtype=f"S{HSDS_REF_SIZE}")):
         try:
-            out[i] = value.rstrip(b"\x00").decode("ascii")
+            # the id alone, as h5dask reads every reference ("datasets/d-..." -> "d-...")
+            out[i] = value.rstrip(b"\x00").decode("ascii").rsplit("/", 1)[-1]
         except UnicodeDecodeError:
             return None
     return out
+
+
+_REF_COLLECTIONS = {"g": "groups", "d": "datasets", "t": "datatypes"}
+
+
+def _hsds_ref_bytes(arr: np.ndarray) -> bytes:
+    """Object references as HSDS stores (and only reads) them: ``collection/id`` in
+    fixed 48-byte NUL-padded fields, ``""`` for a null reference.
+
+    >>> _hsds_ref_bytes(np.array(["g-1", None], dtype=object))[:10]
+    b'groups/g-1'
+    """
+    values = []
+    for x in arr.reshape(-1):
+        ref = str(x) if x else ""
+        if ref and "/" not in ref and ref[0] in _REF_COLLECTIONS:
+            ref = f"{_REF_COLLECTIONS[ref[0]]}/{ref}"
+        if len(ref) > HSDS_REF_SIZE:
+            raise ValueError(f"object reference {ref!r} is longer than {HSDS_REF_SIZE} bytes")
+        values.append(ref.encode("ascii"))
+    return np.array(values, dtype=f"S{HSDS_REF_SIZE}").tobytes()
 
 
 def _typed_view(arr: np.ndarray) -> np.ndarray:
@@ -369,7 +392,10 @@ class ChunkCodec:
         if arr.shape != self.chunk_shape:
             raise ValueError(f"chunk of shape {arr.shape}, expected {self.chunk_shape}")
         vlen = has_vlen(self.dtype)
-        raw = encode_vlen(arr) if vlen else arr.tobytes()
+        if "ref" in (self.dtype.metadata or {}):  # HSDS reads no other layout of them
+            raw = _hsds_ref_bytes(arr)
+        else:
+            raw = encode_vlen(arr) if vlen else arr.tobytes()
         if self.bitshuffle and not vlen and self.compressor_codec is None:
             # HSDS 1.0.2 accepts the bitshuffle filter but neither applies nor undoes it;
             # writing the bytes unshuffled keeps such domains readable by HSDS

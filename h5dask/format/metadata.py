@@ -130,7 +130,8 @@ class AttributeMeta:
     def value(self, key: str, resolve: Callable[[str], dict] | None = None,
               read_only: bool = False) -> Any:
         """The attribute's value as numpy (scalars as numpy scalars, like h5py; every
-        variable-length string as ``str``, ASCII ones too, as h5py reads attributes).
+        variable-length string as ``str``, ASCII ones too, as h5py reads attributes,
+        except strings inside compounds: bytes, as h5py and h5pyd read them).
         ``read_only=True``: the kept value itself, not a copy, for a caller that never
         changes it nor hands it on (e.g. reading ``DIMENSION_LIST``)."""
         keep = _kept if read_only else _fresh

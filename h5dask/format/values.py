@@ -23,20 +23,23 @@ _SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.
             "-Infinity": -math.inf, "-inf": -math.inf}
 
 
-def _element(value: Any, dt: np.dtype) -> Any:
-    """One element converted to what numpy accepts for ``dt``."""
+def _element(value: Any, dt: np.dtype, member: bool = False) -> Any:
+    """One element converted to what numpy accepts for ``dt``; ``member``: inside a
+    compound, where variable-length strings are bytes (as h5py reads them)."""
     meta = dt.metadata or {}
     if dt.names:
         if isinstance(value, dict):
             value = [value[n] for n in dt.names]
         if not isinstance(value, list | tuple) or len(value) != len(dt.names):
             raise ValueError(f"compound value {value!r} does not match fields {dt.names}")
-        return tuple(_element(v, dt.fields[n][0]) for v, n in zip(value, dt.names))
+        return tuple(_element(v, dt.fields[n][0], member=True) for v, n in zip(value, dt.names))
     if dt.subdtype is not None:
         base, shape = dt.subdtype
-        return _array(value, base, shape)
+        return _array(value, base, shape, member)
     if dt.kind == "O":
         vlen = meta.get("vlen")
+        if vlen is str and member:
+            return _to_bytes(value) if isinstance(value, str) else bytes(value)
         if vlen is str:
             return value if isinstance(value, str) else _to_str(value)
         if vlen is bytes:
@@ -81,7 +84,8 @@ def _to_str(value: Any) -> str:
     raise ValueError(f"expected a string, got {value!r}")
 
 
-def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarray:
+def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None,
+           member: bool = False) -> np.ndarray:
     if shape is None:  # a variable-length sequence: one axis (its elements may be lists)
         nested = dt.kind == "O" or dt.names or dt.subdtype is not None
         shape = (len(value),) if nested and isinstance(value, list) else np.shape(value)
@@ -89,7 +93,7 @@ def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarra
         # numpy turns a top-level sub-array dtype into trailing axes of its base type
         # (np.empty((), "(3,)i2").shape == (3,)), so read the value with those axes
         base, sub = dt.subdtype
-        return _array(value, base, tuple(shape) + tuple(sub))
+        return _array(value, base, tuple(shape) + tuple(sub), member)
     count = math.prod(shape)
     if count == 0:
         return np.empty(shape, dtype=dt)
@@ -98,7 +102,7 @@ def _array(value: Any, dt: np.dtype, shape: tuple[int, ...] | None) -> np.ndarra
     if len(flat) != count:
         raise ValueError(f"value has {len(flat)} elements, shape {shape} needs {count}")
     out = np.empty(shape, dtype=dt)
-    converted = [_element(v, dt) for v in flat]
+    converted = [_element(v, dt, member) for v in flat]
     if dt.kind == "O":
         target = out.reshape(-1)
         for i, v in enumerate(converted):

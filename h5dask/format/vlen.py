@@ -2,6 +2,8 @@
 count followed by that many bytes (UTF-8 for strings), as HSDS writes them.
 Compound elements with variable-length members encode member by member; a string
 member decodes to bytes (as h5py and h5netcdf read it), a top-level UTF-8 string to str.
+A sequence of compounds that hold variable-length members is, after its byte count,
+its records encoded member by member (HSDS's h5json ``copyElement``/``readElement``).
 
 >>> from h5dask.format.types import VLEN_STR
 >>> a = np.array(["a", "héllo"], dtype=VLEN_STR)
@@ -35,11 +37,23 @@ def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
         else:
             b = bytes(x)  # type: ignore[arg-type]
     elif isinstance(vlen, np.dtype):
-        b = np.ascontiguousarray(x if x is not None else [], dtype=vlen).tobytes()
+        b = _encode_sequence(x, vlen)
     else:
         b = b"" if not x else str(x).encode("utf-8")  # references: ids ("" is null)
     out += _LEN.pack(len(b))
     out += b
+
+
+def _encode_sequence(x: object, base: np.dtype) -> bytes:
+    """The bytes of one variable-length sequence, without its byte count."""
+    seq = np.asarray(x if x is not None else [], dtype=base)
+    if not base.hasobject:
+        return np.ascontiguousarray(seq).tobytes()
+    # records with variable-length members: their raw bytes would be object pointers
+    out = bytearray()
+    for record in seq.reshape(-1):
+        _encode_one(record, base, out)
+    return bytes(out)
 
 
 def encode_vlen(arr: np.ndarray) -> bytes:
@@ -74,6 +88,8 @@ def _decode_one(buf: memoryview, pos: int, dt: np.dtype,
     vlen = (dt.metadata or {}).get("vlen")
     if vlen is str and not member:  # compound members stay bytes, as h5py reads them
         value: object = raw.decode("utf-8", errors="surrogateescape")
+    elif isinstance(vlen, np.dtype) and vlen.hasobject:
+        value = _decode_records(raw, vlen)
     elif isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences
         value = np.frombuffer(raw, dtype=vlen).astype(vlen.newbyteorder("="))
     elif vlen is bytes or vlen is str:
@@ -81,6 +97,20 @@ def _decode_one(buf: memoryview, pos: int, dt: np.dtype,
     else:
         value = raw.decode("utf-8")
     return value, pos + n
+
+
+def _decode_records(raw: bytes, base: np.dtype) -> np.ndarray:
+    """A sequence of records with variable-length members: decoded one by one until its
+    bytes are used up (the byte count does not say how many records there are)."""
+    buf = memoryview(raw)
+    records, pos = [], 0
+    while pos < len(buf):
+        record, pos = _decode_one(buf, pos, base, member=True)
+        records.append(record)
+    out = np.empty(len(records), dtype=base.newbyteorder("="))
+    for i, record in enumerate(records):
+        out[i] = record
+    return out
 
 
 def decode_vlen(data: bytes, dt: np.dtype, count: int) -> np.ndarray:

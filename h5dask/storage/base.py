@@ -17,7 +17,7 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import StorageError
@@ -227,7 +227,10 @@ def _written(store: ObjectStore, key: str) -> None:
 class ObjectVersion:
     """What a HEAD tells of an object: its size and a ``tag`` that changes whenever it
     is written (an S3 ETag, a file's modification and change times and inode number);
-    ``tag`` is None where the store cannot tell.
+    ``tag`` is None where the store cannot tell. ``modified``: when the store last wrote
+    it, by the store's own clock (seconds since the epoch; None where unknown): two such
+    times compare without trusting the clocks of the machines that wrote the objects
+    (what lease ages are judged by, :mod:`h5dask.ingest.lease`). Not compared.
 
     >>> ObjectVersion(10, "etag=abc") == ObjectVersion(10, "etag=abc")
     True
@@ -235,6 +238,7 @@ class ObjectVersion:
 
     size: int
     tag: str | None = None
+    modified: float | None = field(default=None, compare=False)
 
 
 class ObjectStore(ABC):

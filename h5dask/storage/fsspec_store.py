@@ -143,7 +143,7 @@ class FsspecObjectStore(ObjectStore):
         if info.get("type") == "directory":
             return None
         tags = [f"{name}={info[name]}" for name in _VERSION_FIELDS if info.get(name) is not None]
-        return ObjectVersion(int(info["size"]), " ".join(tags) or None)
+        return ObjectVersion(int(info["size"]), " ".join(tags) or None, _mtime(info))
 
     async def _delete(self, key: str) -> None:
         try:

@@ -418,7 +418,8 @@ class LocalObjectStore(ObjectStore):
         # any write moves mtime; ctime moves too, also when mtime is set back (touch -d,
         # cp -p); a file replaced by rename has another inode
         return ObjectVersion(st.st_size, f"mtime_ns={st.st_mtime_ns} ctime_ns="
-                                         f"{st.st_ctime_ns} ino={st.st_ino}")
+                                         f"{st.st_ctime_ns} ino={st.st_ino}",
+                             st.st_mtime)  # this machine's clock (an NFS server's on NFS)
 
     async def _delete(self, key: str) -> None:
         await asyncio.to_thread(self._remove, key)

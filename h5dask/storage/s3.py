@@ -386,7 +386,8 @@ class S3ObjectStore(ObjectStore):
         modified = meta.get("last_modified")
         tag = (f"etag={etag.strip(chr(34))}" if etag else
                f"modified={modified.isoformat()}" if modified is not None else None)
-        return ObjectVersion(int(meta["size"]), tag)
+        return ObjectVersion(int(meta["size"]), tag,
+                             None if modified is None else modified.timestamp())
 
     async def _put(self, key: str, data: bytes) -> None:
         try:

@@ -6,6 +6,7 @@ taken publishes nothing and removes nothing; stale leases of dead runs are taken
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -29,9 +30,13 @@ from h5dask.storage import open_location, sync
 CONCURRENT_LOAD = Path(__file__).with_name("concurrent_load.py")
 
 
-def start_load(src: Path, url: str, options: dict, delay: float) -> subprocess.Popen:
+def start_load(src: Path, url: str, options: dict, delay: float,
+               gate: Path | None = None) -> subprocess.Popen:
+    """A load in its own process, each chunk PUT ``delay`` s slower and, given a ``gate``
+    file, held until that file exists."""
+    gated = [str(gate)] if gate is not None else []
     return subprocess.Popen([sys.executable, str(CONCURRENT_LOAD), str(src), url,
-                             json.dumps(options), str(delay)], stdout=subprocess.PIPE,
+                             json.dumps(options), str(delay), *gated], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
@@ -59,12 +64,14 @@ def test_a_second_run_while_one_writes_is_refused_naming_it(tmp_path: Path,
     src = tmp_path / "src.h5"
     write_source(src, seed=5)
     store = open_location(url, options).store
-    first = start_load(src, url, options, delay=0.05)  # about 1.5 s of chunks
+    gate = tmp_path / "go-on"
+    first = start_load(src, url, options, delay=0.0, gate=gate)  # holds until the gate
     deadline = time.monotonic() + 60
     while not [k for k in leases(store)] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert first.poll() is None, "the first load ended before the second started"
     second = outcome(start_load(src, url, options, delay=0.0))
+    gate.touch()
     assert second.startswith("refused") and f"pid {first.pid}" in second, second
     assert "is running already" in second and "Wait for it to finish" in second
     assert outcome(first) == "published"
@@ -99,6 +106,13 @@ async def write_lease_async(store: Any, root_prefix: str, pid: int, renewed: flo
 def write_lease(store: Any, root_prefix: str, pid: int, renewed: float,
                 machine: str | None = None) -> str:
     return sync(write_lease_async(store, root_prefix, pid, renewed, machine))
+
+
+def backdate(store: Any, key: str, seconds: float) -> None:
+    """Make the store (a local directory) show ``key`` written ``seconds`` ago."""
+    path = Path(store.root) / key
+    then = time.time() - seconds
+    os.utime(path, (then, then))
 
 
 def load_root_prefix(src: Path, url: str, options: dict) -> str:
@@ -144,7 +158,8 @@ def test_stale_leases_of_dead_runs_are_taken_over(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, timeout=60)
     write_lease(store, prefix, int(dead.stdout), time.time())  # its process is gone
-    write_lease(store, prefix, 1, time.time() - lease.STALE_AFTER - 1, machine="elsewhere")
+    elsewhere = write_lease(store, prefix, 1, time.time(), machine="elsewhere")
+    backdate(store, elsewhere, lease.STALE_AFTER + 1)  # the store last wrote it then
     load_file(src, url, progress=False)
     assert_reads_as_h5py(url, {}, src)
     assert leases(store) == []
@@ -191,3 +206,124 @@ def test_gc_delete_leaves_the_prefix_of_a_running_load_alone(tmp_path: Path) -> 
         (False, True)]
     assert "kept: a load is writing it" in str(result)
     assert gc(store.root_url, min_age=0).orphans == []
+
+
+def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc --delete of an interrupted load's prefix, and a re-run of that load started
+    once gc deleted its first chunk: the re-run must not publish over chunks gc is about
+    to delete (it refuses naming gc); run after gc, it publishes the right data."""
+    from test_resume import kill_a_load
+
+    from h5dask.admin import gc
+    from h5dask.storage.local import LocalObjectStore
+
+    url = local_domain(tmp_path, "resumed.h5")
+    src = tmp_path / "src.h5"
+    write_source(src, seed=3)
+    store = open_location(url).store
+    kill_a_load(src, url, {}, after_chunks=20)
+    assert len(chunk_keys(store)) >= 20
+    real_delete = LocalObjectStore.delete
+    rerun: dict[str, Any] = {}
+    rerun_over = asyncio.Event()
+
+    async def first_chunk_delete_reruns(self: Any, key: str, *, kind: str = "other") -> None:
+        """The first chunk gc deletes starts the re-run; gc's other chunk deletes wait
+        for it to end (a slow store)."""
+        if key.endswith(".json"):
+            await real_delete(self, key, kind=kind)
+        elif rerun:
+            await asyncio.wait_for(rerun_over.wait(), 120)
+            await real_delete(self, key, kind=kind)
+        else:
+            rerun["started"] = True
+            try:
+                rerun["published"] = await asyncio.to_thread(load_file, src, url,
+                                                             progress=False)
+            except LoadInProgressError as exc:
+                rerun["refused"] = str(exc)
+            finally:
+                rerun_over.set()
+            await real_delete(self, key, kind=kind)
+
+    monkeypatch.setattr(LocalObjectStore, "delete", first_chunk_delete_reruns)
+    result = gc(store.root_url, delete=True, min_age=0)
+    monkeypatch.undo()
+    assert rerun.get("started") and [o.collected for o in result.orphans] == [True]
+    if "published" in rerun:  # what gc deleted after must not be under a published domain
+        assert_reads_as_h5py(url, {}, src)
+    assert "h5dask gc" in rerun.get("refused", ""), rerun
+    assert chunk_keys(store) == []
+    load_file(src, url, progress=False)
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []
+
+
+def test_a_crashed_run_on_a_clock_ahead_is_stale_by_the_stores_clock(tmp_path: Path) -> None:
+    """Its lease says renewed an hour from now (its clock), the store wrote it longer
+    than STALE_AFTER ago: it is taken over."""
+    url, src, store, prefix = domain_and_source(tmp_path, "ahead.h5", 11)
+    ahead = write_lease(store, prefix, 4242, time.time() + 3600, machine="node7 ahead")
+    backdate(store, ahead, lease.STALE_AFTER + 10)
+    load_file(src, url, progress=False)
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []
+
+
+def test_a_live_run_on_a_clock_behind_is_live_by_the_stores_clock(tmp_path: Path) -> None:
+    """Its lease says renewed 6 minutes ago (its clock), the store wrote it just now:
+    it is live, and the refusal says when the store saw it renewed."""
+    url, src, store, prefix = domain_and_source(tmp_path, "behind.h5", 12)
+    behind = write_lease(store, prefix, 4242, time.time() - 360, machine="node7 behind")
+    with pytest.raises(LoadInProgressError, match=r"lease renewed [0-9] s ago"):
+        load_file(src, url, progress=False)
+    assert leases(store) == [behind]
+
+
+def test_a_run_stops_renewing_once_its_lease_was_taken_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A paused run that wakes must not write back the lease another run removed as
+    stale (then both runs would refuse to publish)."""
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
+    store = open_location(local_domain(tmp_path, "paused.h5")).store
+
+    async def take_over_while_renewing() -> bool:
+        held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
+        await held.acquire()
+        await asyncio.sleep(0.05)  # renewed a few times
+        await store.delete(held.key, kind="metadata")  # another run took it over
+        renewer = held._renewer
+        assert renewer is not None
+        done, _ = await asyncio.wait([renewer], timeout=5)
+        back = await store.size(held.key) is not None
+        await held.release()
+        return bool(done) and not back
+
+    assert sync(take_over_while_renewing())
+    assert leases(store) == []
+
+
+def test_gc_leaves_a_prefix_a_load_published_after_gc_listed_the_domains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run that publishes between gc's listing of the domains and gc's lease: gc
+    lists the domains again under its lease and keeps the now referenced prefix."""
+    from test_resume import kill_a_load
+
+    from h5dask import admin
+
+    url = local_domain(tmp_path, "published.h5")
+    src = tmp_path / "src.h5"
+    write_source(src, seed=13)
+    store = open_location(url).store
+    kill_a_load(src, url, {}, after_chunks=20)
+    collect = admin._collect
+
+    async def a_rerun_publishes_first(store: Any, orphans: list) -> list:
+        await asyncio.to_thread(load_file, src, url, progress=False)
+        return await collect(store, orphans)
+
+    monkeypatch.setattr(admin, "_collect", a_rerun_publishes_first)
+    assert admin.gc(store.root_url, delete=True, min_age=0).orphans == []
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []

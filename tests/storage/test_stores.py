@@ -65,6 +65,18 @@ def test_store_contract(backend: Backend) -> None:
         assert sync(store.list("")) == [f"{p}/db/a/b/obj", f"{p}/other/x"]
 
 
+def test_stat_tells_the_stores_own_write_time(backend: Backend) -> None:
+    """What lease ages are judged by (h5dask.ingest.lease): the time the store gave the
+    object, the same as its listing shows (HTTP dates: whole seconds)."""
+    store = backend.store()
+    p = backend.domain("modified")
+    sync(store.put(f"{p}/db/r/.load-x.json", b"{}"))
+    found = sync(store.stat(f"{p}/db/r/.load-x.json"))
+    listed = sync(store.list_modified(f"{p}/db/"))[f"{p}/db/r/.load-x.json"]
+    assert found is not None and found.modified is not None
+    assert abs(found.modified - listed) < 1.01
+
+
 def test_stats_count_requests_and_bytes(backend: Backend) -> None:
     store = backend.store()
     h5dask.reset_stats()
