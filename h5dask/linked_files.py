@@ -11,18 +11,22 @@ open makes anyway (:func:`h5dask.sources.linked_chunk_refs`) shows the version n
   regenerated (other chunking, other variable order: other offsets, even at the same
   size). :func:`check_layout` tells them apart from the file's own metadata: h5py reads
   it over ranged GETs of :data:`BLOCK_SIZE` bytes (never a chunk on purpose: a block
-  may hold some), re-derives the dataset's shape, type, filters and every chunk's offset
-  and size, and compares them with the domain's. The same: the dataset is read (and that
-  is remembered in this process for that file version, so it is checked once, not per
-  open or per chunk). Different: :class:`~h5dask.errors.LinkedFileChangedError` naming
-  the dataset, the file, what differs and what to do.
+  may hold some), re-derives the dataset's shape, type, filters with their options, fill
+  value and every chunk's offset and size, and compares them with the domain's. The
+  same: the dataset is read (and that is remembered in this process for that file
+  version, so it is checked once, not per open or per chunk). Different:
+  :class:`~h5dask.errors.LinkedFileChangedError` naming the dataset, the file, what
+  differs and what to do.
 
 A check makes at most ``MAX_CHECK_REQUESTS + chunks // 16`` GETs (the chunk index grows
 with the chunks); beyond that it gives up with LinkedFileChangedError rather than read
-without knowing.
+without knowing. Its first :data:`MAX_REOPENS` GETs are made with h5py closed, not under
+h5py's process-wide lock (other threads' h5py calls go on meanwhile); only a bigger
+metadata walk holds that lock while it waits on the rest.
 
->>> facts = LayoutFacts((4,), "<f8", (2,), (), (("0", 100, 16), ("1", 116, 16)))
->>> facts.difference(LayoutFacts((4,), "<f8", (2,), (), (("0", 100, 16), ("1", 132, 16))))
+>>> facts = LayoutFacts((4,), "<f8", (2,), (), "00" * 8, (("0", 100, 16), ("1", 116, 16)))
+>>> facts.difference(LayoutFacts((4,), "<f8", (2,), (), "00" * 8,
+...                              (("0", 100, 16), ("1", 132, 16))))
 'chunk 1 is 16 bytes at offset 116 in the domain, 16 bytes at offset 132 in the file'
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LinkedFileChangedError
+from .errors import LinkedFileChangedError, UnsupportedFilterError
 from .format.ids import chunk_name
+from .format.types import has_vlen
 from .storage.base import ObjectStore, ObjectVersion
 from .storage.sync import sync
 
@@ -47,6 +53,12 @@ from .storage.sync import sync
 BLOCK_SIZE = 64 * 1024
 #: GETs a check may make besides one per 16 chunks of the dataset (index nodes)
 MAX_CHECK_REQUESTS = 64
+#: times a check opens the file again in h5py, each after one GET of a block h5py lacked
+#: (made outside h5py: h5py holds one lock for the whole process while it reads, so any
+#: other thread's h5py call would wait on the GET). Each pass walks the metadata read so
+#: far again, so a big chunk index (many blocks) would cost passes times its size: after
+#: these, the rest of its blocks are fetched as h5py reads, h5py's lock held.
+MAX_REOPENS = 16
 _BLOCKS_KEPT = 64  # per file, the last read: bounded memory (4 MiB)
 _FILES_KEPT = 4  # files whose blocks are kept for the checks of their other datasets
 _RESULTS_KEPT = 4096  # layouts found to hold (or not), by file version
@@ -56,13 +68,17 @@ _RESULTS_KEPT = 4096  # layouts found to hold (or not), by file version
 class LayoutFacts:
     """What decides whether a linked dataset's bytes mean what the domain says: its
     shape, element type (``dtype.str``, or ``descr`` for compounds), chunk shape (``()``
-    for a contiguous dataset), HDF5 filter ids, and each stored chunk's ``(name, offset,
-    size)`` in the file (a contiguous dataset: one entry named "contiguous")."""
+    for a contiguous dataset), filter pipeline (each filter's HSDS JSON, options
+    included: what decoding needs), the bytes (hex) of the value unwritten elements read
+    as (the fill value; ``""`` for variable-length types), and each stored chunk's
+    ``(name, offset, size)`` in the file (a contiguous dataset: one entry named
+    "contiguous"; a chunk with no entry reads as the fill value)."""
 
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[int, ...]
-    filters: tuple[int, ...]
+    filters: tuple[str, ...]
+    fill: str
     stored: tuple[tuple[str, int, int], ...]
 
     def difference(self, file: LayoutFacts) -> str | None:
@@ -71,7 +87,8 @@ class LayoutFacts:
         for what, mine, theirs in (("shape", self.shape, file.shape),
                                    ("element type", self.dtype, file.dtype),
                                    ("chunk shape", self.chunks, file.chunks),
-                                   ("filters", self.filters, file.filters)):
+                                   ("filters", self.filters, file.filters),
+                                   ("fill value (bytes)", self.fill, file.fill)):
             if mine != theirs:
                 return f"its {what} is {mine} in the domain, {theirs} in the file"
         if self.stored == file.stored:
@@ -104,16 +121,24 @@ def file_facts(dset: Any) -> LayoutFacts | str:
     """
     from h5py import h5d
 
+    from .ingest.plan import native_filters_json
+
     dcpl = dset.id.get_create_plist()
-    filters = tuple(int(dcpl.get_filter(i)[0]) for i in range(dcpl.get_nfilters()))
+    pipeline = tuple((int(code), tuple(cd)) for code, _flags, cd, _name in
+                     (dcpl.get_filter(i) for i in range(dcpl.get_nfilters())))
+    try:
+        filters = _filters_text(native_filters_json(pipeline))
+    except UnsupportedFilterError as exc:
+        return f"it has a filter h5dask cannot decode now ({exc})"
     shape = tuple(int(s) for s in (dset.shape or ()))
     dtype = _dtype_text(dset.dtype)
+    fill = _fill_text(_unwritten_reads_as(dset, dcpl), dset.dtype)
     layout = dcpl.get_layout()
     if layout == h5d.CONTIGUOUS:
         size = int(dset.id.get_storage_size())
         offset = dset.id.get_offset() if size else None
         stored = (("contiguous", int(offset), size),) if offset is not None else ()
-        return LayoutFacts(shape, dtype, (), filters, stored)
+        return LayoutFacts(shape, dtype, (), filters, fill, stored)
     if layout != h5d.CHUNKED:
         return "it is no longer stored contiguous or chunked (compact or virtual now)"
     chunks = tuple(int(c) for c in dset.chunks)
@@ -127,7 +152,41 @@ def file_facts(dset: Any) -> LayoutFacts | str:
     stored = tuple(sorted(
         (chunk_name(tuple(int(o) // c for o, c in zip(info.chunk_offset, chunks))),
          int(info.byte_offset), int(info.size)) for info in infos if info.size > 0))
-    return LayoutFacts(shape, dtype, chunks, filters, stored)
+    return LayoutFacts(shape, dtype, chunks, filters, fill, stored)
+
+
+def _unwritten_reads_as(dset: Any, dcpl: Any) -> Any:
+    """What h5py reads an unwritten element of ``dset`` as: its fill value, or zeros when
+    HDF5 never writes one (H5D_FILL_TIME_NEVER leaves h5py's zeroed buffer)."""
+    from h5py import h5d
+
+    if dcpl.get_fill_time() == h5d.FILL_TIME_NEVER:
+        return np.zeros((), dset.dtype)[()]
+    return dset.fillvalue
+
+
+def _fill_text(value: Any, dt: np.dtype) -> str:
+    """The bytes of ``value`` as a ``dt`` element, in hex; every NaN alike (a NaN's
+    payload is not kept by the domain's JSON); ``""`` for variable-length types, whose
+    fill is an empty sequence on both sides.
+
+    >>> _fill_text(-1.0, np.dtype("<f4")), _fill_text(float("nan"), np.dtype(">f8"))
+    ('000080bf', '7ff8000000000000')
+    """
+    if has_vlen(dt):
+        return ""
+    try:
+        one = np.array(value, dtype=dt)
+    except (TypeError, ValueError):  # an unreadable fill value: never equal to a real one
+        return f"unreadable {value!r}"
+    if dt.kind in "fc":
+        one = np.where(np.isnan(one), np.array(np.nan, dt), one).astype(dt)
+    return one.tobytes().hex()
+
+
+def _filters_text(filters: list) -> tuple[str, ...]:
+    """Each filter's HSDS JSON, canonical: comparable whatever the key order."""
+    return tuple(json.dumps(f, sort_keys=True) for f in filters)
 
 
 def _dtype_text(dt: np.dtype) -> str:
@@ -146,17 +205,25 @@ def _dtype_text(dt: np.dtype) -> str:
 
 
 def domain_facts(shape: tuple[int, ...], dtype: np.dtype, chunks: tuple[int, ...] | None,
-                 filters: tuple[int, ...], stored: tuple[tuple[str, int, int], ...]
+                 filters: list, fill: Any, stored: tuple[tuple[str, int, int], ...]
                  ) -> LayoutFacts:
-    """The :class:`LayoutFacts` a linked layout claims (``chunks`` None: contiguous)."""
-    return LayoutFacts(tuple(shape), _dtype_text(dtype), tuple(chunks or ()), filters,
-                       tuple(sorted(stored)))
+    """The :class:`LayoutFacts` a linked layout claims (``chunks`` None: contiguous;
+    ``filters``: the domain's filter JSON; ``fill``: the value it reads unwritten
+    elements as)."""
+    return LayoutFacts(tuple(shape), _dtype_text(dtype), tuple(chunks or ()),
+                       _filters_text(filters), _fill_text(fill, dtype), tuple(sorted(stored)))
 
 
 class StoreFile(io.RawIOBase):
-    """A read-only file object over one object of a store, for h5py: reads are ranged
-    GETs (kind "metadata") of whole :data:`BLOCK_SIZE` blocks, the last few kept; more
-    than ``max_requests`` GETs raise :class:`CheckTooCostly`."""
+    """A read-only file object over one object of a store, for h5py: reads are served
+    from whole :data:`BLOCK_SIZE` blocks, the last few kept. A block not yet read is not
+    fetched here, inside h5py (which holds its process-wide lock around every read:
+    every other thread's h5py call would wait on the GET), but recorded as
+    :class:`BlockNeeded` in :attr:`failure`, the read failing; :meth:`fetch` then GETs
+    it (kind "metadata") outside h5py, and the caller opens the file again. With
+    :attr:`fetch_inside` set (after :data:`MAX_REOPENS`) a missing block is fetched at
+    once, h5py's lock held. More than ``max_requests`` GETs raise
+    :class:`CheckTooCostly`."""
 
     def __init__(self, store: ObjectStore, key: str, size: int, max_requests: int,
                  blocks: OrderedDict[int, bytes] | None = None) -> None:
@@ -165,6 +232,7 @@ class StoreFile(io.RawIOBase):
         self.max_requests = max_requests
         self.requests = 0
         self.failure: BaseException | None = None
+        self.fetch_inside = False
         self._pos = 0
         self._blocks = OrderedDict() if blocks is None else blocks
 
@@ -210,21 +278,28 @@ class StoreFile(io.RawIOBase):
         return done
 
     def _block(self, index: int) -> bytes:
-        block = self._blocks.get(index)
-        if block is not None:
-            self._blocks.move_to_end(index)
-            return block
+        if index not in self._blocks:
+            if not self.fetch_inside:
+                raise BlockNeeded(index)
+            self.fetch(index)
+        self._blocks.move_to_end(index)
+        return self._blocks[index]
+
+    def fetch(self, index: int) -> None:
+        """GET block ``index`` (not from inside h5py: see the class)."""
         if self.requests >= self.max_requests:
             raise CheckTooCostly(self.requests)
         self.requests += 1
         start = index * BLOCK_SIZE
         block = sync(self.store.get(self.key, kind="metadata",
                                     byte_range=(start, min(start + BLOCK_SIZE, self.size))))
-        block = block or b""
-        self._blocks[index] = block
+        self._blocks[index] = block or b""
         if len(self._blocks) > _BLOCKS_KEPT:
             self._blocks.popitem(last=False)
-        return block
+
+
+class BlockNeeded(Exception):
+    """h5py read a block of the file not fetched yet (``args[0]``: its index)."""
 
 
 class CheckTooCostly(Exception):
@@ -264,8 +339,6 @@ def check_layout(store: ObjectStore, key: str, now: ObjectVersion, path: str,
 
 def _check(store: ObjectStore, key: str, now: ObjectVersion, path: str,
            claimed: LayoutFacts) -> str | None:
-    import h5py
-
     name = (store.identity, key, now)
     with _lock:
         blocks = _blocks.pop(name, None) or OrderedDict()
@@ -275,18 +348,35 @@ def _check(store: ObjectStore, key: str, now: ObjectVersion, path: str,
     budget = MAX_CHECK_REQUESTS + len(claimed.stored) // 16
     raw = StoreFile(store, key, now.size, budget, blocks)
     try:
-        with h5py.File(raw, "r") as h5:
-            answer = _compare(h5, path, claimed)
-    except OSError as exc:
-        if raw.failure is None:
-            return f"h5py cannot read the file's metadata now ({exc})"
-        answer = None
+        for reopen in range(MAX_REOPENS + 1):  # h5py reads what blocks are here; the
+            raw.fetch_inside = reopen == MAX_REOPENS  # one it lacks is fetched, again
+            answer = _read_metadata(raw, path, claimed)
+            failure, raw.failure = raw.failure, None
+            if not isinstance(failure, BlockNeeded):
+                break
+            raw.fetch(failure.args[0])
     finally:
         raw.close()
-    failure, raw.failure = raw.failure, None
     if failure is not None:  # too many reads, or the store's own error
         raise failure
     return answer
+
+
+def _read_metadata(raw: StoreFile, path: str, claimed: LayoutFacts) -> str | None:
+    """One pass of h5py over ``raw``'s blocks: the answer, meaningless when a read
+    failed (``raw.failure``)."""
+    import h5py
+
+    raw.seek(0)
+    try:
+        with h5py.File(raw, "r") as h5:
+            return _compare(h5, path, claimed)
+    except Exception as exc:  # noqa: BLE001 - a failed read: whatever h5py made of it
+        if raw.failure is None:
+            if not isinstance(exc, OSError):
+                raise
+            return f"h5py cannot read the file's metadata now ({exc})"
+        return None
 
 
 def _compare(h5: Any, path: str, claimed: LayoutFacts) -> str | None:
@@ -308,5 +398,5 @@ def changed_error(dataset: str, uri: str, path: str, linked: str, now: ObjectVer
         "restore the file that was linked", dataset=dataset, uri=uri)
 
 
-__all__ = ["BLOCK_SIZE", "MAX_CHECK_REQUESTS", "LayoutFacts", "StoreFile", "check_layout",
-           "changed_error", "domain_facts", "file_facts"]
+__all__ = ["BLOCK_SIZE", "MAX_CHECK_REQUESTS", "MAX_REOPENS", "LayoutFacts", "StoreFile",
+           "check_layout", "changed_error", "domain_facts", "file_facts"]

@@ -252,8 +252,8 @@ def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dat
         chunks = meta.chunk_shape if meta.shape else None  # a scalar: contiguous in the file
         if chunks is None:
             stored = tuple(("contiguous", ref.offset, ref.size) for _, ref in refs)
-    filters = tuple(int(f.get("id", -1)) for f in meta.filters if isinstance(f, dict))
-    claimed = domain_facts(meta.shape or (), meta.dtype, chunks, filters, stored)
+    claimed = domain_facts(meta.shape or (), meta.dtype, chunks, list(meta.filters),
+                           meta.fill_value(), stored)
     why = check_layout(fstore, key, now, path, claimed)
     if why is not None:
         raise changed_error(dataset, uri, path, str(linked), now, why)

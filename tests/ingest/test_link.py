@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from urllib.parse import urlsplit
 
 import h5py
@@ -17,6 +18,7 @@ import xarray as xr
 from ingest_helpers import BIG_CONTIG_SHAPE, MANY_SHAPE, assert_h5pyd_equals_h5py
 
 import h5dask
+from h5dask import linked_files
 from h5dask.errors import CorruptChunkError, LinkedFileChangedError, LoadOptionError
 from h5dask.format import ids
 from h5dask.format.chunks import ChunkGrid
@@ -569,4 +571,177 @@ def test_a_domain_with_no_recorded_version_keeps_the_size_check(tmp_path):
     with h5py.File(local, "a") as h:
         h.create_dataset("more", data=np.zeros(100))
     with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError, match="bytes now"):
+        f["a"][()]
+
+
+def _write_sparse(path, fill=-1.0, gzip=None):
+    """32 values in chunks of 8, only 8:16 written: the rest reads as the fill value."""
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("sparse", shape=(32,), dtype="f8", chunks=(8,), fillvalue=fill,
+                             compression="gzip" if gzip else None, compression_opts=gzip,
+                             shuffle=bool(gzip))
+        d[8:16] = 1
+
+
+def _linked_sparse(tmp_path, **kwargs):
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / "sparse.h5"
+    _write_sparse(local, **kwargs)
+    _age(local)
+    url = (root / "home" / "sparse.h5").as_uri()
+    load_file(local, url, link=True, progress=False)
+    return local, url
+
+
+def test_same_size_rewrite_with_another_fill_value_is_refused(tmp_path):
+    """Regenerated at the same size with fill value -2 instead of -1: every offset holds,
+    but the unwritten values h5py reads are -2 and the domain's fill value says -1, so
+    the domain would read -1 where the file says -2: refused, naming the fill value."""
+    local, url = _linked_sparse(tmp_path, fill=-1.0)
+    size = local.stat().st_size
+    _write_sparse(local, fill=-2.0)
+    assert local.stat().st_size == size
+    with h5py.File(local) as g:
+        assert g["sparse"][0] == -2.0
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match=r"'/sparse'.*fill value"):
+        f["sparse"][()]
+
+
+def test_other_options_of_the_same_filter_are_refused(tmp_path):
+    """The same filter id with other options decodes otherwise: bitshuffle (32008) with
+    LZ4 or without compression. A domain that recorded one while the file, written
+    since, says the other (here the domain's JSON edited to stand for the file of link
+    time) is refused, naming the filters, instead of decoding LZ4 bytes as plain
+    bitshuffled ones."""
+    hdf5plugin = pytest.importorskip("hdf5plugin")
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / "bs.h5"
+    with h5py.File(local, "w") as f:
+        f.create_dataset("v", data=np.arange(64.0), chunks=(16,),
+                         **hdf5plugin.Bitshuffle(cname="lz4"))
+    _age(local)
+    url = (root / "home" / "bs.h5").as_uri()
+    load_file(local, url, link=True, progress=False)
+    with h5dask.File(url) as f:
+        assert f["v"][()].tolist() == list(np.arange(64.0))
+    os.utime(local)  # a new version of the same bytes: the layout is checked
+    meta = next(m for m in root.rglob(".dataset.json")
+                if "32008" in m.read_text() or "bitshuffle" in m.read_text())
+    obj = json.loads(meta.read_text())
+    for flt in obj["creationProperties"]["filters"]:
+        if flt.get("id") == 32008:
+            flt["cname"] = "none"
+    meta.write_text(json.dumps(obj))
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match=r"'/v'.*its filters .*cname"):
+        f["v"][()]
+
+
+def test_a_chunk_written_since_linking_is_refused(tmp_path):
+    """A chunk the domain has no entry for reads as the fill value; stored in the file
+    now (written since, even where it fits the same size) it is refused, not read as
+    fill."""
+    local, url = _linked_sparse(tmp_path, fill=-1.0)
+    with h5py.File(local, "r+") as g:
+        g["sparse"][0:8] = 7
+    _age(local)
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError,
+                                              match=r"chunk 0 is not stored in the domain"):
+        f["sparse"][()]
+
+
+@pytest.mark.parametrize("name", ["synthetic.h5", *FILES])
+def test_a_rewrite_of_the_same_bytes_passes_the_check(name, synthetic_h5, shared_data, tmp_path,
+                                                      monkeypatch):
+    """Every linked dataset of files with filters (gzip, shuffle, fletcher32), big-endian,
+    compound, enum and sparse datasets, fill values (netCDF's _FillValue, NaN): a file
+    written again with the same bytes (a new version) passes the check, fill value and
+    filter options included, and reads as h5py reads it: the check refuses changes,
+    never an unchanged file."""
+    source = synthetic_h5 if name == "synthetic.h5" else shared_data / name
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / name
+    local.write_bytes(source.read_bytes())
+    _age(local)
+    url = (root / "home" / name).as_uri()
+    load_file(local, url, link=True, progress=False)
+    local.write_bytes(source.read_bytes())  # a new version (mtime, ctime), the same bytes
+    checked = []
+    check = linked_files._check
+    monkeypatch.setattr(linked_files, "_check", lambda *a: checked.append(a[3]) or check(*a))
+    with h5dask.File(url) as f, h5py.File(source) as h:
+        paths = LINKED if name == "synthetic.h5" else [
+            k for k, v in h.items() if isinstance(v, h5py.Dataset) and v.shape]
+        for path in paths:
+            _same(f[path], h[path], path)
+    assert len(checked) == len(paths)  # each was checked, none refused
+
+
+def test_attributes_are_those_of_link_time(tmp_path):
+    """Attributes are copied at link time, not linked: an attribute edited in the file
+    since (a CF scale_factor) is not seen until the file is linked again, as
+    docs/reliability.md says; the values, edited in place, are read as they are now."""
+    local, url = _linked_sparse(tmp_path)
+    with h5py.File(local, "r+") as g:
+        g["sparse"].attrs["scale_factor"] = 10.0
+        g["sparse"][8:16] = 3
+    _age(local)
+    with h5dask.File(url) as f:
+        assert "scale_factor" not in f["sparse"].attrs
+        assert f["sparse"][8:16].tolist() == [3.0] * 8
+    load_file(local, url, link=True, overwrite=True, progress=False)
+    with h5dask.File(url) as f:
+        assert f["sparse"].attrs["scale_factor"] == 10.0
+
+
+def test_a_check_waits_on_its_gets_without_h5pys_lock(tmp_path, monkeypatch):
+    """h5py serialises every h5py call of the process on one lock, held while HDF5 reads
+    through a Python file object. The check's GETs are made outside h5py: while each is
+    in flight, an unrelated h5py read of a local file in another thread completes (with
+    the lock held it could not start until the GET ended: the join below times out)."""
+    local, url = _local_pair(tmp_path)
+    _write_pair(local, "a", "b", scale=3.0)  # a new version, the same layout
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h:
+        h["x"] = np.arange(10)
+    events = []
+    real_sync = linked_files.sync
+
+    def get_with_a_read_meanwhile(coro, *args):
+        def unrelated():
+            with h5py.File(other) as h:
+                h["x"][()]
+            events.append("unrelated read done")
+
+        reader = threading.Thread(target=unrelated)
+        reader.start()
+        reader.join(30)  # a GET in flight: another thread's h5py read is not held up
+        events.append("get")
+        return real_sync(coro, *args)
+
+    monkeypatch.setattr(linked_files, "sync", get_with_a_read_meanwhile)
+    with h5dask.File(url) as f:
+        assert f["a"][()].tolist() == [3.0] * 40
+    assert events.count("get") >= 1
+    assert events == ["unrelated read done", "get"] * events.count("get")
+
+
+@pytest.mark.parametrize("reopens", [0, 1])
+def test_a_check_past_its_reopens_fetches_as_h5py_reads(reopens, tmp_path, monkeypatch):
+    """Past MAX_REOPENS, the blocks still missing are fetched as h5py reads them (its lock
+    held): the check gives the same answers, a value edit read, a layout change refused."""
+    monkeypatch.setattr(linked_files, "MAX_REOPENS", reopens)
+    local, url = _local_pair(tmp_path)
+    _write_pair(local, "a", "b", scale=3.0)
+    with h5dask.File(url) as f:
+        assert f["a"][()].tolist() == [3.0] * 40
+    _write_pair(local, "b", "a")
+    with h5dask.File(url) as f, pytest.raises(LinkedFileChangedError, match="chunk 0"):
         f["a"][()]
