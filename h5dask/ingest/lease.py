@@ -275,11 +275,12 @@ class PrefixLease:
         body = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
                 "pid_started": process_start(os.getpid()), "machine": this_machine(),
                 "domain": self.domain, "started": self.started, "renewed": time.time()}
-        began = _elapsed()
-        await self.store.put(self.key, json.dumps(body).encode(), kind="metadata")
+        blob, began = json.dumps(body).encode(), _elapsed()
+        await self.store.put(self.key, blob, kind="metadata")
         self._version, self._wrote_at = await self.store.stat(self.key), began
-        if self._version is None:
-            self.lost = True  # deleted right after the write
+        # read back after the stat: the version is this write's only if the body is
+        if self._version is None or await self.store.get(self.key, kind="metadata") != blob:
+            self.lost = True  # deleted or written by another right after the write
 
     async def _still_mine(self) -> bool:
         """Whether the lease is there as this run last wrote it; once not, never again

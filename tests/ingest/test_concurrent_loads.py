@@ -282,18 +282,37 @@ def test_a_live_run_on_a_clock_behind_is_live_by_the_stores_clock(tmp_path: Path
     assert leases(store) == [behind]
 
 
+def after_write(monkeypatch: pytest.MonkeyPatch, store: Any, key: str, nth: int,
+                then: Any) -> None:
+    """Right after the ``nth`` write of ``key``, await ``then(put)`` (``put``: the
+    store's own, unpatched)."""
+    put = type(store).put
+    writes = []
+
+    async def put_then(self: Any, written: str, *args: Any, **kwargs: Any) -> None:
+        await put(self, written, *args, **kwargs)
+        if written == key:
+            writes.append(written)
+            if len(writes) == nth:
+                await then(put)
+
+    monkeypatch.setattr(type(store), "put", put_then)
+
+
 def test_a_run_stops_renewing_once_its_lease_was_taken_over(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A paused run that wakes must not write back the lease another run removed as
     stale (then both runs would refuse to publish)."""
     monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
     store = open_location(local_domain(tmp_path, "paused.h5")).store
+    held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
+    after_write(monkeypatch, store, held.key, 3,  # renewed twice, then taken over
+                lambda put: store.delete(held.key, kind="metadata"))
 
     async def take_over_while_renewing() -> bool:
-        held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
+        # (deleted between renewals: a deletion between the renewer's look and its
+        # write is told only by how long the run paused, see the test below)
         await held.acquire()
-        await asyncio.sleep(0.05)  # renewed a few times
-        await store.delete(held.key, kind="metadata")  # another run took it over
         renewer = held._renewer
         assert renewer is not None
         done, _ = await asyncio.wait([renewer], timeout=5)
@@ -387,11 +406,12 @@ def test_a_lease_rewritten_by_another_is_lost_for_good(
     monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
     store = open_location(local_domain(tmp_path, "rewritten.h5")).store
     held = lease.LoadLease(store, ids.new_root_id(), "rewritten.h5")
+    other = json.dumps({"run": held.run, "host": "elsewhere", "pid": 1}).encode()
+    after_write(monkeypatch, store, held.key, 2,  # renewed once, then written by another
+                lambda put: put(store, held.key, other + b" ", kind="metadata"))
 
     async def rewrite_then_check() -> str:
         await held.acquire()
-        other = json.dumps({"run": held.run, "host": "elsewhere", "pid": 1}).encode()
-        await store.put(held.key, other + b" ", kind="metadata")  # not this run's write
         renewer = held._renewer
         assert renewer is not None
         done, _ = await asyncio.wait([renewer], timeout=10)
