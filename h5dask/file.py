@@ -24,6 +24,7 @@ from .chunkio import ArraySource
 from .domain import DomainSession, refuse_folder_url
 from .errors import (
     IncompatibleDatasetError,
+    InvalidReferenceError,
     ObjectNotFoundError,
     UnsupportedTypeError,
     ValueOutOfRangeError,
@@ -160,7 +161,12 @@ class AttributeManager(MutableMapping):
         arr = _as_array(data, dtype)
         if shape is not None:
             arr = arr.reshape(shape)
-        entry = attribute_json(type_json_from_dtype(arr.dtype), arr.shape, json_from_array(arr),
+        try:
+            value_json = json_from_array(arr)
+        except InvalidReferenceError as exc:  # name the attribute as the user knows it
+            exc.args = (f"attribute {name!r}: {exc}",)
+            raise
+        entry = attribute_json(type_json_from_dtype(arr.dtype), arr.shape, value_json,
                                time.time())
 
         def change(obj: dict) -> None:
@@ -666,7 +672,7 @@ class Dataset(HLObject):
                 self.source().write((0,), np.asarray(values).reshape(()))
                 return
             self.source().write(selection, values)
-        except ValueOutOfRangeError as exc:  # name the dataset as the user knows it
+        except (ValueOutOfRangeError, InvalidReferenceError) as exc:  # name the dataset
             exc.args = (f"{self.name!r}: {exc}",)
             raise
 

@@ -901,3 +901,30 @@ def test_walking_a_tree_costs_the_same_requests_for_2_or_24_groups(s3_bucket_url
         requests[groups] = (meta["read_requests"], meta["list_requests"])
     assert requests[2] == requests[24], requests
     assert sum(requests[24]) <= 4, requests  # .domain.json, root, consolidated, one LIST
+
+
+def test_object_references_are_checked_and_normalised_on_write() -> None:
+    """A reference written as bytes (as h5pyd reads it) or with HSDS's ``datasets/``
+    prefix is stored as that id, not as the text "b'd-...'"; what is not an id is
+    refused naming the dataset or attribute, not stored."""
+    from h5dask.errors import InvalidReferenceError
+    from h5dask.format.types import OBJ_REF
+
+    url = f"memory://refs-{uuid.uuid4().hex}/home/r.h5"
+    with h5dask.File(url, "w") as f:
+        ds = f.create_dataset("ds", data=np.arange(4))
+        refs = f.create_dataset("refs", shape=(4,), dtype=OBJ_REF, chunks=(4,))
+        refs[...] = np.array([ds.id.encode(), f"datasets/{ds.id}", ds, None], dtype=object)
+        rec = np.dtype([("n", "<i4"), ("r", OBJ_REF)])
+        f.create_dataset("rec", data=np.array([(1, ds.id.encode())], dtype=rec), chunks=(1,))
+        f.attrs.create("ref", np.array([ds.id.encode()], dtype=object), dtype=OBJ_REF)
+        with pytest.raises(InvalidReferenceError, match="'/refs'.*'not-an-id'"):
+            refs[...] = np.array(["not-an-id"] * 4, dtype=object)
+        with pytest.raises(InvalidReferenceError, match="'/rec'.*not ASCII"):
+            f["rec"][...] = np.array([(2, "é".encode())], dtype=rec)
+        with pytest.raises(InvalidReferenceError, match="attribute 'bad'.*not an HSDS"):
+            f.attrs.create("bad", np.array(["not-an-id"], dtype=object), dtype=OBJ_REF)
+    with h5dask.File(url) as f:
+        assert f["refs"][()].tolist() == [ds.id, ds.id, ds.id, ""]
+        assert f["rec"][0]["r"] == ds.id and f["rec"][0]["n"] == 1
+        assert f.attrs["ref"].tolist() == [ds.id] and "bad" not in f.attrs

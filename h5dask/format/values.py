@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .ids import reference_id
 from .types import VLEN_STR
 
 _SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
@@ -202,6 +203,8 @@ def _json_element(x: Any, dt: np.dtype) -> Any:
     if dt.kind == "S":
         return bytes(x).rstrip(b"\x00").decode("utf-8", errors="surrogateescape")
     if dt.kind == "O":
+        if "ref" in (dt.metadata or {}):
+            return reference_id(x)
         if isinstance(x, bytes):
             return x.decode("utf-8", errors="surrogateescape")
         if isinstance(x, np.ndarray):
