@@ -928,3 +928,29 @@ def test_object_references_are_checked_and_normalised_on_write() -> None:
         assert f["refs"][()].tolist() == [ds.id, ds.id, ds.id, ""]
         assert f["rec"][0]["r"] == ds.id and f["rec"][0]["n"] == 1
         assert f.attrs["ref"].tolist() == [ds.id] and "bad" not in f.attrs
+
+
+def test_relative_external_links_resolve_from_the_linking_folder(tmp_path) -> None:
+    """h5pyd's rule: a relative file name is found from the folder of the domain holding
+    the link. A link h5dask wrote before (root-relative, no leading '/') is not followed
+    to the root: the error says the domain exists there and what to write instead."""
+    from h5dask.errors import DomainNotFoundError
+
+    opts = {"bucket_root": str(tmp_path / "bucket")}
+    base = f"file://{tmp_path}/bucket"
+    with h5dask.File(f"{base}/home/me/other.h5", "w", storage_options=opts) as f:
+        f.create_dataset("deep/data", data=np.arange(3))
+    with h5dask.File(f"{base}/home/me/run.h5", "w", storage_options=opts) as f:
+        f["folder_relative"] = h5dask.ExternalLink("other.h5", "/deep/data")
+        f["absolute"] = h5dask.ExternalLink("/home/me/other.h5", "/deep/data")
+        f["old_style"] = h5dask.ExternalLink("home/me/other.h5", "/deep/data")
+        f["missing"] = h5dask.ExternalLink("home/me/none.h5", "/deep/data")
+    with h5dask.File(f"{base}/home/me/run.h5", storage_options=opts) as f:
+        assert f["folder_relative"][()].tolist() == [0, 1, 2]
+        assert f["absolute"][()].tolist() == [0, 1, 2]
+        with pytest.raises(DomainNotFoundError, match="home/me/home/me/other.h5") as info:
+            f["old_style"]
+        assert "write the link as '/home/me/other.h5'" in str(info.value)
+        with pytest.raises(DomainNotFoundError, match="home/me/home/me/none.h5") as info:
+            f["missing"]
+        assert "write the link as" not in str(info.value)
