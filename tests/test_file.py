@@ -954,3 +954,31 @@ def test_relative_external_links_resolve_from_the_linking_folder(tmp_path) -> No
         with pytest.raises(DomainNotFoundError, match="home/me/home/me/none.h5") as info:
             f["missing"]
         assert "write the link as" not in str(info.value)
+
+
+def test_strings_in_sequences_read_as_h5py_reads_them(tmp_path) -> None:
+    """A sequence of variable-length strings: h5py gives its strings as bytes, in an
+    attribute as in a dataset (a top-level string attribute is str); h5dask did give
+    str through attributes and bytes through datasets."""
+    seq_of_str = h5py.vlen_dtype(h5py.string_dtype())
+    value = np.empty(2, dtype=seq_of_str)
+    value[0], value[1] = np.array(["ab", "c"], dtype=object), np.array(["é"], dtype=object)
+
+    def read(f) -> tuple:
+        return ([list(v) for v in f["d"][()]], [list(v) for v in f.attrs["a"]], f.attrs["s"])
+
+    with h5py.File(tmp_path / "ref.h5", "w") as f:
+        f.create_dataset("d", data=value)
+        f.attrs.create("a", value, dtype=seq_of_str)
+        f.attrs["s"] = "top"
+    with h5py.File(tmp_path / "ref.h5") as f:
+        want = read(f)
+    url = f"memory://nest-{uuid.uuid4().hex}/home/n.h5"
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("d", data=value, dtype=seq_of_str)
+        f.attrs.create("a", value, dtype=seq_of_str)
+        f.attrs["s"] = "top"
+    with h5dask.File(url) as f:
+        got = read(f)
+    assert want == ([[b"ab", b"c"], ["é".encode()]], [[b"ab", b"c"], ["é".encode()]], "top")
+    assert got == want
