@@ -155,6 +155,12 @@ class ValueOutOfRangeError(H5DaskError, ValueError):
     around), e.g. a region write into an int16 variable."""
 
 
+class InvalidReferenceError(H5DaskError, ValueError):
+    """An object-reference value that is not an object id: not ASCII, not of the
+    ``g-``/``d-``/``t-`` form, or a prefix other than ``groups/``, ``datasets/``,
+    ``datatypes/`` (write ``obj.id``, ``obj`` itself, or ``""`` for a null reference)."""
+
+
 class IncompatibleDatasetError(H5DaskError, TypeError):
     """An existing dataset required with a dtype its values would not fit (as h5py's
     ``require_dataset`` TypeError)."""

@@ -23,7 +23,10 @@ import numpy as np
 from .chunkio import ArraySource
 from .domain import DomainSession, refuse_folder_url
 from .errors import (
+    DomainNotFoundError,
+    H5DaskError,
     IncompatibleDatasetError,
+    InvalidReferenceError,
     ObjectNotFoundError,
     UnsupportedTypeError,
     ValueOutOfRangeError,
@@ -103,6 +106,27 @@ def _external_domain(filename: str, linking_domain: str) -> str:
     return "/".join(parts)
 
 
+def _root_relative_hint(loc: Any, filename: str, domain: str) -> str:
+    """What to write when a relative external link names a missing domain but, read from
+    the bucket's root (as h5dask resolved such links before it followed h5pyd), an
+    existing one: the link is never followed there, only the error says so."""
+    from .storage import Location
+
+    if filename.startswith(("/", "hdf5://")):
+        return ""
+    from_root = _external_domain("/" + filename, loc.domain)
+    if from_root == domain:
+        return ""
+    try:
+        File(Location(loc.store, from_root)).close()
+    except H5DaskError:  # missing (or unreadable) there too: no hint
+        return ""
+    return (f"the external link's file {filename!r} is relative, so it is resolved from the "
+            f"folder of {loc.domain!r}, as h5pyd does; the domain {from_root!r} exists at the "
+            f"bucket's root, where h5dask resolved relative links before: if that is the one "
+            f"meant, write the link as '/{from_root}'")
+
+
 # -- attributes -------------------------------------------------------------------------
 class AttributeManager(MutableMapping):
     """The attributes of a group, dataset or committed datatype (like ``h5py.AttributeManager``).
@@ -160,7 +184,12 @@ class AttributeManager(MutableMapping):
         arr = _as_array(data, dtype)
         if shape is not None:
             arr = arr.reshape(shape)
-        entry = attribute_json(type_json_from_dtype(arr.dtype), arr.shape, json_from_array(arr),
+        try:
+            value_json = json_from_array(arr)
+        except InvalidReferenceError as exc:  # name the attribute as the user knows it
+            exc.args = (f"attribute {name!r}: {exc}",)
+            raise
+        entry = attribute_json(type_json_from_dtype(arr.dtype), arr.shape, value_json,
                                time.time())
 
         def change(obj: dict) -> None:
@@ -301,8 +330,15 @@ class Group(HLObject, Mapping):
         from .storage import Location
 
         loc = self._session.location
-        target = Location(loc.store, _external_domain(link.file, loc.domain))
-        return File(target)[link.h5path]
+        domain = _external_domain(link.file, loc.domain)
+        try:
+            target = File(Location(loc.store, domain))
+        except DomainNotFoundError as exc:
+            hint = _root_relative_hint(loc, link.file, domain)
+            if hint:
+                raise DomainNotFoundError(exc.url, hint) from exc
+            raise
+        return target[link.h5path]
 
     def get(self, name: str, default: Any = None, getlink: bool = False) -> Any:
         """Like h5py: the object, ``default``, or with ``getlink`` the link itself."""
@@ -666,7 +702,7 @@ class Dataset(HLObject):
                 self.source().write((0,), np.asarray(values).reshape(()))
                 return
             self.source().write(selection, values)
-        except ValueOutOfRangeError as exc:  # name the dataset as the user knows it
+        except (ValueOutOfRangeError, InvalidReferenceError) as exc:  # name the dataset
             exc.args = (f"{self.name!r}: {exc}",)
             raise
 

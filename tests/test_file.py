@@ -901,3 +901,84 @@ def test_walking_a_tree_costs_the_same_requests_for_2_or_24_groups(s3_bucket_url
         requests[groups] = (meta["read_requests"], meta["list_requests"])
     assert requests[2] == requests[24], requests
     assert sum(requests[24]) <= 4, requests  # .domain.json, root, consolidated, one LIST
+
+
+def test_object_references_are_checked_and_normalised_on_write() -> None:
+    """A reference written as bytes (as h5pyd reads it) or with HSDS's ``datasets/``
+    prefix is stored as that id, not as the text "b'd-...'"; what is not an id is
+    refused naming the dataset or attribute, not stored."""
+    from h5dask.errors import InvalidReferenceError
+    from h5dask.format.types import OBJ_REF
+
+    url = f"memory://refs-{uuid.uuid4().hex}/home/r.h5"
+    with h5dask.File(url, "w") as f:
+        ds = f.create_dataset("ds", data=np.arange(4))
+        refs = f.create_dataset("refs", shape=(4,), dtype=OBJ_REF, chunks=(4,))
+        refs[...] = np.array([ds.id.encode(), f"datasets/{ds.id}", ds, None], dtype=object)
+        rec = np.dtype([("n", "<i4"), ("r", OBJ_REF)])
+        f.create_dataset("rec", data=np.array([(1, ds.id.encode())], dtype=rec), chunks=(1,))
+        f.attrs.create("ref", np.array([ds.id.encode()], dtype=object), dtype=OBJ_REF)
+        with pytest.raises(InvalidReferenceError, match="'/refs'.*'not-an-id'"):
+            refs[...] = np.array(["not-an-id"] * 4, dtype=object)
+        with pytest.raises(InvalidReferenceError, match="'/rec'.*not ASCII"):
+            f["rec"][...] = np.array([(2, "é".encode())], dtype=rec)
+        with pytest.raises(InvalidReferenceError, match="attribute 'bad'.*not an HSDS"):
+            f.attrs.create("bad", np.array(["not-an-id"], dtype=object), dtype=OBJ_REF)
+    with h5dask.File(url) as f:
+        assert f["refs"][()].tolist() == [ds.id, ds.id, ds.id, ""]
+        assert f["rec"][0]["r"] == ds.id and f["rec"][0]["n"] == 1
+        assert f.attrs["ref"].tolist() == [ds.id] and "bad" not in f.attrs
+
+
+def test_relative_external_links_resolve_from_the_linking_folder(tmp_path) -> None:
+    """h5pyd's rule: a relative file name is found from the folder of the domain holding
+    the link. A link h5dask wrote before (root-relative, no leading '/') is not followed
+    to the root: the error says the domain exists there and what to write instead."""
+    from h5dask.errors import DomainNotFoundError
+
+    opts = {"bucket_root": str(tmp_path / "bucket")}
+    base = f"file://{tmp_path}/bucket"
+    with h5dask.File(f"{base}/home/me/other.h5", "w", storage_options=opts) as f:
+        f.create_dataset("deep/data", data=np.arange(3))
+    with h5dask.File(f"{base}/home/me/run.h5", "w", storage_options=opts) as f:
+        f["folder_relative"] = h5dask.ExternalLink("other.h5", "/deep/data")
+        f["absolute"] = h5dask.ExternalLink("/home/me/other.h5", "/deep/data")
+        f["old_style"] = h5dask.ExternalLink("home/me/other.h5", "/deep/data")
+        f["missing"] = h5dask.ExternalLink("home/me/none.h5", "/deep/data")
+    with h5dask.File(f"{base}/home/me/run.h5", storage_options=opts) as f:
+        assert f["folder_relative"][()].tolist() == [0, 1, 2]
+        assert f["absolute"][()].tolist() == [0, 1, 2]
+        with pytest.raises(DomainNotFoundError, match="home/me/home/me/other.h5") as info:
+            f["old_style"]
+        assert "write the link as '/home/me/other.h5'" in str(info.value)
+        with pytest.raises(DomainNotFoundError, match="home/me/home/me/none.h5") as info:
+            f["missing"]
+        assert "write the link as" not in str(info.value)
+
+
+def test_strings_in_sequences_read_as_h5py_reads_them(tmp_path) -> None:
+    """A sequence of variable-length strings: h5py gives its strings as bytes, in an
+    attribute as in a dataset (a top-level string attribute is str); h5dask did give
+    str through attributes and bytes through datasets."""
+    seq_of_str = h5py.vlen_dtype(h5py.string_dtype())
+    value = np.empty(2, dtype=seq_of_str)
+    value[0], value[1] = np.array(["ab", "c"], dtype=object), np.array(["é"], dtype=object)
+
+    def read(f) -> tuple:
+        return ([list(v) for v in f["d"][()]], [list(v) for v in f.attrs["a"]], f.attrs["s"])
+
+    with h5py.File(tmp_path / "ref.h5", "w") as f:
+        f.create_dataset("d", data=value)
+        f.attrs.create("a", value, dtype=seq_of_str)
+        f.attrs["s"] = "top"
+    with h5py.File(tmp_path / "ref.h5") as f:
+        want = read(f)
+    url = f"memory://nest-{uuid.uuid4().hex}/home/n.h5"
+    with h5dask.File(url, "w") as f:
+        f.create_dataset("d", data=value, dtype=seq_of_str)
+        f.attrs.create("a", value, dtype=seq_of_str)
+        f.attrs["s"] = "top"
+    with h5dask.File(url) as f:
+        got = read(f)
+    assert want == ([[b"ab", b"c"], ["é".encode()]], [[b"ab", b"c"], ["é".encode()]], "top")
+    assert got == want

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilterError
 from . import codecs as registry
+from . import ids
 from .codecs.plugin_frames import bitshuffle_hdf5_decode
 from .compression import OutputTooLarge, blosc_decompress, unshuffle_into
 from .types import has_vlen
@@ -114,24 +115,20 @@ def _hsds_fixed_refs(raw: bytes, dt: np.dtype, count: int) -> np.ndarray | None:
     return out
 
 
-_REF_COLLECTIONS = {"g": "groups", "d": "datasets", "t": "datatypes"}
-
-
 def _hsds_ref_bytes(arr: np.ndarray) -> bytes:
     """Object references as HSDS stores (and only reads) them: ``collection/id`` in
-    fixed 48-byte NUL-padded fields, ``""`` for a null reference.
+    fixed 48-byte NUL-padded fields, ``""`` for a null reference; anything that is not
+    a reference raises InvalidReferenceError (see :func:`ids.reference_id`).
 
-    >>> _hsds_ref_bytes(np.array(["g-1", None], dtype=object))[:10]
-    b'groups/g-1'
+    >>> _hsds_ref_bytes(np.array(["g-0a1b2c3d-4e5f6a7b-8c9d-0e1f2a-3b4c5d", None],
+    ...                          dtype=object))[:10]
+    b'groups/g-0'
     """
     values = []
     for x in arr.reshape(-1):
-        ref = str(x) if x else ""
-        if ref and "/" not in ref and ref[0] in _REF_COLLECTIONS:
-            ref = f"{_REF_COLLECTIONS[ref[0]]}/{ref}"
-        if len(ref) > HSDS_REF_SIZE:
-            raise ValueError(f"object reference {ref!r} is longer than {HSDS_REF_SIZE} bytes")
-        values.append(ref.encode("ascii"))
+        obj_id = ids.reference_id(x)
+        values.append(f"{ids.REFERENCE_COLLECTIONS[obj_id[0]]}/{obj_id}".encode("ascii")
+                      if obj_id else b"")
     return np.array(values, dtype=f"S{HSDS_REF_SIZE}").tobytes()
 
 

@@ -49,6 +49,55 @@ def is_valid_id(obj_id: object) -> bool:
     return isinstance(obj_id, str) and _ID_RE.match(obj_id) is not None
 
 
+#: the folder HSDS puts before an id in a reference value ("datasets/d-...")
+REFERENCE_COLLECTIONS = {"g": "groups", "d": "datasets", "t": "datatypes"}
+
+
+def reference_id(value: object) -> str:
+    """The object id an object-reference value stands for, ``""`` for a null reference.
+
+    Accepts an id (str, numpy str, or ASCII bytes as h5pyd reads references), the same
+    with HSDS's ``groups/``, ``datasets/`` or ``datatypes/`` prefix, or an object with an
+    ``id`` (an ``h5dask.File``/group/dataset); ``None``, ``""`` and ``b""`` are null.
+    Raises :class:`~h5dask.errors.InvalidReferenceError` for anything else.
+
+    >>> reference_id(b"datasets/d-0a1b2c3d-4e5f6a7b-8c9d-0e1f2a-3b4c5d")
+    'd-0a1b2c3d-4e5f6a7b-8c9d-0e1f2a-3b4c5d'
+    >>> reference_id(None)
+    ''
+    """
+    from ..errors import InvalidReferenceError
+
+    if value is None:
+        return ""
+    if not isinstance(value, str | bytes) and isinstance(getattr(value, "id", None), str):
+        value = value.id  # an h5dask object
+    if isinstance(value, bytes):
+        try:
+            value = value.rstrip(b"\x00").decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidReferenceError(
+                f"object reference {value[:60]!r} is not ASCII; write an object id such "
+                f"as obj.id, or b'' for a null reference") from None
+    if not isinstance(value, str):
+        raise InvalidReferenceError(
+            f"an object reference cannot be {type(value).__name__} {value!r}; write an "
+            f"object id such as obj.id, the object itself, or '' for a null reference")
+    text = str(value)
+    if not text:
+        return ""
+    collection, _, obj_id = text.rpartition("/")
+    if collection and REFERENCE_COLLECTIONS.get(obj_id[:1]) != collection:
+        raise InvalidReferenceError(
+            f"object reference {text[:60]!r}: only an id or 'groups/g-...', "
+            f"'datasets/d-...', 'datatypes/t-...' can be stored")
+    if not is_valid_id(obj_id):
+        raise InvalidReferenceError(
+            f"object reference {text[:60]!r} is not an HSDS object id (g-/d-/t- and "
+            f"32 hex digits); write obj.id, the object itself, or '' for a null reference")
+    return obj_id
+
+
 def kind_of(obj_id: str) -> str:
     """``'g'``, ``'d'`` or ``'t'``."""
     _hex(obj_id)

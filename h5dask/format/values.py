@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .ids import reference_id
 from .types import VLEN_STR
 
 _SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
@@ -25,7 +26,7 @@ _SPECIAL = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.
 
 def _element(value: Any, dt: np.dtype, member: bool = False) -> Any:
     """One element converted to what numpy accepts for ``dt``; ``member``: inside a
-    compound, where variable-length strings are bytes (as h5py reads them)."""
+    compound or a sequence, where variable-length strings are bytes (as h5py reads them)."""
     meta = dt.metadata or {}
     if dt.names:
         if isinstance(value, dict):
@@ -44,8 +45,9 @@ def _element(value: Any, dt: np.dtype, member: bool = False) -> Any:
             return value if isinstance(value, str) else _to_str(value)
         if vlen is bytes:
             return _to_bytes(value) if isinstance(value, str) else bytes(value)
-        if isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences
-            return _array(value, vlen.newbyteorder("="), None)
+        if isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences,
+            # and strings inside them bytes (h5py's, in attributes as in datasets)
+            return _array(value, vlen.newbyteorder("="), None, member=True)
         return value  # references: id strings
     if dt.kind == "S":
         return _to_bytes(value) if isinstance(value, str) else value
@@ -202,6 +204,8 @@ def _json_element(x: Any, dt: np.dtype) -> Any:
     if dt.kind == "S":
         return bytes(x).rstrip(b"\x00").decode("utf-8", errors="surrogateescape")
     if dt.kind == "O":
+        if "ref" in (dt.metadata or {}):
+            return reference_id(x)
         if isinstance(x, bytes):
             return x.decode("utf-8", errors="surrogateescape")
         if isinstance(x, np.ndarray):

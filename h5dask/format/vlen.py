@@ -17,6 +17,8 @@ import struct
 
 import numpy as np
 
+from .ids import reference_id
+
 _LEN = struct.Struct("<I")
 
 
@@ -39,7 +41,7 @@ def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
     elif isinstance(vlen, np.dtype):
         b = _encode_sequence(x, vlen)
     else:
-        b = b"" if not x else str(x).encode("utf-8")  # references: ids ("" is null)
+        b = reference_id(x).encode("ascii")  # references: ids ("" is null)
     out += _LEN.pack(len(b))
     out += b
 

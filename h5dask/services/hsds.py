@@ -43,6 +43,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Self
 
+from .reaper import watch
+
 # Environment variables HSDS's config would pick up from the test process.
 _ENV_DROP_PREFIXES = ("AWS_", "AZURE_", "HS_", "HSDS_")
 _ENV_DROP = {
@@ -139,6 +141,7 @@ class HSDSServer:
         self.sn_port: int | None = None
         self.dn_ports: list[int] = []
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._watcher: subprocess.Popen[bytes] | None = None  # see h5dask.services.reaper
         self._s3_client: Any = None
 
     @classmethod
@@ -376,6 +379,10 @@ class HSDSServer:
                         process_group=leader,
                     )
                 )
+        # the nodes survive this process's death in their own group: the watcher ends
+        # them (and removes our temporary directory) when this process ends, however
+        self._watcher = watch(self._procs[0].pid,
+                              str(self.work_dir) if self._own_dir else None)
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -411,6 +418,12 @@ class HSDSServer:
             self._signal_group(pgid, signal.SIGKILL)
             for p in procs:
                 p.wait()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:  # its nodes are gone: end it without its clean-up (a
+            watcher.terminate()  # retried start reuses the directory)
+            watcher.wait()
+            if watcher.stdin is not None:
+                watcher.stdin.close()
         ports = ([self.sn_port] if self.sn_port else []) + self.dn_ports
         self._wait_ports_free(ports, timeout)
         self.sn_port, self.dn_ports = None, []

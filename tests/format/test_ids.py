@@ -89,3 +89,34 @@ def test_agrees_with_h5json() -> None:
         dset = ids.new_object_id("d", root)
         chunk_id = "c" + dset[1:] + "_2_0_7"
         assert objid.getS3Key(chunk_id) == ids.chunk_key(dset, (2, 0, 7))
+
+
+_REF_ID = ids.new_object_id("d", ids.new_root_id("refs"))
+
+
+@pytest.mark.parametrize("value, want", [
+    (_REF_ID, _REF_ID),
+    (_REF_ID.encode(), _REF_ID),  # as h5pyd reads references: bytes
+    (f"datasets/{_REF_ID}".encode(), _REF_ID),  # ... with HSDS's collection
+    (f"datasets/{_REF_ID}", _REF_ID),
+    (None, ""), ("", ""), (b"", ""),
+])
+def test_reference_id_accepts_ids_as_h5pyd_and_hsds_give_them(value: object, want: str) -> None:
+    assert ids.reference_id(value) == want
+
+
+@pytest.mark.parametrize("value, says", [
+    ("not-an-id", "not an HSDS object id"),
+    (f"b'{_REF_ID}'", "not an HSDS object id"),  # what str(bytes) stored before
+    ("é", "not an HSDS object id"),
+    (b"\xc3\xa9", "not ASCII"),
+    ("x" * 49, "not an HSDS object id"),
+    (f"groups/{_REF_ID}", "only an id or"),  # a dataset's id in the groups collection
+    (3, "cannot be int"),
+])
+def test_reference_id_refuses_what_is_not_a_reference(value: object, says: str) -> None:
+    from h5dask.errors import H5DaskError, InvalidReferenceError
+
+    with pytest.raises(InvalidReferenceError, match=says) as info:
+        ids.reference_id(value)
+    assert isinstance(info.value, H5DaskError) and isinstance(info.value, ValueError)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +79,36 @@ def test_two_hsds_at_once_and_stop(hsds_posix: HSDSServer, tmp_path) -> None:
         os.killpg(pid, 0)
     # the session server is unaffected
     h5pyd.Folder("/home/admin/", mode="r", **hsds_posix.h5pyd_kwargs())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("ending", ["exit", "killed"])
+def test_nodes_never_stopped_are_stopped_when_their_starter_ends(ending: str,
+                                                                 tmp_path: Path) -> None:
+    """A test run or script that started HSDS and ended without ``stop()`` (interrupted,
+    killed) leaves no node process and no temporary directory behind."""
+    script = (
+        "from h5dask.services.hsds import HSDSServer\n"
+        f"server = HSDSServer(bucket='b', root_dir={str(tmp_path / 'root')!r}).start()\n"
+        "print(server.work_dir, *(p.pid for p in server._procs), flush=True)\n"
+        + {"exit": "", "killed": "import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"
+           }[ending]
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == {"exit": 0, "killed": -9}[ending], proc.stderr
+    work_dir, *pids = proc.stdout.split()
+    assert len(pids) >= 2  # a service node and a data node
+    deadline = time.monotonic() + 30
+    while ((any(_pid_alive(int(p)) for p in pids) or Path(work_dir).exists())
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    assert not [p for p in pids if _pid_alive(int(p))], "HSDS nodes outlived their starter"
+    assert not Path(work_dir).exists()
