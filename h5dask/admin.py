@@ -218,14 +218,14 @@ async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
     from .ingest.lease import GcLease
 
     held: list[tuple[Orphan, GcLease]] = []
-    for orphan in orphans:
-        gc_lease = GcLease(store, orphan.prefix)
-        found = await gc_lease.take()
-        if found.live:
-            orphan.collected, orphan.loading = False, found.live[0].describe(found.now)
-        else:
-            held.append((orphan, gc_lease))
     try:
+        for orphan in orphans:
+            gc_lease = GcLease(store, orphan.prefix)
+            held.append((orphan, gc_lease))  # before taking: released even if take fails
+            found = await gc_lease.take()
+            if found.live:
+                held.pop()  # take() deleted its lease again
+                orphan.collected, orphan.loading = False, found.live[0].describe(found.now)
         referenced = await _referenced(store) if held else set()
         for orphan, gc_lease in held:
             if orphan.prefix in referenced:

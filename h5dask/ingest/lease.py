@@ -10,15 +10,19 @@ naming the other run), after a short random back-off and another try when both
 started at once. Object stores have no compare-and-swap that every back end offers,
 but a listing after one's own write shows every lease written before it, so of two
 runs at least the later one sees the other. A lease is renewed every
-:data:`RENEW_EVERY` seconds, only while it is still there (a run whose lease another
-run took over never writes it back); one the store has not written for
-:data:`STALE_AFTER` seconds, or whose process is gone from this machine, is stale: its
-run died. Ages are told by the store's clock alone, never a writer's: a lease's
-LastModified against the LastModified of the judging run's own lease (S3: the server's
-clock; a local directory: the file system's mtimes, i.e. this machine's clock, or the
-NFS server's where the directory is NFS-mounted, which is one clock for all clients).
-A run checks that it still holds its lease before it removes what it wrote and before
-it publishes.
+:data:`RENEW_EVERY` seconds, only while it is still the version this run last wrote;
+once it was found gone or rewritten, or the run paused for half :data:`STALE_AFTER`
+(long enough for another to judge it stale), the run has lost it for good: it never
+writes it back and never publishes. A lease written in another process of this machine
+lives exactly while that process does (the pid and its start time decide, never the
+age); any other lease the store has not written for :data:`STALE_AFTER` seconds is
+stale: its run died. Ages are told by the store's clock alone, never a writer's: a
+lease's LastModified against the LastModified of the judging run's own lease (S3: the
+server's clock; a local directory: the file system's mtimes, i.e. this machine's clock,
+or the NFS server's where the directory is NFS-mounted, which is one clock for all
+clients); only a store that tells no write times has a lease's own renewal time judged
+by this machine's clock instead. A run checks that it still holds its lease before it
+removes what it wrote and before it publishes.
 
 ``h5dask gc --delete`` takes part: before it deletes a prefix it writes a lease of its own
 (``.gc-<run>.json``, :class:`GcLease`) and lists again; it keeps the prefix if a live
@@ -76,14 +80,36 @@ def this_machine() -> str:
     return f"{socket.gethostname()} {boot} {pidns}"
 
 
-def _process_alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (field 22 of
+    ``/proc/<pid>/stat``), or None where unknown: with the pid it names one process,
+    even after the pid was reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(")") + 2:].split()[19])  # after "(comm)": field 3 on
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` of this machine lives and, if its ``start`` was recorded,
+    is still the same process (not a later one that was given the pid)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OSError):
-        return True
-    return True
+        pass
+    now = process_start(pid)
+    return start is None or now is None or now == start
+
+
+def _elapsed() -> float:
+    """Seconds on a clock that only goes forwards and counts a suspended machine's sleep
+    (what tells a renewer it may have been paused past STALE_AFTER)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.monotonic() if boottime is None else time.clock_gettime(boottime)
 
 
 @dataclass(frozen=True)
@@ -99,41 +125,51 @@ class LeaseHolder:
     kind: str = "load"
     host: str = "?"
     pid: int = 0
+    pid_started: int | None = None
     machine: str = ""
     domain: str = "?"
     started: float = 0.0
     renewed: float = 0.0
     written: float = 0.0
+    store_clock: bool = True
 
     def live(self, now: float) -> bool:
-        """Written by the store within :data:`STALE_AFTER` of ``now`` (the store's clock),
-        and, if it ran on this machine, its process still there."""
-        if now - self.written >= STALE_AFTER:
-            return False
+        """If it ran in another process of this machine: whether that process is still
+        there (its age never decides: a clock step or a slow renewal would make a live
+        local load look stale). Else written by the store within :data:`STALE_AFTER` of
+        ``now`` (the store's clock)."""
         if self.machine and self.machine == this_machine() and self.pid != os.getpid():
-            return _process_alive(self.pid)
-        return True
+            return _process_alive(self.pid, self.pid_started)
+        return now - self.written < STALE_AFTER
 
     def describe(self, now: float) -> str:
         """Who holds it and since when; ``now`` by the store's clock."""
         renewed_ago = max(0.0, now - self.written)
         started_ago = renewed_ago + max(0.0, self.renewed - self.started)  # its clock's span
         who = f"run {self.run[:8]}" if self.kind == "load" else "`h5dask gc --delete`"
+        clock = "" if self.store_clock else (
+            " by its writer's and this machine's clocks: the store tells no write times")
         return (f"{who} (host {self.host}, pid {self.pid}, started {started_ago:.0f} s ago, "
-                f"lease renewed {renewed_ago:.0f} s ago)")
+                f"lease renewed {renewed_ago:.0f} s ago{clock})")
 
     @classmethod
-    def parse(cls, key: str, blob: bytes, written: float) -> LeaseHolder:
-        """The lease at ``key``; unreadable JSON gives a stale lease (renewed never)."""
+    def parse(cls, key: str, blob: bytes, written: float | None) -> LeaseHolder:
+        """The lease at ``key``, which the store wrote at ``written`` (None where the
+        store cannot tell: then its own ``renewed`` stands in, by its writer's clock);
+        unreadable JSON gives a stale lease (renewed never)."""
         kind = "gc" if "/.gc-" in key else "load"
         try:
             raw: Any = json.loads(blob)
+            renewed = float(raw.get("renewed", 0.0))
+            pid_started = raw.get("pid_started")
             return cls(key, str(raw["run"]), kind, str(raw.get("host", "?")),
-                       int(raw.get("pid", 0)), str(raw.get("machine", "")),
-                       str(raw.get("domain", "?")), float(raw.get("started", 0.0)),
-                       float(raw.get("renewed", 0.0)), written)
+                       int(raw.get("pid", 0)),
+                       None if pid_started is None else int(pid_started),
+                       str(raw.get("machine", "")), str(raw.get("domain", "?")),
+                       float(raw.get("started", 0.0)), renewed,
+                       renewed if written is None else written, written is not None)
         except (ValueError, TypeError, KeyError):
-            return cls(key, key.rsplit("/", 1)[-1], kind)
+            return cls(key, key.rsplit("/", 1)[-1], kind, store_clock=written is not None)
 
 
 def is_lease_key(key: str) -> bool:
@@ -149,14 +185,8 @@ async def holders(store: ObjectStore, prefix: str) -> list[LeaseHolder]:
     leases = [k for k in keys if is_lease_key(k)]
     blobs = await asyncio.gather(*(store.get(k, kind="metadata") for k in leases))
     versions = await asyncio.gather(*(store.stat(k) for k in leases))
-    return [LeaseHolder.parse(k, b, _written(v)) for k, b, v in zip(leases, blobs, versions)
+    return [LeaseHolder.parse(k, b, v.modified) for k, b, v in zip(leases, blobs, versions)
             if b is not None and v is not None]
-
-
-def _written(version: ObjectVersion) -> float:
-    """When the store wrote a lease; a store that cannot tell gets this machine's clock
-    (the file systems and object stores h5dask has all tell)."""
-    return time.time() if version.modified is None else version.modified
 
 
 async def live_holders(store: ObjectStore, prefix: str,
@@ -193,6 +223,13 @@ class PrefixLease:
         self.key = f"{self.prefix}.{self.kind}-{self.run}.json"
         self.started = time.time()
         self._renewer: asyncio.Task | None = None
+        #: the lease object as this run last wrote it (its store version), and when
+        #: that write began by :func:`_elapsed`
+        self._version: ObjectVersion | None = None
+        self._wrote_at = 0.0
+        #: the lease was once found gone or rewritten by another, or this run may have
+        #: been judged stale: it is lost for good (never written back, never published)
+        self.lost = False
 
     async def others(self) -> Others:
         """The other leases on the prefix, judged by the store's clock: "now" is when the
@@ -200,8 +237,11 @@ class PrefixLease:
         look younger, never wrongly stale); no clock of any machine is compared with
         another's or with the store's."""
         found = await holders(self.store, self.prefix)
-        mine = [h.written for h in found if h.run == self.run]
-        now = mine[0] if mine else max((h.written for h in found), default=0.0)
+        mine = [h for h in found if h.run == self.run]
+        if not all(h.store_clock for h in found):  # a store that tells no write times
+            now = time.time()
+        else:
+            now = mine[0].written if mine else max((h.written for h in found), default=0.0)
         others = [h for h in found if h.run != self.run]
         return Others([h for h in others if h.live(now)],
                       [h for h in others if not h.live(now)], now, bool(mine))
@@ -230,21 +270,54 @@ class PrefixLease:
             await self.store.delete(self.key, kind="metadata")
 
     async def _write(self) -> None:
+        """Write the lease and remember the version the store gave it (then whatever
+        else changes or deletes it is told by :meth:`_still_mine`)."""
         body = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
-                "machine": this_machine(), "domain": self.domain, "started": self.started,
-                "renewed": time.time()}
-        await self.store.put(self.key, json.dumps(body).encode(), kind="metadata")
+                "pid_started": process_start(os.getpid()), "machine": this_machine(),
+                "domain": self.domain, "started": self.started, "renewed": time.time()}
+        blob, began = json.dumps(body).encode(), _elapsed()
+        await self.store.put(self.key, blob, kind="metadata")
+        self._version, self._wrote_at = await self.store.stat(self.key), began
+        # read back after the stat: the version is this write's only if the body is
+        if self._version is None or await self.store.get(self.key, kind="metadata") != blob:
+            self.lost = True  # deleted or written by another right after the write
+
+    async def _still_mine(self) -> bool:
+        """Whether the lease is there as this run last wrote it; once not, never again
+        (another run took it over as stale, or gc deleted it: writing it back would let
+        this run publish over chunks gc deleted meanwhile)."""
+        if not self.lost:
+            now = await self.store.stat(self.key)
+            self.lost = now is None or (self._version is not None and now != self._version)
+        return not self.lost
+
+    def _maybe_judged_stale(self, since: float | None = None) -> bool:
+        """Whether enough time passed since this run's last write began (or ``since``,
+        by :func:`_elapsed`) for another
+        run (or gc) to have judged its lease stale and deleted it: then a write would
+        bring the lease back without telling (stores offer no write-if-unchanged every
+        back end has), so it must count as lost. Half STALE_AFTER leaves room for
+        clocks that run at different rates."""
+        since = self._wrote_at if since is None else since
+        return _elapsed() - since >= STALE_AFTER / 2
 
     async def _renew(self) -> None:
-        """Rewrite the lease every RENEW_EVERY seconds while it is there; once it is gone
-        (another run took it over as stale, or gc deleted it) never write it back: that
-        would make the other run lose its lease too."""
+        """Rewrite the lease every RENEW_EVERY seconds while it is this run's; once it was
+        found gone or rewritten by another, or this run was paused so long that another
+        may have judged it stale, stop for good (:meth:`check_held` then refuses)."""
         while True:
             await asyncio.sleep(RENEW_EVERY)
             try:
-                if await self.store.stat(self.key) is None:
-                    return  # the checks before publishing refuse
+                if self._maybe_judged_stale():
+                    self.lost = True
+                if not await self._still_mine():
+                    return
+                previous = self._wrote_at
                 await self._write()
+                if self._maybe_judged_stale(previous):  # paused around the write: it may have
+                    self.lost = True  # brought back a lease another run deleted
+                    await self.store.delete(self.key, kind="metadata")
+                    return
             except Exception:  # noqa: BLE001, S112 - the checks before publishing tell
                 continue
 
@@ -273,7 +346,9 @@ class LoadLease(PrefixLease):
         """LoadInProgressError unless this run still holds the lease and no other live
         run has one (its lease went stale, e.g. a machine paused past STALE_AFTER)."""
         found = await self.others()
-        if found.live or not found.held:
+        if self._maybe_judged_stale():
+            self.lost = True
+        if found.live or not found.held or not await self._still_mine():
             self._refuse(found, lost=True)
 
     async def others_live(self) -> bool:
@@ -289,8 +364,9 @@ class LoadLease(PrefixLease):
         if lost and not others:
             raise LoadInProgressError(
                 f"the load into {self.domain!r} lost its lease: its lease object was "
-                "deleted while it ran (e.g. by `h5dask gc --delete`), so its objects may "
-                "be gone too; nothing was published: run the same load again")
+                "deleted or rewritten while it ran (e.g. by `h5dask gc --delete`), or the "
+                "run paused so long that another may have taken it over, so its objects "
+                "may be gone too; nothing was published: run the same load again")
         gc = [h for h in others if h.kind == "gc"]
         if gc:
             raise LoadInProgressError(

@@ -7,6 +7,7 @@ taken publishes nothing and removes nothing; stale leases of dead runs are taken
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import socket
@@ -281,18 +282,37 @@ def test_a_live_run_on_a_clock_behind_is_live_by_the_stores_clock(tmp_path: Path
     assert leases(store) == [behind]
 
 
+def after_write(monkeypatch: pytest.MonkeyPatch, store: Any, key: str, nth: int,
+                then: Any) -> None:
+    """Right after the ``nth`` write of ``key``, await ``then(put)`` (``put``: the
+    store's own, unpatched)."""
+    put = type(store).put
+    writes = []
+
+    async def put_then(self: Any, written: str, *args: Any, **kwargs: Any) -> None:
+        await put(self, written, *args, **kwargs)
+        if written == key:
+            writes.append(written)
+            if len(writes) == nth:
+                await then(put)
+
+    monkeypatch.setattr(type(store), "put", put_then)
+
+
 def test_a_run_stops_renewing_once_its_lease_was_taken_over(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A paused run that wakes must not write back the lease another run removed as
     stale (then both runs would refuse to publish)."""
     monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
     store = open_location(local_domain(tmp_path, "paused.h5")).store
+    held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
+    after_write(monkeypatch, store, held.key, 3,  # renewed twice, then taken over
+                lambda put: store.delete(held.key, kind="metadata"))
 
     async def take_over_while_renewing() -> bool:
-        held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
+        # (deleted between renewals: a deletion between the renewer's look and its
+        # write is told only by how long the run paused, see the test below)
         await held.acquire()
-        await asyncio.sleep(0.05)  # renewed a few times
-        await store.delete(held.key, kind="metadata")  # another run took it over
         renewer = held._renewer
         assert renewer is not None
         done, _ = await asyncio.wait([renewer], timeout=5)
@@ -327,3 +347,180 @@ def test_gc_leaves_a_prefix_a_load_published_after_gc_listed_the_domains(
     assert admin.gc(store.root_url, delete=True, min_age=0).orphans == []
     assert_reads_as_h5py(url, {}, src)
     assert leases(store) == []
+
+
+class PausableClock:
+    """Stands in for the renewer's elapsed-time clock: ``pause`` jumps it forward."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def pause(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_lease_deleted_while_its_run_paused_is_never_written_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run pauses between the renewer's look at its lease and its write; meanwhile
+    another run takes it over as stale and deletes it (then gc may delete its chunks):
+    the lease is not left written back, and the run refuses to publish."""
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
+    clock = PausableClock()
+    monkeypatch.setattr(lease, "_elapsed", clock, raising=False)
+    store = open_location(local_domain(tmp_path, "paused.h5")).store
+    held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
+    stat = type(store).stat
+
+    async def paused_after_looking(self: Any, key: str, **kwargs: Any) -> Any:
+        found = await stat(self, key, **kwargs)
+        if key == held.key and found is not None and held._renewer is not None:
+            clock.pause(lease.STALE_AFTER)  # e.g. the machine was suspended here
+            await store.delete(held.key, kind="metadata")  # taken over as stale
+            monkeypatch.setattr(type(store), "stat", stat)
+        return found
+
+    async def pause_then_check() -> None:
+        await held.acquire()
+        monkeypatch.setattr(type(store), "stat", paused_after_looking)
+        renewer = held._renewer
+        assert renewer is not None
+        done, _ = await asyncio.wait([renewer], timeout=10)
+        assert done, "the renewer goes on renewing a lease it may have lost"
+        assert await store.stat(held.key) is None, "the renewer wrote the lease back"
+        try:
+            with pytest.raises(LoadInProgressError, match="lost its lease"):
+                await held.check_held()
+        finally:
+            await held.release()
+
+    sync(pause_then_check())
+
+
+def test_a_lease_rewritten_by_another_is_lost_for_good(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the lease object is not the version this run last wrote, the run has lost
+    it: check_held refuses and the renewer never writes it again."""
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
+    store = open_location(local_domain(tmp_path, "rewritten.h5")).store
+    held = lease.LoadLease(store, ids.new_root_id(), "rewritten.h5")
+    other = json.dumps({"run": held.run, "host": "elsewhere", "pid": 1}).encode()
+    after_write(monkeypatch, store, held.key, 2,  # renewed once, then written by another
+                lambda put: put(store, held.key, other + b" ", kind="metadata"))
+
+    async def rewrite_then_check() -> str:
+        await held.acquire()
+        renewer = held._renewer
+        assert renewer is not None
+        done, _ = await asyncio.wait([renewer], timeout=10)
+        assert done, "the renewer goes on renewing a lease another rewrote"
+        try:
+            with pytest.raises(LoadInProgressError, match="lost its lease"):
+                await held.check_held()
+            return (await store.get(held.key, kind="metadata") or b"").decode()
+        finally:
+            await held.release()
+
+    assert "elsewhere" in sync(rewrite_then_check())
+
+
+def test_gc_releases_every_lease_it_took_when_taking_a_later_one_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from h5dask.storage.local import LocalObjectStore
+
+    root = tmp_path / "bucket"
+    for _ in range(2):
+        prefix = root / ids.object_prefix(ids.new_root_id())
+        prefix.mkdir(parents=True)
+        (prefix / "0_0").write_bytes(b"x")
+    put = LocalObjectStore.put
+    gc_puts = []
+
+    async def second_gc_lease_fails(self: Any, key: str, *args: Any, **kwargs: Any) -> None:
+        if "/.gc-" in key:
+            gc_puts.append(key)
+            if len(gc_puts) == 2:
+                raise OSError("store hiccup on the second gc lease")
+        await put(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalObjectStore, "put", second_gc_lease_fails)
+    with pytest.raises(OSError, match="hiccup"):
+        h5dask.gc(f"file://{root}/", delete=True, min_age=0)
+    assert len(gc_puts) == 2
+    assert sorted(p.name for p in root.rglob(".gc-*")) == []  # the first one released
+
+    async def renewers() -> list:
+        return [t for t in asyncio.all_tasks() if "_renew" in repr(t)]
+
+    assert sync(renewers()) == []
+
+
+def test_a_store_without_write_times_judges_leases_by_their_renewal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead run's lease on a store that tells no modified times is stale by its own
+    renewal time (this machine's clock); a live one refuses, saying how it was judged."""
+    store = open_location(local_domain(tmp_path, "nomtime.h5")).store
+    stat = type(store).stat
+
+    async def no_write_times(self: Any, key: str, **kwargs: Any) -> Any:
+        found = await stat(self, key, **kwargs)
+        return None if found is None else dataclasses.replace(found, modified=None)
+
+    monkeypatch.setattr(type(store), "stat", no_write_times)
+    root = ids.new_root_id()
+    prefix = ids.object_prefix(root)
+    dead = write_lease(store, prefix, 1, time.time() - 3600, machine="elsewhere")
+    first = lease.LoadLease(store, root, "nomtime.h5")
+    sync(first.acquire())  # the dead run's lease is taken over
+    assert sync(store.stat(dead)) is None
+    second = lease.LoadLease(store, root, "nomtime.h5")
+    try:
+        with pytest.raises(LoadInProgressError, match="the store tells no write times"):
+            sync(second.acquire())
+    finally:
+        sync(first.release())
+
+
+@pytest.fixture
+def live_process() -> Any:
+    """Another process of this machine, alive (as a running load's would be)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_a_local_load_whose_lease_looks_old_lives_while_its_process_does(
+        tmp_path: Path, live_process: subprocess.Popen) -> None:
+    """On this machine its process decides, not its lease's age (a clock step or stalled
+    renewals): gc --delete leaves the prefix of a running load alone."""
+    store = open_location(local_domain(tmp_path, "stepped.h5")).store
+    prefix = ids.object_prefix(ids.new_root_id())
+    chunk = f"{prefix}/d/0000-000000-000000/0_0"
+    sync(store.put(chunk, b"written by the running load"))
+    held = write_lease(store, prefix, live_process.pid, time.time())
+    backdate(store, chunk, 4000)
+    backdate(store, held, lease.STALE_AFTER + 100)  # the clock stepped
+    found = h5dask.gc(store.root_url, delete=True, min_age=0)
+    assert [o.collected for o in found.orphans] == [False]
+    assert sorted(sync(store.list(prefix + "/"))) == sorted([chunk, held])
+
+
+def test_a_reused_pid_does_not_keep_a_dead_runs_lease(
+        tmp_path: Path, live_process: subprocess.Popen) -> None:
+    """The lease records its process's start time: another process that later got the
+    same pid does not make it live."""
+    stat = Path(f"/proc/{live_process.pid}/stat").read_text()
+    start = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22: its start time
+    def holder(pid_started: int) -> lease.LeaseHolder:
+        body = {"run": "r", "pid": live_process.pid, "pid_started": pid_started,
+                "machine": lease.this_machine()}
+        return lease.LeaseHolder.parse("k", json.dumps(body).encode(), time.time())
+
+    assert holder(start).live(time.time() + 10 * lease.STALE_AFTER)  # its process decides
+    assert not holder(start - 1).live(time.time())
+    assert lease.process_start(live_process.pid) == start
