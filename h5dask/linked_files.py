@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LinkedFileChangedError, UnsupportedFilterError
+from .format.filters import native_filters_json
 from .format.ids import chunk_name
 from .format.types import has_vlen
 from .storage.base import ObjectStore, ObjectVersion
@@ -121,8 +122,6 @@ def file_facts(dset: Any) -> LayoutFacts | str:
     """
     from h5py import h5d
 
-    from .ingest.plan import native_filters_json
-
     dcpl = dset.id.get_create_plist()
     pipeline = tuple((int(code), tuple(cd)) for code, _flags, cd, _name in
                      (dcpl.get_filter(i) for i in range(dcpl.get_nfilters())))
@@ -157,10 +156,14 @@ def file_facts(dset: Any) -> LayoutFacts | str:
 
 def _unwritten_reads_as(dset: Any, dcpl: Any) -> Any:
     """What h5py reads an unwritten element of ``dset`` as: its fill value, or zeros when
-    HDF5 never writes one (H5D_FILL_TIME_NEVER leaves h5py's zeroed buffer)."""
+    HDF5 never writes one (H5D_FILL_TIME_NEVER, or no fill value defined, leaves h5py's
+    zeroed buffer)."""
     from h5py import h5d
 
-    if dcpl.get_fill_time() == h5d.FILL_TIME_NEVER:
+    # an undefined fill value (older files): HDF5 fills nothing either, and the load
+    # gave the domain no fill value (ingest/describe.py)
+    if (dcpl.get_fill_time() == h5d.FILL_TIME_NEVER
+            or dcpl.fill_value_defined() == h5d.FILL_VALUE_UNDEFINED):
         return np.zeros((), dset.dtype)[()]
     return dset.fillvalue
 

@@ -7,6 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# hdf5plugin before any test module imports netCDF4: netCDF4's wheel points
+# HDF5_PLUGIN_PATH at its own filter plugins (built on its own copy of HDF5); hdf5plugin
+# imported after it finds Blosc "available" there, does not register its own, and h5py's
+# Blosc writes then fail ("error during user callback")
+import hdf5plugin  # noqa: F401, I001
 import pytest
 from servers.hsds import HSDSServer
 

@@ -57,6 +57,24 @@ def filter_name(item: Any) -> str:
     return registry.lookup(item).name
 
 
+def native_filters_json(filters: tuple[tuple[int, tuple], ...]) -> list:
+    """An HDF5 filter pipeline, ``(filter id, client data)`` pairs as h5py's
+    ``dcpl.get_filter`` gives them, as HSDS filter JSON: what reading its chunks as HDF5
+    wrote them needs (:meth:`Codec.native_json`). A filter h5dask has no codec for is
+    an :class:`~h5dask.errors.UnsupportedFilterError`.
+
+    >>> [f["class"] for f in native_filters_json(((2, (4,)), (1, (5,))))]
+    ['H5Z_FILTER_SHUFFLE', 'H5Z_FILTER_DEFLATE']
+    """
+    out = []
+    for code, cd in filters:
+        codec = registry.by_hdf5_id(code)
+        if codec is None:
+            raise UnsupportedFilterError(f"HDF5 filter {code}")
+        out.append(codec.native_json(cd))
+    return out
+
+
 def filter_json(name: str, level: int | None = None) -> dict:
     """HSDS filter JSON for a filter name ('gzip', 'shuffle', 'lz4', 'zstd', ...)."""
     return registry.lookup(name).json(level)

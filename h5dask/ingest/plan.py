@@ -25,7 +25,7 @@ from ..errors import LoadOptionError, SizeLimitError, UnsupportedFilterError
 from ..format import codecs, ids
 from ..format.chunks import ChunkGrid, choose_chunks
 from ..format.dataspace import Dataspace
-from ..format.filters import ChunkCodec, filter_json
+from ..format.filters import ChunkCodec, filter_json, native_filters_json
 from ..format.linked import (
     CHUNK_TABLE_DTYPE,
     LINKED_FILE_PATH_KEY,
@@ -455,18 +455,6 @@ def _filters_json(comp: str | None, level: int | None, mapped: codecs.MappedFilt
         out.append(filter_json(comp, level))
     if mapped.fletcher32:
         out.append(filter_json("fletcher32"))
-    return out
-
-
-def native_filters_json(filters: tuple[tuple[int, tuple], ...]) -> list:
-    """A native pipeline (:attr:`SourceDataset.native`) as HSDS filter JSON: what
-    reading its chunks as HDF5 wrote them needs (:meth:`Codec.native_json`)."""
-    out = []
-    for code, cd in filters:
-        codec = codecs.by_hdf5_id(code)
-        if codec is None:
-            raise UnsupportedFilterError(f"HDF5 filter {code}")
-        out.append(codec.native_json(cd))
     return out
 
 
