@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from .reaper import watch
+from .reaper import end_watch, watch
 
 # Environment variables HSDS's config would pick up from the test process.
 _ENV_DROP_PREFIXES = ("AWS_", "AZURE_", "HS_", "HSDS_")
@@ -419,11 +419,7 @@ class HSDSServer:
             for p in procs:
                 p.wait()
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:  # its nodes are gone: end it without its clean-up (a
-            watcher.terminate()  # retried start reuses the directory)
-            watcher.wait()
-            if watcher.stdin is not None:
-                watcher.stdin.close()
+        end_watch(watcher)
         ports = ([self.sn_port] if self.sn_port else []) + self.dn_ports
         self._wait_ports_free(ports, timeout)
         self.sn_port, self.dn_ports = None, []

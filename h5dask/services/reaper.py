@@ -60,6 +60,17 @@ def watch(pgid: int, folder: str | None = None) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def end_watch(watcher: subprocess.Popen[bytes] | None) -> None:
+    """End a watcher :func:`watch` started, without its clean-up: its server is gone
+    already, and a retried start reuses the directory."""
+    if watcher is None:
+        return
+    watcher.terminate()
+    watcher.wait()
+    if watcher.stdin is not None:
+        watcher.stdin.close()
+
+
 def main(argv: Sequence[str]) -> None:
     pgid = int(argv[0])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only end-of-file ends the watch

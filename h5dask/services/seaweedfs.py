@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Self
 
-from .reaper import terminate_group, watch
+from .reaper import end_watch, terminate_group, watch
 
 __all__ = ["SeaweedFS", "find_weed"]
 
@@ -320,11 +320,7 @@ class SeaweedFS:
             proc.wait()
             self._remove_sockets()
         watcher, self._watcher = self._watcher, None
-        if watcher is not None:  # its server is gone: end it without its clean-up (a
-            watcher.terminate()  # retried start reuses the directory)
-            watcher.wait()
-            if watcher.stdin is not None:
-                watcher.stdin.close()
+        end_watch(watcher)
         self.port = None
 
     def _log_tail(self, lines: int = 30) -> str:

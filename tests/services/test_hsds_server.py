@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from servers.hsds import HSDSServer
+from test_seaweedfs import _pid_alive
 
 h5pyd = pytest.importorskip("h5pyd")
 
@@ -79,14 +79,6 @@ def test_two_hsds_at_once_and_stop(hsds_posix: HSDSServer, tmp_path) -> None:
         os.killpg(pid, 0)
     # the session server is unaffected
     h5pyd.Folder("/home/admin/", mode="r", **hsds_posix.h5pyd_kwargs())
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("ending", ["exit", "killed"])
