@@ -163,7 +163,8 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str,
     linked_size = _linked_file_size(meta, raw_layout)
     linked_version = _linked_text(meta, raw_layout, LINKED_FILE_VERSION_KEY)
     verify = linked_version is None and session.link_policy.verify_unversioned
-    origin = f"{dataset} of the domain {session.location.url}"
+    # a read names the dataset by its path where known (xarray's name is the object key)
+    origin = (f"dataset {path!r}" if path else dataset) + f" of the domain {session.location.url}"
 
     def resolve(uri: str) -> tuple[ObjectStore, str, ObjectVersion | None]:
         if uri not in stores:

@@ -8,6 +8,7 @@ import pytest
 from storage_backends import BACKENDS, Backend, make_backend
 
 import h5dask
+from h5dask.errors import ObjectChangedError
 from h5dask.storage.sync import sync
 
 
@@ -29,3 +30,34 @@ def test_stat_tells_a_rewrite_of_the_same_size(backend: Backend) -> None:
     assert second is not None and second.size == 100 and second.tag != first.tag
     assert sync(store.size("files/x.h5")) == 100
     assert sync(store.stat("files/none.h5")) is None
+
+
+def test_a_read_of_a_version_refuses_another(backend: Backend) -> None:
+    """``get_buffer(..., version=)``: the range of that version of the object, in one
+    request; once the object is written again (here to the same size), S3 answers 412
+    to If-Match and a local file's fstat shows it: ObjectChangedError naming the object,
+    not the new bytes. memory:// cannot tell (``verifies_versions`` False): read as is."""
+    store = backend.store()
+    sync(store.put("files/x.h5", b"a" * 100))
+    first = sync(store.stat("files/x.h5"))
+    assert first is not None
+    h5dask.reset_stats()
+    for got in (sync(store.get_buffer("files/x.h5", byte_range=(10, 20), version=first)),
+                store.get_buffer_sync("files/x.h5", byte_range=(10, 20), version=first)):
+        assert bytes(got) == b"a" * 10
+    assert h5dask.stats()["chunk"]["read_requests"] == 2  # no request besides the GETs
+    assert h5dask.stats()["metadata"]["read_requests"] == 0
+
+    sync(store.put("files/x.h5", b"b" * 100))
+    read = (lambda: sync(store.get_buffer("files/x.h5", byte_range=(10, 20), version=first)),
+            lambda: store.get_buffer_sync("files/x.h5", byte_range=(10, 20), version=first))
+    for get in read:
+        if not store.verifies_versions:
+            assert bytes(get()) == b"b" * 10
+            continue
+        with pytest.raises(ObjectChangedError, match=r"files/x\.h5 was written since"):
+            get()
+    second = sync(store.stat("files/x.h5"))
+    assert bytes(store.get_buffer_sync("files/x.h5", byte_range=(0, 3), version=second)) \
+        == b"bbb"
+    assert store.verifies_versions == (backend.kind != "memory")
