@@ -61,3 +61,29 @@ def test_a_read_of_a_version_refuses_another(backend: Backend) -> None:
     assert bytes(store.get_buffer_sync("files/x.h5", byte_range=(0, 3), version=second)) \
         == b"bbb"
     assert store.verifies_versions == (backend.kind != "memory")
+
+
+def test_an_http_read_of_a_version_sends_if_match(seaweedfs, s3_bucket_url,
+                                                  storage_options) -> None:
+    """http(s) (a linked file an allowed prefix reaches): the read of a version sends
+    If-Match with its ETag; SeaweedFS's filer (plain HTTP, ranged GETs, ETags) answers
+    412 once the object was written again, and that is ObjectChangedError."""
+    from urllib.parse import urlsplit
+
+    from h5dask.storage import open_location
+    from h5dask.storage.fsspec_store import FsspecObjectStore
+
+    s3 = open_location(f"{s3_bucket_url}/any.h5", storage_options).store
+    prefix = urlsplit(s3_bucket_url).path.strip("/")
+    sync(s3.put(f"{prefix}/x.h5", b"a" * 100))
+    # the filer listens on the S3 port + 3 (h5dask/services/seaweedfs.py)
+    filer = f"http://127.0.0.1:{urlsplit(seaweedfs.endpoint).port + 3}"
+    http = FsspecObjectStore("http", f"{filer}/buckets/{urlsplit(s3_bucket_url).netloc}")
+    assert http.verifies_versions
+    first = sync(http.stat(f"{prefix}/x.h5"))
+    assert first is not None and "ETag=" in (first.tag or "")
+    assert bytes(http.get_buffer_sync(f"{prefix}/x.h5", byte_range=(1, 4), version=first)) \
+        == b"aaa"
+    sync(s3.put(f"{prefix}/x.h5", b"b" * 100))
+    with pytest.raises(ObjectChangedError, match=r"x\.h5 was written since.*412"):
+        http.get_buffer_sync(f"{prefix}/x.h5", byte_range=(1, 4), version=first)
