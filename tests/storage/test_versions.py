@@ -87,3 +87,32 @@ def test_an_http_read_of_a_version_sends_if_match(seaweedfs, s3_bucket_url,
     sync(s3.put(f"{prefix}/x.h5", b"b" * 100))
     with pytest.raises(ObjectChangedError, match=r"x\.h5 was written since.*412"):
         http.get_buffer_sync(f"{prefix}/x.h5", byte_range=(1, 4), version=first)
+
+
+def test_a_read_of_a_version_does_not_follow_a_symlink_swapped_in(tmp_path) -> None:
+    """A local read of a version reaches the file as every read does (one component at a
+    time, O_NOFOLLOW): a symlink out of the root swapped in after the key was checked
+    is refused, not followed."""
+    import os
+    from pathlib import Path
+
+    from h5dask.errors import InvalidKeyError
+    from h5dask.storage.local import LocalObjectStore
+
+    root = tmp_path / "bucket"
+    (root / "files").mkdir(parents=True)
+    (tmp_path / "secret").write_bytes(b"secret")
+    (root / "files" / "x.h5").write_bytes(b"inside")
+
+    class Raced(LocalObjectStore):
+        def _path(self, key: str) -> Path:
+            path = super()._path(key)
+            swap = path.with_name(".swap")
+            swap.symlink_to(tmp_path / "secret")
+            os.replace(swap, path)
+            return path
+
+    version = sync(LocalObjectStore(str(root)).stat("files/x.h5"))
+    assert version is not None
+    with pytest.raises(InvalidKeyError, match="became a symlink"):
+        Raced(str(root))._read_version("files/x.h5", (0, 6), version)
