@@ -176,7 +176,7 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str,
                 if check:
                     changed.append((fstore, key, accepted))
             elif linked_version is None:
-                # one per file and session; the chunks' read conditions need no HEAD
+                # nothing recorded to compare with, no check asked for: read as it is
                 _unverified(session, uri)
             stores[uri] = (fstore, key, accepted)
         return stores[uri]
