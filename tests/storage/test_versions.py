@@ -116,3 +116,18 @@ def test_a_read_of_a_version_does_not_follow_a_symlink_swapped_in(tmp_path) -> N
     assert version is not None
     with pytest.raises(InvalidKeyError, match="became a symlink"):
         Raced(str(root))._read_version("files/x.h5", (0, 6), version)
+
+
+def test_an_answer_with_another_etag_is_refused_even_if_if_match_was_ignored() -> None:
+    """SeaweedFS honours If-Match (412, above); a server that ignored it would answer
+    the new bytes with their own ETag, which is compared too (no request: the check of
+    an answer's metadata)."""
+    from h5dask.storage.base import ObjectVersion
+    from h5dask.storage.s3 import S3ObjectStore
+    from h5dask.storage.s3_options import S3Settings
+
+    store = S3ObjectStore("b", S3Settings(endpoint="http://127.0.0.1:9"))
+    version = ObjectVersion(100, "etag=abc")
+    store._same_etag("x.h5", version, {"e_tag": '"abc"'})  # the version asked for
+    with pytest.raises(ObjectChangedError, match=r"s3://b/x\.h5 was written since.*def"):
+        store._same_etag("x.h5", version, {"e_tag": '"def"'})
