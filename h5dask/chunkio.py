@@ -20,13 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptChunkError, StorageError, StoragePermissionError, ValueOutOfRangeError
+from .errors import (
+    CorruptChunkError,
+    LinkedFileChangedError,
+    ObjectChangedError,
+    StorageError,
+    StoragePermissionError,
+    ValueOutOfRangeError,
+)
 from .format.chunks import ChunkGrid, ChunkSelection, normalize_selection
 from .format.filters import ChunkCodec
 from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen, integer_range_problem
 from .readahead import DEFAULT_BUDGET, get_readahead
-from .storage.base import ObjectStore
+from .storage.base import ObjectStore, ObjectVersion
 from .storage.sync import Launch, launch, on_io_loop, sync
 
 #: A read of more chunks than this lists the stored chunks first (see read_async)
@@ -36,12 +43,18 @@ _READ_WINDOW = 1024  # pieces read concurrently at most, so memory is bounded to
 
 @dataclass(frozen=True)
 class ChunkRef:
-    """Where a linked chunk lives: a byte range of an object (inside an HDF5 file)."""
+    """Where a linked chunk lives: a byte range of an object (inside an HDF5 file).
+    ``version``: the file's version the session accepted (its HEAD at open); the range
+    is read on condition of it (:meth:`ObjectStore.get_buffer`), so a file written after
+    the open is refused, not read. ``origin`` names the dataset and domain for that
+    error. The chunks of one file share these objects (pickled once for a task)."""
 
     store: ObjectStore
     key: str
     offset: int
     size: int
+    version: ObjectVersion | None = None
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,13 @@ class ArraySource:
         """The stored bytes of one chunk (None if never written) and the key naming them."""
         ref, key = self._ref_key(index)
         if ref is not None:
-            return _linked_bytes(ref, await ref.store.get_buffer(
-                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
+            try:
+                data = await ref.store.get_buffer(
+                    ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
+                    version=ref.version)
+            except ObjectChangedError as exc:
+                raise _changed_while_read(ref, exc) from exc
+            return _linked_bytes(ref, data), key
         if self.linked is not None:
             return None, key
         bound = self._stored_bound()
@@ -137,8 +155,13 @@ class ArraySource:
         if found:
             return data, key
         if ref is not None:
-            return _linked_bytes(ref, ref.store.get_buffer_sync(
-                ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size))), key
+            try:
+                data = ref.store.get_buffer_sync(
+                    ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
+                    version=ref.version)
+            except ObjectChangedError as exc:
+                raise _changed_while_read(ref, exc) from exc
+            return _linked_bytes(ref, data), key
         if self.linked is not None:
             return None, key
         bound = self._stored_bound()
@@ -474,6 +497,19 @@ async def _decode_into(codec: ChunkCodec, data: bytes | memoryview, key: str,
     if codec.compressor is not None and len(data) >= _DECODE_IN_THREAD:
         return await asyncio.to_thread(codec.decode_into, data, key, out)
     return codec.decode_into(data, key, out)
+
+
+def _changed_while_read(ref: ChunkRef, exc: ObjectChangedError) -> LinkedFileChangedError:
+    """The error of a linked chunk whose file was written after the session accepted
+    its version (``exc``: what the store saw)."""
+    uri = ref.store.url_of(ref.key)
+    return LinkedFileChangedError(
+        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which was written "
+        f"after this session opened it ({exc}); its bytes [{ref.offset}:"
+        f"{ref.offset + ref.size}) may be other data now, and were not read. Open the "
+        "domain again (its open checks the file's layout anew), or if the file was "
+        "regenerated, link it again (h5dask load --link --overwrite)",
+        dataset=ref.origin, uri=uri)
 
 
 def _linked_bytes(ref: ChunkRef, data: bytes | memoryview | None) -> bytes | memoryview:

@@ -67,6 +67,20 @@ class StorageError(H5DaskError, OSError):
         self.attempts = attempts
 
 
+class ObjectChangedError(StorageError):
+    """A read made on condition of an object's version (the one a HEAD told) found the
+    object written since: another ETag (S3 answered 412 Precondition Failed), or a local
+    file whose size, times or inode moved. Its bytes there may not be the ones expected;
+    callers say what to do (a linked dataset: :class:`LinkedFileChangedError`)."""
+
+
+class UnverifiedLinkWarning(UserWarning):
+    """A linked domain's layouts recorded no version of the files they read (written by
+    HSDS's ``hsload --link``, an earlier h5dask, or from a store that tells none), so a
+    file rewritten since it was linked cannot be told apart: see
+    ``verify_unversioned_links`` (:mod:`h5dask.sources`)."""
+
+
 class MetadataError(H5DaskError, ValueError):
     """A metadata JSON object is malformed or violates the HSDS schema."""
 
@@ -275,8 +289,10 @@ class LinkedFileChangedError(H5DaskError, ValueError):
     linked: its size differs from the one ``h5dask load --link`` recorded, or it was
     written since and its own metadata no longer places the dataset's chunks where the
     layout says (:mod:`h5dask.linked_files`), so the layout's byte offsets may point at
-    other data. ``.dataset`` names the dataset,
-    ``.uri`` the file; reload the domain with ``--link`` (or restore the file)."""
+    other data; or it was written after the session accepted it, while its chunks were
+    being read (each linked read is conditional on the version accepted). ``.dataset``
+    names the dataset, ``.uri`` the file; re-open the domain, or reload it with
+    ``--link`` (or restore the file)."""
 
     def __init__(self, message: str, dataset: str = "", uri: str = "") -> None:
         super().__init__(message)

@@ -820,6 +820,10 @@ class File(Group):
     datasets (``H5D_*_REF`` layouts) may read, e.g. ``["file:///data/cmip6/"]``; by
     default only the domain's own store (on S3, any bucket of the same endpoint) and
     what ``H5DASK_ALLOWED_LINK_PREFIXES`` lists (see :mod:`h5dask.storage.links`).
+    ``verify_unversioned_links=True``: check linked layouts that recorded no version of
+    their file (HSDS's hsload --link, earlier h5dask) against the file's metadata before
+    reading them (default: ``H5DASK_VERIFY_UNVERSIONED_LINKS``, else read them with an
+    UnverifiedLinkWarning; see :func:`h5dask.sources.linked_chunk_refs`).
 
     >>> with File("memory://doctest-file/home/doc.h5", "w") as f:
     ...     _ = f.create_dataset("x", data=[1, 2, 3])
@@ -829,7 +833,8 @@ class File(Group):
 
     def __init__(self, url: Any, mode: str = "r", storage_options: Mapping | None = None,
                  owner: str | None = None, *,
-                 allowed_link_prefixes: Iterable[str] | None = None) -> None:
+                 allowed_link_prefixes: Iterable[str] | None = None,
+                 verify_unversioned_links: bool | None = None) -> None:
         from .storage import Location
         from .storage.links import LinkPolicy
 
@@ -837,7 +842,9 @@ class File(Group):
             refuse_folder_url(str(url))
         location = url if isinstance(url, Location) else open_location(str(url), storage_options)
         session = DomainSession(location, mode, owner,
-                                LinkPolicy.from_option(allowed_link_prefixes))
+                                LinkPolicy.from_option(
+                                    allowed_link_prefixes,
+                                    verify_unversioned=verify_unversioned_links))
         super().__init__(session, session.root_id, "/")
         self._closed = False
 

@@ -393,9 +393,12 @@ def _compare(h5: Any, path: str, claimed: LayoutFacts) -> str | None:
 def changed_error(dataset: str, uri: str, path: str, linked: str, now: ObjectVersion,
                   why: str) -> LinkedFileChangedError:
     """The error of a layout that no longer holds in its file (``why``)."""
+    since = (f"which was rewritten since it was linked (version {linked} then"
+             if linked != "not recorded" else
+             "whose version when it was linked was not recorded (a check was asked for")
     return LinkedFileChangedError(
-        f"{dataset} reads its chunks from {path!r} in {uri}, which was rewritten since it "
-        f"was linked (version {linked} then, {now.tag} and {now.size} bytes now), and the "
+        f"{dataset} reads its chunks from {path!r} in {uri}, {since}, "
+        f"{now.tag} and {now.size} bytes now), and the "
         f"domain's layout cannot be confirmed there: {why}. Its byte offsets may read "
         "other data as values: link the file again (h5dask load --link --overwrite) or "
         "restore the file that was linked", dataset=dataset, uri=uri)

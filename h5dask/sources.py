@@ -21,13 +21,20 @@ then one ranged GET.
 from __future__ import annotations
 
 import math
+import threading
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from .chunkio import ArraySource, ChunkRef
-from .errors import LinkedFileChangedError, MetadataError, UnsupportedTypeError
+from .errors import (
+    LinkedFileChangedError,
+    MetadataError,
+    UnsupportedTypeError,
+    UnverifiedLinkWarning,
+)
 from .format.chunks import ChunkGrid
 from .format.ids import chunk_name
 from .format.linked import (
@@ -39,6 +46,7 @@ from .format.linked import (
 from .format.metadata import DatasetMeta
 from .linked_files import changed_error, check_layout, domain_facts
 from .storage.base import ObjectStore, ObjectVersion
+from .storage.links import VERIFY_ENV_VAR
 from .storage.sync import sync
 
 _CACHE_ATTR = "_h5dask_linked_refs"
@@ -46,25 +54,27 @@ _VERSIONS_ATTR = "_h5dask_linked_file_versions"
 
 
 def array_source(session: Any, meta: DatasetMeta, name: str | None = None,
-                 store: ObjectStore | None = None) -> ArraySource:
+                 store: ObjectStore | None = None, path: str | None = None) -> ArraySource:
     """The :class:`ArraySource` of the dataset ``meta`` of ``session`` (a
     :class:`~h5dask.domain.DomainSession`): a scalar is read as shape ``(1,)``; a linked
     dataset's chunk references are resolved through the session's link policy (refused
     ones raise LinkedReferenceRefused naming ``name``, else the object key). ``store``
     replaces the session's store for the chunk objects (e.g. a counting wrapper).
+    ``path``: the dataset's path in the domain (default: ``name`` if it is one), where
+    a linked layout that recorded none is looked for in its file.
 
     A null dataspace has no data: TypeError, as in h5py."""
     if meta.space.is_null:
         raise TypeError(f"dataset {name or meta.key!r} has a null dataspace and no data")
     shape = meta.shape if meta.shape != () else (1,)
-    linked = linked_chunk_refs(session, meta, name) if meta.layout.is_linked else None
+    linked = linked_chunk_refs(session, meta, name, path) if meta.layout.is_linked else None
     return ArraySource(store if store is not None else session.store, meta.id, shape,
                        meta.chunk_shape, meta.dtype, meta.codec, meta.fill_value(), linked)
 
 
 # -- chunk references -------------------------------------------------------------------
-def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
-                      ) -> tuple[tuple[str, ChunkRef], ...]:
+def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None,
+                      path: str | None = None) -> tuple[tuple[str, ChunkRef], ...]:
     """Every stored chunk of a linked dataset as ``(chunk name, ChunkRef)``, sorted by name.
 
     Chunks with no entry (or size 0) are not stored: they read as the fill value. The
@@ -78,19 +88,30 @@ def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None
     version (or size): the file was written since, and the layout is checked against the
     file's own metadata (:mod:`h5dask.linked_files`, once per file version and process):
     values edited in place are read as they are now, a layout that no longer holds raises
-    LinkedFileChangedError. A layout with a size but no version (earlier h5dask) is
-    refused on another size only; one with neither (HSDS's hsload --link) is not
-    checked."""
+    LinkedFileChangedError. Each chunk is then read on condition of the version
+    accepted here (:class:`~h5dask.chunkio.ChunkRef`): a file written after this open
+    fails the read with LinkedFileChangedError instead of giving its new bytes.
+
+    A layout with no recorded version (HSDS's hsload --link; earlier h5dask, which
+    recorded the size only; a store that tells no version) cannot tell a rewrite of the
+    same size: it is refused on another size only, and read unverified with a
+    :class:`~h5dask.errors.UnverifiedLinkWarning` (once per domain and process), unless
+    the session's policy has ``verify_unversioned`` (``verify_unversioned_links=True``
+    or ``H5DASK_VERIFY_UNVERSIONED_LINKS=1``): then the layout is checked against the
+    file's metadata as for a changed version (once per file version and process; the
+    dataset is looked for at its recorded path, else at its path in the domain)."""
     cache = session.__dict__.setdefault(_CACHE_ATTR, {})
     cached = cache.get(meta.id)
     if cached is not None:
         return cached
     dataset = f"dataset {name or meta.key!r}"
+    if path is None and name and name.startswith("/"):
+        path = name
     files: list[tuple[ObjectStore, str, ObjectVersion]] = []
-    refs = _refs(session, meta, dataset, files)
+    refs = _refs(session, meta, dataset, files, path)
     _check_ranges(refs, meta, dataset)
     if files:
-        _check_layout(meta, refs, dataset, *files[0])
+        _check_layout(meta, refs, dataset, *files[0], path=path)
     cache[meta.id] = refs
     return refs
 
@@ -131,38 +152,51 @@ def _check_ranges(refs: Iterable[tuple[str, ChunkRef]], meta: DatasetMeta,
 
 
 def _refs(session: Any, meta: DatasetMeta, dataset: str,
-          changed: list[tuple[ObjectStore, str, ObjectVersion]]
+          changed: list[tuple[ObjectStore, str, ObjectVersion]], path: str | None
           ) -> tuple[tuple[str, ChunkRef], ...]:
     """The dataset's chunk references; ``changed`` receives the layout's file, if it was
-    written since it was linked and its layout is to be checked."""
+    written since it was linked (or recorded no version, and the policy verifies those)
+    and its layout is to be checked."""
     layout = meta.layout
-    stores: dict[str, tuple[ObjectStore, str]] = {}
+    stores: dict[str, tuple[ObjectStore, str, ObjectVersion | None]] = {}
     raw_layout = _raw_layout(meta)
     linked_size = _linked_file_size(meta, raw_layout)
     linked_version = _linked_text(meta, raw_layout, LINKED_FILE_VERSION_KEY)
+    verify = linked_version is None and session.link_policy.verify_unversioned
+    # a read names the dataset by its path where known (xarray's name is the object key)
+    origin = (f"dataset {path!r}" if path else dataset) + f" of the domain {session.location.url}"
 
-    def resolve(uri: str) -> tuple[ObjectStore, str]:
+    def resolve(uri: str) -> tuple[ObjectStore, str, ObjectVersion | None]:
         if uri not in stores:
-            stores[uri] = session.link_policy.resolve(uri, session.location.store, dataset)
-            if linked_size is not None and uri == layout.file_uri:
-                now = _check_file(session, stores[uri], uri, linked_size, linked_version,
-                                  dataset)
-                if now is not None:
-                    changed.append((*stores[uri], now))
+            fstore, key = session.link_policy.resolve(uri, session.location.store, dataset)
+            accepted = None
+            if uri == layout.file_uri and (linked_size is not None or verify):
+                accepted, check = _check_file(session, (fstore, key), uri, linked_size,
+                                              linked_version, dataset, verify)
+                if check:
+                    changed.append((fstore, key, accepted))
+            elif linked_version is None:
+                # nothing recorded to compare with, no check asked for: read as it is
+                _unverified(session, uri)
+            stores[uri] = (fstore, key, accepted)
         return stores[uri]
+
+    def ref(target: tuple[ObjectStore, str, ObjectVersion | None], offset: int,
+            size: int) -> ChunkRef:
+        return ChunkRef(target[0], target[1], offset, size, target[2], origin)
 
     shape = meta.shape or ()
     if layout.cls == "H5D_CHUNKED_REF":
         assert layout.file_uri is not None
-        fstore, key = resolve(layout.file_uri)
-        return tuple((name, ChunkRef(fstore, key, off, size))
+        target = resolve(layout.file_uri)
+        return tuple((name, ref(target, off, size))
                      for name, (off, size) in sorted(layout.chunk_table.items()) if size > 0)
     if layout.cls == "H5D_CONTIGUOUS_REF":
         assert layout.file_uri is not None
-        fstore, key = resolve(layout.file_uri)
+        target = resolve(layout.file_uri)
         ranges = contiguous_ranges(shape, meta.dtype.itemsize, meta.chunk_shape,
                                    layout.offset, layout.size)
-        return tuple(sorted((chunk_name(i), ChunkRef(fstore, key, start, n))
+        return tuple(sorted((chunk_name(i), ref(target, start, n))
                             for i, start, n in ranges))
     if layout.cls != "H5D_CHUNKED_REF_INDIRECT":
         raise MetadataError(meta.key, f"layout {layout.cls} is not a linked layout")
@@ -180,9 +214,9 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str,
     out = []
     for index in zip(*np.nonzero(table["size"] > 0)):
         entry = table[index]
-        fstore, key = resolve(uri if uri else _text(entry["file_uri"], meta.key))
+        target = resolve(uri if uri else _text(entry["file_uri"], meta.key))
         out.append((chunk_name(tuple(int(i) for i in index)),
-                    ChunkRef(fstore, key, int(entry["offset"]), int(entry["size"]))))
+                    ref(target, int(entry["offset"]), int(entry["size"]))))
     return tuple(sorted(out))
 
 
@@ -206,43 +240,88 @@ def _linked_text(meta: DatasetMeta, raw_layout: dict, name: str) -> str | None:
     return value
 
 
-def _check_file(session: Any, target: tuple[ObjectStore, str], uri: str, linked_size: int,
-                linked_version: str | None, dataset: str) -> ObjectVersion | None:
-    """The linked file's version now if it is not the one linked and the layout is to be
-    checked (None: it is, or the file is missing, which the reads say). Without a
-    recorded version, a file of another size than linked is refused."""
+def _check_file(session: Any, target: tuple[ObjectStore, str], uri: str,
+                linked_size: int | None, linked_version: str | None, dataset: str,
+                verify: bool) -> tuple[ObjectVersion | None, bool]:
+    """The linked file's version now (None: the file is missing, which the reads say),
+    the one its chunks are read on condition of; and whether the layout is to be checked
+    against the file: its version is not the one linked, or none was recorded and
+    ``verify``. A file of another size than linked is refused."""
     fstore, key = target
     versions = session.__dict__.setdefault(_VERSIONS_ATTR, {})
     if (fstore, key) not in versions:  # one HEAD per file and session
         versions[fstore, key] = sync(fstore.stat(key))
     now: ObjectVersion | None = versions[fstore, key]
     if now is None:
-        return None
+        return None, False
     if linked_version is not None:
-        same = now.tag == linked_version and now.size == linked_size
-        return None if same else now
+        return now, not (now.tag == linked_version and now.size == linked_size)
     size = now.size
-    if size != linked_size:
+    if linked_size is not None and size != linked_size:
         raise LinkedFileChangedError(
             f"{dataset} reads its chunks from {uri}, which is {size} bytes now but was "
             f"{linked_size} bytes when it was linked: the file was rewritten since, and "
             "the byte offsets the domain holds may point at other data. Link the file "
             "again (h5dask load --link) or restore the file that was linked",
             dataset=dataset, uri=uri)
-    return None
+    if not verify:
+        _unverified(session, uri)
+        return now, False
+    if now.tag is None:  # nothing tells a rewrite: a check could not be remembered
+        _unverified(session, uri, f"its store tells no version of {uri}")
+        return now, False
+    return now, True
+
+
+#: domains warned about (UnverifiedLinkWarning), once per process each
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _unverified(session: Any, uri: str, why: str | None = None) -> None:
+    """Warn, once per domain and process, that a linked layout of it is read without
+    knowing whether its file was rewritten since it was linked."""
+    domain = session.location.url
+    with _warned_lock:
+        if domain in _warned:
+            return
+        _warned.add(domain)
+    if why is None:
+        why = (f"its linked layouts recorded no version of the files they read (e.g. "
+               f"{uri}): written by HSDS's hsload --link or an earlier h5dask")
+        hint = ("pass verify_unversioned_links=True (h5dask.File, xr.open_dataset) or set "
+                f"{VERIFY_ENV_VAR}=1 to check each layout against its file's metadata "
+                "(once per file version), or link the files again with this h5dask "
+                "(h5dask load --link --overwrite)")
+    else:
+        hint = "link the files again from a store that tells versions (ETags, file times)"
+    warnings.warn(
+        f"domain {domain}: {why}, so a file rewritten since it was linked (at the same "
+        f"size) would be read as it is now, its bytes taken for the domain's chunks; {hint}",
+        UnverifiedLinkWarning, stacklevel=4)
 
 
 def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dataset: str,
-                  fstore: ObjectStore, key: str, now: ObjectVersion) -> None:
-    """Refuse a dataset whose file was written since it was linked, unless its layout
-    still holds there (:func:`h5dask.linked_files.check_layout`)."""
+                  fstore: ObjectStore, key: str, now: ObjectVersion, *,
+                  path: str | None = None) -> None:
+    """Refuse a dataset whose file was written since it was linked (or that recorded
+    no version of it), unless its layout holds there
+    (:func:`h5dask.linked_files.check_layout`); ``path``: the dataset's path in the
+    domain, where it is looked for in the file if the layout recorded none."""
     raw_layout = _raw_layout(meta)
-    path = _linked_text(meta, raw_layout, LINKED_FILE_PATH_KEY)
+    recorded = _linked_text(meta, raw_layout, LINKED_FILE_PATH_KEY)
     linked = raw_layout.get(LINKED_FILE_VERSION_KEY)
     uri = str(meta.layout.file_uri)
-    if path is None:
+    if recorded is None and linked is not None:
         raise MetadataError(meta.key, f"the layout records {LINKED_FILE_VERSION_KEY} "
                                       f"without {LINKED_FILE_PATH_KEY}")
+    path = recorded or path
+    if path is None:  # (an unversioned layout opened without its path in the domain)
+        raise LinkedFileChangedError(
+            f"{dataset} reads its chunks from {uri}, whose layout is to be verified "
+            "(verify_unversioned_links), but the dataset's path in that file is unknown "
+            "here: open it by its path (h5dask.File(...)['/path']), or link the file again "
+            "(h5dask load --link --overwrite)", dataset=dataset, uri=uri)
     if meta.layout.cls == "H5D_CONTIGUOUS_REF":
         size = meta.layout.size or 0
         stored = (("contiguous", int(meta.layout.offset or 0), size),) if size else ()
@@ -256,7 +335,7 @@ def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dat
                            meta.fill_value(), stored)
     why = check_layout(fstore, key, now, path, claimed)
     if why is not None:
-        raise changed_error(dataset, uri, path, str(linked), now, why)
+        raise changed_error(dataset, uri, path, str(linked or "not recorded"), now, why)
 
 
 def _raw_layout(meta: DatasetMeta) -> dict:

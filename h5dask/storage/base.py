@@ -191,6 +191,11 @@ def _check_get(key: str, byte_range: tuple[int, int] | None) -> None:
             raise ValueError(f"invalid byte range {byte_range} for {key!r}")
 
 
+def _check_versioned(key: str, byte_range: tuple[int, int] | None) -> None:
+    if byte_range is None:  # (the only reads of a given version are linked chunks)
+        raise ValueError(f"a read of a given version of {key!r} needs a byte range")
+
+
 def _checked_range(store: ObjectStore, key: str, byte_range: tuple[int, int] | None,
                    data: bytes | memoryview | None) -> bytes | memoryview | None:
     """A ranged GET's bytes, never more than asked: a server that ignores the Range
@@ -275,6 +280,30 @@ class ObjectVersion:
     modified: float | None = field(default=None, compare=False)
 
 
+def etag_of(version: ObjectVersion) -> str | None:
+    """The ETag ``version``'s tag holds (S3's ``etag=...``, fsspec's ``ETag=...``),
+    quoted as an If-Match header takes it; None if it holds none.
+
+    >>> etag_of(ObjectVersion(1, "etag=abc")), etag_of(ObjectVersion(1, 'ETag="x" mtime=3'))
+    ('"abc"', '"x"')
+    """
+    for part in (version.tag or "").split(" "):
+        name, sep, value = part.partition("=")
+        if sep and name.lower() == "etag" and value:
+            return value if value.startswith(('"', 'W/"')) else f'"{value}"'
+    return None
+
+
+def changed_since(store: ObjectStore, key: str, version: ObjectVersion, now: str
+                  ) -> Exception:
+    """The error of a read of ``version`` of an object that is ``now`` another."""
+    from ..errors import ObjectChangedError
+
+    return ObjectChangedError(
+        f"{store.root_url}/{key} was written since it was read as version {version.tag} "
+        f"({version.size} bytes): {now}", key=key, attempts=1)
+
+
 class ObjectStore(ABC):
     """Async access to the objects under one bucket root.
 
@@ -305,6 +334,9 @@ class ObjectStore(ABC):
     #: twice (the response, then its body; each a thread hand-off), a ranged one once
     #: (see :meth:`get_bounded`)
     bounded_reads_by_range = False
+    #: whether a read of a given version (:meth:`get_buffer` ``version=``) is refused
+    #: when the object was written since; False: such reads are not checked
+    verifies_versions = False
 
     def __init__(self, tuning: StoreTuning = DEFAULT_TUNING["fsspec"]) -> None:
         self.tuning = tuning
@@ -483,6 +515,18 @@ class ObjectStore(ABC):
         (used by :meth:`get_buffer_sync`); None: go through the I/O loop."""
         return None
 
+    async def _get_version(self, key: str, byte_range: tuple[int, int],
+                           version: ObjectVersion) -> bytes | memoryview | None:
+        """``_get`` of ``version`` of the object only (see :meth:`get_buffer`): back ends
+        that can tell set :attr:`verifies_versions` and override this; others read the
+        range as it is."""
+        return await self._get(key, byte_range)
+
+    def _blocking_get_version(self) -> Callable[[str, tuple[int, int], ObjectVersion],
+                                                bytes | memoryview | None] | None:
+        """The blocking twin of :meth:`_get_version`, as :meth:`_blocking_get`."""
+        return None
+
     # -- the public async API ------------------------------------------------------
     async def get(
         self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
@@ -492,21 +536,44 @@ class ObjectStore(ABC):
         return data if data is None or isinstance(data, bytes) else bytes(data)
 
     async def get_buffer(
-        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
+        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None,
+        version: ObjectVersion | None = None,
     ) -> bytes | memoryview | None:
         """Like :meth:`get`, but a back end may answer with a read-only ``memoryview`` of
         the bytes it received instead of copying them into ``bytes`` (the chunk read
-        path decodes straight from it)."""
+        path decodes straight from it).
+
+        ``version`` (with a ``byte_range``): read only that version of the object, the
+        one :meth:`stat` told; where the back end can tell (:attr:`verifies_versions`,
+        in the same request: a header, an fstat), another version raises
+        :class:`~h5dask.errors.ObjectChangedError` instead of answering its bytes.
+        Elsewhere the range is read as it is."""
         _check_get(key, byte_range)
-        data = await self._call("GET", key, kind, lambda: self._get(key, byte_range))
+        if version is None:
+            data = await self._call("GET", key, kind, lambda: self._get(key, byte_range))
+        else:
+            _check_versioned(key, byte_range)
+            data = await self._call("GET", key, kind,
+                                    lambda: self._get_version(key, byte_range, version))
         return _recorded_get(kind, _checked_range(self, key, byte_range, data))
 
     def get_buffer_sync(
-        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None
+        self, key: str, *, kind: str = "chunk", byte_range: tuple[int, int] | None = None,
+        version: ObjectVersion | None = None,
     ) -> bytes | memoryview | None:
         """:meth:`get_buffer` for a caller that may block (a dask task reading one chunk):
         a back end with a blocking client answers in the calling thread, without the two
         thread hand-offs of a trip through the I/O loop; others go through the loop."""
+        if version is not None:
+            blocking_version = self._blocking_get_version()
+            if blocking_version is None or on_io_loop():
+                return sync(self.get_buffer(key, kind=kind, byte_range=byte_range,
+                                            version=version))
+            _check_get(key, byte_range)
+            _check_versioned(key, byte_range)
+            data = self._call_sync("GET", key, kind,
+                                   lambda: blocking_version(key, byte_range, version))
+            return _recorded_get(kind, _checked_range(self, key, byte_range, data))
         blocking = self._blocking_get()
         if blocking is None or on_io_loop():
             return sync(self.get_buffer(key, kind=kind, byte_range=byte_range))

@@ -16,6 +16,8 @@ from .base import (
     ObjectStore,
     ObjectVersion,
     TransientError,
+    changed_since,
+    etag_of,
     range_past_the_end,
     whole_object_for_range,
 )
@@ -61,6 +63,9 @@ class FsspecObjectStore(ObjectStore):
         else:
             self.root_url = f"{protocol}://{self.root.lstrip('/')}"
         self.fs = fsspec.filesystem(protocol, **_thaw(options))
+        #: http(s) reads of a version send If-Match with its ETag; other file systems
+        #: take no condition (see :meth:`_get_version`)
+        self.verifies_versions = protocol in _HTTP
 
     def _init_args(self) -> tuple:
         return (self.protocol, self.root, self.options, self.tuning)
@@ -134,13 +139,19 @@ class FsspecObjectStore(ObjectStore):
                                f"failed: {type(exc).__name__}: {exc}",
                                key="" if where is None else str(where), attempts=1) from exc
 
-    async def _http_get(self, key: str, byte_range: tuple[int, int] | None) -> bytes | None:
+    async def _http_get(self, key: str, byte_range: tuple[int, int] | None,
+                        version: ObjectVersion | None = None) -> bytes | None:
         """A GET through fsspec's http file system's session, bounded by ``timeout`` to
         the answer and between pieces of its body, never for the whole body: a slow but
         progressing transfer completes, a stalled one is named as such. Its status says
-        whether a ranged GET was answered with the range (206) or the whole object (200)."""
+        whether a ranged GET was answered with the range (206) or the whole object (200).
+        ``version`` with an ETag: sent as If-Match (412: ObjectChangedError), and the
+        answer's own ETag compared, for a server that ignores If-Match."""
         fs, url = self.fs, self._full(key)
         kwargs = dict(fs.kwargs)
+        etag = None if version is None else etag_of(version)
+        if etag is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "If-Match": etag}
         if byte_range is not None:
             start, stop = byte_range
             if start == stop:
@@ -155,6 +166,12 @@ class FsspecObjectStore(ObjectStore):
             raise TransientError(f"GET: no answer in {self.tuning.timeout:g} s",
                                  timed_out=True) from exc
         async with response:
+            if etag is not None and version is not None:
+                answered = (response.headers.get("ETag") or "").strip('"')
+                if response.status == 412 or (response.status < 300 and answered
+                                              and answered != etag.strip('"')):
+                    raise changed_since(self, key, version, f"the server answered "
+                                        f"{response.status}, ETag {answered or 'untold'}")
             if response.status == 416 and byte_range is not None:
                 raise range_past_the_end(self, key, byte_range, response.headers.get(
                     "Content-Range", "").rpartition("/")[2])
@@ -193,6 +210,18 @@ class FsspecObjectStore(ObjectStore):
             return bytes(await self._run("cat_file", path, start=byte_range[0],
                                          end=byte_range[1]))
         except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    async def _get_version(self, key: str, byte_range: tuple[int, int],
+                           version: ObjectVersion) -> bytes | None:
+        # http(s): If-Match with the version's ETag; other fsspec file systems take no
+        # condition on cat_file: read as they are (verifies_versions False)
+        if not self.verifies_versions or etag_of(version) is None:
+            return await self._get(key, byte_range)
+        try:
+            return await self._settle("GET", self._http_get(key, byte_range, version),
+                                      bounded=False, where=self._full(key))
+        except FileNotFoundError:
             return None
 
     async def _put(self, key: str, data: bytes) -> None:

@@ -44,6 +44,9 @@ from .base import ObjectStore
 
 #: the environment variable read when no ``allowed_link_prefixes`` is given
 ENV_VAR = "H5DASK_ALLOWED_LINK_PREFIXES"
+#: the environment variable read when no ``verify_unversioned_links`` is given ("1",
+#: "true", "yes": on)
+VERIFY_ENV_VAR = "H5DASK_VERIFY_UNVERSIONED_LINKS"
 
 #: the longest ``file_uri`` accepted (PATH_MAX on Linux; S3 keys are at most 1024 bytes)
 MAX_URI_LENGTH = 4096
@@ -55,21 +58,31 @@ class LinkPolicy:
     canonical form (see :func:`canonical_url`)."""
 
     allowed_prefixes: tuple[str, ...] = ()
+    #: check the layouts that recorded no version of their file against the file's own
+    #: metadata (:mod:`h5dask.sources`); else they are read unverified, with a warning
+    verify_unversioned: bool = False
 
     @classmethod
     def from_option(cls, prefixes: Iterable[str] | str | None = None,
-                    environ: Mapping[str, str] | None = None) -> LinkPolicy:
+                    environ: Mapping[str, str] | None = None,
+                    verify_unversioned: bool | None = None) -> LinkPolicy:
         """The policy of ``allowed_link_prefixes``: URL prefixes such as
         ``"file:///data/cmip6/"``, ``"s3://public-bucket/"`` or ``"https://host/files/"``
         (a scheme alone, ``"s3://"``, allows every URL of it; not ``file://``: the root
         of the local file system is refused as a prefix). None: the comma-separated
         ``H5DASK_ALLOWED_LINK_PREFIXES``, else nothing beyond the domain's store.
 
+        ``verify_unversioned`` (``verify_unversioned_links``): None reads
+        ``H5DASK_VERIFY_UNVERSIONED_LINKS``.
+
         >>> LinkPolicy.from_option(None, environ={ENV_VAR: "s3://a/, https://h/x"})
-        LinkPolicy(allowed_prefixes=('s3://a/', 'https://h/x'))
+        LinkPolicy(allowed_prefixes=('s3://a/', 'https://h/x'), verify_unversioned=False)
         """
+        env = os.environ if environ is None else environ
+        if verify_unversioned is None:
+            verify_unversioned = env.get(VERIFY_ENV_VAR, "").strip().lower() in (
+                "1", "true", "yes", "on")
         if prefixes is None:
-            env = os.environ if environ is None else environ
             prefixes = [p.strip() for p in env.get(ENV_VAR, "").split(",") if p.strip()]
             where = f"the environment variable {ENV_VAR}"
         else:
@@ -91,7 +104,7 @@ class LinkPolicy:
                     "included); name the directories linked files are in, e.g. "
                     "'file:///data/'")
             out.append(canonical)
-        return cls(tuple(out))
+        return cls(tuple(out), bool(verify_unversioned))
 
     def allows(self, url: str) -> bool:
         """Whether ``url`` starts with an allowed prefix (whole path segments: the prefix
@@ -218,4 +231,4 @@ def canonical_url(url: str) -> str | None:
     return f"{scheme}://{host}{parts.path}"
 
 
-__all__ = ["ENV_VAR", "LinkPolicy", "canonical_url", "malformed"]
+__all__ = ["ENV_VAR", "VERIFY_ENV_VAR", "LinkPolicy", "canonical_url", "malformed"]

@@ -20,10 +20,11 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import InvalidKeyError
-from .base import ObjectStore, ObjectVersion
+from .base import ObjectStore, ObjectVersion, changed_since
 from .settings import DEFAULT_TUNING, StoreTuning
 
 # O_NOFOLLOW/O_DIRECTORY are POSIX; where they, or calls relative to a directory
@@ -147,6 +148,14 @@ def _contents(directory: _Directory, prefix: str, *, recursive: bool
                 yield prefix + entry.name, entry, directory
 
 
+def _file_version(st: os.stat_result) -> ObjectVersion:
+    """A file's version: any write moves mtime; ctime moves too, also when mtime is set
+    back (touch -d, cp -p); a file replaced by rename has another inode."""
+    return ObjectVersion(st.st_size, f"mtime_ns={st.st_mtime_ns} ctime_ns="
+                                     f"{st.st_ctime_ns} ino={st.st_ino}",
+                         st.st_mtime)  # this machine's clock (an NFS server's on NFS)
+
+
 class LocalObjectStore(ObjectStore):
     """The objects under one directory; keys are relative paths inside it.
 
@@ -160,6 +169,9 @@ class LocalObjectStore(ObjectStore):
     >>> LocalObjectStore("/tmp/root")
     LocalObjectStore('file:///tmp/root')
     """
+
+    #: a read of a given version compares the open file's fstat before and after it
+    verifies_versions = True
 
     def __init__(self, root: str, tuning: StoreTuning = DEFAULT_TUNING["file"]) -> None:
         super().__init__(tuning)
@@ -325,6 +337,42 @@ class LocalObjectStore(ObjectStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
+    def _read_version(self, key: str, byte_range: tuple[int, int], version: ObjectVersion
+                      ) -> bytes | None:
+        """:meth:`_read` of ``version`` of the file only: the open descriptor's size,
+        times and inode (fstat, no other request) are compared with ``version`` before
+        the read and after it, so bytes read from a file written meanwhile (in place, or
+        replaced: another inode) are never answered."""
+        path = self._path(key)
+        try:
+            fd = self._open_beneath(key, path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        with open(fd, "rb") as f:
+            before = os.fstat(fd)
+            if stat.S_ISDIR(before.st_mode):
+                return None
+            self._same_version(key, before, version)
+            start, stop = byte_range
+            f.seek(start)
+            data = f.read(stop - start)
+            self._same_version(key, os.fstat(fd), version)
+        return data
+
+    def _same_version(self, key: str, st: os.stat_result, version: ObjectVersion) -> None:
+        now = _file_version(st)
+        if now != version:
+            raise changed_since(self, key, version, f"it is version {now.tag} "
+                                f"({now.size} bytes) now")
+
+    async def _get_version(self, key: str, byte_range: tuple[int, int],
+                           version: ObjectVersion) -> bytes | None:
+        return await asyncio.to_thread(self._read_version, key, byte_range, version)
+
+    def _blocking_get_version(self) -> Any:
+        # a pread and two fstats: cheaper in the task's own thread than through the loop
+        return self._read_version
+
     def _write(self, key: str, data: bytes) -> None:
         parent, name = self._parent_path(key)
         if len(os.fsencode(name)) > _NAME_MAX:
@@ -415,11 +463,7 @@ class LocalObjectStore(ObjectStore):
             os.close(fd)
         if stat.S_ISDIR(st.st_mode):
             return None
-        # any write moves mtime; ctime moves too, also when mtime is set back (touch -d,
-        # cp -p); a file replaced by rename has another inode
-        return ObjectVersion(st.st_size, f"mtime_ns={st.st_mtime_ns} ctime_ns="
-                                         f"{st.st_ctime_ns} ino={st.st_ino}",
-                             st.st_mtime)  # this machine's clock (an NFS server's on NFS)
+        return _file_version(st)
 
     async def _delete(self, key: str) -> None:
         await asyncio.to_thread(self._remove, key)

@@ -200,16 +200,19 @@ class H5CloudStore(AbstractDataStore):
     def open(cls, url: str, group: str | None = None,
              storage_options: Mapping[str, Any] | None = None,
              allowed_link_prefixes: Iterable[str] | None = None,
-             phony_dims: str = "sort") -> H5CloudStore:
+             phony_dims: str = "sort",
+             verify_unversioned_links: bool | None = None) -> H5CloudStore:
         """Open a domain URL (reads metadata objects only); ``allowed_link_prefixes``
-        as for :class:`h5dask.File`.
+        and ``verify_unversioned_links`` as for :class:`h5dask.File`.
 
         A re-open starts the GETs of the coordinates' chunks with the metadata; what the
         reads of this open have not taken is dropped by :meth:`close` (or when the store
         is collected), so that a chunk fetched now is never read after another process
         rewrote it."""
         session = DomainSession(open_location(url, storage_options), "r",
-                                link_policy=LinkPolicy.from_option(allowed_link_prefixes),
+                                link_policy=LinkPolicy.from_option(
+                                    allowed_link_prefixes,
+                                    verify_unversioned=verify_unversioned_links),
                                 consolidated=True)
         try:
             store = cls(session, group, phony_dims=phony_dims)
@@ -278,7 +281,7 @@ class H5CloudStore(AbstractDataStore):
         if meta.space.is_null:
             raise UnsupportedTypeError(f"variable {name!r} has a null dataspace")
         try:
-            source = self._source(meta)
+            source = self._source(meta, name)
         except H5DaskError as exc:
             # name the variable, keeping the error's type and fields (MetadataError.key,
             # LinkedReferenceRefused.uri, ...): a new instance could not be built from
@@ -318,8 +321,10 @@ class H5CloudStore(AbstractDataStore):
         encoding["fletcher32"] = codec.fletcher32
         return Variable(dims, data, attrs, encoding)
 
-    def _source(self, meta: DatasetMeta) -> ArraySource:
-        source = array_source(self.session, meta, meta.key)
+    def _source(self, meta: DatasetMeta, name: str) -> ArraySource:
+        # the path: where a linked layout that recorded none is looked for in its file
+        source = array_source(self.session, meta, meta.key,
+                              path=f"{self.group.rstrip('/')}/{name}")
         if (meta.dtype.metadata or {}).get("vlen") is bytes:
             # h5netcdf reads every variable-length string variable as str; the chunk
             # bytes are the same whatever the character set. The fill value (what chunks
@@ -449,13 +454,14 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     def _store(self, filename_or_obj: Any, group: str | None,
                storage_options: Mapping[str, Any] | None,
                allowed_link_prefixes: Iterable[str] | None = None,
-               phony_dims: str = "sort") -> H5CloudStore:
+               phony_dims: str = "sort",
+               verify_unversioned_links: bool | None = None) -> H5CloudStore:
         if isinstance(filename_or_obj, H5CloudStore):
             return filename_or_obj
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"engine 'h5cloud' opens URL strings, not {type(filename_or_obj)}")
         return H5CloudStore.open(os.fspath(filename_or_obj), group, storage_options,
-                                 allowed_link_prefixes, phony_dims)
+                                 allowed_link_prefixes, phony_dims, verify_unversioned_links)
 
     def open_dataset(  # type: ignore[override]
         self,
@@ -475,15 +481,18 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
         allowed_link_prefixes: Iterable[str] | None = None,
         max_coordinate_bytes: int | None = MAX_COORDINATE_BYTES,
         phony_dims: str = "sort",
+        verify_unversioned_links: bool | None = None,
     ) -> Any:
         """``allowed_link_prefixes``: URL prefixes outside the domain's store that linked
-        datasets may read (see :class:`h5dask.File`). ``max_coordinate_bytes``: the most
+        datasets may read; ``verify_unversioned_links``: check linked layouts that
+        recorded no version of their file (both: see :class:`h5dask.File`).
+        ``max_coordinate_bytes``: the most
         bytes of a dimension coordinate loaded at open (None: no limit), see
         docs/reliability.md. ``phony_dims`` names axes without dimension scales as
         h5netcdf does: ``"sort"`` (numbered across the file) or ``"access"``."""
         opened_here = not isinstance(filename_or_obj, H5CloudStore)
         store = self._store(filename_or_obj, group, storage_options, allowed_link_prefixes,
-                            phony_dims)
+                            phony_dims, verify_unversioned_links)
         try:
             lookahead.install()
             store.active = _active_config(active_storage_url, active_storage)
@@ -502,9 +511,11 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     def open_groups_as_dict(  # type: ignore[override]
         self, filename_or_obj: Any, *, group: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
-        allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
+        allowed_link_prefixes: Iterable[str] | None = None,
+        verify_unversioned_links: bool | None = None, **kwargs: Any,
     ) -> dict[str, Any]:
-        root = self._store(filename_or_obj, None, storage_options, allowed_link_prefixes)
+        root = self._store(filename_or_obj, None, storage_options, allowed_link_prefixes,
+                           "sort", verify_unversioned_links)
         try:
             return self._open_groups(root, netcdf.group_path(group), **kwargs)
         finally:
@@ -528,11 +539,13 @@ class H5CloudBackendEntrypoint(BackendEntrypoint):
     def open_datatree(  # type: ignore[override]
         self, filename_or_obj: Any, *, group: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
-        allowed_link_prefixes: Iterable[str] | None = None, **kwargs: Any,
+        allowed_link_prefixes: Iterable[str] | None = None,
+        verify_unversioned_links: bool | None = None, **kwargs: Any,
     ) -> Any:
         groups = self.open_groups_as_dict(filename_or_obj, group=group,
                                           storage_options=storage_options,
                                           allowed_link_prefixes=allowed_link_prefixes,
+                                          verify_unversioned_links=verify_unversioned_links,
                                           **kwargs)
         # each node closes its group's store (as xarray's netCDF backends): what a
         # group's open fetched ahead is dropped when the tree is closed

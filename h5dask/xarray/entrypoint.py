@@ -38,6 +38,8 @@ class LazyH5CloudEntrypoint(BackendEntrypoint):
       Reductionist-compatible server (``"require"``: fail instead of reducing locally;
       ``False``: never).
     - ``allowed_link_prefixes``: where linked datasets may read outside the domain's store.
+    - ``verify_unversioned_links``: check linked layouts that recorded no version of their
+      file against it before reading (see :class:`h5dask.File`).
     - ``max_coordinate_bytes``, ``phony_dims``: see
       :meth:`h5dask.xarray.backend.H5CloudBackendEntrypoint.open_dataset`.
 
@@ -58,7 +60,7 @@ class LazyH5CloudEntrypoint(BackendEntrypoint):
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta", "group",
         "storage_options", "active_storage_url", "active_storage", "allowed_link_prefixes",
-        "max_coordinate_bytes",
+        "max_coordinate_bytes", "verify_unversioned_links",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
