@@ -361,6 +361,18 @@ def test_sum_int64_accumulates_in_64_bits(dtype: str) -> None:
                                     "dtype": "int32", "sum_int64": 1})
 
 
+
+def test_int_mean_overflow_guard() -> None:
+    """A pushed-down integer mean is summed in int64: a block is reduced locally when
+    that sum could leave int64 (dask's own float64 sum never wraps)."""
+    from h5dask.active.pushdown import int_sum_could_overflow
+
+    assert not int_sum_could_overflow(np.dtype("i4"), 2**32 - 1)
+    assert int_sum_could_overflow(np.dtype("i4"), 2**32 + 1)
+    assert not int_sum_could_overflow(np.dtype(">u4"), 2**31)
+    assert int_sum_could_overflow(np.dtype("u4"), 2**31 + 1)
+    assert int_sum_could_overflow(np.dtype("i8"), 2)
+
 # -- server settings ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("max_queued", -1, "max_queued (--max-queued) must be at least 0, not -1"),
