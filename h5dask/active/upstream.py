@@ -231,20 +231,23 @@ class Credentials:
 
     @classmethod
     def from_authorization(cls, header: str | None) -> Credentials | None:
-        """Parse ``Authorization: Basic ...``; None when absent; 400 when malformed.
+        """Parse ``Authorization: Basic ...``; None when absent or of another scheme
+        (anonymous, as Reductionist: its optional Basic header ignores a Bearer token
+        meant for a proxy in front of it); 400 when Basic but malformed (Reductionist
+        would go anonymous there too; a client that meant to send S3 keys is told).
 
         Example::
 
             >>> Credentials.from_authorization("Basic dXNlcjpwYXNz")
             Credentials(access_key='****')
+            >>> Credentials.from_authorization("Bearer abc") is None
+            True
         """
         if header is None:
             return None
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            raise ActiveStorageError(
-                400, "invalid Authorization header: only HTTP Basic authentication is supported"
-            )
+            return None
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
