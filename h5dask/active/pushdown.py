@@ -197,9 +197,11 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
         numel_name = _func_name(keywords.get("numel"))
         if sum_name == "nansum" and numel_name == "nannumel":
             return BlockReduction("mean", axis, True, dtype or np.float64), inner
-        # dask's mean of integers: mean_chunk's defaults (chunk.sum, numel), sums in f8
-        if sum_name in ("NoneType", "sum") and numel_name in ("NoneType", "numel"):
-            return BlockReduction("imean", axis, True, dtype or np.float64), inner
+        # dask's mean of integers: mean_chunk's defaults (chunk.sum, numel), summing in
+        # float64; a mean(dtype=...) of another dtype sums in that one: left to dask
+        if sum_name in ("NoneType", "sum") and numel_name in ("NoneType", "numel") and \
+                np.dtype(dtype or np.float64) == np.float64:
+            return BlockReduction("imean", axis, True, np.dtype(np.float64)), inner
         return None
     if name in ("_nanmax_skip", "_nanmin_skip", "nanmax", "nanmin"):
         return BlockReduction("max" if "max" in name else "min", axis, True, None), inner

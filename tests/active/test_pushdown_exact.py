@@ -78,6 +78,26 @@ def test_means_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options
     assert remote.item() == local.item() == np.mean(data)
 
 
+def test_int32_means_in_another_dtype_are_computed_locally(s3_bucket_url, storage_options,
+                                                          pushdown_server):
+    """``mean(dtype="f4")`` sums in float32 (dask's mean_chunk): the server's exact sum
+    would be another number, so it is left to dask."""
+    data = (np.arange(3000) * 7919 % 100003).astype("i4") + np.int32(2**24 + 1)
+    url = f"{s3_bucket_url}/i4mean-f4.h5"
+    _store(url, storage_options, data, (1000,))
+
+    def mean(**kw):
+        v = xr.open_dataset(url, engine="h5cloud", chunks={},
+                            storage_options=storage_options, **kw)["v"]
+        return v.mean(dtype="f4").compute(scheduler="sync")
+
+    local = mean()
+    h5dask.reset_stats()
+    remote = mean(active_storage_url=pushdown_server.url)
+    assert h5dask.stats()["active"]["read_requests"] == 0
+    assert remote.dtype == local.dtype == np.float32 and remote.item() == local.item()
+
+
 @pytest.mark.parametrize("dtype", ["i8", "u8"])
 def test_means_of_int64_are_computed_locally(s3_bucket_url, storage_options, pushdown_server,
                                              dtype):
