@@ -15,9 +15,10 @@ Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean
 ``where(isnan(x), 0, x)`` (nansum), ``sum`` of ``~isnan(x)`` (count), and plain
 ``sum``, ``chunk_min``/``chunk_max`` (min/max) and ``mean_chunk`` with its default
 ``sum``/``numel`` (mean) of unmasked integers: extremes are combined in their own
-dtype, exactly; a mean's sums of 8- to 32-bit integers accumulate in int64 (exact, and
-a block whose int64 sum could overflow is reduced locally), where dask sums them in
-float64; 64-bit integers' means stay with dask (the server's int64 sum could wrap).
+dtype, exactly; a mean's sums of 32-bit integers accumulate in int64 on the server
+(``sum_int64``: no chunk wraps), the number dask's float64 sum gives as long as a block's
+sum stays within 2**53 (blocks of up to 2**22 int32 values: larger ones, 64-bit integers
+and a ``mean(dtype=...)`` other than float64 are left to dask).
 Anything else is left to dask.
 
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
@@ -385,10 +386,10 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     does not exist (then the block is reduced locally)."""
     plan = source.grid.plan(region)
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
-    if red.kind == "imean" and int_sum_could_overflow(source.dtype, math.prod(block_shape)):
-        # dask sums these in float64, which cannot wrap; an int64 sum of them could
-        raise ValueError(f"the int64 sum of a block of {math.prod(block_shape)} "
-                         f"{source.dtype} values could overflow")
+    if red.kind == "imean" and not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
+        # rewrite_graph leaves such blocks to dask: this guards the int64 sum regardless
+        raise ValueError(f"the sum of a block of {math.prod(block_shape)} {source.dtype} "
+                         "values could leave the range where it is exact")
     out_shape = tuple(1 if i in red.axis else n for i, n in enumerate(block_shape))
     requests = []
     for piece in plan:
@@ -435,18 +436,20 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     return values, counts
 
 
-def int_sum_could_overflow(dtype: np.dtype, n: int) -> bool:
-    """Whether the int64 sum of ``n`` values of integer ``dtype`` could leave int64
-    (the server sums 8- to 32-bit integers in 64 bits; 64-bit ones in their own dtype).
+def mean_sum_is_exact(dtype: np.dtype, n: int) -> bool:
+    """Whether a pushed-down mean of ``n`` values of integer ``dtype`` is the number
+    dask computes: the server's int64 sum cannot overflow, and dask's float64 sum (of
+    any of its partial sums) stays within 2**53, where every integer is a float64, so
+    no addition of it rounds. Larger blocks are left to dask.
 
     Example::
 
-        >>> int_sum_could_overflow(np.dtype("i4"), 2**31), int_sum_could_overflow(
-        ...     np.dtype("u4"), 2**31), int_sum_could_overflow(np.dtype("i8"), 2)
-        (False, True, True)
+        >>> mean_sum_is_exact(np.dtype("i4"), 2**22), mean_sum_is_exact(np.dtype("i4"),
+        ...     2**22 + 1), mean_sum_is_exact(np.dtype("i8"), 1)
+        (True, False, False)
     """
     info = np.iinfo(dtype)
-    return n * max(abs(int(info.min)), int(info.max)) > 2**63 - 1
+    return n * max(abs(int(info.min)), int(info.max)) <= 2**53
 
 
 def _extreme_accumulator(dtype: np.dtype, op: str) -> tuple[np.dtype, Any]:
@@ -713,6 +716,11 @@ def rewrite_graph(tasks: dict) -> dict:
         if red.kind in ("mean", "nansum", "imean") and info.array.dtype.kind in "iu" and \
                 info.array.dtype.itemsize == 8:
             continue  # the server's int64 sum could wrap where dask/xarray sum floats
+        if red.kind == "imean":
+            region = _block_request(info, getter_slices, getitems, red).region
+            n = math.prod(len(range(s.start, s.stop, s.step)) for s in region)
+            if not mean_sum_is_exact(info.array.dtype, n):
+                continue  # dask's float64 sum of so many could round: its number, not ours
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),

@@ -383,16 +383,16 @@ def test_sum_int64_accumulates_in_64_bits(dtype: str) -> None:
 
 
 
-def test_int_mean_overflow_guard() -> None:
-    """A pushed-down integer mean is summed in int64: a block is reduced locally when
-    that sum could leave int64 (dask's own float64 sum never wraps)."""
-    from h5dask.active.pushdown import int_sum_could_overflow
+def test_int_mean_exactness_guard() -> None:
+    """A pushed-down integer mean is summed in int64: a block is left to dask when that
+    sum could overflow, or when dask's float64 sum of it could round (beyond 2**53)."""
+    from h5dask.active.pushdown import mean_sum_is_exact
 
-    assert not int_sum_could_overflow(np.dtype("i4"), 2**32 - 1)
-    assert int_sum_could_overflow(np.dtype("i4"), 2**32 + 1)
-    assert not int_sum_could_overflow(np.dtype(">u4"), 2**31)
-    assert int_sum_could_overflow(np.dtype("u4"), 2**31 + 1)
-    assert int_sum_could_overflow(np.dtype("i8"), 2)
+    assert mean_sum_is_exact(np.dtype("i4"), 2**22)
+    assert not mean_sum_is_exact(np.dtype("i4"), 2**22 + 1)
+    assert mean_sum_is_exact(np.dtype(">u4"), 2**21)
+    assert not mean_sum_is_exact(np.dtype("u4"), 2**21 + 1)
+    assert not mean_sum_is_exact(np.dtype("i8"), 1)
 
 # -- server settings ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -78,6 +78,32 @@ def test_means_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options
     assert remote.item() == local.item() == np.mean(data)
 
 
+def test_int32_means_of_blocks_beyond_2_53_are_computed_locally(s3_bucket_url,
+                                                                storage_options,
+                                                                pushdown_server):
+    """dask sums a block's integers in float64, exactly only while the sums stay within
+    2**53: a block of more than 2**22 int32 values is left to dask (its number), smaller
+    blocks of the same variable are pushed down."""
+    n = 2**22 + 8
+    data = (np.arange(n) % 1000).astype("i4")
+    url = f"{s3_bucket_url}/i4mean-big.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("v", data=data, chunks=(2**20,), compression="gzip")
+
+    def mean(chunks, **kw):
+        v = xr.open_dataset(url, engine="h5cloud", chunks=chunks,
+                            storage_options=storage_options, **kw)["v"]
+        h5dask.reset_stats()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ActiveStorageWarning)
+            got = v.mean().compute(scheduler="sync")
+        return got.item(), h5dask.stats()["active"]["read_requests"]
+
+    whole = {"phony_dim_0": -1}
+    assert mean(whole, active_storage_url=pushdown_server.url) == (mean(whole)[0], 0)
+    assert mean({}, active_storage_url=pushdown_server.url) == (np.mean(data), 5)
+
+
 def test_int32_means_in_another_dtype_are_computed_locally(s3_bucket_url, storage_options,
                                                           pushdown_server):
     """``mean(dtype="f4")`` sums in float32 (dask's mean_chunk): the server's exact sum
