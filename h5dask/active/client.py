@@ -145,7 +145,10 @@ def decode_reply(payload: bytes) -> ChunkReply:
 async def reduce_remote(server_url: str, request: ChunkRequest,
                         credentials: tuple[str, str] | None,
                         timeout: float = DEFAULT_TIMEOUT) -> ChunkReply | None:
-    """Send one request; None if the object does not exist (404), else the reply.
+    """Send one request; None if the object does not exist, else the reply.
+
+    A missing object is Reductionist's 400 whose error names S3's ``NoSuchKey`` (older
+    h5dask servers answered 404 "object not found"); a missing bucket is an error.
 
     Raises :class:`ActiveStorageUnavailable` with the server's message otherwise.
     """
@@ -174,9 +177,35 @@ async def reduce_remote(server_url: str, request: ChunkRequest,
         wait = min(2 * wait, MAX_BUSY_WAIT)
     if status == 200:
         return decode_reply(payload)
-    if status == 404 and b"not found" in payload.lower():
+    if object_missing(status, payload):
         return None
     raise ActiveStorageUnavailable(_error_message(status, payload), status)
+
+
+def object_missing(status: int, payload: bytes) -> bool:
+    """Whether an error reply says that the chunk object does not exist (then it is
+    reduced locally, from its fill value).
+
+    Example::
+
+        >>> object_missing(400, b'{"error": {"message": "error retrieving object from S3 '
+        ...                b'storage", "caused_by": ["service error", "NoSuchKey"]}}')
+        True
+        >>> object_missing(400, b'{"error": {"message": "...", "caused_by": ["NoSuchBucket"]}}')
+        False
+    """
+    if status == 404:  # h5dask servers before they answered as Reductionist does
+        return b"object not found" in payload.lower()
+    if status != 400:
+        return False
+    try:
+        import json
+
+        err = json.loads(payload)["error"]
+        causes = [str(c) for c in err.get("caused_by") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return any(c == "NoSuchKey" or c.startswith("NoSuchKey:") for c in causes)
 
 
 async def _post(url: str, body: dict, headers: dict, timeout: float, server_url: str

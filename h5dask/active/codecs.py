@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from h5dask.active.errors import ActiveStorageError, FieldError
+from h5dask.active.errors import ActiveStorageError, FieldError, too_large
 from h5dask.active.request import Filter
 from h5dask.format import codecs
 from h5dask.format.compression import OutputTooLarge
@@ -40,7 +40,8 @@ def decompress(
     """Decompress ``data`` with the codec registered for Reductionist id ``compression``;
     return the bytes and whether a Blosc frame was decoded (its shuffle already undone).
 
-    Raises 400 for undecodable data and 413 when the output would exceed ``max_size``.
+    Raises 400 for undecodable data and when the output would exceed ``max_size``
+    (Reductionist's InsufficientMemory is a 400 too).
 
     Example::
 
@@ -55,7 +56,7 @@ def decompress(
     try:
         out, blosc_done = codec.reductionist_decode(data, max_size)
     except OutputTooLarge as exc:
-        raise ActiveStorageError(413, "decompressed data too large", [str(exc)]) from None
+        raise too_large("decompressed data", str(exc)) from None
     except ValueError as exc:
         raise ActiveStorageError(400, "failed to decompress data", [str(exc)]) from None
     return out, blosc_done

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ActiveStorageError", "FieldError", "printable", "redact_url"]
+__all__ = ["ActiveStorageError", "FieldError", "printable", "redact_url", "too_large"]
 
 
 class ActiveStorageError(Exception):
@@ -48,6 +48,20 @@ class FieldError(ActiveStorageError):
         super().__init__(status, f"{what}: field '{field}': {detail}", [f"{field}: {detail}"])
         self.field = field
         self.detail = detail
+
+
+def too_large(what: str, detail: str) -> ActiveStorageError:
+    """An object, decompressed chunk or request body over the server's limit: 400, as
+    Reductionist answers its InsufficientMemory ("Insufficient memory to process
+    request") and a JSON body over axum's limit.
+
+    Example::
+
+        >>> too_large("object", "5 bytes, more than the limit of 4").body()["error"]["message"]
+        'Insufficient memory to process request: object too large'
+    """
+    return ActiveStorageError(400, f"Insufficient memory to process request: {what} too large",
+                              [detail])
 
 
 def redact_url(url: str) -> str:

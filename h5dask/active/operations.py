@@ -4,8 +4,9 @@
   ``shape`` in ``order`` (C or F), then ``selection`` is applied (NumPy slices).
 * Missing data are left out of every reduction: ``missing_value`` (x == v),
   ``missing_values`` (x in vs), ``valid_min`` (x < min), ``valid_max`` (x > max),
-  ``valid_range`` (x outside [min, max]). NaN is never equal to a missing value,
-  and fails every valid_* test, so valid_* descriptions drop NaNs.
+  ``valid_range`` (x < min or x > max). NaN is never equal to a missing value, nor
+  less or greater than a bound, so it is never missing (Reductionist's
+  ``Missing::is_missing``): a NaN goes into sums and counts.
 * ``count`` is the number of non-missing elements that went into each result
   element; ``count`` (the operation) returns those counts as int64.
 * ``axis`` None reduces over everything (scalar result, shape ``[]``, count a
@@ -20,10 +21,10 @@
 * ``select`` returns the selected elements and ignores ``axis``; its count is a
   one-element list, the number of non-missing selected elements.
 * Reductions over at least one axis come out in C order. Element-wise results
-  (``select``, ``axis: []``) come out in the request's ``order`` (so Fortran
-  order gives Fortran-ordered bytes), as Reductionist does; for ``count`` with
-  ``axis: []`` Reductionist returns C order, here it follows ``order`` like the
-  other operations.
+  (``select``, and ``min``/``max``/``sum`` with ``axis: []``) come out in the
+  request's ``order`` (so Fortran order gives Fortran-ordered bytes and counts), as
+  Reductionist does; ``count`` with ``axis: []`` comes out in C order whatever the
+  ``order``, as Reductionist's (it maps the array without transposing it first).
 * Results are in native byte order.
 * Deviation: a NaN reaching ``min``/``max`` propagates (NumPy) where Reductionist
   fails the request.
@@ -94,12 +95,13 @@ def keep_mask(arr: np.ndarray, missing: Missing | None) -> np.ndarray | None:
         return arr != v[0]
     if missing.kind == "missing_values":
         return ~np.isin(arr, v)
+    # "not below", not "at least": a NaN is kept, as Reductionist keeps it
     if missing.kind == "valid_min":
-        return arr >= v[0]
+        return ~(arr < v[0])
     if missing.kind == "valid_max":
-        return arr <= v[0]
+        return ~(arr > v[0])
     if missing.kind == "valid_range":
-        return (arr >= v[0]) & (arr <= v[1])
+        return ~((arr < v[0]) | (arr > v[1]))
     raise ValueError(f"unknown missing kind {missing.kind!r}")
 
 
@@ -151,6 +153,8 @@ def reduce_array(
     if axis is not None and len(axis) == 0:  # element-wise: "reduction over no axes"
         counts = np.ones(arr.shape, np.int64) if keep is None else keep.astype(np.int64)
         values = counts if operation == "count" else arr
+        if operation == "count":
+            order = "C"  # Reductionist's count maps the array in its logical (C) order
         return Result(
             values.ravel(order=order).copy(),  # type: ignore[call-overload]
             arr.shape,

@@ -13,9 +13,13 @@ Recognised per-block reductions (what xarray's ``sum``, ``min``, ``max``, ``mean
 ``count`` become for floating-point data with ``skipna``, and for integers):
 ``mean_chunk`` (nanmean), ``_nanmin_skip``/``_nanmax_skip``, ``sum`` of
 ``where(isnan(x), 0, x)`` (nansum), ``sum`` of ``~isnan(x)`` (count), and plain
-``sum`` and ``chunk_min``/``chunk_max`` (min/max) of unmasked integers, whose extremes
-are combined in their own dtype, exactly. Anything else is left to dask (the ``mean``
-of unmasked integers among it).
+``sum``, ``chunk_min``/``chunk_max`` (min/max) and ``mean_chunk`` with its default
+``sum``/``numel`` (mean) of unmasked integers: extremes are combined in their own
+dtype, exactly; a mean's sums of 32-bit integers accumulate in int64 on the server
+(``sum_int64``: no chunk wraps), the number dask's float64 sum gives as long as a block's
+sum stays within 2**53 (blocks of up to 2**22 int32 values: larger ones, 64-bit integers
+and a ``mean(dtype=...)`` other than float64 are left to dask).
+Anything else is left to dask.
 
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import threading
 import time
 import warnings
@@ -189,10 +194,16 @@ def _classify(task: Any, tasks: Mapping) -> tuple[BlockReduction, Any] | None:
     dtype = keywords.get("dtype")
     inner = task.args[0].key
     if name == "mean_chunk":
-        if _func_name(keywords.get("sum")) != "nansum" or _func_name(
-                keywords.get("numel")) != "nannumel":
-            return None
-        return BlockReduction("mean", axis, True, dtype or np.float64), inner
+        sum_name = _func_name(keywords.get("sum"))
+        numel_name = _func_name(keywords.get("numel"))
+        if sum_name == "nansum" and numel_name == "nannumel":
+            return BlockReduction("mean", axis, True, dtype or np.float64), inner
+        # dask's mean of integers: mean_chunk's defaults (chunk.sum, numel), summing in
+        # float64; a mean(dtype=...) of another dtype sums in that one: left to dask
+        if sum_name in ("NoneType", "sum") and numel_name in ("NoneType", "numel") and \
+                np.dtype(dtype or np.float64) == np.float64:
+            return BlockReduction("imean", axis, True, np.dtype(np.float64)), inner
+        return None
     if name in ("_nanmax_skip", "_nanmin_skip", "nanmax", "nanmin"):
         return BlockReduction("max" if "max" in name else "min", axis, True, None), inner
     if name in ("chunk_max", "chunk_min", "max", "min", "amax", "amin"):
@@ -375,6 +386,10 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     does not exist (then the block is reduced locally)."""
     plan = source.grid.plan(region)
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
+    if red.kind == "imean" and not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
+        # rewrite_graph leaves such blocks to dask: this guards the int64 sum regardless
+        raise ValueError(f"the sum of a block of {math.prod(block_shape)} {source.dtype} "
+                         "values could leave the range where it is exact")
     out_shape = tuple(1 if i in red.axis else n for i, n in enumerate(block_shape))
     requests = []
     for piece in plan:
@@ -421,6 +436,22 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
     return values, counts
 
 
+def mean_sum_is_exact(dtype: np.dtype, n: int) -> bool:
+    """Whether a pushed-down mean of ``n`` values of integer ``dtype`` is the number
+    dask computes: the server's int64 sum cannot overflow, and dask's float64 sum (of
+    any of its partial sums) stays within 2**53, where every integer is a float64, so
+    no addition of it rounds. Larger blocks are left to dask.
+
+    Example::
+
+        >>> mean_sum_is_exact(np.dtype("i4"), 2**22), mean_sum_is_exact(np.dtype("i4"),
+        ...     2**22 + 1), mean_sum_is_exact(np.dtype("i8"), 1)
+        (True, False, False)
+    """
+    info = np.iinfo(dtype)
+    return n * max(abs(int(info.min)), int(info.max)) <= 2**53
+
+
 def _extreme_accumulator(dtype: np.dtype, op: str) -> tuple[np.dtype, Any]:
     """The dtype a block's min/max is combined in and the value it starts from: the
     integer dtype itself and its largest/lowest value, else float64 and +/-inf.
@@ -442,9 +473,9 @@ def _finish(red: BlockReduction, values: np.ndarray, counts: np.ndarray, dec: De
     scale = 1.0 if dec.scale is None else float(dec.scale)
     offset = 0.0 if dec.offset is None else float(dec.offset)
     decoded = dec.scale is not None or dec.offset is not None
-    if red.kind in ("mean", "nansum", "isum"):
+    if red.kind in ("mean", "imean", "nansum", "isum"):
         total = values * scale + offset * counts if decoded else values
-        if red.kind == "mean":
+        if red.kind in ("mean", "imean"):
             dt = red.dtype
             return {"n": counts.astype(dt), "total": np.asarray(total, dtype=dt)}
         return np.asarray(total, dtype=red.dtype or total.dtype)
@@ -490,7 +521,7 @@ def _block_request(info: SourceInfo, getter_slices: tuple, getitems: list,
                     for s, o in zip(getter_slices, info.origin))
     region, reversed_axes = _ascending(_compose(array.shape, shifted, getitems))
     dec = info.decoding
-    op = {"mean": "sum", "nansum": "sum", "isum": "sum", "count": "count",
+    op = {"mean": "sum", "imean": "sum", "nansum": "sum", "isum": "sum", "count": "count",
           "min": "min", "max": "max", "imin": "min", "imax": "max"}[red.kind]
     if dec.scale is not None and float(dec.scale) < 0 and op in ("min", "max"):
         op = "max" if op == "min" else "min"  # a negative scale swaps the extremes
@@ -679,11 +710,17 @@ def rewrite_graph(tasks: dict) -> dict:
             continue
         info = sources[src_key]
         is_float = np.dtype(info.decoding.dtype or info.array.dtype).kind == "f"
-        if red.kind in ("imin", "imax", "isum") and (is_float or info.decoding.fill_values):
+        if red.kind in ("imin", "imax", "isum", "imean") and (
+                is_float or info.decoding.fill_values):
             continue  # NaN/fill semantics of the plain functions differ: leave to dask
-        if red.kind in ("mean", "nansum") and info.array.dtype.kind in "iu" and \
+        if red.kind in ("mean", "nansum", "imean") and info.array.dtype.kind in "iu" and \
                 info.array.dtype.itemsize == 8:
-            continue  # the server's int64 sum could wrap where xarray sums decoded floats
+            continue  # the server's int64 sum could wrap where dask/xarray sum floats
+        if red.kind == "imean":
+            region = _block_request(info, getter_slices, getitems, red).region
+            n = math.prod(len(range(s.start, s.stop, s.step)) for s in region)
+            if not mean_sum_is_exact(info.array.dtype, n):
+                continue  # dask's float64 sum of so many could round: its number, not ours
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),

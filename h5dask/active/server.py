@@ -8,12 +8,19 @@ Routes:
   ``{bytes, dtype, shape, shape_as_bytes, count, count_as_bytes, byte_order}``
   with the result in the server's native byte order, as Reductionist answers.
 * ``GET /healthz``: 200 ``{"status": "ok"}``.
-* Errors: ``{"error": {"message": ..., "caused_by": [...]}}`` with a 4xx/5xx status.
+* Errors: ``{"error": {"message": ..., "caused_by": [...]}}`` with Reductionist's
+  status for each failure (its ``src/error.rs``): 400 for a bad request (also a body
+  that is not declared JSON, too large, or an object or decompressed chunk over the
+  size limit: Reductionist's InsufficientMemory), for a missing S3 object or bucket,
+  and for any failure of an ``http`` upstream; 401 when S3 refuses the credentials or
+  denies access; 404 for an unknown operation; 500 for other S3 failures. Our own
+  refusals, which Reductionist has no counterpart for: 403 (the allow-list), 503
+  (server busy). Messages start with Reductionist's and add our detail.
 
-Safety: upstream allow-list (403), JSON bodies only (415 for any other Content-Type,
-so a web page cannot post without a CORS preflight), JSON body limit (413), body
+Safety: upstream allow-list (403), JSON bodies only (400 for any other Content-Type,
+so a web page cannot post without a CORS preflight), JSON body limit (400), body
 deadline (400 ``RequestTimeout``; the body is read before an in-flight slot is taken,
-so slow clients cannot hold slots), object and decompressed size limit (413), in-flight
+so slow clients cannot hold slots), object and decompressed size limit (400), in-flight
 request limit (requests beyond it wait in a bounded queue, as Reductionist's clients
 expect; 503 when it is full or the wait too long; a client that hangs up leaves it at
 once, logged as gone, not as a failure), reductions run in worker threads (a hung-up
@@ -335,11 +342,17 @@ class RequestTimeout(ActiveStorageError):
         )
 
 
+class BodyTooLarge(ActiveStorageError):
+    """A JSON body over the limit: 400, as Reductionist's (axum's) JsonRejection."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(400, "request data is not valid: request body too large",
+                         [f"the JSON body must be at most {limit} bytes"])
+
+
 async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The whole JSON body (at most ``limit`` bytes), received within ``timeout`` seconds."""
-    too_large = ActiveStorageError(
-        413, "request body too large", [f"the JSON body must be at most {limit} bytes"]
-    )
+    too_large = BodyTooLarge(limit)
     if request.content_length is not None and request.content_length > limit:
         raise too_large
     buf = bytearray()
@@ -354,15 +367,32 @@ async def _read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     return bytes(buf)
 
 
+def _is_json(content_type: str) -> bool:
+    """axum's test of a JSON body (Reductionist's): ``application/json`` or
+    ``application/*+json``, parameters ignored.
+
+    Example::
+
+        >>> _is_json("application/json"), _is_json("application/problem+json")
+        (True, True)
+        >>> _is_json("text/plain"), _is_json("application/jsonx")
+        (False, False)
+    """
+    kind, _, subtype = content_type.lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 def _check_json_content_type(request: web.Request) -> None:
-    """415 unless the body is declared JSON: a web page can then not post to the server
-    without a CORS preflight (text/plain and form posts need none)."""
-    if request.content_type != "application/json":
+    """400 unless the body is declared JSON (Reductionist's JsonRejection): a web page
+    can then not post to the server without a CORS preflight (text/plain and form posts
+    need none; any JSON type needs one)."""
+    if not _is_json(request.content_type):
         shown = printable(request.headers.get("Content-Type", "(none)"))[:100]
         raise ActiveStorageError(
-            415,
-            "unsupported media type: the request body must be JSON",
-            [f"Content-Type is {shown}; send Content-Type: application/json"],
+            400,
+            "request data is not valid: the request body must be JSON",
+            ["Expected request with `Content-Type: application/json`",
+             f"Content-Type is {shown}; send Content-Type: application/json"],
         )
 
 
@@ -461,7 +491,7 @@ def _error_response(err: ActiveStorageError) -> web.Response:
     resp = web.json_response(err.body(), status=err.status)
     if err.status == 503:
         resp.headers["Retry-After"] = "1"
-    if isinstance(err, RequestTimeout) or err.status == 413:
+    if isinstance(err, RequestTimeout | BodyTooLarge):
         resp.force_close()  # the rest of the body is not worth waiting for
     return resp
 

@@ -12,10 +12,18 @@
   followed (obstore's own client follows them, which would escape the allow-list;
   that is why obstore signs and aiohttp transfers), no transparent decompression,
   no proxy from the environment, and the body read is capped at the configured
-  maximum object size (413 beyond it).
-* Upstream answers map to: 404 -> 404 naming the URL; bad credentials -> 401;
-  access denied -> 403; range not satisfiable -> 400 on ``offset``; redirects,
-  5xx and connection errors -> 502; timeouts -> 504.
+  maximum object size (400, Reductionist's "Insufficient memory", beyond it).
+* Upstream failures get Reductionist's statuses (its ``src/error.rs``), with our
+  detail (the URL, the S3 error code) in the message and ``caused_by``:
+
+  - ``s3``: a missing object or bucket (NoSuchKey, NoSuchBucket) -> 400; credentials
+    refused or access denied (InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied,
+    any 401/403) -> 401; any other S3 error (5xx, InvalidRange, a redirect), a
+    connection error or a timeout -> 500. Messages start with Reductionist's "error
+    retrieving object from S3 storage".
+  - ``http``/``https``: any answer but 200/206 (404, 401, 5xx, a redirect), a
+    connection error or a timeout -> 400 ("HTTP request error", as Reductionist's
+    reqwest client: every upstream status and request error is a 400 there).
 
 Example::
 
@@ -41,15 +49,17 @@ import obstore
 import yarl
 from obstore.store import S3Store
 
-from h5dask.active.errors import ActiveStorageError, FieldError, redact_url
+from h5dask.active.errors import ActiveStorageError, FieldError, redact_url, too_large
 from h5dask.active.memory import BufferPool
 from h5dask.active.request import ReductionRequest
 from h5dask.storage.s3_options import masked_key_id
 
-__all__ = ["AllowList", "Credentials", "Origin", "Routes", "Upstream", "parse_s3_url"]
+__all__ = ["AllowList", "Credentials", "Origin", "Routes", "Upstream", "parse_s3_url",
+           "upstream_error"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_S3_AUTH_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken")
+_S3_AUTH_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+                  "InvalidToken", "ExpiredToken")
 _READ_CHUNK = 1 << 20
 _READ_BUFFER = 256 << 10
 _PRESIGN_TTL = timedelta(minutes=10)
@@ -221,20 +231,23 @@ class Credentials:
 
     @classmethod
     def from_authorization(cls, header: str | None) -> Credentials | None:
-        """Parse ``Authorization: Basic ...``; None when absent; 400 when malformed.
+        """Parse ``Authorization: Basic ...``; None when absent or of another scheme
+        (anonymous, as Reductionist: its optional Basic header ignores a Bearer token
+        meant for a proxy in front of it); 400 when Basic but malformed (Reductionist
+        would go anonymous there too; a client that meant to send S3 keys is told).
 
         Example::
 
             >>> Credentials.from_authorization("Basic dXNlcjpwYXNz")
             Credentials(access_key='****')
+            >>> Credentials.from_authorization("Bearer abc") is None
+            True
         """
         if header is None:
             return None
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "basic":
-            raise ActiveStorageError(
-                400, "invalid Authorization header: only HTTP Basic authentication is supported"
-            )
+            return None
         try:
             decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -294,15 +307,38 @@ def _yarl(url: str) -> yarl.URL:
     return yarl.URL(url, encoded=url.isascii())
 
 
-def _check_content_range(resp: aiohttp.ClientResponse, offset: int, shown: str) -> None:
-    """A 206 must start where we asked (502 otherwise)."""
+def _check_content_range(resp: aiohttp.ClientResponse, req: ReductionRequest,
+                         shown: str) -> None:
+    """A 206 must start where we asked (an upstream error otherwise)."""
     if resp.status != 206:
         return
     m = re.match(r"\s*bytes\s+(\d+)-", resp.headers.get("Content-Range", ""))
-    if m is None or int(m.group(1)) != offset:
-        raise ActiveStorageError(
-            502, f"upstream sent the wrong byte range for {shown}", [f"expected offset {offset}"]
-        )
+    if m is None or int(m.group(1)) != req.offset:
+        raise upstream_error(req, f"upstream sent the wrong byte range for {shown}",
+                             [f"expected offset {req.offset}"])
+
+
+#: Reductionist's messages for a failed fetch (its S3GetObject and HTTPRequestError)
+S3_ERROR = "error retrieving object from S3 storage"
+HTTP_ERROR = "HTTP request error"
+
+
+def upstream_error(req: ReductionRequest, detail: str, caused_by: list[str]
+                   ) -> ActiveStorageError:
+    """A failed fetch as Reductionist answers it: 500 for ``s3`` (an unhandled S3 error,
+    a connection error, a timeout), 400 for ``http``/``https`` (reqwest's request
+    errors and every upstream status are 400s there); our detail after its message.
+
+    Example::
+
+        >>> req = ReductionRequest("http", "http://h:1/x", "int32")
+        >>> err = upstream_error(req, "upstream error 503 for http://h:1/x", ["503"])
+        >>> err.status, err.message
+        (400, 'HTTP request error: upstream error 503 for http://h:1/x')
+    """
+    if req.interface_type == "s3":
+        return ActiveStorageError(500, f"{S3_ERROR}: {detail}", caused_by)
+    return ActiveStorageError(400, f"{HTTP_ERROR}: {detail}", caused_by)
 
 
 def _s3_code(body: bytes) -> str:
@@ -428,11 +464,8 @@ class Upstream:
         """
         limit = self.max_object_size
         if req.size is not None and req.size > limit:
-            raise ActiveStorageError(
-                413,
-                "object too large",
-                [f"requested size {req.size} is more than the limit of {limit} bytes"],
-            )
+            raise too_large(
+                "object", f"requested size {req.size} is more than the limit of {limit} bytes")
         url = await self.object_url(req, credentials)
         headers = {}
         if req.interface_type != "s3" and credentials is not None:
@@ -457,17 +490,17 @@ class Upstream:
                     # The upstream ignored Range: skip to the offset ourselves.
                     data = await self._read(resp, skip=req.offset, want=req.size, shown=shown)
                 else:
-                    _check_content_range(resp, req.offset, shown)
+                    _check_content_range(resp, req, shown)
                     data = await self._read(resp, skip=0, want=req.size, shown=shown)
         except ActiveStorageError:
             raise
         except TimeoutError:
-            raise ActiveStorageError(
-                504, "timed out fetching the object from upstream", [shown]
+            raise upstream_error(
+                req, f"timed out fetching {shown}", ["timed out"]
             ) from None
         except aiohttp.ClientError as exc:
-            raise ActiveStorageError(
-                502, "error fetching the object from upstream", [shown, type(exc).__name__]
+            raise upstream_error(
+                req, f"error fetching {shown}", [type(exc).__name__]
             ) from None
         if req.size is not None and len(data) != req.size:
             raise FieldError(
@@ -485,29 +518,34 @@ class Upstream:
             return
         body = await resp.content.read(16384)
         code = _s3_code(body)
-        if status == 404:
-            detail = [code] if code else []
-            raise ActiveStorageError(404, f"object not found: {shown}", detail)
-        if status == 401 or (status == 403 and code in _S3_AUTH_CODES):
-            raise ActiveStorageError(
-                401, f"upstream rejected the credentials for {shown}", [code or str(status)]
-            )
-        if status == 403:
-            raise ActiveStorageError(
-                403, f"upstream denied access to {shown}", [code or str(status)]
-            )
-        if status == 416:
-            raise FieldError("offset", f"offset {req.offset} is beyond the end of {shown}")
         if 300 <= status < 400:
             location = redact_url(resp.headers.get("Location", ""))
-            raise ActiveStorageError(
-                502,
+            raise upstream_error(
+                req,
                 "upstream answered with a redirect, which is not followed",
                 [f"{status} to {location or '(no Location)'}"],
             )
-        raise ActiveStorageError(
-            502, f"upstream error {status} for {shown}", [code] if code else []
-        )
+        if req.interface_type != "s3":
+            # Reductionist: any other status of an http(s) upstream is HTTPRequestError
+            raise upstream_error(req, f"HTTP request failed with status {status} for {shown}",
+                                 [str(status)])
+        if status == 404 or code in ("NoSuchKey", "NoSuchBucket"):
+            # Reductionist: NoSuchKey and NoSuchBucket are 400s
+            raise ActiveStorageError(
+                400, f"{S3_ERROR}: object not found: {shown}", [code or f"{status} Not Found"]
+            )
+        if status in (401, 403) or code in _S3_AUTH_CODES:
+            # Reductionist: InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied -> 401
+            raise ActiveStorageError(
+                401, f"{S3_ERROR}: upstream rejected the credentials or denied access to "
+                f"{shown}", [code or str(status)]
+            )
+        if status == 416:
+            raise upstream_error(
+                req, f"offset {req.offset} is beyond the end of {shown}",
+                [code or "416 Range Not Satisfiable"])
+        raise upstream_error(req, f"upstream error {status} for {shown}",
+                             [code] if code else [str(status)])
 
     async def _read(
         self, resp: aiohttp.ClientResponse, skip: int, want: int | None, shown: str
@@ -517,11 +555,8 @@ class Upstream:
         limit = self.max_object_size
         length = resp.content_length
         if want is None and length is not None and length - skip > limit:
-            raise ActiveStorageError(
-                413,
-                "object too large",
-                [f"{shown} has {length - skip} bytes, more than the limit of {limit}"],
-            )
+            raise too_large(
+                "object", f"{shown} has {length - skip} bytes, more than the limit of {limit}")
         if want is None and length is not None:
             want_now = max(length - skip, 0)
         else:
@@ -553,7 +588,5 @@ class Upstream:
                 chunk, skip = chunk[dropped:], skip - dropped
             buf += chunk
             if len(buf) > limit:
-                raise ActiveStorageError(
-                    413, "object too large", [f"{shown} is larger than {limit} bytes"]
-                )
+                raise too_large("object", f"{shown} is larger than {limit} bytes")
         return buf

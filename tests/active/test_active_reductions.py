@@ -126,6 +126,8 @@ def reference(
     if axis == ():
         counts = (~mask).astype(np.int64)
         values = counts if op == "count" else s
+        if op == "count":  # Reductionist's count maps the array in C order, untransposed
+            order = "C"
         return values.ravel(order=order), s.shape, counts.ravel(order=order)
     ax = (axis,) if isinstance(axis, int) else axis
     m = np.ma.masked_array(s, mask)

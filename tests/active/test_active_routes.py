@@ -120,7 +120,7 @@ def test_a_routed_request_is_fetched_from_the_allowed_store(
 
     # errors name the URL the client sent, not the address the server fetched from
     status, reply = post(routed_server, "sum", {**body, "url": named + ".missing"}, auth=auth)
-    assert status == 404 and named + ".missing" in error_text(reply), reply
+    assert status == 400 and named + ".missing" in error_text(reply), reply
     assert active_store.endpoint not in error_text(reply), reply
 
     # the store's own address is allowed too; anything else is still refused

@@ -84,6 +84,21 @@ def test_fortran_order() -> None:
     assert run("sum", data, r_axis).values.tolist() == a.sum(axis=1).tolist()
 
 
+def test_fortran_order_element_wise_count_is_c_order() -> None:
+    """Reductionist's count over no axes maps the array in its logical (C) order, where
+    min/max/sum over no axes transpose it first (Fortran order): both as there."""
+    a = np.arange(6, dtype="<i4").reshape(2, 3)
+    data = a.tobytes(order="F")
+    r = req(shape=[2, 3], order="F", axis=[], missing={"missing_value": 4})
+    want_counts = (a != 4).astype(np.int64)
+    count = run("count", data, r)
+    assert count.shape == (2, 3)
+    assert count.values.tolist() == count.counts.tolist() == want_counts.ravel().tolist()
+    total = run("sum", data, r)
+    assert total.values.tolist() == a.ravel(order="F").tolist()
+    assert total.counts.tolist() == want_counts.ravel(order="F").tolist()
+
+
 def test_empty_selection_gives_fold_start_values() -> None:
     a = np.arange(4, dtype="<f4")
     r = ReductionRequest.from_dict(
@@ -113,8 +128,14 @@ def test_integer_sum_wraps_like_reductionist() -> None:
 def test_nan_handling() -> None:
     a = np.array([1.0, np.nan, 3.0])
     assert np.isnan(reduce_array("max", a).values[0])  # propagates (Reductionist fails)
-    kept = reduce_array("max", a, missing=Missing("valid_min", (0.0,)))
-    assert kept.values.tolist() == [3.0] and kept.counts.tolist() == [2]  # valid_* drop NaN
+    # NaN is neither below nor above a bound: never missing (Reductionist's is_missing)
+    for kind, values in (("valid_min", (0.0,)), ("valid_max", (5.0,)),
+                         ("valid_range", (0.0, 5.0))):
+        total = reduce_array("sum", a, missing=Missing(kind, values))
+        assert np.isnan(total.values[0]) and total.counts.tolist() == [3], kind
+        assert reduce_array("count", a, missing=Missing(kind, values)).values.tolist() == [3]
+    dropped = reduce_array("sum", a, missing=Missing("valid_max", (2.0,)))
+    assert np.isnan(dropped.values[0]) and dropped.counts.tolist() == [2]  # 3.0 dropped
     mv = reduce_array("count", a, missing=Missing("missing_value", (1.0,)))
     assert mv.values.tolist() == [2]  # NaN is never equal to a missing value
 
@@ -182,9 +203,9 @@ def _keep(a: np.ndarray, missing: Missing) -> np.ndarray:
     return {
         "missing_value": lambda: a != v[0],
         "missing_values": lambda: ~np.isin(a, np.array(v, dtype=a.dtype)),
-        "valid_min": lambda: a >= v[0],
-        "valid_max": lambda: a <= v[0],
-        "valid_range": lambda: (a >= v[0]) & (a <= v[1]),
+        "valid_min": lambda: ~(a < v[0]),
+        "valid_max": lambda: ~(a > v[0]),
+        "valid_range": lambda: ~((a < v[0]) | (a > v[1])),
     }[missing.kind]()
 
 
@@ -360,6 +381,18 @@ def test_sum_int64_accumulates_in_64_bits(dtype: str) -> None:
         ReductionRequest.from_dict({"interface_type": "s3", "url": "http://h:1/b/k",
                                     "dtype": "int32", "sum_int64": 1})
 
+
+
+def test_int_mean_exactness_guard() -> None:
+    """A pushed-down integer mean is summed in int64: a block is left to dask when that
+    sum could overflow, or when dask's float64 sum of it could round (beyond 2**53)."""
+    from h5dask.active.pushdown import mean_sum_is_exact
+
+    assert mean_sum_is_exact(np.dtype("i4"), 2**22)
+    assert not mean_sum_is_exact(np.dtype("i4"), 2**22 + 1)
+    assert mean_sum_is_exact(np.dtype(">u4"), 2**21)
+    assert not mean_sum_is_exact(np.dtype("u4"), 2**21 + 1)
+    assert not mean_sum_is_exact(np.dtype("i8"), 1)
 
 # -- server settings ---------------------------------------------------------------------------
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -63,6 +63,79 @@ def test_sums_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options,
         dtype="i8"))
 
 
+@pytest.mark.parametrize("dtype", ["i4", "u4", ">i4"])
+def test_means_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options,
+                                                  pushdown_server, dtype):
+    """dask's mean of integers (``mean_chunk`` with its default sum and numel) was not
+    recognised: always reduced locally. Now pushed down, summed in int64 on the server
+    (each chunk's sum is far beyond int32: a sum in int32 would wrap around)."""
+    data = (np.arange(1000) * 7919 % 1000).astype(dtype) + np.array(2**30 + 7, dtype)
+    url = f"{s3_bucket_url}/i4mean.h5"
+    _store(url, storage_options, data, (300,))
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "mean")
+    assert pushed
+    assert remote.dtype == local.dtype == np.float64
+    assert remote.item() == local.item() == np.mean(data)
+
+
+def test_int32_means_of_blocks_beyond_2_53_are_computed_locally(s3_bucket_url,
+                                                                storage_options,
+                                                                pushdown_server):
+    """dask sums a block's integers in float64, exactly only while the sums stay within
+    2**53: a block of more than 2**22 int32 values is left to dask (its number), smaller
+    blocks of the same variable are pushed down."""
+    n = 2**22 + 8
+    data = (np.arange(n) % 1000).astype("i4")
+    url = f"{s3_bucket_url}/i4mean-big.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        f.create_dataset("v", data=data, chunks=(2**20,), compression="gzip")
+
+    def mean(chunks, **kw):
+        v = xr.open_dataset(url, engine="h5cloud", chunks=chunks,
+                            storage_options=storage_options, **kw)["v"]
+        h5dask.reset_stats()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ActiveStorageWarning)
+            got = v.mean().compute(scheduler="sync")
+        return got.item(), h5dask.stats()["active"]["read_requests"]
+
+    whole = {"phony_dim_0": -1}
+    assert mean(whole, active_storage_url=pushdown_server.url) == (mean(whole)[0], 0)
+    assert mean({}, active_storage_url=pushdown_server.url) == (np.mean(data), 5)
+
+
+def test_int32_means_in_another_dtype_are_computed_locally(s3_bucket_url, storage_options,
+                                                          pushdown_server):
+    """``mean(dtype="f4")`` sums in float32 (dask's mean_chunk): the server's exact sum
+    would be another number, so it is left to dask."""
+    data = (np.arange(3000) * 7919 % 100003).astype("i4") + np.int32(2**24 + 1)
+    url = f"{s3_bucket_url}/i4mean-f4.h5"
+    _store(url, storage_options, data, (1000,))
+
+    def mean(**kw):
+        v = xr.open_dataset(url, engine="h5cloud", chunks={},
+                            storage_options=storage_options, **kw)["v"]
+        return v.mean(dtype="f4").compute(scheduler="sync")
+
+    local = mean()
+    h5dask.reset_stats()
+    remote = mean(active_storage_url=pushdown_server.url)
+    assert h5dask.stats()["active"]["read_requests"] == 0
+    assert remote.dtype == local.dtype == np.float32 and remote.item() == local.item()
+
+
+@pytest.mark.parametrize("dtype", ["i8", "u8"])
+def test_means_of_int64_are_computed_locally(s3_bucket_url, storage_options, pushdown_server,
+                                             dtype):
+    """dask sums int64 in float64; the server's int64 sum of these chunks would wrap."""
+    data = np.array([2**62, 2**62 + 1, 2**62 + 2, 2**62 + 3] * 2, dtype)
+    url = f"{s3_bucket_url}/i8mean.h5"
+    _store(url, storage_options, data, (4,))
+    remote, local, pushed = _both(url, storage_options, pushdown_server, "mean")
+    assert not pushed
+    assert remote.item() == local.item() == np.mean(data)
+
+
 def test_sums_of_packed_int64_are_computed_locally(s3_bucket_url, storage_options,
                                                    pushdown_server):
     """xarray sums decoded floats; the server's int64 sum would wrap around at 2**63."""
@@ -242,8 +315,8 @@ def test_reversed_selections_reduce_as_numpy(s3_bucket_url, storage_options, pus
     with warnings.catch_warnings():
         warnings.simplefilter("error", ActiveStorageWarning)
         got = getattr(v.isel(isel), op)(dims).compute(scheduler="sync").values
-    # the mean and count of integers are xarray's own (left to dask); the rest is pushed
-    if dtype == "f4" or op in ("sum", "min", "max"):
+    # the count of integers is xarray's own (left to dask); the rest is pushed
+    if dtype == "f4" or op in ("sum", "min", "max", "mean"):
         assert h5dask.stats()["active"]["read_requests"] > 0
     assert got.shape == np.shape(want)
     np.testing.assert_allclose(got, want, rtol=1e-6 if op == "mean" else 0)
