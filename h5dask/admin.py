@@ -68,6 +68,9 @@ class Collection:
     bucket: str
     orphans: list[Orphan] = field(default_factory=list)
     deleted: bool = False
+    #: ages were judged by this machine's clock: the store refused gc's probe write
+    #: (read-only credentials) or tells no write times
+    local_clock: bool = False
 
     def __str__(self) -> str:
         lines = []
@@ -81,6 +84,9 @@ class Collection:
         lines.append(f"{len(old)} orphaned prefix(es), {sum(o.objects for o in old)} objects"
                      + (" deleted" if self.deleted else
                         " (run with --delete / delete=True to remove them)" if old else ""))
+        if self.local_clock:
+            lines.append("(ages by this machine's clock: the store refused a probe write or "
+                         "tells no write times; a clock that is off makes them wrong)")
         return "\n".join(lines)
 
 
@@ -190,15 +196,15 @@ def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
 
 
 # -- gc ------------------------------------------------------------------------------------
-async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, float]) -> str:
+async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, float],
+                        now: float) -> str:
     """The live lease of a load writing ``prefix`` (whose objects are ``keys``), as
-    text, or "": for the report of a dry run (judged by this machine's clock; deleting
-    judges under gc's own lease, by the store's clock, see :func:`_collect`)."""
+    text, or "": for the report of a dry run (``now`` by the store's clock; deleting
+    judges under gc's own lease, see :func:`_collect`)."""
     from .ingest.lease import is_lease_key, live_holders
 
     if not any(is_lease_key(k) for k in keys):
         return ""
-    now = time.time()
     running = await live_holders(store, prefix, now)
     return running[0].describe(now) if running else ""
 
@@ -247,6 +253,11 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
     ``delete=True``, remove those whose newest object is older than ``min_age`` seconds
     and that no running load holds (a live lease, see :mod:`h5dask.ingest.lease`).
 
+    Ages are judged by the store's clock (the one that wrote the objects' times, never
+    this machine's, which may be hours off): gc writes, reads back and deletes one tiny
+    probe object at the bucket root; where that is refused it judges by this machine's
+    clock and says so.
+
     ``bucket_url`` names the bucket root: ``s3://bucket`` or the directory holding ``db/``.
 
     >>> gc("memory://gc-doc/").orphans
@@ -261,18 +272,24 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
             f"every domain of a bucket, give {store.root_url}")
 
     async def run() -> Collection:
+        from .ingest.lease import store_now
+
         referenced = await _referenced(store)
         _, dirs = await store.list_dir("db/")
         candidates = [d for d in dirs if _ROOT_PREFIX.match(d) and d not in referenced]
         collection = Collection(store.root_url, deleted=delete)
-        now = time.time()
+        # ages by the store's clock, the one that wrote the objects' times
+        now = await store_now(store)
+        if now is None:
+            now, collection.local_clock = time.time(), True
         for candidate in candidates:
             times = await store.list_modified(candidate)
             if not times:
                 continue  # an emptied "directory" some stores still list
             age = now - max(times.values())
             old = age >= min_age
-            loading = "" if delete and old else await _running_load(store, candidate, times)
+            loading = "" if delete and old else await _running_load(store, candidate, times,
+                                                                    now)
             collection.orphans.append(Orphan(candidate, len(times), age,
                                              collected=old and not loading, loading=loading))
         if delete:

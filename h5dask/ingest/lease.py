@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..errors import LoadInProgressError
+from ..errors import LoadInProgressError, StoragePermissionError
 from ..format import ids
 from ..storage.base import ObjectStore, ObjectVersion
 
@@ -187,6 +187,24 @@ async def holders(store: ObjectStore, prefix: str) -> list[LeaseHolder]:
     versions = await asyncio.gather(*(store.stat(k) for k in leases))
     return [LeaseHolder.parse(k, b, v.modified) for k, b, v in zip(leases, blobs, versions)
             if b is not None and v is not None]
+
+
+async def store_now(store: ObjectStore) -> float | None:
+    """Now by the store's clock: the write time the store gives a tiny probe object at
+    the bucket root (written, read back by one HEAD, deleted). None where the store
+    refuses the write (read-only credentials) or tells no write times: then the caller
+    must say that it judged by this machine's clock. Ages judged by this and objects'
+    write times never mix two machines' clocks (a laptop's may be hours off S3's)."""
+    key = f".h5dask-clock-{uuid.uuid4().hex}"
+    try:
+        await store.put(key, b"", kind="metadata")
+    except (StoragePermissionError, PermissionError):
+        return None
+    try:
+        found = await store.stat(key)
+    finally:
+        await store.delete(key, kind="metadata")
+    return None if found is None else found.modified
 
 
 async def live_holders(store: ObjectStore, prefix: str,
@@ -406,4 +424,4 @@ class GcLease(PrefixLease):
 
 __all__ = ["RENEW_EVERY", "STALE_AFTER", "GcLease", "LeaseHolder", "LoadLease", "Others",
            "PrefixLease",
-           "holders", "is_lease_key", "live_holders"]
+           "holders", "is_lease_key", "live_holders", "store_now"]
