@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import domain_roots
-from .errors import DomainNotFoundError, FolderNotEmptyError
+from .errors import DomainNotFoundError, FolderNotEmptyError, LeaseLostError
 from .format import ids
 from .storage import ObjectStore, open_location, open_prefix
 from .storage.sync import sync
@@ -33,6 +33,8 @@ _DOMAIN_FILE = ".domain.json"
 _ROOT_PREFIX = re.compile(r"^db/[0-9a-f]{8}-[0-9a-f]{8}/$")
 #: objects younger than this are never collected (a load may still be writing them)
 DEFAULT_MIN_AGE = 3600.0
+#: gc asks the store whether it still holds its lease before every this many deletes
+DELETE_BATCH = 100
 
 
 @dataclass
@@ -215,6 +217,34 @@ async def _referenced(store: ObjectStore) -> set[str]:
     return {ids.object_prefix(r) + "/" for r in roots.values() if r}
 
 
+async def _delete_holding(store: ObjectStore, gc_lease: Any, prefix: str,
+                          keys: list[str]) -> None:
+    """Delete ``keys`` of ``prefix`` while gc holds its lease there: the store is asked
+    before every :data:`DELETE_BATCH` deletes, and its renewer's finding before each
+    one; once the lease is lost (taken over, deleted, or gc paused past its TTL) not
+    one more delete is made: :class:`LeaseLostError`."""
+    async def one(key: str) -> None:
+        if gc_lease.lost:  # the renewer found it lost meanwhile
+            raise _lost(prefix, done)
+        await store.delete(key)
+        done.append(key)
+
+    done: list[str] = []
+    for start in range(0, len(keys), DELETE_BATCH):
+        if not await gc_lease.still_held():
+            raise _lost(prefix, done)
+        await asyncio.gather(*(one(k) for k in keys[start:start + DELETE_BATCH]))
+
+
+def _lost(prefix: str, done: list[str]) -> LeaseLostError:
+    return LeaseLostError(
+        f"`h5dask gc --delete` lost its lease on {prefix} while deleting it (the lease "
+        "object was deleted or rewritten by another, or gc paused so long that another "
+        f"may have taken the prefix over): it stopped at once, after {len(done)} deletes "
+        "there; nothing else of that prefix was deleted. Check that no load is writing "
+        "it, then run it again")
+
+
 async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
     """Delete the orphans' objects, each under gc's lease on its prefix (see
     :class:`~h5dask.ingest.lease.GcLease`): a load holding a live lease keeps its prefix,
@@ -237,7 +267,7 @@ async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
             if orphan.prefix in referenced:
                 continue
             keys = [k for k in await store.list(orphan.prefix) if k != gc_lease.key]
-            await asyncio.gather(*(store.delete(k) for k in keys))
+            await _delete_holding(store, gc_lease, orphan.prefix, keys)
             orphan.objects = len(keys)
             await gc_lease.release()  # last: until now, no load starts on the prefix
             await store.prune(orphan.prefix)

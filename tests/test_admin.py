@@ -164,3 +164,35 @@ def test_gc_judges_ages_by_the_stores_clock_not_this_machines(own_bucket, monkey
     deleted = gc(base, delete=True, min_age=3600, storage_options=options)
     assert [(o.prefix, o.collected) for o in deleted.orphans] == [(prefix, False)]
     assert len(sync(open_location(f"{base}/x.h5", options).store.list(prefix))) == 5
+
+
+@pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
+def test_gc_stops_deleting_at_once_when_it_loses_its_lease(own_bucket, monkeypatch):
+    """gc --delete's lease on a prefix is taken over after its first delete (e.g. gc
+    paused past the lease's TTL and a load took the prefix): not one more delete, and a
+    clear error saying what happened and what to do."""
+    from h5dask import admin
+    from h5dask.errors import LeaseLostError
+    from h5dask.ingest.lease import is_lease_key
+
+    base, options = own_bucket
+    prefix = _orphan(base, options, "taken.h5")
+    store = open_location(f"{base}/x.h5", options).store
+    monkeypatch.setattr(admin, "DELETE_BATCH", 1)
+    delete = type(store).delete
+    deleted = []
+
+    async def lease_taken_after_the_first_delete(self, key, **kwargs):
+        await delete(self, key, **kwargs)
+        if not is_lease_key(key) and key.startswith(prefix):
+            deleted.append(key)
+            if len(deleted) == 1:  # another takes the prefix over: gc's lease is gone
+                for k in await self.list(prefix):
+                    if is_lease_key(k):
+                        await delete(self, k)
+
+    monkeypatch.setattr(type(store), "delete", lease_taken_after_the_first_delete)
+    with pytest.raises(LeaseLostError, match=f"lost its lease on {prefix}.*run it again"):
+        gc(base, delete=True, min_age=0, storage_options=options)
+    assert len(deleted) == 1
+    assert len(sync(store.list(prefix))) == 4  # the other 4 objects are still there

@@ -278,14 +278,25 @@ class PrefixLease:
         return found
 
     async def release(self) -> None:
-        """Stop renewing and delete this run's lease (best effort)."""
+        """Stop renewing and delete this run's lease (best effort; never once it was
+        lost: the object may be another's now)."""
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(BaseException):
                 await self._renewer
             self._renewer = None
+        if self.lost:
+            return
         with contextlib.suppress(Exception):
             await self.store.delete(self.key, kind="metadata")
+
+    async def still_held(self) -> bool:
+        """Whether this run still holds its lease, asked of the store (one HEAD): False
+        once it was found gone or rewritten, or this run paused so long that another
+        may have judged it stale (lost for good)."""
+        if self._maybe_judged_stale():
+            self.lost = True
+        return await self._still_mine()
 
     async def _write(self) -> None:
         """Write the lease and remember the version the store gave it (then whatever
