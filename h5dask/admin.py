@@ -70,6 +70,9 @@ class Collection:
     bucket: str
     orphans: list[Orphan] = field(default_factory=list)
     deleted: bool = False
+    #: stale leases (dead or long silent owner) left in the prefixes of published
+    #: domains by loads that could not delete them (deleted with ``delete=True``)
+    stale_leases: list[str] = field(default_factory=list)
     #: ages were judged by this machine's clock: the store refused gc's probe write
     #: (read-only credentials) or tells no write times
     local_clock: bool = False
@@ -86,6 +89,9 @@ class Collection:
         lines.append(f"{len(old)} orphaned prefix(es), {sum(o.objects for o in old)} objects"
                      + (" deleted" if self.deleted else
                         " (run with --delete / delete=True to remove them)" if old else ""))
+        if self.stale_leases:
+            lines.append(f"{len(self.stale_leases)} stale lease(s) of finished or dead loads "
+                         + ("deleted" if self.deleted else "(--delete removes them)"))
         if self.local_clock:
             lines.append("(ages by this machine's clock: the store refused a probe write or "
                          "tells no write times; a clock that is off makes them wrong)")
@@ -211,6 +217,23 @@ async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, floa
     return running[0].describe(now) if running else ""
 
 
+async def _stale_leases(store: ObjectStore, prefixes: set[str], now: float) -> list[str]:
+    """The stale leases in the top level of ``prefixes`` (published domains': a load
+    that published and then failed to delete its lease leaves it there, and gc never
+    collects a referenced prefix), ``now`` by the store's clock: one delimited listing
+    per prefix, the lease objects read only where there are some."""
+    from .ingest.lease import holders, is_lease_key
+
+    async def stale_in(prefix: str) -> list[str]:
+        keys, _ = await store.list_dir(prefix)
+        if not any(is_lease_key(k) for k in keys):
+            return []
+        return [h.key for h in await holders(store, prefix) if not h.live(now)]
+
+    found = await asyncio.gather(*(stale_in(p) for p in sorted(prefixes)))
+    return [key for keys in found for key in keys]
+
+
 async def _referenced(store: ObjectStore) -> set[str]:
     """The ``db/<root id>/`` prefixes some ``.domain.json`` of the bucket references."""
     roots = await domain_roots(store, await _domain_files(store, ""))
@@ -283,6 +306,10 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
     ``delete=True``, remove those whose newest object is older than ``min_age`` seconds
     and that no running load holds (a live lease, see :mod:`h5dask.ingest.lease`).
 
+    It also finds the stale leases (see :mod:`h5dask.ingest.lease`: owner dead, or not
+    renewed for their TTL by the store's clock) that loads which published and then
+    could not delete them left in their domains' prefixes, and deletes them too.
+
     Ages are judged by the store's clock (the one that wrote the objects' times, never
     this machine's, which may be hours off): gc writes, reads back and deletes one tiny
     probe object at the bucket root; where that is refused it judges by this machine's
@@ -322,7 +349,11 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
                                                                     now)
             collection.orphans.append(Orphan(candidate, len(times), age,
                                              collected=old and not loading, loading=loading))
+        collection.stale_leases = await _stale_leases(store, referenced, now)
         if delete:
+            # (safe: a stale lease's owner, should it wake, finds it gone and stops)
+            await asyncio.gather(*(store.delete(k, kind="metadata")
+                                   for k in collection.stale_leases))
             kept = [o for o in collection.orphans if not o.collected]
             collected = await _collect(store, [o for o in collection.orphans if o.collected])
             collection.orphans = sorted(kept + collected, key=lambda o: o.prefix)

@@ -196,3 +196,40 @@ def test_gc_stops_deleting_at_once_when_it_loses_its_lease(own_bucket, monkeypat
         gc(base, delete=True, min_age=0, storage_options=options)
     assert len(deleted) == 1
     assert len(sync(store.list(prefix))) == 4  # the other 4 objects are still there
+
+
+@pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
+def test_gc_collects_stale_leases_a_published_load_left_behind(own_bucket, monkeypatch):
+    """A load published its domain but could not delete its lease (crash, network): gc
+    removes such stale leases (dead owner) from the domain's prefix, and leaves a live
+    one and every object of the domain alone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from h5dask.ingest import lease
+
+    base, options = own_bucket
+    root = _write(f"{base}/done.h5", options)
+    prefix = object_prefix(root) + "/"
+    store = open_location(f"{base}/done.h5", options).store
+    objects = sync(store.list(prefix))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+
+    def lease_of(pid: int) -> str:
+        run = uuid.uuid4().hex
+        body = {"run": run, "host": socket.gethostname(), "pid": pid, "domain": "done.h5",
+                "machine": lease.this_machine(), "started": 0.0, "renewed": 0.0}
+        sync(store.put(f"{prefix}.load-{run}.json", json.dumps(body).encode()))
+        return f"{prefix}.load-{run}.json"
+
+    stale, live = lease_of(int(dead.stdout)), lease_of(os.getpid())
+    report = gc(base, min_age=0, storage_options=options)
+    assert report.stale_leases == [stale] and "1 stale lease(s)" in str(report)
+    assert sorted(sync(store.list(prefix))) == sorted([*objects, stale, live])  # dry run
+    gc(base, delete=True, min_age=0, storage_options=options)
+    assert sorted(sync(store.list(prefix))) == sorted([*objects, live])
+    with h5dask.File(f"{base}/done.h5", storage_options=options) as f:
+        assert f["x"][...].sum() == sum(range(30))
