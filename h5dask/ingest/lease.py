@@ -264,6 +264,10 @@ class PrefixLease:
         #: that write began by :func:`_elapsed`
         self._version: ObjectVersion | None = None
         self._wrote_at = 0.0
+        #: held by a renewal from its look through its write to its note of the new
+        #: version, and by every check: a check in between would take the renewal for
+        #: another's write
+        self._renewing = asyncio.Lock()
         #: the lease was once found gone or rewritten by another, or this run may have
         #: been judged stale: it is lost for good (never written back, never published)
         self.lost = False
@@ -361,7 +365,8 @@ class PrefixLease:
         may have judged it stale (lost for good)."""
         if self._maybe_judged_stale():
             self.lost = True
-        return await self._still_mine()
+        async with self._renewing:
+            return await self._still_mine()
 
     async def _write(self) -> None:
         """Write the lease and remember the version the store gave it (then whatever
@@ -401,10 +406,11 @@ class PrefixLease:
             try:
                 if self._maybe_judged_stale():
                     self.lost = True
-                if not await self._still_mine():
-                    return
-                previous = self._wrote_at
-                await self._write()
+                async with self._renewing:
+                    if not await self._still_mine():
+                        return
+                    previous = self._wrote_at
+                    await self._write()
                 if self._maybe_judged_stale(previous):  # paused around the write: it may have
                     self.lost = True  # brought back a lease another run deleted
                     await self.store.delete(self.key, kind="metadata")
@@ -432,7 +438,9 @@ class LoadLease(PrefixLease):
         found = await self.others()
         if self._maybe_judged_stale():
             self.lost = True
-        if found.live or not found.held or not await self._still_mine():
+        async with self._renewing:
+            mine = await self._still_mine()
+        if found.live or not found.held or not mine:
             self._refuse(found, lost=True)
 
     async def others_live(self) -> bool:

@@ -622,3 +622,31 @@ def test_many_gcs_at_once_one_holds(place: tuple[str, dict]) -> None:
 
     assert sync(all_at_once()).count(True) == 1
     assert leases(store) == [] or not any(k.startswith(prefix) for k in leases(store))
+
+
+def test_a_check_during_a_renewal_does_not_mistake_it_for_a_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc asks whether it still holds its lease before every batch of deletes: a check
+    landing between the renewer's write and its note of the new version must not see
+    the renewal as another's write (gc would stop, and the lease counted lost for good)."""
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
+    store = open_location(local_domain(tmp_path, "renewing.h5")).store
+    held = lease.GcLease(store, ids.object_prefix(ids.new_root_id()) + "/")
+    checks: list[asyncio.Task] = []
+
+    async def check_right_after_the_write(put: Any) -> None:
+        checks.append(asyncio.ensure_future(held.still_held()))
+        await asyncio.sleep(0.05)  # the check runs now, if nothing holds it back
+
+    after_write(monkeypatch, store, lambda: held.key, 1, check_right_after_the_write)
+
+    async def renew_and_check() -> bool:
+        assert not (await held.take()).live
+        try:
+            while not checks:
+                await asyncio.sleep(0.01)
+            return await checks[0] and not held.lost
+        finally:
+            await held.release()
+
+    assert sync(renew_and_check())
