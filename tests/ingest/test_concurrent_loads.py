@@ -650,3 +650,29 @@ def test_a_check_during_a_renewal_does_not_mistake_it_for_a_loss(
             await held.release()
 
     assert sync(renew_and_check())
+
+
+def test_a_crashed_runs_lease_is_collected_by_the_next_load(tmp_path: Path) -> None:
+    """A run that died without deleting its lease (crash, network) leaves it: the next
+    run of the load judges it stale (its process is gone), takes the prefix with the
+    next generation and removes it."""
+    url, src, store, prefix = domain_and_source(tmp_path, "crashed.h5", 14)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    body = {"run": os.urandom(16).hex(), "kind": "load", "pid": int(dead.stdout),
+            "machine": lease.this_machine(), "renewed": time.time()}
+    left = f"{prefix}/.lease-00000007.json"
+    sync(store.put(left, json.dumps(body).encode(), kind="metadata"))
+    created = []
+    put_if_absent = type(store).put_if_absent
+
+    async def noted(self: Any, key: str, *args: Any, **kwargs: Any) -> bool:
+        created.append(key)
+        return await put_if_absent(self, key, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(store), "put_if_absent", noted)
+        load_file(src, url, progress=False)
+    assert created == [f"{prefix}/.lease-00000008.json"]
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []
