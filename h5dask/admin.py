@@ -221,16 +221,25 @@ async def _stale_leases(store: ObjectStore, prefixes: set[str], now: float) -> l
     """The stale leases in the top level of ``prefixes`` (published domains': a load
     that published and then failed to delete its lease leaves it there, and gc never
     collects a referenced prefix), ``now`` by the store's clock: one delimited listing
-    per prefix, the lease objects read only where there are some."""
-    from .ingest.lease import holders, is_lease_key
+    per prefix, the lease objects read only where there are some. Also clock probes
+    (:func:`~h5dask.ingest.lease.store_now`) a crash left there or in ``db/`` itself,
+    once older than a lease's TTL."""
+    from .ingest.lease import STALE_AFTER, holders, is_lease_key
+
+    async def old_probes(keys: list[str]) -> list[str]:
+        probes = [k for k in keys if k.rsplit("/", 1)[-1].startswith(".h5dask-clock-")]
+        found = await asyncio.gather(*(store.stat(k) for k in probes))
+        return [k for k, v in zip(probes, found)
+                if v is not None and now - (v.modified or now) >= STALE_AFTER]
 
     async def stale_in(prefix: str) -> list[str]:
         keys, _ = await store.list_dir(prefix)
+        stale = await old_probes(keys)
         if not any(is_lease_key(k) for k in keys):
-            return []
-        return [h.key for h in await holders(store, prefix) if not h.live(now)]
+            return stale
+        return stale + [h.key for h in await holders(store, prefix) if not h.live(now)]
 
-    found = await asyncio.gather(*(stale_in(p) for p in sorted(prefixes)))
+    found = await asyncio.gather(*(stale_in(p) for p in ["db/", *sorted(prefixes)]))
     return [key for keys in found for key in keys]
 
 
@@ -312,7 +321,7 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
 
     Ages are judged by the store's clock (the one that wrote the objects' times, never
     this machine's, which may be hours off): gc writes, reads back and deletes one tiny
-    probe object at the bucket root; where that is refused it judges by this machine's
+    probe object in ``db/``; where that is refused it judges by this machine's
     clock and says so.
 
     ``bucket_url`` names the bucket root: ``s3://bucket`` or the directory holding ``db/``.
@@ -335,8 +344,9 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
         _, dirs = await store.list_dir("db/")
         candidates = [d for d in dirs if _ROOT_PREFIX.match(d) and d not in referenced]
         collection = Collection(store.root_url, deleted=delete)
-        # ages by the store's clock, the one that wrote the objects' times
-        now = await store_now(store)
+        # ages by the store's clock, the one that wrote the objects' times (a probe in
+        # db/, where gc must be allowed to write; none in a bucket without db/)
+        now = await store_now(store, "db/") if candidates or referenced else time.time()
         if now is None:
             now, collection.local_clock = time.time(), True
         for candidate in candidates:

@@ -184,7 +184,7 @@ def test_gc_stops_deleting_at_once_when_it_loses_its_lease(own_bucket, monkeypat
 
     async def lease_taken_after_the_first_delete(self, key, **kwargs):
         await delete(self, key, **kwargs)
-        if not is_lease_key(key) and key.startswith(prefix):
+        if not is_lease_key(key) and key.startswith(prefix) and "-clock-" not in key:
             deleted.append(key)
             if len(deleted) == 1:  # another takes the prefix over: gc's lease is gone
                 for k in await self.list(prefix):
@@ -233,3 +233,26 @@ def test_gc_collects_stale_leases_a_published_load_left_behind(own_bucket, monke
     assert sorted(sync(store.list(prefix))) == sorted([*objects, live])
     with h5dask.File(f"{base}/done.h5", storage_options=options) as f:
         assert f["x"][...].sum() == sum(range(30))
+
+
+def test_gc_removes_clock_probes_a_crash_left(tmp_path):
+    """gc and lease-takers read the store's clock from a probe object they delete at
+    once; one a crash left is removed by gc --delete once older than a lease's TTL."""
+    import os
+
+    from h5dask.ingest import lease
+
+    base = f"file://{tmp_path}/bucket"
+    root = _write(f"{base}/a.h5", {})
+    old = [f"db/.h5dask-clock-{uuid.uuid4().hex}",
+           f"{object_prefix(root)}/.h5dask-clock-{uuid.uuid4().hex}"]
+    young = f"db/.h5dask-clock-{uuid.uuid4().hex}"
+    store = open_location(f"{base}/a.h5").store
+    for key in [*old, young]:
+        sync(store.put(key, b""))
+    then = time.time() - lease.STALE_AFTER - 10
+    for key in old:
+        os.utime(tmp_path / "bucket" / key, (then, then))
+    assert sorted(gc(base, min_age=0).stale_leases) == sorted(old)
+    gc(base, delete=True, min_age=0)
+    assert [sync(store.stat(k)) is None for k in [*old, young]] == [True, True, False]

@@ -207,13 +207,15 @@ async def holders(store: ObjectStore, prefix: str) -> list[LeaseHolder]:
             if b is not None and v is not None]
 
 
-async def store_now(store: ObjectStore) -> float | None:
-    """Now by the store's clock: the write time the store gives a tiny probe object at
-    the bucket root (written, read back by one HEAD, deleted). None where the store
-    refuses the write (read-only credentials) or tells no write times: then the caller
-    must say that it judged by this machine's clock. Ages judged by this and objects'
-    write times never mix two machines' clocks (a laptop's may be hours off S3's)."""
-    key = f".h5dask-clock-{uuid.uuid4().hex}"
+async def store_now(store: ObjectStore, where: str = "") -> float | None:
+    """Now by the store's clock: the write time the store gives a tiny probe object
+    under the prefix ``where`` (written, read back by one HEAD, deleted; where the caller
+    may write: a policy may allow writes under ``db/`` and ``home/me/`` only). None
+    where the store refuses the write (read-only credentials) or tells no write times:
+    then the caller judges by this machine's clock and says so. Ages judged by this and
+    objects' write times never mix two machines' clocks (a laptop's may be hours off
+    S3's)."""
+    key = f"{where}.h5dask-clock-{uuid.uuid4().hex}"
     try:
         await store.put(key, b"", kind="metadata")
     except (StoragePermissionError, PermissionError):
@@ -298,7 +300,7 @@ class PrefixLease:
         off, never both hold). Holding, stale leases are removed and renewal starts."""
         for _attempt in range(_ATTEMPTS):
             listed = await holders(self.store, self.prefix)
-            now = await store_now(self.store)
+            now = await store_now(self.store, self.prefix)
             if now is None or not all(h.store_clock for h in listed):
                 now = time.time()  # (said in the refusal: "the store tells no write times")
             live = [h for h in listed if h.live(now)]
