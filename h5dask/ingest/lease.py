@@ -309,7 +309,8 @@ class PrefixLease:
             generation = max((h.generation for h in listed), default=0) + 1
             self.key = f"{self.prefix}.lease-{generation:08d}.json"
             if not await self._create():
-                continue  # another run created it at this moment: it is live now
+                self.key = ""  # another run created it at this moment: it is live now
+                continue
             found = await self.others()
             if found.live:
                 await self.store.delete(self.key, kind="metadata")

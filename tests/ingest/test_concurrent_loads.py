@@ -676,3 +676,25 @@ def test_a_crashed_runs_lease_is_collected_by_the_next_load(tmp_path: Path) -> N
     assert created == [f"{prefix}/.lease-00000008.json"]
     assert_reads_as_h5py(url, {}, src)
     assert leases(store) == []
+
+
+def test_the_loser_of_a_conditional_create_never_deletes_the_winners_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both create the same generation's lease at once; the one that lost releases
+    (gc's clean-up does so for every lease it tried): the winner's lease stays."""
+    monkeypatch.setattr(lease, "_elapsed", lambda: 10.0)  # e.g. a machine booted 10 s ago
+    store = open_location(local_domain(tmp_path, "loser.h5")).store
+    prefix = ids.object_prefix(ids.new_root_id()) + "/"
+    gcs = [lease.GcLease(store, prefix) for _ in range(2)]
+    _first_listings_meet(monkeypatch, store, 2)
+
+    async def race_then_release_the_loser() -> list[str]:
+        found = await asyncio.gather(*(g.take() for g in gcs))
+        winner, loser = (gcs[0], gcs[1]) if not found[0].live else (gcs[1], gcs[0])
+        await loser.release()
+        try:
+            return [k for k in await store.list(prefix) if lease.is_lease_key(k)]
+        finally:
+            await winner.release()
+
+    assert sync(race_then_release_the_loser()) == [f"{prefix}.lease-00000001.json"]
