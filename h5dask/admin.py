@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .domain import domain_roots
-from .errors import DomainNotFoundError, FolderNotEmptyError
+from .errors import DomainNotFoundError, FolderNotEmptyError, LeaseLostError
 from .format import ids
 from .storage import ObjectStore, open_location, open_prefix
 from .storage.sync import sync
@@ -33,6 +33,8 @@ _DOMAIN_FILE = ".domain.json"
 _ROOT_PREFIX = re.compile(r"^db/[0-9a-f]{8}-[0-9a-f]{8}/$")
 #: objects younger than this are never collected (a load may still be writing them)
 DEFAULT_MIN_AGE = 3600.0
+#: gc asks the store whether it still holds its lease before every this many deletes
+DELETE_BATCH = 100
 
 
 @dataclass
@@ -68,6 +70,12 @@ class Collection:
     bucket: str
     orphans: list[Orphan] = field(default_factory=list)
     deleted: bool = False
+    #: stale leases (dead or long silent owner) left in the prefixes of published
+    #: domains by loads that could not delete them (deleted with ``delete=True``)
+    stale_leases: list[str] = field(default_factory=list)
+    #: ages were judged by this machine's clock: the store refused gc's probe write
+    #: (read-only credentials) or tells no write times
+    local_clock: bool = False
 
     def __str__(self) -> str:
         lines = []
@@ -81,6 +89,12 @@ class Collection:
         lines.append(f"{len(old)} orphaned prefix(es), {sum(o.objects for o in old)} objects"
                      + (" deleted" if self.deleted else
                         " (run with --delete / delete=True to remove them)" if old else ""))
+        if self.stale_leases:
+            lines.append(f"{len(self.stale_leases)} stale lease(s) of finished or dead loads "
+                         + ("deleted" if self.deleted else "(--delete removes them)"))
+        if self.local_clock:
+            lines.append("(ages by this machine's clock: the store refused a probe write or "
+                         "tells no write times; a clock that is off makes them wrong)")
         return "\n".join(lines)
 
 
@@ -190,23 +204,77 @@ def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
 
 
 # -- gc ------------------------------------------------------------------------------------
-async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, float]) -> str:
+async def _running_load(store: ObjectStore, prefix: str, keys: Mapping[str, float],
+                        now: float) -> str:
     """The live lease of a load writing ``prefix`` (whose objects are ``keys``), as
-    text, or "": for the report of a dry run (judged by this machine's clock; deleting
-    judges under gc's own lease, by the store's clock, see :func:`_collect`)."""
+    text, or "": for the report of a dry run (``now`` by the store's clock; deleting
+    judges under gc's own lease, see :func:`_collect`)."""
     from .ingest.lease import is_lease_key, live_holders
 
     if not any(is_lease_key(k) for k in keys):
         return ""
-    now = time.time()
     running = await live_holders(store, prefix, now)
     return running[0].describe(now) if running else ""
+
+
+async def _stale_leases(store: ObjectStore, prefixes: set[str], now: float) -> list[str]:
+    """The stale leases in the top level of ``prefixes`` (published domains': a load
+    that published and then failed to delete its lease leaves it there, and gc never
+    collects a referenced prefix), ``now`` by the store's clock: one delimited listing
+    per prefix, the lease objects read only where there are some. Also clock probes
+    (:func:`~h5dask.ingest.lease.store_now`) a crash left there or in ``db/`` itself,
+    once older than a lease's TTL."""
+    from .ingest.lease import STALE_AFTER, holders, is_lease_key
+
+    async def old_probes(keys: list[str]) -> list[str]:
+        probes = [k for k in keys if k.rsplit("/", 1)[-1].startswith(".h5dask-clock-")]
+        found = await asyncio.gather(*(store.stat(k) for k in probes))
+        return [k for k, v in zip(probes, found)
+                if v is not None and now - (v.modified or now) >= STALE_AFTER]
+
+    async def stale_in(prefix: str) -> list[str]:
+        keys, _ = await store.list_dir(prefix)
+        stale = await old_probes(keys)
+        if not any(is_lease_key(k) for k in keys):
+            return stale
+        return stale + [h.key for h in await holders(store, prefix) if not h.live(now)]
+
+    found = await asyncio.gather(*(stale_in(p) for p in ["db/", *sorted(prefixes)]))
+    return [key for keys in found for key in keys]
 
 
 async def _referenced(store: ObjectStore) -> set[str]:
     """The ``db/<root id>/`` prefixes some ``.domain.json`` of the bucket references."""
     roots = await domain_roots(store, await _domain_files(store, ""))
     return {ids.object_prefix(r) + "/" for r in roots.values() if r}
+
+
+async def _delete_holding(store: ObjectStore, gc_lease: Any, prefix: str,
+                          keys: list[str]) -> None:
+    """Delete ``keys`` of ``prefix`` while gc holds its lease there: the store is asked
+    before every :data:`DELETE_BATCH` deletes, and its renewer's finding before each
+    one; once the lease is lost (taken over, deleted, or gc paused past its TTL) not
+    one more delete is made: :class:`LeaseLostError`."""
+    async def one(key: str) -> None:
+        if gc_lease.lost:  # the renewer found it lost meanwhile
+            raise _lost(prefix, done)
+        await store.delete(key)
+        done.append(key)
+
+    done: list[str] = []
+    for start in range(0, len(keys), DELETE_BATCH):
+        if not await gc_lease.still_held():
+            raise _lost(prefix, done)
+        await asyncio.gather(*(one(k) for k in keys[start:start + DELETE_BATCH]))
+
+
+def _lost(prefix: str, done: list[str]) -> LeaseLostError:
+    return LeaseLostError(
+        f"`h5dask gc --delete` lost its lease on {prefix} while deleting it (the lease "
+        "object was deleted or rewritten by another, or gc paused so long that another "
+        f"may have taken the prefix over): it stopped at once, after {len(done)} deletes "
+        "there; nothing else of that prefix was deleted. Check that no load is writing "
+        "it, then run it again")
 
 
 async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
@@ -231,7 +299,7 @@ async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
             if orphan.prefix in referenced:
                 continue
             keys = [k for k in await store.list(orphan.prefix) if k != gc_lease.key]
-            await asyncio.gather(*(store.delete(k) for k in keys))
+            await _delete_holding(store, gc_lease, orphan.prefix, keys)
             orphan.objects = len(keys)
             await gc_lease.release()  # last: until now, no load starts on the prefix
             await store.prune(orphan.prefix)
@@ -247,6 +315,15 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
     ``delete=True``, remove those whose newest object is older than ``min_age`` seconds
     and that no running load holds (a live lease, see :mod:`h5dask.ingest.lease`).
 
+    It also finds the stale leases (see :mod:`h5dask.ingest.lease`: owner dead, or not
+    renewed for their TTL by the store's clock) that loads which published and then
+    could not delete them left in their domains' prefixes, and deletes them too.
+
+    Ages are judged by the store's clock (the one that wrote the objects' times, never
+    this machine's, which may be hours off): gc writes, reads back and deletes one tiny
+    probe object in ``db/``; where that is refused it judges by this machine's
+    clock and says so.
+
     ``bucket_url`` names the bucket root: ``s3://bucket`` or the directory holding ``db/``.
 
     >>> gc("memory://gc-doc/").orphans
@@ -261,21 +338,32 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
             f"every domain of a bucket, give {store.root_url}")
 
     async def run() -> Collection:
+        from .ingest.lease import store_now
+
         referenced = await _referenced(store)
         _, dirs = await store.list_dir("db/")
         candidates = [d for d in dirs if _ROOT_PREFIX.match(d) and d not in referenced]
         collection = Collection(store.root_url, deleted=delete)
-        now = time.time()
+        # ages by the store's clock, the one that wrote the objects' times (a probe in
+        # db/, where gc must be allowed to write; none in a bucket without db/)
+        now = await store_now(store, "db/") if candidates or referenced else time.time()
+        if now is None:
+            now, collection.local_clock = time.time(), True
         for candidate in candidates:
             times = await store.list_modified(candidate)
             if not times:
                 continue  # an emptied "directory" some stores still list
             age = now - max(times.values())
             old = age >= min_age
-            loading = "" if delete and old else await _running_load(store, candidate, times)
+            loading = "" if delete and old else await _running_load(store, candidate, times,
+                                                                    now)
             collection.orphans.append(Orphan(candidate, len(times), age,
                                              collected=old and not loading, loading=loading))
+        collection.stale_leases = await _stale_leases(store, referenced, now)
         if delete:
+            # (safe: a stale lease's owner, should it wake, finds it gone and stops)
+            await asyncio.gather(*(store.delete(k, kind="metadata")
+                                   for k in collection.stale_leases))
             kept = [o for o in collection.orphans if not o.collected]
             collected = await _collect(store, [o for o in collection.orphans if o.collected])
             collection.orphans = sorted(kept + collected, key=lambda o: o.prefix)

@@ -470,9 +470,9 @@ def rm(url: str, recursive: bool, dry_run: bool, storage_option: tuple[str, ...]
 @click.option("--delete", is_flag=True, help="Delete the orphaned objects found.")
 @click.option("--min-age", default=3600.0, show_default=True, type=float,  # admin's default
               metavar="SECONDS",
-              help="Only objects whose prefix was last written longer ago than this "
-                   "(protects a load in progress). A prefix a running load holds (its "
-                   "lease is live) is always kept.")
+              help="Only objects whose prefix was last written longer ago than this, "
+                   "by the store's clock (protects a load in progress). A prefix a running "
+                   "load holds (its lease is live) is always kept.")
 @_storage_params
 @_guarded
 def gc(bucket_url: str, delete: bool, min_age: float, storage_option: tuple[str, ...],

@@ -138,6 +138,13 @@ class LoadInProgressError(H5DaskError, RuntimeError):
     started) and when it can be taken over. ``h5dask load`` exits 5 (refused)."""
 
 
+class LeaseLostError(LoadInProgressError):
+    """``h5dask gc --delete`` lost its lease on a prefix while it deleted it (the lease
+    object was deleted or rewritten by another, or gc paused past the lease's TTL): it
+    stopped deleting at once. The message names the prefix and says to run gc again;
+    ``h5dask gc`` exits 5 (refused)."""
+
+
 class UnsupportedFilterError(H5DaskError, ValueError):
     """A dataset uses a filter h5dask cannot decode."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
 import numpy as np
 import pytest
@@ -125,3 +127,132 @@ def test_listed_domain_urls_open_the_domains_listed(place):
             seen.add(int(f.attrs["n"]))
             assert f.url == url
     assert seen == {0, 1, 2}
+
+
+# -- gc and leases: the store's clock, leases lost mid-run, stale leases left behind -----
+@pytest.fixture
+def own_bucket(request, tmp_path):
+    """(bucket root URL, storage_options) of a bucket of its own, local or SeaweedFS (gc
+    --delete with a small min_age must not touch other tests' objects)."""
+    if request.param == "file":
+        return f"file://{tmp_path}/bucket", {}
+    seaweedfs = request.getfixturevalue("seaweedfs")
+    bucket = f"gc-{uuid.uuid4().hex[:12]}"
+    seaweedfs.create_bucket(bucket)
+    return f"s3://{bucket}", dict(seaweedfs.storage_options())
+
+
+def _orphan(base: str, options: dict, name: str) -> str:
+    """A domain's objects without its .domain.json (an interrupted load): its db/ prefix."""
+    root = _write(f"{base}/{name}", options)
+    location = open_location(f"{base}/{name}", options)
+    sync(location.store.delete(location.domain_key))
+    return object_prefix(root) + "/"
+
+
+@pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
+def test_gc_judges_ages_by_the_stores_clock_not_this_machines(own_bucket, monkeypatch):
+    """A laptop whose clock runs 2 h ahead of the store's: an orphan the store wrote just
+    now (a load may be writing it) is young, in the report and for --delete."""
+    base, options = own_bucket
+    prefix = _orphan(base, options, "young.h5")
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 7200)
+    report = gc(base, min_age=3600, storage_options=options)
+    assert [(o.prefix, o.collected) for o in report.orphans] == [(prefix, False)]
+    assert report.orphans[0].age_seconds < 600
+    deleted = gc(base, delete=True, min_age=3600, storage_options=options)
+    assert [(o.prefix, o.collected) for o in deleted.orphans] == [(prefix, False)]
+    assert len(sync(open_location(f"{base}/x.h5", options).store.list(prefix))) == 5
+
+
+@pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
+def test_gc_stops_deleting_at_once_when_it_loses_its_lease(own_bucket, monkeypatch):
+    """gc --delete's lease on a prefix is taken over after its first delete (e.g. gc
+    paused past the lease's TTL and a load took the prefix): not one more delete, and a
+    clear error saying what happened and what to do."""
+    from h5dask import admin
+    from h5dask.errors import LeaseLostError
+    from h5dask.ingest.lease import is_lease_key
+
+    base, options = own_bucket
+    prefix = _orphan(base, options, "taken.h5")
+    store = open_location(f"{base}/x.h5", options).store
+    monkeypatch.setattr(admin, "DELETE_BATCH", 1)
+    delete = type(store).delete
+    deleted = []
+
+    async def lease_taken_after_the_first_delete(self, key, **kwargs):
+        await delete(self, key, **kwargs)
+        if not is_lease_key(key) and key.startswith(prefix) and "-clock-" not in key:
+            deleted.append(key)
+            if len(deleted) == 1:  # another takes the prefix over: gc's lease is gone
+                for k in await self.list(prefix):
+                    if is_lease_key(k):
+                        await delete(self, k)
+
+    monkeypatch.setattr(type(store), "delete", lease_taken_after_the_first_delete)
+    with pytest.raises(LeaseLostError, match=f"lost its lease on {prefix}.*run it again"):
+        gc(base, delete=True, min_age=0, storage_options=options)
+    assert len(deleted) == 1
+    assert len(sync(store.list(prefix))) == 4  # the other 4 objects are still there
+
+
+@pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
+def test_gc_collects_stale_leases_a_published_load_left_behind(own_bucket, monkeypatch):
+    """A load published its domain but could not delete its lease (crash, network): gc
+    removes such stale leases (dead owner) from the domain's prefix, and leaves a live
+    one and every object of the domain alone."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from h5dask.ingest import lease
+
+    base, options = own_bucket
+    root = _write(f"{base}/done.h5", options)
+    prefix = object_prefix(root) + "/"
+    store = open_location(f"{base}/done.h5", options).store
+    objects = sync(store.list(prefix))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+
+    def lease_of(pid: int) -> str:
+        run = uuid.uuid4().hex
+        body = {"run": run, "host": socket.gethostname(), "pid": pid, "domain": "done.h5",
+                "machine": lease.this_machine(), "started": 0.0, "renewed": 0.0}
+        sync(store.put(f"{prefix}.load-{run}.json", json.dumps(body).encode()))
+        return f"{prefix}.load-{run}.json"
+
+    stale, live = lease_of(int(dead.stdout)), lease_of(os.getpid())
+    report = gc(base, min_age=0, storage_options=options)
+    assert report.stale_leases == [stale] and "1 stale lease(s)" in str(report)
+    assert sorted(sync(store.list(prefix))) == sorted([*objects, stale, live])  # dry run
+    gc(base, delete=True, min_age=0, storage_options=options)
+    assert sorted(sync(store.list(prefix))) == sorted([*objects, live])
+    with h5dask.File(f"{base}/done.h5", storage_options=options) as f:
+        assert f["x"][...].sum() == sum(range(30))
+
+
+def test_gc_removes_clock_probes_a_crash_left(tmp_path):
+    """gc and lease-takers read the store's clock from a probe object they delete at
+    once; one a crash left is removed by gc --delete once older than a lease's TTL."""
+    import os
+
+    from h5dask.ingest import lease
+
+    base = f"file://{tmp_path}/bucket"
+    root = _write(f"{base}/a.h5", {})
+    old = [f"db/.h5dask-clock-{uuid.uuid4().hex}",
+           f"{object_prefix(root)}/.h5dask-clock-{uuid.uuid4().hex}"]
+    young = f"db/.h5dask-clock-{uuid.uuid4().hex}"
+    store = open_location(f"{base}/a.h5").store
+    for key in [*old, young]:
+        sync(store.put(key, b""))
+    then = time.time() - lease.STALE_AFTER - 10
+    for key in old:
+        os.utime(tmp_path / "bucket" / key, (then, then))
+    assert sorted(gc(base, min_age=0).stale_leases) == sorted(old)
+    gc(base, delete=True, min_age=0)
+    assert [sync(store.stat(k)) is None for k in [*old, young]] == [True, True, False]

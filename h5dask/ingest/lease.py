@@ -1,33 +1,43 @@
-"""The lease of a running load (or gc): one small JSON object per run under the new domain's
+"""The lease of a running load (or gc): one small JSON object per holder under the new domain's
 ``db/<root>/`` prefix, so that two runs of the same load (which share their object ids,
 see :mod:`.load`) never write, clean up or publish the same prefix at once, and so that
 ``h5dask gc`` leaves a prefix alone while a load is writing it.
 
-A run writes its own lease object (``.load-<run>.json``: the run, host, process, when it
-started and when it last renewed), then lists the prefix's leases: if it finds another
-live one it deletes its own and refuses (:class:`~h5dask.errors.LoadInProgressError`
-naming the other run), after a short random back-off and another try when both
-started at once. Object stores have no compare-and-swap that every back end offers,
-but a listing after one's own write shows every lease written before it, so of two
-runs at least the later one sees the other. A lease is renewed every
+A run takes the prefix with a conditional create. It lists the prefix's leases and
+judges them by the store's clock (:func:`store_now`): if another live one is there it
+refuses (:class:`~h5dask.errors.LoadInProgressError` naming that run) and writes
+nothing. Else it creates ``.lease-<generation>.json``, one more than the newest
+generation it saw, only if no object has that key (:meth:`ObjectStore.put_if_absent
+<h5dask.storage.base.ObjectStore.put_if_absent>`): S3's ``If-None-Match: *``, which
+AWS, SeaweedFS (checked by the tests) and MinIO honour; link(2) on a local or NFS
+directory; fsspec's ``mode="create"`` elsewhere (atomic on s3fs; others look first,
+then write). Of runs that looked at the same moment exactly one creates it; the others
+look again, find it live and refuse. It then lists once more: should any other live
+lease be there (an earlier version's ``.load-<run>.json``, or one whose generation
+restarted after every lease was deleted meanwhile), it deletes its own again and refuses
+(both may back off, never both hold). Taking the prefix, it deletes the stale leases
+there: a lease a crashed run could not delete is collected by the next run or gc (and
+gc collects those left in published domains' prefixes). A lease is renewed every
 :data:`RENEW_EVERY` seconds, only while it is still the version this run last wrote;
 once it was found gone or rewritten, or the run paused for half :data:`STALE_AFTER`
 (long enough for another to judge it stale), the run has lost it for good: it never
-writes it back and never publishes. A lease written in another process of this machine
-lives exactly while that process does (the pid and its start time decide, never the
-age); any other lease the store has not written for :data:`STALE_AFTER` seconds is
-stale: its run died. Ages are told by the store's clock alone, never a writer's: a
-lease's LastModified against the LastModified of the judging run's own lease (S3: the
-server's clock; a local directory: the file system's mtimes, i.e. this machine's clock,
-or the NFS server's where the directory is NFS-mounted, which is one clock for all
-clients); only a store that tells no write times has a lease's own renewal time judged
-by this machine's clock instead. A run checks that it still holds its lease before it
-removes what it wrote and before it publishes.
+writes it back, never deletes it and never publishes. A lease written in another
+process of this machine lives exactly while that process does (the pid and its start
+time decide, never the age); any other lease the store has not written for
+:data:`STALE_AFTER` seconds is stale: its run died. Ages are told by the store's clock
+alone, never a writer's: a lease's LastModified against the LastModified of the judging
+run's own lease, or of a probe object (S3: the server's clock; a local directory: the
+file system's mtimes, i.e. this machine's clock, or the NFS server's where the directory
+is NFS-mounted, which is one clock for all clients); only a store that tells no write
+times has a lease's own renewal time judged by this machine's clock instead. A run
+checks that it still holds its lease before it removes what it wrote and before it
+publishes.
 
-``h5dask gc --delete`` takes part: before it deletes a prefix it writes a lease of its own
-(``.gc-<run>.json``, :class:`GcLease`) and lists again; it keeps the prefix if a live
-load lease is there, and a load that finds gc's live lease refuses, so a re-run never
-publishes over chunks gc is deleting. gc deletes its lease last.
+``h5dask gc --delete`` takes part: before it deletes a prefix it takes a lease of its own
+the same way (:class:`GcLease`); it keeps the prefix if a live load lease is there, and
+a load that finds gc's live lease refuses, so a re-run never publishes over chunks gc
+is deleting. gc asks the store whether it still holds its lease before every batch of
+deletes and stops at once when it does not; it deletes its lease last.
 
 >>> from h5dask.storage import open_location
 >>> from h5dask.storage.sync import sync
@@ -45,7 +55,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import re
 import socket
 import time
@@ -54,7 +63,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..errors import LoadInProgressError
+from ..errors import LoadInProgressError, StoragePermissionError
 from ..format import ids
 from ..storage.base import ObjectStore, ObjectVersion
 
@@ -64,7 +73,9 @@ STALE_AFTER = 300.0
 RENEW_EVERY = 30.0
 #: tries to take a lease when another run starts at the same moment
 _ATTEMPTS = 4
-_LEASE_NAME = re.compile(r"/\.(load|gc)-[0-9a-f]{32}\.json$")
+#: ``.lease-<generation>.json``; ``.load-<run>.json`` and ``.gc-<run>.json``: leases
+#: as earlier versions wrote them (still respected while live, collected when stale)
+_LEASE_NAME = re.compile(r"/\.(?:(?:load|gc)-[0-9a-f]{32}|lease-(\d{8}))\.json$")
 
 
 @cache
@@ -132,6 +143,8 @@ class LeaseHolder:
     renewed: float = 0.0
     written: float = 0.0
     store_clock: bool = True
+    #: the generation in its key (0: an earlier version's lease, named by its run)
+    generation: int = 0
 
     def live(self, now: float) -> bool:
         """If it ran in another process of this machine: whether that process is still
@@ -158,18 +171,23 @@ class LeaseHolder:
         store cannot tell: then its own ``renewed`` stands in, by its writer's clock);
         unreadable JSON gives a stale lease (renewed never)."""
         kind = "gc" if "/.gc-" in key else "load"
+        named = _LEASE_NAME.search(key)
+        generation = int(named.group(1)) if named and named.group(1) else 0
         try:
             raw: Any = json.loads(blob)
             renewed = float(raw.get("renewed", 0.0))
             pid_started = raw.get("pid_started")
+            kind = "gc" if raw.get("kind", kind) == "gc" else "load"
             return cls(key, str(raw["run"]), kind, str(raw.get("host", "?")),
                        int(raw.get("pid", 0)),
                        None if pid_started is None else int(pid_started),
                        str(raw.get("machine", "")), str(raw.get("domain", "?")),
                        float(raw.get("started", 0.0)), renewed,
-                       renewed if written is None else written, written is not None)
-        except (ValueError, TypeError, KeyError):
-            return cls(key, key.rsplit("/", 1)[-1], kind, store_clock=written is not None)
+                       renewed if written is None else written, written is not None,
+                       generation)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return cls(key, key.rsplit("/", 1)[-1], kind, store_clock=written is not None,
+                       generation=generation)
 
 
 def is_lease_key(key: str) -> bool:
@@ -187,6 +205,26 @@ async def holders(store: ObjectStore, prefix: str) -> list[LeaseHolder]:
     versions = await asyncio.gather(*(store.stat(k) for k in leases))
     return [LeaseHolder.parse(k, b, v.modified) for k, b, v in zip(leases, blobs, versions)
             if b is not None and v is not None]
+
+
+async def store_now(store: ObjectStore, where: str = "") -> float | None:
+    """Now by the store's clock: the write time the store gives a tiny probe object
+    under the prefix ``where`` (written, read back by one HEAD, deleted; where the caller
+    may write: a policy may allow writes under ``db/`` and ``home/me/`` only). None
+    where the store refuses the write (read-only credentials) or tells no write times:
+    then the caller judges by this machine's clock and says so. Ages judged by this and
+    objects' write times never mix two machines' clocks (a laptop's may be hours off
+    S3's)."""
+    key = f"{where}.h5dask-clock-{uuid.uuid4().hex}"
+    try:
+        await store.put(key, b"", kind="metadata")
+    except (StoragePermissionError, PermissionError):
+        return None
+    try:
+        found = await store.stat(key)
+    finally:
+        await store.delete(key, kind="metadata")
+    return None if found is None else found.modified
 
 
 async def live_holders(store: ObjectStore, prefix: str,
@@ -220,13 +258,18 @@ class PrefixLease:
         self.domain = domain
         self.prefix = prefix
         self.run = uuid.uuid4().hex
-        self.key = f"{self.prefix}.{self.kind}-{self.run}.json"
+        #: the lease object, ``.lease-<generation>.json``, once this run created it
+        self.key = ""
         self.started = time.time()
         self._renewer: asyncio.Task | None = None
         #: the lease object as this run last wrote it (its store version), and when
         #: that write began by :func:`_elapsed`
         self._version: ObjectVersion | None = None
         self._wrote_at = 0.0
+        #: held by a renewal from its look through its write to its note of the new
+        #: version, and by every check: a check in between would take the renewal for
+        #: another's write
+        self._renewing = asyncio.Lock()
         #: the lease was once found gone or rewritten by another, or this run may have
         #: been judged stale: it is lost for good (never written back, never published)
         self.lost = False
@@ -247,35 +290,91 @@ class PrefixLease:
                       [h for h in others if not h.live(now)], now, bool(mine))
 
     async def _take(self) -> Others:
-        """Write this lease, then list: if another live lease is there this one is
-        deleted again; else it holds the prefix (stale leases of dead runs are removed
-        and renewal starts)."""
-        await self._write()
-        found = await self.others()
-        if found.live:
-            await self.store.delete(self.key, kind="metadata")
+        """Hold the prefix, or tell who does (``.live``). Look first (by the store's
+        clock): a live lease there means refusal, and nothing is written. Else create
+        the next generation's lease object, ``.lease-<newest seen + 1>.json``, with a
+        conditional create: of runs that looked at the same moment exactly one creates
+        it, the others look again and find it live. Then list once more (a lease the
+        create did not exclude: an earlier version's, or one of a generation restarted
+        meanwhile): any other live lease, and this one is deleted again (both may back
+        off, never both hold). Holding, stale leases are removed and renewal starts."""
+        for _attempt in range(_ATTEMPTS):
+            listed = await holders(self.store, self.prefix)
+            now = await store_now(self.store, self.prefix)
+            if now is None or not all(h.store_clock for h in listed):
+                now = time.time()  # (said in the refusal: "the store tells no write times")
+            live = [h for h in listed if h.live(now)]
+            if live:
+                return Others(live, [h for h in listed if not h.live(now)], now, False)
+            generation = max((h.generation for h in listed), default=0) + 1
+            self.key = f"{self.prefix}.lease-{generation:08d}.json"
+            if not await self._create():
+                self.key = ""  # another run created it at this moment: it is live now
+                continue
+            found = await self.others()
+            if found.live:
+                await self.store.delete(self.key, kind="metadata")
+                self.key = ""
+                return found
+            await asyncio.gather(*(self.store.delete(h.key, kind="metadata")
+                                   for h in found.stale))
+            self._renewer = asyncio.ensure_future(self._renew())
             return found
-        await asyncio.gather(*(self.store.delete(h.key, kind="metadata") for h in found.stale))
-        self._renewer = asyncio.ensure_future(self._renew())
-        return found
+        raise LoadInProgressError(
+            f"could not take the lease on {self.store.root_url}/{self.prefix}: other runs "
+            f"created and removed leases there {_ATTEMPTS} times while this one looked; "
+            "run it again")
+
+    def _body(self) -> bytes:
+        return json.dumps({
+            "run": self.run, "kind": self.kind, "host": socket.gethostname(),
+            "pid": os.getpid(), "pid_started": process_start(os.getpid()),
+            "machine": this_machine(), "domain": self.domain, "started": self.started,
+            "renewed": time.time()}).encode()
+
+    async def _create(self) -> bool:
+        """Create the lease object if no object has its key (:meth:`ObjectStore.put_if_absent`:
+        atomic on S3 and local file systems), and remember its version. False: another
+        run's is there."""
+        blob, began = self._body(), _elapsed()
+        if not await self.store.put_if_absent(self.key, blob, kind="metadata"):
+            # a retried create whose first try was written reads "exists": ours if the
+            # bytes are (they hold this run's id and renewal time)
+            if await self.store.get(self.key, kind="metadata") != blob:
+                return False
+        self.lost = False
+        self._version, self._wrote_at = await self.store.stat(self.key), began
+        if self._version is None or await self.store.get(self.key, kind="metadata") != blob:
+            self.lost = True
+        return True
 
     async def release(self) -> None:
-        """Stop renewing and delete this run's lease (best effort)."""
+        """Stop renewing and delete this run's lease (best effort; never once it was
+        lost: the object may be another's now)."""
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(BaseException):
                 await self._renewer
             self._renewer = None
+        if self.lost or not self.key or self._maybe_judged_stale():
+            return
         with contextlib.suppress(Exception):
-            await self.store.delete(self.key, kind="metadata")
+            if await self._still_mine():
+                await self.store.delete(self.key, kind="metadata")
+
+    async def still_held(self) -> bool:
+        """Whether this run still holds its lease, asked of the store (one HEAD): False
+        once it was found gone or rewritten, or this run paused so long that another
+        may have judged it stale (lost for good)."""
+        if self._maybe_judged_stale():
+            self.lost = True
+        async with self._renewing:
+            return await self._still_mine()
 
     async def _write(self) -> None:
         """Write the lease and remember the version the store gave it (then whatever
         else changes or deletes it is told by :meth:`_still_mine`)."""
-        body = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid(),
-                "pid_started": process_start(os.getpid()), "machine": this_machine(),
-                "domain": self.domain, "started": self.started, "renewed": time.time()}
-        blob, began = json.dumps(body).encode(), _elapsed()
+        blob, began = self._body(), _elapsed()
         await self.store.put(self.key, blob, kind="metadata")
         self._version, self._wrote_at = await self.store.stat(self.key), began
         # read back after the stat: the version is this write's only if the body is
@@ -310,10 +409,11 @@ class PrefixLease:
             try:
                 if self._maybe_judged_stale():
                     self.lost = True
-                if not await self._still_mine():
-                    return
-                previous = self._wrote_at
-                await self._write()
+                async with self._renewing:
+                    if not await self._still_mine():
+                        return
+                    previous = self._wrote_at
+                    await self._write()
                 if self._maybe_judged_stale(previous):  # paused around the write: it may have
                     self.lost = True  # brought back a lease another run deleted
                     await self.store.delete(self.key, kind="metadata")
@@ -331,16 +431,9 @@ class LoadLease(PrefixLease):
     async def acquire(self) -> None:
         """Take the lease, or raise LoadInProgressError naming the run (or the gc) that
         holds the prefix. Stale leases of dead runs are removed."""
-        for attempt in range(_ATTEMPTS):
-            there_before = {h.key for h in await holders(self.store, self.prefix)}
-            found = await self._take()
-            if not found.live:
-                return
-            if any(h.kind == "gc" or h.key in there_before for h in found.live):
-                break  # gc deletes the prefix, or a run that was there before goes on
-            if attempt + 1 < _ATTEMPTS:  # both started at once: one of us goes first
-                await asyncio.sleep(random.uniform(0.05, 0.5))
-        self._refuse(found)
+        found = await self._take()
+        if found.live:
+            self._refuse(found)
 
     async def check_held(self) -> None:
         """LoadInProgressError unless this run still holds the lease and no other live
@@ -348,7 +441,9 @@ class LoadLease(PrefixLease):
         found = await self.others()
         if self._maybe_judged_stale():
             self.lost = True
-        if found.live or not found.held or not await self._still_mine():
+        async with self._renewing:
+            mine = await self._still_mine()
+        if found.live or not found.held or not mine:
             self._refuse(found, lost=True)
 
     async def others_live(self) -> bool:
@@ -406,4 +501,4 @@ class GcLease(PrefixLease):
 
 __all__ = ["RENEW_EVERY", "STALE_AFTER", "GcLease", "LeaseHolder", "LoadLease", "Others",
            "PrefixLease",
-           "holders", "is_lease_key", "live_holders"]
+           "holders", "is_lease_key", "live_holders", "store_now"]

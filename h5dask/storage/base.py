@@ -626,6 +626,33 @@ class ObjectStore(ABC):
         record_io(kind, "write_requests")
         record_io(kind, "write_bytes", len(payload))
 
+    #: whether :meth:`put_if_absent` is atomic (a conditional create the store itself
+    #: decides: S3 ``If-None-Match: *``, a local file system's link(2)); else it looks
+    #: first, then writes, and two writers at the same moment may both succeed
+    atomic_create = False
+
+    async def _put_if_absent(self, key: str, data: bytes) -> bool:
+        """Back ends with a conditional create override this; the fallback looks first."""
+        if await self._stat(key) is not None:
+            return False
+        await self._put(key, data)
+        return True
+
+    async def put_if_absent(self, key: str, data: bytes, *, kind: str = "metadata") -> bool:
+        """Write the object only if no object ``key`` exists: True if written, False if
+        one was there (then nothing was written). Atomic where :attr:`atomic_create`: of
+        writers at the same moment exactly one gets True (what leases are taken with,
+        :mod:`h5dask.ingest.lease`). A retried attempt whose first try was written but
+        not answered reads False: callers read the object back to tell."""
+        check_key(key)
+        _written(self, key)
+        created = await self._call("PUT", key, kind, lambda: self._put_if_absent(key, data))
+        _written(self, key)
+        record_io(kind, "write_requests")
+        if created:
+            record_io(kind, "write_bytes", len(data))
+        return created
+
     async def delete(self, key: str, *, kind: str = "other") -> None:
         """Delete an object; deleting a missing object is not an error."""
         check_key(key)

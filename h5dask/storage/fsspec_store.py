@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -116,7 +117,7 @@ class FsspecObjectStore(ObjectStore):
             # cancelling the wait cancels the request
             async with asyncio.timeout(self.tuning.timeout):
                 return await call
-        except (FileNotFoundError, TransientError, H5DaskError):
+        except (FileNotFoundError, FileExistsError, TransientError, H5DaskError):
             raise
         except PermissionError as exc:
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
@@ -226,6 +227,18 @@ class FsspecObjectStore(ObjectStore):
 
     async def _put(self, key: str, data: bytes) -> None:
         await self._run("pipe_file", self._full(key), data)
+
+    async def _put_if_absent(self, key: str, data: bytes) -> bool:
+        # fsspec's mode="create": s3fs sends If-None-Match: *, memory:// opens "xb";
+        # file systems without one of their own look first, then write (not atomic)
+        name = "_pipe_file" if isinstance(self.fs, AsyncFileSystem) else "pipe_file"
+        if "mode" not in inspect.signature(getattr(self.fs, name)).parameters:
+            return await super()._put_if_absent(key, data)  # an older fsspec
+        try:
+            await self._run("pipe_file", self._full(key), data, mode="create")
+        except FileExistsError:
+            return False
+        return True
 
     async def _stat(self, key: str) -> ObjectVersion | None:
         try:

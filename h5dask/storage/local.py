@@ -391,6 +391,32 @@ class LocalObjectStore(ObjectStore):
                 _write_and_rename(directory, temporary, fd, name, data)
                 return
 
+    def _create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if nothing has its name: the bytes go to a temporary file
+        that is then hard-linked to the name, which link(2) refuses atomically if taken
+        (also on NFS); readers never see a half-written object."""
+        parent, name = self._parent_path(key)
+        with self._directory(key, parent, create=True) as directory:
+            temporary, fd = _create_temporary(directory, name)
+            source, dir_fd = _in(directory, temporary)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                try:
+                    os.link(source, _in(directory, name)[0], src_dir_fd=dir_fd,
+                            dst_dir_fd=dir_fd, follow_symlinks=False)
+                except FileExistsError:
+                    return False
+                return True
+            finally:
+                with suppress(OSError):
+                    os.unlink(source, dir_fd=dir_fd)
+
+    atomic_create = True
+
+    async def _put_if_absent(self, key: str, data: bytes) -> bool:
+        return await asyncio.to_thread(self._create, key, data)
+
     def _remove(self, key: str) -> None:
         parent, name = self._parent_path(key)
         try:

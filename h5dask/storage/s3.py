@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 
 import obstore
 from obstore.exceptions import (
+    AlreadyExistsError,
     GenericError,
     NotFoundError,
     PermissionDeniedError,
@@ -452,6 +453,17 @@ class S3ObjectStore(ObjectStore):
             await obstore.put_async(self._store, key, data)
         except Exception as exc:
             raise self._translate(exc, "PUT", key) from exc
+
+    atomic_create = True  # If-None-Match: * (AWS since 2024, SeaweedFS, MinIO)
+
+    async def _put_if_absent(self, key: str, data: bytes) -> bool:
+        try:
+            await obstore.put_async(self._store, key, data, mode="create")
+        except AlreadyExistsError:  # 412 Precondition Failed
+            return False
+        except Exception as exc:
+            raise self._translate(exc, "PUT", key) from exc
+        return True
 
     async def _delete(self, key: str) -> None:
         try:

@@ -48,7 +48,7 @@ def outcome(proc: subprocess.Popen) -> str:
 
 
 def leases(store: Any) -> list[str]:
-    return [k for k in sync(store.list("db/")) if "/.load-" in k]
+    return [k for k in sync(store.list("db/")) if lease.is_lease_key(k)]
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -232,7 +232,7 @@ def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
     async def first_chunk_delete_reruns(self: Any, key: str, *, kind: str = "other") -> None:
         """The first chunk gc deletes starts the re-run; gc's other chunk deletes wait
         for it to end (a slow store)."""
-        if key.endswith(".json"):
+        if key.endswith(".json") or ".h5dask-clock-" in key:  # (and the clock probes)
             await real_delete(self, key, kind=kind)
         elif rerun:
             await asyncio.wait_for(rerun_over.wait(), 120)
@@ -282,16 +282,16 @@ def test_a_live_run_on_a_clock_behind_is_live_by_the_stores_clock(tmp_path: Path
     assert leases(store) == [behind]
 
 
-def after_write(monkeypatch: pytest.MonkeyPatch, store: Any, key: str, nth: int,
+def after_write(monkeypatch: pytest.MonkeyPatch, store: Any, key: Any, nth: int,
                 then: Any) -> None:
-    """Right after the ``nth`` write of ``key``, await ``then(put)`` (``put``: the
-    store's own, unpatched)."""
+    """Right after the ``nth`` (over)write of ``key()`` (a lease's renewal; its creation
+    is not a ``put``), await ``then(put)`` (``put``: the store's own, unpatched)."""
     put = type(store).put
     writes = []
 
     async def put_then(self: Any, written: str, *args: Any, **kwargs: Any) -> None:
         await put(self, written, *args, **kwargs)
-        if written == key:
+        if written == key():
             writes.append(written)
             if len(writes) == nth:
                 await then(put)
@@ -306,7 +306,7 @@ def test_a_run_stops_renewing_once_its_lease_was_taken_over(
     monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
     store = open_location(local_domain(tmp_path, "paused.h5")).store
     held = lease.LoadLease(store, ids.new_root_id(), "paused.h5")
-    after_write(monkeypatch, store, held.key, 3,  # renewed twice, then taken over
+    after_write(monkeypatch, store, lambda: held.key, 2,  # renewed twice, then taken over
                 lambda put: store.delete(held.key, kind="metadata"))
 
     async def take_over_while_renewing() -> bool:
@@ -407,7 +407,7 @@ def test_a_lease_rewritten_by_another_is_lost_for_good(
     store = open_location(local_domain(tmp_path, "rewritten.h5")).store
     held = lease.LoadLease(store, ids.new_root_id(), "rewritten.h5")
     other = json.dumps({"run": held.run, "host": "elsewhere", "pid": 1}).encode()
-    after_write(monkeypatch, store, held.key, 2,  # renewed once, then written by another
+    after_write(monkeypatch, store, lambda: held.key, 1,  # renewed, then written by another
                 lambda put: put(store, held.key, other + b" ", kind="metadata"))
 
     async def rewrite_then_check() -> str:
@@ -435,21 +435,21 @@ def test_gc_releases_every_lease_it_took_when_taking_a_later_one_fails(
         prefix = root / ids.object_prefix(ids.new_root_id())
         prefix.mkdir(parents=True)
         (prefix / "0_0").write_bytes(b"x")
-    put = LocalObjectStore.put
+    create = LocalObjectStore.put_if_absent
     gc_puts = []
 
-    async def second_gc_lease_fails(self: Any, key: str, *args: Any, **kwargs: Any) -> None:
-        if "/.gc-" in key:
+    async def second_gc_lease_fails(self: Any, key: str, *args: Any, **kwargs: Any) -> bool:
+        if lease.is_lease_key(key):
             gc_puts.append(key)
             if len(gc_puts) == 2:
                 raise OSError("store hiccup on the second gc lease")
-        await put(self, key, *args, **kwargs)
+        return await create(self, key, *args, **kwargs)
 
-    monkeypatch.setattr(LocalObjectStore, "put", second_gc_lease_fails)
+    monkeypatch.setattr(LocalObjectStore, "put_if_absent", second_gc_lease_fails)
     with pytest.raises(OSError, match="hiccup"):
         h5dask.gc(f"file://{root}/", delete=True, min_age=0)
     assert len(gc_puts) == 2
-    assert sorted(p.name for p in root.rglob(".gc-*")) == []  # the first one released
+    assert sorted(p.name for p in root.rglob(".lease-*")) == []  # the first one released
 
     async def renewers() -> list:
         return [t for t in asyncio.all_tasks() if "_renew" in repr(t)]
@@ -524,3 +524,177 @@ def test_a_reused_pid_does_not_keep_a_dead_runs_lease(
     assert holder(start).live(time.time() + 10 * lease.STALE_AFTER)  # its process decides
     assert not holder(start - 1).live(time.time())
     assert lease.process_start(live_process.pid) == start
+
+
+def _first_listings_meet(monkeypatch: pytest.MonkeyPatch, store: Any, n: int) -> None:
+    """The first ``n`` listings of the store wait for each other: ``n`` takers look at
+    the prefix at the very same moment (whatever each wrote before is written)."""
+    list_dir = type(store).list_dir
+    arrived: list[asyncio.Event] = []
+    all_there = asyncio.Event()
+
+    async def meet(self: Any, prefix: str = "") -> Any:
+        if len(arrived) < n:
+            arrived.append(asyncio.Event())
+            if len(arrived) == n:
+                all_there.set()
+            await asyncio.wait_for(all_there.wait(), 30)
+        return await list_dir(self, prefix)
+
+    monkeypatch.setattr(type(store), "list_dir", meet)
+
+
+@pytest.mark.parametrize("kinds", [("gc", "gc"), ("load", "gc"), ("load", "load")])
+def test_takers_at_the_same_moment_exactly_one_holds_the_prefix(
+        tmp_path: Path, place: tuple[str, dict], monkeypatch: pytest.MonkeyPatch,
+        kinds: tuple[str, str]) -> None:
+    """Two runs (loads or gcs) take the lease on one prefix at the same moment: exactly
+    one holds it (a conditional create decides), the other is told who does; neither
+    both (then gc deletes what a load publishes) nor neither (a load refused naming a gc
+    that then kept the prefix too)."""
+    url, options = place
+    store = open_location(url, options).store
+    root = ids.new_root_id()
+    prefix = ids.object_prefix(root) + "/"
+
+    def taker(kind: str) -> Any:
+        return (lease.LoadLease(store, root, "x.h5") if kind == "load"
+                else lease.GcLease(store, prefix))
+
+    async def take(held: Any) -> bool:
+        if isinstance(held, lease.GcLease):
+            return not (await held.take()).live
+        try:
+            await held.acquire()
+        except LoadInProgressError:
+            return False
+        return True
+
+    takers = [taker(k) for k in kinds]
+    _first_listings_meet(monkeypatch, store, 2)
+
+    async def both() -> list[bool]:
+        try:
+            return list(await asyncio.gather(*(take(t) for t in takers)))
+        finally:
+            monkeypatch.undo()
+            remaining = [k for k in (await store.list(prefix)) if lease.is_lease_key(k)]
+            holding = [t for t in takers if t._renewer is not None]
+            assert len(remaining) == len(holding), (remaining, holding)
+            await asyncio.gather(*(t.release() for t in takers))
+
+    assert sorted(sync(both())) == [False, True]
+    assert [k for k in sync(store.list(prefix)) if lease.is_lease_key(k)] == []
+
+
+def test_a_conditional_create_lets_exactly_one_writer_win(place: tuple[str, dict]) -> None:
+    """What leases rely on: SeaweedFS honours If-None-Match: * (412 for the others), a
+    local directory link(2); of 8 writers at once exactly one creates the object, and
+    its bytes are the winner's."""
+    url, options = place
+    store = open_location(url, options).store
+    assert store.atomic_create
+    key = f"{ids.object_prefix(ids.new_root_id())}/.lease-00000001.json"
+
+    async def race() -> tuple[list[bool], bytes | None]:
+        won = await asyncio.gather(*(store.put_if_absent(key, b"%d" % i) for i in range(8)))
+        return list(won), await store.get(key, kind="metadata")
+
+    won, body = sync(race())
+    assert won.count(True) == 1 and body == b"%d" % won.index(True)
+    assert sync(store.put_if_absent(key, b"later")) is False
+    assert sync(store.get(key, kind="metadata")) == body
+    sync(store.delete(key))
+
+
+def test_many_gcs_at_once_one_holds(place: tuple[str, dict]) -> None:
+    url, options = place
+    store = open_location(url, options).store
+    prefix = ids.object_prefix(ids.new_root_id()) + "/"
+    gcs = [lease.GcLease(store, prefix) for _ in range(5)]
+
+    async def all_at_once() -> list[bool]:
+        try:
+            return [not found.live for found in
+                    await asyncio.gather(*(g.take() for g in gcs))]
+        finally:
+            await asyncio.gather(*(g.release() for g in gcs))
+
+    assert sync(all_at_once()).count(True) == 1
+    assert leases(store) == [] or not any(k.startswith(prefix) for k in leases(store))
+
+
+def test_a_check_during_a_renewal_does_not_mistake_it_for_a_loss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc asks whether it still holds its lease before every batch of deletes: a check
+    landing between the renewer's write and its note of the new version must not see
+    the renewal as another's write (gc would stop, and the lease counted lost for good)."""
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.01)
+    store = open_location(local_domain(tmp_path, "renewing.h5")).store
+    held = lease.GcLease(store, ids.object_prefix(ids.new_root_id()) + "/")
+    checks: list[asyncio.Task] = []
+
+    async def check_right_after_the_write(put: Any) -> None:
+        checks.append(asyncio.ensure_future(held.still_held()))
+        await asyncio.sleep(0.05)  # the check runs now, if nothing holds it back
+
+    after_write(monkeypatch, store, lambda: held.key, 1, check_right_after_the_write)
+
+    async def renew_and_check() -> bool:
+        assert not (await held.take()).live
+        try:
+            while not checks:
+                await asyncio.sleep(0.01)
+            return await checks[0] and not held.lost
+        finally:
+            await held.release()
+
+    assert sync(renew_and_check())
+
+
+def test_a_crashed_runs_lease_is_collected_by_the_next_load(tmp_path: Path) -> None:
+    """A run that died without deleting its lease (crash, network) leaves it: the next
+    run of the load judges it stale (its process is gone), takes the prefix with the
+    next generation and removes it."""
+    url, src, store, prefix = domain_and_source(tmp_path, "crashed.h5", 14)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    body = {"run": os.urandom(16).hex(), "kind": "load", "pid": int(dead.stdout),
+            "machine": lease.this_machine(), "renewed": time.time()}
+    left = f"{prefix}/.lease-00000007.json"
+    sync(store.put(left, json.dumps(body).encode(), kind="metadata"))
+    created = []
+    put_if_absent = type(store).put_if_absent
+
+    async def noted(self: Any, key: str, *args: Any, **kwargs: Any) -> bool:
+        created.append(key)
+        return await put_if_absent(self, key, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(store), "put_if_absent", noted)
+        load_file(src, url, progress=False)
+    assert created == [f"{prefix}/.lease-00000008.json"]
+    assert_reads_as_h5py(url, {}, src)
+    assert leases(store) == []
+
+
+def test_the_loser_of_a_conditional_create_never_deletes_the_winners_lease(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both create the same generation's lease at once; the one that lost releases
+    (gc's clean-up does so for every lease it tried): the winner's lease stays."""
+    monkeypatch.setattr(lease, "_elapsed", lambda: 10.0)  # e.g. a machine booted 10 s ago
+    store = open_location(local_domain(tmp_path, "loser.h5")).store
+    prefix = ids.object_prefix(ids.new_root_id()) + "/"
+    gcs = [lease.GcLease(store, prefix) for _ in range(2)]
+    _first_listings_meet(monkeypatch, store, 2)
+
+    async def race_then_release_the_loser() -> list[str]:
+        found = await asyncio.gather(*(g.take() for g in gcs))
+        winner, loser = (gcs[0], gcs[1]) if not found[0].live else (gcs[1], gcs[0])
+        await loser.release()
+        try:
+            return [k for k in await store.list(prefix) if lease.is_lease_key(k)]
+        finally:
+            await winner.release()
+
+    assert sync(race_then_release_the_loser()) == [f"{prefix}.lease-00000001.json"]
