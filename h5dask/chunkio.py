@@ -41,13 +41,20 @@ LIST_FIRST_ABOVE = 1024
 _READ_WINDOW = 1024  # pieces read concurrently at most, so memory is bounded too
 
 
+#: the version of a linked file that was missing when the session opened it: its chunks
+#: are never read (a file there now was written after the open, of any layout), and a
+#: read says whether it is still missing (compared by value: it travels pickled)
+MISSING_FILE = ObjectVersion(-1, "missing")
+
+
 @dataclass(frozen=True)
 class ChunkRef:
     """Where a linked chunk lives: a byte range of an object (inside an HDF5 file).
     ``version``: the file's version the session accepted (its HEAD at open); the range
     is read on condition of it (:meth:`ObjectStore.get_buffer`), so a file written after
-    the open is refused, not read. ``origin`` names the dataset and domain for that
-    error. The chunks of one file share these objects (pickled once for a task)."""
+    the open is refused, not read; :data:`MISSING_FILE`: the file was missing at the
+    open, and no read is made. ``origin`` names the dataset and domain for that error.
+    The chunks of one file share these objects (pickled once for a task)."""
 
     store: ObjectStore
     key: str
@@ -124,6 +131,8 @@ class ArraySource:
         """The stored bytes of one chunk (None if never written) and the key naming them."""
         ref, key = self._ref_key(index)
         if ref is not None:
+            if ref.version == MISSING_FILE:
+                raise _missing_at_open(ref, await ref.store.stat(ref.key))
             try:
                 data = await ref.store.get_buffer(
                     ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
@@ -155,6 +164,8 @@ class ArraySource:
         if found:
             return data, key
         if ref is not None:
+            if ref.version == MISSING_FILE:
+                raise _missing_at_open(ref, sync(ref.store.stat(ref.key)))
             try:
                 data = ref.store.get_buffer_sync(
                     ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
@@ -510,6 +521,25 @@ def _changed_while_read(ref: ChunkRef, exc: ObjectChangedError) -> LinkedFileCha
         "domain again (its open checks the file's layout anew), or if the file was "
         "regenerated, link it again (h5dask load --link --overwrite)",
         dataset=ref.origin, uri=uri)
+
+
+def _missing_at_open(ref: ChunkRef, now: ObjectVersion | None) -> Exception:
+    """The error of a read of a linked file that was missing when the session opened
+    it (``now``: its HEAD at this read): still missing, or there now but never checked
+    (a regeneration that deleted, then wrote it, may have put other data there)."""
+    uri = ref.store.url_of(ref.key)
+    if now is None:
+        return StorageError(
+            f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which does "
+            "not exist (it was missing already when this session opened the domain): "
+            "restore it, and open the domain again", key=ref.key, attempts=1)
+    return LinkedFileChangedError(
+        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which was missing "
+        f"when this session opened the domain and exists now ({now.size} bytes): it was "
+        "written after the open, and its layout was never checked, so its bytes "
+        f"[{ref.offset}:{ref.offset + ref.size}) were not read. Open the domain again (its "
+        "open checks the file's layout), or if the file was regenerated, link it again "
+        "(h5dask load --link --overwrite)", dataset=ref.origin, uri=uri)
 
 
 def _linked_bytes(ref: ChunkRef, data: bytes | memoryview | None) -> bytes | memoryview:
