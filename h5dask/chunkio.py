@@ -138,7 +138,7 @@ class ArraySource:
                     ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
                     version=ref.version)
             except ObjectChangedError as exc:
-                raise _changed_while_read(ref, exc) from exc
+                raise _changed_while_read(ref, exc, await _stat_or_none(ref)) from exc
             return _linked_bytes(ref, data), key
         if self.linked is not None:
             return None, key
@@ -171,7 +171,7 @@ class ArraySource:
                     ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
                     version=ref.version)
             except ObjectChangedError as exc:
-                raise _changed_while_read(ref, exc) from exc
+                raise _changed_while_read(ref, exc, sync(_stat_or_none(ref))) from exc
             return _linked_bytes(ref, data), key
         if self.linked is not None:
             return None, key
@@ -510,13 +510,55 @@ async def _decode_into(codec: ChunkCodec, data: bytes | memoryview, key: str,
     return codec.decode_into(data, key, out)
 
 
-def _changed_while_read(ref: ChunkRef, exc: ObjectChangedError) -> LinkedFileChangedError:
-    """The error of a linked chunk whose file was written after the session accepted
-    its version (``exc``: what the store saw)."""
+async def _stat_or_none(ref: ChunkRef) -> ObjectVersion | None:
+    """The linked file's version now, for the words of an error (None: untold)."""
+    try:
+        return await ref.store.stat(ref.key)
+    except Exception:  # noqa: BLE001 - the refusal stands; only its wording is less precise
+        return None
+
+
+def _local_times(version: ObjectVersion | None) -> dict[str, str]:
+    """The fields of a local file's version tag (``mtime_ns=.. ctime_ns=.. ino=..``,
+    :func:`h5dask.storage.local._file_version`); {} for other stores' tags."""
+    fields = dict(part.partition("=")[::2] for part in ((version and version.tag) or "").split())
+    return fields if {"mtime_ns", "ctime_ns", "ino"} <= fields.keys() else {}
+
+
+def _what_changed(accepted: ObjectVersion | None, now: ObjectVersion | None
+                  ) -> str | None:
+    """What the file did after the session accepted ``accepted``, in words that claim no
+    more than the versions show: a local file whose size and modification time are
+    unchanged had only its status changed (chmod, a hard link, an xattr) or was replaced
+    by a copy that kept its times; that cannot be told from a rewrite that set the
+    modification time back, so it is refused all the same, but not called a write."""
+    old, new = _local_times(accepted), _local_times(now)
+    if not old or not new or accepted is None or now is None or accepted.size != now.size \
+            or old["mtime_ns"] != new["mtime_ns"]:
+        return None  # written (or untold): the store's own words say how
+    if old["ino"] != new["ino"]:
+        return ("which was replaced after this session opened it by a file of the same size "
+                "and modification time (a copy that kept the times: cp -p, rsync, a restore)")
+    return ("whose status changed after this session opened it, not its size or "
+            "modification time (a chmod, chown, hard link or extended attribute does that; "
+            "so does a write that set the modification time back, which h5dask cannot "
+            "tell apart)")
+
+
+def _changed_while_read(ref: ChunkRef, exc: ObjectChangedError, now: ObjectVersion | None
+                        ) -> LinkedFileChangedError:
+    """The error of a linked chunk whose file changed after the session accepted its
+    version (``exc``: what the store saw; ``now``: the file's version now, if told)."""
     uri = ref.store.url_of(ref.key)
+    what = _what_changed(ref.version, now)
+    if what is None:
+        what = f"which was written after this session opened it ({exc})"
+    else:  # (the store's words say "written": not what the versions show here)
+        assert ref.version is not None and now is not None
+        what += f" (version {ref.version.tag} then, {now.tag} now)"
     return LinkedFileChangedError(
-        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which was written "
-        f"after this session opened it ({exc}); its bytes [{ref.offset}:"
+        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, {what}; its "
+        f"bytes [{ref.offset}:"
         f"{ref.offset + ref.size}) may be other data now, and were not read. Open the "
         "domain again (its open checks the file's layout anew), or if the file was "
         "regenerated, link it again (h5dask load --link --overwrite)",

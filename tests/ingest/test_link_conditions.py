@@ -254,3 +254,31 @@ def test_an_answer_of_another_etag_is_refused(kind, ignores_if_match) -> None:
         store.get_buffer_sync("x.h5", byte_range=(0, 4), version=asked)
     assert bytes(store.get_buffer_sync("x.h5", byte_range=(0, 4),
                                        version=ObjectVersion(100, 'etag="new"'))) == b"xxxx"
+
+
+def test_a_status_only_change_is_refused_but_not_called_a_write(tmp_path) -> None:
+    """chmod, a hard link (a backup's cp -al) or a copy that kept the times move a local
+    file's change time or inode, not its size or modification time. That cannot be told
+    from a write that set the time back: an open session's read is still refused, but
+    the error says what the versions show, not "written"; a new open checks the layout
+    and reads."""
+    import shutil
+
+    local, url = _linked_local(tmp_path)
+    status = (r"'/a'.*pair\.h5, whose status changed after this session opened it, not its "
+              r"size or modification time.*version .* then, .* now.*Open the domain again")
+    replaced = r"'/a'.*pair\.h5, which was replaced after this session.*same size and mod"
+    copy = tmp_path / "copy.h5"
+    for touch, expected in ((lambda: os.chmod(local, 0o444), status),
+                            (lambda: os.link(local, tmp_path / "snapshot.h5"), status),
+                            (lambda: (shutil.copy2(local, copy), os.replace(copy, local)),
+                             replaced)):
+        with h5dask.File(url) as f:
+            a = f["a"]
+            assert a[0:8].tolist() == [1.0] * 8
+            touch()
+            with pytest.raises(LinkedFileChangedError, match=expected) as caught:
+                a[0:8]
+            assert "written after" not in str(caught.value)
+        with h5dask.File(url) as f:
+            assert f["a"][()].tolist() == [1.0] * 40
