@@ -41,13 +41,20 @@ LIST_FIRST_ABOVE = 1024
 _READ_WINDOW = 1024  # pieces read concurrently at most, so memory is bounded too
 
 
+#: the version of a linked file that was missing when the session opened it: its chunks
+#: are never read (a file there now was written after the open, of any layout), and a
+#: read says whether it is still missing (compared by value: it travels pickled)
+MISSING_FILE = ObjectVersion(-1, "missing")
+
+
 @dataclass(frozen=True)
 class ChunkRef:
     """Where a linked chunk lives: a byte range of an object (inside an HDF5 file).
     ``version``: the file's version the session accepted (its HEAD at open); the range
     is read on condition of it (:meth:`ObjectStore.get_buffer`), so a file written after
-    the open is refused, not read. ``origin`` names the dataset and domain for that
-    error. The chunks of one file share these objects (pickled once for a task)."""
+    the open is refused, not read; :data:`MISSING_FILE`: the file was missing at the
+    open, and no read is made. ``origin`` names the dataset and domain for that error.
+    The chunks of one file share these objects (pickled once for a task)."""
 
     store: ObjectStore
     key: str
@@ -124,12 +131,14 @@ class ArraySource:
         """The stored bytes of one chunk (None if never written) and the key naming them."""
         ref, key = self._ref_key(index)
         if ref is not None:
+            if ref.version == MISSING_FILE:
+                raise _missing_at_open(ref, await ref.store.stat(ref.key))
             try:
                 data = await ref.store.get_buffer(
                     ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
                     version=ref.version)
             except ObjectChangedError as exc:
-                raise _changed_while_read(ref, exc) from exc
+                raise _changed_while_read(ref, exc, await _stat_or_none(ref)) from exc
             return _linked_bytes(ref, data), key
         if self.linked is not None:
             return None, key
@@ -155,12 +164,14 @@ class ArraySource:
         if found:
             return data, key
         if ref is not None:
+            if ref.version == MISSING_FILE:
+                raise _missing_at_open(ref, sync(ref.store.stat(ref.key)))
             try:
                 data = ref.store.get_buffer_sync(
                     ref.key, kind="chunk", byte_range=(ref.offset, ref.offset + ref.size),
                     version=ref.version)
             except ObjectChangedError as exc:
-                raise _changed_while_read(ref, exc) from exc
+                raise _changed_while_read(ref, exc, sync(_stat_or_none(ref))) from exc
             return _linked_bytes(ref, data), key
         if self.linked is not None:
             return None, key
@@ -499,17 +510,78 @@ async def _decode_into(codec: ChunkCodec, data: bytes | memoryview, key: str,
     return codec.decode_into(data, key, out)
 
 
-def _changed_while_read(ref: ChunkRef, exc: ObjectChangedError) -> LinkedFileChangedError:
-    """The error of a linked chunk whose file was written after the session accepted
-    its version (``exc``: what the store saw)."""
+async def _stat_or_none(ref: ChunkRef) -> ObjectVersion | None:
+    """The linked file's version now, for the words of an error (None: untold)."""
+    try:
+        return await ref.store.stat(ref.key)
+    except Exception:  # noqa: BLE001 - the refusal stands; only its wording is less precise
+        return None
+
+
+def _local_times(version: ObjectVersion | None) -> dict[str, str]:
+    """The fields of a local file's version tag (``mtime_ns=.. ctime_ns=.. ino=..``,
+    :func:`h5dask.storage.local._file_version`); {} for other stores' tags."""
+    fields = dict(part.partition("=")[::2] for part in ((version and version.tag) or "").split())
+    return fields if {"mtime_ns", "ctime_ns", "ino"} <= fields.keys() else {}
+
+
+def _what_changed(accepted: ObjectVersion | None, now: ObjectVersion | None
+                  ) -> str | None:
+    """What the file did after the session accepted ``accepted``, in words that claim no
+    more than the versions show: a local file whose size and modification time are
+    unchanged had only its status changed (chmod, a hard link, an xattr) or was replaced
+    by a copy that kept its times; that cannot be told from a rewrite that set the
+    modification time back, so it is refused all the same, but not called a write."""
+    old, new = _local_times(accepted), _local_times(now)
+    if not old or not new or accepted is None or now is None or accepted.size != now.size \
+            or old["mtime_ns"] != new["mtime_ns"]:
+        return None  # written (or untold): the store's own words say how
+    if old["ino"] != new["ino"]:
+        return ("which was replaced after this session opened it by a file of the same size "
+                "and modification time (a copy that kept the times: cp -p, rsync, a restore)")
+    return ("whose status changed after this session opened it, not its size or "
+            "modification time (a chmod, chown, hard link or extended attribute does that; "
+            "so does a write that set the modification time back, which h5dask cannot "
+            "tell apart)")
+
+
+def _changed_while_read(ref: ChunkRef, exc: ObjectChangedError, now: ObjectVersion | None
+                        ) -> LinkedFileChangedError:
+    """The error of a linked chunk whose file changed after the session accepted its
+    version (``exc``: what the store saw; ``now``: the file's version now, if told)."""
     uri = ref.store.url_of(ref.key)
+    what = _what_changed(ref.version, now)
+    if what is None:
+        what = f"which was written after this session opened it ({exc})"
+    else:  # (the store's words say "written": not what the versions show here)
+        assert ref.version is not None and now is not None
+        what += f" (version {ref.version.tag} then, {now.tag} now)"
     return LinkedFileChangedError(
-        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which was written "
-        f"after this session opened it ({exc}); its bytes [{ref.offset}:"
+        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, {what}; its "
+        f"bytes [{ref.offset}:"
         f"{ref.offset + ref.size}) may be other data now, and were not read. Open the "
         "domain again (its open checks the file's layout anew), or if the file was "
         "regenerated, link it again (h5dask load --link --overwrite)",
         dataset=ref.origin, uri=uri)
+
+
+def _missing_at_open(ref: ChunkRef, now: ObjectVersion | None) -> Exception:
+    """The error of a read of a linked file that was missing when the session opened
+    it (``now``: its HEAD at this read): still missing, or there now but never checked
+    (a regeneration that deleted, then wrote it, may have put other data there)."""
+    uri = ref.store.url_of(ref.key)
+    if now is None:
+        return StorageError(
+            f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which does "
+            "not exist (it was missing already when this session opened the domain): "
+            "restore it, and open the domain again", key=ref.key, attempts=1)
+    return LinkedFileChangedError(
+        f"{ref.origin or 'a linked dataset'} reads its chunks from {uri}, which was missing "
+        f"when this session opened the domain and exists now ({now.size} bytes): it was "
+        "written after the open, and its layout was never checked, so its bytes "
+        f"[{ref.offset}:{ref.offset + ref.size}) were not read. Open the domain again (its "
+        "open checks the file's layout), or if the file was regenerated, link it again "
+        "(h5dask load --link --overwrite)", dataset=ref.origin, uri=uri)
 
 
 def _linked_bytes(ref: ChunkRef, data: bytes | memoryview | None) -> bytes | memoryview:

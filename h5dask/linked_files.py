@@ -229,9 +229,13 @@ class StoreFile(io.RawIOBase):
     :class:`CheckTooCostly`."""
 
     def __init__(self, store: ObjectStore, key: str, size: int, max_requests: int,
-                 blocks: OrderedDict[int, bytes] | None = None) -> None:
+                 blocks: OrderedDict[int, bytes] | None = None,
+                 version: ObjectVersion | None = None) -> None:
         super().__init__()
         self.store, self.key, self.size = store, key, size
+        # each block read on condition of the version checked (the one whose answer is
+        # remembered): a file written meanwhile raises ObjectChangedError, never mixes in
+        self.version = version
         self.max_requests = max_requests
         self.requests = 0
         self.failure: BaseException | None = None
@@ -294,9 +298,10 @@ class StoreFile(io.RawIOBase):
             raise CheckTooCostly(self.requests)
         self.requests += 1
         start = index * BLOCK_SIZE
-        block = sync(self.store.get(self.key, kind="metadata",
-                                    byte_range=(start, min(start + BLOCK_SIZE, self.size))))
-        self._blocks[index] = block or b""
+        block = sync(self.store.get_buffer(
+            self.key, kind="metadata", byte_range=(start, min(start + BLOCK_SIZE, self.size)),
+            version=self.version))
+        self._blocks[index] = bytes(block) if block else b""
         if len(self._blocks) > _BLOCKS_KEPT:
             self._blocks.popitem(last=False)
 
@@ -320,7 +325,10 @@ def check_layout(store: ObjectStore, key: str, now: ObjectVersion, path: str,
                  claimed: LayoutFacts) -> str | None:
     """Why the layout ``claimed`` of the dataset at ``path`` in the file ``key`` of
     ``store`` (``now``: its version) no longer holds, in words; None when it holds. The
-    answer is remembered in this process for that file version and claim."""
+    answer is remembered in this process for that file version and claim. The file's
+    metadata is read on condition of ``now`` (:class:`StoreFile`): a file written since
+    raises :class:`~h5dask.errors.ObjectChangedError` (where the store can tell), and
+    nothing is remembered."""
     # a digest, not the claim: a claim lists every chunk, and answers are kept
     memo = (store.identity, key, now, path,
             hashlib.sha256(repr(claimed).encode()).hexdigest())
@@ -349,7 +357,7 @@ def _check(store: ObjectStore, key: str, now: ObjectVersion, path: str,
         while len(_blocks) > _FILES_KEPT:
             _blocks.popitem(last=False)
     budget = MAX_CHECK_REQUESTS + len(claimed.stored) // 16
-    raw = StoreFile(store, key, now.size, budget, blocks)
+    raw = StoreFile(store, key, now.size, budget, blocks, version=now)
     try:
         for reopen in range(MAX_REOPENS + 1):  # h5py reads what blocks are here; the
             raw.fetch_inside = reopen == MAX_REOPENS  # one it lacks is fetched, again

@@ -315,10 +315,15 @@ def plan(source: Any, index: tuple[int, ...]) -> Planned:
 
 def object_name(source: Any, index: tuple[int, ...]) -> str:
     """The object (or byte range) one chunk is read from, unique in this process (the
-    store's :attr:`~h5dask.storage.base.ObjectStore.identity`, not its bucket name alone)."""
+    store's :attr:`~h5dask.storage.base.ObjectStore.identity`, not its bucket name alone);
+    for a linked chunk also the file's version its session accepted: bytes fetched ahead
+    on condition of one version are never handed to a session that accepted another."""
     ref, key = source._ref_key(index)
-    store = ref.store if ref is not None else source.store
-    return f"{store.identity}/{key}"
+    if ref is None:
+        return f"{source.store.identity}/{key}"
+    if ref.version is None:
+        return f"{ref.store.identity}/{key}"
+    return f"{ref.store.identity}/{key} version={ref.version.tag} size={ref.version.size}"
 
 
 def _stored_size_bound(source: Any, index: tuple[int, ...]) -> int:

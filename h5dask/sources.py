@@ -28,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .chunkio import ArraySource, ChunkRef
+from .chunkio import MISSING_FILE, ArraySource, ChunkRef
 from .errors import (
     LinkedFileChangedError,
     MetadataError,
+    ObjectChangedError,
     UnsupportedTypeError,
     UnverifiedLinkWarning,
 )
@@ -99,7 +100,10 @@ def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None,
     the session's policy has ``verify_unversioned`` (``verify_unversioned_links=True``
     or ``H5DASK_VERIFY_UNVERSIONED_LINKS=1``): then the layout is checked against the
     file's metadata as for a changed version (once per file version and process; the
-    dataset is looked for at its recorded path, else at its path in the domain)."""
+    dataset is looked for at its recorded path, else at its path in the domain). A
+    chunk table naming a file per chunk (HSDS): one HEAD per distinct file and session
+    too, its reads conditional on the version seen; the layout is checked when all the
+    chunks are in one file, and where no one file holds them all the warning says so."""
     cache = session.__dict__.setdefault(_CACHE_ATTR, {})
     cached = cache.get(meta.id)
     if cached is not None:
@@ -107,11 +111,24 @@ def linked_chunk_refs(session: Any, meta: DatasetMeta, name: str | None = None,
     dataset = f"dataset {name or meta.key!r}"
     if path is None and name and name.startswith("/"):
         path = name
-    files: list[tuple[ObjectStore, str, ObjectVersion]] = []
+    files: list[tuple[ObjectStore, str, ObjectVersion, str]] = []
     refs = _refs(session, meta, dataset, files, path)
     _check_ranges(refs, meta, dataset)
     if files:
-        _check_layout(meta, refs, dataset, *files[0], path=path)
+        in_files = {(ref.store.identity, ref.key) for _, ref in refs}
+        if len(in_files) > 1:
+            # a chunk table naming several files: each file holds some chunks only,
+            # maybe under another path or at other positions; no one file's metadata
+            # can confirm the layout
+            _unverified(session, files[0][3], (
+                f"{dataset} has its chunks in {len(in_files)} files (a chunk table "
+                "naming a file per chunk), so verify_unversioned_links cannot check its "
+                "layout against one file's metadata; each chunk is read on condition of "
+                "its file's version when the domain was opened, but a file rewritten "
+                "before that"), hint="link each file with h5dask (h5dask load --link), "
+                "which records its version and checks it")
+        else:
+            _check_layout(meta, refs, dataset, *files[0], path=path)
     cache[meta.id] = refs
     return refs
 
@@ -152,7 +169,7 @@ def _check_ranges(refs: Iterable[tuple[str, ChunkRef]], meta: DatasetMeta,
 
 
 def _refs(session: Any, meta: DatasetMeta, dataset: str,
-          changed: list[tuple[ObjectStore, str, ObjectVersion]], path: str | None
+          changed: list[tuple[ObjectStore, str, ObjectVersion, str]], path: str | None
           ) -> tuple[tuple[str, ChunkRef], ...]:
     """The dataset's chunk references; ``changed`` receives the layout's file, if it was
     written since it was linked (or recorded no version, and the policy verifies those)
@@ -174,7 +191,14 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str,
                 accepted, check = _check_file(session, (fstore, key), uri, linked_size,
                                               linked_version, dataset, verify)
                 if check:
-                    changed.append((fstore, key, accepted))
+                    changed.append((fstore, key, accepted, uri))
+            elif verify:
+                # a chunk table's own file_uri (HSDS): nothing recorded of its file, but
+                # its version now makes the reads conditional, and the layout checkable
+                accepted, check = _check_file(session, (fstore, key), uri, None, None,
+                                              dataset, verify)
+                if check:
+                    changed.append((fstore, key, accepted, uri))
             elif linked_version is None:
                 # nothing recorded to compare with, no check asked for: read as it is
                 _unverified(session, uri)
@@ -243,17 +267,18 @@ def _linked_text(meta: DatasetMeta, raw_layout: dict, name: str) -> str | None:
 def _check_file(session: Any, target: tuple[ObjectStore, str], uri: str,
                 linked_size: int | None, linked_version: str | None, dataset: str,
                 verify: bool) -> tuple[ObjectVersion | None, bool]:
-    """The linked file's version now (None: the file is missing, which the reads say),
-    the one its chunks are read on condition of; and whether the layout is to be checked
-    against the file: its version is not the one linked, or none was recorded and
-    ``verify``. A file of another size than linked is refused."""
+    """The linked file's version now (:data:`~h5dask.chunkio.MISSING_FILE`: the file is
+    missing, and its chunks are never read: a file written there later is not the one
+    linked, nor checked), the one its chunks are read on condition of; and whether the
+    layout is to be checked against the file: its version is not the one linked, or none
+    was recorded and ``verify``. A file of another size than linked is refused."""
     fstore, key = target
     versions = session.__dict__.setdefault(_VERSIONS_ATTR, {})
     if (fstore, key) not in versions:  # one HEAD per file and session
         versions[fstore, key] = sync(fstore.stat(key))
     now: ObjectVersion | None = versions[fstore, key]
     if now is None:
-        return None, False
+        return MISSING_FILE, False
     if linked_version is not None:
         return now, not (now.tag == linked_version and now.size == linked_size)
     size = now.size
@@ -278,9 +303,11 @@ _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def _unverified(session: Any, uri: str, why: str | None = None) -> None:
+def _unverified(session: Any, uri: str, why: str | None = None,
+                hint: str | None = None) -> None:
     """Warn, once per domain and process, that a linked layout of it is read without
-    knowing whether its file was rewritten since it was linked."""
+    knowing whether its file was rewritten since it was linked (``why``: what stopped
+    a check asked for; ``hint``: what to do about it)."""
     domain = session.location.url
     with _warned_lock:
         if domain in _warned:
@@ -293,7 +320,7 @@ def _unverified(session: Any, uri: str, why: str | None = None) -> None:
                 f"{VERIFY_ENV_VAR}=1 to check each layout against its file's metadata "
                 "(once per file version), or link the files again with this h5dask "
                 "(h5dask load --link --overwrite)")
-    else:
+    elif hint is None:
         hint = "link the files again from a store that tells versions (ETags, file times)"
     warnings.warn(
         f"domain {domain}: {why}, so a file rewritten since it was linked (at the same "
@@ -302,7 +329,7 @@ def _unverified(session: Any, uri: str, why: str | None = None) -> None:
 
 
 def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dataset: str,
-                  fstore: ObjectStore, key: str, now: ObjectVersion, *,
+                  fstore: ObjectStore, key: str, now: ObjectVersion, uri: str, *,
                   path: str | None = None) -> None:
     """Refuse a dataset whose file was written since it was linked (or that recorded
     no version of it), unless its layout holds there
@@ -311,7 +338,6 @@ def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dat
     raw_layout = _raw_layout(meta)
     recorded = _linked_text(meta, raw_layout, LINKED_FILE_PATH_KEY)
     linked = raw_layout.get(LINKED_FILE_VERSION_KEY)
-    uri = str(meta.layout.file_uri)
     if recorded is None and linked is not None:
         raise MetadataError(meta.key, f"the layout records {LINKED_FILE_VERSION_KEY} "
                                       f"without {LINKED_FILE_PATH_KEY}")
@@ -333,7 +359,13 @@ def _check_layout(meta: DatasetMeta, refs: tuple[tuple[str, ChunkRef], ...], dat
             stored = tuple(("contiguous", ref.offset, ref.size) for _, ref in refs)
     claimed = domain_facts(meta.shape or (), meta.dtype, chunks, list(meta.filters),
                            meta.fill_value(), stored)
-    why = check_layout(fstore, key, now, path, claimed)
+    try:
+        why = check_layout(fstore, key, now, path, claimed)
+    except ObjectChangedError as exc:
+        raise LinkedFileChangedError(
+            f"{dataset} reads its chunks from {uri}, which was written while its layout "
+            f"was being checked ({exc}): open the domain again once the file is written",
+            dataset=dataset, uri=uri) from exc
     if why is not None:
         raise changed_error(dataset, uri, path, str(linked or "not recorded"), now, why)
 
