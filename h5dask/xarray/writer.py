@@ -951,7 +951,8 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
       computed together in one dask computation or one distributed cluster lock the
       chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
-      workers) and then the metadata.
+      workers; in-memory variables too, one task each) and then the metadata; nothing
+      is stored before it is computed.
     - ``group``: the group ("/a/b") the Dataset, or the DataTree's root, is written to.
     - A DataTree is written as ``DataTree.to_netcdf`` writes it: one group per node,
       at its path relative to the tree's root; a node uses the dimensions of the groups
@@ -1007,7 +1008,9 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                 dump_to_store(ds, store, writer, encoding=enc,
                               unlimited_dims=_sanitize_unlimited_dims(ds, unlimited))
             stores.append(store)
-        writer.write_held()  # every variable passed its checks: now the in-memory data
+        # every variable passed its checks: now the in-memory data, at once, or with
+        # compute=False as tasks of the returned delayed (nothing is stored before then)
+        writer.write_held(defer=not compute)
         writes = writer.sync(compute=False)
     except BaseException:
         _roll_back(f, stores)
@@ -1042,10 +1045,21 @@ class _HeldArrayWriter(ArrayWriter):
         else:
             self.held.append((source, target, region))
 
-    def write_held(self) -> None:
-        for source, target, region in self.held:
-            target[region if region else ...] = source
-        self.held = []
+    def write_held(self, defer: bool = False) -> None:
+        """Write the held variables now, or (``defer``) add each as one dask task, so
+        that a ``compute=False`` write stores nothing until it is computed: a delayed
+        never computed left the in-memory variables' chunks in the store (an append's
+        beyond the old extent, a region's over the stored values, visibly)."""
+        held, self.held = self.held, []
+        for source, target, region in held:
+            if not defer:
+                target[region if region else ...] = source
+                continue
+            import dask.array as da
+
+            values = np.asarray(source)  # one block: one task writes every chunk of it
+            super().add(da.from_array(values, chunks=values.shape or (), name=False,
+                                      lock=False), target, region)
 
 
 def _tree_parts(tree: xr.DataTree, group: str, encoding: Mapping | None,
