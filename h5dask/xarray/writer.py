@@ -257,6 +257,7 @@ class H5CloudWriteStore(WritableCFDataStore):
         self._regions: dict[str, tuple[slice, ...] | None] = {}
         self._unlimited: set[str] = set()  # the unlimited dimensions asked for
         self.grown: list[tuple[Dataset, tuple[int, ...]]] = []  # (dataset, old shape)
+        self.created: list[Dataset] = []  # new datasets: their chunks go if the write fails
 
     # -- reading what exists -------------------------------------------------------
     def _existing_scales(self) -> dict[str, Dataset]:
@@ -480,9 +481,11 @@ class H5CloudWriteStore(WritableCFDataStore):
         fillvalue = None
         if fill is not None and dtype.kind != "O":
             fillvalue = np.asarray(fill, dtype)
-        return self.group.create_dataset(
+        ds_obj = self.group.create_dataset(
             stored, shape=variable.shape, dtype=dtype, chunks=chunks, fillvalue=fillvalue,
             maxshape=maxshape if None in maxshape else None, **kwargs)
+        self.created.append(ds_obj)
+        return ds_obj
 
     def _reuse(self, ds_obj: Dataset, variable: xr.Variable,
                dims: tuple[str, ...]) -> tuple[Dataset, tuple[slice, ...] | None]:
@@ -587,6 +590,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                 scale.attrs["NAME"] = np.bytes_(f"{NOT_A_VARIABLE}.{size:10d}")
                 scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
                 next_dimid += 1
+                self.created.append(scale)
                 scales[dim] = scale
         self._grow_bare_dimension(scales)
         self._check_enclosing_lengths(scales)
@@ -1119,15 +1123,13 @@ def _settle(writes: Any) -> None:
     so that a roll-back cannot race a write still running on a worker."""
     if writes is None:
         return
-    import dask
-
     collections = writes if isinstance(writes, tuple | list) else (writes,)
     try:
         from distributed import default_client, wait
 
         client = default_client()
     except (ImportError, ValueError):  # no distributed client: the local scheduler
-        dask.compute(*collections)
+        _compute_locally(collections)
         return
     # every chunk write (the collections' output keys, one per block) as a future: wait()
     # returns when all ended, ok or not (a failed block fails only the writes that depend
@@ -1145,6 +1147,28 @@ def _settle(writes: Any) -> None:
         failed[0].result()  # raises the task's exception (nothing is gathered otherwise)
 
 
+def _compute_locally(collections: Any) -> None:
+    """``dask.compute`` on this process's scheduler; with threads (dask's default), in a
+    pool of our own that is shut down, waiting, before this returns: dask's threaded
+    scheduler raises a task's error at once while tasks already running go on, and a
+    chunk they stored after the roll-back was left behind (an orphan, or data beyond
+    a shrunk extent)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.system import CPU_COUNT
+
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler not in (None, "threads", "threading"):
+        dask.compute(*collections)
+        return
+    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or CPU_COUNT)
+    try:
+        dask.compute(*collections, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _publish(session: Any, _written: Any) -> None:
     """Write the metadata, after every chunk (``_written`` makes this run after them)."""
     session.flush()
@@ -1152,9 +1176,16 @@ def _publish(session: Any, _written: Any) -> None:
 
 def _roll_back(f: File, stores: list[H5CloudWriteStore]) -> None:
     """Forget the metadata of a failed write; what an append wrote beyond the old
-    extent is reset, so the domain reads as before (and as before if it grows again)."""
+    extent is reset, so the domain reads as before (and as before if it grows again);
+    the chunks stored for datasets the write created are deleted (no metadata names
+    them: with mode='a' they stayed in the domain's prefix, where gc does not look).
+    What a write into stored variables (mode='a' or 'r+' over a variable, region=)
+    stored within their extent stays: those chunks are rewritten in place."""
     f._session.discard()
     for store in stores:
         for ds_obj, old in store.grown:
             with contextlib.suppress(Exception):
                 sync(ds_obj.source().shrink_async(old))
+        for ds_obj in store.created:
+            with contextlib.suppress(Exception):
+                sync(ds_obj.source().delete_chunks_async())
