@@ -35,7 +35,7 @@ from .errors import (
 from .format import codecs
 from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
-from .format.filters import filter_json, warn_if_hsds_cannot_read
+from .format.filters import filter_json, stated_level, warn_if_hsds_cannot_read
 from .format.metadata import (
     DatasetMeta,
     GroupMeta,
@@ -642,8 +642,8 @@ class Dataset(HLObject):
 
     @property
     def compression_opts(self) -> int | None:
-        codec = self._meta.codec
-        return codec.level if codec.compressor else None
+        """The level the dataset's metadata states (None if none: as h5pyd reports)."""
+        return stated_level(self._meta.filters) if self._meta.codec.compressor else None
 
     @property
     def shuffle(self) -> bool:

@@ -75,6 +75,27 @@ def native_filters_json(filters: tuple[tuple[int, tuple], ...]) -> list:
     return out
 
 
+def stated_level(filters: list | None) -> int | None:
+    """The level the compression filter's JSON states, None if it states none: what
+    h5pyd reports as ``compression_opts`` (HSDS then compresses at its own default,
+    h5dask at the codec's; no decoder needs it).
+
+    >>> stated_level([{"class": "H5Z_FILTER_LZ4", "id": 32004, "name": "lz4"}]) is None
+    True
+    >>> stated_level([{"class": "H5Z_FILTER_DEFLATE", "id": 1, "level": 6}])
+    6
+    """
+    for item in filters or []:
+        try:
+            codec = registry.lookup(item)
+        except UnsupportedFilterError:
+            continue
+        if codec.role == "compressor":
+            level = item.get("level") if isinstance(item, dict) else None
+            return level if isinstance(level, int) and not isinstance(level, bool) else None
+    return None
+
+
 def filter_json(name: str, level: int | None = None) -> dict:
     """HSDS filter JSON for a filter name ('gzip', 'shuffle', 'lz4', 'zstd', ...)."""
     return registry.lookup(name).json(level)
