@@ -28,6 +28,7 @@ from .errors import (
     IncompatibleDatasetError,
     InvalidReferenceError,
     ObjectNotFoundError,
+    UnsupportedFilterError,
     UnsupportedTypeError,
     ValueOutOfRangeError,
     malformed_metadata,
@@ -592,7 +593,14 @@ class Dataset(HLObject):
 
     @property
     def _meta(self) -> DatasetMeta:
-        meta = self._session.load(self.id)
+        try:
+            meta = self._session.load(self.id)
+        except (UnsupportedFilterError, UnsupportedTypeError) as exc:
+            # the metadata's key alone does not say which dataset of the domain it is
+            message = str(exc)
+            if not message.startswith(repr(self.name)):
+                raise type(exc)(f"{self.name!r}: {message}") from exc
+            raise
         assert isinstance(meta, DatasetMeta)
         return meta
 

@@ -228,7 +228,14 @@ class ChunkCodec:
             elif role == "checksum":
                 f32 = True
             elif codec.hsds_noop and not hdf5_native:
-                pass
+                pass  # HSDS stores such chunks as they are: read as HSDS reads them
+            elif hdf5_native:
+                # HDF5's own output of the filter (scaleoffset, nbit, szip: lossy or
+                # packed), in chunks linked inside the file: read raw it would be wrong
+                raise UnsupportedFilterError(
+                    f"filter {codec.name!r} (HDF5 filter {codec.hdf5_id}) in chunks linked "
+                    "inside an HDF5 file: h5dask cannot decode HDF5's output of it; load "
+                    "the file without --link (h5dask load copies the values HDF5 decodes)")
             else:
                 raise UnsupportedFilterError(
                     f"filter {codec.name!r} is not supported by h5dask (supported: "
