@@ -476,6 +476,8 @@ class H5CloudWriteStore(WritableCFDataStore):
                       "shuffle": bool(enc.get("shuffle", False)),
                       "fletcher32": bool(enc.get("fletcher32", False))}
         chunks = _storage_chunks(variable, enc.get("chunksizes"), unlimited)
+        if variable.ndim and _contiguous(variable, dtype, enc, kwargs, unlimited, check):
+            chunks = False  # one object, H5D_CONTIGUOUS, as HSDS stores it
         maxshape = tuple(None if d in unlimited else s
                          for d, s in zip(variable.dims, variable.shape))
         fillvalue = None
@@ -840,6 +842,47 @@ def _storage_chunks(var: xr.Variable, chunks: Any, unlimited: set) -> Any:
     return True
 
 
+#: the largest contiguous variable: HSDS refuses a bigger one (it holds a contiguous
+#: dataset as one chunk, at most its chunk_mem_cache_size, 128 MiB by default)
+CONTIGUOUS_MAX = 128 * 2**20
+#: the largest contiguous variable kept so when ``contiguous`` only came along with the
+#: data (read from a netCDF file): HSDS's max_chunk_size, its recommended size for
+#: contiguous storage; a bigger one is chunked, so dask reads it in parallel
+CONTIGUOUS_INHERITED_MAX = 4 * 2**20
+
+
+def _contiguous(variable: xr.Variable, dtype: np.dtype, enc: dict, filters: dict,
+                unlimited: set, check: bool) -> bool:
+    """Whether ``encoding["contiguous"]`` makes the variable one contiguous object.
+
+    Given in ``encoding=`` (``check``), it is honoured or refused when HDF5 or HSDS
+    cannot (filters, chunksizes, an unlimited dimension, over :data:`CONTIGUOUS_MAX`);
+    read from a file with the data (h5netcdf reports it), it is kept for a variable of
+    at most :data:`CONTIGUOUS_INHERITED_MAX` without those, else the variable is chunked
+    (as h5netcdf writes it then).
+    """
+    if not enc.get("contiguous"):
+        return False
+    size = variable.size * (dtype.itemsize if dtype.kind != "O" else 16)
+    conflicts = [what for what, present in (
+        ("compression", filters.get("compression")), ("shuffle", filters.get("shuffle")),
+        ("fletcher32", filters.get("fletcher32")),
+        ("chunksizes", enc.get("chunksizes") is not None),
+        ("an unlimited dimension", unlimited & set(map(str, variable.dims))))
+        if present]
+    if not check:
+        return not conflicts and size <= CONTIGUOUS_INHERITED_MAX
+    if conflicts:
+        raise ValueError(f"encoding contiguous=True cannot go with {', '.join(conflicts)}: "
+                         "HDF5 stores filtered, chunked or resizable data only in chunks; "
+                         "drop contiguous, or the others")
+    if size > CONTIGUOUS_MAX:
+        raise ValueError(f"encoding contiguous=True: the variable is {size} bytes, more than "
+                         f"the {CONTIGUOUS_MAX} bytes HSDS holds in one contiguous object; "
+                         "drop contiguous (it is then chunked), or give chunksizes")
+    return True
+
+
 def _compression(enc: dict, check: bool) -> tuple[str | None, int | None]:
     """h5py-style compression from netCDF4-python or h5py-style keys (as h5netcdf)."""
     compression = enc.get("compression")
@@ -943,7 +986,14 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
     - ``encoding``: per variable, the keys ``to_netcdf(engine="h5netcdf")`` takes:
       ``chunksizes``/``chunks``, ``compression`` (gzip, lzf, lz4, zstd, ...),
       ``compression_opts``/``complevel``/``zlib``, ``shuffle``, ``fletcher32``,
-      ``_FillValue``, ``dtype`` (``"S1"`` for character arrays, ``str``), the CF keys.
+      ``_FillValue``, ``dtype`` (``"S1"`` for character arrays, ``str``), the CF keys;
+      ``contiguous=True``: one object (HSDS's ``H5D_CONTIGUOUS``; re-opened with
+      contiguous True and chunksizes None, as h5netcdf reports it), refused with
+      filters, chunksizes, an unlimited dimension or over 128 MiB (HSDS's limit). Read
+      from a netCDF file with the data (h5netcdf reports it for every unchunked
+      variable) it is kept up to 4 MiB; bigger variables, and variables without it,
+      are chunked (one object per chunk: parallel reads), where h5netcdf writes
+      unfiltered fixed-size variables contiguous.
     - ``unlimited_dims``: dimensions whose datasets are resizable (appendable).
     - ``append_dim``: append along this dimension to an existing domain; the
       variables that have it must be stored resizable along it (``unlimited_dims``).
