@@ -363,29 +363,35 @@ class ArraySource:
 
     async def write_async(self, selection: Any, values: Any) -> None:
         """Write ``values`` into a basic selection; partial chunks are read, merged and
-        rewritten (read-modify-write), whole chunks are written straight away."""
+        rewritten (read-modify-write), whole chunks are encoded straight from the values.
+
+        Every chunk is merged and encoded before the first is stored: a value that
+        does not encode (a reference that is no object id) or a stored chunk that does
+        not decode used to fail its chunk after the others of the same write were
+        stored. The encoded chunks of one call are held together (about the size of
+        ``values``; a dask write calls this once per block)."""
         sel, out_shape = normalize_selection(selection, self.shape)
         values = _fitting(values, self.dtype, self.dataset_id) if not has_vlen(self.dtype) \
             else _object_array(values, self.dtype, out_shape)
         values = np.broadcast_to(values, out_shape)
         plan = self.grid.plan(selection)
 
-        async def one(p: Any) -> None:
+        async def encoded(p: Any) -> bytes | memoryview:
             covers_all = self._covers_chunk(p)
             piece = values[p.out_sel]
             if covers_all and piece.shape == self.chunks:
                 # a whole chunk, not clipped at the edge: encoded straight from the values
-                await self.write_chunk_async(p.index, piece)
-                return
+                return await self.encode_chunk_async(piece)
             if covers_all:
                 chunk = self._fill_chunk()
             else:
                 existing = await self.read_chunk_async(p.index)
                 chunk = self._fill_chunk() if existing is None else existing.copy()
             chunk[p.chunk_sel] = piece
-            await self.write_chunk_async(p.index, chunk)
+            return await self.encode_chunk_async(chunk)
 
-        await asyncio.gather(*(one(p) for p in plan))
+        data = await asyncio.gather(*(encoded(p) for p in plan))
+        await asyncio.gather(*(self.put_chunk_async(p.index, d) for p, d in zip(plan, data)))
 
     def _covers_chunk(self, piece: ChunkSelection) -> bool:
         """Whether a write of ``piece`` covers its whole chunk (edge chunks: the part
@@ -430,6 +436,18 @@ class ArraySource:
                     await self.write_chunk_async(index, chunk)
 
         await asyncio.gather(*(one(i) for i in indices))
+
+
+    async def delete_chunks_async(self) -> None:
+        """Delete every stored chunk object of this dataset (not its metadata): the
+        chunks a failed write stored for a dataset it created, which no metadata
+        would ever name."""
+        if self.linked is not None:
+            raise PermissionError("datasets linked to chunks inside an HDF5 file are read-only")
+        prefix = object_prefix(self.dataset_id) + "/"
+        keys = [k for k in await self.store.list(prefix)
+                if not k[len(prefix):].startswith(".")]  # .dataset.json stays
+        await asyncio.gather(*(self.store.delete(k, kind="chunk") for k in keys))
 
 
 def fill_array(out: np.ndarray, value: Any) -> None:

@@ -28,6 +28,7 @@ from .errors import (
     IncompatibleDatasetError,
     InvalidReferenceError,
     ObjectNotFoundError,
+    UnsupportedFilterError,
     UnsupportedTypeError,
     ValueOutOfRangeError,
     malformed_metadata,
@@ -35,7 +36,7 @@ from .errors import (
 from .format import codecs
 from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
-from .format.filters import filter_json, warn_if_hsds_cannot_read
+from .format.filters import filter_json, stated_level, warn_if_hsds_cannot_read
 from .format.metadata import (
     DatasetMeta,
     GroupMeta,
@@ -459,8 +460,10 @@ class Group(HLObject, Mapping):
                        maxshape: Any = None) -> Dataset:
         """Create a dataset, like h5py's ``create_dataset``.
 
-        ``chunks``: a shape, True (choose), or None (one chunk); ``compression``: gzip
-        (with level ``compression_opts`` 0-9, or an int level), lz4, zstd, ...
+        ``chunks``: a shape, True (choose), None (one chunk) or False (contiguous: one
+        object, as HSDS stores an ``H5D_CONTIGUOUS`` dataset; h5py reports chunks None;
+        no filters, not resizable); ``compression``: gzip (with level
+        ``compression_opts`` 0-9, or an int level), lz4, zstd, ...
         """
         parent, leaf = self._parent_and_leaf(name, create=True)
         committed = dtype if isinstance(dtype, Datatype) else None
@@ -480,9 +483,14 @@ class Group(HLObject, Mapping):
         space = Dataspace(shape, _maxshape(shape, maxshape))
         chunk_shape = choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
+        if chunks is False and filters:
+            raise ValueError(f"{name!r}: a contiguous dataset (chunks=False) cannot have "
+                             "filters (compression, shuffle, fletcher32): HDF5 applies them "
+                             "to chunks; give chunks, or no filters")
         # a scalar dataset is one contiguous chunk "0", as HSDS writes it (h5pyd and h5py
-        # then report chunks None); everything else is chunked
-        layout = contiguous_layout() if shape == () else chunked_layout(chunk_shape)
+        # then report chunks None); so is chunks=False; everything else is chunked
+        layout = (contiguous_layout() if shape == () or chunks is False
+                  else chunked_layout(chunk_shape))
         fill_json = (None if fillvalue is None
                      else json_from_array(np.asarray(_as_array(fillvalue, dtype))))
         did = self._session.new_object("d", dataset_json(type_json, space, layout, filters,
@@ -592,7 +600,14 @@ class Dataset(HLObject):
 
     @property
     def _meta(self) -> DatasetMeta:
-        meta = self._session.load(self.id)
+        try:
+            meta = self._session.load(self.id)
+        except (UnsupportedFilterError, UnsupportedTypeError) as exc:
+            # the metadata's key alone does not say which dataset of the domain it is
+            message = str(exc)
+            if not message.startswith(repr(self.name)):
+                raise type(exc)(f"{self.name!r}: {message}") from exc
+            raise
         assert isinstance(meta, DatasetMeta)
         return meta
 
@@ -642,8 +657,8 @@ class Dataset(HLObject):
 
     @property
     def compression_opts(self) -> int | None:
-        codec = self._meta.codec
-        return codec.level if codec.compressor else None
+        """The level the dataset's metadata states (None if none: as h5pyd reports)."""
+        return stated_level(self._meta.filters) if self._meta.codec.compressor else None
 
     @property
     def shuffle(self) -> bool:

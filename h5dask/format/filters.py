@@ -75,6 +75,27 @@ def native_filters_json(filters: tuple[tuple[int, tuple], ...]) -> list:
     return out
 
 
+def stated_level(filters: list | None) -> int | None:
+    """The level the compression filter's JSON states, None if it states none: what
+    h5pyd reports as ``compression_opts`` (HSDS then compresses at its own default,
+    h5dask at the codec's; no decoder needs it).
+
+    >>> stated_level([{"class": "H5Z_FILTER_LZ4", "id": 32004, "name": "lz4"}]) is None
+    True
+    >>> stated_level([{"class": "H5Z_FILTER_DEFLATE", "id": 1, "level": 6}])
+    6
+    """
+    for item in filters or []:
+        try:
+            codec = registry.lookup(item)
+        except UnsupportedFilterError:
+            continue
+        if codec.role == "compressor":
+            level = item.get("level") if isinstance(item, dict) else None
+            return level if isinstance(level, int) and not isinstance(level, bool) else None
+    return None
+
+
 def filter_json(name: str, level: int | None = None) -> dict:
     """HSDS filter JSON for a filter name ('gzip', 'shuffle', 'lz4', 'zstd', ...)."""
     return registry.lookup(name).json(level)
@@ -207,7 +228,14 @@ class ChunkCodec:
             elif role == "checksum":
                 f32 = True
             elif codec.hsds_noop and not hdf5_native:
-                pass
+                pass  # HSDS stores such chunks as they are: read as HSDS reads them
+            elif hdf5_native:
+                # HDF5's own output of the filter (scaleoffset, nbit, szip: lossy or
+                # packed), in chunks linked inside the file: read raw it would be wrong
+                raise UnsupportedFilterError(
+                    f"filter {codec.name!r} (HDF5 filter {codec.hdf5_id}) in chunks linked "
+                    "inside an HDF5 file: h5dask cannot decode HDF5's output of it; load "
+                    "the file without --link (h5dask load copies the values HDF5 decodes)")
             else:
                 raise UnsupportedFilterError(
                     f"filter {codec.name!r} is not supported by h5dask (supported: "

@@ -37,6 +37,7 @@ from ..errors import (
     UnsupportedTypeError,
 )
 from ..format import ids
+from ..format.filters import stated_level
 from ..format.metadata import DatasetMeta, GroupMeta
 from ..format.types import VLEN_STR
 from ..sources import array_source
@@ -311,12 +312,15 @@ class H5CloudStore(AbstractDataStore):
             blocks = chunks if is_index else _block_shape(name, shape, chunks)
             encoding["preferred_chunks"] = dict(zip(dims, blocks))
         codec = meta.codec
+        # the level the metadata states: none for lz4 and the Blosc family unless one was
+        # given, as h5netcdf reports HDF5's LZ4 and h5pyd reports HSDS's (round trip)
+        level = stated_level(meta.filters)
         if codec.compressor == "gzip":
             encoding["zlib"] = True
-            encoding["complevel"] = codec.level
+            encoding["complevel"] = level
         elif codec.compressor:
             encoding["compression"] = codec.compressor
-            encoding["compression_opts"] = codec.level
+            encoding["compression_opts"] = level
         encoding["shuffle"] = codec.shuffle
         encoding["fletcher32"] = codec.fletcher32
         return Variable(dims, data, attrs, encoding)

@@ -257,6 +257,7 @@ class H5CloudWriteStore(WritableCFDataStore):
         self._regions: dict[str, tuple[slice, ...] | None] = {}
         self._unlimited: set[str] = set()  # the unlimited dimensions asked for
         self.grown: list[tuple[Dataset, tuple[int, ...]]] = []  # (dataset, old shape)
+        self.created: list[Dataset] = []  # new datasets: their chunks go if the write fails
 
     # -- reading what exists -------------------------------------------------------
     def _existing_scales(self) -> dict[str, Dataset]:
@@ -475,14 +476,18 @@ class H5CloudWriteStore(WritableCFDataStore):
                       "shuffle": bool(enc.get("shuffle", False)),
                       "fletcher32": bool(enc.get("fletcher32", False))}
         chunks = _storage_chunks(variable, enc.get("chunksizes"), unlimited)
+        if variable.ndim and _contiguous(variable, dtype, enc, kwargs, unlimited, check):
+            chunks = False  # one object, H5D_CONTIGUOUS, as HSDS stores it
         maxshape = tuple(None if d in unlimited else s
                          for d, s in zip(variable.dims, variable.shape))
         fillvalue = None
         if fill is not None and dtype.kind != "O":
             fillvalue = np.asarray(fill, dtype)
-        return self.group.create_dataset(
+        ds_obj = self.group.create_dataset(
             stored, shape=variable.shape, dtype=dtype, chunks=chunks, fillvalue=fillvalue,
             maxshape=maxshape if None in maxshape else None, **kwargs)
+        self.created.append(ds_obj)
+        return ds_obj
 
     def _reuse(self, ds_obj: Dataset, variable: xr.Variable,
                dims: tuple[str, ...]) -> tuple[Dataset, tuple[slice, ...] | None]:
@@ -587,6 +592,7 @@ class H5CloudWriteStore(WritableCFDataStore):
                 scale.attrs["NAME"] = np.bytes_(f"{NOT_A_VARIABLE}.{size:10d}")
                 scale.attrs["_Netcdf4Dimid"] = np.int32(next_dimid)
                 next_dimid += 1
+                self.created.append(scale)
                 scales[dim] = scale
         self._grow_bare_dimension(scales)
         self._check_enclosing_lengths(scales)
@@ -836,6 +842,47 @@ def _storage_chunks(var: xr.Variable, chunks: Any, unlimited: set) -> Any:
     return True
 
 
+#: the largest contiguous variable: HSDS refuses a bigger one (it holds a contiguous
+#: dataset as one chunk, at most its chunk_mem_cache_size, 128 MiB by default)
+CONTIGUOUS_MAX = 128 * 2**20
+#: the largest contiguous variable kept so when ``contiguous`` only came along with the
+#: data (read from a netCDF file): HSDS's max_chunk_size, its recommended size for
+#: contiguous storage; a bigger one is chunked, so dask reads it in parallel
+CONTIGUOUS_INHERITED_MAX = 4 * 2**20
+
+
+def _contiguous(variable: xr.Variable, dtype: np.dtype, enc: dict, filters: dict,
+                unlimited: set, check: bool) -> bool:
+    """Whether ``encoding["contiguous"]`` makes the variable one contiguous object.
+
+    Given in ``encoding=`` (``check``), it is honoured or refused when HDF5 or HSDS
+    cannot (filters, chunksizes, an unlimited dimension, over :data:`CONTIGUOUS_MAX`);
+    read from a file with the data (h5netcdf reports it), it is kept for a variable of
+    at most :data:`CONTIGUOUS_INHERITED_MAX` without those, else the variable is chunked
+    (as h5netcdf writes it then).
+    """
+    if not enc.get("contiguous"):
+        return False
+    size = variable.size * (dtype.itemsize if dtype.kind != "O" else 16)
+    conflicts = [what for what, present in (
+        ("compression", filters.get("compression")), ("shuffle", filters.get("shuffle")),
+        ("fletcher32", filters.get("fletcher32")),
+        ("chunksizes", enc.get("chunksizes") is not None),
+        ("an unlimited dimension", unlimited & set(map(str, variable.dims))))
+        if present]
+    if not check:
+        return not conflicts and size <= CONTIGUOUS_INHERITED_MAX
+    if conflicts:
+        raise ValueError(f"encoding contiguous=True cannot go with {', '.join(conflicts)}: "
+                         "HDF5 stores filtered, chunked or resizable data only in chunks; "
+                         "drop contiguous, or the others")
+    if size > CONTIGUOUS_MAX:
+        raise ValueError(f"encoding contiguous=True: the variable is {size} bytes, more than "
+                         f"the {CONTIGUOUS_MAX} bytes HSDS holds in one contiguous object; "
+                         "drop contiguous (it is then chunked), or give chunksizes")
+    return True
+
+
 def _compression(enc: dict, check: bool) -> tuple[str | None, int | None]:
     """h5py-style compression from netCDF4-python or h5py-style keys (as h5netcdf)."""
     compression = enc.get("compression")
@@ -939,7 +986,14 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
     - ``encoding``: per variable, the keys ``to_netcdf(engine="h5netcdf")`` takes:
       ``chunksizes``/``chunks``, ``compression`` (gzip, lzf, lz4, zstd, ...),
       ``compression_opts``/``complevel``/``zlib``, ``shuffle``, ``fletcher32``,
-      ``_FillValue``, ``dtype`` (``"S1"`` for character arrays, ``str``), the CF keys.
+      ``_FillValue``, ``dtype`` (``"S1"`` for character arrays, ``str``), the CF keys;
+      ``contiguous=True``: one object (HSDS's ``H5D_CONTIGUOUS``; re-opened with
+      contiguous True and chunksizes None, as h5netcdf reports it), refused with
+      filters, chunksizes, an unlimited dimension or over 128 MiB (HSDS's limit). Read
+      from a netCDF file with the data (h5netcdf reports it for every unchunked
+      variable) it is kept up to 4 MiB; bigger variables, and variables without it,
+      are chunked (one object per chunk: parallel reads), where h5netcdf writes
+      unfiltered fixed-size variables contiguous.
     - ``unlimited_dims``: dimensions whose datasets are resizable (appendable).
     - ``append_dim``: append along this dimension to an existing domain; the
       variables that have it must be stored resizable along it (``unlimited_dims``).
@@ -951,7 +1005,8 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
       computed together in one dask computation or one distributed cluster lock the
       chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
-      workers) and then the metadata.
+      workers; in-memory variables too, one task each) and then the metadata; nothing
+      is stored before it is computed.
     - ``group``: the group ("/a/b") the Dataset, or the DataTree's root, is written to.
     - A DataTree is written as ``DataTree.to_netcdf`` writes it: one group per node,
       at its path relative to the tree's root; a node uses the dimensions of the groups
@@ -1007,7 +1062,9 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
                 dump_to_store(ds, store, writer, encoding=enc,
                               unlimited_dims=_sanitize_unlimited_dims(ds, unlimited))
             stores.append(store)
-        writer.write_held()  # every variable passed its checks: now the in-memory data
+        # every variable passed its checks: now the in-memory data, at once, or with
+        # compute=False as tasks of the returned delayed (nothing is stored before then)
+        writer.write_held(defer=not compute)
         writes = writer.sync(compute=False)
     except BaseException:
         _roll_back(f, stores)
@@ -1042,10 +1099,21 @@ class _HeldArrayWriter(ArrayWriter):
         else:
             self.held.append((source, target, region))
 
-    def write_held(self) -> None:
-        for source, target, region in self.held:
-            target[region if region else ...] = source
-        self.held = []
+    def write_held(self, defer: bool = False) -> None:
+        """Write the held variables now, or (``defer``) add each as one dask task, so
+        that a ``compute=False`` write stores nothing until it is computed: a delayed
+        never computed left the in-memory variables' chunks in the store (an append's
+        beyond the old extent, a region's over the stored values, visibly)."""
+        held, self.held = self.held, []
+        for source, target, region in held:
+            if not defer:
+                target[region if region else ...] = source
+                continue
+            import dask.array as da
+
+            values = np.asarray(source)  # one block: one task writes every chunk of it
+            super().add(da.from_array(values, chunks=values.shape or (), name=False,
+                                      lock=False), target, region)
 
 
 def _tree_parts(tree: xr.DataTree, group: str, encoding: Mapping | None,
@@ -1105,15 +1173,13 @@ def _settle(writes: Any) -> None:
     so that a roll-back cannot race a write still running on a worker."""
     if writes is None:
         return
-    import dask
-
     collections = writes if isinstance(writes, tuple | list) else (writes,)
     try:
         from distributed import default_client, wait
 
         client = default_client()
     except (ImportError, ValueError):  # no distributed client: the local scheduler
-        dask.compute(*collections)
+        _compute_locally(collections)
         return
     # every chunk write (the collections' output keys, one per block) as a future: wait()
     # returns when all ended, ok or not (a failed block fails only the writes that depend
@@ -1131,6 +1197,28 @@ def _settle(writes: Any) -> None:
         failed[0].result()  # raises the task's exception (nothing is gathered otherwise)
 
 
+def _compute_locally(collections: Any) -> None:
+    """``dask.compute`` on this process's scheduler; with threads (dask's default), in a
+    pool of our own that is shut down, waiting, before this returns: dask's threaded
+    scheduler raises a task's error at once while tasks already running go on, and a
+    chunk they stored after the roll-back was left behind (an orphan, or data beyond
+    a shrunk extent)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.system import CPU_COUNT
+
+    scheduler = dask.config.get("scheduler", None)
+    if scheduler not in (None, "threads", "threading"):
+        dask.compute(*collections)
+        return
+    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or CPU_COUNT)
+    try:
+        dask.compute(*collections, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _publish(session: Any, _written: Any) -> None:
     """Write the metadata, after every chunk (``_written`` makes this run after them)."""
     session.flush()
@@ -1138,9 +1226,16 @@ def _publish(session: Any, _written: Any) -> None:
 
 def _roll_back(f: File, stores: list[H5CloudWriteStore]) -> None:
     """Forget the metadata of a failed write; what an append wrote beyond the old
-    extent is reset, so the domain reads as before (and as before if it grows again)."""
+    extent is reset, so the domain reads as before (and as before if it grows again);
+    the chunks stored for datasets the write created are deleted (no metadata names
+    them: with mode='a' they stayed in the domain's prefix, where gc does not look).
+    What a write into stored variables (mode='a' or 'r+' over a variable, region=)
+    stored within their extent stays: those chunks are rewritten in place."""
     f._session.discard()
     for store in stores:
         for ds_obj, old in store.grown:
             with contextlib.suppress(Exception):
                 sync(ds_obj.source().shrink_async(old))
+        for ds_obj in store.created:
+            with contextlib.suppress(Exception):
+                sync(ds_obj.source().delete_chunks_async())

@@ -296,8 +296,7 @@ class TestH5CloudDatatreeSemantics:
         url = str(tmpdir / "test.h5")
         original = _chunked_tree({"x": 1, "y": 1})
         h5dask.to_h5cloud(original, url)
-        # every variable dask-backed (xarray's writers write numpy ones at once, also
-        # with compute=False), three groups of chunks, one delayed
+        # every variable dask-backed, three groups of chunks, one delayed
         changed = original.map_over_datasets(lambda ds: ds + 100)
         delayed = h5dask.to_h5cloud(changed, url, mode="a", compute=False)
         with open_datatree(url, engine=self.engine) as before:

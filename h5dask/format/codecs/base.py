@@ -52,6 +52,10 @@ class Codec:
     #: (lowest, highest) compression level, or None when the codec takes no level
     levels: ClassVar[tuple[int, int] | None] = None
     default_level: ClassVar[int | None] = None
+    #: a level not given is stored as ``default_level`` (gzip: h5py stores and reports
+    #: 4); else no level is stored and none reported, as h5pyd writes (HSDS then
+    #: compresses at its own default) and as h5py reports HDF5's LZ4/Blosc filters
+    stores_default_level: ClassVar[bool] = False
     #: Reductionist ``compression`` ids this codec decodes on the server; the first is
     #: what pushdown asks for. Empty: chunks with this codec are reduced locally.
     reductionist: ClassVar[tuple[str, ...]] = ()
@@ -73,7 +77,7 @@ class Codec:
     def json(self, level: int | None = None) -> dict:
         """HSDS filter JSON, e.g. ``{"class": "H5Z_FILTER_DEFLATE", "id": 1, ...}``."""
         out: dict[str, Any] = {"class": self.hsds_class, "id": self.hdf5_id, "name": self.name}
-        if self.levels is not None:
+        if self.levels is not None and (level is not None or self.stores_default_level):
             out["level"] = self.default_level if level is None else int(level)
         return out
 

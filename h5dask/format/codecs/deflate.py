@@ -26,6 +26,7 @@ class Deflate(Codec):
     role = COMPRESSOR
     levels = (0, 9)
     default_level = 4
+    stores_default_level = True
     reductionist = ("gzip", "zlib")
     blosc_cname = "zlib"
     decodes_native = True
