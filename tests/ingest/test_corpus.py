@@ -38,6 +38,7 @@ XARRAY_UNCOMPARABLE = {
     "region_refs": "load skips the region-reference dataset that h5netcdf shows",
     "regionref_dset": "load skips the region-reference dataset that h5netcdf shows",
     "null_objref_dset": "h5netcdf gives h5py Reference objects, h5cloud the targets' ids",
+    "object_refs": "h5netcdf gives h5py Reference objects, h5cloud the targets' ids",
     "references": "h5netcdf fails on the file's object references (TypeError: no len())",
     "air_linked": "h5netcdf names a hard-linked dimension scale 'lat' in air's dimensions "
                   "but 'lat_hard' in its own (two dimensions of one scale)",
