@@ -30,7 +30,7 @@ from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilter
 from . import codecs as registry
 from .codecs.plugin_frames import bitshuffle_hdf5_decode
 from .compression import OutputTooLarge, blosc_decompress, unshuffle_into
-from .types import has_vlen
+from .types import has_vlen, hsds_type_problem
 from .vlen import decode_vlen, encode_vlen, has_refs
 
 COMPRESSORS = registry.compressors()  # the built-in ones; registry.compressors() is current
@@ -42,6 +42,17 @@ def warn_if_hsds_cannot_read(codec: registry.Codec) -> None:
                       "lists this dataset but cannot read its values (h5dask can). Use gzip, "
                       f"lz4 or zstd for data HSDS must serve.", HSDSUnreadableWarning,
                       stacklevel=4)  # the caller of File.create_dataset
+
+
+def warn_if_hsds_cannot_serve_type(dtype: np.dtype, name: str) -> None:
+    """Warn that dataset ``name`` of ``dtype`` is readable by h5dask (and h5py) but that
+    HSDS cannot serve its values (see :func:`types.hsds_type_problem`)."""
+    problem = hsds_type_problem(dtype)
+    if problem:
+        warnings.warn(f"dataset {name!r}: its type holds {problem}, which HSDS 1.0.2 cannot "
+                      "store or serve (h5dask and h5py read it); an HSDS server lists this "
+                      "dataset but answers 500 for its values", HSDSUnreadableWarning,
+                      stacklevel=3)  # the caller of File.create_dataset
 
 
 #: The most bytes one variable-length chunk may decode to (fixed-size chunks decode to
