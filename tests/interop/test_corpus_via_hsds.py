@@ -33,6 +33,17 @@ h5pyd = pytest.importorskip("h5pyd")
 
 pytestmark = [pytest.mark.hsds, pytest.mark.timeout(600)]
 
+#: attributes h5pyd 1.0.0 (h5json 2.0.1) cannot turn into numpy values, whoever wrote them:
+#: its own writes of the same values fail alike (checked against HSDS 1.0.2). Each is
+#: asserted to still fail, so the list stays true. Likewise every fixed-length string
+#: attribute that is not UTF-8 (netCDF-C's b"\x80" chars): HSDS's JSON holds only text.
+H5PYD_CANNOT_READ = {
+    # a compound whose one member is a compound ("could not assign tuple of length 1")
+    ("ref_tst_compounds4", "/", "a1"): "ValueError",
+    # a compound whose member is an array of compounds
+    ("ref_tst_xplatform2_2", "/", "Runnymede"): "ValueError",
+}
+
 REFERENCE = reference_files()
 ALL_FILES = sorted(MAKERS) + [f"ref:{n}" for n in REFERENCE]
 BIG = 10**5  # elements: larger datasets are compared by a corner
@@ -50,6 +61,18 @@ def _source(name: str, where: Path) -> Path:
     if not path.exists():
         MAKERS[name](path)
     return path
+
+
+def _utf8(value: Any, dt: np.dtype) -> bool:
+    """False for fixed-length strings that are not UTF-8."""
+    if dt.kind != "S" or isinstance(value, h5py.Empty):
+        return True
+    try:
+        for v in np.asarray(value).reshape(-1):
+            bytes(v).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class Compare:
@@ -121,6 +144,14 @@ class Compare:
         assert sorted(got) == names, f"{path}: attributes {sorted(got)} != {names}"
         for n in names:
             where = f"{path} attribute {n!r}"
+            known = H5PYD_CANNOT_READ.get((Path(self.h5.filename).stem, path, n))
+            if not known and not _utf8(want[n], want.get_id(n).dtype):
+                known = "UnicodeEncodeError"
+            if known:
+                with pytest.raises(Exception) as info:  # noqa: PT011 - h5pyd's own errors
+                    got[n]
+                assert type(info.value).__name__ == known, where
+                continue
             w, g = want[n], got[n]
             self.counts["attributes"] += 1
             if isinstance(w, h5py.Empty):
