@@ -36,7 +36,12 @@ from .errors import (
 from .format import codecs
 from .format.chunks import choose_chunks
 from .format.dataspace import Dataspace
-from .format.filters import filter_json, stated_level, warn_if_hsds_cannot_read
+from .format.filters import (
+    filter_json,
+    stated_level,
+    warn_if_hsds_cannot_read,
+    warn_if_hsds_cannot_serve_type,
+)
 from .format.metadata import (
     DatasetMeta,
     GroupMeta,
@@ -480,6 +485,7 @@ class Group(HLObject, Mapping):
         shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
         dtype = np.dtype("<f4" if dtype is None else dtype)
         type_json = _type_for(self._session, committed if committed is not None else dtype)
+        warn_if_hsds_cannot_serve_type(dtype, parent._child_name(leaf))
         space = Dataspace(shape, _maxshape(shape, maxshape))
         chunk_shape = choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)

@@ -982,3 +982,27 @@ def test_strings_in_sequences_read_as_h5py_reads_them(tmp_path) -> None:
         got = read(f)
     assert want == ([[b"ab", b"c"], ["é".encode()]], [[b"ab", b"c"], ["é".encode()]], "top")
     assert got == want
+
+
+def test_sequences_of_sequences_write_and_read_as_h5py_with_a_warning_for_hsds() -> None:
+    """A vlen of vlen (and a compound member of that type) round-trips exactly as h5py
+    holds it; HSDS 1.0.2 cannot store or serve it (h5pyd's write fails, its REST API
+    answers 500), so creating one warns once, naming the dataset and the type."""
+    from h5dask.errors import HSDSUnreadableWarning
+
+    vv = h5dask.vlen_dtype(h5dask.vlen_dtype("<i4"))
+    first = np.empty(2, dtype=object)
+    first[0], first[1] = np.array([1, 2], "<i4"), np.array([], "<i4")
+    values = np.empty(2, dtype=object)
+    values[0], values[1] = first, first[:0]
+    rec = np.dtype([("n", "<i2"), ("s", vv)])
+    with h5dask.File("memory://vv/home/vv.h5", "w") as f:
+        with pytest.warns(HSDSUnreadableWarning, match=r"'/g/vv'.*sequence of variable-len"):
+            f.create_dataset("g/vv", data=values, dtype=vv, chunks=(1,))
+        with pytest.warns(HSDSUnreadableWarning, match="'/rec'"):
+            f.create_dataset("rec", data=np.array([(3, first)], dtype=rec))
+    with h5dask.File("memory://vv/home/vv.h5") as f:
+        got = f["g/vv"][()]
+        assert [[x.tolist() for x in seq] for seq in got] == [[[1, 2], []], []]
+        assert f["g/vv"].dtype.metadata["vlen"].metadata["vlen"] == np.dtype("<i4")
+        assert [x.tolist() for x in f["rec"][0]["s"]] == [[1, 2], []]

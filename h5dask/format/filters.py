@@ -28,11 +28,10 @@ import numpy as np
 
 from ..errors import CorruptChunkError, HSDSUnreadableWarning, UnsupportedFilterError
 from . import codecs as registry
-from . import ids
 from .codecs.plugin_frames import bitshuffle_hdf5_decode
 from .compression import OutputTooLarge, blosc_decompress, unshuffle_into
-from .types import has_vlen
-from .vlen import decode_vlen, encode_vlen
+from .types import has_vlen, hsds_type_problem
+from .vlen import decode_vlen, encode_vlen, has_refs
 
 COMPRESSORS = registry.compressors()  # the built-in ones; registry.compressors() is current
 
@@ -43,6 +42,17 @@ def warn_if_hsds_cannot_read(codec: registry.Codec) -> None:
                       "lists this dataset but cannot read its values (h5dask can). Use gzip, "
                       f"lz4 or zstd for data HSDS must serve.", HSDSUnreadableWarning,
                       stacklevel=4)  # the caller of File.create_dataset
+
+
+def warn_if_hsds_cannot_serve_type(dtype: np.dtype, name: str) -> None:
+    """Warn that dataset ``name`` of ``dtype`` is readable by h5dask (and h5py) but that
+    HSDS cannot serve its values (see :func:`types.hsds_type_problem`)."""
+    problem = hsds_type_problem(dtype)
+    if problem:
+        warnings.warn(f"dataset {name!r}: its type holds {problem}, which HSDS 1.0.2 cannot "
+                      "store or serve (h5dask and h5py read it); an HSDS server lists this "
+                      "dataset but answers 500 for its values", HSDSUnreadableWarning,
+                      stacklevel=3)  # the caller of File.create_dataset
 
 
 #: The most bytes one variable-length chunk may decode to (fixed-size chunks decode to
@@ -132,43 +142,6 @@ def fletcher32(data: bytes | memoryview) -> int:
         sum2 = fold(sum2 + sum1)
         sum1 = fold(sum1)
     return (fold(sum2) << 16) | fold(sum1)
-
-
-#: HSDS stores object references in chunks as fixed strings of this size
-#: ("datasets/d-...", NUL-padded; a null reference is all NULs); h5dask writes them so
-#: too (it wrote length-prefixed ids before, which HSDS cannot read; it still reads them)
-HSDS_REF_SIZE = 48
-
-
-def _hsds_fixed_refs(raw: bytes, dt: np.dtype, count: int) -> np.ndarray | None:
-    """A chunk of object references as HSDS writes them, or None if it is not one."""
-    if "ref" not in (dt.metadata or {}) or len(raw) != count * HSDS_REF_SIZE:
-        return None
-    out = np.empty(count, dtype=dt)
-    for i, value in enumerate(np.frombuffer(raw, dtype=f"S{HSDS_REF_SIZE}")):
-        try:
-            # the id alone, as h5dask reads every reference ("datasets/d-..." -> "d-...")
-            out[i] = value.rstrip(b"\x00").decode("ascii").rsplit("/", 1)[-1]
-        except UnicodeDecodeError:
-            return None
-    return out
-
-
-def _hsds_ref_bytes(arr: np.ndarray) -> bytes:
-    """Object references as HSDS stores (and only reads) them: ``collection/id`` in
-    fixed 48-byte NUL-padded fields, ``""`` for a null reference; anything that is not
-    a reference raises InvalidReferenceError (see :func:`ids.reference_id`).
-
-    >>> _hsds_ref_bytes(np.array(["g-0a1b2c3d-4e5f6a7b-8c9d-0e1f2a-3b4c5d", None],
-    ...                          dtype=object))[:10]
-    b'groups/g-0'
-    """
-    values = []
-    for x in arr.reshape(-1):
-        obj_id = ids.reference_id(x)
-        values.append(f"{ids.REFERENCE_COLLECTIONS[obj_id[0]]}/{obj_id}".encode("ascii")
-                      if obj_id else b"")
-    return np.array(values, dtype=f"S{HSDS_REF_SIZE}").tobytes()
 
 
 def _typed_view(arr: np.ndarray) -> np.ndarray:
@@ -375,10 +348,12 @@ class ChunkCodec:
             try:
                 return decode_vlen(raw, self.dtype, count).reshape(full)
             except ValueError as exc:
-                refs = _hsds_fixed_refs(raw, self.dtype, count)
-                if refs is None:
+                if not has_refs(self.dtype):
                     raise CorruptChunkError(key, str(exc)) from exc
-                return refs.reshape(full)
+                try:  # references as h5dask wrote them before it wrote HSDS's layout
+                    return decode_vlen(raw, self.dtype, count, legacy_refs=True).reshape(full)
+                except ValueError:
+                    raise CorruptChunkError(key, str(exc)) from exc
         itemsize = self.dtype.itemsize
         want_full = int(np.prod(full)) * itemsize
         want_edge = int(np.prod(shape)) * itemsize if shape is not None else want_full
@@ -435,10 +410,7 @@ class ChunkCodec:
         if arr.shape != self.chunk_shape:
             raise ValueError(f"chunk of shape {arr.shape}, expected {self.chunk_shape}")
         vlen = has_vlen(self.dtype)
-        if "ref" in (self.dtype.metadata or {}):  # HSDS reads no other layout of them
-            raw = _hsds_ref_bytes(arr)
-        else:
-            raw = encode_vlen(arr) if vlen else arr.tobytes()
+        raw = encode_vlen(arr) if vlen else arr.tobytes()
         if self.bitshuffle and not vlen and self.compressor_codec is None:
             # HSDS 1.0.2 accepts the bitshuffle filter but neither applies nor undoes it;
             # writing the bytes unshuffled keeps such domains readable by HSDS

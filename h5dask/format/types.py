@@ -251,6 +251,39 @@ def has_vlen(dt: np.dtype) -> bool:
     return False
 
 
+def hsds_type_problem(dt: np.dtype) -> str | None:
+    """Why HSDS (1.0.2, h5json 2.0.1) cannot serve values of ``dt`` that h5dask and h5py
+    read and write, or None. Checked against the real server: a sequence of sequences
+    cannot be written through h5pyd or HSDS's REST API (500) and a read of such chunks
+    answers 500; an array type of references is refused ("Array Type base type must be
+    integer, float, string, compound or array").
+
+    >>> hsds_type_problem(vlen_dtype(vlen_dtype("i4")))
+    'a variable-length sequence of variable-length sequences'
+    >>> hsds_type_problem(np.dtype([("a", "i4"), ("s", VLEN_STR)])) is None
+    True
+    """
+    if dt.names:
+        for n in dt.names:
+            problem = hsds_type_problem(dt.fields[n][0])
+            if problem:
+                return problem
+        return None
+    if dt.subdtype is not None:
+        base = dt.subdtype[0]
+        if base.kind == "O" and "ref" in (base.metadata or {}):
+            return "an array type of object references"
+        return hsds_type_problem(base)
+    vlen = (dt.metadata or {}).get("vlen")
+    if vlen is None or vlen in (str, bytes):
+        return None
+    vlen = np.dtype(vlen)
+    if vlen.kind == "O" and "vlen" in (vlen.metadata or {}) and (
+            vlen.metadata["vlen"] not in (str, bytes)):
+        return "a variable-length sequence of variable-length sequences"
+    return hsds_type_problem(vlen)
+
+
 def string_dtype(encoding: str = "utf-8", length: int | None = None) -> np.dtype:
     """A string dtype: variable-length (default) or fixed ``length`` bytes.
 

@@ -12,6 +12,8 @@ np.int64(10)
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Any
 
@@ -56,11 +58,11 @@ def _element(value: Any, dt: np.dtype, member: bool = False) -> Any:
             raise ValueError(f"complex value {value!r} is not [real, imaginary]")
         real, imag = (_element(v, np.dtype(f"f{dt.itemsize // 2}")) for v in value)
         return complex(real, imag)
-    if dt.kind == "V":  # opaque: a list of byte values
-        if not isinstance(value, list) or len(value) != dt.itemsize:
-            raise ValueError(f"opaque value {value!r} is not {dt.itemsize} byte values")
-        return bytes(value)
-    if dt.kind in "Mm":  # tagged opaque datetime64/timedelta64: the int64 count
+    if dt.kind == "V":  # opaque: base64 (HSDS), or a list of byte values (h5dask < 12/2026)
+        return _opaque_bytes(value, dt)
+    if dt.kind in "Mm":  # tagged opaque datetime64/timedelta64: base64, or the int64 count
+        if isinstance(value, str):
+            return np.frombuffer(_opaque_bytes(value, dt), dtype=dt)[0]
         if not isinstance(value, int):
             raise ValueError(f"{value!r} is not an integer count of {dt}")
         return np.array(value, dtype="i8").view(dt)[()]
@@ -73,6 +75,28 @@ def _element(value: Any, dt: np.dtype, member: bool = False) -> Any:
     if dt.kind in "iuf" and (isinstance(value, str) or value is None):
         raise ValueError(f"{value!r} is not a number")
     return value
+
+
+def _opaque_bytes(value: Any, dt: np.dtype) -> bytes:
+    """The bytes of one opaque element: HSDS (h5json) writes base64, ``""`` for all
+    zeros; earlier h5dask versions wrote a list of byte values."""
+    if isinstance(value, str):
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"opaque value {value[:40]!r} is not base64") from exc
+        if raw and len(raw) != dt.itemsize:
+            raise ValueError(f"opaque value of {len(raw)} bytes, its type has {dt.itemsize}")
+        return raw.ljust(dt.itemsize, b"\0")
+    if not isinstance(value, list) or len(value) != dt.itemsize:
+        raise ValueError(f"opaque value {value!r} is not base64 or {dt.itemsize} byte values")
+    return bytes(value)
+
+
+def opaque_json(raw: bytes) -> str:
+    """One opaque element as HSDS (h5json) writes opaque values, and the only form it
+    reads: base64, ``""`` for all zeros."""
+    return base64.b64encode(raw).decode("ascii") if any(raw) else ""
 
 
 def _to_bytes(value: str) -> bytes:
@@ -194,7 +218,7 @@ def _json_element(x: Any, dt: np.dtype) -> Any:
     if dt.kind == "c":
         return [float(x.real), float(x.imag)]
     if dt.kind in "Mm":
-        return int(np.asarray(x).view("i8"))
+        return opaque_json(np.asarray(x, dtype=dt).tobytes())
     if dt.kind == "f":
         return float(x)  # NaN/inf are written as the bare NaN/Infinity tokens, as HSDS does
     if dt.kind in "iu":
@@ -212,7 +236,7 @@ def _json_element(x: Any, dt: np.dtype) -> Any:
             return json_from_array(x)
         return x
     if dt.kind == "V":
-        return list(bytes(x))
+        return opaque_json(bytes(x))
     raise ValueError(f"cannot write values of dtype {dt} as JSON")
 
 

@@ -4,6 +4,10 @@ Compound elements with variable-length members encode member by member; a string
 member decodes to bytes (as h5py and h5netcdf read it), a top-level UTF-8 string to str.
 A sequence of compounds that hold variable-length members is, after its byte count,
 its records encoded member by member (HSDS's h5json ``copyElement``/``readElement``).
+An object reference is, wherever it is (a whole chunk, a compound member, a sequence),
+a fixed 48-byte NUL-padded ``collection/id`` field: the only layout HSDS reads (h5json's
+reference dtype is ``S48``). Chunks of earlier h5dask versions held a reference as a byte
+count and the bare id: ``decode_vlen(..., legacy_refs=True)`` reads those.
 
 >>> from h5dask.format.types import VLEN_STR
 >>> a = np.array(["a", "héllo"], dtype=VLEN_STR)
@@ -17,15 +21,56 @@ import struct
 
 import numpy as np
 
-from .ids import reference_id
+from .ids import REFERENCE_COLLECTIONS, reference_id
 
 _LEN = struct.Struct("<I")
+#: HSDS's size of an object reference in binary data ("datasets/d-...", NUL-padded)
+REF_SIZE = 48
+
+
+def is_ref(dt: np.dtype) -> bool:
+    return dt.kind == "O" and "ref" in (dt.metadata or {})
+
+
+def has_refs(dt: np.dtype) -> bool:
+    """True if values of ``dt`` are (or contain) object references."""
+    if dt.names:
+        return any(has_refs(dt.fields[n][0]) for n in dt.names)
+    if dt.subdtype is not None:
+        return has_refs(dt.subdtype[0])
+    vlen = (dt.metadata or {}).get("vlen")
+    return is_ref(dt) or (isinstance(vlen, np.dtype) and has_refs(vlen))
+
+
+def ref_field(x: object) -> bytes:
+    """One object reference as HSDS stores it: ``collection/id`` NUL-padded to 48 bytes,
+    all NULs for a null reference (raises InvalidReferenceError for a non-reference).
+
+    >>> ref_field("g-0a1b2c3d-4e5f6a7b-8c9d-0e1f2a-3b4c5d")[:10]
+    b'groups/g-0'
+    """
+    obj_id = reference_id(x)
+    text = f"{REFERENCE_COLLECTIONS[obj_id[0]]}/{obj_id}" if obj_id else ""
+    return text.encode("ascii").ljust(REF_SIZE, b"\0")
+
+
+def _ref_value(field: bytes) -> str:
+    # the id alone, as h5dask reads every reference ("datasets/d-..." -> "d-...");
+    # bytes that are not ASCII raise UnicodeDecodeError, a ValueError
+    return field.rstrip(b"\0").decode("ascii").rsplit("/", 1)[-1]
 
 
 def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
     if dt.names:
         for n in dt.names:
             _encode_one(x[n], dt.fields[n][0], out)  # type: ignore[index]
+        return
+    if dt.subdtype is not None and dt.hasobject:  # an array member of references
+        for item in np.asarray(x, dtype=dt.base).reshape(-1):
+            _encode_one(item, dt.base, out)
+        return
+    if is_ref(dt):
+        out += ref_field(x)
         return
     if dt.kind != "O":
         out += np.asarray(x, dtype=dt).tobytes()
@@ -41,7 +86,7 @@ def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
     elif isinstance(vlen, np.dtype):
         b = _encode_sequence(x, vlen)
     else:
-        b = reference_id(x).encode("ascii")  # references: ids ("" is null)
+        raise ValueError(f"cannot encode {x!r} as {dt}")
     out += _LEN.pack(len(b))
     out += b
 
@@ -67,14 +112,25 @@ def encode_vlen(arr: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def _decode_one(buf: memoryview, pos: int, dt: np.dtype,
-                member: bool = False) -> tuple[object, int]:
+def _decode_one(buf: memoryview, pos: int, dt: np.dtype, member: bool = False,
+                legacy_refs: bool = False) -> tuple[object, int]:
     if dt.names:
         values = []
         for n in dt.names:
-            v, pos = _decode_one(buf, pos, dt.fields[n][0], member=True)
+            v, pos = _decode_one(buf, pos, dt.fields[n][0], True, legacy_refs)
             values.append(v)
         return tuple(values), pos
+    if dt.subdtype is not None and dt.hasobject:  # an array member of references
+        base, shape = dt.subdtype
+        items = np.empty(int(np.prod(shape)), dtype=base)
+        for i in range(items.size):
+            items[i], pos = _decode_one(buf, pos, base, True, legacy_refs)
+        return items.reshape(shape), pos
+    if is_ref(dt) and not legacy_refs:
+        end = pos + REF_SIZE
+        if end > len(buf):
+            raise ValueError("variable-length data ends inside an object reference")
+        return _ref_value(bytes(buf[pos:end])), end
     if dt.kind != "O":
         end = pos + dt.itemsize
         if end > len(buf):
@@ -91,7 +147,7 @@ def _decode_one(buf: memoryview, pos: int, dt: np.dtype,
     if vlen is str and not member:  # compound members stay bytes, as h5py reads them
         value: object = raw.decode("utf-8", errors="surrogateescape")
     elif isinstance(vlen, np.dtype) and vlen.hasobject:
-        value = _decode_records(raw, vlen)
+        value = _decode_records(raw, vlen, legacy_refs)
     elif isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences
         value = np.frombuffer(raw, dtype=vlen).astype(vlen.newbyteorder("="))
     elif vlen is bytes or vlen is str:
@@ -101,13 +157,13 @@ def _decode_one(buf: memoryview, pos: int, dt: np.dtype,
     return value, pos + n
 
 
-def _decode_records(raw: bytes, base: np.dtype) -> np.ndarray:
+def _decode_records(raw: bytes, base: np.dtype, legacy_refs: bool = False) -> np.ndarray:
     """A sequence of records with variable-length members: decoded one by one until its
     bytes are used up (the byte count does not say how many records there are)."""
     buf = memoryview(raw)
     records, pos = [], 0
     while pos < len(buf):
-        record, pos = _decode_one(buf, pos, base, member=True)
+        record, pos = _decode_one(buf, pos, base, True, legacy_refs)
         records.append(record)
     out = np.empty(len(records), dtype=base.newbyteorder("="))
     for i, record in enumerate(records):
@@ -115,13 +171,16 @@ def _decode_records(raw: bytes, base: np.dtype) -> np.ndarray:
     return out
 
 
-def decode_vlen(data: bytes, dt: np.dtype, count: int) -> np.ndarray:
-    """Decode ``count`` elements; raises ValueError if the bytes do not fit exactly."""
+def decode_vlen(data: bytes, dt: np.dtype, count: int,
+                legacy_refs: bool = False) -> np.ndarray:
+    """Decode ``count`` elements; raises ValueError if the bytes do not fit exactly.
+    ``legacy_refs``: references as earlier h5dask versions wrote them (a byte count and
+    the bare id) instead of HSDS's fixed 48-byte fields."""
     buf = memoryview(data)
     out = np.empty(count, dtype=dt)
     pos = 0
     for i in range(count):
-        out[i], pos = _decode_one(buf, pos, dt)
+        out[i], pos = _decode_one(buf, pos, dt, False, legacy_refs)
     if pos != len(buf):
         raise ValueError(f"{len(buf) - pos} bytes left over after {count} elements")
     return out

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import UnsupportedTypeError
 from ..format.metadata import Link
 from ..format.types import has_vlen
+from ..format.values import opaque_json
 
 
 class H5Types:
@@ -215,8 +216,8 @@ class H5Values:
             return float(x)
         if dt.kind == "c":
             return [float(np.real(x)), float(np.imag(x))]
-        if dt.kind in "Mm":
-            return int(np.asarray(x).view("i8"))
+        if dt.kind in "Mm":  # opaque, as HSDS writes (and only reads) opaque values
+            return opaque_json(np.asarray(x, dtype=dt).tobytes())
         if dt.kind in "iu":
             return int(x)
         if dt.kind == "b":
@@ -224,7 +225,7 @@ class H5Values:
         if dt.kind == "S":
             return bytes(x).rstrip(b"\x00").decode("utf-8", "surrogateescape")
         if dt.kind == "V":
-            return list(bytes(x))
+            return opaque_json(bytes(x))
         raise UnsupportedTypeError(f"values of {dt}")
 
     def array(self, arr: Any, dt: np.dtype) -> np.ndarray:

@@ -278,3 +278,43 @@ def test_corrupt_vlen_chunk() -> None:
     for data in (good[:-1], good + b"x", good[:5], b"\xff\xff\xff\x7f" + good):
         with pytest.raises(CorruptChunkError, match="1_2"):
             codec.decode(data, KEY)
+
+
+D_ID = "d-6365dc28-b7187a80-6773-02f05a-9230d2"
+G_ID = "g-6365dc28-b7187a80-ebed-54a03f-90f208"
+
+
+def _ref_field(text: str) -> bytes:
+    return text.encode("ascii").ljust(48, b"\0")
+
+
+def test_references_inside_compounds_and_sequences_are_hsds_fixed_fields() -> None:
+    """HSDS (h5json) stores an object reference as a 48-byte NUL-padded 'collection/id'
+    wherever it is: in a compound record, an array member, a sequence. The chunk below is
+    what HSDS 1.0.2 wrote for h5pyd's ``[(d.ref, 5), (f.ref, 6), null]`` (records of 52
+    bytes); h5dask called it corrupt and wrote length-prefixed ids HSDS cannot read."""
+    rec = np.dtype([("r", h5dask.format.types.OBJ_REF), ("n", "<i4")])
+    hsds = b"".join(_ref_field(r) + struct.pack("<i", n)
+                    for r, n in ((f"datasets/{D_ID}", 5), (f"groups/{G_ID}", 6), ("", 0)))
+    codec = ChunkCodec(rec, (3,))
+    assert codec.decode(hsds, KEY).tolist() == [(D_ID, 5), (G_ID, 6), ("", 0)]
+    values = np.empty(3, rec)
+    values[:] = [(D_ID, 5), (G_ID, 6), (None, 0)]
+    assert codec.encode(values) == hsds  # the bytes HSDS reads, byte for byte
+    # a sequence of references: its byte count, then the fixed fields (h5json's copyElement)
+    seq_dt = h5dask.vlen_dtype(h5dask.format.types.OBJ_REF)
+    seq = np.empty(1, seq_dt)
+    seq[0] = np.array([D_ID, G_ID], dtype=object)
+    raw = ChunkCodec(seq_dt, (1,)).encode(seq)
+    assert raw == struct.pack("<I", 96) + _ref_field(f"datasets/{D_ID}") + _ref_field(
+        f"groups/{G_ID}")
+    assert ChunkCodec(seq_dt, (1,)).decode(raw, KEY)[0].tolist() == [D_ID, G_ID]
+
+
+def test_compound_references_h5dask_wrote_before_still_read() -> None:
+    """Chunks of earlier h5dask versions (a reference member as a 4-byte length and the
+    bare id) still read: the two layouts never have the same size."""
+    rec = np.dtype([("r", h5dask.format.types.OBJ_REF), ("n", "<i4")])
+    legacy = (struct.pack("<I", len(D_ID)) + D_ID.encode() + struct.pack("<i", 5)
+              + struct.pack("<I", 0) + struct.pack("<i", 6))
+    assert ChunkCodec(rec, (2,)).decode(legacy, KEY).tolist() == [(D_ID, 5), ("", 6)]

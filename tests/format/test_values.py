@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
@@ -129,3 +130,20 @@ def test_unwritten_value_has_empty_vlen_parts() -> None:
 def test_text_as_str() -> None:
     arr = np.array([b"z", "y", b"\xff"], dtype=object)
     assert text_as_str(arr).tolist() == ["z", "y", "\udcff"]
+
+
+def test_opaque_values_are_base64_as_hsds_writes_and_reads_them() -> None:
+    """HSDS (h5json 2.0.1) writes and reads an opaque attribute or fill value as base64,
+    "" for all zeros; h5dask wrote a list of byte values, on which h5pyd fails
+    (TypeError: 'int' object is not iterable), and could not read HSDS's form."""
+    v2 = np.dtype("V2")
+    arr = np.array([b"\x00\xab", b"\x00\x00"], dtype=v2)
+    assert json_from_array(arr) == ["AKs=", ""]
+    assert array_from_json(["AKs=", ""], v2, (2,)).tobytes() == arr.tobytes()
+    assert array_from_json([[0, 171], [0, 0]], v2, (2,)).tobytes() == arr.tobytes()  # older
+    when = np.array(["2020-01-01T00:00:00"], dtype="M8[s]")
+    assert json_from_array(when) == [base64.b64encode(when.tobytes()).decode()]
+    assert array_from_json(json_from_array(when), when.dtype, (1,))[0] == when[0]
+    assert array_from_json([int(when.view("i8")[0])], when.dtype, (1,))[0] == when[0]
+    with pytest.raises(ValueError, match="base64"):
+        array_from_json(["not base64!"], v2, (1,))

@@ -177,6 +177,34 @@ def vlen_sequences(f: h5py.File) -> None:
     h[0] = np.array([5, -5], dtype=">i2")  # the second chunk is never written
 
 
+@corpus
+def vlen_of_vlen(f: h5py.File) -> None:
+    """Sequences of sequences (h5py reads them; HSDS 1.0.2 can neither store nor serve
+    them: h5pyd's write fails, a JSON write and a read of h5dask's chunks answer 500)."""
+    def seqs(*items: list) -> np.ndarray:
+        out = np.empty(len(items), dtype=object)
+        for i, x in enumerate(items):
+            out[i] = np.array(x, dtype="<i4")
+        return out
+
+    d = f.create_dataset("ragged2", shape=(3,), dtype=h5py.vlen_dtype(h5py.vlen_dtype("<i4")),
+                         chunks=(2,))
+    d[0] = seqs([1, 2], [3])
+    d[1] = seqs([])  # d[2] never written
+    rec = np.dtype([("n", "<i2"), ("s", h5py.vlen_dtype(h5py.vlen_dtype("<i4")))])
+    r = np.zeros(1, rec)
+    r[0] = (7, seqs([4], [5, 6, 7]))
+    f.create_dataset("member", data=r)
+    f.attrs.create("ragged2", _one(seqs([8, 9], [])),
+                   dtype=h5py.vlen_dtype(h5py.vlen_dtype("<i4")))
+
+
+def _one(x: object) -> np.ndarray:
+    out = np.empty(1, dtype=object)
+    out[0] = x
+    return out
+
+
 # -- compounds, arrays, references ------------------------------------------------------
 @corpus
 def compounds(f: h5py.File) -> None:

@@ -35,7 +35,8 @@ pytestmark = pytest.mark.timeout(300)
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference"
 # reference files with groups (and ref_tst_dims.nc: netCDF-C's dimensions, root only)
 IDENTICAL_TREES = ["earliest.hdf5", "groups.hdf5", "latest.hdf5", "new_style_groups.hdf5",
-                   "tgroup.h5", "ref_tst_dims.nc"]
+                   "tgroup.h5", "ref_tst_dims.nc", "ref_groups.h5", "ref_no_ncproperty.nc",
+                   "ref_provenance_v1.nc"]
 VARIANTS = [{}, {"decode_cf": False}, {"phony_dims": "access"}]
 
 
