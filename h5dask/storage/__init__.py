@@ -33,7 +33,7 @@ from .sync import sync
 __all__ = [
     "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
     "local_path", "names_bucket_root", "open_location", "open_object", "open_prefix",
-    "refuse_dot_segments",
+    "refuse_dot_segments", "refuse_empty_segments",
     "resolve_s3_settings", "resolve_storage_options", "sync",
 ]
 
@@ -204,6 +204,31 @@ def refuse_dot_segments(url: str, parts: SplitResult | None = None) -> None:
             "percent-encoded); give the path without them")
 
 
+def refuse_empty_segments(url: str, parts: SplitResult | None = None) -> None:
+    """Raise :class:`DomainURLError` for a domain or folder URL with an empty path
+    segment (``a//x.h5``, also percent-encoded): file systems and fsspec collapse it, so
+    ``memory://b/a//x.h5`` and ``memory://b/a/x.h5`` would be two URLs of one domain (and
+    S3 keeps them apart). One trailing '/' (a folder) is not a segment. Plain local
+    paths, without a scheme, are resolved as the OS does.
+
+    >>> refuse_empty_segments("memory://bucket/home//x.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    h5dask.errors.DomainURLError: invalid path in 'memory://bucket/home//x.h5': empty ...
+    """
+    parts = urlsplit(url) if parts is None else parts
+    if not parts.scheme:
+        return
+    path = unquote(parts.path)
+    path = path[1:] if path.startswith("/") else path
+    path = path[:-1] if path.endswith("/") else path
+    if path and "" in path.split("/"):
+        raise DomainURLError(
+            f"invalid path in {url!r}: empty path segments ('//') are refused, as they "
+            "would name the same domain as the path without them on file systems; give "
+            "the path with single slashes")
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -225,6 +250,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
                          "domain path in a URL (give a plain local path to use them in "
                          "file names)")
     refuse_dot_segments(url, parts)
+    refuse_empty_segments(url, parts)
     if protocol in ("s3", "s3a"):
         bucket = parts.netloc
         if not bucket:
@@ -294,6 +320,7 @@ def open_prefix(url: str, storage_options: Mapping[str, Any] | None = None
     ('s3://bucket', 'home/me/')
     """
     refuse_dot_segments(url)  # named as given, not as the probe's URL
+    refuse_empty_segments(url)
     probe = open_location(url.rstrip("/") + "/" + _PROBE, storage_options)
     prefix = probe.domain[:-len(_PROBE)]
     return probe.store, prefix
