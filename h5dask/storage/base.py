@@ -432,7 +432,8 @@ class ObjectStore(ABC):
                 "is reachable and healthy; the waits are storage_options={"
                 f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
                 f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
-                "(seconds per connection, per request, per operation without an answer).",
+                "(seconds per connection, per wait for an answer or for more of a body, per "
+                "operation without an answer).",
                 key=key, attempts=attempt) from exc
         stopped = (f" (stopped at the operation's deadline: {unanswered:.1f} s without an "
                    f"answer, storage_options {{'deadline': {self.tuning.deadline:g}}} seconds)"

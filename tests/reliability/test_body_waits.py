@@ -1,0 +1,67 @@
+"""S3 GET bodies over a slow link: ``timeout`` bounds each wait, never the transfer.
+
+Through the fault proxy in front of SeaweedFS, a body arrives in 8 pieces over about
+1.6 s (``trickle``) or stops halfway (``stall``), with ``timeout`` 0.5 s. Before, the
+obstore client's timeout was a whole-request one: the steady transfer was cut (and
+every retry cut again); now each wait (the answer, each 256 KiB of the body) has its own
+``timeout``, so the slow transfer completes and the stalled one is cut, retried and
+named as stalled.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+from faultproxy import via_proxy
+
+import h5dask
+from h5dask.errors import StorageError
+from h5dask.storage import open_object, sync
+from h5dask.storage.s3 import WHOLE_GET_MAX
+
+# longer than one request bounded whole: the body is streamed, each wait within timeout
+BODY = np.random.default_rng(3).bytes(WHOLE_GET_MAX + WHOLE_GET_MAX // 2)
+
+
+def _store(seaweedfs: Any, proxy: Any, **tuning: Any) -> tuple[Any, str]:
+    url = f"s3://h5dask-test/body-waits/{uuid.uuid4().hex}"
+    writer, key = open_object(url, seaweedfs.storage_options())  # written at full speed
+    sync(writer.put(key, BODY))
+    options = via_proxy(seaweedfs.storage_options(), proxy, timeout=0.5, **tuning)
+    return open_object(url, options)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("byte_range", [None, (0, len(BODY)), (100, len(BODY) - 100)])
+def test_a_slow_but_steady_s3_body_is_read_whole(seaweedfs, proxied, byte_range) -> None:
+    store, key = _store(seaweedfs, proxied, max_attempts=1)
+    proxied.delay = 1.6  # 8 pieces 0.2 s apart: each wait < timeout, the whole > 3 x timeout
+    proxied.set_rates({"trickle": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    want = BODY if byte_range is None else BODY[byte_range[0]:byte_range[1]]
+    assert bytes(sync(store.get(key, byte_range=byte_range))) == want
+    assert bytes(store.get_buffer_sync(key, byte_range=byte_range)) == want  # blocking
+    assert proxied.counts["trickle"] >= 2
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("blocking", [False, True])
+def test_a_stalled_s3_body_is_cut_retried_and_named(seaweedfs, proxied, blocking) -> None:
+    store, key = _store(seaweedfs, proxied, max_attempts=3)
+    proxied.set_rates({"stall": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    h5dask.reset_stats()
+    with pytest.raises(StorageError, match=r"failed after 3 attempts: a body stalled "
+                                           r"mid-transfer from .*the body stalled") as err:
+        if blocking:
+            store.get_buffer_sync(key)
+        else:
+            sync(store.get(key))
+    assert err.value.key == key and err.value.attempts == 3
+    assert h5dask.stats()["chunk"]["retries"] == 2
+    assert proxied.counts["stall"] == 3
+    proxied.set_rates({}, seed=0)  # the link recovers: the next read is whole
+    assert bytes(sync(store.get(key))) == BODY
