@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import DomainURLError, UnsupportedURLError
+from ..errors import DomainURLError, InvalidKeyError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
 from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
@@ -109,12 +109,21 @@ def _local_probe() -> FileSystemProbe:
     return FileSystemProbe(os.path.isdir, os.path.isfile, read, names)
 
 
-def _fsspec_probe(fs: Any) -> FileSystemProbe:
+def _fsspec_probe(fs: Any, protocol: str, options: dict[str, Any], tuning: StoreTuning
+                  ) -> FileSystemProbe:
     def read(path: str) -> bytes | None:
-        try:
-            return fs.cat_file(path)
-        except (OSError, ValueError):
+        # through a store (of the path's top directory), as every other read: retried,
+        # within the deadline, counted; a read that fails for good is raised, never
+        # taken for a missing .domain.json (that could pick another bucket root)
+        top, _, key = path.lstrip("/").partition("/")
+        if not top or not key:
             return None
+        store = _fsspec_store(protocol, "/" + top, options, tuning)
+        try:
+            data = store.get_buffer_sync(key, kind="metadata", byte_range=(0, 1 << 20))
+        except InvalidKeyError:
+            return None
+        return None if data is None else bytes(data)
 
     def names(path: str) -> list[str]:
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
@@ -288,7 +297,8 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         if bucket_root:
             root = bucket_root
         else:
-            found = find_bucket_root(_fsspec_probe(fs), "/" + stripped.lstrip("/"))
+            found = find_bucket_root(_fsspec_probe(fs, protocol, options, tuning),
+                                     "/" + stripped.lstrip("/"))
             root = found.path
             if found.ambiguous_with:
                 ambiguity = ambiguity_message(url, root, found.ambiguous_with)
