@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -18,8 +19,9 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
+from ..iostats import record as record_io
 from .base import ObjectStore, ObjectVersion, TransientError, cached_store
-from .keys import check_key
+from .keys import check_key, check_prefix
 from .s3_options import S3Settings, masked_key_id
 from .settings import DEFAULT_TUNING, StoreTuning
 from .sync import sync
@@ -473,6 +475,32 @@ class S3ObjectStore(ObjectStore):
 
     async def _list(self, prefix: str) -> list[str]:
         return [meta["path"] for meta in await self._listing(prefix)]
+
+    async def iter_list(self, prefix: str = "", *, page_size: int = 1000
+                        ) -> AsyncIterator[list[str]]:
+        # one LIST request per page (S3 start-after the previous page's last key), each
+        # retried on its own: only one page is ever held, and a page that failed is asked
+        # again, not the listing from its start
+        check_prefix(prefix)
+        after: str | None = None
+        while True:
+            page = await self._call("LIST", prefix, "other",
+                                    lambda after=after: self._list_page(prefix, after,
+                                                                        page_size))
+            record_io("other", "list_requests")
+            if not page:  # (a short page is not the end: S3 may return fewer keys)
+                return
+            yield page
+            after = page[-1]
+
+    async def _list_page(self, prefix: str, after: str | None, page_size: int) -> list[str]:
+        try:
+            stream = obstore.list(self._store, prefix=prefix or None, offset=after,
+                                  chunk_size=page_size)
+            batch = await anext(stream, [])  # the first page only
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+        return sorted(meta["path"] for meta in batch)
 
 
     async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
