@@ -23,7 +23,7 @@ from ..iostats import record as record_io
 from .base import ObjectStore, ObjectVersion, TransientError, cached_store
 from .keys import check_key, check_prefix
 from .s3_options import S3Settings, masked_key_id
-from .settings import DEFAULT_TUNING, StoreTuning
+from .settings import BODY_PIECE, DEFAULT_TUNING, StoreTuning
 from .sync import sync
 
 #: S3 codes and phrases that mean "try again", for errors with neither a status nor a
@@ -49,11 +49,10 @@ _MD5_RE = re.compile(r"[0-9a-f]{32}")
 #: (the fast path of chunk reads: one thread hand-off); longer or unknown bodies are
 #: streamed, each wait bounded by ``timeout`` (:meth:`S3ObjectStore._streamed`)
 WHOLE_GET_MAX = 1 << 20
-#: a streamed body is received in pieces of at least this size (or its end), each within
-#: ``timeout``: a slow but steady transfer completes however long it takes, one that
-#: stalls is cut after ``timeout`` (small enough that only a link slower than a few KB/s
-#: counts as stalled; large enough that a fast one is not read in thousands of awaits)
-BODY_PIECE = 256 << 10
+# a streamed body is received in pieces of at least BODY_PIECE (or its end), each within
+# ``timeout``: a slow but steady transfer completes however long it takes, one that
+# stalls is cut after ``timeout`` (large enough that a fast one is not read in thousands
+# of awaits)
 #: the HTTP client's own limit on a streamed GET, only a backstop: the waits of a
 #: streamed GET are bounded piece by piece (asyncio), not by the whole transfer
 _STREAM_BACKSTOP = timedelta(days=1)

@@ -65,3 +65,47 @@ def test_a_stalled_s3_body_is_cut_retried_and_named(seaweedfs, proxied, blocking
     assert proxied.counts["stall"] == 3
     proxied.set_rates({}, seed=0)  # the link recovers: the next read is whole
     assert bytes(sync(store.get(key))) == BODY
+
+
+# -- other fsspec file systems (s3fs here, as gcsfs or adlfs would be) -------------------
+def _s3fs_store(seaweedfs: Any, proxy: Any, body: bytes, **tuning: Any) -> tuple[Any, str]:
+    """An fsspec store (s3fs, through the proxy) of the object ``body``, written first."""
+    from h5dask.storage import StoreTuning
+    from h5dask.storage.base import freeze
+    from h5dask.storage.fsspec_store import FsspecObjectStore
+
+    url = f"s3://h5dask-test/body-waits/{uuid.uuid4().hex}"
+    writer, key = open_object(url, seaweedfs.storage_options())
+    sync(writer.put(key, body))
+    options = {k: v for k, v in seaweedfs.storage_options().items() if k != "client_kwargs"}
+    options["client_kwargs"] = {"endpoint_url": proxy.endpoint}
+    options["skip_instance_cache"] = True
+    store = FsspecObjectStore("s3", "h5dask-test/body-waits", freeze(options),
+                              StoreTuning().with_options({"timeout": 0.5,
+                                                          "retry_base_delay": 0, **tuning}))
+    return store, key.rsplit("/", 1)[1]
+
+
+@pytest.mark.timeout(120)
+def test_a_slow_but_steady_fsspec_body_is_read_whole(seaweedfs, proxied) -> None:
+    """Before, a ranged GET through a non-http fsspec file system had ``timeout`` for
+    the whole call: 1.5 MiB over 1.6 s was cut at 0.5 s; now it may take
+    timeout x (1 + length / 256 KiB)."""
+    store, key = _s3fs_store(seaweedfs, proxied, BODY, max_attempts=1)
+    proxied.delay = 1.6
+    proxied.set_rates({"trickle": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    assert bytes(sync(store.get(key, byte_range=(0, len(BODY))))) == BODY
+    assert proxied.counts["trickle"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_stalled_fsspec_body_is_cut_and_retried(seaweedfs, proxied) -> None:
+    small = BODY[:100_000]  # cut after 0.5 x (1 + 100000 / 256 KiB) = 0.69 s
+    store, key = _s3fs_store(seaweedfs, proxied, small, max_attempts=2)
+    proxied.set_rates({"stall": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    with pytest.raises(StorageError, match=r"failed after 2 attempts: no answer .*no "
+                                           r"complete answer in 0\.691 s"):
+        sync(store.get(key, byte_range=(0, len(small))))
+    assert proxied.counts["stall"] == 2
