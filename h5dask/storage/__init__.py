@@ -120,7 +120,7 @@ def _fsspec_probe(fs: Any, protocol: str, options: dict[str, Any], tuning: Store
             return None
         store = _fsspec_store(protocol, "/" + top, options, tuning)
         try:
-            data = store.get_buffer_sync(key, kind="metadata", byte_range=(0, 1 << 20))
+            data = store.get_buffer_sync(key, kind="other", byte_range=(0, 1 << 20))
         except InvalidKeyError:
             return None
         return None if data is None else bytes(data)
