@@ -150,13 +150,18 @@ async def _remove_domain(store: ObjectStore, key: str, root: str, dry_run: bool)
     # only those beside it: domains in folders below it are not its objects
     beside_keys, _ = await store.list_dir(key[:-len(_DOMAIN_FILE)])
     beside = [k for k in beside_keys if k != key]
-    keys = await store.list(objects_prefix) + beside
+    objects = len(beside)
+    # page by page: a domain may have millions of chunk objects, never all held at once
+    async for page in store.iter_list(objects_prefix):
+        objects += len(page)
+        if not dry_run:
+            await asyncio.gather(*(store.delete(k) for k in page))
     if not dry_run:
-        await asyncio.gather(*(store.delete(k) for k in keys))
+        await asyncio.gather(*(store.delete(k) for k in beside))
         await store.delete(key, kind="metadata")
         await store.prune(objects_prefix)
         await store.prune(key[:-len(_DOMAIN_FILE)])
-    return len(keys) + 1
+    return objects + 1
 
 
 def rm(url: str, *, recursive: bool = False, dry_run: bool = False,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -130,9 +131,30 @@ def register_filter_plugins() -> None:
     bitshuffle, Blosc, Blosc2, bzip2, zfp, ...): importing it registers them. Without the
     package, such datasets fail with HDF5's own "can't open directory" error."""
     try:
-        import hdf5plugin  # noqa: F401
+        import hdf5plugin
     except ImportError:
-        pass
+        return
+    _replace_netcdf4_plugins(hdf5plugin)
+
+
+def _replace_netcdf4_plugins(hdf5plugin: Any) -> None:
+    """netCDF4, imported before hdf5plugin, points HDF5_PLUGIN_PATH at its own filter
+    plugins (built on its own copy of HDF5); hdf5plugin then leaves Blosc, Zstd and
+    BZip2 to them, and h5py applies netCDF4's, which fail to write ("error during user
+    callback"). Register hdf5plugin's own for those, whatever the import order; a
+    plugin path the user set elsewhere is left alone."""
+    netcdf4 = sys.modules.get("netCDF4")
+    paths = [p for p in os.environ.get("HDF5_PLUGIN_PATH", "").split(os.pathsep) if p]
+    if netcdf4 is None or not netcdf4.__file__ or not paths:
+        return
+    package = os.path.dirname(os.path.abspath(netcdf4.__file__))
+    if not any(os.path.abspath(p).startswith(package + os.sep) for p in paths):
+        return
+    config = hdf5plugin.get_config()
+    elsewhere = [name for name, origin in config.registered_filters.items()
+                 if origin == "unknown" and name in config.build_config.embedded_filters]
+    if elsewhere:
+        hdf5plugin.register(tuple(elsewhere), force=True)
 
 
 def open_source(src: Any, options: Mapping[str, Any] | None) -> Source:

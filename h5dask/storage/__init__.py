@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from ..errors import DomainURLError, UnsupportedURLError
+from ..errors import DomainURLError, InvalidKeyError, UnsupportedURLError
 from .base import ObjectStore, TransientError, cached_store, freeze
 from .bucket_root import FileSystemProbe, ambiguity_message, find_bucket_root
 from .keys import check_key
@@ -33,7 +33,7 @@ from .sync import sync
 __all__ = [
     "Location", "ObjectStore", "RetryPolicy", "S3Settings", "StoreTuning", "TransientError",
     "local_path", "names_bucket_root", "open_location", "open_object", "open_prefix",
-    "refuse_dot_segments",
+    "refuse_dot_segments", "refuse_empty_segments",
     "resolve_s3_settings", "resolve_storage_options", "sync",
 ]
 
@@ -109,12 +109,21 @@ def _local_probe() -> FileSystemProbe:
     return FileSystemProbe(os.path.isdir, os.path.isfile, read, names)
 
 
-def _fsspec_probe(fs: Any) -> FileSystemProbe:
+def _fsspec_probe(fs: Any, protocol: str, options: dict[str, Any], tuning: StoreTuning
+                  ) -> FileSystemProbe:
     def read(path: str) -> bytes | None:
-        try:
-            return fs.cat_file(path)
-        except (OSError, ValueError):
+        # through a store (of the path's top directory), as every other read: retried,
+        # within the deadline, counted; a read that fails for good is raised, never
+        # taken for a missing .domain.json (that could pick another bucket root)
+        top, _, key = path.lstrip("/").partition("/")
+        if not top or not key:
             return None
+        store = _fsspec_store(protocol, "/" + top, options, tuning)
+        try:
+            data = store.get_buffer_sync(key, kind="other", byte_range=(0, 1 << 20))
+        except InvalidKeyError:
+            return None
+        return None if data is None else bytes(data)
 
     def names(path: str) -> list[str]:
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
@@ -204,6 +213,31 @@ def refuse_dot_segments(url: str, parts: SplitResult | None = None) -> None:
             "percent-encoded); give the path without them")
 
 
+def refuse_empty_segments(url: str, parts: SplitResult | None = None) -> None:
+    """Raise :class:`DomainURLError` for a domain or folder URL with an empty path
+    segment (``a//x.h5``, also percent-encoded): file systems and fsspec collapse it, so
+    ``memory://b/a//x.h5`` and ``memory://b/a/x.h5`` would be two URLs of one domain (and
+    S3 keeps them apart). One trailing '/' (a folder) is not a segment. Plain local
+    paths, without a scheme, are resolved as the OS does.
+
+    >>> refuse_empty_segments("memory://bucket/home//x.h5")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    h5dask.errors.DomainURLError: invalid path in 'memory://bucket/home//x.h5': empty ...
+    """
+    parts = urlsplit(url) if parts is None else parts
+    if not parts.scheme:
+        return
+    path = unquote(parts.path)
+    path = path[1:] if path.startswith("/") else path
+    path = path[:-1] if path.endswith("/") else path
+    if path and "" in path.split("/"):
+        raise DomainURLError(
+            f"invalid path in {url!r}: empty path segments ('//') are refused, as they "
+            "would name the same domain as the path without them on file systems; give "
+            "the path with single slashes")
+
+
 def open_location(url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
     """Resolve a domain URL to a :class:`Location`.
 
@@ -225,6 +259,7 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
                          "domain path in a URL (give a plain local path to use them in "
                          "file names)")
     refuse_dot_segments(url, parts)
+    refuse_empty_segments(url, parts)
     if protocol in ("s3", "s3a"):
         bucket = parts.netloc
         if not bucket:
@@ -262,7 +297,8 @@ def open_location(url: str, storage_options: Mapping[str, Any] | None = None) ->
         if bucket_root:
             root = bucket_root
         else:
-            found = find_bucket_root(_fsspec_probe(fs), "/" + stripped.lstrip("/"))
+            found = find_bucket_root(_fsspec_probe(fs, protocol, options, tuning),
+                                     "/" + stripped.lstrip("/"))
             root = found.path
             if found.ambiguous_with:
                 ambiguity = ambiguity_message(url, root, found.ambiguous_with)
@@ -294,6 +330,7 @@ def open_prefix(url: str, storage_options: Mapping[str, Any] | None = None
     ('s3://bucket', 'home/me/')
     """
     refuse_dot_segments(url)  # named as given, not as the probe's URL
+    refuse_empty_segments(url)
     probe = open_location(url.rstrip("/") + "/" + _PROBE, storage_options)
     prefix = probe.domain[:-len(_PROBE)]
     return probe.store, prefix

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -464,7 +464,8 @@ class ObjectStore(ABC):
                 "is reachable and healthy; the waits are storage_options={"
                 f"'connect_timeout': {t.connect_timeout:g}, 'timeout': {t.timeout:g}, "
                 f"'deadline': {t.deadline:g}, 'max_attempts': {t.retry.max_attempts}}} "
-                "(seconds per connection, per request, per operation without an answer).",
+                "(seconds per connection, per wait for an answer or for more of a body, per "
+                "operation without an answer).",
                 key=key, attempts=attempt) from exc
         stopped = (f" (stopped at the operation's deadline: {unanswered:.1f} s without an "
                    f"answer, storage_options {{'deadline': {self.tuning.deadline:g}}} seconds)"
@@ -682,6 +683,17 @@ class ObjectStore(ABC):
         keys = await self._call("LIST", prefix, "other", lambda: self._list(prefix))
         record_io("other", "list_requests")
         return sorted(keys)
+
+    async def iter_list(self, prefix: str = "", *, page_size: int = 1000
+                        ) -> AsyncIterator[list[str]]:
+        """The keys under ``prefix`` (recursively), in key order, in pages of at most
+        ``page_size``: for callers that handle keys as they come (deleting a domain's
+        objects), so that memory stays bounded by a page however large the prefix is
+        where the store lists page by page (S3); others list once, then hand out pages.
+        Keys written or deleted while the pages are read may or may not be seen."""
+        keys = await self.list(prefix)
+        for start in range(0, len(keys), page_size):
+            yield keys[start:start + page_size]
 
     async def list_dir(self, prefix: str = "") -> tuple[list[str], list[str]]:
         """One level under ``prefix`` ("" or ending in "/"): the object keys there and the

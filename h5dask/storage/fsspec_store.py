@@ -23,7 +23,7 @@ from .base import (
     whole_object_for_range,
 )
 from .keys import check_key
-from .settings import DEFAULT_TUNING, StoreTuning
+from .settings import BODY_PIECE, DEFAULT_TUNING, StoreTuning
 
 
 def _dropped_response_errors() -> tuple[type[BaseException], ...]:
@@ -95,18 +95,25 @@ class FsspecObjectStore(ObjectStore):
     def _full(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, name: str, *args: Any, body: int = 0, **kwargs: Any) -> Any:
+        """One call of the file system; ``body``: the bytes it transfers, if known (its
+        wait then grows with them, see :data:`BODY_PIECE`)."""
         if not isinstance(self.fs, AsyncFileSystem):
             return await self._settle(name, asyncio.to_thread(getattr(self.fs, name), *args,
                                                               **kwargs), bounded=False)
         # listings are as long as the tree is large: not bounded by the request timeout
         return await self._settle(name, getattr(self.fs, "_" + name)(*args, **kwargs),
-                                  bounded=name not in _LISTINGS, where=args[0] if args else None)
+                                  bounded=name not in _LISTINGS, where=args[0] if args else None,
+                                  body=body)
 
     async def _settle(self, name: str, call: Awaitable[Any], *, bounded: bool,
-                      where: Any = None) -> Any:
+                      where: Any = None, body: int = 0) -> Any:
         """Await one call of the file system, on its own loop as fsspec runs it, within
-        ``timeout`` when ``bounded``; its failures as h5dask's (retried or not)."""
+        ``timeout`` when ``bounded`` (``timeout`` x (1 + body / BODY_PIECE) for a call
+        transferring ``body`` bytes: the client cannot tell a slow body from a stalled
+        one, so a slow but steady transfer is given the time it needs at the slowest
+        rate that is not a stall); its failures as h5dask's (retried or not)."""
+        limit = self.tuning.timeout * (1 + body / BODY_PIECE)
         try:
             if isinstance(self.fs, AsyncFileSystem) and not self.fs.asynchronous:
                 call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
@@ -115,14 +122,14 @@ class FsspecObjectStore(ObjectStore):
                 return await call
             # the client's own waits may be long (aiohttp's: 5 minutes per request);
             # cancelling the wait cancels the request
-            async with asyncio.timeout(self.tuning.timeout):
+            async with asyncio.timeout(limit):
                 return await call
         except (FileNotFoundError, FileExistsError, TransientError, H5DaskError):
             raise
         except PermissionError as exc:
             raise StoragePermissionError(f"{self.root_url}: {exc}") from exc
         except TimeoutError as exc:
-            raise TransientError(f"{name}: no complete answer in {self.tuning.timeout:g} s "
+            raise TransientError(f"{name}: no complete answer in {limit:.3g} s "
                                  f"{exc}".rstrip(), timed_out=True) from exc
         except OSError as exc:
             raise TransientError(str(exc)) from exc
@@ -209,7 +216,7 @@ class FsspecObjectStore(ObjectStore):
             if byte_range is None:
                 return bytes(await self._run("cat_file", path))
             return bytes(await self._run("cat_file", path, start=byte_range[0],
-                                         end=byte_range[1]))
+                                         end=byte_range[1], body=byte_range[1] - byte_range[0]))
         except (FileNotFoundError, IsADirectoryError):
             return None
 
@@ -226,7 +233,7 @@ class FsspecObjectStore(ObjectStore):
             return None
 
     async def _put(self, key: str, data: bytes) -> None:
-        await self._run("pipe_file", self._full(key), data)
+        await self._run("pipe_file", self._full(key), data, body=len(data))
 
     async def _put_if_absent(self, key: str, data: bytes) -> bool:
         # fsspec's mode="create": s3fs sends If-None-Match: *, memory:// opens "xb";

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -20,6 +21,7 @@ from obstore.exceptions import (
 from obstore.store import S3Store
 
 from ..errors import BucketNotFoundError, StorageError, StoragePermissionError
+from ..iostats import record as record_io
 from .base import (
     ObjectStore,
     ObjectVersion,
@@ -28,9 +30,9 @@ from .base import (
     changed_since,
     etag_of,
 )
-from .keys import check_key
+from .keys import check_key, check_prefix
 from .s3_options import S3Settings, masked_key_id
-from .settings import DEFAULT_TUNING, StoreTuning
+from .settings import BODY_PIECE, DEFAULT_TUNING, StoreTuning
 from .sync import sync
 
 #: S3 codes and phrases that mean "try again", for errors with neither a status nor a
@@ -52,6 +54,17 @@ _URL_RE = re.compile(r"\w+://\S+")
 #: of legacy and other stores): nothing that could change the host or the path
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
+#: a ranged GET of at most this many bytes is one request bounded whole by ``timeout``
+#: (the fast path of chunk reads: one thread hand-off); longer or unknown bodies are
+#: streamed, each wait bounded by ``timeout`` (:meth:`S3ObjectStore._streamed`)
+WHOLE_GET_MAX = 1 << 20
+# a streamed body is received in pieces of at least BODY_PIECE (or its end), each within
+# ``timeout``: a slow but steady transfer completes however long it takes, one that
+# stalls is cut after ``timeout`` (large enough that a fast one is not read in thousands
+# of awaits)
+#: the HTTP client's own limit on a streamed GET, only a backstop: the waits of a
+#: streamed GET are bounded piece by piece (asyncio), not by the whole transfer
+_STREAM_BACKSTOP = timedelta(days=1)
 
 
 _S3_CODE_RE = re.compile(r"<Code>(\w+)</Code>")
@@ -159,6 +172,7 @@ class S3ObjectStore(ObjectStore):
         self.settings = settings
         self.root_url = f"s3://{bucket}"
         self._store = self._make_store()
+        self._stream_store = self._make_store(streaming=True)
 
     def _init_args(self) -> tuple:
         return (self.bucket, self.settings, self.tuning)
@@ -230,7 +244,10 @@ class S3ObjectStore(ObjectStore):
             return None
         return (s.key, s.secret)
 
-    def _make_store(self) -> S3Store:
+    def _make_store(self, streaming: bool = False) -> S3Store:
+        """The obstore client: requests bounded whole by ``timeout`` (HEAD, PUT, LIST,
+        GETs of at most :data:`WHOLE_GET_MAX`), or, ``streaming``, bounded by the caller
+        piece by piece (:meth:`_streamed`)."""
         s = self.settings
         config: dict[str, Any] = {"region": s.region,
                                   "virtual_hosted_style_request": s.addressing_style == "virtual"}
@@ -248,7 +265,7 @@ class S3ObjectStore(ObjectStore):
             config["request_payer"] = True
         client: dict[str, Any] = {
             "allow_http": True,
-            "timeout": timedelta(seconds=self.tuning.timeout),
+            "timeout": _STREAM_BACKSTOP if streaming else timedelta(seconds=self.tuning.timeout),
             "connect_timeout": timedelta(seconds=self.tuning.connect_timeout),
             "pool_max_idle_per_host": str(self.max_concurrency),
         }
@@ -333,22 +350,74 @@ class S3ObjectStore(ObjectStore):
             start, stop = byte_range
             if stop == start:
                 return b""
-            return memoryview(await obstore.get_range_async(self._store, key, start=start,
-                                                            end=stop))
+            return await self._get_range(key, start, stop)
         except Exception as exc:
             return self._get_failed(exc, key, byte_range is not None)
+
+    async def _get_range(self, key: str, start: int, stop: int) -> bytes | memoryview:
+        """Bytes [start, stop): one request within ``timeout`` when short, else
+        streamed (:meth:`_streamed`)."""
+        if stop - start > WHOLE_GET_MAX:
+            return await self._streamed(key, (start, stop))
+        return memoryview(await obstore.get_range_async(self._store, key, start=start,
+                                                        end=stop))
+
+    async def _streamed(self, key: str, byte_range: tuple[int, int] | None
+                        ) -> bytes | memoryview:
+        """A GET whose answer and each further :data:`BODY_PIECE` of whose body must
+        come within ``timeout``, never the whole transfer: a slow but progressing body completes, a
+        stalled one is a retried TransientError naming it as stalled."""
+        timeout = self.tuning.timeout
+        options: dict[str, Any] = {} if byte_range is None else {"range": byte_range}
+        try:
+            async with asyncio.timeout(timeout):
+                result = await obstore.get_async(self._stream_store, key, options=options)
+        except TimeoutError as exc:
+            raise TransientError(f"GET: no answer in time ({timeout:g} s): check that the "
+                                 "endpoint is an S3 server and healthy", timed_out=True) from exc
+        size = result.meta["size"]
+        if byte_range is None and size > self.tuning.multipart_threshold:
+            del result  # drop the streaming body; fetch in parts instead
+            return await self._get_parts(key, size)
+        start, stop = result.range
+        expected = stop - start
+        if expected <= BODY_PIECE:  # one piece: read whole, within one timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    data = memoryview(await result.bytes_async())
+            except TimeoutError as exc:
+                raise TransientError(f"GET: the body stalled: not all of its {expected} bytes"
+                                     f" in {timeout:g} s", stalled=True) from exc
+            if len(data) != expected:
+                raise TransientError(f"short read: {len(data)} of {expected} bytes")
+            return data
+        pieces: list[bytes] = []
+        received = 0
+        stream = result.stream(min_chunk_size=BODY_PIECE)
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    piece = await anext(stream, None)
+            except TimeoutError as exc:
+                raise TransientError(
+                    f"GET: the body stalled: no {BODY_PIECE >> 10} KiB in {timeout:g} s "
+                    f"after {received} of {expected} bytes", stalled=True) from exc
+            if piece is None:
+                break
+            pieces.append(piece)
+            received += len(piece)
+        if received != expected:
+            raise TransientError(f"short read: {received} of {expected} bytes")
+        return memoryview(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
 
     def _get_sync(self, key: str, byte_range: tuple[int, int] | None
                   ) -> bytes | memoryview | None:
         """The blocking twin of :meth:`_get` (obstore releases the GIL while it waits)."""
+        if byte_range is None or byte_range[1] - byte_range[0] > WHOLE_GET_MAX:
+            # a body of unknown or large size is streamed, piece by piece within
+            # timeout, on the I/O loop (a blocking read could only be bounded whole)
+            return sync(self._get(key, byte_range))
         try:
-            if byte_range is None:
-                result = obstore.get(self._store, key)
-                size = result.meta["size"]
-                if size > self.tuning.multipart_threshold:
-                    del result
-                    return sync(self._get_parts(key, size))
-                return _whole(memoryview(result.bytes()), size)
             start, stop = byte_range
             if stop == start:
                 return b""
@@ -416,19 +485,12 @@ class S3ObjectStore(ObjectStore):
     async def _get_whole(self, key: str) -> bytes | memoryview:
         # One GET for objects up to the threshold; beyond it, the first response tells
         # the size and the rest arrives as concurrent ranged GETs.
-        result = await obstore.get_async(self._store, key)
-        size = result.meta["size"]
-        if size <= self.tuning.multipart_threshold:
-            return _whole(memoryview(await result.bytes_async()), size)
-        del result  # drop the streaming body; fetch in parts instead
-        return await self._get_parts(key, size)
+        return await self._streamed(key, None)
 
     async def _get_parts(self, key: str, size: int) -> bytes:
         starts = list(range(0, size, self.tuning.part_size))
         ends = [min(s + self.tuning.part_size, size) for s in starts]
-        parts = await asyncio.gather(*(
-            obstore.get_range_async(self._store, key, start=s, end=e) for s, e in zip(starts, ends)
-        ))
+        parts = await asyncio.gather(*(self._get_range(key, s, e) for s, e in zip(starts, ends)))
         data = b"".join(parts)
         if len(data) != size:
             raise TransientError(f"short multipart read: {len(data)} of {size} bytes")
@@ -487,6 +549,32 @@ class S3ObjectStore(ObjectStore):
     async def _list(self, prefix: str) -> list[str]:
         return [meta["path"] for meta in await self._listing(prefix)]
 
+    async def iter_list(self, prefix: str = "", *, page_size: int = 1000
+                        ) -> AsyncIterator[list[str]]:
+        # one LIST request per page (S3 start-after the previous page's last key), each
+        # retried on its own: only one page is ever held, and a page that failed is asked
+        # again, not the listing from its start
+        check_prefix(prefix)
+        after: str | None = None
+        while True:
+            page = await self._call("LIST", prefix, "other",
+                                    lambda after=after: self._list_page(prefix, after,
+                                                                        page_size))
+            record_io("other", "list_requests")
+            if not page:  # (a short page is not the end: S3 may return fewer keys)
+                return
+            yield page
+            after = page[-1]
+
+    async def _list_page(self, prefix: str, after: str | None, page_size: int) -> list[str]:
+        try:
+            stream = obstore.list(self._store, prefix=prefix or None, offset=after,
+                                  chunk_size=page_size)
+            batch = await anext(stream, [])  # the first page only
+        except Exception as exc:
+            raise self._translate(exc, "LIST", prefix) from exc
+        return sorted(meta["path"] for meta in batch)
+
 
     async def _list_md5(self, prefix: str, limit: int) -> dict[str, str]:
         try:
@@ -524,9 +612,3 @@ def _content_md5(meta: Any) -> str | None:
     """A listed object's ETag if it is shaped like the MD5 of its bytes, else None."""
     etag = (meta.get("e_tag") or "").strip('"').lower()
     return etag if _MD5_RE.fullmatch(etag) else None  # not "<md5>-<parts>", "W/..."
-
-
-def _whole(data: memoryview, size: int) -> memoryview:
-    if len(data) != size:
-        raise TransientError(f"short read: {len(data)} of {size} bytes")
-    return data

@@ -22,6 +22,11 @@ from typing import Any
 from ..errors import StorageOptionsError
 
 MiB = 2**20
+#: ``timeout`` bounds each wait for this much more of a GET's body where the client
+#: lets it (S3: each piece; other fsspec file systems: a ranged GET in all takes up to
+#: ``timeout`` x (1 + its length / BODY_PIECE)), never the whole transfer: only a link
+#: slower than about 4 KB/s (with the default 60 s) counts as stalled
+BODY_PIECE = 256 * 1024
 
 
 @dataclass(frozen=True)

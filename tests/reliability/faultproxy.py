@@ -24,6 +24,14 @@ drawn from a seeded random generator, injects one fault into the exchange:
 ``toomany``
     answer ``429 Too Many Requests`` (a rate-limiting gateway in front of a shared
     store) without forwarding. Not in :data:`KINDS`, the default mix; rates may name it.
+``trickle``
+    forward the request, send the response head, then the body in ``trickle_pieces``
+    pieces ``delay / trickle_pieces`` seconds apart: a slow but steady link (each wait
+    short, the whole transfer long). Not in :data:`KINDS`.
+``stall``
+    forward the request, send the response head and the first half of the body, then
+    nothing more until the client hangs up (or the proxy stops): a transfer that stops
+    mid-body. Not in :data:`KINDS`.
 
 Requests are forwarded byte for byte (the ``Host`` header too, so SigV4 signatures
 stay valid). Only Content-Length and chunked bodies are supported, which is what
@@ -56,7 +64,7 @@ from typing import Any
 
 KINDS = ("drop", "delay", "slowdown", "error500", "truncate")
 #: kinds rates may name besides the default mix :data:`KINDS`
-EXTRA_KINDS = ("toomany",)
+EXTRA_KINDS = ("toomany", "trickle", "stall")
 _MAX_HEAD = 64 * 1024
 
 _XML = (
@@ -152,6 +160,7 @@ class FaultProxy:
         methods: Iterable[str] | None = None,
         path_filter: str | None = None,
         latency: float = 0.0,
+        trickle_pieces: int = 8,
     ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
@@ -159,6 +168,7 @@ class FaultProxy:
         self.methods = frozenset(m.upper() for m in methods) if methods else None
         self.path_filter = path_filter
         self.latency = latency
+        self.trickle_pieces = trickle_pieces
         self.set_rates(rates or {}, seed)
         self.port: int | None = None
         self.counts: Counter[str] = Counter()
@@ -334,6 +344,23 @@ class FaultProxy:
                         writer.write(resp_head[: len(resp_head) // 2])
                     await writer.drain()
                     return  # closed cleanly in finally: a short read for the client
+                if fault == "trickle" and resp_body:  # slow but steady
+                    writer.write(resp_head)
+                    step = -(-len(resp_body) // self.trickle_pieces)
+                    for offset in range(0, len(resp_body), step):
+                        await asyncio.sleep(self.delay / self.trickle_pieces)
+                        writer.write(resp_body[offset:offset + step])
+                        await writer.drain()
+                    self.in_flight -= 1
+                    holding = False
+                    if upstream_closes:
+                        return
+                    continue
+                if fault == "stall" and resp_body:  # half the body, then silence
+                    writer.write(resp_head + resp_body[: len(resp_body) // 2])
+                    await writer.drain()
+                    await reader.read()  # until the client hangs up
+                    return
                 if fault == "delay":  # a slow server: late head, then a stalled body
                     await asyncio.sleep(self.delay / 2)
                     writer.write(resp_head)

@@ -117,3 +117,57 @@ def test_a_new_domain_next_to_existing_ones_joins_their_bucket(tmp_path):
 def test_explicit_bucket_root_must_contain_the_domain(tmp_path):
     with pytest.raises(ValueError, match="not inside bucket_root"):
         _write(f"file://{tmp_path}/elsewhere/x.h5", bucket_root=str(tmp_path / "root"))
+
+
+class _FlakyMemory:
+    """A memory file system whose next ``failures`` reads of a .domain.json fail as a
+    dropped connection does (registered as flakymem://, built on first use)."""
+
+    failures = 0
+
+    @classmethod
+    def register(cls) -> None:
+        import fsspec
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        class FlakyMemoryFileSystem(MemoryFileSystem):
+            protocol = "flakymem"
+
+            @classmethod
+            def _strip_protocol(cls, path: str) -> str:  # memory's, for this scheme
+                if path.startswith("flakymem://"):
+                    path = "memory://" + path[len("flakymem://"):]
+                return super()._strip_protocol(path)
+
+            def cat_file(self, path, start=None, end=None, **kwargs):  # noqa: ANN001
+                if path.endswith(".domain.json") and cls.failures > 0:
+                    cls.failures -= 1
+                    raise ConnectionResetError("connection reset by peer")
+                return super().cat_file(path, start=start, end=end, **kwargs)
+
+        fsspec.register_implementation("flakymem", FlakyMemoryFileSystem, clobber=True)
+
+
+def test_the_bucket_root_probe_reads_through_the_store():
+    """The probe's reads of .domain.json were fs.cat_file calls: never retried nor
+    counted, and a failed one was taken for a missing file, so the domain below (its
+    db/ in /flaky-fb, two levels up) was looked for in /flaky-fb/home: 'not found'. Now they are
+    the store's reads: retried, counted, and a read that fails for good is an error."""
+    from h5dask.errors import StorageError
+
+    _FlakyMemory.register()
+    url = "flakymem://flaky-fb/home/x.h5"
+    _write(url, bucket_root="/flaky-fb")
+    _FlakyMemory.failures = 2
+    h5dask.reset_stats()
+    location = open_location(url, {"retry_base_delay": 0})
+    assert (location.store.root_url, location.domain) == ("flakymem://flaky-fb", "home/x.h5")
+    assert h5dask.stats()["other"]["retries"] == 2  # (finding where a domain is: "other")
+    assert h5dask.stats()["other"]["read_requests"] >= 1
+    _FlakyMemory.failures = 10**6
+    try:
+        with pytest.raises(StorageError, match=r"home/x\.h5/\.domain\.json failed after 2 "
+                                               "attempts.*connection reset"):
+            open_location(url, {"max_attempts": 2, "retry_base_delay": 0})
+    finally:
+        _FlakyMemory.failures = 0

@@ -17,7 +17,7 @@ from h5dask.storage import open_location, open_object, sync
     ("s3:///home/x.h5", "no bucket name"),
     ("s3://bucket", r"names no domain path.*s3://bucket/home/run1\.h5"),
     ("s3://bucket/", "names no domain path"),
-    ("s3://bucket/home//x.h5", "empty, '.' or '..' segment"),
+    ("s3://bucket/home//x.h5", r"empty path segments \('//'\) are refused"),
     ("s3://bucket/home/../x.h5", "'..' segments are refused"),
     ("s3://bucket/home/x?.h5", "'?' and '#'"),
     ("s3://bucket/home/x.h5\n", "control characters"),
@@ -135,6 +135,41 @@ def test_dot_segments_are_one_error_at_every_entry_point(url) -> None:
             call()
         assert repr(url)[1:-1] in str(err.value), name  # the URL as given
         assert ".h5dask-probe" not in str(err.value), name
+
+
+# '//' in a URL: file systems and fsspec collapse it, so memory://b/a//x.h5 opened the
+# domain memory://b/a/x.h5 (and memory://b//a/x.h5 resolved to another root and key)
+EMPTY_SEGMENT_URLS = ["memory://bucket/home//x.h5", "memory://bucket//home/x.h5",
+                      "memory://bucket/home/%2F/x.h5", "file:///tmp/bucket/home//x.h5",
+                      "s3://bucket/home//x.h5"]
+
+
+@pytest.mark.parametrize("url", EMPTY_SEGMENT_URLS)
+def test_empty_segments_are_refused_not_collapsed(url) -> None:
+    from h5dask.storage import open_prefix
+
+    calls = {
+        "open_location": lambda: open_location(url, _options(url)),
+        "h5dask.File w": lambda: h5dask.File(url, "w", storage_options=_options(url)),
+        "list_domains": lambda: h5dask.list_domains(url + "/", storage_options=_options(url)),
+        "open_prefix": lambda: open_prefix(url + "/", _options(url)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(DomainURLError, match=r"empty path segments \('//'\) are "
+                                                 "refused") as err:
+            call()
+        assert repr(url)[1:-1] in str(err.value), name
+
+
+def test_a_url_with_double_slashes_does_not_alias_another_domain() -> None:
+    """Before, writing memory://b/a//x.h5 wrote (or overwrote) memory://b/a/x.h5."""
+    url = "memory://alias-bucket/home/x.h5"
+    with h5dask.File(url, "w") as f:
+        f["v"] = np.arange(3)
+    with pytest.raises(DomainURLError):
+        h5dask.File(url.replace("home/", "home//"), "r")
+    with h5dask.File(url, "r") as f:
+        assert list(f["v"][:]) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("command", [["ls", "s3://bucket/home/../"],
