@@ -25,11 +25,14 @@ CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
 extension), and ``scale_factor``/``add_offset`` are applied to sums (``s * sum + o * n``)
 and extremes. Integer sums below 64 bits ask the server to accumulate in 64 bits (the
-``sum_int64`` extension): a strict Reductionist refuses it and the block is reduced
-locally, never wrapped around. A chunk object that does not exist is reduced locally (from its fill
-value); when the server cannot reduce a chunk (unreachable, unsupported compression or
-dtype), the block is reduced locally and one warning says why, or with
-``active_storage="require"`` an error is raised instead.
+``sum_int64`` extension): a strict Reductionist refuses it (a 400 naming the field),
+and such sums are then reduced locally, never wrapped around, without an error or a
+warning even with ``active_storage="require"`` (this server cannot push them down
+exactly; the process remembers it and does not ask it again). A chunk object that does
+not exist is reduced locally (from its fill value); when the server cannot reduce a
+chunk (unreachable, unsupported compression or dtype), the block is reduced locally
+and one warning says why, or with ``active_storage="require"`` an error is raised
+instead.
 """
 
 from __future__ import annotations
@@ -379,11 +382,25 @@ def chunk_credentials(source: ArraySource, index: tuple[int, ...]) -> tuple[str,
     return (ref.store if ref is not None else source.store).server_credentials()
 
 
+#: servers that refused the ``sum_int64`` extension (a strict Reductionist): their
+#: integer sums are reduced locally, without asking them again (for this process)
+_refused_sum_int64: set[str] = set()
+
+
+def _needs_sum_int64(dtype: np.dtype, op: str) -> bool:
+    """Whether a sum of ``dtype`` asks the server to accumulate in 64 bits."""
+    return op == "sum" and dtype.kind in "iu" and dtype.itemsize < 8
+
+
 async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
                         fills: tuple, server: str, op: str
                         ) -> tuple[np.ndarray, np.ndarray] | None:
     """Reduced values and counts of one block (keepdims shape), or None if a chunk of it
-    does not exist (then the block is reduced locally)."""
+    does not exist, or the server cannot sum it in 64 bits (then the block is reduced
+    locally)."""
+    sum_int64 = _needs_sum_int64(source.dtype, op)
+    if sum_int64 and server in _refused_sum_int64:
+        return None
     plan = source.grid.plan(region)
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
     if red.kind == "imean" and not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
@@ -397,11 +414,21 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        if op == "sum" and source.dtype.kind in "iu" and source.dtype.itemsize < 8:
+        if sum_int64:
             body["sum_int64"] = True  # a chunk's sum in the stored dtype could wrap around
         requests.append(reduce_remote(server, ChunkRequest(op, body),
                                       chunk_credentials(source, piece.index)))
-    replies = await asyncio.gather(*requests)
+    answers = await asyncio.gather(*requests, return_exceptions=True)
+    errors = [a for a in answers if isinstance(a, BaseException)]
+    if sum_int64 and any(isinstance(e, ActiveStorageUnavailable)
+                         and e.refuses_field("sum_int64") for e in errors):
+        # not a failure: this server cannot sum these integers without wrapping around
+        # (Reductionist has no such field), so they are not pushed down to it
+        _refused_sum_int64.add(server)
+        return None
+    if errors:
+        raise errors[0]
+    replies = [a for a in answers if not isinstance(a, BaseException)]
     if any(r is None for r in replies):
         return None
     if op in ("min", "max") and source.dtype.kind == "f":
@@ -716,6 +743,10 @@ def rewrite_graph(tasks: dict) -> dict:
         if red.kind in ("mean", "nansum", "imean") and info.array.dtype.kind in "iu" and \
                 info.array.dtype.itemsize == 8:
             continue  # the server's int64 sum could wrap where dask/xarray sum floats
+        if info.array.active.url in _refused_sum_int64 and red.kind in (
+                "mean", "imean", "nansum", "isum") and _needs_sum_int64(info.array.dtype,
+                                                                       "sum"):
+            continue  # this server refused to sum integers in 64 bits: left to dask
         if red.kind == "imean":
             region = _block_request(info, getter_slices, getitems, red).region
             n = math.prod(len(range(s.start, s.stop, s.step)) for s in region)
