@@ -19,7 +19,12 @@ dtype, exactly; a mean's sums of 32-bit integers accumulate in int64 on the serv
 (``sum_int64``: no chunk wraps), the number dask's float64 sum gives as long as a block's
 sum stays within 2**53 (blocks of up to 2**22 int32 values: larger ones, 64-bit integers
 and a ``mean(dtype=...)`` other than float64 are left to dask).
-Anything else is left to dask.
+The same holds for the sums and means of masked integers (decoded to floats because of
+a ``_FillValue``); packed ones (``scale_factor``/``add_offset``) are pushed down only
+where no decoded value or partial sum rounds: a power-of-two scale and an offset that
+is a whole multiple of it (not a scale of 0.1: dask's sum of the rounded decoded values
+is another number than the server's ``s * sum + o * n``; see
+:func:`decoded_sum_is_exact`). Anything else is left to dask.
 
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
@@ -403,7 +408,8 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
         return None
     plan = source.grid.plan(region)
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
-    if red.kind == "imean" and not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
+    if red.kind in ("mean", "imean", "nansum") and source.dtype.kind in "iu" and \
+            not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
         # rewrite_graph leaves such blocks to dask: this guards the int64 sum regardless
         raise ValueError(f"the sum of a block of {math.prod(block_shape)} {source.dtype} "
                          "values could leave the range where it is exact")
@@ -475,8 +481,44 @@ def mean_sum_is_exact(dtype: np.dtype, n: int) -> bool:
         ...     2**22 + 1), mean_sum_is_exact(np.dtype("i8"), 1)
         (True, False, False)
     """
+    return decoded_sum_is_exact(dtype, n)
+
+
+def decoded_sum_is_exact(dtype: np.dtype, n: int, scale: Any = None, offset: Any = None,
+                         float_dtype: Any = np.float64) -> bool:
+    """Whether the server's answer for the sum of ``n`` values of integer ``dtype``
+    decoded as ``scale * v + offset`` (``s * sum + o * n``, from its exact int64 sum) is
+    the number dask gives, summing the decoded values in ``float_dtype``.
+
+    dask rounds each decoded value and each partial sum, in an order the server does not
+    follow; the two agree when nothing rounds: ``s`` a power of two, ``o`` a whole
+    multiple of it, and ``n * (max |v| + |o / s|)`` within ``2**(mantissa bits + 1)``
+    (2**53 for float64), so every decoded value and every partial sum is a whole
+    multiple of ``s`` that ``float_dtype`` holds. Other scales (0.1) and larger blocks
+    are left to dask.
+
+    Example::
+
+        >>> i4 = np.dtype("i4")
+        >>> decoded_sum_is_exact(i4, 1000, 0.5, 1.0), decoded_sum_is_exact(i4, 1000, 0.1)
+        (True, False)
+        >>> decoded_sum_is_exact(i4, 2**22), decoded_sum_is_exact(i4, 2**22, 1.0, 1.0)
+        (True, False)
+    """
     info = np.iinfo(dtype)
-    return n * max(abs(int(info.min)), int(info.max)) <= 2**53
+    fl = np.finfo(float_dtype)
+    s = 1.0 if scale is None else float(scale)
+    o = 0.0 if offset is None else float(offset)
+    if not (math.isfinite(s) and math.isfinite(o)) or s == 0 or \
+            math.frexp(abs(s))[0] != 0.5 or not abs(s) >= float(fl.tiny):
+        return False  # not a (normal) power of two: s * v rounds
+    k = o / s  # exact: s is a power of two
+    if not k.is_integer():
+        return False  # v + o / s is no whole number: s * v + o rounds
+    limit = 2 ** (fl.nmant + 1)
+    if n * (max(abs(int(info.min)), int(info.max)) + abs(int(k))) > limit:
+        return False
+    return abs(s) * limit <= float(fl.max)
 
 
 def _extreme_accumulator(dtype: np.dtype, op: str) -> tuple[np.dtype, Any]:
@@ -740,18 +782,24 @@ def rewrite_graph(tasks: dict) -> dict:
         if red.kind in ("imin", "imax", "isum", "imean") and (
                 is_float or info.decoding.fill_values):
             continue  # NaN/fill semantics of the plain functions differ: leave to dask
-        if red.kind in ("mean", "nansum", "imean") and info.array.dtype.kind in "iu" and \
-                info.array.dtype.itemsize == 8:
-            continue  # the server's int64 sum could wrap where dask/xarray sum floats
         if info.array.active.url in _refused_sum_int64 and red.kind in (
                 "mean", "imean", "nansum", "isum") and _needs_sum_int64(info.array.dtype,
                                                                        "sum"):
             continue  # this server refused to sum integers in 64 bits: left to dask
-        if red.kind == "imean":
+        if red.kind in ("mean", "imean", "nansum") and info.array.dtype.kind in "iu":
+            # integers summed in floats by dask (plain, masked or packed ones): pushed
+            # down only where its sum cannot round, so that the answer is its number
+            # (this also keeps 64-bit integers, whose int64 sum could wrap, to dask)
             region = _block_request(info, getter_slices, getitems, red).region
             n = math.prod(len(range(s.start, s.stop, s.step)) for s in region)
-            if not mean_sum_is_exact(info.array.dtype, n):
-                continue  # dask's float64 sum of so many could round: its number, not ours
+            dec = info.decoding
+            floats = [np.dtype(d) for d in (dec.dtype, red.dtype)
+                      if d is not None and np.dtype(d).kind == "f"]
+            narrowest = min(floats, key=lambda d: np.finfo(d).nmant,
+                            default=np.dtype(np.float64))
+            if not decoded_sum_is_exact(info.array.dtype, n, dec.scale, dec.offset,
+                                        narrowest):
+                continue
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),
