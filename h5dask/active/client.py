@@ -28,9 +28,27 @@ DEFAULT_TIMEOUT = 60.0
 class ActiveStorageUnavailable(H5DaskError):
     """The server could not reduce a chunk (unreachable, refused, unsupported)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None,
+                 caused_by: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
+        #: the server's ``caused_by`` (Reductionist's error chain), as sent
+        self.caused_by = caused_by
+
+    def refuses_field(self, name: str) -> bool:
+        """Whether the server refused the request for a field it does not know: a strict
+        Reductionist (serde's deny_unknown_fields) answers 400 with "unknown field
+        `name`" in its error chain.
+
+        Example::
+
+            >>> ActiveStorageUnavailable("HTTP 400: request data is not valid", 400,
+            ...     ("unknown field `sum_int64`, expected one of `url`",)
+            ...     ).refuses_field("sum_int64")
+            True
+        """
+        return self.status == 400 and any(
+            f"unknown field `{name}`" in c for c in (str(self), *self.caused_by))
 
 
 @dataclass(frozen=True)
@@ -179,7 +197,8 @@ async def reduce_remote(server_url: str, request: ChunkRequest,
         return decode_reply(payload)
     if object_missing(status, payload):
         return None
-    raise ActiveStorageUnavailable(_error_message(status, payload), status)
+    raise ActiveStorageUnavailable(_error_message(status, payload), status,
+                                   _caused_by(payload))
 
 
 def object_missing(status: int, payload: bytes) -> bool:
@@ -225,14 +244,35 @@ async def _post(url: str, body: dict, headers: dict, timeout: float, server_url:
         raise ActiveStorageUnavailable(f"cannot reach {server_url}: {exc}") from exc
 
 
+def _caused_by(payload: bytes) -> tuple[str, ...]:
+    """The ``caused_by`` list of an error reply (empty if it has none)."""
+    try:
+        import json
+
+        causes = json.loads(payload)["error"].get("caused_by") or []
+        return tuple(str(c) for c in causes) if isinstance(causes, list) else ()
+    except Exception:
+        return ()
+
+
 def _error_message(status: int, payload: bytes) -> str:
+    """The server's message and its causes (which say what it refused: a field, ...).
+
+    Example::
+
+        >>> _error_message(400, b'{"error": {"message": "request data is not valid", '
+        ...                b'"caused_by": ["Failed to deserialize", "unknown field `x`"]}}')
+        'HTTP 400: request data is not valid (Failed to deserialize; unknown field `x`)'
+    """
     try:
         import json
 
         err = json.loads(payload)["error"]
-        return f"HTTP {status}: {err.get('message')}"
+        message = f"HTTP {status}: {err.get('message')}"
     except Exception:
         return f"HTTP {status}: {payload[:200]!r}"
+    causes = "; ".join(_caused_by(payload))
+    return f"{message} ({causes[:500]})" if causes else message
 
 
 async def check_server(server_url: str, timeout: float = 3.0) -> str | None:

@@ -19,17 +19,25 @@ dtype, exactly; a mean's sums of 32-bit integers accumulate in int64 on the serv
 (``sum_int64``: no chunk wraps), the number dask's float64 sum gives as long as a block's
 sum stays within 2**53 (blocks of up to 2**22 int32 values: larger ones, 64-bit integers
 and a ``mean(dtype=...)`` other than float64 are left to dask).
-Anything else is left to dask.
+The same holds for the sums and means of masked integers (decoded to floats because of
+a ``_FillValue``); packed ones (``scale_factor``/``add_offset``) are pushed down only
+where no decoded value or partial sum rounds: a power-of-two scale and an offset that
+is a whole multiple of it (not a scale of 0.1: dask's sum of the rounded decoded values
+is another number than the server's ``s * sum + o * n``; see
+:func:`decoded_sum_is_exact`). Anything else is left to dask.
 
 CF decoding is applied to the server's answers: fill values (``_FillValue``,
 ``missing_value``) are sent as ``missing_values``, NaN is skipped (the ``skip_nan``
 extension), and ``scale_factor``/``add_offset`` are applied to sums (``s * sum + o * n``)
 and extremes. Integer sums below 64 bits ask the server to accumulate in 64 bits (the
-``sum_int64`` extension): a strict Reductionist refuses it and the block is reduced
-locally, never wrapped around. A chunk object that does not exist is reduced locally (from its fill
-value); when the server cannot reduce a chunk (unreachable, unsupported compression or
-dtype), the block is reduced locally and one warning says why, or with
-``active_storage="require"`` an error is raised instead.
+``sum_int64`` extension): a strict Reductionist refuses it (a 400 naming the field),
+and such sums are then reduced locally, never wrapped around, without an error or a
+warning even with ``active_storage="require"`` (this server cannot push them down
+exactly; the process remembers it and does not ask it again). A chunk object that does
+not exist is reduced locally (from its fill value); when the server cannot reduce a
+chunk (unreachable, unsupported compression or dtype), the block is reduced locally
+and one warning says why, or with ``active_storage="require"`` an error is raised
+instead.
 """
 
 from __future__ import annotations
@@ -379,14 +387,29 @@ def chunk_credentials(source: ArraySource, index: tuple[int, ...]) -> tuple[str,
     return (ref.store if ref is not None else source.store).server_credentials()
 
 
+#: servers that refused the ``sum_int64`` extension (a strict Reductionist): their
+#: integer sums are reduced locally, without asking them again (for this process)
+_refused_sum_int64: set[str] = set()
+
+
+def _needs_sum_int64(dtype: np.dtype, op: str) -> bool:
+    """Whether a sum of ``dtype`` asks the server to accumulate in 64 bits."""
+    return op == "sum" and dtype.kind in "iu" and dtype.itemsize < 8
+
+
 async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: BlockReduction,
                         fills: tuple, server: str, op: str
                         ) -> tuple[np.ndarray, np.ndarray] | None:
     """Reduced values and counts of one block (keepdims shape), or None if a chunk of it
-    does not exist (then the block is reduced locally)."""
+    does not exist, or the server cannot sum it in 64 bits (then the block is reduced
+    locally)."""
+    sum_int64 = _needs_sum_int64(source.dtype, op)
+    if sum_int64 and server in _refused_sum_int64:
+        return None
     plan = source.grid.plan(region)
     block_shape = tuple(len(range(s.start, s.stop, s.step)) for s in region)
-    if red.kind == "imean" and not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
+    if red.kind in ("mean", "imean", "nansum") and source.dtype.kind in "iu" and \
+            not mean_sum_is_exact(source.dtype, math.prod(block_shape)):
         # rewrite_graph leaves such blocks to dask: this guards the int64 sum regardless
         raise ValueError(f"the sum of a block of {math.prod(block_shape)} {source.dtype} "
                          "values could leave the range where it is exact")
@@ -397,11 +420,21 @@ async def _remote_block(source: ArraySource, region: tuple[slice, ...], red: Blo
                                   skip_nan=True)
         if body is None:
             return None  # an unstored chunk: the block is reduced locally
-        if op == "sum" and source.dtype.kind in "iu" and source.dtype.itemsize < 8:
+        if sum_int64:
             body["sum_int64"] = True  # a chunk's sum in the stored dtype could wrap around
         requests.append(reduce_remote(server, ChunkRequest(op, body),
                                       chunk_credentials(source, piece.index)))
-    replies = await asyncio.gather(*requests)
+    answers = await asyncio.gather(*requests, return_exceptions=True)
+    errors = [a for a in answers if isinstance(a, BaseException)]
+    if sum_int64 and any(isinstance(e, ActiveStorageUnavailable)
+                         and e.refuses_field("sum_int64") for e in errors):
+        # not a failure: this server cannot sum these integers without wrapping around
+        # (Reductionist has no such field), so they are not pushed down to it
+        _refused_sum_int64.add(server)
+        return None
+    if errors:
+        raise errors[0]
+    replies = [a for a in answers if not isinstance(a, BaseException)]
     if any(r is None for r in replies):
         return None
     if op in ("min", "max") and source.dtype.kind == "f":
@@ -448,8 +481,44 @@ def mean_sum_is_exact(dtype: np.dtype, n: int) -> bool:
         ...     2**22 + 1), mean_sum_is_exact(np.dtype("i8"), 1)
         (True, False, False)
     """
+    return decoded_sum_is_exact(dtype, n)
+
+
+def decoded_sum_is_exact(dtype: np.dtype, n: int, scale: Any = None, offset: Any = None,
+                         float_dtype: Any = np.float64) -> bool:
+    """Whether the server's answer for the sum of ``n`` values of integer ``dtype``
+    decoded as ``scale * v + offset`` (``s * sum + o * n``, from its exact int64 sum) is
+    the number dask gives, summing the decoded values in ``float_dtype``.
+
+    dask rounds each decoded value and each partial sum, in an order the server does not
+    follow; the two agree when nothing rounds: ``s`` a power of two, ``o`` a whole
+    multiple of it, and ``n * (max |v| + |o / s|)`` within ``2**(mantissa bits + 1)``
+    (2**53 for float64), so every decoded value and every partial sum is a whole
+    multiple of ``s`` that ``float_dtype`` holds. Other scales (0.1) and larger blocks
+    are left to dask.
+
+    Example::
+
+        >>> i4 = np.dtype("i4")
+        >>> decoded_sum_is_exact(i4, 1000, 0.5, 1.0), decoded_sum_is_exact(i4, 1000, 0.1)
+        (True, False)
+        >>> decoded_sum_is_exact(i4, 2**22), decoded_sum_is_exact(i4, 2**22, 1.0, 1.0)
+        (True, False)
+    """
     info = np.iinfo(dtype)
-    return n * max(abs(int(info.min)), int(info.max)) <= 2**53
+    fl = np.finfo(float_dtype)
+    s = 1.0 if scale is None else float(scale)
+    o = 0.0 if offset is None else float(offset)
+    if not (math.isfinite(s) and math.isfinite(o)) or s == 0 or \
+            math.frexp(abs(s))[0] != 0.5 or not abs(s) >= float(fl.tiny):
+        return False  # not a (normal) power of two: s * v rounds
+    k = o / s  # exact: s is a power of two
+    if not k.is_integer():
+        return False  # v + o / s is no whole number: s * v + o rounds
+    limit = 2 ** (fl.nmant + 1)
+    if n * (max(abs(int(info.min)), int(info.max)) + abs(int(k))) > limit:
+        return False
+    return abs(s) * limit <= float(fl.max)
 
 
 def _extreme_accumulator(dtype: np.dtype, op: str) -> tuple[np.dtype, Any]:
@@ -713,14 +782,24 @@ def rewrite_graph(tasks: dict) -> dict:
         if red.kind in ("imin", "imax", "isum", "imean") and (
                 is_float or info.decoding.fill_values):
             continue  # NaN/fill semantics of the plain functions differ: leave to dask
-        if red.kind in ("mean", "nansum", "imean") and info.array.dtype.kind in "iu" and \
-                info.array.dtype.itemsize == 8:
-            continue  # the server's int64 sum could wrap where dask/xarray sum floats
-        if red.kind == "imean":
+        if info.array.active.url in _refused_sum_int64 and red.kind in (
+                "mean", "imean", "nansum", "isum") and _needs_sum_int64(info.array.dtype,
+                                                                       "sum"):
+            continue  # this server refused to sum integers in 64 bits: left to dask
+        if red.kind in ("mean", "imean", "nansum") and info.array.dtype.kind in "iu":
+            # integers summed in floats by dask (plain, masked or packed ones): pushed
+            # down only where its sum cannot round, so that the answer is its number
+            # (this also keeps 64-bit integers, whose int64 sum could wrap, to dask)
             region = _block_request(info, getter_slices, getitems, red).region
             n = math.prod(len(range(s.start, s.stop, s.step)) for s in region)
-            if not mean_sum_is_exact(info.array.dtype, n):
-                continue  # dask's float64 sum of so many could round: its number, not ours
+            dec = info.decoding
+            floats = [np.dtype(d) for d in (dec.dtype, red.dtype)
+                      if d is not None and np.dtype(d).kind == "f"]
+            narrowest = min(floats, key=lambda d: np.finfo(d).nmant,
+                            default=np.dtype(np.float64))
+            if not decoded_sum_is_exact(info.array.dtype, n, dec.scale, dec.offset,
+                                        narrowest):
+                continue
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),

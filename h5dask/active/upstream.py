@@ -8,7 +8,9 @@
   password = access key and secret) presigns the GET; no ``Authorization`` header
   means anonymous access (an unsigned request).
 * ``http`` / ``https``: a plain GET of the URL, forwarding HTTP Basic credentials.
-* Both go through one aiohttp session with a ``Range`` header, redirects NOT
+* Both go through one aiohttp session, shared by all users and so keeping no state
+  of theirs (no cookie jar, no session-wide auth, no .netrc; S3 stores are cached
+  by their keys), with a ``Range`` header, redirects NOT
   followed (obstore's own client follows them, which would escape the allow-list;
   that is why obstore signs and aiohttp transfers), no transparent decompression,
   no proxy from the environment, and the body read is capped at the configured
@@ -400,6 +402,11 @@ class Upstream:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 auto_decompress=False,
+                # the session serves every user: a cookie an upstream set after one
+                # user's credentials would be sent with the next user's requests
+                # (anonymous ones too), and read that user's objects for them
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # no proxy from the environment, and no ~/.netrc credentials either
                 trust_env=False,
                 timeout=aiohttp.ClientTimeout(total=self.timeout, connect=min(10.0, self.timeout)),
                 connector=aiohttp.TCPConnector(limit=self.max_connections),

@@ -84,6 +84,11 @@ class UpstreamStub:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def named_origin(self) -> str:
+        """The origin by host name (HTTP clients keep no cookies of IP addresses)."""
+        return f"http://localhost:{self.port}"
+
     def url(self, route: str, name: str = "x") -> str:
         return f"{self.origin}/{route}/{name}"
 
@@ -125,6 +130,19 @@ def _stub_app(stub: UpstreamStub) -> web.Application:
             return web.Response(status=401)
         return ranged(request, stub.objects[request.match_info["name"]])
 
+    async def session(request: web.Request) -> web.Response:
+        # Basic credentials log in and set a session cookie; the cookie alone then reads
+        # (as many web servers do): the server must never send one user's cookie for
+        # another
+        data = stub.objects[request.match_info["name"]]
+        if request.headers.get("Authorization"):
+            resp = ranged(request, data)
+            resp.set_cookie("sid", "logged-in")
+            return resp
+        if request.cookies.get("sid") == "logged-in":
+            return ranged(request, data)
+        return web.Response(status=401)
+
     async def huge(request: web.Request) -> web.StreamResponse:
         # No Content-Length: the server must stop reading at its own limit.
         resp = web.StreamResponse()
@@ -149,6 +167,7 @@ def _stub_app(stub: UpstreamStub) -> web.Application:
     app.router.add_get("/slow/{name}", slow)
     app.router.add_get("/redirect/{name}", redirect)
     app.router.add_get("/auth/{name}", auth)
+    app.router.add_get("/session/{name}", session)
     app.router.add_get("/huge/{name}", huge)
     app.router.add_get("/error/{name}", error)
     app.router.add_get("/badrange/{name}", badrange)
@@ -218,7 +237,7 @@ def active_server(
 ) -> Iterator[ActiveServer]:
     """The server under test, allowing SeaweedFS and the stub upstream."""
     log_path = tmp_path_factory.mktemp("active-server") / "server.log"
-    allowed = [active_store.endpoint, upstream_stub.origin]
+    allowed = [active_store.endpoint, upstream_stub.origin, upstream_stub.named_origin]
     extra = ["--max-object-size", str(MAX_OBJECT_SIZE), "--max-in-flight", str(MAX_IN_FLIGHT)]
     proc, server = start_server(log_path, allowed, extra)
     try:

@@ -378,6 +378,22 @@ def test_http_interface(active_server: Any, upstream_stub: Any) -> None:
         assert status == 400, reply
 
 
+def test_no_cookies_shared_between_users(active_server: Any, upstream_stub: Any) -> None:
+    """An http upstream that sets a session cookie after one user's Basic credentials:
+    the server's shared session kept it and sent it with every later request, so another
+    user, anonymous or with a Bearer token (read anonymously), read the first user's
+    private object."""
+    upstream_stub.objects["private"] = np.arange(8, dtype="<i4").tobytes()
+    fields = {"interface_type": "http"}
+    url = f"{upstream_stub.named_origin}/session/private"
+    status, reply = post(active_server, "sum", body(url, **fields), ("alice", "pw"))
+    assert status == 200, reply  # alice logged in: the upstream set its cookie
+    for headers in ({}, {"Authorization": "Bearer some-proxy-token"}):
+        status, reply = post(active_server, "sum", body(url, **fields), headers=headers)
+        assert status == 400, reply  # the upstream's 401, as Reductionist answers it
+        assert "status 401" in reply["error"]["message"]
+
+
 # -- resource bounds -----------------------------------------------------------------------
 
 

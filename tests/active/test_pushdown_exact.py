@@ -320,3 +320,57 @@ def test_reversed_selections_reduce_as_numpy(s3_bucket_url, storage_options, pus
         assert h5dask.stats()["active"]["read_requests"] > 0
     assert got.shape == np.shape(want)
     np.testing.assert_allclose(got, want, rtol=1e-6 if op == "mean" else 0)
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+def test_masked_uint32_sums_of_blocks_beyond_2_53_are_computed_locally(
+        s3_bucket_url, storage_options, pushdown_server, op):
+    """Integers with a _FillValue are decoded to float64, and dask sums a block of them
+    in float64, rounding once its sums pass 2**53: the 2**53 guard covered only unmasked
+    integers, and a block of 2**23 masked uint32 answered the server's exact sum, not
+    dask's. A block of more than 2**21 uint32 values is left to dask; smaller blocks of
+    the same variable are pushed down."""
+    n = 2**21 + 8
+    data = np.full(n, 2**32 - 2, dtype="u4")
+    data[::7] = 0  # the fill value: masked
+    url = f"{s3_bucket_url}/masked-u4-big.h5"
+    with h5dask.File(url, "w", storage_options=storage_options) as f:
+        d = f.create_dataset("v", data=data, chunks=(2**19,), compression="gzip")
+        d.attrs["_FillValue"] = np.uint32(0)
+
+    def reduce(chunks, **kw):
+        v = xr.open_dataset(url, engine="h5cloud", chunks=chunks,
+                            storage_options=storage_options, **kw)["v"]
+        h5dask.reset_stats()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ActiveStorageWarning)
+            got = getattr(v, op)().compute(scheduler="sync")
+        return got.item(), h5dask.stats()["active"]["read_requests"]
+
+    whole = {"phony_dim_0": -1}
+    assert reduce(whole, active_storage_url=pushdown_server.url) == (reduce(whole)[0], 0)
+    assert reduce({}, active_storage_url=pushdown_server.url) == (reduce({})[0], 5)
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+@pytest.mark.parametrize(("scale", "offset", "pushed"), [
+    (0.1, None, False),  # 0.1 * v rounds: dask sums rounded values, another number
+    (0.5, 0.3, False),  # v * 0.5 + 0.3 rounds
+    (0.25, 0.5, True),  # a power of two and a whole multiple of it: nothing rounds
+    (1.0, -7.0, True),
+])
+def test_packed_int32_sums_are_pushed_down_only_where_exact(
+        s3_bucket_url, storage_options, pushdown_server, op, scale, offset, pushed):
+    """The server answers s * sum + o * n from its exact integer sum; xarray decodes each
+    value (rounded) and dask sums those: with a scale of 0.1 the two differed in the
+    last bits. Such sums and means are left to dask."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(-2**31 + 1, 2**31 - 1, size=4000, dtype=np.int64).astype("i4")
+    attrs = {"scale_factor": scale, "_FillValue": np.int32(-2**31)}
+    if offset is not None:
+        attrs["add_offset"] = offset
+    url = f"{s3_bucket_url}/packed-{scale}-{offset}.h5"
+    _store(url, storage_options, data, (1000,), attrs)
+    remote, local, was_pushed = _both(url, storage_options, pushdown_server, op)
+    assert was_pushed == pushed
+    assert remote.dtype == local.dtype and remote.item() == local.item()
