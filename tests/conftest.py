@@ -31,6 +31,25 @@ def shared_data() -> Path:
 
 
 # --------------------------------------------------------------------------------------
+# Order: the slowest modules first
+# --------------------------------------------------------------------------------------
+# Tens of seconds each (`--durations`). On pytest-xdist's workers (ci/test.sh: a module
+# per worker at a time, in this order) each then runs beside the rest of the suite,
+# instead of one of them ending the run alone on one worker while the other is idle.
+SLOW_MODULES = (
+    "reliability/test_library_exit.py", "reliability/test_cli_exit_codes.py",
+    "test_notebooks.py", "services/test_seaweedfs.py", "xarray/test_task_graph.py",
+    "test_demo.py", "test_benchmarks_cluster.py", "services/test_hsds_server.py",
+    "reliability/test_active_attacks.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {f"tests/{module}": i for i, module in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+# --------------------------------------------------------------------------------------
 # SeaweedFS (real S3)
 # --------------------------------------------------------------------------------------
 

@@ -164,11 +164,12 @@ class SeaweedFS:
     def stop(self, timeout: float | None = None) -> None:
         """Terminate the server, kill it after ``timeout`` s, remove its temporary dir.
 
-        ``weed`` takes 10-30 s to shut down gracefully; the default waits 2 s for a
-        temporary store (thrown away anyway) and 30 s for a given ``data_dir``.
+        ``weed`` takes 10-30 s to shut down gracefully; the default kills a temporary
+        store at once (it is thrown away: a shorter wait only delayed the kill) and waits
+        30 s for a given ``data_dir``.
         """
         if timeout is None:
-            timeout = 2.0 if self._own_dir else 30.0
+            timeout = 0.0 if self._own_dir else 30.0
         self._terminate(timeout)
         self._remove_own_dir()
 

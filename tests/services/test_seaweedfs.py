@@ -81,6 +81,27 @@ def test_public_buckets_are_read_without_credentials() -> None:
         assert got == b"closed"  # the keys still read everything
 
 
+def test_a_temporary_store_is_killed_without_waiting(monkeypatch) -> None:
+    """weed ignores SIGTERM for 10-30 s: a temporary store (thrown away) is killed at
+    once, where every test, notebook and demo that stopped one used to wait 2 s for
+    nothing; a given ``data_dir`` still gets its graceful shutdown."""
+    import h5dask.services.seaweedfs as module
+
+    graces: list[float] = []
+    terminate = module.terminate_group
+
+    def recording(pgid, alive, timeout=2.0):  # noqa: ANN001, ANN202
+        graces.append(timeout)
+        terminate(pgid, alive, timeout)
+
+    monkeypatch.setattr(module, "terminate_group", recording)
+    with SeaweedFS() as server:
+        pid, data_dir = server.pid, server.data_dir
+    assert graces == [0.0]
+    assert pid is not None and not _pid_alive(pid)
+    assert data_dir is not None and not data_dir.exists()
+
+
 def test_restart_same_object() -> None:
     server = SeaweedFS().start()
     first_pid = server.pid
