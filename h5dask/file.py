@@ -487,6 +487,12 @@ class Group(HLObject, Mapping):
         type_json = _type_for(self._session, committed if committed is not None else dtype)
         warn_if_hsds_cannot_serve_type(dtype, parent._child_name(leaf))
         space = Dataspace(shape, _maxshape(shape, maxshape))
+        if chunks is False and space.maxshape != shape:
+            # the one object of a contiguous layout holds exactly the shape: a resize
+            # would change the layout under the stored object (HDF5 refuses it too)
+            raise ValueError(f"{name!r}: a contiguous dataset (chunks=False) cannot be "
+                             f"resizable (maxshape {space.maxshape}, shape {shape}): only "
+                             "chunked datasets can be resized; give chunks, or no maxshape")
         chunk_shape = choose_chunks(shape, dtype, chunks, space.maxshape)
         filters = _filters(compression, compression_opts, shuffle, fletcher32)
         if chunks is False and filters:
@@ -732,8 +738,15 @@ class Dataset(HLObject):
         return sync(self.source().read_chunk_async(tuple(index)))
 
     def resize(self, size: Any, axis: int | None = None) -> None:
-        """Change the shape of an extensible dataset (within ``maxshape``)."""
+        """Change the shape of an extensible dataset (within ``maxshape``); only chunked
+        datasets can be resized, as in h5py."""
         self._session.check_writable()
+        if self.chunks is None:
+            # a contiguous (or scalar) dataset is one object holding exactly its shape:
+            # changing the shape would make it read as corrupt, or silently reshaped
+            raise TypeError(f"{self.name!r}: only chunked datasets can be resized (its "
+                            f"layout is {self.layout}, shape {self.shape}); copy it into "
+                            "a chunked dataset created with maxshape to resize it")
         shape = list(self.shape or ())
         if axis is not None:
             shape[axis] = int(size)

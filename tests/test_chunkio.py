@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import uuid
 
@@ -15,6 +16,7 @@ from storage_backends import Backend, make_backend
 import h5dask
 from h5dask.chunkio import LIST_FIRST_ABOVE, ArraySource
 from h5dask.format.filters import ChunkCodec, filter_json
+from h5dask.format.ids import chunk_key
 from h5dask.readahead import get_readahead, set_budget
 from h5dask.storage import StoreTuning, sync
 from h5dask.storage.fsspec_store import FsspecObjectStore
@@ -337,3 +339,48 @@ def test_a_failed_get_in_a_window_stops_the_block_and_names_the_key() -> None:
         assert len(store.fetched) < 64  # the chunks after the window were never fetched
     finally:
         set_budget(before)
+
+
+def _chunk_files(root: str, source: ArraySource) -> set[int]:
+    """The chunk files of a 1-D dataset, listed straight from the file system (not
+    through the store, whose request slots would queue the listing behind the PUTs)."""
+    prefix = os.path.join(root, chunk_key(source.dataset_id, (0,)).rsplit("/", 1)[0])
+    return {int(n) for n in os.listdir(prefix) if n.isdigit()
+            and os.path.isfile(os.path.join(prefix, n))}
+
+
+def test_a_failed_put_returns_only_after_every_put_of_the_write_ended(tmp_path) -> None:
+    """One chunk PUT of a write fails (a directory where its file goes): the write used
+    to raise at once while the other PUTs were still running, so a roll-back after it
+    (to_h5cloud's) raced them and they landed after it. Now it raises once all ended."""
+    n = 400
+    url = f"file://{tmp_path}/home/race.h5"
+    with h5dask.File(url, "w") as f:
+        ds = f.create_dataset("v", shape=(n,), dtype="<f8", chunks=(1,), maxshape=(None,))
+        source = ds.source()
+        os.makedirs(tmp_path / "home" / chunk_key(source.dataset_id, (0,)) / "x")
+        with pytest.raises(IsADirectoryError):
+            ds[...] = np.arange(n, dtype="<f8")
+        # every other chunk's PUT ended before the error reached the caller
+        assert _chunk_files(str(tmp_path / "home"), source) == set(range(1, n))
+
+
+def test_a_failed_append_leaves_no_chunk_beyond_the_old_extent(tmp_path) -> None:
+    """to_h5cloud's roll-back of a failed append runs after every PUT of it ended: no
+    chunk lands beyond the old extent after the roll-back reset it."""
+    import xarray as xr
+
+    url = f"file://{tmp_path}/home/append.h5"
+    base = xr.Dataset({"v": (("x",), np.arange(4.0))}, coords={"x": np.arange(4)})
+    h5dask.to_h5cloud(base, url, unlimited_dims=["x"], encoding={"v": {"chunksizes": (1,)}})
+    with h5dask.File(url) as f:
+        source = f["v"].source()
+    os.makedirs(tmp_path / "home" / chunk_key(source.dataset_id, (4,)) / "x")
+    more = xr.Dataset({"v": (("x",), np.arange(400.0) + 100)},
+                      coords={"x": np.arange(4, 404)})
+    with pytest.raises(IsADirectoryError):
+        h5dask.to_h5cloud(more, url, append_dim="x")
+    assert _chunk_files(str(tmp_path / "home"), source) == {0, 1, 2, 3}
+    with h5dask.File(url) as f:
+        assert f["v"].shape == (4,)
+        np.testing.assert_array_equal(f["v"][...], np.arange(4.0))

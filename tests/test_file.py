@@ -260,6 +260,57 @@ def test_shrink_then_grow_shows_fill(backend: Backend) -> None:
     assert sync(backend.store().list(prefix)) == [prefix + ".dataset.json", prefix + "0"]
 
 
+def test_contiguous_datasets_are_not_resizable_as_in_h5py(tmp_path) -> None:
+    """A contiguous dataset is one object holding exactly its shape: resizing it made
+    the object read as corrupt (1-D), or silently reshaped the values (2-D, same count).
+    h5py refuses both an extendible contiguous dataset and resizing one."""
+    url = f"memory://contig-{uuid.uuid4().hex}/home/c.h5"
+    with h5py.File(tmp_path / "c.h5", "w") as h5:
+        with pytest.raises(ValueError):
+            h5.create_dataset("c", data=np.arange(4.0), chunks=False, maxshape=(10,))
+        with pytest.raises(TypeError, match="(?i)only chunked datasets can be resized"):
+            h5.create_dataset("d", data=np.arange(4.0)).resize((2,))  # contiguous
+    with h5dask.File(url, "w") as f:
+        with pytest.raises(ValueError, match="'c'.*contiguous.*only chunked datasets can be "
+                                             "resized"):
+            f.create_dataset("c", data=np.arange(4.0), chunks=False, maxshape=(10,))
+        with pytest.raises(ValueError, match="'m'"):
+            f.create_dataset("m", shape=(2, 3), chunks=False, maxshape=(None, 3))
+        assert "c" not in f and "m" not in f
+        f.create_dataset("one", data=np.arange(4.0), chunks=False)
+        f.create_dataset("two", data=np.arange(6.0).reshape(2, 3), chunks=False)
+        f.create_dataset("same", data=np.arange(4.0), chunks=False, maxshape=(4,))
+    with h5dask.File(url, "a") as f:
+        for name, shape in (("one", (2,)), ("two", (2, 2)), ("same", (3,))):
+            with pytest.raises(TypeError, match=f"'/{name}': only chunked datasets can be "
+                                                "resized.*H5D_CONTIGUOUS"):
+                f[name].resize(shape)
+        with pytest.raises(TypeError, match="only chunked"):
+            f["two"].resize(3, axis=1)
+    with h5dask.File(url) as f:
+        assert_same(f["one"][...], np.arange(4.0))
+        assert_same(f["two"][...], np.arange(6.0).reshape(2, 3))
+        assert f["two"].shape == (2, 3)
+
+
+def test_contiguous_xarray_variable_is_not_resized(tmp_path) -> None:
+    """A variable to_h5cloud wrote contiguous: File 'a' refuses resizing it, and an append
+    along its dimension is refused naming it (not written into a corrupted object)."""
+    import xarray as xr
+
+    url = f"memory://contig-{uuid.uuid4().hex}/home/x.h5"
+    ds = xr.Dataset({"v": (("t",), np.arange(6.0))})
+    h5dask.to_h5cloud(ds, url, encoding={"v": {"contiguous": True}})
+    with h5dask.File(url, "a") as f:
+        assert f["v"].layout == "H5D_CONTIGUOUS" and f["v"].chunks is None
+        with pytest.raises(TypeError, match="'/v': only chunked datasets can be resized"):
+            f["v"].resize((3,))
+    with pytest.raises(ValueError, match="cannot append along 't'.*'/v'.*unlimited_dims"):
+        h5dask.to_h5cloud(xr.Dataset({"v": (("t",), np.arange(2.0))}), url, append_dim="t")
+    back = xr.open_dataset(url, engine="h5cloud")
+    assert_same(back.v.values, np.arange(6.0))
+
+
 def test_attributes_of_every_kind(backend: Backend) -> None:
     url = backend.url("attrs.h5")
     cases = {

@@ -1005,8 +1005,10 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
       computed together in one dask computation or one distributed cluster lock the
       chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
-      workers; in-memory variables too, one task each) and then the metadata; nothing
-      is stored before it is computed.
+      workers; in-memory variables too, in blocks of whole storage chunks, scattered
+      to the workers of a ``distributed`` client that is the default when this is
+      called: compute it on that client) and then the metadata; nothing is stored
+      before it is computed.
     - ``group``: the group ("/a/b") the Dataset, or the DataTree's root, is written to.
     - A DataTree is written as ``DataTree.to_netcdf`` writes it: one group per node,
       at its path relative to the tree's root; a node uses the dimensions of the groups
@@ -1071,7 +1073,9 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         raise
     import dask
 
-    publish = dask.delayed(_publish, pure=False)(f._session, writes)
+    # the scattered blocks of in-memory variables live while the returned delayed does
+    # (its graph names them by key only; their futures would be released at once)
+    publish = dask.delayed(_publish, pure=False)(f._session, writes, _Kept(writer.scattered))
     if not compute:
         return publish
     try:
@@ -1092,6 +1096,7 @@ class _HeldArrayWriter(ArrayWriter):
     def __init__(self) -> None:
         super().__init__(lock=False)
         self.held: list[tuple[Any, Any, Any]] = []
+        self.scattered: list = []  # futures of blocks scattered to a distributed cluster
 
     def add(self, source: Any, target: Any, region: Any = None) -> None:
         if hasattr(source, "dask"):
@@ -1100,20 +1105,104 @@ class _HeldArrayWriter(ArrayWriter):
             self.held.append((source, target, region))
 
     def write_held(self, defer: bool = False) -> None:
-        """Write the held variables now, or (``defer``) add each as one dask task, so
+        """Write the held variables now, or (``defer``) add each as dask tasks, so
         that a ``compute=False`` write stores nothing until it is computed: a delayed
         never computed left the in-memory variables' chunks in the store (an append's
-        beyond the old extent, a region's over the stored values, visibly)."""
+        beyond the old extent, a region's over the stored values, visibly).
+
+        Deferred, a variable is split into blocks of whole storage chunks (parallel
+        tasks, none sharing a chunk; see :func:`_held_blocks`); under a ``distributed``
+        client the blocks of a big one are scattered to the workers, not put in the
+        graph: as one block, 200 MiB went through the scheduler to one worker."""
         held, self.held = self.held, []
+        client = _distributed_client() if defer else None
         for source, target, region in held:
             if not defer:
                 target[region if region else ...] = source
                 continue
-            import dask.array as da
+            values = np.asarray(source)
+            offsets = tuple(r.start for r in region) if region else (0,) * values.ndim
+            blocks = (_held_blocks(values.shape, values.dtype.itemsize, target.source.chunks,
+                                   offsets) if values.ndim and values.size else values.shape)
+            super().add(_held_array(values, blocks, client, self.scattered), target, region)
 
-            values = np.asarray(source)  # one block: one task writes every chunk of it
-            super().add(da.from_array(values, chunks=values.shape or (), name=False,
-                                      lock=False), target, region)
+
+#: the size a deferred write splits an in-memory variable into blocks of (whole
+#: storage chunks, at least one): tasks big enough to be worth one, small enough for
+#: the workers to share the variable
+HELD_BLOCK_BYTES = 16 * 2**20
+#: an in-memory variable at least this big is scattered to a distributed cluster's
+#: workers rather than embedded in the task graph (which goes through the scheduler)
+SCATTER_HELD_FROM = 2**20
+
+
+def _held_blocks(shape: tuple[int, ...], itemsize: int, storage: tuple[int, ...],
+                 offsets: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks for an in-memory array of ``shape`` written at ``offsets`` into a
+    dataset of storage chunks ``storage``: block edges on storage-chunk edges (no two
+    tasks write one chunk object), about :data:`HELD_BLOCK_BYTES` a block, grown along
+    the last axes first (contiguous in memory).
+
+    >>> _held_blocks((10, 6), 8, (4, 3), (0, 0))  # small: one block of whole chunks
+    ((10,), (6,))
+    >>> _held_blocks((2**22,), 8, (2**21,), (2**20,))  # 16 MiB chunks, written from mid-chunk
+    ((1048576, 2097152, 1048576),)
+    >>> _held_blocks((8, 2**20), 8, (4, 2**16), (0, 0))  # 2 MiB chunks: 8 a block, in a row
+    ((4, 4), (524288, 524288))
+    """
+    budget = max(1, HELD_BLOCK_BYTES // max(1, itemsize * int(np.prod(storage))))
+    per = [1] * len(shape)
+    for axis in reversed(range(len(shape))):
+        chunk = storage[axis]
+        spanned = -(-(offsets[axis] % chunk + shape[axis]) // chunk)
+        per[axis] = max(1, min(spanned, budget))
+        budget //= per[axis]
+    out = []
+    for length, chunk, k, offset in zip(shape, storage, per, offsets):
+        step = chunk * k  # edges at multiples of step (absolute): chunk edges
+        first = min(length, (-offset) % step or step)
+        sizes = [first] + [step] * ((length - first) // step)
+        if sum(sizes) < length:
+            sizes.append(length - sum(sizes))
+        out.append(tuple(sizes))
+    return tuple(out)
+
+
+def _distributed_client() -> Any:
+    """The default ``distributed`` client, or None (no cluster, or an asynchronous
+    client, whose scatter could not be awaited here). ``distributed`` is not imported
+    for this: without it imported there is no client."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        client = distributed.default_client()
+    except ValueError:  # no client
+        return None
+    return None if getattr(client, "asynchronous", False) else client
+
+
+def _held_array(values: np.ndarray, blocks: tuple[tuple[int, ...], ...], client: Any,
+                scattered: list) -> Any:
+    """``values`` as a dask array of ``blocks``: blocks embedded in the graph, or, under
+    ``client`` for a big array, scattered to its workers (the graph names them; their
+    futures are added to ``scattered``, which the caller keeps while the graph lives)."""
+    import dask.array as da
+
+    if client is None or values.nbytes < SCATTER_HELD_FROM:
+        return da.from_array(values, chunks=blocks, name=False, lock=False)
+    import uuid
+    from itertools import product
+
+    edges = [np.cumsum((0,) + b) for b in blocks]
+    indices = list(product(*(range(len(b)) for b in blocks)))
+    parts = [values[tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, idx))]
+             for idx in indices]
+    futures = client.scatter(parts, hash=False)
+    scattered.extend(futures)
+    name = f"h5dask-held-{uuid.uuid4().hex}"
+    graph = {(name, *idx): fut for idx, fut in zip(indices, futures)}
+    return da.Array(graph, name, chunks=blocks, dtype=values.dtype)
 
 
 def _tree_parts(tree: xr.DataTree, group: str, encoding: Mapping | None,
@@ -1219,9 +1308,22 @@ def _compute_locally(collections: Any) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _publish(session: Any, _written: Any) -> None:
+def _publish(session: Any, _written: Any, _kept: Any = None) -> None:
     """Write the metadata, after every chunk (``_written`` makes this run after them)."""
     session.flush()
+
+
+class _Kept:
+    """Futures kept alive in this process by the task graph holding this; it pickles
+    as nothing (a task never needs them: its graph names their keys)."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: list) -> None:
+        self.futures = futures
+
+    def __reduce__(self) -> tuple:
+        return (_Kept, ([],))
 
 
 def _roll_back(f: File, stores: list[H5CloudWriteStore]) -> None:

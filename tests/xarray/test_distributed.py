@@ -107,3 +107,31 @@ def test_an_opened_dataset_pickles_whole_and_reads_on_a_worker(cluster_client, b
     assert total == pytest.approx(float(data.astype("f8").sum()), rel=1e-5)
     worker_io = cluster_client.run(h5dask.stats)
     assert sum(s["chunk"]["read_requests"] for s in worker_io.values()) == 32
+
+
+def test_compute_false_scatters_in_memory_variables_in_chunk_blocks(cluster_client, tmp_path,
+                                                                    monkeypatch):
+    """An in-memory variable written with compute=False was one block embedded in the
+    graph: all of it went through the scheduler to one worker, which wrote every chunk.
+    Now its chunk-aligned blocks are scattered to the workers; the graph only names them."""
+    from h5dask.xarray import writer
+
+    monkeypatch.setattr(writer, "SCATTER_HELD_FROM", 0, raising=False)  # tiny data here
+    monkeypatch.setattr(writer, "HELD_BLOCK_BYTES", 20 * 50 * 8, raising=False)  # a chunk
+    url = f"file://{tmp_path}/home/held.h5"
+    data = np.random.default_rng(4).random((80, 200))  # 128 KiB
+    cluster_client.run(h5dask.reset_stats)
+    h5dask.reset_stats()
+    delayed = h5dask.to_h5cloud(xr.Dataset({"v": (("y", "x"), data)}), url, compute=False,
+                                encoding={"v": {"chunksizes": (20, 50)}})
+    import cloudpickle
+
+    # no block of v travels in the graph (through the scheduler): it holds their keys
+    assert len(cloudpickle.dumps(dict(delayed.__dask_graph__()))) < data.nbytes // 4
+    delayed.compute()
+    worker_io = cluster_client.run(h5dask.stats)
+    assert h5dask.stats()["chunk"]["write_requests"] == 0
+    writes = [s["chunk"]["write_requests"] for s in worker_io.values()]
+    assert sum(writes) == 16 and all(writes)  # 4 x 4 chunks, in both workers
+    got = xr.open_dataset(url, engine="h5cloud")
+    np.testing.assert_array_equal(got["v"].values, data)

@@ -4,6 +4,7 @@ computed, and a write refused for a bad value stores none of its chunks."""
 from __future__ import annotations
 
 import threading
+import uuid
 
 import dask
 import dask.array as da
@@ -129,3 +130,62 @@ def test_a_failed_write_waits_for_its_running_tasks_before_rolling_back(
                           storage_options=storage_options,
                           encoding={"w": {"dtype": "u1", "chunksizes": (1,)}})
     assert _objects(url, storage_options) == before
+
+
+def _compute_counting_writes(delayed, monkeypatch) -> int:
+    """Compute a ``compute=False`` write; the number of block writes that ran (each
+    task of ``da.store`` writes its block with one ``target[region] = block``)."""
+    from h5dask.xarray.writer import ChunkTarget
+
+    calls: list = []
+    real = ChunkTarget.__setitem__
+
+    def counting(self, key, value):  # the real write, counted
+        calls.append(key)
+        real(self, key, value)
+
+    monkeypatch.setattr(ChunkTarget, "__setitem__", counting)
+    dask.compute(delayed, scheduler="threads")
+    return len(calls)
+
+
+@pytest.mark.parametrize("how", ["new", "append"])
+def test_compute_false_splits_an_in_memory_variable_along_the_storage_chunks(
+        monkeypatch, how):
+    # each in-memory variable was one block: one task wrote every chunk of it (and on a
+    # distributed cluster the whole array went through the scheduler to one worker)
+    from h5dask.xarray import writer
+
+    monkeypatch.setattr(writer, "HELD_BLOCK_BYTES", 2 * 3 * 8, raising=False)  # 2 chunks
+    url = f"memory://held-{uuid.uuid4().hex}/home/h.h5"
+    values = np.arange(20.0)
+    if how == "new":
+        ds = xr.Dataset({"v": (("x",), values)})
+        delayed = h5dask.to_h5cloud(ds, url, compute=False, encoding={"v": {"chunksizes": (3,)}})
+        # 20 values in chunks of 3: blocks of 6 (2 chunks), the last of 2
+        expected_blocks, expected = 4, values
+    else:
+        first = xr.Dataset({"v": (("x",), values[:4])})
+        h5dask.to_h5cloud(first, url, unlimited_dims=["x"], encoding={"v": {"chunksizes": (3,)}})
+        delayed = h5dask.to_h5cloud(xr.Dataset({"v": (("x",), values[4:])}), url,
+                                    append_dim="x", compute=False)
+        # 16 values from x=4: 4:6 (to the edge of 2 chunks), 6:12, 12:18, 18:20
+        expected_blocks, expected = 4, values
+    assert _compute_counting_writes(delayed, monkeypatch) == expected_blocks
+    with h5dask.File(url) as f:
+        assert f["v"].chunks == (3,)
+        np.testing.assert_array_equal(f["v"][...], expected)
+
+
+def test_compute_false_blocks_are_whole_chunks_in_every_dimension(monkeypatch):
+    from h5dask.xarray import writer
+
+    monkeypatch.setattr(writer, "HELD_BLOCK_BYTES", 4 * 5 * 4, raising=False)  # one chunk a block
+    url = f"memory://held-{uuid.uuid4().hex}/home/h2.h5"
+    data = np.arange(9 * 11, dtype="f4").reshape(9, 11)
+    ds = xr.Dataset({"v": (("y", "x"), data), "s": ((), 1.5)})
+    delayed = h5dask.to_h5cloud(ds, url, compute=False, encoding={"v": {"chunksizes": (4, 5)}})
+    assert _compute_counting_writes(delayed, monkeypatch) == 3 * 3 + 1  # v's 3 x 3, s
+    got = xr.open_dataset(url, engine="h5cloud").load()
+    np.testing.assert_array_equal(got.v.values, data)
+    assert float(got.s) == 1.5
