@@ -38,7 +38,8 @@ def shared_data() -> Path:
 # instead of one of them ending the run alone on one worker while the other is idle.
 SLOW_MODULES = (
     "reliability/test_library_exit.py", "reliability/test_cli_exit_codes.py",
-    "test_notebooks.py", "services/test_seaweedfs.py", "xarray/test_task_graph.py",
+    "ingest/test_corpus.py", "interop/test_corpus_via_hsds.py", "test_notebooks.py",
+    "services/test_seaweedfs.py", "xarray/test_task_graph.py",
     "test_demo.py", "test_benchmarks_cluster.py", "services/test_hsds_server.py",
     "reliability/test_active_attacks.py",
 )
