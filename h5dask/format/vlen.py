@@ -26,6 +26,13 @@ from .ids import REFERENCE_COLLECTIONS, reference_id
 _LEN = struct.Struct("<I")
 #: HSDS's size of an object reference in binary data ("datasets/d-...", NUL-padded)
 REF_SIZE = 48
+#: key of a dataset's JSON (HSDS ignores it) saying how references inside its sequences
+#: are laid out: h5dask writes :data:`REF_LAYOUT_HSDS` for every type holding references.
+#: A sequence of k null references is 48k zero bytes, and the layout of earlier h5dask
+#: (4 zero bytes each) reads the same bytes as 12k: only this key tells them apart.
+REF_LAYOUT_KEY = "h5daskRefLayout"
+REF_LAYOUT_HSDS = "hsds-48"
+REF_LAYOUT_LEGACY = "h5dask-length-prefixed"
 
 
 def is_ref(dt: np.dtype) -> bool:
@@ -55,9 +62,21 @@ def ref_field(x: object) -> bytes:
 
 
 def _ref_value(field: bytes) -> str:
-    # the id alone, as h5dask reads every reference ("datasets/d-..." -> "d-...");
-    # bytes that are not ASCII raise UnicodeDecodeError, a ValueError
-    return field.rstrip(b"\0").decode("ascii").rsplit("/", 1)[-1]
+    """The id alone, as h5dask reads every reference ("datasets/d-..." -> "d-..."), of
+    one 48-byte field; ValueError unless it is exactly what HSDS writes: ASCII text (a
+    valid id, with or without its own collection's prefix) then only NULs, or all NULs
+    (null). Strict, because the bytes of another layout (or damage) must not pass as
+    references: :meth:`ChunkCodec.decode` then tries the layout earlier h5dask wrote."""
+    text, _, pad = field.partition(b"\0")
+    if pad.strip(b"\0"):
+        raise ValueError(f"object reference field {field!r} has bytes after its NUL padding")
+    if not text:
+        return ""
+    try:
+        return reference_id(text.decode("ascii"))
+    except ValueError as exc:  # InvalidReferenceError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"object reference field {field!r} is not an HSDS reference "
+                         "('collection/id', NUL-padded)") from exc
 
 
 def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
@@ -163,8 +182,12 @@ def _decode_records(raw: bytes, base: np.dtype, legacy_refs: bool = False) -> np
     buf = memoryview(raw)
     records, pos = [], 0
     while pos < len(buf):
-        record, pos = _decode_one(buf, pos, base, True, legacy_refs)
+        record, end = _decode_one(buf, pos, base, True, legacy_refs)
+        if end <= pos:  # records of no bytes (e.g. an empty array member): endless
+            raise ValueError(f"a sequence of {base} records that take no bytes holds "
+                             f"{len(buf)} bytes")
         records.append(record)
+        pos = end
     out = np.empty(len(records), dtype=base.newbyteorder("="))
     for i, record in enumerate(records):
         out[i] = record
