@@ -7,12 +7,16 @@ chunks as corrupt (CorruptChunkError) and wrote length-prefixed ids that HSDS ca
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import requests
 from interop_compare import fresh_name
 
 import h5dask
+from h5dask.format import ids, vlen
 from h5dask.format.types import OBJ_REF
 
 h5pyd = pytest.importorskip("h5pyd")
@@ -82,3 +86,14 @@ def test_hsds_serves_compound_references_h5dask_wrote(hsds_posix) -> None:
     with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as f:
         assert _ids(f["recs"][()]) == want
         assert _ids(f.attrs["rec"]) == want[:2]
+    # HSDS ignores the layout marker h5dask writes for types with references, and keeps
+    # it when it rewrites the dataset's JSON (here: h5pyd adds an attribute)
+    with h5pyd.File(domain, "r+", **server.h5pyd_kwargs()) as f:
+        f["recs"].attrs["note"] = 1
+    server.wait_for_keys(domain=domain, quiet=1.0)
+    stored = json.loads((Path(server.root_dir) / server.bucket / ids.object_key(recs_id))
+                        .read_text())
+    assert "note" in stored["attributes"]
+    assert stored[vlen.REF_LAYOUT_KEY] == vlen.REF_LAYOUT_HSDS
+    with h5dask.File(_url(server, domain)) as f:
+        assert _ids(f["recs"][()]) == want
