@@ -29,7 +29,7 @@ from .filters import ChunkCodec
 from .ids import is_valid_id
 from .types import dtype_from_json
 from .values import array_from_json, text_as_str, unwritten_value
-from .vlen import REF_LAYOUT_HSDS, REF_LAYOUT_KEY, REF_LAYOUT_LEGACY
+from .vlen import REF_LAYOUT_HSDS, REF_LAYOUT_KEY, REF_LAYOUT_LEGACY, has_refs
 
 CHUNKED_LAYOUTS = ("H5D_CHUNKED", "H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT")
 LINKED_LAYOUTS = ("H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT", "H5D_CONTIGUOUS_REF")
@@ -409,6 +409,10 @@ def parse_dataset(key: str, obj: dict, resolve: Callable[[str], dict] | None = N
         codec = ChunkCodec.from_filters(filters, dtype, layout.chunk_shape,
                                         hdf5_native=layout.is_linked)
         ref_layout = obj.get(REF_LAYOUT_KEY)
+        if ref_layout is None and "layout" not in obj and has_refs(dtype):
+            # every h5dask version wrote the layout at the top as well, HSDS 1.0.2 only
+            # in creationProperties: HSDS wrote this dataset, and only 48-byte fields
+            ref_layout = REF_LAYOUT_HSDS
         if ref_layout is not None:
             if ref_layout not in (REF_LAYOUT_HSDS, REF_LAYOUT_LEGACY):
                 raise MetadataError(key, f"{REF_LAYOUT_KEY} {ref_layout!r}: expected "

@@ -7,7 +7,9 @@ its records encoded member by member (HSDS's h5json ``copyElement``/``readElemen
 An object reference is, wherever it is (a whole chunk, a compound member, a sequence),
 a fixed 48-byte NUL-padded ``collection/id`` field: the only layout HSDS reads (h5json's
 reference dtype is ``S48``). Chunks of earlier h5dask versions held a reference as a byte
-count and the bare id: ``decode_vlen(..., legacy_refs=True)`` reads those.
+count and the bare id: ``decode_vlen(..., legacy_refs=True)`` reads those. Both parses
+are strict; bytes that read both ways (only sequences of null references can) are
+decided by the dataset's :data:`REF_LAYOUT_KEY` (see ``ChunkCodec._decode_refs``).
 
 >>> from h5dask.format.types import VLEN_STR
 >>> a = np.array(["a", "héllo"], dtype=VLEN_STR)

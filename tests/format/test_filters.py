@@ -378,6 +378,11 @@ def test_marker_written_for_types_with_references_and_read_back() -> None:
     assert metadata.parse_dataset(KEY, obj).codec.ref_layout == vlen.REF_LAYOUT_HSDS
     with pytest.raises(h5dask.errors.MetadataError, match=vlen.REF_LAYOUT_KEY):
         metadata.parse_dataset(KEY, {**obj, vlen.REF_LAYOUT_KEY: "guess"})
+    # no marker: h5dask (every version) wrote the layout at the top too, HSDS does not
+    unmarked = {k: v for k, v in obj.items() if k != vlen.REF_LAYOUT_KEY}
+    assert metadata.parse_dataset(KEY, unmarked).codec.ref_layout is None
+    by_hsds = {k: v for k, v in unmarked.items() if k != "layout"}
+    assert metadata.parse_dataset(KEY, by_hsds).codec.ref_layout == vlen.REF_LAYOUT_HSDS
 
 
 @pytest.mark.parametrize("field", [
