@@ -446,7 +446,8 @@ class ChunkCodec:
         if arr.shape != self.chunk_shape:
             raise ValueError(f"chunk of shape {arr.shape}, expected {self.chunk_shape}")
         vlen = has_vlen(self.dtype)
-        raw = encode_vlen(arr) if vlen else arr.tobytes()
+        raw = (encode_vlen(arr, legacy_refs=self.ref_layout == REF_LAYOUT_LEGACY) if vlen
+               else arr.tobytes())
         if self.bitshuffle and not vlen and self.compressor_codec is None:
             # HSDS 1.0.2 accepts the bitshuffle filter but neither applies nor undoes it;
             # writing the bytes unshuffled keeps such domains readable by HSDS

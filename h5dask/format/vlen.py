@@ -81,16 +81,16 @@ def _ref_value(field: bytes) -> str:
                          "('collection/id', NUL-padded)") from exc
 
 
-def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
+def _encode_one(x: object, dt: np.dtype, out: bytearray, legacy_refs: bool = False) -> None:
     if dt.names:
         for n in dt.names:
-            _encode_one(x[n], dt.fields[n][0], out)  # type: ignore[index]
+            _encode_one(x[n], dt.fields[n][0], out, legacy_refs)  # type: ignore[index]
         return
     if dt.subdtype is not None and dt.hasobject:  # an array member of references
         for item in np.asarray(x, dtype=dt.base).reshape(-1):
-            _encode_one(item, dt.base, out)
+            _encode_one(item, dt.base, out, legacy_refs)
         return
-    if is_ref(dt):
+    if is_ref(dt) and not legacy_refs:
         out += ref_field(x)
         return
     if dt.kind != "O":
@@ -105,14 +105,16 @@ def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
         else:
             b = bytes(x)  # type: ignore[arg-type]
     elif isinstance(vlen, np.dtype):
-        b = _encode_sequence(x, vlen)
+        b = _encode_sequence(x, vlen, legacy_refs)
+    elif is_ref(dt):  # legacy_refs: the bare id after its byte count
+        b = reference_id(x).encode("ascii")
     else:
         raise ValueError(f"cannot encode {x!r} as {dt}")
     out += _LEN.pack(len(b))
     out += b
 
 
-def _encode_sequence(x: object, base: np.dtype) -> bytes:
+def _encode_sequence(x: object, base: np.dtype, legacy_refs: bool = False) -> bytes:
     """The bytes of one variable-length sequence, without its byte count."""
     seq = np.asarray(x if x is not None else [], dtype=base)
     if not base.hasobject:
@@ -120,16 +122,20 @@ def _encode_sequence(x: object, base: np.dtype) -> bytes:
     # records with variable-length members: their raw bytes would be object pointers
     out = bytearray()
     for record in seq.reshape(-1):
-        _encode_one(record, base, out)
+        _encode_one(record, base, out, legacy_refs)
     return bytes(out)
 
 
-def encode_vlen(arr: np.ndarray) -> bytes:
-    """Encode every element of ``arr`` (C order) in HSDS's variable-length format."""
+def encode_vlen(arr: np.ndarray, legacy_refs: bool = False) -> bytes:
+    """Encode every element of ``arr`` (C order) in HSDS's variable-length format.
+    ``legacy_refs``: references inside compounds and sequences as earlier h5dask wrote
+    them (a byte count and the bare id), for datasets that say they hold that layout:
+    a dataset mixing both would read wrong where the bytes fit both."""
     out = bytearray()
     dt = arr.dtype
+    top_ref = is_ref(dt)  # whole references were 48-byte fields in that version too
     for x in arr.reshape(-1):
-        _encode_one(x, dt, out)
+        _encode_one(x, dt, out, legacy_refs and not top_ref)
     return bytes(out)
 
 
