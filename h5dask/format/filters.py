@@ -31,7 +31,14 @@ from . import codecs as registry
 from .codecs.plugin_frames import bitshuffle_hdf5_decode
 from .compression import OutputTooLarge, blosc_decompress, unshuffle_into
 from .types import has_vlen, hsds_type_problem
-from .vlen import decode_vlen, encode_vlen, has_refs
+from .vlen import (
+    REF_LAYOUT_HSDS,
+    REF_LAYOUT_KEY,
+    REF_LAYOUT_LEGACY,
+    decode_vlen,
+    encode_vlen,
+    has_refs,
+)
 
 COMPRESSORS = registry.compressors()  # the built-in ones; registry.compressors() is current
 
@@ -173,6 +180,9 @@ class ChunkCodec:
     #: the block size in elements of an uncompressed one (0: bitshuffle's default)
     bitshuffle_cname: str = "lz4"
     bitshuffle_block: int = 0
+    #: how the dataset says its references inside sequences are laid out (its
+    #: :data:`~h5dask.format.vlen.REF_LAYOUT_KEY`): decides a chunk that reads both ways
+    ref_layout: str | None = None
 
     def __post_init__(self) -> None:
         if self.compressor is not None and self.compressor_codec is None:
@@ -345,15 +355,12 @@ class ChunkCodec:
         if has_vlen(self.dtype):
             raw = self.decode_bytes(data, key, None)
             count = int(np.prod(full))
+            if has_refs(self.dtype):
+                return self._decode_refs(raw, key, count).reshape(full)
             try:
                 return decode_vlen(raw, self.dtype, count).reshape(full)
             except ValueError as exc:
-                if not has_refs(self.dtype):
-                    raise CorruptChunkError(key, str(exc)) from exc
-                try:  # references as h5dask wrote them before it wrote HSDS's layout
-                    return decode_vlen(raw, self.dtype, count, legacy_refs=True).reshape(full)
-                except ValueError:
-                    raise CorruptChunkError(key, str(exc)) from exc
+                raise CorruptChunkError(key, str(exc)) from exc
         itemsize = self.dtype.itemsize
         want_full = int(np.prod(full)) * itemsize
         want_edge = int(np.prod(shape)) * itemsize if shape is not None else want_full
@@ -365,6 +372,35 @@ class ChunkCodec:
         raise CorruptChunkError(
             key, f"decoded to {len(raw)} bytes, expected {want_full} for chunk shape {full} "
                  f"of {self.dtype} ({self._describe()})")
+
+    def _decode_refs(self, raw: bytes, key: str, count: int) -> np.ndarray:
+        """Elements holding references: HSDS's 48-byte fields, or (chunks of h5dask before
+        12/2026) a byte count and the bare id. Both parses are strict, so bytes read both
+        ways only where every reference is null inside a sequence (12 nulls of the old
+        layout are 1 of the new); such a chunk reads as the dataset's marker says, and
+        without one it is refused rather than guessed."""
+        try:
+            new = decode_vlen(raw, self.dtype, count)
+        except ValueError as exc:
+            try:
+                return decode_vlen(raw, self.dtype, count, legacy_refs=True)
+            except ValueError:
+                raise CorruptChunkError(key, str(exc)) from exc
+        if self.ref_layout == REF_LAYOUT_HSDS:
+            return new
+        try:
+            old = decode_vlen(raw, self.dtype, count, legacy_refs=True)
+        except ValueError:
+            return new
+        if self.ref_layout == REF_LAYOUT_LEGACY or encode_vlen(old) == encode_vlen(new):
+            return old
+        raise CorruptChunkError(key, (
+            "its sequences of null object references read as HSDS's 48-byte layout and as "
+            "the layout h5dask wrote before 12/2026 (4 bytes a null reference), with "
+            "different lengths, and the dataset does not say which it holds: refused "
+            f"rather than guessed. If HSDS, h5pyd or h5dask 12/2026 or later wrote it, add "
+            f'"{REF_LAYOUT_KEY}": "{REF_LAYOUT_HSDS}" to the dataset\'s .dataset.json; if '
+            f'an earlier h5dask did, "{REF_LAYOUT_KEY}": "{REF_LAYOUT_LEGACY}"'))
 
     def _elements(self, raw: bytes | bytearray, shape: tuple[int, ...]) -> np.ndarray:
         # an HDF5 array type (numpy subarray dtype) becomes trailing axes, as h5py reads it
@@ -410,7 +446,8 @@ class ChunkCodec:
         if arr.shape != self.chunk_shape:
             raise ValueError(f"chunk of shape {arr.shape}, expected {self.chunk_shape}")
         vlen = has_vlen(self.dtype)
-        raw = encode_vlen(arr) if vlen else arr.tobytes()
+        raw = (encode_vlen(arr, legacy_refs=self.ref_layout == REF_LAYOUT_LEGACY) if vlen
+               else arr.tobytes())
         if self.bitshuffle and not vlen and self.compressor_codec is None:
             # HSDS 1.0.2 accepts the bitshuffle filter but neither applies nor undoes it;
             # writing the bytes unshuffled keeps such domains readable by HSDS

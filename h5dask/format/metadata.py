@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from .filters import ChunkCodec
 from .ids import is_valid_id
 from .types import dtype_from_json
 from .values import array_from_json, text_as_str, unwritten_value
+from .vlen import REF_LAYOUT_HSDS, REF_LAYOUT_KEY, REF_LAYOUT_LEGACY, has_refs
 
 CHUNKED_LAYOUTS = ("H5D_CHUNKED", "H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT")
 LINKED_LAYOUTS = ("H5D_CHUNKED_REF", "H5D_CHUNKED_REF_INDIRECT", "H5D_CONTIGUOUS_REF")
@@ -406,6 +408,16 @@ def parse_dataset(key: str, obj: dict, resolve: Callable[[str], dict] | None = N
     try:
         codec = ChunkCodec.from_filters(filters, dtype, layout.chunk_shape,
                                         hdf5_native=layout.is_linked)
+        ref_layout = obj.get(REF_LAYOUT_KEY)
+        if ref_layout is None and "layout" not in obj and has_refs(dtype):
+            # every h5dask version wrote the layout at the top as well, HSDS 1.0.2 only
+            # in creationProperties: HSDS wrote this dataset, and only 48-byte fields
+            ref_layout = REF_LAYOUT_HSDS
+        if ref_layout is not None:
+            if ref_layout not in (REF_LAYOUT_HSDS, REF_LAYOUT_LEGACY):
+                raise MetadataError(key, f"{REF_LAYOUT_KEY} {ref_layout!r}: expected "
+                                         f"{REF_LAYOUT_HSDS!r} or {REF_LAYOUT_LEGACY!r}")
+            codec = dataclasses.replace(codec, ref_layout=ref_layout)
     except UnsupportedFilterError as exc:
         raise UnsupportedFilterError(f"dataset {key!r}: {exc}") from exc
     return DatasetMeta(key, did, obj["type"], dtype, space, layout, filters, codec,
@@ -504,6 +516,9 @@ def dataset_json(type_json: dict | str, space: Dataspace, layout: dict | None,
     if layout is not None:
         body["layout"] = dict(layout)
     body["attributes"] = {}
+    if "H5T_REFERENCE" in json.dumps(type_json):
+        # which layout its references have, for chunks that read both ways (see vlen)
+        body[REF_LAYOUT_KEY] = REF_LAYOUT_HSDS
     return body
 
 

@@ -50,7 +50,9 @@ def _element(value: Any, dt: np.dtype, member: bool = False) -> Any:
         if isinstance(vlen, np.dtype):  # in native byte order, as h5py reads sequences,
             # and strings inside them bytes (h5py's, in attributes as in datasets)
             return _array(value, vlen.newbyteorder("="), None, member=True)
-        return value  # references: id strings
+        if "ref" in meta:  # the id alone, as chunks read ("datasets/d-..." -> "d-...")
+            return reference_id(value)
+        return value
     if dt.kind == "S":
         return _to_bytes(value) if isinstance(value, str) else value
     if dt.kind == "c":

@@ -7,7 +7,9 @@ its records encoded member by member (HSDS's h5json ``copyElement``/``readElemen
 An object reference is, wherever it is (a whole chunk, a compound member, a sequence),
 a fixed 48-byte NUL-padded ``collection/id`` field: the only layout HSDS reads (h5json's
 reference dtype is ``S48``). Chunks of earlier h5dask versions held a reference as a byte
-count and the bare id: ``decode_vlen(..., legacy_refs=True)`` reads those.
+count and the bare id: ``decode_vlen(..., legacy_refs=True)`` reads those. Both parses
+are strict; bytes that read both ways (only sequences of null references can) are
+decided by the dataset's :data:`REF_LAYOUT_KEY` (see ``ChunkCodec._decode_refs``).
 
 >>> from h5dask.format.types import VLEN_STR
 >>> a = np.array(["a", "héllo"], dtype=VLEN_STR)
@@ -26,6 +28,13 @@ from .ids import REFERENCE_COLLECTIONS, reference_id
 _LEN = struct.Struct("<I")
 #: HSDS's size of an object reference in binary data ("datasets/d-...", NUL-padded)
 REF_SIZE = 48
+#: key of a dataset's JSON (HSDS ignores it) saying how references inside its sequences
+#: are laid out: h5dask writes :data:`REF_LAYOUT_HSDS` for every type holding references.
+#: A sequence of k null references is 48k zero bytes, and the layout of earlier h5dask
+#: (4 zero bytes each) reads the same bytes as 12k: only this key tells them apart.
+REF_LAYOUT_KEY = "h5daskRefLayout"
+REF_LAYOUT_HSDS = "hsds-48"
+REF_LAYOUT_LEGACY = "h5dask-length-prefixed"
 
 
 def is_ref(dt: np.dtype) -> bool:
@@ -55,21 +64,33 @@ def ref_field(x: object) -> bytes:
 
 
 def _ref_value(field: bytes) -> str:
-    # the id alone, as h5dask reads every reference ("datasets/d-..." -> "d-...");
-    # bytes that are not ASCII raise UnicodeDecodeError, a ValueError
-    return field.rstrip(b"\0").decode("ascii").rsplit("/", 1)[-1]
+    """The id alone, as h5dask reads every reference ("datasets/d-..." -> "d-..."), of
+    one 48-byte field; ValueError unless it is exactly what HSDS writes: ASCII text (a
+    valid id, with or without its own collection's prefix) then only NULs, or all NULs
+    (null). Strict, because the bytes of another layout (or damage) must not pass as
+    references: :meth:`ChunkCodec.decode` then tries the layout earlier h5dask wrote."""
+    text, _, pad = field.partition(b"\0")
+    if pad.strip(b"\0"):
+        raise ValueError(f"object reference field {field!r} has bytes after its NUL padding")
+    if not text:
+        return ""
+    try:
+        return reference_id(text.decode("ascii"))
+    except ValueError as exc:  # InvalidReferenceError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"object reference field {field!r} is not an HSDS reference "
+                         "('collection/id', NUL-padded)") from exc
 
 
-def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
+def _encode_one(x: object, dt: np.dtype, out: bytearray, legacy_refs: bool = False) -> None:
     if dt.names:
         for n in dt.names:
-            _encode_one(x[n], dt.fields[n][0], out)  # type: ignore[index]
+            _encode_one(x[n], dt.fields[n][0], out, legacy_refs)  # type: ignore[index]
         return
     if dt.subdtype is not None and dt.hasobject:  # an array member of references
         for item in np.asarray(x, dtype=dt.base).reshape(-1):
-            _encode_one(item, dt.base, out)
+            _encode_one(item, dt.base, out, legacy_refs)
         return
-    if is_ref(dt):
+    if is_ref(dt) and not legacy_refs:
         out += ref_field(x)
         return
     if dt.kind != "O":
@@ -84,14 +105,16 @@ def _encode_one(x: object, dt: np.dtype, out: bytearray) -> None:
         else:
             b = bytes(x)  # type: ignore[arg-type]
     elif isinstance(vlen, np.dtype):
-        b = _encode_sequence(x, vlen)
+        b = _encode_sequence(x, vlen, legacy_refs)
+    elif is_ref(dt):  # legacy_refs: the bare id after its byte count
+        b = reference_id(x).encode("ascii")
     else:
         raise ValueError(f"cannot encode {x!r} as {dt}")
     out += _LEN.pack(len(b))
     out += b
 
 
-def _encode_sequence(x: object, base: np.dtype) -> bytes:
+def _encode_sequence(x: object, base: np.dtype, legacy_refs: bool = False) -> bytes:
     """The bytes of one variable-length sequence, without its byte count."""
     seq = np.asarray(x if x is not None else [], dtype=base)
     if not base.hasobject:
@@ -99,16 +122,20 @@ def _encode_sequence(x: object, base: np.dtype) -> bytes:
     # records with variable-length members: their raw bytes would be object pointers
     out = bytearray()
     for record in seq.reshape(-1):
-        _encode_one(record, base, out)
+        _encode_one(record, base, out, legacy_refs)
     return bytes(out)
 
 
-def encode_vlen(arr: np.ndarray) -> bytes:
-    """Encode every element of ``arr`` (C order) in HSDS's variable-length format."""
+def encode_vlen(arr: np.ndarray, legacy_refs: bool = False) -> bytes:
+    """Encode every element of ``arr`` (C order) in HSDS's variable-length format.
+    ``legacy_refs``: references inside compounds and sequences as earlier h5dask wrote
+    them (a byte count and the bare id), for datasets that say they hold that layout:
+    a dataset mixing both would read wrong where the bytes fit both."""
     out = bytearray()
     dt = arr.dtype
+    top_ref = is_ref(dt)  # whole references were 48-byte fields in that version too
     for x in arr.reshape(-1):
-        _encode_one(x, dt, out)
+        _encode_one(x, dt, out, legacy_refs and not top_ref)
     return bytes(out)
 
 
@@ -163,8 +190,12 @@ def _decode_records(raw: bytes, base: np.dtype, legacy_refs: bool = False) -> np
     buf = memoryview(raw)
     records, pos = [], 0
     while pos < len(buf):
-        record, pos = _decode_one(buf, pos, base, True, legacy_refs)
+        record, end = _decode_one(buf, pos, base, True, legacy_refs)
+        if end <= pos:  # records of no bytes (e.g. an empty array member): endless
+            raise ValueError(f"a sequence of {base} records that take no bytes holds "
+                             f"{len(buf)} bytes")
         records.append(record)
+        pos = end
     out = np.empty(len(records), dtype=base.newbyteorder("="))
     for i, record in enumerate(records):
         out[i] = record

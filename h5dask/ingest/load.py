@@ -70,6 +70,7 @@ from ..errors import (
     UnsupportedTypeError,
 )
 from ..format import ids
+from ..format.filters import warn_if_hsds_cannot_serve_type
 from ..format.metadata import DatasetMeta, Link, attribute_json, datatype_json, group_json
 from ..format.types import dtype_from_json
 from ..sources import array_source
@@ -349,6 +350,8 @@ class _Loader:
         if plan.copied_instead:
             self.summary.copied.append(plan.path)
         self._warn_filters(plan)
+        # as File.create_dataset warns: h5dask reads such types, HSDS answers 500
+        warn_if_hsds_cannot_serve_type(plan.source.dtype, plan.path)
         for note in plan.notes:
             warnings.warn(f"{plan.path}: {note}", stacklevel=2)
         self.summary.chunks_linked += plan.linked_chunks

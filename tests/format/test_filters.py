@@ -311,10 +311,109 @@ def test_references_inside_compounds_and_sequences_are_hsds_fixed_fields() -> No
     assert ChunkCodec(seq_dt, (1,)).decode(raw, KEY)[0].tolist() == [D_ID, G_ID]
 
 
+def _legacy_ref(x: str | None) -> bytes:
+    """A reference as h5dask wrote it inside compounds and sequences before 12/2026."""
+    return struct.pack("<I", len(x or "")) + (x or "").encode()
+
+
+def _legacy_seqs(*seqs: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(s)) + s for s in seqs)
+
+
+REC = np.dtype([("r", h5dask.format.types.OBJ_REF), ("n", "<i4")])
+SEQ_REFS = h5dask.vlen_dtype(h5dask.format.types.OBJ_REF)
+SEQ_RECS = h5dask.vlen_dtype(REC)
+
+
 def test_compound_references_h5dask_wrote_before_still_read() -> None:
     """Chunks of earlier h5dask versions (a reference member as a 4-byte length and the
-    bare id) still read: the two layouts never have the same size."""
-    rec = np.dtype([("r", h5dask.format.types.OBJ_REF), ("n", "<i4")])
+    bare id) still read: a compound chunk holds a fixed number of records, and the
+    strict parse of HSDS's 48-byte fields rejects these bytes."""
     legacy = (struct.pack("<I", len(D_ID)) + D_ID.encode() + struct.pack("<i", 5)
               + struct.pack("<I", 0) + struct.pack("<i", 6))
-    assert ChunkCodec(rec, (2,)).decode(legacy, KEY).tolist() == [(D_ID, 5), ("", 6)]
+    assert ChunkCodec(REC, (2,)).decode(legacy, KEY).tolist() == [(D_ID, 5), ("", 6)]
+
+
+def test_legacy_sequences_of_references_are_not_misread() -> None:
+    """Sequences as earlier h5dask wrote them whose byte counts are multiples of the new
+    record size: 13 records (null, 7) are 104 bytes, two 52-byte records of the new
+    layout; a reference, a group reference and 3 nulls are 96 bytes, two 48-byte fields.
+    The lax parse read them as 2 wrong values (and a partial write then stored those)."""
+    recs = _legacy_seqs(b"".join(_legacy_ref(None) + struct.pack("<i", 7) for _ in range(13)))
+    got = ChunkCodec(SEQ_RECS, (1,)).decode(recs, KEY)[0]
+    assert got.tolist() == [("", 7)] * 13
+    mixed = _legacy_seqs(b"".join(_legacy_ref(x) for x in (D_ID, G_ID, None, None, None)))
+    assert len(mixed) - 4 == 2 * 48
+    assert ChunkCodec(SEQ_REFS, (1,)).decode(mixed, KEY)[0].tolist() == [D_ID, G_ID, "", "", ""]
+
+
+def test_null_reference_sequences_that_read_both_ways() -> None:
+    """12 null references of the old layout are 48 zero bytes, one null of HSDS's: the
+    bytes cannot tell, so the dataset's marker decides (h5dask writes it); without one
+    the chunk is refused with what to do, never guessed."""
+    from h5dask.format import vlen
+    chunk = _legacy_seqs(_legacy_ref(None) * 12, b"")
+    with pytest.raises(CorruptChunkError, match=vlen.REF_LAYOUT_KEY) as err:
+        ChunkCodec(SEQ_REFS, (2,)).decode(chunk, KEY)
+    assert err.value.key == KEY
+    old = ChunkCodec(SEQ_REFS, (2,), ref_layout=vlen.REF_LAYOUT_LEGACY).decode(chunk, KEY)
+    assert [len(x) for x in old] == [12, 0]
+    new = ChunkCodec(SEQ_REFS, (2,), ref_layout=vlen.REF_LAYOUT_HSDS).decode(chunk, KEY)
+    assert new[0].tolist() == [""] and len(new[1]) == 0
+    # a sequence of references that both layouts read the same way reads without a marker
+    assert len(ChunkCodec(SEQ_REFS, (1,)).decode(_legacy_seqs(b""), KEY)[0]) == 0
+
+
+def test_marker_written_for_types_with_references_and_read_back() -> None:
+    from h5dask.format import metadata, vlen
+    from h5dask.format.dataspace import Dataspace
+    from h5dask.format.types import type_json_from_dtype
+    body = metadata.dataset_json(type_json_from_dtype(SEQ_RECS), Dataspace((2,), (2,)),
+                                 metadata.chunked_layout((2,)), [])
+    assert body[vlen.REF_LAYOUT_KEY] == vlen.REF_LAYOUT_HSDS
+    plain = metadata.dataset_json("H5T_STD_I8LE", Dataspace((2,), (2,)),
+                                  metadata.chunked_layout((2,)), [])
+    assert vlen.REF_LAYOUT_KEY not in plain
+    obj = {"id": "d-6365dc28-b7187a80-6773-02f05a-9230d2", **body}
+    assert metadata.parse_dataset(KEY, obj).codec.ref_layout == vlen.REF_LAYOUT_HSDS
+    with pytest.raises(h5dask.errors.MetadataError, match=vlen.REF_LAYOUT_KEY):
+        metadata.parse_dataset(KEY, {**obj, vlen.REF_LAYOUT_KEY: "guess"})
+    # no marker: h5dask (every version) wrote the layout at the top too, HSDS does not
+    unmarked = {k: v for k, v in obj.items() if k != vlen.REF_LAYOUT_KEY}
+    assert metadata.parse_dataset(KEY, unmarked).codec.ref_layout is None
+    by_hsds = {k: v for k, v in unmarked.items() if k != "layout"}
+    assert metadata.parse_dataset(KEY, by_hsds).codec.ref_layout == vlen.REF_LAYOUT_HSDS
+
+
+@pytest.mark.parametrize("field", [
+    b"X" * 48,  # no NUL, not a reference
+    f"groups/g{D_ID[1:]}".encode() + b"\0jj",
+    f"groups/{D_ID}".encode().ljust(48, b"\0"),  # a dataset id in the groups collection
+    b"\0\0\0\0" + D_ID.encode().ljust(44, b"\0"),  # leading NULs
+    b"datasets/d-zz".ljust(48, b"\0"),
+    "datasets/d-\u00e9".encode().ljust(48, b"\0"),  # not ASCII
+], ids=["no-nul", "junk-after-nul", "wrong-collection", "leading-nuls", "bad-id", "utf8"])
+def test_malformed_reference_fields_are_corrupt(field: bytes) -> None:
+    assert len(field) == 48
+    chunk = field + struct.pack("<i", 1)
+    with pytest.raises(CorruptChunkError) as err:
+        ChunkCodec(REC, (1,)).decode(chunk, KEY)
+    assert err.value.key == KEY
+    with pytest.raises(CorruptChunkError):
+        ChunkCodec(h5dask.format.types.OBJ_REF, (1,)).decode(field, KEY)
+
+
+def test_reference_field_forms_hsds_may_write() -> None:
+    """The bare id, and a 48-character 'datatypes/t-...' with no NUL at all, are valid."""
+    t_id = "t" + D_ID[1:]
+    for field in (D_ID.encode().ljust(48, b"\0"), f"datatypes/{t_id}".encode()):
+        assert len(field) == 48
+        want = D_ID if field.startswith(b"d-") else t_id
+        assert ChunkCodec(h5dask.format.types.OBJ_REF, (1,)).decode(field, KEY).tolist() == [want]
+
+
+@pytest.mark.timeout(60)  # the lax decoder looped forever on it
+def test_sequence_of_records_of_no_bytes_is_corrupt_not_endless() -> None:
+    seq = h5dask.vlen_dtype(np.dtype([("r", h5dask.format.types.OBJ_REF, (0,))]))
+    with pytest.raises(CorruptChunkError, match="no bytes"):
+        ChunkCodec(seq, (1,)).decode(struct.pack("<I", 4) + b"abcd", KEY)

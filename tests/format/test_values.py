@@ -147,3 +147,16 @@ def test_opaque_values_are_base64_as_hsds_writes_and_reads_them() -> None:
     assert array_from_json([int(when.view("i8")[0])], when.dtype, (1,))[0] == when[0]
     with pytest.raises(ValueError, match="base64"):
         array_from_json(["not base64!"], v2, (1,))
+
+
+def test_attribute_references_read_as_dataset_references() -> None:
+    """HSDS keeps a reference in an attribute's JSON as 'datasets/d-...'; h5dask gives
+    the id alone there too, as it does for references in chunks."""
+    from h5dask.format.types import OBJ_REF
+    d_id = "d-6365dc28-b7187a80-6773-02f05a-9230d2"
+    rec = np.dtype([("r", OBJ_REF), ("n", "<i4")])
+    assert array_from_json([[f"datasets/{d_id}", 1], ["", 2]], rec, (2,)).tolist() == [
+        (d_id, 1), ("", 2)]
+    assert array_from_json([f"datasets/{d_id}", d_id], OBJ_REF, (2,)).tolist() == [d_id, d_id]
+    with pytest.raises(h5dask.errors.InvalidReferenceError):
+        array_from_json([["not a reference", 1]], rec, (1,))

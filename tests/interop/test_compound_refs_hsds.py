@@ -7,12 +7,16 @@ chunks as corrupt (CorruptChunkError) and wrote length-prefixed ids that HSDS ca
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import requests
 from interop_compare import fresh_name
 
 import h5dask
+from h5dask.format import ids, vlen
 from h5dask.format.types import OBJ_REF
 
 h5pyd = pytest.importorskip("h5pyd")
@@ -82,3 +86,35 @@ def test_hsds_serves_compound_references_h5dask_wrote(hsds_posix) -> None:
     with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as f:
         assert _ids(f["recs"][()]) == want
         assert _ids(f.attrs["rec"]) == want[:2]
+    # HSDS ignores the layout marker h5dask writes for types with references, and keeps
+    # it when it rewrites the dataset's JSON (here: h5pyd adds an attribute)
+    with h5pyd.File(domain, "r+", **server.h5pyd_kwargs()) as f:
+        f["recs"].attrs["note"] = 1
+    server.wait_for_keys(domain=domain, quiet=1.0)
+    stored = json.loads((Path(server.root_dir) / server.bucket / ids.object_key(recs_id))
+                        .read_text())
+    assert "note" in stored["attributes"]
+    assert stored[vlen.REF_LAYOUT_KEY] == vlen.REF_LAYOUT_HSDS
+    with h5dask.File(_url(server, domain)) as f:
+        assert _ids(f["recs"][()]) == want
+
+
+def test_sequences_of_null_references_hsds_wrote(hsds_posix) -> None:
+    """k null references in a sequence are 48k zero bytes, which the layout of earlier
+    h5dask reads as 12k nulls; a dataset HSDS wrote (no layout at the top of its JSON,
+    which h5dask always writes) reads as HSDS's layout, as h5pyd reads it."""
+    server = hsds_posix
+    domain = f"/home/{server.username}/{fresh_name('seq-null-refs')}"
+    seq_dt = h5pyd.vlen_dtype(h5pyd.special_dtype(ref=h5pyd.Reference))
+    with h5pyd.File(domain, "w", **server.h5pyd_kwargs()) as f:
+        d = f.create_dataset("seq", shape=(2,), dtype=seq_dt, chunks=(1,))  # nulls alone in chunk 0
+        d[0] = np.array([b"", b""], dtype=object)
+        d[1] = np.array([f.ref], dtype=object)
+        root_id = f.id.id
+    server.wait_for_keys([domain.lstrip("/") + "/.domain.json", "db/*/d/*/0"],
+                         domain=domain, quiet=1.0)
+    with h5pyd.File(domain, "r", **server.h5pyd_kwargs()) as want_f, \
+            h5dask.File(_url(server, domain)) as got_f:
+        want = [[v.decode().split("/")[-1] for v in s] for s in want_f["seq"][()]]
+        got = [s.tolist() for s in got_f["seq"][()]]
+        assert got == want == [["", ""], [root_id]]
