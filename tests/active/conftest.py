@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from servers.active import free_port, start_active_server, stop_process
+from servers.active import free_port, serve_in_thread, start_active_server, stop_process
 
 ACTIVE_BUCKET = "active-test"
 MAX_OBJECT_SIZE = 1 << 20
@@ -178,26 +177,8 @@ def _stub_app(stub: UpstreamStub) -> web.Application:
 def upstream_stub() -> Iterator[UpstreamStub]:
     """The misbehaving upstream, served from a background thread's event loop."""
     stub = UpstreamStub(port=free_port())
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(_stub_app(stub), access_log=None)
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", stub.port).start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, name="upstream-stub", daemon=True)
-    thread.start()
-    assert started.wait(10), "upstream stub did not start"
-    try:
+    with serve_in_thread(_stub_app(stub), stub.port, "upstream-stub"):
         yield stub
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 # -- the server under test ----------------------------------------------------------------

@@ -5,8 +5,6 @@ client does with a refusal is."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from aiohttp import web
-from servers.active import free_port
+from servers.active import free_port, serve_in_thread
 
 import h5dask
 from h5dask.active.pushdown import ActiveStorageError, ActiveStorageWarning
@@ -60,26 +58,8 @@ class StrictStub:
 @pytest.fixture(scope="module")
 def strict_server() -> Iterator[StrictStub]:
     stub = StrictStub()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(stub.app(), access_log=None)
-    started = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", stub.port).start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, name="strict-stub", daemon=True)
-    thread.start()
-    assert started.wait(10), "strict stub did not start"
-    try:
+    with serve_in_thread(stub.app(), stub.port, "strict-stub"):
         yield stub
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def _open(url: str, storage_options: dict, server: StrictStub) -> xr.DataArray:

@@ -440,4 +440,15 @@ def reference_files() -> dict[str, Path]:
             if p.suffix in (".nc", ".h5", ".hdf5", ".he5", ".nc4")}
 
 
-__all__ = ["MAKERS", "REFERENCE_DIR", "reference_files"]
+def source_file(name: str, where: Path) -> Path:
+    """The file of corpus case ``name``: ``ref:<file>`` is a reference file, any other
+    name is made by its maker under ``where`` on first use."""
+    if name.startswith("ref:"):
+        return reference_files()[name[4:]]
+    path = where / f"{name}.h5"
+    if not path.exists():
+        MAKERS[name](path)
+    return path
+
+
+__all__ = ["MAKERS", "REFERENCE_DIR", "reference_files", "source_file"]

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from corpus_files import MAKERS, reference_files
+from corpus_files import MAKERS, reference_files, source_file
 
 import h5dask
 from h5dask.format.types import has_vlen
@@ -56,15 +56,6 @@ ALL_FILES = sorted(MAKERS) + [f"ref:{n}" for n in REFERENCE]
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("corpus")
-
-
-def source_file(name: str, where: Path) -> Path:
-    if name.startswith("ref:"):
-        return REFERENCE[name[4:]]
-    path = where / f"{name}.h5"
-    if not path.exists():
-        MAKERS[name](path)
-    return path
 
 
 def inside_store(path: Path, store: Path) -> Path:

@@ -26,7 +26,7 @@ from h5dask.format.types import hsds_type_problem
 from h5dask.ingest import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
-from corpus_files import MAKERS, reference_files  # noqa: E402
+from corpus_files import MAKERS, reference_files, source_file  # noqa: E402
 from test_corpus import EXPECTED_SKIPS, MANY_VARIABLES  # noqa: E402
 
 h5pyd = pytest.importorskip("h5pyd")
@@ -52,15 +52,6 @@ BIG = 10**5  # elements: larger datasets are compared by a corner
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("corpus-hsds")
-
-
-def _source(name: str, where: Path) -> Path:
-    if name.startswith("ref:"):
-        return REFERENCE[name[4:]]
-    path = where / f"{name}.h5"
-    if not path.exists():
-        MAKERS[name](path)
-    return path
 
 
 def _utf8(value: Any, dt: np.dtype) -> bool:
@@ -258,7 +249,7 @@ class Compare:
 def test_hsds_serves_the_loaded_file_as_h5py_reads_it(name: str, corpus_dir: Path,
                                                       hsds_posix) -> None:
     server = hsds_posix
-    path = _source(name, corpus_dir)
+    path = source_file(name, corpus_dir)
     domain = f"/home/{server.username}/{fresh_name(Path(name).stem.replace(':', '-'))}"
     url = f"file://{server.root_dir}/{server.bucket}{domain}"
     with warnings.catch_warnings(record=True) as caught:

@@ -8,15 +8,20 @@ with this checkout first on its PYTHONPATH, its output in a log file, waited for
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: urllib without any proxy from the environment (the server is on loopback)
@@ -93,5 +98,33 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
             proc.wait()
 
 
-__all__ = ["OPENER", "PROJECT_ROOT", "free_port", "start_active_server", "stop_process",
-           "wait_healthy"]
+@contextmanager
+def serve_in_thread(app: Any, port: int, name: str) -> Iterator[None]:
+    """Serve an aiohttp ``app`` on 127.0.0.1:``port`` from a background thread's event
+    loop for the duration (test stubs standing in for an upstream or a server)."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+    started = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name=name, daemon=True)
+    thread.start()
+    assert started.wait(10), f"{name} did not start"
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+__all__ = ["OPENER", "PROJECT_ROOT", "free_port", "serve_in_thread", "start_active_server",
+           "stop_process", "wait_healthy"]
