@@ -452,10 +452,8 @@ class S3ObjectStore(ObjectStore):
             finally:
                 del result  # not kept by a raised error's traceback: the connection goes
         except GenericError as exc:
-            if _http_kind_of(str(exc)) != "Timeout":
-                raise
-            raise TransientError(f"GET: no answer or the body stalled: not all of its "
-                                 f"{length} bytes in {limit:.3g} s", stalled=True) from exc
+            _raise_long_timed_out(exc, length, limit)
+            raise
 
     def _get_sync(self, key: str, byte_range: tuple[int, int] | None
                   ) -> bytes | memoryview | None:
@@ -468,9 +466,15 @@ class S3ObjectStore(ObjectStore):
             start, stop = byte_range
             if stop == start:
                 return b""
-            if stop - start > WHOLE_GET_MAX:  # the body in one piece, its limit scaled
-                return self._long_get_sync(key, stop - start, {"range": byte_range})
-            return memoryview(obstore.get_range(self._store, key, start=start, end=stop))
+            if stop - start <= WHOLE_GET_MAX:
+                return memoryview(obstore.get_range(self._store, key, start=start, end=stop))
+            # one call, the body in one piece, on a client whose limit is scaled
+            limit, store = self._store_within(stop - start)
+            try:
+                return memoryview(obstore.get_range(store, key, start=start, end=stop))
+            except GenericError as exc:
+                _raise_long_timed_out(exc, stop - start, limit)
+                raise
         except Exception as exc:
             return self._get_failed(exc, key, byte_range is not None)
 
@@ -700,6 +704,14 @@ def _pinned(meta: Any, etag: str) -> None:
     got = (meta.get("e_tag") or "").strip('"')
     if got and got != etag.strip('"'):
         raise _Overwritten()
+
+
+def _raise_long_timed_out(exc: Exception, length: int, limit: float) -> None:
+    """Raise a blocking GET of ``length`` bytes that did not end within ``limit`` as a
+    retried error naming the body as maybe stalled; return for other errors."""
+    if _http_kind_of(str(exc)) == "Timeout":
+        raise TransientError(f"GET: no answer, or the body stalled: not all of its {length} "
+                             f"bytes in {limit:.3g} s", stalled=True) from exc
 
 
 def _checked_body(result: Any) -> memoryview:
