@@ -41,7 +41,7 @@ def body_limit(timeout: float, length: int) -> float:
     >>> body_limit(60, 1 << 20), body_limit(60, 8 << 20), body_limit(900, 8 << 20)
     (300.0, 600.0, 900.0)
     """
-    return min(timeout * (1 + length / BODY_PIECE), max(timeout, BODY_LIMIT_CAP))
+    return min(timeout * (1 + length / BODY_PIECE), max(float(timeout), BODY_LIMIT_CAP))
 
 
 @dataclass(frozen=True)
