@@ -62,6 +62,7 @@ def _wrap_obstore() -> None:
     class TimedResult:
         def __init__(self, result: Any, key: str) -> None:
             self._result, self._key, self.meta = result, key, result.meta
+            self.range = result.range  # (h5dask checks the body against it)
 
         async def bytes_async(self) -> Any:
             data = await self._result.bytes_async()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections.abc import Awaitable
@@ -23,7 +24,8 @@ from .base import (
     whole_object_for_range,
 )
 from .keys import check_key
-from .settings import BODY_PIECE, DEFAULT_TUNING, StoreTuning
+from .settings import DEFAULT_TUNING, StoreTuning, body_limit
+from .sync import sync
 
 
 def _dropped_response_errors() -> tuple[type[BaseException], ...]:
@@ -41,6 +43,9 @@ _DROPPED_RESPONSE = _dropped_response_errors()
 _LISTINGS = frozenset({"find", "ls", "walk"})
 #: protocols whose GETs h5dask makes itself through fsspec's aiohttp session
 _HTTP = frozenset({"http", "https"})
+#: the size bound of the whole-object read under way (:meth:`FsspecObjectStore.get_bounded`),
+#: 0 if none: what its wait may grow with, as a ranged read's does with its length
+_SIZE_BOUND: contextvars.ContextVar[int] = contextvars.ContextVar("size_bound", default=0)
 
 
 class FsspecObjectStore(ObjectStore):
@@ -97,7 +102,7 @@ class FsspecObjectStore(ObjectStore):
 
     async def _run(self, name: str, *args: Any, body: int = 0, **kwargs: Any) -> Any:
         """One call of the file system; ``body``: the bytes it transfers, if known (its
-        wait then grows with them, see :data:`BODY_PIECE`)."""
+        wait then grows with them, see :func:`~.settings.body_limit`)."""
         if not isinstance(self.fs, AsyncFileSystem):
             return await self._settle(name, asyncio.to_thread(getattr(self.fs, name), *args,
                                                               **kwargs), bounded=False)
@@ -109,11 +114,11 @@ class FsspecObjectStore(ObjectStore):
     async def _settle(self, name: str, call: Awaitable[Any], *, bounded: bool,
                       where: Any = None, body: int = 0) -> Any:
         """Await one call of the file system, on its own loop as fsspec runs it, within
-        ``timeout`` when ``bounded`` (``timeout`` x (1 + body / BODY_PIECE) for a call
+        ``timeout`` when ``bounded`` (:func:`~.settings.body_limit` of ``body`` for a call
         transferring ``body`` bytes: the client cannot tell a slow body from a stalled
         one, so a slow but steady transfer is given the time it needs at the slowest
         rate that is not a stall); its failures as h5dask's (retried or not)."""
-        limit = self.tuning.timeout * (1 + body / BODY_PIECE)
+        limit = body_limit(self.tuning.timeout, body)
         try:
             if isinstance(self.fs, AsyncFileSystem) and not self.fs.asynchronous:
                 call = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
@@ -213,12 +218,26 @@ class FsspecObjectStore(ObjectStore):
                 return None
         path = self._full(key)
         try:
-            if byte_range is None:
-                return bytes(await self._run("cat_file", path))
+            if byte_range is None:  # (within a get_bounded: its bound is the length)
+                return bytes(await self._run("cat_file", path, body=_SIZE_BOUND.get()))
             return bytes(await self._run("cat_file", path, start=byte_range[0],
                                          end=byte_range[1], body=byte_range[1] - byte_range[0]))
         except (FileNotFoundError, IsADirectoryError):
             return None
+
+    async def get_bounded(self, key: str, size_bound: int, *, kind: str = "chunk"
+                          ) -> bytes | memoryview | None:
+        # a whole-object read (a chunk) whose size is bounded: its wait grows with the
+        # bound as a ranged read's does with its length (cat_file shows no progress)
+        token = _SIZE_BOUND.set(size_bound)
+        try:
+            return await super().get_bounded(key, size_bound, kind=kind)
+        finally:
+            _SIZE_BOUND.reset(token)
+
+    def get_bounded_sync(self, key: str, size_bound: int, *, kind: str = "chunk"
+                         ) -> bytes | memoryview | None:
+        return sync(self.get_bounded(key, size_bound, kind=kind))  # (no blocking client)
 
     async def _get_version(self, key: str, byte_range: tuple[int, int],
                            version: ObjectVersion) -> bytes | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -32,7 +33,7 @@ from .base import (
 )
 from .keys import check_key, check_prefix
 from .s3_options import S3Settings, masked_key_id
-from .settings import BODY_PIECE, DEFAULT_TUNING, StoreTuning
+from .settings import BODY_LIMIT_CAP, BODY_PIECE, DEFAULT_TUNING, StoreTuning, body_limit
 from .sync import sync
 
 #: S3 codes and phrases that mean "try again", for errors with neither a status nor a
@@ -55,16 +56,19 @@ _URL_RE = re.compile(r"\w+://\S+")
 _BUCKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
 #: a ranged GET of at most this many bytes is one request bounded whole by ``timeout``
-#: (the fast path of chunk reads: one thread hand-off); longer or unknown bodies are
-#: streamed, each wait bounded by ``timeout`` (:meth:`S3ObjectStore._streamed`)
+#: (the fast path of chunk reads: one thread hand-off); a longer or unknown body may take
+#: ``timeout`` for the answer, then :func:`~.settings.body_limit` of its length
+#: (:meth:`S3ObjectStore._streamed`): a slow but steady transfer completes, a stalled
+#: one is cut. The body is read in one piece (no stream of pieces joined: that cost 2.5-3x
+#: the CPU and a second copy of every chunk read over 1 MiB)
 WHOLE_GET_MAX = 1 << 20
-# a streamed body is received in pieces of at least BODY_PIECE (or its end), each within
-# ``timeout``: a slow but steady transfer completes however long it takes, one that
-# stalls is cut after ``timeout`` (large enough that a fast one is not read in thousands
-# of awaits)
-#: the HTTP client's own limit on a streamed GET, only a backstop: the waits of a
-#: streamed GET are bounded piece by piece (asyncio), not by the whole transfer
+#: the HTTP client's own limit on a GET whose waits are bounded by asyncio, only a backstop
 _STREAM_BACKSTOP = timedelta(days=1)
+
+
+class _Overwritten(Exception):
+    """A part of a multipart read was answered 412 (or with another ETag): the object was
+    written since its first part was answered."""
 
 
 _S3_CODE_RE = re.compile(r"<Code>(\w+)</Code>")
@@ -173,6 +177,9 @@ class S3ObjectStore(ObjectStore):
         self.root_url = f"s3://{bucket}"
         self._store = self._make_store()
         self._stream_store = self._make_store(streaming=True)
+        #: blocking clients whose requests may take longer than ``timeout`` in all, by
+        #: that limit (:meth:`_store_within`)
+        self._long_stores: dict[float, S3Store] = {}
 
     def _init_args(self) -> tuple:
         return (self.bucket, self.settings, self.tuning)
@@ -244,10 +251,10 @@ class S3ObjectStore(ObjectStore):
             return None
         return (s.key, s.secret)
 
-    def _make_store(self, streaming: bool = False) -> S3Store:
+    def _make_store(self, streaming: bool = False, limit: float | None = None) -> S3Store:
         """The obstore client: requests bounded whole by ``timeout`` (HEAD, PUT, LIST,
-        GETs of at most :data:`WHOLE_GET_MAX`), or, ``streaming``, bounded by the caller
-        piece by piece (:meth:`_streamed`)."""
+        GETs of at most :data:`WHOLE_GET_MAX`) or by ``limit``, or, ``streaming``, bounded
+        by the caller (:meth:`_streamed`)."""
         s = self.settings
         config: dict[str, Any] = {"region": s.region,
                                   "virtual_hosted_style_request": s.addressing_style == "virtual"}
@@ -265,7 +272,8 @@ class S3ObjectStore(ObjectStore):
             config["request_payer"] = True
         client: dict[str, Any] = {
             "allow_http": True,
-            "timeout": _STREAM_BACKSTOP if streaming else timedelta(seconds=self.tuning.timeout),
+            "timeout": _STREAM_BACKSTOP if streaming else timedelta(
+                seconds=self.tuning.timeout if limit is None else limit),
             "connect_timeout": timedelta(seconds=self.tuning.connect_timeout),
             "pool_max_idle_per_host": str(self.max_concurrency),
         }
@@ -334,8 +342,8 @@ class S3ObjectStore(ObjectStore):
             return None
         if ranged and isinstance(exc, GenericError) and _status_of(str(exc)) == 416:
             return b""
-        if isinstance(exc, TransientError | TimeoutError | ConnectionError):
-            raise exc
+        if isinstance(exc, TransientError | TimeoutError | ConnectionError | StorageError):
+            raise exc  # (StorageError: ours, as it is)
         raise self._translate(exc, "GET", key) from exc
 
     # obstore's buffers are handed on as read-only memoryviews, not copied into bytes
@@ -354,74 +362,119 @@ class S3ObjectStore(ObjectStore):
         except Exception as exc:
             return self._get_failed(exc, key, byte_range is not None)
 
-    async def _get_range(self, key: str, start: int, stop: int) -> bytes | memoryview:
+    async def _get_range(self, key: str, start: int, stop: int, if_match: str | None = None
+                         ) -> bytes | memoryview:
         """Bytes [start, stop): one request within ``timeout`` when short, else
-        streamed (:meth:`_streamed`)."""
+        :meth:`_streamed`; ``if_match``: only of the object with that ETag (else
+        :class:`_Overwritten`)."""
         if stop - start > WHOLE_GET_MAX:
-            return await self._streamed(key, (start, stop))
-        return memoryview(await obstore.get_range_async(self._store, key, start=start,
-                                                        end=stop))
+            return await self._streamed(key, (start, stop), if_match)
+        if if_match is None:
+            return memoryview(await obstore.get_range_async(self._store, key, start=start,
+                                                            end=stop))
+        result = await obstore.get_async(self._store, key,
+                                         options={"range": (start, stop), "if_match": if_match})
+        try:
+            _pinned(result.meta, if_match)
+            return memoryview(await result.bytes_async())
+        finally:
+            del result
 
-    async def _streamed(self, key: str, byte_range: tuple[int, int] | None
-                        ) -> bytes | memoryview:
-        """A GET whose answer and each further :data:`BODY_PIECE` of whose body must
-        come within ``timeout``, never the whole transfer: a slow but progressing body completes, a
-        stalled one is a retried TransientError naming it as stalled."""
+    async def _answer(self, key: str, options: dict[str, Any]) -> Any:
+        """The answer (status, headers) of a GET on the streaming client, within
+        ``timeout``; its body is read by :meth:`_body`."""
         timeout = self.tuning.timeout
-        options: dict[str, Any] = {} if byte_range is None else {"range": byte_range}
         try:
             async with asyncio.timeout(timeout):
-                result = await obstore.get_async(self._stream_store, key, options=options)
+                return await obstore.get_async(self._stream_store, key, options=options)
         except TimeoutError as exc:
             raise TransientError(f"GET: no answer in time ({timeout:g} s): check that the "
                                  "endpoint is an S3 server and healthy", timed_out=True) from exc
-        size = result.meta["size"]
-        if byte_range is None and size > self.tuning.multipart_threshold:
-            del result  # drop the streaming body; fetch in parts instead
-            return await self._get_parts(key, size)
+
+    async def _body(self, result: Any) -> memoryview:
+        """The whole body of an answer of :meth:`_answer`, in one piece (no copy), within
+        :func:`~.settings.body_limit` of its length: a slow but steady body completes, a
+        stalled one is a retried TransientError naming it as stalled."""
         start, stop = result.range
         expected = stop - start
-        if expected <= BODY_PIECE:  # one piece: read whole, within one timeout
+        limit = body_limit(self.tuning.timeout, expected)
+        try:
+            async with asyncio.timeout(limit):
+                data = memoryview(await result.bytes_async())
+        except TimeoutError as exc:
+            # the raised error's traceback keeps this frame: let the connection go now
+            del result
+            raise TransientError(f"GET: the body stalled: not all of its {expected} bytes "
+                                 f"in {limit:.3g} s", stalled=True) from exc
+        if len(data) != expected:
+            raise TransientError(f"short read: {len(data)} of {expected} bytes")
+        return data
+
+    async def _streamed(self, key: str, byte_range: tuple[int, int],
+                        if_match: str | None = None) -> memoryview:
+        """A ranged GET whose answer must come within ``timeout`` and whose body within
+        :func:`~.settings.body_limit` of its length (:meth:`_body`)."""
+        options: dict[str, Any] = {"range": byte_range}
+        if if_match is not None:
+            options["if_match"] = if_match
+        result = await self._answer(key, options)
+        try:
+            if if_match is not None:
+                _pinned(result.meta, if_match)
+            return await self._body(result)
+        finally:
+            del result  # (as in _body: not kept by a raised error's traceback)
+
+    def _store_within(self, length: int) -> tuple[float, S3Store]:
+        """A blocking client whose requests may take :func:`~.settings.body_limit` of
+        ``length`` in all (answer included: a blocking call cannot bound its waits one by
+        one), rounded up to ``timeout`` x a power of two so that a few clients serve all
+        lengths (each client keeps its own connections)."""
+        timeout = self.tuning.timeout
+        steps = 2 ** math.ceil(math.log2(1 + length / BODY_PIECE))
+        limit = min(timeout * steps, max(timeout, BODY_LIMIT_CAP))
+        store = self._long_stores.get(limit)
+        if store is None:
+            store = self._long_stores.setdefault(limit, self._make_store(limit=limit))
+        return limit, store
+
+    def _long_get_sync(self, key: str, length: int, options: dict[str, Any],
+                       check: Any = None) -> memoryview:
+        """A blocking GET of ``length`` (> :data:`WHOLE_GET_MAX`) bytes through
+        :meth:`_store_within`; ``check``: called with the answer's meta first."""
+        limit, store = self._store_within(length)
+        try:
+            result = obstore.get(store, key, options=options)
             try:
-                async with asyncio.timeout(timeout):
-                    data = memoryview(await result.bytes_async())
-            except TimeoutError as exc:
-                raise TransientError(f"GET: the body stalled: not all of its {expected} bytes"
-                                     f" in {timeout:g} s", stalled=True) from exc
-            if len(data) != expected:
-                raise TransientError(f"short read: {len(data)} of {expected} bytes")
-            return data
-        pieces: list[bytes] = []
-        received = 0
-        stream = result.stream(min_chunk_size=BODY_PIECE)
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    piece = await anext(stream, None)
-            except TimeoutError as exc:
-                raise TransientError(
-                    f"GET: the body stalled: no {BODY_PIECE >> 10} KiB in {timeout:g} s "
-                    f"after {received} of {expected} bytes", stalled=True) from exc
-            if piece is None:
-                break
-            pieces.append(piece)
-            received += len(piece)
-        if received != expected:
-            raise TransientError(f"short read: {received} of {expected} bytes")
-        return memoryview(pieces[0]) if len(pieces) == 1 else b"".join(pieces)
+                if check is not None:
+                    check(result.meta)
+                return _checked_body(result)
+            finally:
+                del result  # not kept by a raised error's traceback: the connection goes
+        except GenericError as exc:
+            _raise_long_timed_out(exc, length, limit)
+            raise
 
     def _get_sync(self, key: str, byte_range: tuple[int, int] | None
                   ) -> bytes | memoryview | None:
         """The blocking twin of :meth:`_get` (obstore releases the GIL while it waits)."""
-        if byte_range is None or byte_range[1] - byte_range[0] > WHOLE_GET_MAX:
-            # a body of unknown or large size is streamed, piece by piece within
-            # timeout, on the I/O loop (a blocking read could only be bounded whole)
+        if byte_range is None:
+            # size unknown before the answer (and maybe a multipart read): on the I/O loop,
+            # where the answer and the body are bounded each by its own limit
             return sync(self._get(key, byte_range))
         try:
             start, stop = byte_range
             if stop == start:
                 return b""
-            return memoryview(obstore.get_range(self._store, key, start=start, end=stop))
+            if stop - start <= WHOLE_GET_MAX:
+                return memoryview(obstore.get_range(self._store, key, start=start, end=stop))
+            # one call, the body in one piece, on a client whose limit is scaled
+            limit, store = self._store_within(stop - start)
+            try:
+                return memoryview(obstore.get_range(store, key, start=start, end=stop))
+            except GenericError as exc:
+                _raise_long_timed_out(exc, stop - start, limit)
+                raise
         except Exception as exc:
             return self._get_failed(exc, key, byte_range is not None)
 
@@ -455,6 +508,13 @@ class S3ObjectStore(ObjectStore):
         if options is None or byte_range[0] == byte_range[1]:
             return await self._get(key, byte_range)
         try:
+            if byte_range[1] - byte_range[0] > WHOLE_GET_MAX:  # as _streamed, with If-Match
+                result = await self._answer(key, options)
+                try:
+                    self._same_etag(key, version, result.meta)
+                    return await self._body(result)
+                finally:
+                    del result
             result = await obstore.get_async(self._store, key, options=options)
             self._same_etag(key, version, result.meta)
             return memoryview(await result.bytes_async())
@@ -468,6 +528,10 @@ class S3ObjectStore(ObjectStore):
         if options is None or byte_range[0] == byte_range[1]:
             return self._get_sync(key, byte_range)
         try:
+            length = byte_range[1] - byte_range[0]
+            if length > WHOLE_GET_MAX:
+                return self._long_get_sync(
+                    key, length, options, lambda meta: self._same_etag(key, version, meta))
             result = obstore.get(self._store, key, options=options)
             self._same_etag(key, version, result.meta)
             return memoryview(result.bytes())
@@ -484,13 +548,39 @@ class S3ObjectStore(ObjectStore):
 
     async def _get_whole(self, key: str) -> bytes | memoryview:
         # One GET for objects up to the threshold; beyond it, the first response tells
-        # the size and the rest arrives as concurrent ranged GETs.
-        return await self._streamed(key, None)
+        # the size and the ETag, and the rest arrives as concurrent ranged GETs of that
+        # ETag only (If-Match): an object overwritten meanwhile is read again, whole,
+        # never returned as a mix of two versions.
+        for attempt in (1, 2):
+            result = await self._answer(key, {})
+            try:
+                size = result.meta["size"]
+                if size <= self.tuning.multipart_threshold:
+                    return await self._body(result)
+                etag = result.meta.get("e_tag")
+            finally:
+                del result  # (a larger object's body is fetched in parts instead)
+            try:
+                return await self._get_parts(key, size, etag)
+            except _Overwritten:
+                if attempt == 2:
+                    raise StorageError(
+                        f"GET of {self.root_url}/{key} failed: the object was overwritten "
+                        "while it was read in parts, twice (its parts would mix two "
+                        "versions); read it again when it is no longer being written",
+                        key=key, attempts=2) from None
+        raise AssertionError("unreachable")
 
-    async def _get_parts(self, key: str, size: int) -> bytes:
+    async def _get_parts(self, key: str, size: int, etag: str | None) -> bytes:
         starts = list(range(0, size, self.tuning.part_size))
         ends = [min(s + self.tuning.part_size, size) for s in starts]
-        parts = await asyncio.gather(*(self._get_range(key, s, e) for s, e in zip(starts, ends)))
+        try:
+            parts = await asyncio.gather(*(self._get_range(key, s, e, etag)
+                                           for s, e in zip(starts, ends)))
+        except Exception as exc:
+            if isinstance(exc, PreconditionError) or _status_of(str(exc)) == 412:
+                raise _Overwritten() from exc
+            raise
         data = b"".join(parts)
         if len(data) != size:
             raise TransientError(f"short multipart read: {len(data)} of {size} bytes")
@@ -606,6 +696,31 @@ class S3ObjectStore(ObjectStore):
             return found
         except Exception as exc:
             raise self._translate(exc, "LIST", prefix) from exc
+
+
+def _pinned(meta: Any, etag: str) -> None:
+    """Raise :class:`_Overwritten` if an answer to If-Match ``etag`` has another ETag (a
+    server that ignores If-Match)."""
+    got = (meta.get("e_tag") or "").strip('"')
+    if got and got != etag.strip('"'):
+        raise _Overwritten()
+
+
+def _raise_long_timed_out(exc: Exception, length: int, limit: float) -> None:
+    """Raise a blocking GET of ``length`` bytes that did not end within ``limit`` as a
+    retried error naming the body as maybe stalled; return for other errors."""
+    if _http_kind_of(str(exc)) == "Timeout":
+        raise TransientError(f"GET: no answer, or the body stalled: not all of its {length} "
+                             f"bytes in {limit:.3g} s", stalled=True) from exc
+
+
+def _checked_body(result: Any) -> memoryview:
+    """The body of a blocking GET's answer, checked against the length it announced."""
+    start, stop = result.range
+    data = memoryview(result.bytes())
+    if len(data) != stop - start:
+        raise TransientError(f"short read: {len(data)} of {stop - start} bytes")
+    return data
 
 
 def _content_md5(meta: Any) -> str | None:

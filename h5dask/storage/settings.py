@@ -22,11 +22,26 @@ from typing import Any
 from ..errors import StorageOptionsError
 
 MiB = 2**20
-#: ``timeout`` bounds each wait for this much more of a GET's body where the client
-#: lets it (S3: each piece; other fsspec file systems: a ranged GET in all takes up to
-#: ``timeout`` x (1 + its length / BODY_PIECE)), never the whole transfer: only a link
-#: slower than about 4 KB/s (with the default 60 s) counts as stalled
+#: a body of known length may take ``timeout`` for its answer and ``timeout`` more per
+#: BODY_PIECE of it (:func:`body_limit`; S3 GETs over 1 MiB, other fsspec file systems'
+#: ranged and bounded GETs), never a fixed time for the whole transfer: only a link slower
+#: than about 4 KB/s (with the default 60 s) counts as stalled
 BODY_PIECE = 256 * 1024
+#: the longest a transfer of known length is given (seconds), unless ``timeout`` is longer:
+#: at the rate that counts as stalled an 8 MiB part would otherwise get 33 minutes
+BODY_LIMIT_CAP = 600.0
+
+
+def body_limit(timeout: float, length: int) -> float:
+    """How long a transfer of ``length`` bytes may take in all: ``timeout`` x (1 + length
+    / BODY_PIECE) (the client cannot tell a slow body from a stalled one, so a steady one
+    gets the time it needs at the slowest rate that is not a stall), at most
+    max(``timeout``, :data:`BODY_LIMIT_CAP`).
+
+    >>> body_limit(60, 1 << 20), body_limit(60, 8 << 20), body_limit(900, 8 << 20)
+    (300.0, 600.0, 900.0)
+    """
+    return min(timeout * (1 + length / BODY_PIECE), max(float(timeout), BODY_LIMIT_CAP))
 
 
 @dataclass(frozen=True)

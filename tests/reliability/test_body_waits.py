@@ -11,6 +11,7 @@ named as stalled.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -56,6 +57,7 @@ def test_a_slow_but_steady_s3_body_is_read_whole(seaweedfs, proxied, byte_range)
 @pytest.mark.parametrize("blocking", [False, True])
 def test_a_stalled_s3_body_is_cut_retried_and_named(seaweedfs, proxied, blocking) -> None:
     store, key = _store(seaweedfs, proxied, max_attempts=2, timeout=1.0)
+    open_before = len(proxied._writers)
     proxied.set_rates({"stall": 1.0}, seed=0)
     proxied.methods = {"GET"}
     h5dask.reset_stats()
@@ -68,8 +70,51 @@ def test_a_stalled_s3_body_is_cut_retried_and_named(seaweedfs, proxied, blocking
     assert err.value.key == key and err.value.attempts == 2
     assert h5dask.stats()["chunk"]["retries"] == 1
     assert proxied.counts["stall"] == 2
+    # the error is held (its traceback has the frames that read the body), yet the
+    # stalled connections are let go: before, they stayed open while it was kept
+    assert _connections_close(proxied, to=open_before)
     proxied.set_rates({}, seed=0)  # the link recovers: the next read is whole
     assert bytes(sync(store.get(key))) == BODY
+
+
+@pytest.mark.timeout(120)
+def test_a_stalled_long_blocking_ranged_read_is_named_stalled(seaweedfs, proxied) -> None:
+    """A blocking ranged GET over 1 MiB is one call on a client whose limit is scaled
+    (0.5 s x 8 here): cut when it stalls, and named so, not as an endpoint that never
+    answered."""
+    store, key = _store(seaweedfs, proxied, max_attempts=1, timeout=0.5)
+    proxied.set_rates({"stall": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    with pytest.raises(StorageError, match=r"a body stalled mid-transfer from .*not all of "
+                                           r"its 1048577 bytes in 4 s"):
+        store.get_buffer_sync(key, byte_range=(0, WHOLE_GET_MAX + 1))
+    assert proxied.counts["stall"] == 1
+
+
+def _connections_close(proxy: Any, to: int) -> bool:
+    """Whether the proxy's open client connections drop to ``to`` (polled: the client
+    closes them from its own threads)."""
+    for _ in range(50):
+        if len(proxy._writers) <= to:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_a_slow_but_steady_read_of_a_version_is_read_whole(seaweedfs, proxied) -> None:
+    """A read of a given version (If-Match: linked chunks) over 1 MiB has the same
+    waits as a plain one; before, it was one request bounded whole by ``timeout``."""
+    store, key = _store(seaweedfs, proxied, max_attempts=1)
+    version = sync(store.stat(key))
+    proxied.delay = TRICKLE
+    proxied.set_rates({"trickle": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    byte_range = (100, len(BODY) - 100)
+    want = BODY[100:-100]
+    assert bytes(sync(store.get_buffer(key, byte_range=byte_range, version=version))) == want
+    assert bytes(store.get_buffer_sync(key, byte_range=byte_range, version=version)) == want
+    assert proxied.counts["trickle"] == 2
 
 
 # -- other fsspec file systems (s3fs here, as gcsfs or adlfs would be) -------------------
@@ -102,6 +147,20 @@ def test_a_slow_but_steady_fsspec_body_is_read_whole(seaweedfs, proxied) -> None
     proxied.methods = {"GET"}
     assert bytes(sync(store.get(key, byte_range=(0, len(BODY))))) == BODY
     assert proxied.counts["trickle"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_a_slow_but_steady_bounded_fsspec_read_is_read_whole(seaweedfs, proxied) -> None:
+    """A chunk read there is a whole-object GET of a known size bound (``get_bounded``):
+    it may take timeout x (1 + bound / 256 KiB) as a ranged GET does; before, it had
+    ``timeout`` for the whole transfer and was cut."""
+    store, key = _s3fs_store(seaweedfs, proxied, BODY, max_attempts=1)
+    proxied.delay = TRICKLE
+    proxied.set_rates({"trickle": 1.0}, seed=0)
+    proxied.methods = {"GET"}
+    assert bytes(sync(store.get_bounded(key, len(BODY) + 100))) == BODY
+    assert bytes(store.get_bounded_sync(key, len(BODY) + 100)) == BODY
+    assert proxied.counts["trickle"] == 2
 
 
 @pytest.mark.timeout(120)

@@ -280,13 +280,15 @@ def test_large_object_parallel_ranged_gets(monkeypatch, storage_options, s3_buck
     sync(store.put("db/big", payload))
     sync(store.put("db/small", small))
     ranges: list[tuple[str, int, int]] = []
-    real = obstore.get_range_async
+    real = obstore.get_async
 
-    async def spy(st, path, *, start, end=None, length=None):  # records, then passes through
-        ranges.append((path, start, end))
-        return await real(st, path, start=start, end=end, length=length)
+    async def spy(st, path, *, options=None):  # records ranged GETs, then passes through
+        if options and "range" in options:
+            ranges.append((path, *options["range"]))
+            assert options.get("if_match")  # the parts are of the first answer's ETag
+        return await real(st, path, options=options)
 
-    monkeypatch.setattr(obstore, "get_range_async", spy)
+    monkeypatch.setattr(obstore, "get_async", spy)
     h5dask.reset_stats()
     assert sync(store.get("db/big")) == payload
     assert sorted(r[1:] for r in ranges) == [(s, min(s + 16384, len(payload)))
@@ -296,6 +298,65 @@ def test_large_object_parallel_ranged_gets(monkeypatch, storage_options, s3_buck
     ranges.clear()
     assert sync(store.get("db/small")) == small  # at the threshold: one plain GET
     assert ranges == []
+
+
+class _Overwriting:
+    """Overwrites ``key`` with new bytes of the same size once the first part of a
+    multipart read of it was answered, before the other parts are asked for (``times``
+    reads in a row): the parts would mix the two versions."""
+
+    def __init__(self, store, key: str, size: int, times: int) -> None:
+        self.store, self.key, self.size, self.times = store, key, size, times
+        self.bodies: list[bytes] = []
+
+    def install(self, monkeypatch) -> None:
+        store, real_parts, real_range = self.store, self.store._get_parts, self.store._get_range
+        first_done: list[asyncio.Event] = []
+
+        async def parts(key, size, *rest):
+            first_done.append(asyncio.Event())
+            return await real_parts(key, size, *rest)
+
+        async def ranged(key, start, stop, *rest):
+            if start == 0:
+                try:
+                    return await real_range(key, start, stop, *rest)
+                finally:
+                    first_done[-1].set()
+            await first_done[-1].wait()
+            if self.times and len(self.bodies) < len(first_done):
+                self.times -= 1
+                body = np.random.default_rng(len(self.bodies)).bytes(self.size)
+                self.bodies.append(body)
+                await store._put(key, body)
+            return await real_range(key, start, stop, *rest)
+
+        monkeypatch.setattr(store, "_get_parts", parts)
+        monkeypatch.setattr(store, "_get_range", ranged)
+
+
+@pytest.mark.parametrize("overwrites", [1, 2])
+def test_a_multipart_read_never_mixes_two_versions(monkeypatch, storage_options, s3_bucket_url,
+                                                   overwrites) -> None:
+    """The parts of a whole-object read are asked for with If-Match the first answer's
+    ETag: an object overwritten during the read (SeaweedFS answers 412) is read again,
+    whole; overwritten again, the read fails saying so. Before, the parts were of both
+    versions: bytes no writer ever wrote."""
+    opts = {**storage_options, "multipart_threshold": 64 * 1024, "part_size": 16 * 1024,
+            "max_attempts": 1}
+    store = open_location(f"{s3_bucket_url}/big.h5", opts).store
+    first = np.random.default_rng(9).bytes(5 * 16 * 1024 + 77)
+    sync(store.put("db/big", first))
+    overwriting = _Overwriting(store, "db/big", len(first), overwrites)
+    overwriting.install(monkeypatch)
+    if overwrites == 1:
+        got = bytes(sync(store.get("db/big")))
+        assert overwriting.bodies and got == overwriting.bodies[0]  # the new one, whole
+    else:
+        with pytest.raises(StorageError, match=r"s3://h5dask-test/.*db/big failed: the object "
+                                               r"was overwritten while it was read in parts"):
+            sync(store.get("db/big"))
+    assert len(overwriting.bodies) == overwrites
 
 
 def test_s3_wrong_credentials(storage_options, s3_bucket_url) -> None:
