@@ -800,6 +800,14 @@ def rewrite_graph(tasks: dict) -> dict:
             if not decoded_sum_is_exact(info.array.dtype, n, dec.scale, dec.offset,
                                         narrowest):
                 continue
+        elif red.kind == "isum" and red.dtype is not None and \
+                np.dtype(red.dtype).kind == "f":
+            # sum(dtype=float) of integers: dask sums in that float, rounding each value
+            # and partial sum; pushed down only where nothing can round
+            region = _block_request(info, getter_slices, getitems, red).region
+            n = math.prod(len(range(s.start, s.stop, s.step)) for s in region)
+            if not decoded_sum_is_exact(info.array.dtype, n, None, None, red.dtype):
+                continue
         func = task.func
         out[key] = Task(key, _run, TaskRef(src_key), DataNode(None, getter_slices),
                         DataNode(None, getitems), DataNode(None, red), DataNode(None, func),

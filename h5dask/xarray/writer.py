@@ -1005,10 +1005,12 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
       computed together in one dask computation or one distributed cluster lock the
       chunks they share).
     - ``compute=False``: return a ``dask.delayed`` that writes the chunks (in the
-      workers; in-memory variables too, in blocks of whole storage chunks, scattered
-      to the workers of a ``distributed`` client that is the default when this is
-      called: compute it on that client) and then the metadata; nothing is stored
-      before it is computed.
+      workers; in-memory variables too, in blocks of whole storage chunks) and then the
+      metadata; nothing is stored before it is computed. It computes with any
+      scheduler or client, any number of times: the blocks of in-memory variables
+      travel in its task graph (under a ``distributed`` client, through the scheduler;
+      dask may warn of a large graph). ``.chunk()`` such variables first to have the
+      workers make them instead.
     - ``group``: the group ("/a/b") the Dataset, or the DataTree's root, is written to.
     - A DataTree is written as ``DataTree.to_netcdf`` writes it: one group per node,
       at its path relative to the tree's root; a node uses the dimensions of the groups
@@ -1073,9 +1075,7 @@ def to_h5cloud(obj: xr.Dataset | xr.DataTree, url: str, mode: str | None = None,
         raise
     import dask
 
-    # the scattered blocks of in-memory variables live while the returned delayed does
-    # (its graph names them by key only; their futures would be released at once)
-    publish = dask.delayed(_publish, pure=False)(f._session, writes, _Kept(writer.scattered))
+    publish = dask.delayed(_publish, pure=False)(f._session, writes)
     if not compute:
         return publish
     try:
@@ -1096,7 +1096,6 @@ class _HeldArrayWriter(ArrayWriter):
     def __init__(self) -> None:
         super().__init__(lock=False)
         self.held: list[tuple[Any, Any, Any]] = []
-        self.scattered: list = []  # futures of blocks scattered to a distributed cluster
 
     def add(self, source: Any, target: Any, region: Any = None) -> None:
         if hasattr(source, "dask"):
@@ -1111,11 +1110,11 @@ class _HeldArrayWriter(ArrayWriter):
         beyond the old extent, a region's over the stored values, visibly).
 
         Deferred, a variable is split into blocks of whole storage chunks (parallel
-        tasks, none sharing a chunk; see :func:`_held_blocks`); under a ``distributed``
-        client the blocks of a big one are scattered to the workers, not put in the
-        graph: as one block, 200 MiB went through the scheduler to one worker."""
+        tasks, none sharing a chunk; see :func:`_held_blocks`): as one block, 200 MiB
+        went through the scheduler to one worker. The blocks are embedded in the graph,
+        not scattered to a cluster: a delayed bound to scattered futures failed once
+        that client closed, on another client, or with another scheduler."""
         held, self.held = self.held, []
-        client = _distributed_client() if defer else None
         for source, target, region in held:
             if not defer:
                 target[region if region else ...] = source
@@ -1124,16 +1123,13 @@ class _HeldArrayWriter(ArrayWriter):
             offsets = tuple(r.start for r in region) if region else (0,) * values.ndim
             blocks = (_held_blocks(values.shape, values.dtype.itemsize, target.source.chunks,
                                    offsets) if values.ndim and values.size else values.shape)
-            super().add(_held_array(values, blocks, client, self.scattered), target, region)
+            super().add(_held_array(values, blocks), target, region)
 
 
 #: the size a deferred write splits an in-memory variable into blocks of (whole
 #: storage chunks, at least one): tasks big enough to be worth one, small enough for
 #: the workers to share the variable
 HELD_BLOCK_BYTES = 16 * 2**20
-#: an in-memory variable at least this big is scattered to a distributed cluster's
-#: workers rather than embedded in the task graph (which goes through the scheduler)
-SCATTER_HELD_FROM = 2**20
 
 
 def _held_blocks(shape: tuple[int, ...], itemsize: int, storage: tuple[int, ...],
@@ -1168,41 +1164,12 @@ def _held_blocks(shape: tuple[int, ...], itemsize: int, storage: tuple[int, ...]
     return tuple(out)
 
 
-def _distributed_client() -> Any:
-    """The default ``distributed`` client, or None (no cluster, or an asynchronous
-    client, whose scatter could not be awaited here). ``distributed`` is not imported
-    for this: without it imported there is no client."""
-    distributed = sys.modules.get("distributed")
-    if distributed is None:
-        return None
-    try:
-        client = distributed.default_client()
-    except ValueError:  # no client
-        return None
-    return None if getattr(client, "asynchronous", False) else client
-
-
-def _held_array(values: np.ndarray, blocks: tuple[tuple[int, ...], ...], client: Any,
-                scattered: list) -> Any:
-    """``values`` as a dask array of ``blocks``: blocks embedded in the graph, or, under
-    ``client`` for a big array, scattered to its workers (the graph names them; their
-    futures are added to ``scattered``, which the caller keeps while the graph lives)."""
+def _held_array(values: np.ndarray, blocks: tuple[tuple[int, ...], ...]) -> Any:
+    """``values`` as a dask array of ``blocks``, each block embedded in the graph (a
+    task carries only its own block, not the whole array)."""
     import dask.array as da
 
-    if client is None or values.nbytes < SCATTER_HELD_FROM:
-        return da.from_array(values, chunks=blocks, name=False, lock=False)
-    import uuid
-    from itertools import product
-
-    edges = [np.cumsum((0,) + b) for b in blocks]
-    indices = list(product(*(range(len(b)) for b in blocks)))
-    parts = [values[tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, idx))]
-             for idx in indices]
-    futures = client.scatter(parts, hash=False)
-    scattered.extend(futures)
-    name = f"h5dask-held-{uuid.uuid4().hex}"
-    graph = {(name, *idx): fut for idx, fut in zip(indices, futures)}
-    return da.Array(graph, name, chunks=blocks, dtype=values.dtype)
+    return da.from_array(values, chunks=blocks, name=False, lock=False)
 
 
 def _tree_parts(tree: xr.DataTree, group: str, encoding: Mapping | None,
@@ -1308,22 +1275,9 @@ def _compute_locally(collections: Any) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _publish(session: Any, _written: Any, _kept: Any = None) -> None:
+def _publish(session: Any, _written: Any) -> None:
     """Write the metadata, after every chunk (``_written`` makes this run after them)."""
     session.flush()
-
-
-class _Kept:
-    """Futures kept alive in this process by the task graph holding this; it pickles
-    as nothing (a task never needs them: its graph names their keys)."""
-
-    __slots__ = ("futures",)
-
-    def __init__(self, futures: list) -> None:
-        self.futures = futures
-
-    def __reduce__(self) -> tuple:
-        return (_Kept, ([],))
 
 
 def _roll_back(f: File, stores: list[H5CloudWriteStore]) -> None:

@@ -374,3 +374,32 @@ def test_packed_int32_sums_are_pushed_down_only_where_exact(
     remote, local, was_pushed = _both(url, storage_options, pushdown_server, op)
     assert was_pushed == pushed
     assert remote.dtype == local.dtype and remote.item() == local.item()
+
+
+@pytest.mark.parametrize("stored, dtype, pushed", [
+    ("i4", "f4", False),  # float32 rounds 2**24 + 1: left to dask
+    ("i4", "f8", True),   # 300 int32 values: float64 holds every partial sum
+    ("i8", "f8", False),  # int64 values beyond 2**53 round in float64: left to dask
+])
+def test_integer_sums_in_a_float_dtype_are_pushed_down_only_where_exact(
+        s3_bucket_url, storage_options, pushdown_server, stored, dtype, pushed):
+    """``sum(dtype=float)`` of integers: dask sums in that float, rounding each value and
+    partial sum; the server's exact integer sum cast to it would be another number."""
+    big = 2**24 + 1 if stored == "i4" else 2**53 + 1
+    data = np.full(1000, big, stored)
+    url = f"{s3_bucket_url}/isum-{stored}-{dtype}.h5"
+    _store(url, storage_options, data, (300,))
+
+    def total(**kw):
+        v = xr.open_dataset(url, engine="h5cloud", chunks={},
+                            storage_options=storage_options, **kw)["v"]
+        return v.sum(dtype=dtype).compute(scheduler="sync")
+
+    local = total()
+    h5dask.reset_stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ActiveStorageWarning)
+        remote = total(active_storage_url=pushdown_server.url)
+    assert (h5dask.stats()["active"]["read_requests"] > 0) == pushed
+    assert remote.dtype == local.dtype == np.dtype(dtype)
+    assert remote.item() == local.item()

@@ -109,14 +109,13 @@ def test_an_opened_dataset_pickles_whole_and_reads_on_a_worker(cluster_client, b
     assert sum(s["chunk"]["read_requests"] for s in worker_io.values()) == 32
 
 
-def test_compute_false_scatters_in_memory_variables_in_chunk_blocks(cluster_client, tmp_path,
-                                                                    monkeypatch):
+def test_compute_false_writes_in_memory_variables_in_chunk_blocks(cluster_client, tmp_path,
+                                                                  monkeypatch):
     """An in-memory variable written with compute=False was one block embedded in the
     graph: all of it went through the scheduler to one worker, which wrote every chunk.
-    Now its chunk-aligned blocks are scattered to the workers; the graph only names them."""
+    Now each task carries one chunk-aligned block, and the workers share the writes."""
     from h5dask.xarray import writer
 
-    monkeypatch.setattr(writer, "SCATTER_HELD_FROM", 0, raising=False)  # tiny data here
     monkeypatch.setattr(writer, "HELD_BLOCK_BYTES", 20 * 50 * 8, raising=False)  # a chunk
     url = f"file://{tmp_path}/home/held.h5"
     data = np.random.default_rng(4).random((80, 200))  # 128 KiB
@@ -126,8 +125,9 @@ def test_compute_false_scatters_in_memory_variables_in_chunk_blocks(cluster_clie
                                 encoding={"v": {"chunksizes": (20, 50)}})
     import cloudpickle
 
-    # no block of v travels in the graph (through the scheduler): it holds their keys
-    assert len(cloudpickle.dumps(dict(delayed.__dask_graph__()))) < data.nbytes // 4
+    # no task carries more than its own block (one chunk, 8000 bytes)
+    graph = dict(delayed.__dask_graph__())
+    assert max(len(cloudpickle.dumps(task)) for task in graph.values()) < data.nbytes // 8
     delayed.compute()
     worker_io = cluster_client.run(h5dask.stats)
     assert h5dask.stats()["chunk"]["write_requests"] == 0
@@ -135,3 +135,29 @@ def test_compute_false_scatters_in_memory_variables_in_chunk_blocks(cluster_clie
     assert sum(writes) == 16 and all(writes)  # 4 x 4 chunks, in both workers
     got = xr.open_dataset(url, engine="h5cloud")
     np.testing.assert_array_equal(got["v"].values, data)
+
+
+def test_compute_false_made_under_a_client_computes_anywhere_after_it_closed(tmp_path,
+                                                                            monkeypatch):
+    """A compute=False write made while a distributed client was the default was bound
+    to blocks scattered to that client's cluster: once the client closed, with
+    scheduler="sync" or on another client it failed ("Missing dependency") and stored
+    nothing. Its blocks travel in its graph now: it computes anywhere, again and again."""
+    distributed = pytest.importorskip("distributed")
+    from h5dask.xarray import writer
+
+    monkeypatch.setattr(writer, "HELD_BLOCK_BYTES", 32 * 256 * 8, raising=False)  # a chunk
+    url = f"file://{tmp_path}/home/closed.h5"
+    data = np.random.default_rng(5).random((128, 1024))  # 1 MiB: was scattered
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0", silence_logs=40) as cluster, \
+            distributed.Client(cluster):
+        delayed = h5dask.to_h5cloud(xr.Dataset({"v": (("y", "x"), data)}), url,
+                                    compute=False, encoding={"v": {"chunksizes": (32, 256)}})
+    for scheduler in ("sync", "threads"):
+        if scheduler != "sync":  # computed again, it writes the values again
+            with h5dask.File(url, "r+") as f:
+                f["v"][...] = 0
+        delayed.compute(scheduler=scheduler)
+        got = xr.open_dataset(url, engine="h5cloud")
+        np.testing.assert_array_equal(got["v"].values, data)
