@@ -378,39 +378,52 @@ class LocalObjectStore(ObjectStore):
         if len(os.fsencode(name)) > _NAME_MAX:
             raise InvalidKeyError(f"object key {key[:100]!r} of {self.root_url}: a name "
                                   f"longer than the file system allows")
+        directory, temporary, fd = self._temporary_in(key, parent, name)
+        try:
+            _write_and_rename(directory, temporary, fd, name, data)
+        finally:
+            _close(directory)
+
+    def _temporary_in(self, key: str, parent: Path, name: str
+                      ) -> tuple[_Directory, str, int]:
+        """The directory ``parent`` (made if missing), opened, and a new temporary file
+        in it for ``name``'s bytes (see :func:`_create_temporary`); the caller closes
+        the directory."""
         for attempt in range(3):
-            with self._directory(key, parent, create=True) as directory:
-                try:
-                    temporary, fd = _create_temporary(directory, name)
-                except FileNotFoundError:
-                    # the directory was removed (pruned: it was empty) since it was
-                    # opened; a new one will do
-                    if attempt == 2:
-                        raise
-                    continue
-                _write_and_rename(directory, temporary, fd, name, data)
-                return
+            directory = self._open_directory(key, parent, create=True)
+            try:
+                return (directory, *_create_temporary(directory, name))
+            except FileNotFoundError:
+                _close(directory)
+                # the directory was removed (pruned: it was empty) since it was opened;
+                # a new one will do
+                if attempt == 2:
+                    raise
+            except BaseException:
+                _close(directory)
+                raise
+        raise AssertionError("unreachable")
 
     def _create(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if nothing has its name: the bytes go to a temporary file
         that is then hard-linked to the name, which link(2) refuses atomically if taken
         (also on NFS); readers never see a half-written object."""
         parent, name = self._parent_path(key)
-        with self._directory(key, parent, create=True) as directory:
-            temporary, fd = _create_temporary(directory, name)
-            source, dir_fd = _in(directory, temporary)
+        directory, temporary, fd = self._temporary_in(key, parent, name)
+        source, dir_fd = _in(directory, temporary)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                try:
-                    os.link(source, _in(directory, name)[0], src_dir_fd=dir_fd,
-                            dst_dir_fd=dir_fd, follow_symlinks=False)
-                except FileExistsError:
-                    return False
-                return True
-            finally:
-                with suppress(OSError):
-                    os.unlink(source, dir_fd=dir_fd)
+                os.link(source, _in(directory, name)[0], src_dir_fd=dir_fd,
+                        dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with suppress(OSError):
+                os.unlink(source, dir_fd=dir_fd)
+            _close(directory)
 
     atomic_create = True
 
