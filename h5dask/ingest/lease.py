@@ -37,7 +37,9 @@ publishes.
 the same way (:class:`GcLease`); it keeps the prefix if a live load lease is there, and
 a load that finds gc's live lease refuses, so a re-run never publishes over chunks gc
 is deleting. gc asks the store whether it still holds its lease before every batch of
-deletes and stops at once when it does not; it deletes its lease last.
+deletes and after the last, checks its lease's own finding (renewer, pause) right
+before each delete is sent, and stops at once when it does not hold it; it deletes its
+lease last.
 
 >>> from h5dask.storage import open_location
 >>> from h5dask.storage.sync import sync
@@ -361,6 +363,14 @@ class PrefixLease:
         with contextlib.suppress(Exception):
             if await self._still_mine():
                 await self.store.delete(self.key, kind="metadata")
+
+    def lost_by_now(self) -> bool:
+        """Whether this run's lease is lost as far as it can tell without asking the
+        store: found lost by its renewer or a check, or this run paused so long that
+        another may have judged it stale (then lost for good)."""
+        if self._maybe_judged_stale():
+            self.lost = True
+        return self.lost
 
     async def still_held(self) -> bool:
         """Whether this run still holds its lease, asked of the store (one HEAD): False

@@ -653,11 +653,20 @@ class ObjectStore(ABC):
             record_io(kind, "write_bytes", len(data))
         return created
 
-    async def delete(self, key: str, *, kind: str = "other") -> None:
-        """Delete an object; deleting a missing object is not an error."""
+    async def delete(self, key: str, *, kind: str = "other",
+                     before_sending: Callable[[], None] | None = None) -> None:
+        """Delete an object; deleting a missing object is not an error.
+        ``before_sending`` is called once a request slot is had, right before each try is
+        sent: what it raises stops the delete unsent (gc checks its lease there)."""
         check_key(key)
         _written(self, key)
-        await self._call("DELETE", key, kind, lambda: self._delete(key))
+
+        async def send() -> None:
+            if before_sending is not None:
+                before_sending()
+            await self._delete(key)
+
+        await self._call("DELETE", key, kind, send)
         _written(self, key)
         record_io(kind, "delete_requests")
 
