@@ -303,3 +303,30 @@ def test_gc_removes_clock_probes_a_crash_left(tmp_path):
     assert sorted(gc(base, min_age=0).stale_leases) == sorted(old)
     gc(base, delete=True, min_age=0)
     assert [sync(store.stat(k)) is None for k in [*old, young]] == [True, True, False]
+
+
+@pytest.mark.parametrize("refusal", ["EROFS", "EACCES"])
+def test_gc_reports_on_a_read_only_bucket_directory_by_this_machines_clock(
+        tmp_path, monkeypatch, refusal):
+    """A bucket directory on a read-only mount (or not writable by this user): gc
+    without --delete cannot write its clock probe, so it judges ages by this machine's
+    clock and says so instead of failing; a write there names the key."""
+    import errno
+    import os
+
+    from h5dask.errors import StoragePermissionError
+    from h5dask.storage import local
+
+    base = f"file://{tmp_path}/bucket"
+    prefix = _orphan(base, {}, "orphan.h5")
+
+    def refused(directory, name):
+        code = getattr(errno, refusal)
+        raise OSError(code, os.strerror(code), name)
+
+    monkeypatch.setattr(local, "_create_temporary", refused)  # every write, as on EROFS
+    report = gc(base, min_age=0)
+    assert report.local_clock and [o.prefix for o in report.orphans] == [prefix]
+    store = open_location(f"{base}/orphan.h5").store
+    with pytest.raises(StoragePermissionError, match=r"db/x cannot be written.*read-only"):
+        sync(store.put("db/x", b"x"))

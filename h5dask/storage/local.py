@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ..errors import InvalidKeyError
+from ..errors import InvalidKeyError, StoragePermissionError
 from .base import ObjectStore, ObjectVersion, changed_since
 from .settings import DEFAULT_TUNING, StoreTuning
 
@@ -428,7 +428,25 @@ class LocalObjectStore(ObjectStore):
     atomic_create = True
 
     async def _put_if_absent(self, key: str, data: bytes) -> bool:
-        return await asyncio.to_thread(self._create, key, data)
+        with self._refused_writes(key):
+            return await asyncio.to_thread(self._create, key, data)
+
+    @contextmanager
+    def _refused_writes(self, key: str) -> Iterator[None]:
+        """A write the file system refuses (read-only mount, no permission) as the
+        StoragePermissionError an object store's 403 gives, naming the key: callers
+        that can do without writing (gc's clock probe) tell it from a failure."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) \
+                    or isinstance(exc, StoragePermissionError):
+                raise
+            raise StoragePermissionError(
+                f"{self.root_url}/{key} cannot be written: {exc.strerror} (errno "
+                f"{errno.errorcode.get(exc.errno or 0, exc.errno)}). The bucket directory is "
+                "read-only here: mount it read-write or give this user write permission, "
+                "or only read from it") from exc
 
     def _remove(self, key: str) -> None:
         parent, name = self._parent_path(key)
@@ -479,7 +497,8 @@ class LocalObjectStore(ObjectStore):
         return await asyncio.to_thread(self._read, key, byte_range)
 
     async def _put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write, key, data)
+        with self._refused_writes(key):
+            await asyncio.to_thread(self._write, key, data)
 
     async def _size(self, key: str) -> int | None:
         return await asyncio.to_thread(self._stat_size, key)
@@ -505,7 +524,8 @@ class LocalObjectStore(ObjectStore):
         return _file_version(st)
 
     async def _delete(self, key: str) -> None:
-        await asyncio.to_thread(self._remove, key)
+        with self._refused_writes(key):
+            await asyncio.to_thread(self._remove, key)
 
     async def _list(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._walk, prefix)
