@@ -382,10 +382,19 @@ class PrefixLease:
             return await self._still_mine()
 
     async def _write(self) -> None:
-        """Write the lease and remember the version the store gave it (then whatever
-        else changes or deletes it is told by :meth:`_still_mine`)."""
+        """Rewrite the lease only if it is still the version this run last wrote (a
+        conditional overwrite: S3 If-Match; a renewal delayed past another run's taking
+        over, even of a lease object of the same key, never overwrites that run's), and
+        remember the version the store gave it (then whatever else changes or deletes it
+        is told by :meth:`_still_mine`)."""
         blob, began = self._body(), _elapsed()
-        await self.store.put(self.key, blob, kind="metadata")
+        if self._version is None or not await self.store.put_if_version(
+                self.key, blob, self._version, kind="metadata"):
+            # gone or another's (or a retried write whose first try landed: then the
+            # next check finds this run's bytes under a version it did not note, and
+            # the lease is lost all the same, never another's overwritten)
+            self.lost = True
+            return
         self._version, self._wrote_at = await self.store.stat(self.key), began
         # read back after the stat: the version is this write's only if the body is
         if self._version is None or await self.store.get(self.key, kind="metadata") != blob:
@@ -424,9 +433,14 @@ class PrefixLease:
                         return
                     previous = self._wrote_at
                     await self._write()
-                if self._maybe_judged_stale(previous):  # paused around the write: it may have
-                    self.lost = True  # brought back a lease another run deleted
-                    await self.store.delete(self.key, kind="metadata")
+                    if self.lost:
+                        return
+                if self._maybe_judged_stale(previous):  # paused around the write: another
+                    # may have judged it stale meanwhile; the write was conditional, so
+                    # the object is this run's (where the store's overwrite is atomic)
+                    self.lost = True
+                    if self.store.atomic_replace:
+                        await self.store.delete(self.key, kind="metadata")
                     return
             except Exception:  # noqa: BLE001, S112 - the checks before publishing tell
                 continue

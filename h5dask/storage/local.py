@@ -426,6 +426,37 @@ class LocalObjectStore(ObjectStore):
             _close(directory)
 
     atomic_create = True
+    #: compare and rename run back to back in one worker call: another writer can come
+    #: in only between those two system calls
+    atomic_replace = True
+
+    def _replace(self, key: str, data: bytes, version: ObjectVersion) -> bool:
+        """Overwrite ``key`` only if the file is still ``version``: the bytes go to a
+        temporary file, the file's version is compared, then the temporary file is
+        renamed over it."""
+        parent, name = self._parent_path(key)
+        directory, temporary, fd = self._temporary_in(key, parent, name)
+        source, dir_fd = _in(directory, temporary)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            target = _in(directory, name)[0]
+            try:
+                st = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISREG(st.st_mode) or _file_version(st) != version:
+                return False
+            os.replace(source, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return True
+        finally:
+            with suppress(OSError):
+                os.unlink(source, dir_fd=dir_fd)
+            _close(directory)
+
+    async def _put_if_version(self, key: str, data: bytes, version: ObjectVersion) -> bool:
+        with self._refused_writes(key):
+            return await asyncio.to_thread(self._replace, key, data, version)
 
     async def _put_if_absent(self, key: str, data: bytes) -> bool:
         with self._refused_writes(key):
