@@ -229,14 +229,15 @@ def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
     rerun: dict[str, Any] = {}
     rerun_over = asyncio.Event()
 
-    async def first_chunk_delete_reruns(self: Any, key: str, *, kind: str = "other") -> None:
+    async def first_chunk_delete_reruns(self: Any, key: str, *, kind: str = "other",
+                                        **kw: Any) -> None:
         """The first chunk gc deletes starts the re-run; gc's other chunk deletes wait
         for it to end (a slow store)."""
         if key.endswith(".json") or ".h5dask-clock-" in key:  # (and the clock probes)
-            await real_delete(self, key, kind=kind)
+            await real_delete(self, key, kind=kind, **kw)
         elif rerun:
             await asyncio.wait_for(rerun_over.wait(), 120)
-            await real_delete(self, key, kind=kind)
+            await real_delete(self, key, kind=kind, **kw)
         else:
             rerun["started"] = True
             try:
@@ -246,7 +247,7 @@ def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
                 rerun["refused"] = str(exc)
             finally:
                 rerun_over.set()
-            await real_delete(self, key, kind=kind)
+            await real_delete(self, key, kind=kind, **kw)
 
     monkeypatch.setattr(LocalObjectStore, "delete", first_chunk_delete_reruns)
     result = gc(store.root_url, delete=True, min_age=0)
