@@ -18,7 +18,10 @@ restarted after every lease was deleted meanwhile), it deletes its own again and
 (both may back off, never both hold). Taking the prefix, it deletes the stale leases
 there: a lease a crashed run could not delete is collected by the next run or gc (and
 gc collects those left in published domains' prefixes). A lease is renewed every
-:data:`RENEW_EVERY` seconds, only while it is still the version this run last wrote;
+:data:`RENEW_EVERY` seconds, only while it is still the version this run last wrote
+(a conditional overwrite, :meth:`ObjectStore.put_if_version
+<h5dask.storage.base.ObjectStore.put_if_version>`: S3's ``If-Match``, so a renewal
+delayed past another's taking over never overwrites a new lease of the same key);
 once it was found gone or rewritten, or the run paused for half :data:`STALE_AFTER`
 (long enough for another to judge it stale), the run has lost it for good: it never
 writes it back, never deletes it and never publishes. A lease written in another
@@ -412,10 +415,10 @@ class PrefixLease:
     def _maybe_judged_stale(self, since: float | None = None) -> bool:
         """Whether enough time passed since this run's last write began (or ``since``,
         by :func:`_elapsed`) for another
-        run (or gc) to have judged its lease stale and deleted it: then a write would
-        bring the lease back without telling (stores offer no write-if-unchanged every
-        back end has), so it must count as lost. Half STALE_AFTER leaves room for
-        clocks that run at different rates."""
+        run (or gc) to have judged its lease stale and deleted it: then it must count
+        as lost (renewals are conditional overwrites, but a store without an atomic one,
+        :attr:`~h5dask.storage.base.ObjectStore.atomic_replace`, looks, then writes).
+        Half STALE_AFTER leaves room for clocks that run at different rates."""
         since = self._wrote_at if since is None else since
         return _elapsed() - since >= STALE_AFTER / 2
 
