@@ -34,6 +34,7 @@ _ROOT_PREFIX = re.compile(r"^db/[0-9a-f]{8}-[0-9a-f]{8}/$")
 #: objects younger than this are never collected (a load may still be writing them)
 DEFAULT_MIN_AGE = 3600.0
 #: gc asks the store whether it still holds its lease before every this many deletes
+#: (and its lease's own finding before each one)
 DELETE_BATCH = 100
 
 
@@ -257,28 +258,42 @@ async def _referenced(store: ObjectStore) -> set[str]:
 async def _delete_holding(store: ObjectStore, gc_lease: Any, prefix: str,
                           keys: list[str]) -> None:
     """Delete ``keys`` of ``prefix`` while gc holds its lease there: the store is asked
-    before every :data:`DELETE_BATCH` deletes, and its renewer's finding before each
-    one; once the lease is lost (taken over, deleted, or gc paused past its TTL) not
-    one more delete is made: :class:`LeaseLostError`."""
-    async def one(key: str) -> None:
-        if gc_lease.lost:  # the renewer found it lost meanwhile
-            raise _lost(prefix, done)
-        await store.delete(key)
-        done.append(key)
+    (one HEAD) before every :data:`DELETE_BATCH` deletes and once more after the last,
+    and right before each delete is sent (once a request slot is had) the lease's own
+    finding is checked: its renewer's, and whether gc paused long enough to be judged
+    stale. Once the lease is lost (taken over, deleted, or gc paused past its TTL) not
+    one more delete is sent: :class:`LeaseLostError` (also when the loss is found only
+    after the last delete: then a load may have taken the prefix meanwhile)."""
+    sent: set[str] = set()  # (a retried delete is sent again: counted once)
 
-    done: list[str] = []
+    def check(key: str) -> None:
+        if gc_lease.lost_by_now():
+            raise _lost(prefix, sent)
+        sent.add(key)
+
+    async def one(key: str) -> None:
+        await store.delete(key, before_sending=lambda: check(key))
+
     for start in range(0, len(keys), DELETE_BATCH):
         if not await gc_lease.still_held():
-            raise _lost(prefix, done)
-        await asyncio.gather(*(one(k) for k in keys[start:start + DELETE_BATCH]))
+            raise _lost(prefix, sent)
+        # every one ends (after a loss each finds it, unsent) before gc goes on
+        outcomes = await asyncio.gather(*(one(k) for k in keys[start:start + DELETE_BATCH]),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    if keys and not await gc_lease.still_held():
+        raise _lost(prefix, sent)
 
 
-def _lost(prefix: str, done: list[str]) -> LeaseLostError:
+def _lost(prefix: str, done: set[str]) -> LeaseLostError:
     return LeaseLostError(
         f"`h5dask gc --delete` lost its lease on {prefix} while deleting it (the lease "
         "object was deleted or rewritten by another, or gc paused so long that another "
         f"may have taken the prefix over): it stopped at once, after {len(done)} deletes "
-        "there; nothing else of that prefix was deleted. Check that no load is writing "
+        "sent there (the first ones of a batch may have been sent before the loss was "
+        "found); nothing else of that prefix was deleted. Check that no load is writing "
         "it, then run it again")
 
 

@@ -199,6 +199,53 @@ def test_gc_stops_deleting_at_once_when_it_loses_its_lease(own_bucket, monkeypat
 
 
 @pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
+def test_gc_sends_no_delete_once_paused_past_its_lease_and_reports_a_late_loss(
+        own_bucket, monkeypatch):
+    """With the default DELETE_BATCH: gc pauses (laptop asleep) past its lease's TTL right
+    after its first delete: the deletes still waiting for a request slot are never sent.
+    And a loss found only after the last delete (its lease deleted by another while the
+    batch ran) is reported, not taken for a finished collection."""
+    from h5dask.errors import LeaseLostError
+    from h5dask.ingest import lease
+
+    base, options = own_bucket
+    options = {**options, "max_concurrency": 1}  # the others wait for the slot
+    prefix = _orphan(base, options, "paused.h5")
+    store = open_location(f"{base}/x.h5", options).store
+    real_delete, real_elapsed = type(store)._delete, lease._elapsed
+    paused, deleted = [0.0], []
+    monkeypatch.setattr(lease, "_elapsed", lambda: real_elapsed() + paused[0])
+
+    async def pause_after_the_first_delete(self, key):
+        await real_delete(self, key)
+        if not lease.is_lease_key(key) and key.startswith(prefix) and "-clock-" not in key:
+            deleted.append(key)
+            paused[0] = lease.STALE_AFTER  # as long as a lease lives unrenewed
+
+    monkeypatch.setattr(type(store), "_delete", pause_after_the_first_delete)
+    with pytest.raises(LeaseLostError, match=f"lost its lease on {prefix}.*after 1 deletes"):
+        gc(base, delete=True, min_age=0, storage_options=options)
+    assert len(deleted) == 1 and len(sync(store.list(prefix))) == 5  # 4 + gc's lease
+
+    async def lease_deleted_by_another_meanwhile(self, key):
+        await real_delete(self, key)
+        if not lease.is_lease_key(key) and "-clock-" not in key and not deleted:
+            deleted.append(key)
+            for k in await self._list(prefix):  # (raw: gc holds the only request slot)
+                if lease.is_lease_key(k):
+                    await real_delete(self, k)
+
+    deleted.clear()
+    paused[0] = 0.0
+    for k in sync(store.list(prefix)):  # the lost lease (stale in 300 s: collected then)
+        if lease.is_lease_key(k):
+            sync(store.delete(k))
+    monkeypatch.setattr(type(store), "_delete", lease_deleted_by_another_meanwhile)
+    with pytest.raises(LeaseLostError, match=f"lost its lease on {prefix}"):
+        gc(base, delete=True, min_age=0, storage_options=options)
+
+
+@pytest.mark.parametrize("own_bucket", ["file", "s3"], indirect=True)
 def test_gc_collects_stale_leases_a_published_load_left_behind(own_bucket, monkeypatch):
     """A load published its domain but could not delete its lease (crash, network): gc
     removes such stale leases (dead owner) from the domain's prefix, and leaves a live
@@ -256,3 +303,30 @@ def test_gc_removes_clock_probes_a_crash_left(tmp_path):
     assert sorted(gc(base, min_age=0).stale_leases) == sorted(old)
     gc(base, delete=True, min_age=0)
     assert [sync(store.stat(k)) is None for k in [*old, young]] == [True, True, False]
+
+
+@pytest.mark.parametrize("refusal", ["EROFS", "EACCES"])
+def test_gc_reports_on_a_read_only_bucket_directory_by_this_machines_clock(
+        tmp_path, monkeypatch, refusal):
+    """A bucket directory on a read-only mount (or not writable by this user): gc
+    without --delete cannot write its clock probe, so it judges ages by this machine's
+    clock and says so instead of failing; a write there names the key."""
+    import errno
+    import os
+
+    from h5dask.errors import StoragePermissionError
+    from h5dask.storage import local
+
+    base = f"file://{tmp_path}/bucket"
+    prefix = _orphan(base, {}, "orphan.h5")
+
+    def refused(directory, name):
+        code = getattr(errno, refusal)
+        raise OSError(code, os.strerror(code), name)
+
+    monkeypatch.setattr(local, "_create_temporary", refused)  # every write, as on EROFS
+    report = gc(base, min_age=0)
+    assert report.local_clock and [o.prefix for o in report.orphans] == [prefix]
+    store = open_location(f"{base}/orphan.h5").store
+    with pytest.raises(StoragePermissionError, match=r"db/x cannot be written.*read-only"):
+        sync(store.put("db/x", b"x"))

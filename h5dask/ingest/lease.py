@@ -18,7 +18,10 @@ restarted after every lease was deleted meanwhile), it deletes its own again and
 (both may back off, never both hold). Taking the prefix, it deletes the stale leases
 there: a lease a crashed run could not delete is collected by the next run or gc (and
 gc collects those left in published domains' prefixes). A lease is renewed every
-:data:`RENEW_EVERY` seconds, only while it is still the version this run last wrote;
+:data:`RENEW_EVERY` seconds, only while it is still the version this run last wrote
+(a conditional overwrite, :meth:`ObjectStore.put_if_version
+<h5dask.storage.base.ObjectStore.put_if_version>`: S3's ``If-Match``, so a renewal
+delayed past another's taking over never overwrites a new lease of the same key);
 once it was found gone or rewritten, or the run paused for half :data:`STALE_AFTER`
 (long enough for another to judge it stale), the run has lost it for good: it never
 writes it back, never deletes it and never publishes. A lease written in another
@@ -37,7 +40,9 @@ publishes.
 the same way (:class:`GcLease`); it keeps the prefix if a live load lease is there, and
 a load that finds gc's live lease refuses, so a re-run never publishes over chunks gc
 is deleting. gc asks the store whether it still holds its lease before every batch of
-deletes and stops at once when it does not; it deletes its lease last.
+deletes and after the last, checks its lease's own finding (renewer, pause) right
+before each delete is sent, and stops at once when it does not hold it; it deletes its
+lease last.
 
 >>> from h5dask.storage import open_location
 >>> from h5dask.storage.sync import sync
@@ -362,6 +367,14 @@ class PrefixLease:
             if await self._still_mine():
                 await self.store.delete(self.key, kind="metadata")
 
+    def lost_by_now(self) -> bool:
+        """Whether this run's lease is lost as far as it can tell without asking the
+        store: found lost by its renewer or a check, or this run paused so long that
+        another may have judged it stale (then lost for good)."""
+        if self._maybe_judged_stale():
+            self.lost = True
+        return self.lost
+
     async def still_held(self) -> bool:
         """Whether this run still holds its lease, asked of the store (one HEAD): False
         once it was found gone or rewritten, or this run paused so long that another
@@ -372,10 +385,19 @@ class PrefixLease:
             return await self._still_mine()
 
     async def _write(self) -> None:
-        """Write the lease and remember the version the store gave it (then whatever
-        else changes or deletes it is told by :meth:`_still_mine`)."""
+        """Rewrite the lease only if it is still the version this run last wrote (a
+        conditional overwrite: S3 If-Match; a renewal delayed past another run's taking
+        over, even of a lease object of the same key, never overwrites that run's), and
+        remember the version the store gave it (then whatever else changes or deletes it
+        is told by :meth:`_still_mine`)."""
         blob, began = self._body(), _elapsed()
-        await self.store.put(self.key, blob, kind="metadata")
+        if self._version is None or not await self.store.put_if_version(
+                self.key, blob, self._version, kind="metadata"):
+            # gone or another's (or a retried write whose first try landed: then the
+            # next check finds this run's bytes under a version it did not note, and
+            # the lease is lost all the same, never another's overwritten)
+            self.lost = True
+            return
         self._version, self._wrote_at = await self.store.stat(self.key), began
         # read back after the stat: the version is this write's only if the body is
         if self._version is None or await self.store.get(self.key, kind="metadata") != blob:
@@ -393,10 +415,10 @@ class PrefixLease:
     def _maybe_judged_stale(self, since: float | None = None) -> bool:
         """Whether enough time passed since this run's last write began (or ``since``,
         by :func:`_elapsed`) for another
-        run (or gc) to have judged its lease stale and deleted it: then a write would
-        bring the lease back without telling (stores offer no write-if-unchanged every
-        back end has), so it must count as lost. Half STALE_AFTER leaves room for
-        clocks that run at different rates."""
+        run (or gc) to have judged its lease stale and deleted it: then it must count
+        as lost (renewals are conditional overwrites, but a store without an atomic one,
+        :attr:`~h5dask.storage.base.ObjectStore.atomic_replace`, looks, then writes).
+        Half STALE_AFTER leaves room for clocks that run at different rates."""
         since = self._wrote_at if since is None else since
         return _elapsed() - since >= STALE_AFTER / 2
 
@@ -414,9 +436,14 @@ class PrefixLease:
                         return
                     previous = self._wrote_at
                     await self._write()
-                if self._maybe_judged_stale(previous):  # paused around the write: it may have
-                    self.lost = True  # brought back a lease another run deleted
-                    await self.store.delete(self.key, kind="metadata")
+                    if self.lost:
+                        return
+                if self._maybe_judged_stale(previous):  # paused around the write: another
+                    # may have judged it stale meanwhile; the write was conditional, so
+                    # the object is this run's (where the store's overwrite is atomic)
+                    self.lost = True
+                    if self.store.atomic_replace:
+                        await self.store.delete(self.key, kind="metadata")
                     return
             except Exception:  # noqa: BLE001, S112 - the checks before publishing tell
                 continue

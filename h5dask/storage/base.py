@@ -654,11 +654,48 @@ class ObjectStore(ABC):
             record_io(kind, "write_bytes", len(data))
         return created
 
-    async def delete(self, key: str, *, kind: str = "other") -> None:
-        """Delete an object; deleting a missing object is not an error."""
+    #: whether :meth:`put_if_version` is atomic (S3 ``If-Match``; a local file system
+    #: compares and renames in one call of the worker); else it looks first, then writes
+    atomic_replace = False
+
+    async def _put_if_version(self, key: str, data: bytes, version: ObjectVersion) -> bool:
+        """Back ends with a conditional overwrite override this; the fallback looks first."""
+        if await self._stat(key) != version:
+            return False
+        await self._put(key, data)
+        return True
+
+    async def put_if_version(self, key: str, data: bytes, version: ObjectVersion, *,
+                             kind: str = "metadata") -> bool:
+        """Overwrite the object only if it is still ``version`` (as :meth:`stat` gave
+        it): True if written; False if it is missing or another version (then nothing
+        was written). What a lease is renewed with (:mod:`h5dask.ingest.lease`): a
+        renewal delayed past another run's taking over never overwrites that run's lease.
+        A retried attempt whose first try was written reads False: callers read back."""
         check_key(key)
         _written(self, key)
-        await self._call("DELETE", key, kind, lambda: self._delete(key))
+        replaced = await self._call("PUT", key, kind,
+                                    lambda: self._put_if_version(key, data, version))
+        _written(self, key)
+        record_io(kind, "write_requests")
+        if replaced:
+            record_io(kind, "write_bytes", len(data))
+        return replaced
+
+    async def delete(self, key: str, *, kind: str = "other",
+                     before_sending: Callable[[], None] | None = None) -> None:
+        """Delete an object; deleting a missing object is not an error.
+        ``before_sending`` is called once a request slot is had, right before each try is
+        sent: what it raises stops the delete unsent (gc checks its lease there)."""
+        check_key(key)
+        _written(self, key)
+
+        async def send() -> None:
+            if before_sending is not None:
+                before_sending()
+            await self._delete(key)
+
+        await self._call("DELETE", key, kind, send)
         _written(self, key)
         record_io(kind, "delete_requests")
 

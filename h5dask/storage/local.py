@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ..errors import InvalidKeyError
+from ..errors import InvalidKeyError, StoragePermissionError
 from .base import ObjectStore, ObjectVersion, changed_since
 from .settings import DEFAULT_TUNING, StoreTuning
 
@@ -378,44 +378,106 @@ class LocalObjectStore(ObjectStore):
         if len(os.fsencode(name)) > _NAME_MAX:
             raise InvalidKeyError(f"object key {key[:100]!r} of {self.root_url}: a name "
                                   f"longer than the file system allows")
+        directory, temporary, fd = self._temporary_in(key, parent, name)
+        try:
+            _write_and_rename(directory, temporary, fd, name, data)
+        finally:
+            _close(directory)
+
+    def _temporary_in(self, key: str, parent: Path, name: str
+                      ) -> tuple[_Directory, str, int]:
+        """The directory ``parent`` (made if missing), opened, and a new temporary file
+        in it for ``name``'s bytes (see :func:`_create_temporary`); the caller closes
+        the directory."""
         for attempt in range(3):
-            with self._directory(key, parent, create=True) as directory:
-                try:
-                    temporary, fd = _create_temporary(directory, name)
-                except FileNotFoundError:
-                    # the directory was removed (pruned: it was empty) since it was
-                    # opened; a new one will do
-                    if attempt == 2:
-                        raise
-                    continue
-                _write_and_rename(directory, temporary, fd, name, data)
-                return
+            directory = self._open_directory(key, parent, create=True)
+            try:
+                return (directory, *_create_temporary(directory, name))
+            except FileNotFoundError:
+                _close(directory)
+                # the directory was removed (pruned: it was empty) since it was opened;
+                # a new one will do
+                if attempt == 2:
+                    raise
+            except BaseException:
+                _close(directory)
+                raise
+        raise AssertionError("unreachable")
 
     def _create(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if nothing has its name: the bytes go to a temporary file
         that is then hard-linked to the name, which link(2) refuses atomically if taken
         (also on NFS); readers never see a half-written object."""
         parent, name = self._parent_path(key)
-        with self._directory(key, parent, create=True) as directory:
-            temporary, fd = _create_temporary(directory, name)
-            source, dir_fd = _in(directory, temporary)
+        directory, temporary, fd = self._temporary_in(key, parent, name)
+        source, dir_fd = _in(directory, temporary)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                try:
-                    os.link(source, _in(directory, name)[0], src_dir_fd=dir_fd,
-                            dst_dir_fd=dir_fd, follow_symlinks=False)
-                except FileExistsError:
-                    return False
-                return True
-            finally:
-                with suppress(OSError):
-                    os.unlink(source, dir_fd=dir_fd)
+                os.link(source, _in(directory, name)[0], src_dir_fd=dir_fd,
+                        dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with suppress(OSError):
+                os.unlink(source, dir_fd=dir_fd)
+            _close(directory)
 
     atomic_create = True
+    #: compare and rename run back to back in one worker call: another writer can come
+    #: in only between those two system calls
+    atomic_replace = True
+
+    def _replace(self, key: str, data: bytes, version: ObjectVersion) -> bool:
+        """Overwrite ``key`` only if the file is still ``version``: the bytes go to a
+        temporary file, the file's version is compared, then the temporary file is
+        renamed over it."""
+        parent, name = self._parent_path(key)
+        directory, temporary, fd = self._temporary_in(key, parent, name)
+        source, dir_fd = _in(directory, temporary)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            target = _in(directory, name)[0]
+            try:
+                st = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISREG(st.st_mode) or _file_version(st) != version:
+                return False
+            os.replace(source, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return True
+        finally:
+            with suppress(OSError):
+                os.unlink(source, dir_fd=dir_fd)
+            _close(directory)
+
+    async def _put_if_version(self, key: str, data: bytes, version: ObjectVersion) -> bool:
+        with self._refused_writes(key):
+            return await asyncio.to_thread(self._replace, key, data, version)
 
     async def _put_if_absent(self, key: str, data: bytes) -> bool:
-        return await asyncio.to_thread(self._create, key, data)
+        with self._refused_writes(key):
+            return await asyncio.to_thread(self._create, key, data)
+
+    @contextmanager
+    def _refused_writes(self, key: str) -> Iterator[None]:
+        """A write the file system refuses (read-only mount, no permission) as the
+        StoragePermissionError an object store's 403 gives, naming the key: callers
+        that can do without writing (gc's clock probe) tell it from a failure."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) \
+                    or isinstance(exc, StoragePermissionError):
+                raise
+            raise StoragePermissionError(
+                f"{self.root_url}/{key} cannot be written: {exc.strerror} (errno "
+                f"{errno.errorcode.get(exc.errno or 0, exc.errno)}). The bucket directory is "
+                "read-only here: mount it read-write or give this user write permission, "
+                "or only read from it") from exc
 
     def _remove(self, key: str) -> None:
         parent, name = self._parent_path(key)
@@ -466,7 +528,8 @@ class LocalObjectStore(ObjectStore):
         return await asyncio.to_thread(self._read, key, byte_range)
 
     async def _put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write, key, data)
+        with self._refused_writes(key):
+            await asyncio.to_thread(self._write, key, data)
 
     async def _size(self, key: str) -> int | None:
         return await asyncio.to_thread(self._stat_size, key)
@@ -492,7 +555,8 @@ class LocalObjectStore(ObjectStore):
         return _file_version(st)
 
     async def _delete(self, key: str) -> None:
-        await asyncio.to_thread(self._remove, key)
+        with self._refused_writes(key):
+            await asyncio.to_thread(self._remove, key)
 
     async def _list(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._walk, prefix)

@@ -617,6 +617,21 @@ class S3ObjectStore(ObjectStore):
             raise self._translate(exc, "PUT", key) from exc
         return True
 
+    atomic_replace = True  # If-Match: <ETag> (AWS since 2024, SeaweedFS, MinIO)
+
+    async def _put_if_version(self, key: str, data: bytes, version: ObjectVersion) -> bool:
+        etag = etag_of(version)
+        if etag is None:  # a store that gives no ETags: look, then write
+            return await super()._put_if_version(key, data, version)
+        try:
+            await obstore.put_async(self._store, key, data,
+                                    mode={"e_tag": etag})
+        except (PreconditionError, NotFoundError, FileNotFoundError):  # 412, or gone
+            return False
+        except Exception as exc:
+            raise self._translate(exc, "PUT", key) from exc
+        return True
+
     async def _delete(self, key: str) -> None:
         try:
             await obstore.delete_async(self._store, key)

@@ -229,14 +229,15 @@ def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
     rerun: dict[str, Any] = {}
     rerun_over = asyncio.Event()
 
-    async def first_chunk_delete_reruns(self: Any, key: str, *, kind: str = "other") -> None:
+    async def first_chunk_delete_reruns(self: Any, key: str, *, kind: str = "other",
+                                        **kw: Any) -> None:
         """The first chunk gc deletes starts the re-run; gc's other chunk deletes wait
         for it to end (a slow store)."""
         if key.endswith(".json") or ".h5dask-clock-" in key:  # (and the clock probes)
-            await real_delete(self, key, kind=kind)
+            await real_delete(self, key, kind=kind, **kw)
         elif rerun:
             await asyncio.wait_for(rerun_over.wait(), 120)
-            await real_delete(self, key, kind=kind)
+            await real_delete(self, key, kind=kind, **kw)
         else:
             rerun["started"] = True
             try:
@@ -246,7 +247,7 @@ def test_a_load_rerun_while_gc_deletes_its_prefix_waits_for_gc(
                 rerun["refused"] = str(exc)
             finally:
                 rerun_over.set()
-            await real_delete(self, key, kind=kind)
+            await real_delete(self, key, kind=kind, **kw)
 
     monkeypatch.setattr(LocalObjectStore, "delete", first_chunk_delete_reruns)
     result = gc(store.root_url, delete=True, min_age=0)
@@ -284,19 +285,21 @@ def test_a_live_run_on_a_clock_behind_is_live_by_the_stores_clock(tmp_path: Path
 
 def after_write(monkeypatch: pytest.MonkeyPatch, store: Any, key: Any, nth: int,
                 then: Any) -> None:
-    """Right after the ``nth`` (over)write of ``key()`` (a lease's renewal; its creation
-    is not a ``put``), await ``then(put)`` (``put``: the store's own, unpatched)."""
-    put = type(store).put
+    """Right after the ``nth`` overwrite of ``key()`` (a lease's renewal, a conditional
+    overwrite; its creation is not one), await ``then(put)`` (``put``: the store's own
+    plain write, unpatched)."""
+    put, replace = type(store).put, type(store).put_if_version
     writes = []
 
-    async def put_then(self: Any, written: str, *args: Any, **kwargs: Any) -> None:
-        await put(self, written, *args, **kwargs)
+    async def replace_then(self: Any, written: str, *args: Any, **kwargs: Any) -> bool:
+        replaced = await replace(self, written, *args, **kwargs)
         if written == key():
             writes.append(written)
             if len(writes) == nth:
                 await then(put)
+        return replaced
 
-    monkeypatch.setattr(type(store), "put", put_then)
+    monkeypatch.setattr(type(store), "put_if_version", replace_then)
 
 
 def test_a_run_stops_renewing_once_its_lease_was_taken_over(
@@ -698,3 +701,82 @@ def test_the_loser_of_a_conditional_create_never_deletes_the_winners_lease(
             await winner.release()
 
     assert sync(race_then_release_the_loser()) == [f"{prefix}.lease-00000001.json"]
+
+
+def test_a_conditional_overwrite_writes_only_the_version_read(place: tuple[str, dict]
+                                                              ) -> None:
+    """What lease renewals rely on: SeaweedFS honours If-Match (412 for another version,
+    and for a deleted object), a local directory compares the file's version; a missing
+    object or another version is never overwritten."""
+    url, options = place
+    store = open_location(url, options).store
+    assert store.atomic_replace
+    key = f"{ids.object_prefix(ids.new_root_id())}/.lease-00000001.json"
+    sync(store.put(key, b"a", kind="metadata"))
+    first = sync(store.stat(key))
+    assert sync(store.put_if_version(key, b"b", first)) is True
+    assert sync(store.put_if_version(key, b"c", first)) is False  # b's version now
+    assert sync(store.get(key, kind="metadata")) == b"b"
+    second = sync(store.stat(key))
+    sync(store.delete(key))
+    assert sync(store.put_if_version(key, b"d", second)) is False  # gone
+    assert sync(store.stat(key)) is None
+    # another writer's object (S3's ETag is the bytes' MD5: a lease's hold its run id)
+    assert sync(store.put_if_absent(key, b"x")) is True
+    assert sync(store.put_if_version(key, b"e", second)) is False
+    assert sync(store.get(key, kind="metadata")) == b"x"
+    sync(store.delete(key))
+
+
+def test_a_renewal_delayed_past_a_takeover_never_overwrites_a_new_lease_of_its_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run A's renewal is on its way when A pauses past the TTL; gc takes the prefix over
+    (A stale), finishes and releases; a re-run C takes it with the same generation's key
+    A had. A's late renewal then lands: C still holds its lease (and A neither rewrote
+    nor deleted it)."""
+    store = open_location(f"file://{tmp_path}/bucket/a.h5").store
+    root = ids.new_root_id()
+    skew = [0.0]
+    real_elapsed = lease._elapsed
+    monkeypatch.setattr(lease, "_elapsed", lambda: real_elapsed() + skew[0])
+    monkeypatch.setattr(lease, "RENEW_EVERY", 0.02)
+    cls = type(store)
+
+    async def scenario() -> None:
+        started, go = asyncio.Event(), asyncio.Event()
+        a = lease.LoadLease(store, root, "a.h5")
+
+        def delayed(real: Any) -> Any:
+            async def write(self: Any, key: str, data: bytes, *args: Any, **kw: Any) -> Any:
+                if key == a.key and a.run.encode() in data and not go.is_set():
+                    started.set()
+                    await go.wait()  # A's renewal is on its way ... for 400 s
+                return await real(self, key, data, *args, **kw)
+            return write
+
+        for name in ("put", "put_if_version"):  # whichever a renewal writes with
+            if hasattr(cls, name):
+                monkeypatch.setattr(cls, name, delayed(getattr(cls, name)))
+        await a.acquire()
+        await asyncio.wait_for(started.wait(), 30)
+        monkeypatch.setattr(lease, "RENEW_EVERY", 1000.0)  # no more renewals but A's
+        skew[0] += 400
+        path = tmp_path / "bucket" / a.key
+        st = path.stat()
+        os.utime(path, (st.st_atime - 400, st.st_mtime - 400))
+        gc = lease.GcLease(store, a.prefix)
+        assert not (await gc.take()).live  # A judged stale: its lease deleted
+        await gc.release()
+        c = lease.LoadLease(store, root, "a.h5")
+        await c.acquire()
+        assert c.key == a.key  # the generations restarted: the same key
+        go.set()
+        assert a._renewer is not None
+        await asyncio.wait_for(a._renewer, 30)
+        assert a.lost
+        await c.check_held()  # C holds its lease still
+        assert [h.run for h in await lease.live_holders(store, a.prefix)] == [c.run]
+        await a.release()
+        await c.release()
+
+    sync(scenario())

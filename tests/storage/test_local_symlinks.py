@@ -282,10 +282,12 @@ def test_an_object_where_a_directory_is_needed_is_a_clear_error(tmp_path: Path) 
     assert sync(store.get("db/a")) == b"x"
 
 
-def test_a_write_whose_new_directory_is_pruned_meanwhile_makes_it_again(tmp_path: Path
-                                                                        ) -> None:
-    """A prune (``h5dask rm``) removes a directory a write has just made (it is still
-    empty): the write makes it again rather than failing."""
+@pytest.mark.parametrize("write", ["put", "put_if_absent"])
+def test_a_write_whose_new_directory_is_pruned_meanwhile_makes_it_again(
+        tmp_path: Path, write: str) -> None:
+    """A prune (``h5dask rm``, gc's after it collected a prefix) removes a directory a
+    write has just made (it is still empty): the write makes it again rather than
+    failing; also a conditional create (a lease taken on a prefix gc just pruned)."""
 
     class PrunedMeanwhile(LocalObjectStore):
         pruned = 0
@@ -298,7 +300,7 @@ def test_a_write_whose_new_directory_is_pruned_meanwhile_makes_it_again(tmp_path
             return directory
 
     store = PrunedMeanwhile(str(tmp_path))
-    sync(store.put("db/r/x", b"x"))
+    assert sync(getattr(store, write)("db/r/x", b"x")) in (None, True)
     assert store.pruned == 1 and (tmp_path / "db" / "r" / "x").read_bytes() == b"x"
 
 
