@@ -27,7 +27,7 @@ from .domain import domain_roots
 from .errors import DomainNotFoundError, FolderNotEmptyError, LeaseLostError
 from .format import ids
 from .storage import ObjectStore, open_location, open_prefix
-from .storage.sync import sync
+from .storage.sync import all_ended, sync
 
 _DOMAIN_FILE = ".domain.json"
 _ROOT_PREFIX = re.compile(r"^db/[0-9a-f]{8}-[0-9a-f]{8}/$")
@@ -156,9 +156,11 @@ async def _remove_domain(store: ObjectStore, key: str, root: str, dry_run: bool)
     async for page in store.iter_list(objects_prefix):
         objects += len(page)
         if not dry_run:
-            await asyncio.gather(*(store.delete(k) for k in page))
+            # each batch ends whole before a failure is raised: rm must not return
+            # while deletes still run, which could remove objects written after it
+            await all_ended((store.delete(k) for k in page), "deletes")
     if not dry_run:
-        await asyncio.gather(*(store.delete(k) for k in beside))
+        await all_ended((store.delete(k) for k in beside), "deletes")
         await store.delete(key, kind="metadata")
         await store.prune(objects_prefix)
         await store.prune(key[:-len(_DOMAIN_FILE)])
@@ -200,7 +202,7 @@ def rm(url: str, *, recursive: bool = False, dry_run: bool = False,
             removal.domains.append(_domain_url(store, key))
         folders = [k for k, r in found.items() if not r]
         if not dry_run:
-            await asyncio.gather(*(store.delete(k, kind="metadata") for k in folders))
+            await all_ended((store.delete(k, kind="metadata") for k in folders), "deletes")
             for key in folders:
                 await store.prune(key[:-len(_DOMAIN_FILE)])
         removal.objects += len(folders)
@@ -278,11 +280,7 @@ async def _delete_holding(store: ObjectStore, gc_lease: Any, prefix: str,
         if not await gc_lease.still_held():
             raise _lost(prefix, sent)
         # every one ends (after a loss each finds it, unsent) before gc goes on
-        outcomes = await asyncio.gather(*(one(k) for k in keys[start:start + DELETE_BATCH]),
-                                        return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await all_ended((one(k) for k in keys[start:start + DELETE_BATCH]), "deletes")
     if keys and not await gc_lease.still_held():
         raise _lost(prefix, sent)
 
@@ -324,7 +322,8 @@ async def _collect(store: ObjectStore, orphans: list[Orphan]) -> list[Orphan]:
             await gc_lease.release()  # last: until now, no load starts on the prefix
             await store.prune(orphan.prefix)
     finally:
-        await asyncio.gather(*(gc_lease.release() for _, gc_lease in held))
+        # every release ended before gc returns or raises (nothing of it left running)
+        await all_ended((gc_lease.release() for _, gc_lease in held), "lease releases")
     return [o for o in orphans if o.prefix not in referenced]
 
 
@@ -382,8 +381,9 @@ def gc(bucket_url: str, *, delete: bool = False, min_age: float = DEFAULT_MIN_AG
         collection.stale_leases = await _stale_leases(store, referenced, now)
         if delete:
             # (safe: a stale lease's owner, should it wake, finds it gone and stops)
-            await asyncio.gather(*(store.delete(k, kind="metadata")
-                                   for k in collection.stale_leases))
+            # all ended before a failure is raised: none still running when gc returns
+            await all_ended((store.delete(k, kind="metadata")
+                             for k in collection.stale_leases), "deletes of stale leases")
             kept = [o for o in collection.orphans if not o.collected]
             collected = await _collect(store, [o for o in collection.orphans if o.collected])
             collection.orphans = sorted(kept + collected, key=lambda o: o.prefix)

@@ -14,7 +14,7 @@ import concurrent.futures
 import functools
 import itertools
 import math
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from .format.ids import chunk_key, chunk_name, object_prefix
 from .format.types import has_vlen, integer_range_problem
 from .readahead import DEFAULT_BUDGET, get_readahead
 from .storage.base import ObjectStore, ObjectVersion
-from .storage.sync import Launch, launch, on_io_loop, sync
+from .storage.sync import Launch, all_ended, launch, on_io_loop, sync
 
 T = TypeVar("T")
 
@@ -392,8 +392,9 @@ class ArraySource:
             chunk[p.chunk_sel] = piece
             return await self.encode_chunk_async(chunk)
 
-        data = await _all_ended(encoded(p) for p in plan)
-        await _all_ended(self.put_chunk_async(p.index, d) for p, d in zip(plan, data))
+        data = await all_ended((encoded(p) for p in plan), "chunk reads and encodings")
+        await all_ended((self.put_chunk_async(p.index, d) for p, d in zip(plan, data)),
+                        "chunk PUTs")
 
     def _covers_chunk(self, piece: ChunkSelection) -> bool:
         """Whether a write of ``piece`` covers its whole chunk (edge chunks: the part
@@ -437,7 +438,7 @@ class ArraySource:
                     chunk[keep] = old[keep]
                     await self.write_chunk_async(index, chunk)
 
-        await _all_ended(one(i) for i in indices)
+        await all_ended((one(i) for i in indices), "chunk operations")
 
 
     async def delete_chunks_async(self) -> None:
@@ -449,25 +450,7 @@ class ArraySource:
         prefix = object_prefix(self.dataset_id) + "/"
         keys = [k for k in await self.store.list(prefix)
                 if not k[len(prefix):].startswith(".")]  # .dataset.json stays
-        await _all_ended(self.store.delete(k, kind="chunk") for k in keys)
-
-
-async def _all_ended(aws: Iterable[Awaitable[T]]) -> list[T]:
-    """``asyncio.gather`` that returns or raises only once every awaitable has ended.
-
-    ``gather`` raises the first error while the others still run (an upload in a worker
-    thread cannot be cancelled): the caller's roll-back then raced PUTs still in flight,
-    which landed after it (chunks beyond an append's old extent, orphaned chunks of a
-    deleted dataset). Here the first error (in ``aws``'s order) is raised after all
-    ended, with a note of how many failed."""
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    failed = [r for r in results if isinstance(r, BaseException)]
-    if failed:
-        if len(failed) > 1:
-            failed[0].add_note(f"{len(failed)} of {len(results)} chunk operations of this "
-                               "call failed; this is the first")
-        raise failed[0]
-    return results
+        await all_ended((self.store.delete(k, kind="chunk") for k in keys), "chunk deletes")
 
 
 def fill_array(out: np.ndarray, value: Any) -> None:

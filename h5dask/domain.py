@@ -55,7 +55,7 @@ from .format.metadata import (
 )
 from .storage import Location
 from .storage.links import LinkPolicy
-from .storage.sync import on_io_loop, sync
+from .storage.sync import all_ended, on_io_loop, sync
 
 Meta = GroupMeta | DatasetMeta | DatatypeMeta
 #: (root id, key -> content MD5): one listing of a domain's keys
@@ -615,8 +615,10 @@ class DomainSession:
                 # the change: a crash before it leaves a summary readers find stale
                 await self._write_consolidated()
             batch = [i for i in self._dirty if level(i) == lvl]
-            await asyncio.gather(*(self.store.put(ids.object_key(i), blobs[i], kind="metadata")
-                                   for i in batch))
+            # all ended before a failure is raised: a retried flush (or the next level,
+            # a lease's release, the exit) must not race PUTs of this one still running
+            await all_ended((self.store.put(ids.object_key(i), blobs[i], kind="metadata")
+                             for i in batch), "metadata PUTs")
             for i in batch:
                 self._dirty.pop(i, None)
                 self._new_ids.discard(i)

@@ -90,8 +90,9 @@ def cluster_client() -> Iterator[Any]:
     tests of other modules would otherwise compute on the cluster, not in-process.
     """
     distributed = pytest.importorskip("distributed")
+    # ":0": a free port; None meant dask's default 8787, with a warning when it is taken
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=40) as cluster, \
+                                  dashboard_address=":0", silence_logs=40) as cluster, \
             distributed.Client(cluster) as client:
         yield client
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -330,3 +331,34 @@ def test_gc_reports_on_a_read_only_bucket_directory_by_this_machines_clock(
     store = open_location(f"{base}/orphan.h5").store
     with pytest.raises(StoragePermissionError, match=r"db/x cannot be written.*read-only"):
         sync(store.put("db/x", b"x"))
+
+
+def test_rm_raises_a_failed_delete_only_after_the_other_deletes_ended(tmp_path, monkeypatch):
+    """One delete of rm fails at once while the others are slower: rm used to raise
+    while they still ran (so they could remove what was written after rm returned).
+    Now it raises once they all ended."""
+    import asyncio
+
+    from h5dask.errors import StoragePermissionError
+
+    base, options = f"file://{tmp_path}/bucket", {"bucket_root": str(tmp_path / "bucket")}
+    root = _write(f"{base}/home/gone.h5", options)
+    store = open_location(f"{base}/home/gone.h5", options).store
+    chunk_prefix = object_prefix(root)
+    real_delete = type(store)._delete
+
+    async def first_chunk_refused(self, key):
+        if key.startswith(chunk_prefix) and key.endswith("/0"):
+            raise StoragePermissionError(f"denied: {key}")
+        await asyncio.sleep(0.05)  # the others end after the refusal
+        await real_delete(self, key)
+
+    monkeypatch.setattr(type(store), "_delete", first_chunk_refused)
+    with pytest.raises(StoragePermissionError, match="denied"):
+        rm(f"{base}/home/gone.h5", storage_options=options)
+    # every other object of db/ was deleted before the error reached the caller (listed
+    # straight from the file system: the store's request slots would queue a listing
+    # behind deletes still running)
+    left = [name for _, _, names in os.walk(tmp_path / "bucket" / chunk_prefix)
+            for name in names]
+    assert left == ["0"]

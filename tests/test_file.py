@@ -1057,3 +1057,29 @@ def test_sequences_of_sequences_write_and_read_as_h5py_with_a_warning_for_hsds()
         assert [[x.tolist() for x in seq] for seq in got] == [[[1, 2], []], []]
         assert f["g/vv"].dtype.metadata["vlen"].metadata["vlen"] == np.dtype("<i4")
         assert [x.tolist() for x in f["rec"][0]["s"]] == [[1, 2], []]
+
+
+def test_a_failed_metadata_put_raises_only_after_every_put_of_the_flush_ended(
+        tmp_path) -> None:
+    """One metadata PUT of a session flush fails (a directory where its .group.json
+    goes): the flush used to raise at once while the other PUTs of its level were still
+    running, so whatever ran next (a retried flush of the same objects, a lease's
+    release, the process's exit) raced them. Now it raises once all ended."""
+    from h5dask.format.ids import object_key
+
+    n = 300
+    root = tmp_path / "home"
+    with h5dask.File(f"file://{root}/flush.h5", "w") as f:
+        f.flush()  # the domain is published: what follows is one level of new groups
+        groups = [f.create_group(f"g{i}") for i in range(n)]
+        blocker = root / object_key(groups[0].id)
+        os.makedirs(blocker / "x")
+        with pytest.raises(IsADirectoryError):
+            f.flush()
+        # every other group's PUT ended before the error reached the caller
+        assert all((root / object_key(g.id)).is_file() for g in groups[1:])
+        os.rmdir(blocker / "x")
+        os.rmdir(blocker)
+        # the failed flush lost nothing: a second one writes the rest
+    with h5dask.File(f"file://{root}/flush.h5") as f:
+        assert sorted(f) == sorted(f"g{i}" for i in range(n))

@@ -30,6 +30,7 @@ from ..errors import CorruptChunkError, H5DaskError, SourceFileError
 from ..format import ids
 from ..format.chunks import ChunkGrid
 from ..format.filters import ChunkCodec
+from ..storage.sync import all_ended
 from .hdf5 import H5Values, missing_filters, missing_plugin_advice
 from .plan import DatasetPlan, StoredChunk, chunk_logical_bytes, copy_jobs, native_filters_json
 from .source import Source
@@ -187,7 +188,9 @@ class ChunkCopier:
         write (left by an earlier run; they would be read as values)."""
         stale = [k for k in self.stored
                  if k not in self._written and k.rsplit("/", 1)[0] in self.prefixes]
-        await asyncio.gather(*(self.store.delete(k, kind="chunk") for k in stale))
+        # all ended before a failure is raised: the load's roll-back and lease release
+        # come next and must not race deletes still running
+        await all_ended((self.store.delete(k, kind="chunk") for k in stale), "chunk deletes")
 
     async def _raw_chunk(self, loop: asyncio.AbstractEventLoop, copy: DatasetCopy,
                          info: StoredChunk) -> bytes:

@@ -71,6 +71,7 @@ from typing import Any
 from ..errors import LoadInProgressError, StoragePermissionError
 from ..format import ids
 from ..storage.base import ObjectStore, ObjectVersion
+from ..storage.sync import all_ended
 
 #: seconds after which a lease that was not renewed is stale (its run died)
 STALE_AFTER = 300.0
@@ -321,8 +322,9 @@ class PrefixLease:
                 await self.store.delete(self.key, kind="metadata")
                 self.key = ""
                 return found
-            await asyncio.gather(*(self.store.delete(h.key, kind="metadata")
-                                   for h in found.stale))
+            # all ended before a failure is raised: the caller's release comes next
+            await all_ended((self.store.delete(h.key, kind="metadata")
+                             for h in found.stale), "deletes of stale leases")
             self._renewer = asyncio.ensure_future(self._renew())
             return found
         raise LoadInProgressError(

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -122,6 +122,33 @@ def _settle(future: concurrent.futures.Future, task: asyncio.Future) -> None:
 def _cancel_task(task: asyncio.Future, future: concurrent.futures.Future) -> None:
     if future.cancelled() and not task.done():
         task.get_loop().call_soon_threadsafe(task.cancel)
+
+
+async def all_ended(aws: Iterable[Awaitable[T]], what: str = "requests") -> list[T]:
+    """``asyncio.gather`` that returns or raises only once every awaitable has ended.
+
+    ``gather`` raises the first error while the others still run (an upload in a worker
+    thread cannot be cancelled, a request already sent lands anyway): whatever the caller
+    did next (a roll-back, a retry of the same keys, a lease's release) raced requests
+    still in flight, which landed after it. Here the first error (in ``aws``'s order) is
+    raised after all ended, with a note of how many of the ``what`` failed.
+
+    >>> async def boom(): raise KeyError("k")
+    >>> async def fine(): return 1
+    >>> sync(all_ended([fine(), fine()]))
+    [1, 1]
+    >>> sync(all_ended([boom(), fine()]))
+    Traceback (most recent call last):
+    KeyError: 'k'
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        if len(failed) > 1:
+            failed[0].add_note(f"{len(failed)} of {len(results)} {what} of this call "
+                               "failed; this is the first")
+        raise failed[0]
+    return results
 
 
 #: bounds of the orderly shutdown at exit: joining the I/O thread, and waiting for

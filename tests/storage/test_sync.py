@@ -91,3 +91,27 @@ def test_a_closer_that_fails_does_not_stop_the_others(failing: bool):
     """)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["good closer ran", "good closer ran"]
+
+
+def test_all_ended_raises_the_first_failure_only_after_every_awaitable_ended():
+    """A failure ends at once while its siblings are slower: all_ended waits for them,
+    raises the first failure (in order, not in time) and notes how many failed."""
+    import asyncio
+
+    from h5dask.storage.sync import all_ended, sync
+
+    ended: list[str] = []
+
+    async def fails(name: str, after: float) -> None:
+        await asyncio.sleep(after)
+        ended.append(name)
+        raise ValueError(name)
+
+    async def slow() -> None:
+        await asyncio.sleep(0.05)
+        ended.append("slow")
+
+    with pytest.raises(ValueError, match="late") as caught:
+        sync(all_ended([fails("late", 0.01), fails("early", 0), slow()], "PUTs"))
+    assert sorted(ended) == ["early", "late", "slow"]  # nothing still running
+    assert caught.value.__notes__ == ["2 of 3 PUTs of this call failed; this is the first"]
