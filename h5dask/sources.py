@@ -182,6 +182,8 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str,
     verify = linked_version is None and session.link_policy.verify_unversioned
     # a read names the dataset by its path where known (xarray's name is the object key)
     origin = (f"dataset {path!r}" if path else dataset) + f" of the domain {session.location.url}"
+    if linked_version is not None:
+        _check_versioned(meta, dataset, session.location.url, linked_size)
 
     def resolve(uri: str) -> tuple[ObjectStore, str, ObjectVersion | None]:
         if uri not in stores:
@@ -242,6 +244,27 @@ def _refs(session: Any, meta: DatasetMeta, dataset: str,
         out.append((chunk_name(tuple(int(i) for i in index)),
                     ref(target, int(entry["offset"]), int(entry["size"]))))
     return tuple(sorted(out))
+
+
+def _check_versioned(meta: DatasetMeta, dataset: str, domain: str,
+                     linked_size: int | None) -> None:
+    """Refuse a layout recording its file's version without the file it is of (a
+    layout-level ``file_uri``) or without its size. ``h5dask load --link`` records all
+    three together, so only edited (or hostile) metadata lacks one; read, such a layout
+    would match no branch of the version checks and its chunks be read unconditionally,
+    with no warning. Refused rather than read as an unversioned layout: that reads
+    unverified by default (a warning, then maybe another file's bytes), a refusal never
+    gives wrong data."""
+    missing = ("file_uri" if not meta.layout.file_uri
+               else LINKED_FILE_SIZE_KEY if linked_size is None else None)
+    if missing is None:
+        return
+    raise MetadataError(
+        meta.key, f"{dataset} of the domain {domain}: its {meta.layout.cls} layout records "
+        f"{LINKED_FILE_VERSION_KEY} but no {missing}; h5dask load --link records "
+        f"{LINKED_FILE_VERSION_KEY}, {LINKED_FILE_SIZE_KEY} and file_uri together, so the "
+        "layout was edited (or is hostile) and h5dask does not read it. Link the file "
+        "again (h5dask load --link --overwrite)")
 
 
 def _linked_file_size(meta: DatasetMeta, raw_layout: dict) -> int | None:

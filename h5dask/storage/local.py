@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ..errors import InvalidKeyError, StoragePermissionError
+from ..errors import H5DaskError, InvalidKeyError, StoragePermissionError
 from .base import ObjectStore, ObjectVersion, changed_since
 from .settings import DEFAULT_TUNING, StoreTuning
 
@@ -463,21 +463,49 @@ class LocalObjectStore(ObjectStore):
             return await asyncio.to_thread(self._create, key, data)
 
     @contextmanager
-    def _refused_writes(self, key: str) -> Iterator[None]:
-        """A write the file system refuses (read-only mount, no permission) as the
-        StoragePermissionError an object store's 403 gives, naming the key: callers
-        that can do without writing (gc's clock probe) tell it from a failure."""
+    def _refused_writes(self, key: str, doing: str = "written") -> Iterator[None]:
+        """A write (or delete: ``doing``) the file system refuses (read-only mount, no
+        permission) as the StoragePermissionError an object store's 403 gives, naming
+        the key: callers that can do without writing (gc's clock probe) tell it from a
+        failure. Any other OSError is raised again as its own type (what callers catch)
+        naming the object key and its folder, not a temporary file and the key's last
+        part only, and saying what to do."""
         try:
             yield
+        except H5DaskError:
+            raise
         except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) \
-                    or isinstance(exc, StoragePermissionError):
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise StoragePermissionError(
+                    f"{self.root_url}/{key} cannot be {doing}: {exc.strerror} (errno "
+                    f"{errno.errorcode.get(exc.errno or 0, exc.errno)}). The bucket "
+                    "directory is read-only here: mount it read-write or give this user "
+                    "write permission, or only read from it") from exc
+            if exc.errno is None:  # no code to build the same error with
                 raise
-            raise StoragePermissionError(
-                f"{self.root_url}/{key} cannot be written: {exc.strerror} (errno "
-                f"{errno.errorcode.get(exc.errno or 0, exc.errno)}). The bucket directory is "
-                "read-only here: mount it read-write or give this user write permission, "
-                "or only read from it") from exc
+            try:
+                named = type(exc)(exc.errno, self._failed(key, doing, exc))
+            except Exception:  # an OSError type built otherwise: raised as it was
+                raise exc from None
+            raise named from exc
+
+    def _failed(self, key: str, doing: str, exc: OSError) -> str:
+        """What a failed write or delete of ``key`` says: the key, its folder, the
+        file system's reason and what to do."""
+        parent, _, name = key.rpartition("/")
+        folder = self.url_of(parent) if parent else self.root_url
+        reason = (f"{exc.strerror or exc} (errno "
+                  f"{errno.errorcode.get(exc.errno or 0, exc.errno)})")
+        if exc.errno == errno.EISDIR:
+            todo = (f"a directory {name!r} is in the folder {folder} where the object's "
+                    "file belongs, and on a file system a name cannot be both; "
+                    + ("move or remove that directory (look at what it holds first), or "
+                       "choose another key" if doing == "written" else
+                       "h5dask deletes objects only: remove it by hand if it should go"))
+        else:
+            todo = (f"the file system refused it in the folder {folder}: fix that (free "
+                    "space, quota, the mount) and try again")
+        return f"object key {key!r} of {self.root_url} cannot be {doing}: {reason}; {todo}"
 
     def _remove(self, key: str) -> None:
         parent, name = self._parent_path(key)
@@ -555,7 +583,7 @@ class LocalObjectStore(ObjectStore):
         return _file_version(st)
 
     async def _delete(self, key: str) -> None:
-        with self._refused_writes(key):
+        with self._refused_writes(key, "deleted"):
             await asyncio.to_thread(self._remove, key)
 
     async def _list(self, prefix: str) -> list[str]:

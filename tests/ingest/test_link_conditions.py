@@ -21,6 +21,7 @@ import xarray as xr
 import h5dask
 from h5dask.errors import (
     LinkedFileChangedError,
+    MetadataError,
     ObjectChangedError,
     StorageError,
     UnverifiedLinkWarning,
@@ -128,10 +129,11 @@ def test_a_layout_check_reads_the_version_it_checks(tmp_path) -> None:
         check_layout(store, "files/pair.h5", now, "/a", claimed)
 
 
-def _per_chunk_uri_domain(tmp_path, files: int):
+def _per_chunk_uri_domain(tmp_path, files: int, **recorded):
     """A domain whose '/a' is an HSDS-style H5D_CHUNKED_REF_INDIRECT layout without a
     layout file_uri: its chunk table names the file of each chunk (``files`` copies of
-    one pair file, chunk i in copy i % files). Unversioned, as HSDS writes it."""
+    one pair file, chunk i in copy i % files). Unversioned, as HSDS writes it, unless
+    ``recorded`` adds keys to the layout."""
     from h5dask.format.linked import CHUNK_TABLE_DTYPE
     from h5dask.storage import open_location
 
@@ -154,7 +156,8 @@ def _per_chunk_uri_domain(tmp_path, files: int):
         key = f["a"]._meta.key
     store = open_location(url).store
     obj = json.loads(sync(store.get(key, kind="metadata")))
-    layout = {"class": "H5D_CHUNKED_REF_INDIRECT", "chunk_table": table_id, "dims": [8]}
+    layout = {"class": "H5D_CHUNKED_REF_INDIRECT", "chunk_table": table_id, "dims": [8],
+              **recorded}
     obj["creationProperties"].update(layout=layout, filters=[])
     obj["layout"] = layout
     sync(store.put(key, json.dumps(obj).encode(), kind="metadata"))
@@ -197,6 +200,30 @@ def test_verify_says_why_a_table_naming_several_files_is_not_checked(tmp_path) -
     message = str(caught[0].message)
     assert "'/a' has its chunks in 2 files" in message
     assert "cannot check its layout" in message and "pass verify_unversioned" not in message
+
+
+def test_a_version_recorded_without_its_file_or_size_is_refused(tmp_path) -> None:
+    """h5dask load --link records a layout's file version with its file_uri and size;
+    a layout with the version but no layout-level file_uri (a chunk table naming a file
+    per chunk), or no size, is edited metadata: refused naming the dataset, the domain
+    and the key missing, never read unconditionally (as it was) nor warned about only."""
+    (path,), url = _per_chunk_uri_domain(tmp_path / "table", files=1,
+                                         h5dask_file_version="v1", h5dask_file_size=1)
+    with h5dask.File(url) as f, pytest.raises(
+            MetadataError, match=r"'/a' of the domain file://.*h5dask_file_version but "
+                                 r"no file_uri.*load --link --overwrite"):
+        f["a"][()]
+    local, url = _linked_local(tmp_path / "size")
+    for meta in local.parent.parent.rglob(".dataset.json"):
+        obj = json.loads(meta.read_text())
+        for layout in (obj["creationProperties"]["layout"], obj["layout"]):
+            assert layout["h5dask_file_version"]  # the file's version now
+            layout.pop("h5dask_file_size")
+        meta.write_text(json.dumps(obj))
+    with h5dask.File(url) as f, pytest.raises(
+            MetadataError, match=r"'/a' of the domain file://.*h5dask_file_version but "
+                                 r"no h5dask_file_size"):
+        f["a"][()]
 
 
 class _IgnoresIfMatch(http.server.BaseHTTPRequestHandler):

@@ -328,6 +328,38 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert not temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("call", ["put", "delete"])
+def test_a_directory_where_an_object_belongs_names_the_key(tmp_path: Path, call: str
+                                                           ) -> None:
+    """A directory where an object's file belongs: the error (still the IsADirectoryError
+    callers catch) names the object key and its folder and says what to do, not the
+    temporary file and the key's last part ('.tmp-...' -> '4')."""
+    (tmp_path / "db" / "d" / "4" / "x").mkdir(parents=True)
+    store = LocalObjectStore(str(tmp_path))
+    args = ("db/d/4",) if call == "delete" else ("db/d/4", b"x")
+    with pytest.raises(IsADirectoryError) as err:
+        sync(getattr(store, call)(*args))
+    message = str(err.value)
+    assert f"object key 'db/d/4' of {tmp_path.as_uri()} cannot be" in message
+    assert f"folder {tmp_path.as_uri()}/db/d " in message and ".tmp-" not in message
+    assert ("remove it by hand" if call == "delete" else "move or remove that directory"
+            ) in message
+    assert (tmp_path / "db" / "d" / "4" / "x").is_dir() and not temporaries(tmp_path)
+
+
+def test_a_chunk_write_onto_a_directory_names_the_chunk_key(tmp_path: Path) -> None:
+    """The same through h5dask.File: a chunk's write names the chunk's whole key."""
+    import h5dask
+
+    url = (tmp_path / "bucket" / "home" / "w.h5").as_uri()
+    with h5dask.File(url, "w") as f:
+        d = f.create_dataset("x", shape=(8,), dtype="<i4", chunks=(2,))
+        folder = d._meta.key.rpartition("/")[0]
+        (f._session.store.root / folder / "2").mkdir(parents=True)
+        with pytest.raises(IsADirectoryError, match=f"object key '{folder}/2' of "):
+            d[4:6] = 1
+
+
 def test_without_descriptor_relative_calls_the_store_still_works(tmp_path, monkeypatch
                                                                   ) -> None:
     """Where ``os`` calls take no directory descriptor (Windows) the store goes by path
