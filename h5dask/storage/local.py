@@ -404,26 +404,34 @@ class LocalObjectStore(ObjectStore):
                 raise
         raise AssertionError("unreachable")
 
-    def _create(self, key: str, data: bytes) -> bool:
-        """Write ``key`` only if nothing has its name: the bytes go to a temporary file
-        that is then hard-linked to the name, which link(2) refuses atomically if taken
-        (also on NFS); readers never see a half-written object."""
+    @contextmanager
+    def _staged(self, key: str, data: bytes) -> Iterator[tuple[str, int, str]]:
+        """``data`` in a new temporary file in the directory of ``key``'s file: yields the
+        temporary file's name, the directory's fd and ``key``'s own name in it; the
+        temporary file (if still there) is removed and the directory closed after."""
         parent, name = self._parent_path(key)
         directory, temporary, fd = self._temporary_in(key, parent, name)
         source, dir_fd = _in(directory, temporary)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            try:
-                os.link(source, _in(directory, name)[0], src_dir_fd=dir_fd,
-                        dst_dir_fd=dir_fd, follow_symlinks=False)
-            except FileExistsError:
-                return False
-            return True
+            yield source, dir_fd, _in(directory, name)[0]
         finally:
             with suppress(OSError):
                 os.unlink(source, dir_fd=dir_fd)
             _close(directory)
+
+    def _create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if nothing has its name: the bytes go to a temporary file
+        that is then hard-linked to the name, which link(2) refuses atomically if taken
+        (also on NFS); readers never see a half-written object."""
+        with self._staged(key, data) as (source, dir_fd, target):
+            try:
+                os.link(source, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
+                        follow_symlinks=False)
+            except FileExistsError:
+                return False
+            return True
 
     atomic_create = True
     #: compare and rename run back to back in one worker call: another writer can come
@@ -434,13 +442,7 @@ class LocalObjectStore(ObjectStore):
         """Overwrite ``key`` only if the file is still ``version``: the bytes go to a
         temporary file, the file's version is compared, then the temporary file is
         renamed over it."""
-        parent, name = self._parent_path(key)
-        directory, temporary, fd = self._temporary_in(key, parent, name)
-        source, dir_fd = _in(directory, temporary)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            target = _in(directory, name)[0]
+        with self._staged(key, data) as (source, dir_fd, target):
             try:
                 st = os.stat(target, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -449,10 +451,6 @@ class LocalObjectStore(ObjectStore):
                 return False
             os.replace(source, target, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return True
-        finally:
-            with suppress(OSError):
-                os.unlink(source, dir_fd=dir_fd)
-            _close(directory)
 
     async def _put_if_version(self, key: str, data: bytes, version: ObjectVersion) -> bool:
         with self._refused_writes(key):
