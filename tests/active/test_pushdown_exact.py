@@ -78,6 +78,18 @@ def test_means_of_int32_are_pushed_down_and_exact(s3_bucket_url, storage_options
     assert remote.item() == local.item() == np.mean(data)
 
 
+
+def _reduced(url, storage_options, op, chunks, **kw):
+    """``op`` (sum, mean) of variable v opened with ``chunks``, on the sync scheduler with
+    ActiveStorageWarning an error: its value and the server requests it made."""
+    v = xr.open_dataset(url, engine="h5cloud", chunks=chunks,
+                        storage_options=storage_options, **kw)["v"]
+    h5dask.reset_stats()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ActiveStorageWarning)
+        got = getattr(v, op)().compute(scheduler="sync")
+    return got.item(), h5dask.stats()["active"]["read_requests"]
+
 def test_int32_means_of_blocks_beyond_2_53_are_computed_locally(s3_bucket_url,
                                                                 storage_options,
                                                                 pushdown_server):
@@ -91,13 +103,7 @@ def test_int32_means_of_blocks_beyond_2_53_are_computed_locally(s3_bucket_url,
         f.create_dataset("v", data=data, chunks=(2**20,), compression="gzip")
 
     def mean(chunks, **kw):
-        v = xr.open_dataset(url, engine="h5cloud", chunks=chunks,
-                            storage_options=storage_options, **kw)["v"]
-        h5dask.reset_stats()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", ActiveStorageWarning)
-            got = v.mean().compute(scheduler="sync")
-        return got.item(), h5dask.stats()["active"]["read_requests"]
+        return _reduced(url, storage_options, "mean", chunks, **kw)
 
     whole = {"phony_dim_0": -1}
     assert mean(whole, active_storage_url=pushdown_server.url) == (mean(whole)[0], 0)
@@ -339,13 +345,7 @@ def test_masked_uint32_sums_of_blocks_beyond_2_53_are_computed_locally(
         d.attrs["_FillValue"] = np.uint32(0)
 
     def reduce(chunks, **kw):
-        v = xr.open_dataset(url, engine="h5cloud", chunks=chunks,
-                            storage_options=storage_options, **kw)["v"]
-        h5dask.reset_stats()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", ActiveStorageWarning)
-            got = getattr(v, op)().compute(scheduler="sync")
-        return got.item(), h5dask.stats()["active"]["read_requests"]
+        return _reduced(url, storage_options, op, chunks, **kw)
 
     whole = {"phony_dim_0": -1}
     assert reduce(whole, active_storage_url=pushdown_server.url) == (reduce(whole)[0], 0)

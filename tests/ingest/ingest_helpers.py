@@ -3,6 +3,7 @@ comparison (a module with a unique name, importable from the tests and conftest)
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -124,3 +125,20 @@ def assert_h5pyd_equals_h5py(remote, local) -> int:
 
     local.visititems(visit)
     return compared
+
+
+def write_pair(path: Path, first: str = "a", second: str = "b", scale: float = 1.0) -> None:
+    """Two datasets of the same shape and chunks (5 chunks each), written in the order
+    given: ("a", "b") and ("b", "a") make files of the same size, each name at the
+    other's offsets; another ``scale`` rewrites the values at the same offsets."""
+    with h5py.File(path, "w") as f:
+        for name in (first, second):
+            value = {"a": 1.0, "b": 2.0}[name] * scale
+            f.create_dataset(name, data=np.full(40, value), chunks=(8,))
+
+
+def aged(path: Path) -> None:
+    """Its times a minute back: not "racy" (a file written in the tick it was linked
+    in is checked at every first open), so an open makes no layout check."""
+    then = path.stat().st_mtime_ns - 60 * 10**9
+    os.utime(path, ns=(then, then))

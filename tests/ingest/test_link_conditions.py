@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from ingest_helpers import aged, write_pair
 
 import h5dask
 from h5dask.errors import (
@@ -31,29 +32,14 @@ from h5dask.storage.base import ObjectVersion
 from h5dask.storage.sync import sync
 
 
-def _write_pair(path, first="a", second="b", scale=1.0):
-    """Two datasets of the same shape and chunks (5 chunks each), written in the order
-    given: ("b", "a") puts each at the other's offsets (as test_link_reads.py)."""
-    with h5py.File(path, "w") as f:
-        for name in (first, second):
-            value = {"a": 1.0, "b": 2.0}[name] * scale
-            f.create_dataset(name, data=np.full(40, value), chunks=(8,))
-
-
-def _aged(path):
-    """Its times a minute back: not "racy", so an open makes no layout check."""
-    then = path.stat().st_mtime_ns - 60 * 10**9
-    os.utime(path, ns=(then, then))
-
-
 def _linked_local(tmp_path):
     """A file:// domain linking a local pair file (a: 1.0, b: 2.0; 5 chunks each)."""
     root = tmp_path / "bucket"
     (root / "db").mkdir(parents=True)
     (root / "files").mkdir()
     local = root / "files" / "pair.h5"
-    _write_pair(local)
-    _aged(local)
+    write_pair(local)
+    aged(local)
     url = (root / "home" / "pair.h5").as_uri()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LocalLinkWarning
@@ -74,7 +60,7 @@ def test_a_file_missing_at_open_is_never_read(tmp_path) -> None:
         with pytest.raises(StorageError, match=r"'/a'.*pair\.h5, which does not exist.*"
                                                r"restore it, and open the domain again"):
             a[0:8]
-        _write_pair(local, "b", "a")
+        write_pair(local, "b", "a")
         for selection in (slice(0, 8), slice(None)):  # the task's thread, the I/O loop
             with pytest.raises(LinkedFileChangedError,
                                match=r"'/a'.*pair\.h5, which was missing when this session "
@@ -96,8 +82,8 @@ def test_read_ahead_never_hands_bytes_of_another_accepted_version(tmp_path) -> N
     with h5dask.File(url) as old:
         src_old = old["a"].source()
         assert src_old.read(slice(0, 8)).tolist() == [1.0] * 8
-        _write_pair(local, scale=3.0)  # the same layout, other values
-        _aged(local)
+        write_pair(local, scale=3.0)  # the same layout, other values
+        aged(local)
         with h5dask.File(url) as new:
             src_new = new["a"].source()
             assert src_new.linked[0][1].version != src_old.linked[0][1].version
@@ -124,7 +110,7 @@ def test_a_layout_check_reads_the_version_it_checks(tmp_path) -> None:
     store = LocalObjectStore(str(local.parent.parent))
     now = sync(store.stat("files/pair.h5"))
     assert now is not None
-    _write_pair(local, "b", "a")  # same size, a at b's offsets
+    write_pair(local, "b", "a")  # same size, a at b's offsets
     with pytest.raises(ObjectChangedError, match=r"pair\.h5 was written since"):
         check_layout(store, "files/pair.h5", now, "/a", claimed)
 
@@ -142,7 +128,7 @@ def _per_chunk_uri_domain(tmp_path, files: int, **recorded):
     (root / "files").mkdir()
     paths = [root / "files" / f"pair{i}.h5" for i in range(files)]
     for path in paths:
-        _write_pair(path)
+        write_pair(path)
     with h5py.File(paths[0]) as f:
         infos = [f["a"].id.get_chunk_info(i) for i in range(5)]
     url = (root / "home" / "d.h5").as_uri()
@@ -176,7 +162,7 @@ def test_verify_checks_a_chunk_table_naming_its_file(tmp_path) -> None:
             a = f["a"]
             assert a[()].tolist() == [1.0] * 40
             assert a.source().linked[0][1].version is not None
-            _write_pair(path, "b", "a")
+            write_pair(path, "b", "a")
             with pytest.raises(LinkedFileChangedError, match="written after this session"):
                 a[()]
         with h5dask.File(url, verify_unversioned_links=True) as f, \
@@ -194,7 +180,7 @@ def test_verify_says_why_a_table_naming_several_files_is_not_checked(tmp_path) -
             a = f["a"]
             assert a[()].tolist() == [1.0] * 40
             assert all(ref.version is not None for _, ref in a.source().linked)
-            _write_pair(paths[1], scale=3.0)
+            write_pair(paths[1], scale=3.0)
             with pytest.raises(LinkedFileChangedError, match=r"pair1\.h5, which was written"):
                 a[()]
     message = str(caught[0].message)

@@ -7,34 +7,15 @@ recorded no version: a warning once per domain, and an opt-in layout check."""
 from __future__ import annotations
 
 import json
-import os
 import warnings
 
-import h5py
-import numpy as np
 import pytest
 import xarray as xr
+from ingest_helpers import aged, write_pair
 
 import h5dask
 from h5dask.errors import LinkedFileChangedError, UnverifiedLinkWarning
 from h5dask.ingest import load_file
-
-
-def _write_pair(path, first="a", second="b", scale=1.0):
-    """Two datasets of the same shape and chunks (5 chunks each), written in the order
-    given: ("a", "b") and ("b", "a") make files of the same size, each name at the
-    other's offsets; another ``scale`` rewrites the values at the same offsets."""
-    with h5py.File(path, "w") as f:
-        for name in (first, second):
-            value = {"a": 1.0, "b": 2.0}[name] * scale
-            f.create_dataset(name, data=np.full(40, value), chunks=(8,))
-
-
-def _aged(path):
-    """Its times a minute back: not "racy" (a file written in the tick it was linked
-    in is checked at every first open), so an open makes no layout check."""
-    then = path.stat().st_mtime_ns - 60 * 10**9
-    os.utime(path, ns=(then, then))
 
 
 def _linked(where, tmp_path, put_s3, s3_bucket_url, storage_options):
@@ -44,8 +25,8 @@ def _linked(where, tmp_path, put_s3, s3_bucket_url, storage_options):
     (root / "db").mkdir(parents=True)
     (root / "files").mkdir()
     local = root / "files" / "pair.h5"
-    _write_pair(local)
-    _aged(local)
+    write_pair(local)
+    aged(local)
     if where == "file":
         src, url, opts = local, (root / "home" / "pair.h5").as_uri(), None
     else:
@@ -58,7 +39,7 @@ def _linked(where, tmp_path, put_s3, s3_bucket_url, storage_options):
         if where == "s3":
             put_s3(local, "pair.h5")
         else:
-            _aged(local)  # times a minute back again: only what a read can see moved
+            aged(local)  # times a minute back again: only what a read can see moved
 
     return local, url, opts, publish
 
@@ -86,7 +67,7 @@ def test_a_file_rewritten_after_open_is_refused_not_read(where, tmp_path, put_s3
         io = h5dask.stats()
         assert io["chunk"]["read_requests"] == 1 and io["metadata"]["read_requests"] == 0
 
-        _write_pair(local, scale=3.0)  # the same size and offsets, other values
+        write_pair(local, scale=3.0)  # the same size and offsets, other values
         publish()
         for selection in (slice(0, 8), slice(None)):
             with pytest.raises(LinkedFileChangedError, match=CHANGED) as caught:
@@ -106,7 +87,7 @@ def test_a_worker_reading_after_the_rewrite_fails(cluster_client, tmp_path, put_
                                         storage_options)
     v = xr.open_dataset(url, engine="h5cloud", chunks={}, storage_options=opts)["a"]
     assert float(v.sum().compute()) == 40.0
-    _write_pair(local, scale=3.0)
+    write_pair(local, scale=3.0)
     publish()
     with pytest.raises(LinkedFileChangedError, match=r"'/a'.*written after"):
         v.sum().compute()
@@ -149,7 +130,7 @@ def test_unversioned_links_warn_once_and_verify_on_request(keep_size, tmp_path, 
         with h5dask.File(url, verify_unversioned_links=True) as f:
             assert f["a"][()].tolist() == [1.0] * 40  # the layout holds
 
-        _write_pair(local, "b", "a")  # the same size, each at the other's offsets
+        write_pair(local, "b", "a")  # the same size, each at the other's offsets
         with h5dask.File(url) as f:  # unverified: the documented gap
             assert f["a"][()].tolist() == [2.0] * 40
         with h5dask.File(url, verify_unversioned_links=True) as f:
