@@ -142,3 +142,15 @@ def aged(path: Path) -> None:
     in is checked at every first open), so an open makes no layout check."""
     then = path.stat().st_mtime_ns - 60 * 10**9
     os.utime(path, ns=(then, then))
+
+
+def pair_bucket(tmp_path: Path) -> tuple[Path, Path]:
+    """A bucket folder (``db/``, ``files/``) under ``tmp_path`` holding an aged pair
+    file at ``files/pair.h5``: the folder and the file."""
+    root = tmp_path / "bucket"
+    (root / "db").mkdir(parents=True)
+    (root / "files").mkdir()
+    local = root / "files" / "pair.h5"
+    write_pair(local)
+    aged(local)
+    return root, local

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from ingest_helpers import aged, write_pair
+from ingest_helpers import aged, pair_bucket, write_pair
 
 import h5dask
 from h5dask.errors import (
@@ -34,12 +34,7 @@ from h5dask.storage.sync import sync
 
 def _linked_local(tmp_path):
     """A file:// domain linking a local pair file (a: 1.0, b: 2.0; 5 chunks each)."""
-    root = tmp_path / "bucket"
-    (root / "db").mkdir(parents=True)
-    (root / "files").mkdir()
-    local = root / "files" / "pair.h5"
-    write_pair(local)
-    aged(local)
+    root, local = pair_bucket(tmp_path)
     url = (root / "home" / "pair.h5").as_uri()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LocalLinkWarning

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import xarray as xr
-from ingest_helpers import aged, write_pair
+from ingest_helpers import aged, pair_bucket, write_pair
 
 import h5dask
 from h5dask.errors import LinkedFileChangedError, UnverifiedLinkWarning
@@ -21,12 +21,7 @@ from h5dask.ingest import load_file
 def _linked(where, tmp_path, put_s3, s3_bucket_url, storage_options):
     """A domain linking the pair file; ``publish()`` puts the local file's bytes where
     the domain links them (S3: uploaded again)."""
-    root = tmp_path / "bucket"
-    (root / "db").mkdir(parents=True)
-    (root / "files").mkdir()
-    local = root / "files" / "pair.h5"
-    write_pair(local)
-    aged(local)
+    root, local = pair_bucket(tmp_path)
     if where == "file":
         src, url, opts = local, (root / "home" / "pair.h5").as_uri(), None
     else:
